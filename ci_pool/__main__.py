@@ -1,0 +1,3 @@
+from ci_pool.cli import main
+
+main()

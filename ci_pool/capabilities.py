@@ -1,0 +1,115 @@
+"""Capabilities (what a runner can build) and the routing of labels to their queues."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ci_pool.exceptions import CapabilityNotFound, InputError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_MEMORY = re.compile(r"^[0-9]+[bkmg]?$", re.IGNORECASE)
+#: Labels every self-hosted runner answers to; ignored when routing.
+IGNORED_LABELS = frozenset({"self-hosted"})
+
+
+class Capability(BaseModel):
+    """One kind of runner: its queue, image, execution mode and limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    queue: str
+    image: str = ""
+    mode: Literal["docker", "host"] = "docker"
+    labels: tuple[str, ...] = ()
+    cpus: float | None = Field(default=None, gt=0)
+    memory: str | None = None
+    pids_limit: int | None = Field(default=4096, gt=0)
+    #: Docker network mode for the job container: "none" (default), "host", or a network name.
+    network: str = "none"
+    privileged: bool = False
+    default_timeout: int = Field(default=3600, gt=0)
+
+    @field_validator("name", "queue")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "must be lower-case letters, digits, '.', '_' or '-' (at most 63 characters)"
+            )
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _valid_memory(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMORY.match(value):
+            raise ValueError("must be a size such as '512m' or '4g'")
+        return value
+
+    @property
+    def label_set(self) -> frozenset[str]:
+        """Labels this capability answers to, its own name included."""
+        return frozenset((self.name, *self.labels))
+
+
+DEFAULT_CAPABILITIES: dict[str, dict[str, Any]] = {
+    "linux": {"image": "ci-pool/linux:latest", "labels": ["linux", "x64"]},
+    "android": {"image": "ci-pool/android:latest", "labels": ["android"], "memory": "8g"},
+    "flutter-web": {"image": "ci-pool/flutter-web:latest", "labels": ["flutter", "web"]},
+    "iso": {"mode": "host", "labels": ["iso"], "privileged": True, "default_timeout": 7200},
+    "deploy": {"image": "ci-pool/deploy:latest", "labels": ["deploy"], "network": "host"},
+}
+
+
+def merge_capabilities(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Lay the configured capability tables over the built-in defaults."""
+    merged = {name: {"name": name, "queue": name, **d} for name, d in DEFAULT_CAPABILITIES.items()}
+    for name, table in (overrides or {}).items():
+        if isinstance(table, Capability):
+            table = table.model_dump()
+        if not isinstance(table, Mapping):
+            raise ValueError(f"capabilities.{name} must be a table")
+        merged.setdefault(name, {"name": name, "queue": name}).update(table)
+        merged[name]["name"] = name
+    return merged
+
+
+def route(
+    capabilities: Mapping[str, Capability],
+    capability: str | None = None,
+    labels: Iterable[str] = (),
+) -> Capability:
+    """Pick the capability for a job from its name and/or labels; never a default."""
+    wanted = frozenset(labels) - IGNORED_LABELS
+    if capability is not None:
+        cap = capabilities.get(capability)
+        if cap is None:
+            raise CapabilityNotFound(capability, list(capabilities))
+        missing = wanted - cap.label_set
+        if missing:
+            raise InputError(
+                f"capability {capability!r} does not have label(s) {sorted(missing)}; "
+                f"its labels are {sorted(cap.label_set)}",
+                field="labels",
+            )
+        return cap
+    if not wanted:
+        raise InputError("give a capability or at least one label", field="capability")
+    # An exact name match wins; otherwise exactly one capability must carry every label.
+    matches = [c for c in capabilities.values() if wanted <= c.label_set]
+    named = [c for c in matches if c.name in wanted]
+    if len(named) == 1:
+        return named[0]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CapabilityNotFound("labels " + ",".join(sorted(wanted)), list(capabilities))
+    raise InputError(
+        f"labels {sorted(wanted)} match several capabilities "
+        f"({', '.join(sorted(c.name for c in matches))}); name one with --capability",
+        field="labels",
+    )

@@ -1,0 +1,307 @@
+"""The ci-pool command line (typer + rich). Commands are thin: they call Pool.
+
+Exit codes: 0 ok; 1 the job failed (``wait`` exits with the job's own exit code);
+2 bad usage or input; 3 infrastructure error (broker, store, Docker, git server);
+124 the job timed out; 130 the job was cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import sys
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import kombu.exceptions
+import redis
+import sqlalchemy.exc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ci_pool.capabilities import route
+from ci_pool.exceptions import CIPoolError, InputError
+from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState, parse_job_spec
+from ci_pool.pool import Pool
+from ci_pool.settings import get_settings
+from ci_pool.store import Job
+
+app = typer.Typer(
+    name="ci-pool",
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _pool() -> Pool:
+    return Pool(get_settings())
+
+
+def _duration(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*([smh]?)\s*", text)
+    if not m:
+        raise InputError("use seconds or a number with s/m/h, e.g. 600, 90s, 10m, 2h",
+                         field="--timeout")
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise InputError(f"{pair!r} is not KEY=VALUE", field="--env")
+        env[key] = value
+    return env
+
+
+def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
+    """The public view of a job (also the ``--json`` output)."""
+
+    def ts(v: datetime | None) -> str | None:
+        return v.isoformat() if v else None
+
+    data: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "state": job.state,
+        "capability": job.capability,
+        "queue": job.queue,
+        "repo": job.repo,
+        "ref": job.ref,
+        "commit_sha": job.commit_sha,
+        "labels": job.labels,
+        "timeout_s": job.timeout_s,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "runner_id": job.runner_id,
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "created_at": ts(job.created_at),
+        "queued_at": ts(job.queued_at),
+        "started_at": ts(job.started_at),
+        "finished_at": ts(job.finished_at),
+        "evidence": job.evidence,
+    }
+    if pool is not None:
+        data["waiting"] = pool.why_waiting(job)
+        data["events"] = [
+            {
+                "attempt": e.attempt,
+                "from": e.from_state,
+                "to": e.to_state,
+                "at": ts(e.at),
+                "runner_id": e.runner_id,
+                "reason": e.reason,
+            }
+            for e in pool.store.events(job.id)
+        ]
+    return data
+
+
+_STATE_STYLE = {
+    "succeeded": "green", "failed": "red", "error": "red", "timed_out": "red",
+    "cancelled": "yellow", "rejected": "red", "queued": "cyan", "running": "blue",
+}
+
+
+@app.command()
+def submit(
+    repo: Annotated[str, typer.Option(help="Repository URL (https://, ssh://, git://).")],
+    run: Annotated[list[str], typer.Option(help="Shell command(s); each --run is one step.")],
+    ref: Annotated[str, typer.Option(help="Branch, tag or commit SHA.")] = "HEAD",
+    capability: Annotated[str | None, typer.Option(help="Capability (queue) to run on.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Required runner label.")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the job.")] = None,
+    timeout: Annotated[str | None, typer.Option(help="Job timeout: 600, 90s, 10m, 2h.")] = None,
+    name: Annotated[str, typer.Option(help="A name for the job.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
+) -> None:
+    """Submit one job; prints its id."""
+    pool = _pool()
+    spec = parse_job_spec(
+        {
+            "repo": repo,
+            "ref": ref,
+            "capability": capability,
+            "labels": tuple(label or ()),
+            "steps": [{"run": r, "name": f"run {i}"} for i, r in enumerate(run, 1)],
+            "env": _env_pairs(env or []),
+            "timeout": _duration(timeout) if timeout else None,
+            "name": name,
+        },
+        allow_local_repos=pool.settings.allow_local_repos,
+    )
+    job = pool.submit(spec)
+    if as_json:
+        out.print_json(json.dumps(job_dict(job)))
+    else:
+        print(job.id)
+
+
+def _exit_code(job: Job) -> int:
+    if job.state == JobState.FAILED.value:
+        return job.exit_code if job.exit_code not in (None, 0) else 1  # type: ignore[return-value]
+    return WAIT_EXIT_CODES.get(JobState(job.state), 3)
+
+
+@app.command()
+def wait(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    timeout: Annotated[str | None, typer.Option(help="Give up after this long (exit 3).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Block until the job ends; exit with its exit code (124 timed out, 130 cancelled)."""
+    pool = _pool()
+    job = pool.wait(job_id, timeout=_duration(timeout) if timeout else None)
+    if as_json:
+        out.print_json(json.dumps(job_dict(job)))
+    else:
+        err.print(f"job {job.id} {job.state}" + (f": {job.reason}" if job.reason else ""))
+    if JobState(job.state) not in FINAL_STATES:
+        raise typer.Exit(3)
+    raise typer.Exit(_exit_code(job))
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A job's state, timings, runner and history; says why it waits when queued."""
+    pool = _pool()
+    data = job_dict(pool.get(job_id), pool)
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    style = _STATE_STYLE.get(data["state"], "white")
+    out.print(f"[bold]job {data['id']}[/bold]  [{style}]{data['state']}[/{style}]"
+              + (f"  exit {data['exit_code']}" if data["exit_code"] is not None else ""))
+    rows = [
+        ("name", data["name"]),
+        ("capability", f"{data['capability']} (queue {data['queue']})"),
+        ("repo", f"{data['repo']} {data['ref']}"
+         + (f" @ {data['commit_sha'][:12]}" if data["commit_sha"] else "")),
+        ("runner", data["runner_id"] or "-"),
+        ("attempt", f"{data['attempt']}/{data['max_attempts']}"),
+        ("queued", data["queued_at"] or "-"),
+        ("started", data["started_at"] or "-"),
+        ("finished", data["finished_at"] or "-"),
+        ("reason", data["reason"] or "-"),
+    ]
+    for key, value in rows:
+        out.print(f"  {key:<11}{value}")
+    if data["waiting"]:
+        out.print(f"  [yellow]waiting    {data['waiting']}[/yellow]")
+    out.print("  history")
+    for e in data["events"]:
+        out.print(f"    {e['at']}  #{e['attempt']}  {e['from'] or '-'} -> {e['to']}"
+                  + (f"  on {e['runner_id']}" if e["runner_id"] else "")
+                  + (f"  ({e['reason']})" if e["reason"] else ""))
+
+
+@app.command()
+def logs(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream live.")] = False,
+    attempt: Annotated[int | None, typer.Option(help="Attempt (default: latest).")] = None,
+) -> None:
+    """Print a job's log (``-f`` follows it live until the job ends)."""
+    pool = _pool()
+    pool.get(job_id)
+    if follow:
+        for line in pool.follow(job_id):
+            print(line, flush=True)
+        return
+    sys.stdout.write(pool.store.read_log(job_id, attempt))
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Cancel a job: at once if queued; a running job is stopped by its worker."""
+    job = _pool().cancel(job_id)
+    print(f"job {job.id} {'cancel requested' if job.state == 'running' else job.state}")
+
+
+@app.command()
+def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Workers that heartbeated within the TTL."""
+    found = _pool().runners()
+    if as_json:
+        out.print_json(json.dumps([r.to_redis() for r in found]))
+        return
+    table = Table("runner", "capability", "queue", "host", "concurrency", "last seen")
+    now = datetime.now().timestamp()
+    for r in found:
+        table.add_row(r.runner_id, r.capability, r.queue, r.host, str(r.concurrency),
+                      f"{now - r.last_seen:.1f}s ago")
+    out.print(table)
+
+
+@app.command()
+def worker(
+    capability: Annotated[str, typer.Option(help="Capability whose queue to consume.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    pool_impl: Annotated[str, typer.Option("--pool", help="Celery pool: prefork|threads|solo")]
+    = "prefork",
+) -> None:
+    """Run a Celery worker on one capability's queue."""
+    settings = get_settings()
+    cap = route(settings.capabilities, capability)
+    if cap.mode == "docker":
+        from ci_pool.runner.executors.docker import docker_available
+
+        if not docker_available():
+            err.print(f"[yellow]warning:[/yellow] no Docker engine answers; jobs of "
+                      f"{cap.name!r} will end in error until one does")
+    from ci_pool.celery_app import create_celery
+
+    capp = create_celery(settings)
+    capp.conf.ci_pool_capability = cap.name
+    capp.conf.worker_concurrency = concurrency
+    node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    capp.worker_main([
+        "worker", "-Q", cap.queue, "-c", str(concurrency), "-n", node,
+        "-l", loglevel, "-P", pool_impl, "--without-mingle", "--without-gossip",
+    ])
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Leave the demo repo and store in place.")] = True,
+) -> None:
+    """Run the example job end to end on an embedded Redis, git daemon and worker."""
+    from ci_pool.demo import run_demo
+
+    raise typer.Exit(run_demo(out))
+
+
+def main() -> None:
+    """Console entry point: errors become one line and a meaningful exit code."""
+    try:
+        app()
+    except CIPoolError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
+        err.print(f"[red]error:[/red] the broker is unreachable ({exc}); check "
+                  "CI_POOL_BROKER_URL and that redis-server runs", soft_wrap=True)
+        sys.exit(3)
+    except sqlalchemy.exc.OperationalError as exc:
+        err.print(f"[red]error:[/red] the store is unreachable ({exc.orig}); check "
+                  "CI_POOL_STORE_URL", soft_wrap=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

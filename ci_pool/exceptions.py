@@ -1,0 +1,108 @@
+"""The ci-pool exception tree.
+
+    CIPoolError
+     ├── ConfigError              bad settings or ci-pool.toml (names the key)
+     ├── InputError               bad user input (names the field)
+     │    ├── WorkflowError        carries file, line, column
+     │    └── CapabilityNotFound   no capability matches; lists the ones that exist
+     ├── PolicyDenied             carries the rule
+     ├── NotFound                 unknown job / runner
+     ├── InfraError               the infrastructure failed: retried automatically
+     │    ├── BrokerError
+     │    ├── CheckoutError
+     │    └── ExecutorError
+     └── ProvisioningError
+
+A build that exits non-zero is not an exception: it is a ``failed`` outcome.
+"""
+
+from __future__ import annotations
+
+
+class CIPoolError(Exception):
+    """Root of every error ci-pool raises on purpose."""
+
+    #: CLI exit code for this kind of error.
+    exit_code = 3
+
+
+class ConfigError(CIPoolError):
+    """Settings or ci-pool.toml are invalid."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, key: str | None = None, file: str | None = None):
+        self.key = key
+        self.file = file
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class InputError(CIPoolError):
+    """A user-supplied value is invalid; nothing was written."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class WorkflowError(InputError):
+    """A workflow file is invalid at file:line:column."""
+
+    def __init__(self, message: str, *, file: str, line: int = 0, column: int = 0):
+        self.file, self.line, self.column = file, line, column
+        Exception.__init__(self, f"{file}:{line}:{column}: {message}")
+        self.field = None
+
+
+class CapabilityNotFound(InputError):
+    """No capability matches the requested name or labels."""
+
+    def __init__(self, wanted: str, existing: list[str]):
+        self.wanted = wanted
+        self.existing = existing
+        super().__init__(
+            f"no capability matches {wanted!r}; capabilities that exist: "
+            + ", ".join(sorted(existing)),
+            field="capability",
+        )
+
+
+class PolicyDenied(CIPoolError):
+    """A policy rule refused the job."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, rule: str):
+        self.rule = rule
+        super().__init__(f"{message} (rule: {rule})")
+
+
+class NotFound(CIPoolError):
+    """The job or runner does not exist."""
+
+    exit_code = 2
+
+
+class InfraError(CIPoolError):
+    """The infrastructure failed; the job ends ``error`` and is retried."""
+
+    reason = "infra_error"
+
+
+class BrokerError(InfraError):
+    reason = "broker_unavailable"
+
+
+class CheckoutError(InfraError):
+    reason = "checkout_failed"
+
+
+class ExecutorError(InfraError):
+    reason = "executor_failed"
+
+
+class ProvisioningError(CIPoolError):
+    """Provisioning a runner container failed."""

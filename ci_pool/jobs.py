@@ -1,0 +1,186 @@
+"""Job specs as submitted, job states, and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ci_pool.exceptions import InputError
+
+
+class JobState(str, Enum):
+    """Where a job is. Comments say what may follow each state."""
+
+    BLOCKED = "blocked"  # -> queued, skipped, cancelled
+    QUEUED = "queued"  # -> running, rejected, cancelled
+    RUNNING = "running"  # -> succeeded, failed, timed_out, cancelled, error
+    SUCCEEDED = "succeeded"  # final
+    FAILED = "failed"  # final
+    TIMED_OUT = "timed_out"  # final
+    CANCELLED = "cancelled"  # final
+    ERROR = "error"  # -> queued while attempts remain
+    REJECTED = "rejected"  # final
+    SKIPPED = "skipped"  # final
+
+    @property
+    def is_final(self) -> bool:
+        return not TRANSITIONS[self] or self is JobState.ERROR
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.BLOCKED: frozenset({JobState.QUEUED, JobState.SKIPPED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.REJECTED, JobState.CANCELLED, JobState.ERROR}
+    ),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.TIMED_OUT,
+            JobState.CANCELLED,
+            JobState.ERROR,
+        }
+    ),
+    JobState.ERROR: frozenset({JobState.QUEUED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.TIMED_OUT: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.REJECTED: frozenset(),
+    JobState.SKIPPED: frozenset(),
+}
+
+FINAL_STATES = frozenset(s for s in JobState if s.is_final)
+
+#: Exit code of ``ci-pool wait`` for jobs that did not run to an exit code of their own.
+WAIT_EXIT_CODES: dict[JobState, int] = {
+    JobState.SUCCEEDED: 0,
+    JobState.TIMED_OUT: 124,
+    JobState.CANCELLED: 130,
+    JobState.ERROR: 3,
+    JobState.REJECTED: 2,
+    JobState.SKIPPED: 1,
+}
+
+
+def sources_of(target: JobState) -> frozenset[JobState]:
+    """States from which ``target`` may be reached."""
+    return frozenset(s for s, nxt in TRANSITIONS.items() if target in nxt)
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|/$|\.$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+REMOTE_SCHEMES = frozenset({"https", "http", "ssh", "git"})
+
+
+def is_sha(ref: str) -> bool:
+    return bool(_SHA.match(ref))
+
+
+def check_ref(ref: str) -> str:
+    """A branch, tag, full ref or commit SHA that can never be read as a git option."""
+    if not ref:
+        raise ValueError("must not be empty")
+    if ref.startswith("-"):
+        raise ValueError("must not start with '-' (it would be read as a git option)")
+    if len(ref) > 255 or _REF_BAD.search(ref) or ref.startswith("/"):
+        raise ValueError(
+            "is not a valid git ref: use a branch, tag, refs/... name or a full commit SHA"
+        )
+    return ref
+
+
+def check_repo_url(url: str, *, allow_local: bool) -> str:
+    """A remote repository URL; local paths and file:// only when the operator allows them."""
+    if not url or url != url.strip() or any(c in url for c in "\n\r\t "):
+        raise ValueError("must be a URL without whitespace")
+    if url.startswith("-"):
+        raise ValueError("must not start with '-' (it would be read as a git option)")
+    if "::" in url.split("/", 1)[0]:
+        raise ValueError("git remote helpers (<transport>::<address>) are not allowed")
+    parts = urlsplit(url)
+    if parts.scheme in REMOTE_SCHEMES:
+        if not parts.hostname:
+            raise ValueError(f"{parts.scheme}:// URL has no host")
+        return url
+    if parts.scheme == "file" or (not parts.scheme and (url.startswith(("/", ".")))):
+        if allow_local:
+            return url
+        raise ValueError(
+            "local repositories are refused; use https://, ssh:// or git:// "
+            "(operators can set CI_POOL_ALLOW_LOCAL_REPOS=1)"
+        )
+    if not parts.scheme and _SCP_LIKE.match(url):
+        return url
+    raise ValueError(
+        "is not a repository URL: use https://host/org/repo.git, ssh://, git:// or user@host:path"
+    )
+
+
+class Step(BaseModel):
+    """One shell step of a job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="run", max_length=200)
+    run: str = Field(min_length=1, max_length=1_000_000)
+
+
+class JobSpec(BaseModel):
+    """A job as submitted: where the code is, what to run, and where to run it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repo: str
+    ref: str = "HEAD"
+    capability: str | None = None
+    labels: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: int | None = Field(default=None, gt=0)
+    name: str = Field(default="", max_length=200)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        return value if value == "HEAD" else check_ref(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if key.startswith("CI_POOL_"):
+                raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for label in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", label):
+                raise ValueError(f"{label!r} is not a valid label")
+        return value
+
+
+def parse_job_spec(data: dict[str, object], *, allow_local_repos: bool) -> JobSpec:
+    """Validate raw input into a JobSpec; every problem is an InputError naming the field."""
+    try:
+        spec = JobSpec.model_validate(data)
+        check_repo_url(spec.repo, allow_local=allow_local_repos)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InputError(err["msg"].removeprefix("Value error, "), field=field) from None
+    except ValueError as exc:
+        raise InputError(str(exc), field="repo") from None
+    return spec

@@ -1,0 +1,167 @@
+"""The pool as its users see it (local mode: straight to the store and the broker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import cached_property
+
+import redis
+from celery import Celery
+
+from ci_pool.capabilities import Capability, route
+from ci_pool.celery_app import create_celery, send_run_job
+from ci_pool.exceptions import BrokerError, InputError
+from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, is_sha
+from ci_pool.runner.checkout import resolve_ref
+from ci_pool.runner.logs import follow_stream
+from ci_pool.runners import RunnerInfo, RunnerRegistry
+from ci_pool.settings import Settings
+from ci_pool.store import Job, Store
+
+
+class Pool:
+    """Submit, inspect, wait for and cancel jobs."""
+
+    def __init__(self, settings: Settings, store: Store | None = None):
+        self.settings = settings
+        self._store = store
+
+    @cached_property
+    def store(self) -> Store:
+        store = self._store or Store(self.settings.resolved_store_url)
+        if self._store is None:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        store.init_schema()
+        return store
+
+    @cached_property
+    def celery(self) -> Celery:
+        return create_celery(self.settings)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.broker_url, socket_timeout=10)
+
+    # -- submit -----------------------------------------------------------------------
+
+    def prepare(self, spec: JobSpec) -> tuple[Capability, int, str | None]:
+        """Everything that can refuse a job, done before anything is written."""
+        cap = route(self.settings.capabilities, spec.capability, spec.labels)
+        timeout = spec.timeout or cap.default_timeout
+        if timeout > self.settings.max_job_timeout:
+            raise InputError(
+                f"{timeout}s is above the pool's limit of {self.settings.max_job_timeout}s",
+                field="timeout",
+            )
+        sha: str | None = spec.ref if is_sha(spec.ref) else None
+        if sha is None and self.settings.resolve_refs:
+            sha = resolve_ref(spec.repo, spec.ref, rewrites=self.settings.git_url_rewrites)
+        return cap, timeout, sha
+
+    def submit(self, spec: JobSpec) -> Job:
+        """Validate, write the job ``queued`` and publish it to its capability's queue."""
+        cap, timeout, sha = self.prepare(spec)
+        job = self.store.create_job(
+            name=spec.name or spec.steps[0].run.splitlines()[0][:80],
+            capability=cap.name,
+            queue=cap.queue,
+            repo=spec.repo,
+            ref=spec.ref,
+            commit_sha=sha,
+            steps=[s.model_dump() for s in spec.steps],
+            env=dict(spec.env),
+            labels=list(spec.labels),
+            timeout_s=timeout,
+            max_attempts=self.settings.max_attempts,
+        )
+        try:
+            send_run_job(self.celery, cap, job.id)
+        except Exception as exc:
+            self.store.transition(
+                job.id, JobState.ERROR, reason=f"broker_unavailable: {type(exc).__name__}: {exc}"
+            )
+            raise BrokerError(
+                f"job {job.id} was recorded but could not be queued: the broker at "
+                f"{_redact(self.settings.broker_url)} did not take it ({exc})"
+            ) from exc
+        return job
+
+    # -- inspect ----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    def runners(self, capability: str | None = None) -> list[RunnerInfo]:
+        return RunnerRegistry(self.redis, self.settings.runner_ttl).live(capability)
+
+    def why_waiting(self, job: Job) -> str | None:
+        """Plain words on why a queued job is not running, or None if it is not waiting."""
+        if job.state != JobState.QUEUED.value:
+            return None
+        try:
+            serving = self.runners(job.capability)
+        except redis.RedisError as exc:
+            return f"the broker is unreachable ({exc}); no worker can take the job"
+        if not serving:
+            return (
+                f"no worker is serving capability {job.capability!r} (queue {job.queue!r}); "
+                f"start one with: ci-pool worker --capability {job.capability}"
+            )
+        slots = sum(r.concurrency for r in serving)
+        busy = self.store.list_jobs(states=[JobState.RUNNING], capability=job.capability)
+        if len(busy) >= slots:
+            return (
+                f"all {len(serving)} worker(s) of {job.capability!r} are busy "
+                f"({len(busy)} running job(s), {slots} slot(s)); it runs when one frees up"
+            )
+        return f"waiting for one of {len(serving)} worker(s) of {job.capability!r} to pick it up"
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> Job:
+        """Block until the job reaches a final state (or ``timeout`` seconds pass)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if JobState(job.state) in FINAL_STATES:
+                return job
+            if end is not None and time.monotonic() >= end:
+                return job
+            time.sleep(poll)
+
+    def cancel(self, job_id: str, by: str | None = None) -> Job:
+        return self.store.request_cancel(job_id, by)
+
+    def follow(self, job_id: str) -> Iterator[str]:
+        """Log lines as they happen; ends when the job is final and its stream drained."""
+        last = "0-0"
+        attempt_seen: str | None = None
+        while True:
+            got = False
+            try:
+                for entry_id, fields in follow_stream(self.redis, job_id, last_id=last):
+                    got = True
+                    last = entry_id
+                    if fields.get("a") != attempt_seen and attempt_seen is not None:
+                        yield f"##[ci-pool] --- attempt {fields.get('a')} ---"
+                    attempt_seen = fields.get("a")
+                    if "l" in fields:
+                        yield fields["l"]
+            except redis.RedisError:
+                # No live stream: the store has the log once the job ends.
+                job = self.wait(job_id)
+                yield from self.store.read_log(job_id).splitlines()
+                return
+            if not got:
+                job = self.get(job_id)
+                if JobState(job.state) in FINAL_STATES:
+                    if attempt_seen is None:
+                        yield from self.store.read_log(job_id).splitlines()
+                    return
+
+
+def _redact(url: str) -> str:
+    """A broker URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

@@ -1,0 +1,69 @@
+"""The executor contract: start an isolated place for one job, run steps, stop, clean up."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_pool.capabilities import Capability
+
+#: Runs a step script with bash (errexit + pipefail) where the image has it, else POSIX sh -e.
+STEP_LAUNCHER = (
+    'if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc -eo pipefail "$1"; '
+    'else exec sh -e "$1"; fi'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What an executor needs to know about the job it runs."""
+
+    job_id: str
+    attempt: int
+    runner_id: str
+    capability: Capability
+    #: Host directory holding the checkout (mounted as the workspace).
+    workspace: Path
+    #: Host directory holding the generated step scripts.
+    scripts: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Execution(abc.ABC):
+    """One job's isolated execution. ``stop`` may be called from another thread."""
+
+    #: Where the executor reports itself in the evidence record.
+    mode: str = ""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Create the container or process group; raises ExecutorError on infra failure."""
+
+    @abc.abstractmethod
+    def run_step(self, script_name: str, on_output: Callable[[bytes], None]) -> int:
+        """Run one generated script from ``scripts``; returns its exit code."""
+
+    @abc.abstractmethod
+    def stop(self, grace: float) -> None:
+        """SIGTERM what runs, wait up to ``grace`` seconds, then SIGKILL."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove everything the execution created; safe to call more than once."""
+
+    def describe(self) -> dict[str, str]:
+        """Facts for the evidence record (image digest, container id, ...)."""
+        return {}
+
+
+class Executor(abc.ABC):
+    """Makes executions for one runner; holds the client it needs (docker, nothing)."""
+
+    @abc.abstractmethod
+    def execution(self, ctx: JobContext) -> Execution: ...
+
+    def remove_leftovers(self, job_id: str) -> int:
+        """Remove whatever an earlier attempt of this job left behind; returns a count."""
+        return 0

@@ -1,0 +1,161 @@
+"""Settings: ``CI_POOL_*`` environment over a ``ci-pool.toml`` file over built-in defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ci_pool import defaults
+from ci_pool.capabilities import Capability, merge_capabilities
+from ci_pool.exceptions import ConfigError
+
+_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("_TOML_DATA", default={})  # noqa: B039
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The parsed ci-pool.toml, ranked below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _TOML_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_DATA.get())
+
+
+class Settings(BaseSettings):
+    """Everything configurable; see README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_prefix="CI_POOL_", extra="forbid")
+
+    home: Path = Path(defaults.HOME_DIR)
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: SQLAlchemy URL; SQLite under ``home`` when unset.
+    store_url: str = ""
+    workspace_root: Path | None = None
+    #: Overrides the runner id (default: the Celery worker's node name).
+    runner_id: str = ""
+    lease_ttl: float = Field(default=defaults.LEASE_TTL, gt=0)
+    heartbeat_interval: float = Field(default=defaults.HEARTBEAT_INTERVAL, gt=0)
+    runner_ttl: float = Field(default=defaults.RUNNER_TTL, gt=0)
+    max_attempts: int = Field(default=defaults.MAX_ATTEMPTS, ge=1)
+    retry_backoff: float = Field(default=defaults.RETRY_BACKOFF, ge=0)
+    max_job_timeout: int = Field(default=defaults.MAX_JOB_TIMEOUT, gt=0)
+    visibility_timeout: int = Field(default=defaults.VISIBILITY_TIMEOUT, gt=0)
+    stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)
+    #: Allow ``file://`` and local-path repositories (tests, demo); off by default.
+    allow_local_repos: bool = False
+    #: ``url.<internal>.insteadOf=<public>``: maps public URL prefixes to the internal git server.
+    git_url_rewrites: dict[str, str] = Field(default_factory=dict)
+    #: Resolve the ref to a commit at submit time (``git ls-remote``).
+    resolve_refs: bool = True
+    capabilities: dict[str, Capability] = Field(
+        default_factory=lambda: {
+            n: Capability(**d) for n, d in merge_capabilities(None).items()
+        }
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _merge_defaults(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ValueError("must be a table of [capabilities.<name>] tables")
+        return merge_capabilities(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.visibility_timeout <= self.max_job_timeout:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}s) must be above max_job_timeout "
+                f"({self.max_job_timeout}s), or the broker redelivers jobs that are still running"
+            )
+        if self.lease_ttl <= self.heartbeat_interval:
+            raise ValueError("lease_ttl must be above heartbeat_interval")
+        queues: dict[str, str] = {}
+        for cap in self.capabilities.values():
+            if cap.mode == "docker" and not cap.image:
+                raise ValueError(f"capabilities.{cap.name}.image is required in docker mode")
+            if cap.default_timeout > self.max_job_timeout:
+                raise ValueError(
+                    f"capabilities.{cap.name}.default_timeout is above max_job_timeout"
+                )
+            if cap.queue in queues:
+                raise ValueError(
+                    f"capabilities {queues[cap.queue]} and {cap.name} share queue {cap.queue!r}"
+                )
+            queues[cap.queue] = cap.name
+        return self
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.home / 'ci-pool.db').resolve()}"
+
+    @property
+    def resolved_workspace_root(self) -> Path:
+        return (self.workspace_root or self.home / "workspaces").resolve()
+
+
+def _config_path(explicit: str | Path | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("CI_POOL_CONFIG")
+    if env:
+        return Path(env)
+    local = Path(defaults.CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("config file not found (CI_POOL_CONFIG)", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings, turning every validation problem into a ConfigError naming the key."""
+    path = _config_path(config_file)
+    data = _read_toml(path) if path else {}
+    data.pop("config", None)
+    token = _TOML_DATA.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against README 'Configuration'"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise ConfigError(msg + more, key=key, file=str(path) if path else None) from None
+    finally:
+        _TOML_DATA.reset(token)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

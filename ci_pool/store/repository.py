@@ -1,0 +1,332 @@
+"""The store: the source of truth for jobs. Every state change is one fenced UPDATE plus
+one audit row, so two workers can never both own a job."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ci_pool.exceptions import NotFound
+from ci_pool.jobs import JobState, sources_of
+from ci_pool.store.models import Base, Job, JobEvent, LogChunk, utcnow
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store URL; SQLite gets WAL and a generous busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; issue it ourselves so every
+        # transaction takes the write lock up front and fenced updates never deadlock.
+        event.listen(
+            engine, "connect", lambda c, _r: setattr(c, "isolation_level", None)
+        )
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a worker gets when it claims a job."""
+
+    job: Job
+    #: The attempt that was found abandoned (lease expired) and taken over, if any.
+    took_over: int | None = None
+
+
+class Store:
+    """Repository functions over the jobs, events and log tables."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def init_schema(self) -> None:
+        """Create the tables (idempotent)."""
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError:
+            # Another process created them at the same moment.
+            Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as session:
+            yield session
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def create_job(self, **fields: Any) -> Job:
+        """Write a new job in ``queued`` (or ``blocked``) state with its first audit row."""
+        now = utcnow()
+        state = JobState(fields.pop("state", JobState.QUEUED))
+        job = Job(
+            id=fields.pop("id", None) or uuid.uuid4().hex[:16],
+            state=state.value,
+            attempt=0,
+            created_at=now,
+            updated_at=now,
+            queued_at=now if state is JobState.QUEUED else None,
+            **fields,
+        )
+        with self.session() as s:
+            s.add(job)
+            s.flush()
+            s.add(JobEvent(job_id=job.id, attempt=0, from_state=None, to_state=state.value, at=now))
+        return job
+
+    def get_job(self, job_id: str) -> Job:
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            return job
+
+    def list_jobs(
+        self, *, states: Iterable[JobState] = (), capability: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+        if states:
+            q = q.where(Job.state.in_([s.value for s in states]))
+        if capability:
+            q = q.where(Job.capability == capability)
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
+            )
+
+    def _transition(
+        self,
+        s: Session,
+        job_id: str,
+        to: JobState,
+        *,
+        where: Iterable[ColumnElement[bool]] = (),
+        runner_id: str | None = None,
+        reason: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """One fenced UPDATE from any state allowed to reach ``to``, plus its audit row."""
+        now = utcnow()
+        before = s.execute(select(Job.state, Job.attempt).where(Job.id == job_id)).first()
+        if before is None or JobState(before.state) not in sources_of(to):
+            return None
+        vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+        if reason is not None:
+            vals["reason"] = reason
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == before.state, *where)
+            .values(**vals)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        job = s.scalars(
+            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        ).one()
+        s.add(
+            JobEvent(
+                job_id=job_id,
+                attempt=job.attempt,
+                from_state=before.state,
+                to_state=to.value,
+                at=now,
+                runner_id=runner_id,
+                reason=reason,
+            )
+        )
+        return job
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        attempt: int | None = None,
+        runner_id: str | None = None,
+        reason: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """Move a job to ``to`` if its current state allows it (and it is still at
+        ``attempt``, when given); None when the fence did not match."""
+        where = [Job.attempt == attempt] if attempt is not None else []
+        with self.session() as s:
+            return self._transition(
+                s, job_id, to, where=where, runner_id=runner_id, reason=reason, values=values
+            )
+
+    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:
+        """Fenced claim: ``queued`` -> ``running``; a ``running`` job whose lease expired is
+        first closed as ``error/runner_lost`` and re-queued while attempts remain."""
+        now = utcnow()
+        took_over = None
+        with self.session() as s:
+            lost = self._transition(
+                s,
+                job_id,
+                JobState.ERROR,
+                where=[Job.state == JobState.RUNNING.value, Job.lease_until < now],
+                runner_id=runner_id,
+                reason="runner_lost",
+                values={"finished_at": now, "lease_until": None},
+            )
+            if lost is not None:
+                took_over = lost.attempt
+                if lost.attempt >= lost.max_attempts:
+                    return None
+                self._requeue(s, lost, runner_id, now)
+            job = self._transition(
+                s,
+                job_id,
+                JobState.RUNNING,
+                where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
+                runner_id=runner_id,
+                values={
+                    "attempt": Job.attempt + 1,
+                    "runner_id": runner_id,
+                    "lease_until": now + timedelta(seconds=lease_ttl),
+                    "started_at": now,
+                    "finished_at": None,
+                    "exit_code": None,
+                    "reason": None,
+                },
+            )
+            return Claim(job, took_over) if job is not None else None
+
+    def _requeue(self, s: Session, job: Job, runner_id: str | None, now: datetime) -> Job | None:
+        return self._transition(
+            s,
+            job.id,
+            JobState.QUEUED,
+            where=[Job.attempt == job.attempt],
+            runner_id=runner_id,
+            reason=f"retry {job.attempt + 1}/{job.max_attempts}",
+            values={"queued_at": now},
+        )
+
+    def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None:
+        """Extend the lease of the attempt we own. Returns cancel_requested, or None when
+        the job is no longer ours (cancelled while queued, or taken over)."""
+        now = utcnow()
+        with self.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state == JobState.RUNNING.value,
+                    Job.attempt == attempt,
+                )
+                .values(lease_until=now + timedelta(seconds=lease_ttl))
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        runner_id: str | None,
+        exit_code: int | None = None,
+        reason: str | None = None,
+        evidence: dict[str, Any] | None = None,
+        retry: bool = False,
+    ) -> Job | None:
+        """Close an attempt we own; with ``retry`` an ``error`` goes straight back to
+        ``queued`` in the same transaction when attempts remain."""
+        now = utcnow()
+        with self.session() as s:
+            job = self._transition(
+                s,
+                job_id,
+                state,
+                where=[Job.attempt == attempt, Job.state == JobState.RUNNING.value],
+                runner_id=runner_id,
+                reason=reason,
+                values={
+                    "exit_code": exit_code,
+                    "finished_at": now,
+                    "lease_until": None,
+                    "evidence": evidence,
+                },
+            )
+            if job is not None and retry and state is JobState.ERROR:
+                if job.attempt < job.max_attempts and not job.cancel_requested:
+                    job = self._requeue(s, job, runner_id, now) or job
+            return job
+
+    def request_cancel(self, job_id: str, by: str | None = None) -> Job:
+        """Cancel a job: at once when it is not running, else flag it for its worker."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            if JobState(job.state) in (JobState.QUEUED, JobState.BLOCKED, JobState.ERROR):
+                done = self._transition(
+                    s,
+                    job_id,
+                    JobState.CANCELLED,
+                    reason=f"cancelled by {by or 'user'}",
+                    values={"cancel_requested": True, "finished_at": utcnow()},
+                )
+                if done is not None:
+                    return done
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+        return self.get_job(job_id)
+
+    # -- logs -------------------------------------------------------------------------
+
+    def append_log(self, job_id: str, attempt: int, seq: int, data: str) -> None:
+        with self.session() as s:
+            s.add(LogChunk(job_id=job_id, attempt=attempt, seq=seq, data=data))
+
+    def read_log(self, job_id: str, attempt: int | None = None) -> str:
+        """The stored log of one attempt (default: the latest one that wrote any)."""
+        with self.session() as s:
+            if attempt is None:
+                attempt = s.scalar(
+                    select(func.max(LogChunk.attempt)).where(LogChunk.job_id == job_id)
+                )
+                if attempt is None:
+                    return ""
+            rows = s.scalars(
+                select(LogChunk.data)
+                .where(and_(LogChunk.job_id == job_id, LogChunk.attempt == attempt))
+                .order_by(LogChunk.seq)
+            )
+            return "".join(rows)
