@@ -86,8 +86,10 @@ class RedisServer(Service):
             "--dir", str(workdir), "--save", "", "--daemonize", "no",
             "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
         ]
-        log = (workdir / "redis.log").open("ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with (workdir / "redis.log").open("ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         _wait_port(port, proc, "redis-server")
         return cls(proc, port)
 
@@ -106,8 +108,10 @@ class GitDaemon(Service):
             "git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
             f"--port={port}", f"--base-path={base}", str(base),
         ]
-        log = (base.parent / f"git-daemon-{port}.log").open("ab")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with (base.parent / f"git-daemon-{port}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         _wait_port(port, proc, "git daemon")
         return cls(proc, port)
 

@@ -100,10 +100,10 @@ def check_ref(ref: str) -> str:
 
 def check_repo_url(url: str, *, allow_local: bool) -> str:
     """A remote repository URL; local paths and file:// only when the operator allows them."""
-    if not url or url != url.strip() or any(c in url for c in "\n\r\t "):
-        raise ValueError("must be a URL without whitespace")
     if url.startswith("-"):
         raise ValueError("must not start with '-' (it would be read as a git option)")
+    if not url or url != url.strip() or any(c in url for c in "\n\r\t "):
+        raise ValueError("must be a URL without whitespace")
     if "::" in url.split("/", 1)[0]:
         raise ValueError("git remote helpers (<transport>::<address>) are not allowed")
     parts = urlsplit(url)

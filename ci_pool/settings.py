@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(default=defaults.RETRY_BACKOFF, ge=0)
     max_job_timeout: int = Field(default=defaults.MAX_JOB_TIMEOUT, gt=0)
     visibility_timeout: int = Field(default=defaults.VISIBILITY_TIMEOUT, gt=0)
+    #: How often a worker looks for unacknowledged messages past the visibility timeout.
+    restore_interval: float = Field(default=10.0, gt=0)
     stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)
     #: Allow ``file://`` and local-path repositories (tests, demo); off by default.
     allow_local_repos: bool = False

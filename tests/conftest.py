@@ -1,0 +1,246 @@
+"""Fixtures that start real services: redis-server, git daemon, dockerd's images, Celery
+workers. A missing service skips with a reason on a laptop and fails under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ci_pool.embedded import GitDaemon, RedisServer, make_repo
+from ci_pool.pool import Pool
+from ci_pool.settings import Settings, load_settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_IMAGE = "ci-pool-test/busybox:latest"
+LABEL_FILTER = "ci-pool.job"
+
+
+def need(ok: bool, reason: str) -> None:
+    """Skip when a real service is missing; under CI a missing service is a failure."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"required service missing under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ci-pool")
+
+
+@pytest.fixture(scope="session")
+def redis_server(session_dir: Path) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer.start(session_dir / "redis")
+    except Exception as exc:  # noqa: BLE001 - reported as the skip/fail reason
+        need(False, f"cannot start redis-server: {exc}")
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=30)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001
+        need(False, f"no Docker engine answers: {exc}")
+        raise
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: Any, session_dir: Path) -> str:
+    """A tiny image built FROM scratch with the host's static busybox (no pulls here)."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    need(os.path.exists(busybox), "busybox-static is not installed")
+    ctx = session_dir / "busybox-image"
+    ctx.mkdir(exist_ok=True)
+    shutil.copy(busybox, ctx / "busybox")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    docker_client.images.build(path=str(ctx), tag=TEST_IMAGE, rm=True)
+    return TEST_IMAGE
+
+
+@dataclass
+class GitServer:
+    daemon: GitDaemon
+    base: Path
+    shas: dict[str, str] = field(default_factory=dict)
+
+    def url(self, name: str = "app.git") -> str:
+        return self.daemon.url(name)
+
+
+APP_FILES = {
+    "README.md": "demo app\n",
+    "build.sh": "#!/bin/sh\necho \"building $CI_POOL_JOB_ID at $CI_POOL_COMMIT_SHA\"\n"
+    "cat VERSION\n",
+    "VERSION": "1.2.3\n",
+}
+
+
+@pytest.fixture(scope="session")
+def git_server(session_dir: Path) -> Iterator[GitServer]:
+    need(shutil.which("git") is not None, "git is not installed")
+    base = session_dir / "git"
+    base.mkdir()
+    sha = make_repo(base / "app.git", APP_FILES)
+    daemon = GitDaemon.start(base)
+    yield GitServer(daemon, base, {"app.git": sha})
+    daemon.stop()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    capability: str
+    log: Path
+    runner_id: str = ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the worker's whole process group (main process and pool children)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Harness:
+    """One isolated pool: its own store, Redis db, config, and worker processes."""
+
+    root: Path
+    redis_url: str
+    overrides: dict[str, Any]
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "ci-pool.toml"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
+        env["CI_POOL_CONFIG"] = str(self.config)
+        env["CI_POOL_BROKER_URL"] = self.redis_url
+        env["CI_POOL_HOME"] = str(self.root / "home")
+        for key, value in self.overrides.items():
+            env["CI_POOL_" + key.upper()] = str(value)
+        return env
+
+    def settings(self) -> Settings:
+        return load_settings(
+            self.config, broker_url=self.redis_url, home=self.root / "home", **self.overrides
+        )
+
+    def pool(self) -> Pool:
+        return Pool(self.settings())
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ci_pool", *args],
+            env=self.env(), capture_output=True, text=True, timeout=timeout, check=False,
+        )
+
+    def start_worker(self, capability: str, concurrency: int = 1) -> Worker:
+        log = self.root / f"worker-{capability}-{len(self.workers)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ci_pool", "worker", "--capability", capability,
+                 "--concurrency", str(concurrency), "--loglevel", "INFO"],
+                env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        worker = Worker(proc, capability, log)
+        self.workers.append(worker)
+        pool = self.pool()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}:\n{log.read_text()}")
+            mine = [r for r in pool.runners(capability) if r.pid == proc.pid]
+            if mine:
+                worker.runner_id = mine[0].runner_id
+                return worker
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not register within 60s:\n{log.read_text()}")
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
+def write_config(path: Path, image: str, extra: str = "") -> None:
+    path.write_text(
+        f'[capabilities.linux]\nimage = "{image}"\n\n'
+        f'[capabilities.android]\nimage = "{image}"\nmemory = "256m"\n\n'
+        f'[capabilities.flutter-web]\nimage = "{image}"\n\n'
+        f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n'
+        + extra
+    )
+
+
+FAST_TIMINGS = {
+    "heartbeat_interval": 0.5,
+    "lease_ttl": 3,
+    "runner_ttl": 5,
+    "stop_grace": 2,
+    "retry_backoff": 0.2,
+    "allow_local_repos": "false",
+}
+
+
+@pytest.fixture(scope="session")
+def harness(
+    session_dir: Path, redis_server: RedisServer, busybox_image: str, git_server: GitServer
+) -> Iterator[Harness]:
+    """The shared pool for integration tests (Redis db 0)."""
+    root = session_dir / "pool"
+    root.mkdir()
+    h = Harness(root, redis_server.url, dict(FAST_TIMINGS))
+    write_config(h.config, busybox_image)
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="session")
+def linux_worker(harness: Harness) -> Worker:
+    return harness.start_worker("linux", concurrency=2)
+
+
+@pytest.fixture(scope="session")
+def android_worker(harness: Harness) -> Worker:
+    return harness.start_worker("android", concurrency=1)
+
+
+def containers_of(docker_client: Any, job_id: str) -> list[Any]:
+    return list(docker_client.containers.list(all=True, filters={"label": f"{LABEL_FILTER}={job_id}"}))
