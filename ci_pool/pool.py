@@ -48,7 +48,7 @@ class Pool:
     def prepare(self, spec: JobSpec) -> tuple[Capability, int, str | None]:
         """Everything that can refuse a job, done before anything is written."""
         cap = route(self.settings.capabilities, spec.capability, spec.labels)
-        timeout = spec.timeout or cap.default_timeout
+        timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
         if timeout > self.settings.max_job_timeout:
             raise InputError(
                 f"{timeout}s is above the pool's limit of {self.settings.max_job_timeout}s",

@@ -97,10 +97,6 @@ class Settings(BaseSettings):
         for cap in self.capabilities.values():
             if cap.mode == "docker" and not cap.image:
                 raise ValueError(f"capabilities.{cap.name}.image is required in docker mode")
-            if cap.default_timeout > self.max_job_timeout:
-                raise ValueError(
-                    f"capabilities.{cap.name}.default_timeout is above max_job_timeout"
-                )
             if cap.queue in queues:
                 raise ValueError(
                     f"capabilities {queues[cap.queue]} and {cap.name} share queue {cap.queue!r}"
@@ -147,7 +143,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         return Settings(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        key = ".".join(str(p) for p in err["loc"]) or None
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling against README 'Configuration'"
