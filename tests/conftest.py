@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ci_pool.embedded import GitDaemon, RedisServer, make_repo
+from ci_pool.embedded import GitDaemon, RedisServer, build_busybox_image, make_repo
 from ci_pool.pool import Pool
 from ci_pool.settings import Settings, load_settings
 
@@ -43,7 +43,7 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def redis_server(session_dir: Path) -> Iterator[RedisServer]:
     try:
         server = RedisServer.start(session_dir / "redis")
-    except Exception as exc:  # noqa: BLE001 - reported as the skip/fail reason
+    except Exception as exc:
         need(False, f"cannot start redis-server: {exc}")
         raise
     yield server
@@ -57,7 +57,7 @@ def docker_client() -> Any:
     try:
         client = docker.from_env(timeout=30)
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         need(False, f"no Docker engine answers: {exc}")
         raise
     yield client
@@ -69,14 +69,7 @@ def busybox_image(docker_client: Any, session_dir: Path) -> str:
     """A tiny image built FROM scratch with the host's static busybox (no pulls here)."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     need(os.path.exists(busybox), "busybox-static is not installed")
-    ctx = session_dir / "busybox-image"
-    ctx.mkdir(exist_ok=True)
-    shutil.copy(busybox, ctx / "busybox")
-    (ctx / "Dockerfile").write_text(
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    docker_client.images.build(path=str(ctx), tag=TEST_IMAGE, rm=True)
+    build_busybox_image(docker_client, TEST_IMAGE, busybox)
     return TEST_IMAGE
 
 
@@ -92,8 +85,7 @@ class GitServer:
 
 APP_FILES = {
     "README.md": "demo app\n",
-    "build.sh": "#!/bin/sh\necho \"building $CI_POOL_JOB_ID at $CI_POOL_COMMIT_SHA\"\n"
-    "cat VERSION\n",
+    "build.sh": '#!/bin/sh\necho "building $CI_POOL_JOB_ID at $CI_POOL_COMMIT_SHA"\ncat VERSION\n',
     "VERSION": "1.2.3\n",
 }
 
@@ -168,17 +160,34 @@ class Harness:
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "ci_pool", *args],
-            env=self.env(), capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def start_worker(self, capability: str, concurrency: int = 1) -> Worker:
         log = self.root / f"worker-{capability}-{len(self.workers)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ci_pool", "worker", "--capability", capability,
-                 "--concurrency", str(concurrency), "--loglevel", "INFO"],
-                env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "ci_pool",
+                    "worker",
+                    "--capability",
+                    capability,
+                    "--concurrency",
+                    str(concurrency),
+                    "--loglevel",
+                    "INFO",
+                ],
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         worker = Worker(proc, capability, log)
         self.workers.append(worker)
@@ -204,8 +213,7 @@ def write_config(path: Path, image: str, extra: str = "") -> None:
         f'[capabilities.linux]\nimage = "{image}"\n\n'
         f'[capabilities.android]\nimage = "{image}"\nmemory = "256m"\n\n'
         f'[capabilities.flutter-web]\nimage = "{image}"\n\n'
-        f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n'
-        + extra
+        f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n' + extra
     )
 
 
@@ -243,4 +251,6 @@ def android_worker(harness: Harness) -> Worker:
 
 
 def containers_of(docker_client: Any, job_id: str) -> list[Any]:
-    return list(docker_client.containers.list(all=True, filters={"label": f"{LABEL_FILTER}={job_id}"}))
+    return list(
+        docker_client.containers.list(all=True, filters={"label": f"{LABEL_FILTER}={job_id}"})
+    )

@@ -44,14 +44,19 @@ def _git(
 
 
 def resolve_ref(
-    repo: str, ref: str, *, rewrites: Mapping[str, str] | None = None,
+    repo: str,
+    ref: str,
+    *,
+    rewrites: Mapping[str, str] | None = None,
     timeout: float = defaults.LS_REMOTE_TIMEOUT,
 ) -> str:
     """The commit SHA that ``ref`` names in ``repo`` right now (input errors name the field)."""
     if is_sha(ref):
         return ref
     try:
-        proc = _git(["ls-remote", "--end-of-options", repo, ref], timeout=timeout, rewrites=rewrites)
+        proc = _git(
+            ["ls-remote", "--end-of-options", repo, ref], timeout=timeout, rewrites=rewrites
+        )
     except subprocess.TimeoutExpired:
         raise InputError(f"no answer from {repo} within {timeout:.0f}s", field="repo") from None
     if proc.returncode != 0:
@@ -89,11 +94,27 @@ def checkout(
         ["init", "-q", str(dest)],
         ["-C", str(dest), "config", "remote.origin.url", repo],
         [
-            "-C", str(dest), "fetch", "-q", "--depth=1", "--filter=blob:none", "--no-tags",
-            "--end-of-options", "origin", commit,
+            "-C",
+            str(dest),
+            "fetch",
+            "-q",
+            "--depth=1",
+            "--filter=blob:none",
+            "--no-tags",
+            "--end-of-options",
+            "origin",
+            commit,
         ],
-        ["-C", str(dest), "-c", "advice.detachedHead=false", "checkout", "-q", "--detach",
-         "FETCH_HEAD"],
+        [
+            "-C",
+            str(dest),
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "-q",
+            "--detach",
+            "FETCH_HEAD",
+        ],
         ["-C", str(dest), "rev-parse", "HEAD"],
     ]
     proc = None
@@ -101,7 +122,9 @@ def checkout(
         try:
             proc = _git(args, timeout=timeout, rewrites=rewrites)
         except subprocess.TimeoutExpired:
-            raise CheckoutError(f"git {args[2] if args[0] == '-C' else args[0]} timed out") from None
+            raise CheckoutError(
+                f"git {args[2] if args[0] == '-C' else args[0]} timed out"
+            ) from None
         if proc.returncode != 0:
             verb = args[2] if args[0] == "-C" else args[0]
             raise CheckoutError(f"git {verb} failed: {_last_line(proc.stderr)}")

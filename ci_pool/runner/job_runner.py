@@ -75,7 +75,9 @@ class _Monitor(threading.Thread):
         if self.stop_reason is not None:
             return
         self.stop_reason = why
-        self.logw.line(f"##[ci-pool] {message}: stopping (grace {self.runner.settings.stop_grace:g}s)")
+        self.logw.line(
+            f"##[ci-pool] {message}: stopping (grace {self.runner.settings.stop_grace:g}s)"
+        )
         if self.execution is not None:
             self._safe(lambda: self.execution.stop(self.runner.settings.stop_grace))  # type: ignore[union-attr]
 
@@ -123,7 +125,9 @@ class JobRunner:
             f"{runner_id} ({job.capability})"
         )
         if claim.took_over is not None:
-            logw.line(f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over")
+            logw.line(
+                f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over"
+            )
         monitor = _Monitor(self, job, logw, time.monotonic() + job.timeout_s)
         monitor.start()
         evidence: dict[str, Any] = {
@@ -138,8 +142,10 @@ class JobRunner:
             monitor.finish()
         if outcome.state is JobState.ERROR:
             logw.line(f"##[ci-pool] error: {outcome.reason}")
-        logw.line(f"##[ci-pool] {outcome.state.value}"
-                  + (f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""))
+        logw.line(
+            f"##[ci-pool] {outcome.state.value}"
+            + (f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else "")
+        )
         logw.close()
         evidence["exit_code"] = outcome.exit_code
         evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
@@ -174,7 +180,10 @@ class JobRunner:
         evidence: dict[str, Any],
     ) -> Outcome:
         if cap is None:
-            return Outcome(JobState.ERROR, reason=f"capability {job.capability!r} is not configured on this runner")
+            return Outcome(
+                JobState.ERROR,
+                reason=f"capability {job.capability!r} is not configured on this runner",
+            )
         root = self.settings.resolved_workspace_root / f"{job.id}-{job.attempt}"
         execution: Execution | None = None
         try:

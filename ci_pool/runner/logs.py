@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -131,7 +132,7 @@ def follow_stream(
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (entry id, fields) from a job's live stream; ends at each read's timeout
     so the caller can check the store between blocks."""
-    resp = client.xread({stream_key(job_id): last_id}, block=block_ms, count=500)
+    resp: Any = client.xread({stream_key(job_id): last_id}, block=block_ms, count=500)
     for _key, entries in resp or []:
         for entry_id, fields in entries:
             yield (

@@ -35,9 +35,7 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; issue it ourselves so every
         # transaction takes the write lock up front and fenced updates never deadlock.
-        event.listen(
-            engine, "connect", lambda c, _r: setattr(c, "isolation_level", None)
-        )
+        event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(url, pool_pre_ping=True)

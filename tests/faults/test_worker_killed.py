@@ -46,8 +46,17 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     h = kill_harness
     first = h.start_worker("linux")
     pool = h.pool()
-    res = h.cli("submit", "--repo", git_server.url(), "--ref", "main", "--capability", "linux",
-                "--run", "echo attempt $CI_POOL_ATTEMPT; sleep 3; echo finished")
+    res = h.cli(
+        "submit",
+        "--repo",
+        git_server.url(),
+        "--ref",
+        "main",
+        "--capability",
+        "linux",
+        "--run",
+        "echo attempt $CI_POOL_ATTEMPT; sleep 3; echo finished",
+    )
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip()
     deadline = time.monotonic() + 60
@@ -63,7 +72,9 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     assert job.state == "succeeded", job.reason
     assert job.attempt == 2
     assert job.runner_id == second.runner_id
-    transitions = [(e.attempt, e.from_state, e.to_state, e.reason) for e in pool.store.events(job_id)]
+    transitions = [
+        (e.attempt, e.from_state, e.to_state, e.reason) for e in pool.store.events(job_id)
+    ]
     assert transitions[:3] == [
         (0, None, "queued", None),
         (1, "queued", "running", None),
@@ -78,6 +89,7 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     # The container of the lost attempt was removed along with the new one.
     assert containers_of(docker_client, job_id) == []
     # Exactly one run reached the end.
-    finished_runs = sum(pool.store.read_log(job_id, attempt=a).splitlines().count("finished")
-                        for a in (1, 2))
+    finished_runs = sum(
+        pool.store.read_log(job_id, attempt=a).splitlines().count("finished") for a in (1, 2)
+    )
     assert finished_runs == 1

@@ -11,7 +11,6 @@ import pytest
 
 from ci_pool.celery_app import send_run_job
 from ci_pool.jobs import JobState
-
 from tests.conftest import GitServer, Harness, Worker, containers_of
 
 pytestmark = pytest.mark.integration
@@ -34,9 +33,18 @@ def show(h: Harness, job_id: str) -> dict[str, Any]:
 def test_success_runs_exact_commit_in_clean_container(
     harness: Harness, git_server: GitServer, linux_worker: Worker, docker_client: Any
 ) -> None:
-    job_id = submit(harness, git_server, "--capability", "linux", "--run", "./build.sh",
-                    "--run", "echo second step; test ! -e /ci-pool-was-here",
-                    "--env", "GREETING=hi there")
+    job_id = submit(
+        harness,
+        git_server,
+        "--capability",
+        "linux",
+        "--run",
+        "./build.sh",
+        "--run",
+        "echo second step; test ! -e /ci-pool-was-here",
+        "--env",
+        "GREETING=hi there",
+    )
     waited = harness.cli("wait", job_id, "--timeout", "90")
     assert waited.returncode == 0, waited.stderr
     log = harness.cli("logs", job_id).stdout
@@ -53,7 +61,9 @@ def test_success_runs_exact_commit_in_clean_container(
     assert job["evidence"]["mode"] == "docker"
     assert job["evidence"]["image"] == "ci-pool-test/busybox:latest"
     assert [(e["from"], e["to"]) for e in job["events"]] == [
-        (None, "queued"), ("queued", "running"), ("running", "succeeded")
+        (None, "queued"),
+        ("queued", "running"),
+        ("running", "succeeded"),
     ]
     # The container is gone and so is the workspace.
     assert containers_of(docker_client, job_id) == []
@@ -63,8 +73,14 @@ def test_success_runs_exact_commit_in_clean_container(
 def test_failure_exit_code_and_log_lines_come_back_exactly(
     harness: Harness, git_server: GitServer, linux_worker: Worker
 ) -> None:
-    job_id = submit(harness, git_server, "--capability", "linux",
-                    "--run", "echo to-stdout; echo to-stderr >&2; printf 'no newline'; exit 7")
+    job_id = submit(
+        harness,
+        git_server,
+        "--capability",
+        "linux",
+        "--run",
+        "echo to-stdout; echo to-stderr >&2; printf 'no newline'; exit 7",
+    )
     waited = harness.cli("wait", job_id, "--timeout", "90")
     assert waited.returncode == 7
     assert "failed" in waited.stderr
@@ -79,8 +95,14 @@ def test_failure_exit_code_and_log_lines_come_back_exactly(
 def test_network_is_off_in_the_job_container(
     harness: Harness, git_server: GitServer, linux_worker: Worker
 ) -> None:
-    job_id = submit(harness, git_server, "--capability", "linux",
-                    "--run", "ip -o link | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ,")
+    job_id = submit(
+        harness,
+        git_server,
+        "--capability",
+        "linux",
+        "--run",
+        "ip -o link | cut -d: -f2 | tr -d ' ' | sort | tr '\\n' ,",
+    )
     assert harness.cli("wait", job_id, "--timeout", "90").returncode == 0
     assert "lo," in harness.cli("logs", job_id).stdout.splitlines()
 
@@ -89,8 +111,12 @@ def test_routing_each_capability_runs_only_on_its_own_worker(
     harness: Harness, git_server: GitServer, linux_worker: Worker, android_worker: Worker
 ) -> None:
     ids = {
-        cap: [submit(harness, git_server, "--capability", cap,
-                     "--run", "echo cap=$CI_POOL_CAPABILITY") for _ in range(3)]
+        cap: [
+            submit(
+                harness, git_server, "--capability", cap, "--run", "echo cap=$CI_POOL_CAPABILITY"
+            )
+            for _ in range(3)
+        ]
         for cap in ("linux", "android")
     }
     pool = harness.pool()
@@ -108,7 +134,10 @@ def test_label_routes_to_the_capability(
     job_id = submit(harness, git_server, "--label", "android", "--run", "true")
     job = harness.pool().wait(job_id, timeout=90)
     assert (job.capability, job.state, job.runner_id) == (
-        "android", "succeeded", android_worker.runner_id)
+        "android",
+        "succeeded",
+        android_worker.runner_id,
+    )
 
 
 def test_duplicate_delivery_runs_once(
@@ -181,8 +210,16 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_written(
 def test_timeout_ends_timed_out_and_leaves_no_container(
     harness: Harness, git_server: GitServer, linux_worker: Worker, docker_client: Any
 ) -> None:
-    job_id = submit(harness, git_server, "--capability", "linux", "--timeout", "2",
-                    "--run", "echo started; sleep 60; echo never")
+    job_id = submit(
+        harness,
+        git_server,
+        "--capability",
+        "linux",
+        "--timeout",
+        "2",
+        "--run",
+        "echo started; sleep 60; echo never",
+    )
     res = harness.cli("wait", job_id, "--timeout", "90")
     assert res.returncode == 124
     job = show(harness, job_id)
@@ -196,8 +233,9 @@ def test_cancel_running_job_stops_its_container(
     harness: Harness, git_server: GitServer, linux_worker: Worker, docker_client: Any
 ) -> None:
     pool = harness.pool()
-    job_id = submit(harness, git_server, "--capability", "linux",
-                    "--run", "echo started; sleep 60; echo never")
+    job_id = submit(
+        harness, git_server, "--capability", "linux", "--run", "echo started; sleep 60; echo never"
+    )
     deadline = time.monotonic() + 60
     while pool.get(job_id).state != JobState.RUNNING.value and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -51,8 +51,9 @@ class DockerExecution(Execution):
             "working_dir": defaults.CONTAINER_WORKSPACE,
             "mounts": [
                 Mount(defaults.CONTAINER_WORKSPACE, str(self.ctx.workspace), type="bind"),
-                Mount(defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind",
-                      read_only=True),
+                Mount(
+                    defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind", read_only=True
+                ),
             ],
             "network_mode": cap.network,
             "privileged": cap.privileged,
@@ -89,8 +90,13 @@ class DockerExecution(Execution):
         try:
             exec_id = api.exec_create(
                 self.container.id,
-                ["sh", "-c", STEP_LAUNCHER, "ci-pool-step",
-                 f"{defaults.CONTAINER_SCRIPTS}/{script_name}"],
+                [
+                    "sh",
+                    "-c",
+                    STEP_LAUNCHER,
+                    "ci-pool-step",
+                    f"{defaults.CONTAINER_SCRIPTS}/{script_name}",
+                ],
                 environment=self.ctx.env,
                 workdir=defaults.CONTAINER_WORKSPACE,
             )["Id"]
@@ -129,7 +135,9 @@ class DockerExecution(Execution):
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as exc:
-            raise ExecutorError(f"could not remove container {self.container.id[:12]}: {exc}") from exc
+            raise ExecutorError(
+                f"could not remove container {self.container.id[:12]}: {exc}"
+            ) from exc
         self.container = None
 
     def describe(self) -> dict[str, str]:

@@ -37,7 +37,13 @@ class HostExecution(Execution):
                 return -signal.SIGTERM
             try:
                 self._proc = subprocess.Popen(
-                    ["sh", "-c", STEP_LAUNCHER, "ci-pool-step", str(self.ctx.scripts / script_name)],
+                    [
+                        "sh",
+                        "-c",
+                        STEP_LAUNCHER,
+                        "ci-pool-step",
+                        str(self.ctx.scripts / script_name),
+                    ],
                     cwd=self.ctx.workspace,
                     env=env,
                     stdin=subprocess.DEVNULL,
