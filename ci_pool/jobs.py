@@ -15,13 +15,13 @@ class JobState(str, Enum):
     """Where a job is. Comments say what may follow each state."""
 
     BLOCKED = "blocked"  # -> queued, skipped, cancelled
-    QUEUED = "queued"  # -> running, rejected, cancelled
+    QUEUED = "queued"  # -> running, rejected, cancelled, error (broker down at submit)
     RUNNING = "running"  # -> succeeded, failed, timed_out, cancelled, error
     SUCCEEDED = "succeeded"  # final
     FAILED = "failed"  # final
     TIMED_OUT = "timed_out"  # final
     CANCELLED = "cancelled"  # final
-    ERROR = "error"  # -> queued while attempts remain
+    ERROR = "error"  # -> queued while attempts remain, cancelled
     REJECTED = "rejected"  # final
     SKIPPED = "skipped"  # final
 
@@ -47,7 +47,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
             JobState.ERROR,
         }
     ),
-    JobState.ERROR: frozenset({JobState.QUEUED}),
+    JobState.ERROR: frozenset({JobState.QUEUED, JobState.CANCELLED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.TIMED_OUT: frozenset(),
@@ -110,6 +110,8 @@ def check_repo_url(url: str, *, allow_local: bool) -> str:
     if parts.scheme in REMOTE_SCHEMES:
         if not parts.hostname:
             raise ValueError(f"{parts.scheme}:// URL has no host")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise ValueError("host and user must not start with '-' (ssh would read an option)")
         return url
     if parts.scheme == "file" or (not parts.scheme and (url.startswith(("/", ".")))):
         if allow_local:

@@ -197,6 +197,15 @@ class Store:
             )
             if lost is not None:
                 took_over = lost.attempt
+                if lost.cancel_requested:
+                    self._transition(
+                        s,
+                        job_id,
+                        JobState.CANCELLED,
+                        runner_id=runner_id,
+                        reason="cancelled (its runner was lost)",
+                    )
+                    return None
                 if lost.attempt >= lost.max_attempts:
                     return None
                 self._requeue(s, lost, runner_id, now)

@@ -12,6 +12,7 @@ import pytest
 
 from ci_pool.embedded import RedisServer
 from ci_pool.jobs import JobState
+from ci_pool.runner.logs import follow_stream
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, containers_of, write_config
 
 pytestmark = pytest.mark.faults
@@ -59,11 +60,15 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     )
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip()
+    # Kill once the job's first line is live and a log flush interval has passed:
+    # a crash may lose at most the last second of log, never what was flushed before it.
     deadline = time.monotonic() + 60
-    while pool.get(job_id).state != JobState.RUNNING.value:
+    while "attempt 1" not in [
+        f.get("l") for _, f in follow_stream(pool.redis, job_id, block_ms=100)
+    ]:
         assert time.monotonic() < deadline, "job never started"
-        time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(1.2)
+    assert pool.get(job_id).state == JobState.RUNNING.value
     assert pool.get(job_id).runner_id == first.runner_id
     first.kill()  # SIGKILL to the worker and its pool children: no cleanup runs
     second = h.start_worker("linux")

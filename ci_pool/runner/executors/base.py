@@ -11,6 +11,7 @@ from ci_pool.capabilities import Capability
 
 #: Runs a step script with bash (errexit + pipefail) where the image has it, else POSIX sh -e.
 STEP_LAUNCHER = (
+    "exec 2>&1; "  # one stream, so stdout and stderr lines keep the order they were written in
     'if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc -eo pipefail "$1"; '
     'else exec sh -e "$1"; fi'
 )

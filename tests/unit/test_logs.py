@@ -1,0 +1,247 @@
+"""LogWriter: line splitting, UTF-8 reassembly, the live Redis stream and the stored log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from ci_pool import defaults
+from ci_pool.runner.logs import LogWriter, follow_stream, stream_key
+from ci_pool.store import LogChunk, Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path}/s.db")
+    s.init_schema()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client() -> Iterator[fakeredis.FakeRedis]:
+    c = fakeredis.FakeRedis()
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def job_id(store: Store) -> str:
+    job = store.create_job(
+        name="build",
+        capability="linux",
+        queue="linux",
+        repo="https://git.example.com/org/app.git",
+        ref="main",
+        steps=[{"name": "run", "run": "make"}],
+        env={},
+        labels=["linux"],
+        timeout_s=60,
+        max_attempts=3,
+    )
+    return job.id
+
+
+@pytest.fixture
+def writer(client: fakeredis.FakeRedis, store: Store, job_id: str) -> LogWriter:
+    # A long interval and a large size: nothing is persisted before flush()/close().
+    return LogWriter(client, store, job_id, 1, flush_interval=3600, flush_bytes=1 << 20)
+
+
+def entries(client: redis.Redis, job_id: str) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in client.xrange(stream_key(job_id))
+    ]
+
+
+def lines(client: redis.Redis, job_id: str) -> list[str]:
+    return [e["l"] for e in entries(client, job_id) if "l" in e]
+
+
+def test_complete_lines_go_out_at_once(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
+    writer.write(b"one\ntwo\nthr")
+    assert lines(client, job_id) == ["one", "two"]
+    writer.write(b"ee\n")
+    assert lines(client, job_id) == ["one", "two", "three"]
+
+
+def test_lines_split_across_writes_are_reassembled(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    for piece in (b"hel", b"lo wo", b"rld\nsec", b"ond", b"\n", b"\n", b"third\n"):
+        writer.write(piece)
+    writer.close()
+    assert lines(client, job_id) == ["hello world", "second", "", "third"]
+    assert store.read_log(job_id) == "hello world\nsecond\n\nthird\n"
+
+
+def test_one_byte_at_a_time(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    text = "ñ line\n日本 line — ok\n🚀 done\n"
+    for b in text.encode():
+        writer.write(bytes([b]))
+    writer.close()
+    assert lines(client, job_id) == ["ñ line", "日本 line — ok", "🚀 done"]
+    assert store.read_log(job_id) == text
+
+
+def test_utf8_character_split_across_writes(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    data = "née €5 🚀\n".encode()
+    euro = data.index("€".encode())
+    rocket = data.index("🚀".encode())
+    writer.write(data[: euro + 1])
+    writer.write(data[euro + 1 : rocket + 2])
+    writer.write(data[rocket + 2 :])
+    writer.close()
+    assert lines(client, job_id) == ["née €5 🚀"]
+    assert store.read_log(job_id) == "née €5 🚀\n"
+    assert "\ufffd" not in store.read_log(job_id)
+
+
+def test_invalid_utf8_is_replaced(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
+    writer.write(b"bad \xff byte\n")
+    writer.write(b"cut \xe2\x82")  # an incomplete character at the very end
+    writer.close()
+    assert lines(client, job_id) == ["bad \ufffd byte", "cut \ufffd"]
+
+
+def test_crlf_line_endings(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
+    writer.write(b"a\r\nb\r")
+    writer.write(b"\nc\n")
+    assert lines(client, job_id) == ["a", "b", "c"]
+
+
+def test_partial_last_line_flushed_on_close(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    writer.write(b"first\nno newline at the end")
+    assert lines(client, job_id) == ["first"]
+    writer.close()
+    assert lines(client, job_id) == ["first", "no newline at the end"]
+    assert store.read_log(job_id) == "first\nno newline at the end\n"
+
+
+def test_stream_has_one_entry_per_line_and_an_eof(
+    writer: LogWriter, client: redis.Redis, job_id: str
+) -> None:
+    writer.write(b"1\n2\n3")
+    writer.line("##[ci-pool] done")
+    writer.close()
+    got = entries(client, job_id)
+    assert len(got) == 5
+    assert [e["l"] for e in got[:-1]] == ["1", "2", "##[ci-pool] done", "3"]
+    assert all(e["a"] == "1" and e["t"] for e in got)
+    assert got[-1]["eof"] == "1"
+    assert "l" not in got[-1]
+    ttl = client.ttl(stream_key(job_id))
+    assert 0 < ttl <= defaults.LOG_STREAM_TTL
+
+
+def test_empty_log(writer: LogWriter, client: redis.Redis, store: Store, job_id: str) -> None:
+    writer.close()
+    got = entries(client, job_id)
+    assert len(got) == 1 and got[0]["eof"] == "1"
+    assert store.read_log(job_id) == ""
+
+
+def test_read_log_returns_the_whole_text(client: redis.Redis, store: Store, job_id: str) -> None:
+    # Small flush_bytes: the log is stored in several chunks.
+    w = LogWriter(client, store, job_id, 1, flush_interval=3600, flush_bytes=20)
+    expected = "".join(f"line {i:03d} {'x' * (i % 7)}\n" for i in range(200))
+    data = expected.encode()
+    for i in range(0, len(data), 37):
+        w.write(data[i : i + 37])
+    w.close()
+    assert store.read_log(job_id) == expected
+    assert store.read_log(job_id, attempt=1) == expected
+    assert lines(client, job_id) == expected.splitlines()
+    with store.session() as s:
+        chunks = s.scalar(select(func.count()).select_from(LogChunk))
+    assert chunks is not None and chunks > 10
+
+
+def test_nothing_persisted_before_flush(writer: LogWriter, store: Store, job_id: str) -> None:
+    writer.write(b"a\nb\n")
+    assert store.read_log(job_id) == ""
+    writer.flush()
+    assert store.read_log(job_id) == "a\nb\n"
+    writer.write(b"c\n")
+    writer.close()
+    assert store.read_log(job_id) == "a\nb\nc\n"
+
+
+def test_flush_interval_zero_persists_each_write(
+    client: redis.Redis, store: Store, job_id: str
+) -> None:
+    w = LogWriter(client, store, job_id, 1, flush_interval=0)
+    w.write(b"a\n")
+    assert store.read_log(job_id) == "a\n"
+    w.close()
+
+
+def test_attempts_are_kept_apart(client: redis.Redis, store: Store, job_id: str) -> None:
+    w1 = LogWriter(client, store, job_id, 1, flush_interval=3600)
+    w1.write(b"first attempt\n")
+    w1.close()
+    w2 = LogWriter(client, store, job_id, 2, flush_interval=3600)
+    w2.write(b"second attempt\n")
+    w2.close()
+    assert store.read_log(job_id) == "second attempt\n"
+    assert store.read_log(job_id, attempt=1) == "first attempt\n"
+    assert [e["a"] for e in entries(client, job_id)] == ["1", "1", "2", "2"]
+
+
+def test_line_splits_on_newlines(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
+    writer.line("a\nb")
+    assert lines(client, job_id) == ["a", "b"]
+
+
+def test_tail(writer: LogWriter) -> None:
+    writer.write("".join(f"{i}\n" for i in range(100)).encode())
+    assert writer.tail(3) == "97\n98\n99"
+    assert writer.tail().splitlines() == [str(i) for i in range(80, 100)]
+
+
+def test_without_redis_the_store_still_gets_the_log(store: Store, job_id: str) -> None:
+    w = LogWriter(None, store, job_id, 1, flush_interval=3600)
+    w.write(b"x\ny")
+    w.close()
+    assert store.read_log(job_id) == "x\ny\n"
+
+
+class _BrokenRedis:
+    def xadd(self, *a: object, **kw: object) -> None:
+        raise redis.ConnectionError("gone")
+
+    def expire(self, *a: object, **kw: object) -> None:
+        raise redis.ConnectionError("gone")
+
+
+def test_broken_redis_does_not_fail_the_build(store: Store, job_id: str) -> None:
+    w = LogWriter(_BrokenRedis(), store, job_id, 1, flush_interval=3600)  # type: ignore[arg-type]
+    w.write(b"a\nb\n")
+    w.close()
+    assert w.redis_failed
+    assert store.read_log(job_id) == "a\nb\n"
+
+
+def test_follow_stream(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
+    writer.write(b"a\nb\n")
+    writer.close()
+    got = list(follow_stream(client, job_id, block_ms=10))
+    assert [f.get("l") for _id, f in got] == ["a", "b", None]
+    assert got[-1][1]["eof"] == "1"
+    last = got[0][0]
+    assert [f.get("l") for _id, f in follow_stream(client, job_id, block_ms=10, last_id=last)] == [
+        "b",
+        None,
+    ]
