@@ -43,6 +43,10 @@ LS_REMOTE_TIMEOUT = 20.0
 #: How often buffered log lines are written to the store (seconds / bytes).
 LOG_FLUSH_INTERVAL = 1.0
 LOG_FLUSH_BYTES = 64 * 1024
+#: Log size kept per attempt; past it the middle is dropped behind a visible marker.
+LOG_MAX_BYTES = 16 * 1024 * 1024
+#: A line longer than this without a newline is cut (progress bars, binary output).
+LOG_MAX_LINE = 64 * 1024
 #: Characters of output kept as the evidence sample.
 STDOUT_SAMPLE = 2000
 

@@ -28,15 +28,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, writer: bool = True) -> Engine:
     """An engine for the store URL; SQLite gets WAL and a generous busy timeout."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling defers BEGIN; issue it ourselves so every
-        # transaction takes the write lock up front and fenced updates never deadlock.
+        # pysqlite's own transaction handling defers BEGIN; issue it ourselves. Writers take
+        # the write lock up front so fenced updates never deadlock on a lock upgrade; readers
+        # use a plain BEGIN and, under WAL, never wait for writers.
+        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
         event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql(begin))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -57,6 +59,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        reader = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine
+        self._read_session = sessionmaker(reader, expire_on_commit=False)
 
     def init_schema(self) -> None:
         """Create the tables (idempotent)."""
@@ -68,10 +72,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._read_session.kw["bind"].dispose()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._session.begin() as session:
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A transaction; ``write=False`` for reads that must not queue behind writers."""
+        maker = self._session if write else self._read_session
+        with maker.begin() as session:
             yield session
 
     # -- jobs -------------------------------------------------------------------------
@@ -96,7 +103,7 @@ class Store:
         return job
 
     def get_job(self, job_id: str) -> Job:
-        with self.session() as s:
+        with self.session(write=False) as s:
             job = s.get(Job, job_id)
             if job is None:
                 raise NotFound(f"no job with id {job_id!r}")
@@ -110,11 +117,11 @@ class Store:
             q = q.where(Job.state.in_([s.value for s in states]))
         if capability:
             q = q.where(Job.capability == capability)
-        with self.session() as s:
+        with self.session(write=False) as s:
             return list(s.scalars(q))
 
     def events(self, job_id: str) -> list[JobEvent]:
-        with self.session() as s:
+        with self.session(write=False) as s:
             return list(
                 s.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
             )
@@ -183,10 +190,13 @@ class Store:
     def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:
         """Fenced claim: ``queued`` -> ``running``; a ``running`` job whose lease expired is
         first closed as ``error/runner_lost`` and re-queued while attempts remain."""
-        now = utcnow()
         took_over = None
         with self.session() as s:
-            lost = self._transition(
+            state = s.scalar(select(Job.state).where(Job.id == job_id))
+            now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
+            if state not in (JobState.QUEUED.value, JobState.RUNNING.value):
+                return None
+            lost = None if state == JobState.QUEUED.value else self._transition(
                 s,
                 job_id,
                 JobState.ERROR,
@@ -271,8 +281,8 @@ class Store:
     ) -> Job | None:
         """Close an attempt we own; with ``retry`` an ``error`` goes straight back to
         ``queued`` in the same transaction when attempts remain."""
-        now = utcnow()
         with self.session() as s:
+            now = utcnow()
             job = self._transition(
                 s,
                 job_id,
@@ -324,7 +334,7 @@ class Store:
 
     def read_log(self, job_id: str, attempt: int | None = None) -> str:
         """The stored log of one attempt (default: the latest one that wrote any)."""
-        with self.session() as s:
+        with self.session(write=False) as s:
             if attempt is None:
                 attempt = s.scalar(
                     select(func.max(LogChunk.attempt)).where(LogChunk.job_id == job_id)

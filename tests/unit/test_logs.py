@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import fakeredis
 import pytest
@@ -11,7 +13,9 @@ import redis
 from sqlalchemy import func, select
 
 from ci_pool import defaults
+from ci_pool.embedded import free_port
 from ci_pool.runner.logs import LogWriter, follow_stream, stream_key
+from ci_pool.runner.masking import Masker
 from ci_pool.store import LogChunk, Store
 
 
@@ -218,16 +222,10 @@ def test_without_redis_the_store_still_gets_the_log(store: Store, job_id: str) -
     assert store.read_log(job_id) == "x\ny\n"
 
 
-class _BrokenRedis:
-    def xadd(self, *a: object, **kw: object) -> None:
-        raise redis.ConnectionError("gone")
-
-    def expire(self, *a: object, **kw: object) -> None:
-        raise redis.ConnectionError("gone")
-
-
 def test_broken_redis_does_not_fail_the_build(store: Store, job_id: str) -> None:
-    w = LogWriter(_BrokenRedis(), store, job_id, 1, flush_interval=3600)  # type: ignore[arg-type]
+    # A real client pointed at a port nothing listens on: every command fails to connect.
+    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    w = LogWriter(dead, store, job_id, 1, flush_interval=3600)
     w.write(b"a\nb\n")
     w.close()
     assert w.redis_failed
@@ -245,3 +243,60 @@ def test_follow_stream(writer: LogWriter, client: redis.Redis, job_id: str) -> N
         "b",
         None,
     ]
+
+
+# -- secrets and the size cap ------------------------------------------------------------
+
+SECRET = "hunter2-Tok/en+42"
+
+
+def test_secret_masked_in_plain_base64_and_url_forms_even_split_across_writes(
+    client: redis.Redis, store: Store, job_id: str
+) -> None:
+    w = LogWriter(client, store, job_id, 1, masker=Masker([SECRET]), flush_interval=3600)
+    b64 = base64.b64encode(f"user:{SECRET}".encode()).decode()
+    url = quote(SECRET, safe="")
+    text = f"plain {SECRET} b64 {b64} url https://u:{url}@h/ plus {quote_plus(SECRET)}\n"
+    raw = text.encode()
+    for i in range(0, len(raw), 3):  # three bytes at a time: every secret is split
+        w.write(raw[i : i + 3])
+    w.close()
+    stored = store.read_log(job_id)
+    live = "\n".join(lines(client, job_id))
+    for out in (stored, live):
+        assert SECRET not in out
+        assert b64 not in out and base64.b64encode(SECRET.encode()).decode()[:8] not in out
+        assert quote(SECRET, safe="") not in out and quote_plus(SECRET) not in out
+        assert out.count("***") == 4
+
+
+def test_multiline_secret_masked_line_by_line(
+    client: redis.Redis, store: Store, job_id: str
+) -> None:
+    key = "-----BEGIN KEY-----\nAAAAB3NzaC1yc2E\n-----END KEY-----"
+    w = LogWriter(client, store, job_id, 1, masker=Masker([key]))
+    w.write(f"{key}\n".encode())
+    w.close()
+    assert "AAAAB3NzaC1yc2E" not in store.read_log(job_id)
+
+
+def test_short_values_are_not_masked() -> None:
+    assert Masker(["ab"]).mask("abc ab") == "abc ab"
+
+
+def test_over_the_cap_the_middle_is_dropped_behind_a_marker(
+    client: redis.Redis, store: Store, job_id: str
+) -> None:
+    w = LogWriter(client, store, job_id, 1, max_bytes=1000, flush_interval=0)
+    for i in range(500):
+        w.write(f"line {i:04d}\n".encode())
+    w.close()
+    stored = store.read_log(job_id)
+    assert len(stored.encode()) < 1000 + 200  # the cap plus the marker line
+    got = stored.splitlines()
+    assert got[0] == "line 0000"
+    assert got[-1] == "line 0499"
+    marker = [ln for ln in got if ln.startswith("##[ci-pool] log truncated")]
+    assert len(marker) == 1 and "bytes over the 1000 byte cap" in marker[0]
+    # The live stream saw every line.
+    assert len(lines(client, job_id)) == 500
