@@ -33,6 +33,22 @@ class Capability(BaseModel):
     network: str = "none"
     privileged: bool = False
     default_timeout: int = Field(default=3600, gt=0)
+    #: Whether a job may name its own image (``container:``); else the capability's image.
+    allow_container_override: bool = False
+    #: Secrets jobs of this capability may ask for: NAME -> "env:VAR" or "file:/path".
+    #: Values are read on the runner at run time and never written to the store.
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secrets")
+    @classmethod
+    def _valid_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, source in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"secret name {name!r} is not a valid environment variable name")
+            kind, _, ref = source.partition(":")
+            if kind not in ("env", "file") or not ref:
+                raise ValueError(f"secret {name!r}: source must be 'env:VAR' or 'file:/path'")
+        return value
 
     @field_validator("name", "queue")
     @classmethod

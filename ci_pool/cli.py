@@ -13,6 +13,7 @@ import socket
 import sys
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import kombu.exceptions
@@ -93,6 +94,10 @@ def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
     }
     if pool is not None:
         data["waiting"] = pool.why_waiting(job)
+        data["artifacts"] = [
+            {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
+            for a in pool.store.artifacts(job.id)
+        ]
         data["events"] = [
             {
                 "attempt": e.attempt,
@@ -129,6 +134,18 @@ def submit(
     env: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the job.")] = None,
     timeout: Annotated[str | None, typer.Option(help="Job timeout: 600, 90s, 10m, 2h.")] = None,
     name: Annotated[str, typer.Option(help="A name for the job.")] = "",
+    secret: Annotated[
+        list[str] | None, typer.Option(help="Capability secret to pass as an env variable.")
+    ] = None,
+    artifact: Annotated[
+        list[str] | None, typer.Option(help="Glob of files to keep, relative to the workspace.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Image override (where the capability allows it).")
+    ] = None,
+    fetch_depth: Annotated[int, typer.Option(min=0, help="Commits of history; 0 = all.")] = 1,
+    submodules: Annotated[bool, typer.Option(help="Check out submodules too.")] = False,
+    lfs: Annotated[bool, typer.Option(help="Fetch Git LFS files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
@@ -143,6 +160,10 @@ def submit(
             "env": _env_pairs(env or []),
             "timeout": _duration(timeout) if timeout else None,
             "name": name,
+            "secrets": tuple(secret or ()),
+            "artifacts": tuple(artifact or ()),
+            "image": image,
+            "checkout": {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs},
         },
         allow_local_repos=pool.settings.allow_local_repos,
     )
@@ -212,6 +233,10 @@ def show(
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:
         out.print(f"  [yellow]waiting    {data['waiting']}[/yellow]")
+    if data["artifacts"]:
+        out.print("  artifacts")
+        for a in data["artifacts"]:
+            out.print(f"    {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
     out.print("  history")
     for e in data["events"]:
         out.print(
@@ -235,6 +260,19 @@ def logs(
             print(line, flush=True)
         return
     sys.stdout.write(pool.store.read_log(job_id, attempt))
+
+
+@app.command("artifacts")
+def artifacts_cmd(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    dest: Annotated[Path, typer.Option(help="Directory to copy the artifacts into.")] = Path("."),
+    attempt: Annotated[int | None, typer.Option(help="Attempt (default: latest).")] = None,
+) -> None:
+    """Download a job's artifacts (checked against their sha256)."""
+    pool = _pool()
+    pool.get(job_id)
+    for path in pool.download_artifacts(job_id, dest, attempt):
+        print(path)
 
 
 @app.command()

@@ -134,6 +134,28 @@ class Step(BaseModel):
 
     name: str = Field(default="run", max_length=200)
     run: str = Field(min_length=1, max_length=1_000_000)
+    timeout: int | None = Field(default=None, gt=0)
+    continue_on_error: bool = False
+
+
+class CheckoutOptions(BaseModel):
+    """How much of the repository a job gets (defaults: one commit, no blobs up front)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Commits of history; 0 means the whole history.
+    fetch_depth: int = Field(default=1, ge=0)
+    submodules: bool = False
+    lfs: bool = False
+
+
+def check_artifact_glob(pattern: str) -> str:
+    """A glob relative to the workspace that cannot climb out of it."""
+    if not pattern or pattern.startswith(("/", "~")) or "\\" in pattern:
+        raise ValueError(f"{pattern!r} must be a path relative to the workspace")
+    if any(part == ".." for part in pattern.split("/")):
+        raise ValueError(f"{pattern!r} must not contain '..'")
+    return pattern
 
 
 class JobSpec(BaseModel):
@@ -149,6 +171,18 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     timeout: int | None = Field(default=None, gt=0)
     name: str = Field(default="", max_length=200)
+    #: Names of capability secrets the job receives as environment variables.
+    secrets: tuple[str, ...] = ()
+    #: Globs (relative to the workspace) collected as artifacts after the steps.
+    artifacts: tuple[str, ...] = ()
+    #: Image override; only where the capability allows it.
+    image: str | None = Field(default=None, min_length=1, max_length=500)
+    checkout: CheckoutOptions = Field(default_factory=CheckoutOptions)
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_artifact_glob(p) for p in value)
 
     @field_validator("ref")
     @classmethod

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 from collections.abc import Iterator
 from functools import cached_property
+from pathlib import Path
 
 import redis
 from celery import Celery
 
 from ci_pool.capabilities import Capability, route
 from ci_pool.celery_app import create_celery, send_run_job
-from ci_pool.exceptions import BrokerError, InputError
+from ci_pool.exceptions import BrokerError, InfraError, InputError, NotFound
 from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, is_sha
+from ci_pool.policy import check_secret_names
 from ci_pool.runner.checkout import resolve_ref
 from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
@@ -54,9 +58,16 @@ class Pool:
                 f"{timeout}s is above the pool's limit of {self.settings.max_job_timeout}s",
                 field="timeout",
             )
+        if spec.image and spec.image != cap.image and not cap.allow_container_override:
+            raise InputError(
+                f"capability {cap.name!r} runs only its own image ({cap.image or 'host mode'}); "
+                "drop the image override or use a capability with allow_container_override",
+                field="image",
+            )
+        check_secret_names(cap, spec.secrets)
         sha: str | None = spec.ref if is_sha(spec.ref) else None
         if sha is None and self.settings.resolve_refs:
-            sha = resolve_ref(spec.repo, spec.ref, rewrites=self.settings.git_url_rewrites)
+            sha = resolve_ref(spec.repo, spec.ref, self.settings)
         return cap, timeout, sha
 
     def submit(self, spec: JobSpec) -> Job:
@@ -74,6 +85,10 @@ class Pool:
             labels=list(spec.labels),
             timeout_s=timeout,
             max_attempts=self.settings.max_attempts,
+            secrets=list(spec.secrets),
+            artifacts=list(spec.artifacts),
+            image=spec.image,
+            checkout=spec.checkout.model_dump(),
         )
         try:
             send_run_job(self.celery, cap, job.id)
@@ -127,6 +142,29 @@ class Pool:
             if end is not None and time.monotonic() >= end:
                 return job
             time.sleep(poll)
+
+    def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
+        """Copy a job's artifacts from the artifact store, verifying each sha256."""
+        index = self.store.artifacts(job_id, attempt)
+        if not index:
+            raise NotFound(f"job {job_id} has no artifacts")
+        copied = []
+        for art in index:
+            src = self.settings.resolved_artifact_root / job_id / str(art.attempt) / art.path
+            target = (dest / art.path).resolve()
+            if not target.is_relative_to(dest.resolve()):
+                raise InputError(f"artifact path {art.path!r} leaves {dest}", field="dest")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(src, target)
+            except OSError as exc:
+                raise NotFound(
+                    f"artifact {art.path} is missing from the artifact store: {exc}"
+                ) from None
+            if hashlib.sha256(target.read_bytes()).hexdigest() != art.sha256:
+                raise InfraError(f"artifact {art.path} does not match its sha256; not trusted")
+            copied.append(target)
+        return copied
 
     def cancel(self, job_id: str, by: str | None = None) -> Job:
         return self.store.request_cancel(job_id, by)

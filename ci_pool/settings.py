@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     #: SQLAlchemy URL; SQLite under ``home`` when unset.
     store_url: str = ""
     workspace_root: Path | None = None
+    #: Where collected artifacts are kept (default: ``home/artifacts``).
+    artifact_root: Path | None = None
+    #: Per-runner bare mirrors used as ``--reference`` for checkouts (default ``home/mirrors``).
+    mirror_root: Path | None = None
+    #: Check out from a local mirror of each repository (fetched and pruned per job) instead
+    #: of a shallow clone over the network.
+    mirror_cache: bool = False
+    #: Partial-clone filter for network checkouts ("" to fetch blobs with the commit).
+    checkout_filter: str = "blob:none"
+    #: Git credentials by URL prefix: prefix -> "env:VAR" or "file:/path" holding
+    #: "user:token" (or a bare token). Sent as an HTTP header, never in a URL or the store.
+    git_credentials: dict[str, str] = Field(default_factory=dict)
+    #: Log kept per attempt (bytes); past it the middle is dropped behind a marker.
+    log_max_bytes: int = Field(default=defaults.LOG_MAX_BYTES, ge=1024)
     #: Overrides the runner id (default: the Celery worker's node name).
     runner_id: str = ""
     lease_ttl: float = Field(default=defaults.LEASE_TTL, gt=0)
@@ -109,6 +123,14 @@ class Settings(BaseSettings):
     @property
     def resolved_workspace_root(self) -> Path:
         return (self.workspace_root or self.home / "workspaces").resolve()
+
+    @property
+    def resolved_artifact_root(self) -> Path:
+        return (self.artifact_root or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_mirror_root(self) -> Path:
+        return (self.mirror_root or self.home / "mirrors").resolve()
 
 
 def _config_path(explicit: str | Path | None) -> Path | None:

@@ -1,15 +1,25 @@
-"""Git: resolve a ref at submit, and a shallow partial checkout of the exact commit."""
+"""Git: resolve a ref at submit, and check out the exact commit for a job, either shallow
+and partial over the network or from a per-runner mirror used as a reference."""
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import hashlib
 import os
+import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ci_pool import defaults
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.jobs import is_sha
+from ci_pool.policy import read_secret_source
+from ci_pool.runner.masking import Masker
+from ci_pool.settings import Settings
 
 #: Git must never prompt, nor read the runner's own identity or global config.
 _GIT_ENV = {
@@ -17,60 +27,103 @@ _GIT_ENV = {
     "GIT_ASKPASS": "/bin/true",
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_LFS_SKIP_SMUDGE": "1",
     "LC_ALL": "C",
 }
 
 
-def _rewrite_args(rewrites: Mapping[str, str]) -> list[str]:
-    """``url.<internal>.insteadOf=<public>`` for each configured rewrite."""
-    args: list[str] = []
-    for public, internal in rewrites.items():
-        args += ["-c", f"url.{internal}.insteadOf={public}"]
-    return args
+@dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    repo: str
+    commit: str
+    dest: Path
+    fetch_depth: int = 1
+    submodules: bool = False
+    lfs: bool = False
 
 
-def _git(
-    args: list[str],
-    *,
-    cwd: Path | None = None,
-    timeout: float = defaults.GIT_TIMEOUT,
-    rewrites: Mapping[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **_GIT_ENV}
-    cmd = ["git", "-c", "protocol.version=2", *_rewrite_args(rewrites or {}), *args]
-    return subprocess.run(
-        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+@dataclass(frozen=True, slots=True)
+class CheckoutResult:
+    sha: str
+    #: "network" (shallow + partial fetch) or "mirror" (the runner's local mirror).
+    via: str
+
+
+class _Git:
+    """Runs git with URL rewrites and credentials in the environment (never in argv, never
+    in a URL), and masks credentials out of anything it reports."""
+
+    def __init__(
+        self,
+        rewrites: Mapping[str, str],
+        credentials: Mapping[str, str],
+        timeout: float = defaults.GIT_TIMEOUT,
+    ):
+        self.timeout = timeout
+        config: list[tuple[str, str]] = [("protocol.version", "2")]
+        config += [(f"url.{internal}.insteadOf", public) for public, internal in rewrites.items()]
+        secrets: list[str] = []
+        for prefix, source in credentials.items():
+            value = read_secret_source(source, f"git credential for {prefix}")
+            userpass = value if ":" in value else f"x-access-token:{value}"
+            header = base64.b64encode(userpass.encode()).decode()
+            config.append((f"http.{prefix}.extraHeader", f"Authorization: Basic {header}"))
+            secrets += [value, userpass.partition(":")[2]]
+        self.masker = Masker(secrets)
+        self.env = {**os.environ, **_GIT_ENV, "GIT_CONFIG_COUNT": str(len(config))}
+        for i, (key, val) in enumerate(config):
+            self.env[f"GIT_CONFIG_KEY_{i}"] = key
+            self.env[f"GIT_CONFIG_VALUE_{i}"] = val
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> _Git:
+        return cls(settings.git_url_rewrites, settings.git_credentials)
+
+    def run(
+        self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        verb = next((a for a in args if not a.startswith("-") and a not in ("-C",)), "git")
+        try:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=cwd,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout or self.timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise CheckoutError(
+                f"git {verb} timed out after {timeout or self.timeout:.0f}s"
+            ) from None
+        if check and proc.returncode != 0:
+            raise CheckoutError(f"git {verb} failed: {self.masker.mask(_last_line(proc.stderr))}")
+        return proc
 
 
 def resolve_ref(
-    repo: str,
-    ref: str,
-    *,
-    rewrites: Mapping[str, str] | None = None,
-    timeout: float = defaults.LS_REMOTE_TIMEOUT,
+    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
 ) -> str:
     """The commit SHA that ``ref`` names in ``repo`` right now (input errors name the field)."""
     if is_sha(ref):
         return ref
+    git = _Git.for_settings(settings)
     try:
-        proc = _git(
-            ["ls-remote", "--end-of-options", repo, ref], timeout=timeout, rewrites=rewrites
-        )
-    except subprocess.TimeoutExpired:
+        proc = git.run("ls-remote", "--end-of-options", repo, ref, check=False, timeout=timeout)
+    except CheckoutError:
         raise InputError(f"no answer from {repo} within {timeout:.0f}s", field="repo") from None
     if proc.returncode != 0:
         raise InputError(
-            f"cannot read {repo}: {_last_line(proc.stderr)}; check the URL and that the "
-            "git server is reachable",
+            f"cannot read {repo}: {git.masker.mask(_last_line(proc.stderr))}; check the URL "
+            "and that the git server is reachable",
             field="repo",
         )
-    candidates = {ref, f"refs/heads/{ref}", f"refs/tags/{ref}", f"refs/tags/{ref}^{{}}"}
     found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         sha, _, name = line.partition("\t")
-        if name in candidates:
-            found[name] = sha
+        found[name] = sha
     for name in (f"refs/tags/{ref}^{{}}", f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
         if name in found:
             return found[name]
@@ -78,62 +131,119 @@ def resolve_ref(
 
 
 def checkout(
-    repo: str,
-    commit: str,
-    dest: Path,
-    *,
-    rewrites: Mapping[str, str] | None = None,
-    log: Callable[[str], None] = lambda _line: None,
-    timeout: float = defaults.GIT_TIMEOUT,
-) -> str:
-    """Fetch exactly ``commit`` (depth 1, no blobs up front) into ``dest`` and check it out.
-
-    Returns the checked-out commit SHA. Any failure is a CheckoutError (an infra error)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    steps: list[list[str]] = [
-        ["init", "-q", str(dest)],
-        ["-C", str(dest), "config", "remote.origin.url", repo],
-        [
+    req: CheckoutRequest, settings: Settings, log: Callable[[str], None] = lambda _line: None
+) -> CheckoutResult:
+    """Check out exactly ``req.commit`` into ``req.dest``; failures are CheckoutErrors."""
+    git = _Git.for_settings(settings)
+    req.dest.mkdir(parents=True, exist_ok=True)
+    dest = str(req.dest)
+    git.run("init", "-q", dest)
+    git.run("-C", dest, "config", "remote.origin.url", req.repo)
+    if settings.mirror_cache:
+        mirror = _refresh_mirror(git, settings.resolved_mirror_root, req.repo, req.commit, log)
+        with _locked(mirror, exclusive=False):
+            (req.dest / ".git" / "objects" / "info" / "alternates").write_text(
+                str(mirror / "objects") + "\n"
+            )
+            target = _rev_parse(git, str(mirror), req.commit)
+            git.run(
+                "-C", dest, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target
+            )
+        via = "mirror"
+    else:
+        fetch = ["-C", dest, "fetch", "-q", "--no-tags"]
+        if req.fetch_depth:
+            fetch.append(f"--depth={req.fetch_depth}")
+        if settings.checkout_filter:
+            fetch.append(f"--filter={settings.checkout_filter}")
+        git.run(*fetch, "--end-of-options", "origin", req.commit)
+        git.run(
             "-C",
-            str(dest),
-            "fetch",
-            "-q",
-            "--depth=1",
-            "--filter=blob:none",
-            "--no-tags",
-            "--end-of-options",
-            "origin",
-            commit,
-        ],
-        [
-            "-C",
-            str(dest),
+            dest,
             "-c",
             "advice.detachedHead=false",
             "checkout",
             "-q",
             "--detach",
             "FETCH_HEAD",
-        ],
-        ["-C", str(dest), "rev-parse", "HEAD"],
-    ]
-    proc = None
-    for args in steps:
-        try:
-            proc = _git(args, timeout=timeout, rewrites=rewrites)
-        except subprocess.TimeoutExpired:
+        )
+        via = "network"
+    sha = git.run("-C", dest, "rev-parse", "HEAD").stdout.strip()
+    if is_sha(req.commit) and sha != req.commit:
+        raise CheckoutError(f"checked out {sha}, expected {req.commit}")
+    if req.submodules:
+        git.run("-C", dest, "submodule", "update", "--init", "--recursive", "--depth=1")
+        log("submodules updated")
+    if req.lfs:
+        if shutil.which("git-lfs") is None:
             raise CheckoutError(
-                f"git {args[2] if args[0] == '-C' else args[0]} timed out"
-            ) from None
-        if proc.returncode != 0:
-            verb = args[2] if args[0] == "-C" else args[0]
-            raise CheckoutError(f"git {verb} failed: {_last_line(proc.stderr)}")
-    assert proc is not None
-    sha = proc.stdout.strip()
-    if is_sha(commit) and sha != commit:
-        raise CheckoutError(f"checked out {sha}, expected {commit}")
-    log(f"checked out {sha}")
-    return sha
+                "the job asks for LFS files but git-lfs is not installed on this runner"
+            )
+        git.run("-C", dest, "lfs", "pull")
+        log("LFS files fetched")
+    log(f"checked out {sha} ({via})")
+    return CheckoutResult(sha, via)
+
+
+def mirror_path(root: Path, repo: str) -> Path:
+    """One bare mirror per repository URL on each runner."""
+    return root / (hashlib.sha256(repo.encode()).hexdigest()[:20] + ".git")
+
+
+@contextmanager
+def _locked(mirror: Path, *, exclusive: bool) -> Iterator[None]:
+    """Fetches take the mirror exclusively; checkouts share it, so no job reads a mirror
+    while another job's fetch rewrites its refs and packs."""
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror.with_suffix(".lock"), "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _has_commit(git: _Git, mirror: str, commit: str) -> bool:
+    return (
+        git.run("-C", mirror, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
+    )
+
+
+def _rev_parse(git: _Git, mirror: str, ref: str) -> str:
+    proc = git.run(
+        "-C",
+        mirror,
+        "rev-parse",
+        "--verify",
+        "-q",
+        "--end-of-options",
+        f"{ref}^{{commit}}",
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CheckoutError(f"{ref!r} is not in the mirror of the repository after a fetch")
+    return proc.stdout.strip()
+
+
+def _refresh_mirror(
+    git: _Git, root: Path, repo: str, commit: str, log: Callable[[str], None]
+) -> Path:
+    """Create or fetch (and prune) the runner's mirror until it holds ``commit``."""
+    mirror = mirror_path(root, repo)
+    with _locked(mirror, exclusive=True):
+        if not (mirror / "HEAD").exists():
+            if mirror.exists():
+                shutil.rmtree(mirror)  # a clone that died half-way
+            log("creating the runner's mirror of the repository (first job here)")
+            git.run("clone", "-q", "--mirror", "--end-of-options", repo, str(mirror))
+        elif is_sha(commit) and _has_commit(git, str(mirror), commit):
+            return mirror
+        else:
+            git.run("-C", str(mirror), "fetch", "-q", "--prune", "origin")
+        if is_sha(commit) and not _has_commit(git, str(mirror), commit):
+            # Not under any ref (a pull request head, a force-pushed branch): ask for it.
+            git.run("-C", str(mirror), "fetch", "-q", "origin", "--end-of-options", commit)
+    return mirror
 
 
 def _last_line(text: str) -> str:

@@ -7,7 +7,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,12 @@ from ci_pool import defaults
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError
 from ci_pool.jobs import JobState
-from ci_pool.runner.checkout import checkout
+from ci_pool.policy import resolve_secrets
+from ci_pool.runner import artifacts
+from ci_pool.runner.checkout import CheckoutRequest, checkout
 from ci_pool.runner.executors.base import Execution, Executor, JobContext
 from ci_pool.runner.logs import LogWriter
+from ci_pool.runner.masking import Masker
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
 
@@ -44,6 +47,9 @@ class _Monitor(threading.Thread):
         self.deadline = deadline
         self.execution: Execution | None = None
         self.stop_reason: JobState | None = None
+        #: Deadline of the running step, and whether it was hit.
+        self.step_deadline: float | None = None
+        self.step_timed_out = False
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -54,6 +60,11 @@ class _Monitor(threading.Thread):
             now = time.monotonic()
             if now >= self.deadline:
                 self._halt(JobState.TIMED_OUT, "job timeout reached")
+            elif self.step_deadline is not None and now >= self.step_deadline:
+                self.step_deadline = None
+                self.step_timed_out = True
+                self.logw.line("##[ci-pool] step timeout reached: stopping the step")
+                self._in_background(lambda ex: ex.interrupt(self.runner.settings.stop_grace))
             if now - last_beat >= self.runner.settings.heartbeat_interval:
                 last_beat = now
                 self._beat()
@@ -75,11 +86,17 @@ class _Monitor(threading.Thread):
         if self.stop_reason is not None:
             return
         self.stop_reason = why
-        self.logw.line(
-            f"##[ci-pool] {message}: stopping (grace {self.runner.settings.stop_grace:g}s)"
-        )
-        if self.execution is not None:
-            self._safe(lambda: self.execution.stop(self.runner.settings.stop_grace))  # type: ignore[union-attr]
+        grace = self.runner.settings.stop_grace
+        self.logw.line(f"##[ci-pool] {message}: stopping (grace {grace:g}s)")
+        self._in_background(lambda ex: ex.stop(grace))
+
+    def _in_background(self, action: Callable[[Execution], None]) -> None:
+        """Stopping waits out a grace period; the heartbeat must not wait with it."""
+        execution = self.execution
+        if execution is not None:
+            threading.Thread(
+                target=self._safe, args=(lambda: action(execution),), daemon=True
+            ).start()
 
     @staticmethod
     def _safe(fn: Callable[[], object]) -> None:
@@ -91,6 +108,19 @@ class _Monitor(threading.Thread):
     def finish(self) -> None:
         self._done.set()
         self.join(timeout=5)
+
+
+@dataclass
+class _Attempt:
+    """Everything one attempt of a job accumulates on its way."""
+
+    job: Job
+    cap: Capability | None
+    runner_id: str
+    logw: LogWriter
+    monitor: _Monitor
+    secrets: dict[str, str]
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 class JobRunner:
@@ -119,7 +149,19 @@ class JobRunner:
             return None
         job = claim.job
         cap = self.settings.capabilities.get(job.capability)
-        logw = LogWriter(self.redis, self.store, job.id, job.attempt)
+        secrets, secret_error = {}, None
+        try:
+            secrets = resolve_secrets(cap, job.secrets) if cap else {}
+        except CIPoolError as exc:
+            secret_error = exc
+        logw = LogWriter(
+            self.redis,
+            self.store,
+            job.id,
+            job.attempt,
+            masker=Masker(secrets.values()),
+            max_bytes=self.settings.log_max_bytes,
+        )
         logw.line(
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
             f"{runner_id} ({job.capability})"
@@ -130,61 +172,66 @@ class JobRunner:
             )
         monitor = _Monitor(self, job, logw, time.monotonic() + job.timeout_s)
         monitor.start()
-        evidence: dict[str, Any] = {
+        att = _Attempt(job, cap, runner_id, logw, monitor, secrets)
+        att.evidence = {
             "job_id": job.id,
             "runner_id": runner_id,
             "attempt": job.attempt,
             "transport": job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
         }
         try:
-            outcome = self._execute(job, cap, runner_id, claim.took_over, logw, monitor, evidence)
+            if secret_error is not None:
+                outcome = self._error(secret_error)
+            else:
+                outcome = self._execute(att, claim.took_over)
         finally:
             monitor.finish()
+        return self._record(att, outcome)
+
+    def _record(self, att: _Attempt, outcome: Outcome) -> JobState | None:
+        job, logw = att.job, att.logw
         if outcome.state is JobState.ERROR:
             logw.line(f"##[ci-pool] error: {outcome.reason}")
-        logw.line(
-            f"##[ci-pool] {outcome.state.value}"
-            + (f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else "")
-        )
+        code = f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""
+        logw.line(f"##[ci-pool] {outcome.state.value}{code}")
         logw.close()
-        evidence["exit_code"] = outcome.exit_code
-        evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
+        att.evidence["exit_code"] = outcome.exit_code
+        att.evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
         done = self.store.finish(
             job.id,
             job.attempt,
             outcome.state,
-            runner_id=runner_id,
+            runner_id=att.runner_id,
             exit_code=outcome.exit_code,
             reason=outcome.reason,
-            evidence=evidence,
+            evidence=att.evidence,
             retry=True,
         )
         if done is None:
             log.warning("job %s attempt %s: lost the fence at finish", job.id, job.attempt)
             return None
-        if done.state == JobState.QUEUED.value and cap is not None:
+        if done.state == JobState.QUEUED.value and att.cap is not None:
             backoff = min(
                 self.settings.retry_backoff * 2 ** (job.attempt - 1), defaults.RETRY_BACKOFF_MAX
             )
-            self.requeue(cap, job.id, backoff)
+            self.requeue(att.cap, job.id, backoff)
         return JobState(done.state)
 
-    def _execute(
-        self,
-        job: Job,
-        cap: Capability | None,
-        runner_id: str,
-        took_over: int | None,
-        logw: LogWriter,
-        monitor: _Monitor,
-        evidence: dict[str, Any],
-    ) -> Outcome:
+    @staticmethod
+    def _error(exc: CIPoolError) -> Outcome:
+        if isinstance(exc, InfraError):
+            return Outcome(JobState.ERROR, reason=f"{exc.reason}: {exc}")
+        return Outcome(JobState.ERROR, reason=f"{type(exc).__name__}: {exc}")
+
+    def _execute(self, att: _Attempt, took_over: int | None) -> Outcome:
+        job, cap, logw = att.job, att.cap, att.logw
         if cap is None:
             return Outcome(
                 JobState.ERROR,
                 reason=f"capability {job.capability!r} is not configured on this runner",
             )
         root = self.settings.resolved_workspace_root / f"{job.id}-{job.attempt}"
+        executor: Executor | None = None
         execution: Execution | None = None
         try:
             executor = self.executors(cap)
@@ -194,92 +241,144 @@ class JobRunner:
                     logw.line(f"##[ci-pool] removed {removed} container(s) of the lost attempt")
             workspace, scripts = root / "src", root / "scripts"
             scripts.mkdir(parents=True, exist_ok=True)
-            logw.line(f"##[ci-pool] checkout {job.repo} {job.commit_sha or job.ref}")
-            t0 = time.monotonic()
-            sha = checkout(
-                job.repo,
-                job.commit_sha or job.ref,
-                workspace,
-                rewrites=self.settings.git_url_rewrites,
-                log=lambda line: logw.line(f"##[ci-pool] {line}"),
-            )
-            evidence.update(commit_sha=sha, checkout_s=round(time.monotonic() - t0, 3))
+            self._checkout(att, workspace)
             ctx = JobContext(
                 job_id=job.id,
                 attempt=job.attempt,
-                runner_id=runner_id,
+                runner_id=att.runner_id,
                 capability=cap,
                 workspace=workspace,
                 scripts=scripts,
-                env=self._job_env(job, runner_id, sha),
+                env=self._job_env(att),
+                image=job.image or cap.image,
             )
             execution = executor.execution(ctx)
-            evidence["mode"] = execution.mode
-            monitor.execution = execution
+            att.evidence["mode"] = execution.mode
+            att.monitor.execution = execution
             execution.start()
-            evidence.update(execution.describe())
-            return self._run_steps(job, execution, scripts, logw, monitor, evidence)
-        except InfraError as exc:
-            return Outcome(JobState.ERROR, reason=f"{exc.reason}: {exc}")
+            att.evidence.update(execution.describe())
+            outcome = self._run_steps(att, execution, scripts)
+            if job.artifacts and outcome.state is not JobState.CANCELLED:
+                self._collect(att, workspace)
+            return outcome
         except CIPoolError as exc:
-            return Outcome(JobState.ERROR, reason=f"{type(exc).__name__}: {exc}")
+            return self._error(exc)
         except Exception as exc:
             log.exception("job %s: unexpected failure", job.id)
             return Outcome(JobState.ERROR, reason=f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            self._cleanup(execution, root, logw)
+            self._cleanup(executor, execution, root, logw, job.image or cap.image)
 
-    def _run_steps(
-        self,
-        job: Job,
-        execution: Execution,
-        scripts: Path,
-        logw: LogWriter,
-        monitor: _Monitor,
-        evidence: dict[str, Any],
-    ) -> Outcome:
-        code = 0
+    def _checkout(self, att: _Attempt, workspace: Path) -> None:
+        job = att.job
+        att.logw.line(f"##[ci-pool] checkout {job.repo} {job.commit_sha or job.ref}")
+        t0 = time.monotonic()
+        result = checkout(
+            CheckoutRequest(
+                repo=job.repo,
+                commit=job.commit_sha or job.ref,
+                dest=workspace,
+                fetch_depth=int(job.checkout.get("fetch_depth", 1)),
+                submodules=bool(job.checkout.get("submodules", False)),
+                lfs=bool(job.checkout.get("lfs", False)),
+            ),
+            self.settings,
+            log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
+        )
+        att.evidence.update(
+            commit_sha=result.sha,
+            checkout_s=round(time.monotonic() - t0, 3),
+            checkout_via=result.via,
+        )
+
+    def _run_steps(self, att: _Attempt, execution: Execution, scripts: Path) -> Outcome:
+        job, logw, monitor = att.job, att.logw, att.monitor
+        failed: tuple[int, int] | None = None  # (step, exit code) of the first hard failure
+        step_timed_out = False
         commands = []
         for index, step in enumerate(job.steps, start=1):
-            if monitor.stop_reason is not None:
+            if monitor.stop_reason is not None or failed is not None:
                 break
             name = f"step-{index}.sh"
             (scripts / name).write_text(step["run"] + "\n")
             commands.append(step["run"])
             logw.line(f"##[step] {index} {step.get('name') or 'run'}")
             started = time.monotonic()
+            monitor.step_timed_out = False
+            timeout = step.get("timeout")
+            monitor.step_deadline = started + timeout if timeout else None
             code = execution.run_step(name, logw.write)
-            logw.line(f"##[step] {index} exit {code} in {time.monotonic() - started:.2f}s")
-            if code != 0:
-                break
-        evidence["command"] = "\n".join(commands)
+            monitor.step_deadline = None
+            took = time.monotonic() - started
+            if monitor.step_timed_out:
+                logw.line(f"##[step] {index} timed out after {timeout}s")
+            else:
+                logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
+            if code == 0 and not monitor.step_timed_out:
+                continue
+            if step.get("continue_on_error"):
+                logw.line(f"##[ci-pool] continue-on-error: step {index} did not pass; going on")
+                continue
+            failed, step_timed_out = (index, code), monitor.step_timed_out
+        att.evidence["command"] = "\n".join(commands)
         if monitor.stop_reason is JobState.TIMED_OUT:
-            return Outcome(JobState.TIMED_OUT, code, f"timed out after {job.timeout_s}s")
+            return Outcome(JobState.TIMED_OUT, None, f"timed out after {job.timeout_s}s")
         if monitor.stop_reason is JobState.CANCELLED:
-            return Outcome(JobState.CANCELLED, code, "cancelled")
-        if code == 0:
+            return Outcome(JobState.CANCELLED, None, "cancelled")
+        if failed is None:
             return Outcome(JobState.SUCCEEDED, 0)
-        return Outcome(JobState.FAILED, code, f"step exited with code {code}")
+        if step_timed_out:
+            return Outcome(JobState.TIMED_OUT, failed[1], f"step {failed[0]} timed out")
+        return Outcome(JobState.FAILED, failed[1], f"step {failed[0]} exited with code {failed[1]}")
 
-    def _job_env(self, job: Job, runner_id: str, sha: str) -> dict[str, str]:
+    def _collect(self, att: _Attempt, workspace: Path) -> None:
+        job = att.job
+        dest = self.settings.resolved_artifact_root / job.id / str(job.attempt)
+        found = artifacts.collect(workspace, list(job.artifacts), dest)
+        for problem in found.problems:
+            att.logw.line(f"##[ci-pool] artifacts: {problem}")
+        for f in found.files:
+            att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
+        self.store.add_artifacts(job.id, job.attempt, found.files)
+        att.evidence["artifacts"] = [
+            {"path": f.path, "size": f.size, "sha256": f.sha256} for f in found.files
+        ]
+
+    def _job_env(self, att: _Attempt) -> dict[str, str]:
+        job = att.job
         return {
             **{str(k): str(v) for k, v in job.env.items()},
+            **att.secrets,
             "CI": "true",
             "CI_POOL_JOB_ID": job.id,
             "CI_POOL_ATTEMPT": str(job.attempt),
-            "CI_POOL_RUNNER_ID": runner_id,
+            "CI_POOL_RUNNER_ID": att.runner_id,
             "CI_POOL_CAPABILITY": job.capability,
             "CI_POOL_REPO": job.repo,
             "CI_POOL_REF": job.ref,
-            "CI_POOL_COMMIT_SHA": sha,
+            "CI_POOL_COMMIT_SHA": str(att.evidence.get("commit_sha", "")),
         }
 
-    def _cleanup(self, execution: Execution | None, root: Path, logw: LogWriter) -> None:
+    def _cleanup(
+        self,
+        executor: Executor | None,
+        execution: Execution | None,
+        root: Path,
+        logw: LogWriter,
+        image: str,
+    ) -> None:
         if execution is not None:
             try:
                 execution.close()
             except ExecutorError as exc:
                 logw.line(f"##[ci-pool] cleanup: {exc}")
         shutil.rmtree(root, ignore_errors=True)
+        if root.exists() and executor is not None:
+            # Files the build made as another user (root in the container): remove them
+            # the way they were made.
+            try:
+                executor.remove_tree(root, image)
+            except ExecutorError as exc:
+                logw.line(f"##[ci-pool] cleanup: {exc}")
         if root.exists():
             logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")

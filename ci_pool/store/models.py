@@ -56,6 +56,11 @@ class Job(Base):
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
     timeout_s: Mapped[int] = mapped_column(Integer)
+    #: Names only: secret values never reach the store.
+    secrets: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    artifacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    image: Mapped[str | None] = mapped_column(String(500), default=None)
+    checkout: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -105,3 +110,19 @@ class LogChunk(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_log_chunks_job", "job_id", "attempt", "seq", unique=True),)
+
+
+class Artifact(Base):
+    """A file a job attempt produced, copied to the artifact store."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_artifacts_job", "job_id", "attempt", "path", unique=True),)

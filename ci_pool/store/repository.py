@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import JobState, sources_of
-from ci_pool.store.models import Base, Job, JobEvent, LogChunk, utcnow
+from ci_pool.store.models import Artifact, Base, Job, JobEvent, LogChunk, utcnow
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -196,14 +196,18 @@ class Store:
             now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
             if state not in (JobState.QUEUED.value, JobState.RUNNING.value):
                 return None
-            lost = None if state == JobState.QUEUED.value else self._transition(
-                s,
-                job_id,
-                JobState.ERROR,
-                where=[Job.state == JobState.RUNNING.value, Job.lease_until < now],
-                runner_id=runner_id,
-                reason="runner_lost",
-                values={"finished_at": now, "lease_until": None},
+            lost = (
+                None
+                if state == JobState.QUEUED.value
+                else self._transition(
+                    s,
+                    job_id,
+                    JobState.ERROR,
+                    where=[Job.state == JobState.RUNNING.value, Job.lease_until < now],
+                    runner_id=runner_id,
+                    reason="runner_lost",
+                    values={"finished_at": now, "lease_until": None},
+                )
             )
             if lost is not None:
                 took_over = lost.attempt
@@ -347,3 +351,25 @@ class Store:
                 .order_by(LogChunk.seq)
             )
             return "".join(rows)
+
+    # -- artifacts --------------------------------------------------------------------
+
+    def add_artifacts(self, job_id: str, attempt: int, files: Iterable[Any]) -> None:
+        """Index collected files (objects with path, size and sha256)."""
+        with self.session() as s:
+            for f in files:
+                s.add(
+                    Artifact(
+                        job_id=job_id, attempt=attempt, path=f.path, size=f.size, sha256=f.sha256
+                    )
+                )
+
+    def artifacts(self, job_id: str, attempt: int | None = None) -> list[Artifact]:
+        """The artifact index of one attempt (default: the latest that has any)."""
+        with self.session(write=False) as s:
+            if attempt is None:
+                attempt = s.scalar(
+                    select(func.max(Artifact.attempt)).where(Artifact.job_id == job_id)
+                )
+            q = select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == attempt)
+            return list(s.scalars(q.order_by(Artifact.path)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ class JobContext:
     #: Host directory holding the generated step scripts.
     scripts: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: The image to run (the capability's, or the job's override where allowed).
+    image: str = ""
 
 
 class Execution(abc.ABC):
@@ -47,8 +50,12 @@ class Execution(abc.ABC):
         """Run one generated script from ``scripts``; returns its exit code."""
 
     @abc.abstractmethod
+    def interrupt(self, grace: float) -> None:
+        """End the running step only (SIGTERM, ``grace``, SIGKILL); later steps may run."""
+
+    @abc.abstractmethod
     def stop(self, grace: float) -> None:
-        """SIGTERM what runs, wait up to ``grace`` seconds, then SIGKILL."""
+        """SIGTERM what runs, wait up to ``grace`` seconds, then SIGKILL; no step runs after."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -64,6 +71,10 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def execution(self, ctx: JobContext) -> Execution: ...
+
+    def remove_tree(self, path: Path, image: str) -> None:
+        """Remove a workspace the runner's own user cannot (files made by another user)."""
+        shutil.rmtree(path, ignore_errors=True)
 
     def remove_leftovers(self, job_id: str) -> int:
         """Remove whatever an earlier attempt of this job left behind; returns a count."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -40,7 +41,7 @@ class DockerExecution(Execution):
     def _create_kwargs(self) -> dict[str, Any]:
         cap = self.ctx.capability
         kwargs: dict[str, Any] = {
-            "image": cap.image,
+            "image": self.ctx.image or cap.image,
             "command": ["sh", "-c", _KEEPALIVE],
             "name": f"ci-pool-{self.ctx.job_id}-{self.ctx.attempt}",
             "labels": {
@@ -70,7 +71,7 @@ class DockerExecution(Execution):
         return kwargs
 
     def start(self) -> None:
-        image = self.ctx.capability.image
+        image = self.ctx.image or self.ctx.capability.image
         try:
             self.container = self.client.containers.create(**self._create_kwargs())
             self.container.start()
@@ -112,15 +113,26 @@ class DockerExecution(Execution):
         # A step whose container was killed under it has no exit code of its own.
         return 137 if code is None else int(code)
 
+    def _signal_all(self, sig: str) -> None:
+        """Signal every process in the container but PID 1 (the steps and their children)."""
+        try:
+            self.container.exec_run(["kill", f"-{sig}", "-1"], detach=True)
+        except docker.errors.DockerException:
+            pass
+
+    def interrupt(self, grace: float) -> None:
+        if self.container is None or self._step_done.is_set():
+            return
+        self._signal_all("TERM")
+        if not self._step_done.wait(timeout=grace):
+            self._signal_all("KILL")
+            self._step_done.wait(timeout=10)
+
     def stop(self, grace: float) -> None:
         self._stopping.set()
         if self.container is None:
             return
-        try:
-            # SIGTERM every process but PID 1, give them the grace, then kill the container.
-            self.container.exec_run(["kill", "-TERM", "-1"], detach=True)
-        except docker.errors.DockerException:
-            pass
+        self._signal_all("TERM")
         self._step_done.wait(timeout=grace)
         try:
             self.container.kill()
@@ -141,10 +153,11 @@ class DockerExecution(Execution):
         self.container = None
 
     def describe(self) -> dict[str, str]:
+        image = self.ctx.image or self.ctx.capability.image
         if self.container is None:
-            return {"image": self.ctx.capability.image}
+            return {"image": image}
         return {
-            "image": self.ctx.capability.image,
+            "image": image,
             "image_id": str(self.container.attrs.get("Image", "")),
             "container_id": str(self.container.id),
         }
@@ -167,6 +180,23 @@ class DockerExecutor(Executor):
 
     def execution(self, ctx: JobContext) -> Execution:
         return DockerExecution(self.client, ctx)
+
+    def remove_tree(self, path: Path, image: str) -> None:
+        """Remove ``path`` from inside a throwaway container running as root: what a
+        non-root runner must do with files its builds created as root."""
+        try:
+            self.client.containers.run(
+                image,
+                ["rm", "-rf", "/w/src", "/w/scripts"],
+                remove=True,
+                network_mode="none",
+                user="0",
+                mounts=[Mount("/w", str(path), type="bind")],
+                labels={defaults.LABEL_JOB: "cleanup"},
+            )
+            path.rmdir()
+        except (docker.errors.DockerException, OSError) as exc:
+            raise ExecutorError(f"could not remove {path} through a container: {exc}") from exc
 
     def remove_leftovers(self, job_id: str) -> int:
         try:

@@ -71,11 +71,17 @@ class HostExecution(Execution):
         except (ProcessLookupError, PermissionError):
             pass
 
+    def interrupt(self, grace: float) -> None:
+        self._terminate(grace)
+
     def stop(self, grace: float) -> None:
         with self._lock:
             self._stopping = True
-            proc = self._proc
-        if proc is None:
+        self._terminate(grace)
+
+    def _terminate(self, grace: float) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
             return
         self._kill_group(signal.SIGTERM)
         try:
