@@ -22,6 +22,8 @@ from ci_pool.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_IMAGE = "ci-pool-test/busybox:latest"
+#: A throwaway secret made for the tests; '/' and '+' give it distinct URL-encoded forms.
+SECRET_VALUE = "s3cret/Token+for-tests"
 LABEL_FILTER = "ci-pool.job"
 
 
@@ -208,9 +210,9 @@ class Harness:
             w.stop()
 
 
-def write_config(path: Path, image: str, extra: str = "") -> None:
+def write_config(path: Path, image: str, extra: str = "", linux: str = "") -> None:
     path.write_text(
-        f'[capabilities.linux]\nimage = "{image}"\n\n'
+        f'[capabilities.linux]\nimage = "{image}"\n{linux}\n'
         f'[capabilities.android]\nimage = "{image}"\nmemory = "256m"\n\n'
         f'[capabilities.flutter-web]\nimage = "{image}"\n\n'
         f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n' + extra
@@ -235,7 +237,14 @@ def harness(
     root = session_dir / "pool"
     root.mkdir()
     h = Harness(root, redis_server.url, dict(FAST_TIMINGS))
-    write_config(h.config, busybox_image)
+    (root / "api-token").write_text(SECRET_VALUE + "\n")
+    (root / "deploy-key").write_text("deploy-only-secret-value\n")
+    write_config(
+        h.config,
+        busybox_image,
+        linux=f'secrets = {{ API_TOKEN = "file:{root / "api-token"}" }}\n',
+        extra=f'secrets = {{ DEPLOY_KEY = "file:{root / "deploy-key"}" }}\n',
+    )
     yield h
     h.stop()
 

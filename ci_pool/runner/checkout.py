@@ -82,7 +82,10 @@ class _Git:
     def run(
         self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float | None = None
     ) -> subprocess.CompletedProcess[str]:
-        verb = next((a for a in args if not a.startswith("-") and a not in ("-C",)), "git")
+        i = 0
+        while i < len(args) and args[i] in ("-C", "-c"):
+            i += 2
+        verb = args[i] if i < len(args) else "git"
         try:
             proc = subprocess.run(
                 ["git", *args],
