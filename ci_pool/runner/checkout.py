@@ -60,7 +60,11 @@ class _Git:
         timeout: float = defaults.GIT_TIMEOUT,
     ):
         self.timeout = timeout
-        config: list[tuple[str, str]] = [("protocol.version", "2")]
+        # A redirect must not carry a credential to another server.
+        config: list[tuple[str, str]] = [
+            ("protocol.version", "2"),
+            ("http.followRedirects", "false"),
+        ]
         config += [(f"url.{internal}.insteadOf", public) for public, internal in rewrites.items()]
         secrets: list[str] = []
         for prefix, source in credentials.items():
@@ -76,8 +80,19 @@ class _Git:
             self.env[f"GIT_CONFIG_VALUE_{i}"] = val
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> _Git:
-        return cls(settings.git_url_rewrites, settings.git_credentials)
+    def for_settings(cls, settings: Settings, repo: str) -> _Git:
+        """Only the credentials whose prefix this repository's URL (as given, or as rewritten
+        to the internal server) starts with are read."""
+        urls = [repo]
+        for public, internal in settings.git_url_rewrites.items():
+            if repo.startswith(public):
+                urls.append(internal + repo[len(public) :])
+        wanted = {
+            prefix: source
+            for prefix, source in settings.git_credentials.items()
+            if any(u.startswith(prefix) for u in urls)
+        }
+        return cls(settings.git_url_rewrites, wanted)
 
     def run(
         self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float | None = None
@@ -112,7 +127,7 @@ def resolve_ref(
     """The commit SHA that ``ref`` names in ``repo`` right now (input errors name the field)."""
     if is_sha(ref):
         return ref
-    git = _Git.for_settings(settings)
+    git = _Git.for_settings(settings, repo)
     try:
         proc = git.run("ls-remote", "--end-of-options", repo, ref, check=False, timeout=timeout)
     except CheckoutError:
@@ -137,7 +152,7 @@ def checkout(
     req: CheckoutRequest, settings: Settings, log: Callable[[str], None] = lambda _line: None
 ) -> CheckoutResult:
     """Check out exactly ``req.commit`` into ``req.dest``; failures are CheckoutErrors."""
-    git = _Git.for_settings(settings)
+    git = _Git.for_settings(settings, req.repo)
     req.dest.mkdir(parents=True, exist_ok=True)
     dest = str(req.dest)
     git.run("init", "-q", dest)

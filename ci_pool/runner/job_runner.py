@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import redis
 
-from ci_pool import defaults
+from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError
 from ci_pool.jobs import JobState
@@ -215,7 +216,20 @@ class JobRunner:
                 self.settings.retry_backoff * 2 ** (job.attempt - 1), defaults.RETRY_BACKOFF_MAX
             )
             self.requeue(att.cap, job.id, backoff)
+        elif job.pipeline_id:
+            self.advance_pipeline(job.pipeline_id)
         return JobState(done.state)
+
+    def advance_pipeline(self, pipeline_id: str) -> None:
+        """Queue the dependents whose needs just ended (or skip them)."""
+
+        def publish(capability: str, job_id: str) -> None:
+            self.requeue(self.settings.capabilities[capability], job_id, 0)
+
+        try:
+            scheduler.PipelineScheduler(self.store, publish).advance(pipeline_id)
+        except Exception:  # the job's own outcome is recorded; the reaper can advance later
+            log.exception("advancing pipeline %s failed", pipeline_id)
 
     @staticmethod
     def _error(exc: CIPoolError) -> Outcome:
@@ -291,25 +305,71 @@ class JobRunner:
             checkout_via=result.via,
         )
 
+    def _context(self, att: _Attempt) -> dict[str, Any]:
+        """The expression context of this job: github, env, matrix, needs (steps grows)."""
+        job = att.job
+        ref = job.ref if job.ref.startswith("refs/") else f"refs/heads/{job.ref}"
+        ctx: dict[str, Any] = {
+            "github": {
+                "ref": ref,
+                "sha": att.evidence.get("commit_sha", job.commit_sha or ""),
+                "repository": job.repo,
+                "event_name": "push",
+                "job": job.job_ref or job.id,
+                "run_id": job.pipeline_id or job.id,
+            },
+            "env": {str(k): str(v) for k, v in job.env.items()},
+            "matrix": dict(job.matrix or {}),
+            "needs": {},
+            "steps": {},
+        }
+        if job.pipeline_id:
+            pipeline = self.store.get_pipeline(job.pipeline_id)
+            ctx["github"]["event_name"] = pipeline.event
+            rows = [scheduler.view(r) for r in self.store.pipeline_jobs(job.pipeline_id)]
+            keys = set(job.needs or ())
+            refs = {r.job_ref for r in rows if r.key in keys}
+            ctx["needs"] = scheduler.needs_context(rows, refs)
+        return ctx
+
+    def _should_run_step(self, step: dict[str, Any], ctx: dict[str, Any], status: str) -> bool:
+        cond = step.get("if_expr")
+        if not cond:
+            return status == "success"
+        expr = expressions.parse(cond)
+        ok = expressions.condition(expr, ctx, status)
+        return ok if expressions.uses_status_function(expr) else ok and status == "success"
+
     def _run_steps(self, att: _Attempt, execution: Execution, scripts: Path) -> Outcome:
         job, logw, monitor = att.job, att.logw, att.monitor
         failed: tuple[int, int] | None = None  # (step, exit code) of the first hard failure
         step_timed_out = False
         commands = []
+        ctx = self._context(att)
         for index, step in enumerate(job.steps, start=1):
-            if monitor.stop_reason is not None or failed is not None:
+            if monitor.stop_reason is not None:
                 break
-            name = f"step-{index}.sh"
-            (scripts / name).write_text(step["run"] + "\n")
-            commands.append(step["run"])
-            logw.line(f"##[step] {index} {step.get('name') or 'run'}")
+            status = "failure" if failed else "success"
+            label = step.get("name") or "run"
+            if not self._should_run_step(step, ctx, status):
+                logw.line(f"##[step] {index} {label} skipped")
+                continue
+            name, env, run = self._write_step(index, step, ctx, status, scripts, execution)
+            output_file = scripts / f"output-{index}"
+            commands.append(run)
+            logw.line(f"##[step] {index} {label}")
             started = time.monotonic()
             monitor.step_timed_out = False
             timeout = step.get("timeout")
             monitor.step_deadline = started + timeout if timeout else None
-            code = execution.run_step(name, logw.write)
+            code = execution.run_step(name, logw.write, env=env, shell=step.get("shell"))
             monitor.step_deadline = None
             took = time.monotonic() - started
+            if step.get("id"):
+                ctx["steps"][step["id"]] = {
+                    "outputs": read_outputs(output_file),
+                    "outcome": "success" if code == 0 else "failure",
+                }
             if monitor.step_timed_out:
                 logw.line(f"##[step] {index} timed out after {timeout}s")
             else:
@@ -319,8 +379,38 @@ class JobRunner:
             if step.get("continue_on_error"):
                 logw.line(f"##[ci-pool] continue-on-error: step {index} did not pass; going on")
                 continue
-            failed, step_timed_out = (index, code), monitor.step_timed_out
+            if failed is None:
+                failed, step_timed_out = (index, code), monitor.step_timed_out
         att.evidence["command"] = "\n".join(commands)
+        self._record_outputs(att, ctx, "failure" if failed else "success")
+        return self._outcome(att, failed, step_timed_out)
+
+    @staticmethod
+    def _write_step(
+        index: int,
+        step: dict[str, Any],
+        ctx: dict[str, Any],
+        status: str,
+        scripts: Path,
+        execution: Execution,
+    ) -> tuple[str, dict[str, str], str]:
+        """Render the step's templates into its script; returns (script, env, text)."""
+        run = expressions.render(step["run"], ctx, status)
+        env = {
+            k: expressions.render(str(v), ctx, status) for k, v in (step.get("env") or {}).items()
+        }
+        workdir = step.get("working_directory")
+        if workdir:
+            run = f"cd -- {shlex.quote(expressions.render(workdir, ctx, status))}\n{run}"
+        name = f"step-{index}.sh"
+        (scripts / name).write_text(run + "\n")
+        (scripts / f"output-{index}").touch()
+        env["GITHUB_OUTPUT"] = f"{execution.scripts_path}/output-{index}"
+        return name, env, run
+
+    @staticmethod
+    def _outcome(att: _Attempt, failed: tuple[int, int] | None, step_timed_out: bool) -> Outcome:
+        job, monitor = att.job, att.monitor
         if monitor.stop_reason is JobState.TIMED_OUT:
             return Outcome(JobState.TIMED_OUT, None, f"timed out after {job.timeout_s}s")
         if monitor.stop_reason is JobState.CANCELLED:
@@ -330,6 +420,18 @@ class JobRunner:
         if step_timed_out:
             return Outcome(JobState.TIMED_OUT, failed[1], f"step {failed[0]} timed out")
         return Outcome(JobState.FAILED, failed[1], f"step {failed[0]} exited with code {failed[1]}")
+
+    def _record_outputs(self, att: _Attempt, ctx: dict[str, Any], status: str) -> None:
+        spec = att.job.outputs_spec or {}
+        if not spec:
+            return
+        values = {}
+        for name, template in spec.items():
+            try:
+                values[name] = att.logw.masker.mask(expressions.render(str(template), ctx, status))
+            except (expressions.ExpressionError, ValueError, TypeError) as exc:
+                att.logw.line(f"##[ci-pool] output {name}: {exc}")
+        self.store.set_outputs(att.job.id, att.job.attempt, values)
 
     def _collect(self, att: _Attempt, workspace: Path) -> None:
         job = att.job
@@ -382,3 +484,28 @@ class JobRunner:
                 logw.line(f"##[ci-pool] cleanup: {exc}")
         if root.exists():
             logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")
+
+
+def read_outputs(path: Path) -> dict[str, str]:
+    """``name=value`` lines and ``name<<DELIM`` ... ``DELIM`` blocks, as GitHub writes them."""
+    values: dict[str, str] = {}
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return values
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delim = line.split("<<", 1)
+            block = []
+            i += 1
+            while i < len(lines) and lines[i] != delim:
+                block.append(lines[i])
+                i += 1
+            values[name] = "\n".join(block)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+        i += 1
+    return values

@@ -61,6 +61,19 @@ class Job(Base):
     artifacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
     image: Mapped[str | None] = mapped_column(String(500), default=None)
     checkout: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
+    # keys of the jobs it needs, its condition and its matrix values.
+    job_ref: Mapped[str | None] = mapped_column(String(200), default=None)
+    key: Mapped[str | None] = mapped_column(String(400), default=None)
+    needs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    if_expr: Mapped[str | None] = mapped_column(Text, default=None)
+    continue_on_error: Mapped[bool] = mapped_column(default=False)
+    matrix: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fail_fast: Mapped[bool] = mapped_column(default=True)
+    max_parallel: Mapped[int | None] = mapped_column(Integer, default=None)
+    #: Output name -> template (as written), and the values the job produced.
+    outputs_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
@@ -126,3 +139,21 @@ class Artifact(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (Index("ix_artifacts_job", "job_id", "attempt", "path", unique=True),)
+
+
+class Pipeline(Base):
+    """A submitted workflow: one row, and one job row per (job x matrix cell)."""
+
+    __tablename__ = "pipelines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    file: Mapped[str] = mapped_column(Text, default="")
+    repo: Mapped[str] = mapped_column(Text)
+    ref: Mapped[str] = mapped_column(String(255))
+    commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    event: Mapped[str] = mapped_column(String(64), default="push")
+    env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)

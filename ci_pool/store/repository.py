@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import JobState, sources_of
-from ci_pool.store.models import Artifact, Base, Job, JobEvent, LogChunk, utcnow
+from ci_pool.store.models import Artifact, Base, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -175,13 +175,16 @@ class Store:
         to: JobState,
         *,
         attempt: int | None = None,
+        from_state: JobState | None = None,
         runner_id: str | None = None,
         reason: str | None = None,
         values: dict[str, Any] | None = None,
     ) -> Job | None:
         """Move a job to ``to`` if its current state allows it (and it is still at
-        ``attempt``, when given); None when the fence did not match."""
+        ``attempt`` / in ``from_state``, when given); None when the fence did not match."""
         where = [Job.attempt == attempt] if attempt is not None else []
+        if from_state is not None:
+            where.append(Job.state == from_state.value)
         with self.session() as s:
             return self._transition(
                 s, job_id, to, where=where, runner_id=runner_id, reason=reason, values=values
@@ -373,3 +376,76 @@ class Store:
                 )
             q = select(Artifact).where(Artifact.job_id == job_id, Artifact.attempt == attempt)
             return list(s.scalars(q.order_by(Artifact.path)))
+
+    # -- pipelines --------------------------------------------------------------------
+
+    def create_pipeline(self, pipeline: dict[str, Any], jobs: list[dict[str, Any]]) -> Pipeline:
+        """A pipeline and all its jobs (``blocked``), in one transaction: all or nothing."""
+        now = utcnow()
+        row = Pipeline(id=uuid.uuid4().hex[:16], state="running", created_at=now, **pipeline)
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            for fields in jobs:
+                job = Job(
+                    id=uuid.uuid4().hex[:16],
+                    pipeline_id=row.id,
+                    state=JobState.BLOCKED.value,
+                    attempt=0,
+                    created_at=now,
+                    updated_at=now,
+                    **fields,
+                )
+                s.add(job)
+                s.flush()
+                s.add(
+                    JobEvent(
+                        job_id=job.id,
+                        attempt=0,
+                        from_state=None,
+                        to_state=JobState.BLOCKED.value,
+                        at=now,
+                    )
+                )
+        return row
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        with self.session(write=False) as s:
+            row = s.get(Pipeline, pipeline_id)
+            if row is None:
+                raise NotFound(f"no pipeline with id {pipeline_id!r}")
+            return row
+
+    def pipeline_jobs(self, pipeline_id: str) -> list[Job]:
+        with self.session(write=False) as s:
+            q = select(Job).where(Job.pipeline_id == pipeline_id).order_by(Job.created_at, Job.key)
+            return list(s.scalars(q))
+
+    def finish_pipeline(self, pipeline_id: str, state: str) -> bool:
+        """Fenced: only a running pipeline ends, once."""
+        with self.session() as s:
+            res = s.execute(
+                update(Pipeline)
+                .where(Pipeline.id == pipeline_id, Pipeline.state == "running")
+                .values(state=state, finished_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def reopen_pipeline(self, pipeline_id: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Pipeline)
+                .where(Pipeline.id == pipeline_id)
+                .values(state="running", finished_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def set_outputs(self, job_id: str, attempt: int, outputs: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.attempt == attempt)
+                .values(outputs=outputs)
+                .execution_options(synchronize_session=False)
+            )

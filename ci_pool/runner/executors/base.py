@@ -10,6 +10,12 @@ from pathlib import Path
 
 from ci_pool.capabilities import Capability
 
+#: How each ``shell:`` runs a step script ($1); None means bash where there is one, else sh.
+SHELLS = {
+    "bash": 'exec 2>&1; exec bash --noprofile --norc -eo pipefail "$1"',
+    "sh": 'exec 2>&1; exec sh -e "$1"',
+}
+
 #: Runs a step script with bash (errexit + pipefail) where the image has it, else POSIX sh -e.
 STEP_LAUNCHER = (
     "exec 2>&1; "  # one stream, so stdout and stderr lines keep the order they were written in
@@ -45,9 +51,18 @@ class Execution(abc.ABC):
     def start(self) -> None:
         """Create the container or process group; raises ExecutorError on infra failure."""
 
+    #: Where the job sees the ``scripts`` directory (step outputs are written there too).
+    scripts_path: str = ""
+
     @abc.abstractmethod
-    def run_step(self, script_name: str, on_output: Callable[[bytes], None]) -> int:
-        """Run one generated script from ``scripts``; returns its exit code."""
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
+        """Run one generated script from ``scripts`` with extra ``env``; its exit code."""
 
     @abc.abstractmethod
     def interrupt(self, grace: float) -> None:
@@ -79,3 +94,8 @@ class Executor(abc.ABC):
     def remove_leftovers(self, job_id: str) -> int:
         """Remove whatever an earlier attempt of this job left behind; returns a count."""
         return 0
+
+
+def launcher(shell: str | None) -> str:
+    """The ``sh -c`` program that starts a step script in the requested shell."""
+    return SHELLS[shell] if shell else STEP_LAUNCHER

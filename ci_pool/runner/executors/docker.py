@@ -13,7 +13,7 @@ from docker.types import Mount
 
 from ci_pool import defaults
 from ci_pool.exceptions import ExecutorError
-from ci_pool.runner.executors.base import STEP_LAUNCHER, Execution, Executor, JobContext
+from ci_pool.runner.executors.base import Execution, Executor, JobContext, launcher
 
 #: PID 1 of a job container: idles until stopped; steps run beside it via exec.
 _KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
@@ -52,9 +52,8 @@ class DockerExecution(Execution):
             "working_dir": defaults.CONTAINER_WORKSPACE,
             "mounts": [
                 Mount(defaults.CONTAINER_WORKSPACE, str(self.ctx.workspace), type="bind"),
-                Mount(
-                    defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind", read_only=True
-                ),
+                # Read-write: steps write their outputs ($GITHUB_OUTPUT) next to their scripts.
+                Mount(defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind"),
             ],
             "network_mode": cap.network,
             "privileged": cap.privileged,
@@ -83,7 +82,15 @@ class DockerExecution(Execution):
         except docker.errors.DockerException as exc:
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
 
-    def run_step(self, script_name: str, on_output: Callable[[bytes], None]) -> int:
+    scripts_path = defaults.CONTAINER_SCRIPTS
+
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
         if self._stopping.is_set():
             return 143
         api = self.client.api
@@ -94,11 +101,11 @@ class DockerExecution(Execution):
                 [
                     "sh",
                     "-c",
-                    STEP_LAUNCHER,
+                    launcher(shell),
                     "ci-pool-step",
                     f"{defaults.CONTAINER_SCRIPTS}/{script_name}",
                 ],
-                environment=self.ctx.env,
+                environment={**self.ctx.env, **(env or {})},
                 workdir=defaults.CONTAINER_WORKSPACE,
             )["Id"]
             for chunk in api.exec_start(exec_id, stream=True):

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from ci_pool.exceptions import ExecutorError
-from ci_pool.runner.executors.base import STEP_LAUNCHER, Execution, Executor, JobContext
+from ci_pool.runner.executors.base import Execution, Executor, JobContext, launcher
 
 
 class HostExecution(Execution):
@@ -25,12 +25,24 @@ class HostExecution(Execution):
         if not self.ctx.workspace.is_dir():
             raise ExecutorError(f"workspace {self.ctx.workspace} is missing")
 
-    def run_step(self, script_name: str, on_output: Callable[[bytes], None]) -> int:
+    @property
+    def scripts_path(self) -> str:  # type: ignore[override]
+        return str(self.ctx.scripts)
+
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
+        extra = env or {}
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(self.ctx.workspace),
             "LANG": "C.UTF-8",
             **self.ctx.env,
+            **extra,
         }
         with self._lock:
             if self._stopping:
@@ -40,7 +52,7 @@ class HostExecution(Execution):
                     [
                         "sh",
                         "-c",
-                        STEP_LAUNCHER,
+                        launcher(shell),
                         "ci-pool-step",
                         str(self.ctx.scripts / script_name),
                     ],
