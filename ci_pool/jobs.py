@@ -75,7 +75,9 @@ def sources_of(target: JobState) -> frozenset[JobState]:
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|\.lock$|/$|\.$")
+# git's own ref rules, plus shell metacharacters: a ref is rendered into step scripts
+# (``${{ github.ref }}``), so it must not be able to carry shell code.
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\;$`|&<>'\"(){}!]|\.\.|@\{|//|\.lock$|/$|\.$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
 REMOTE_SCHEMES = frozenset({"https", "http", "ssh", "git"})

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import redis
 from celery import Celery
@@ -15,13 +16,17 @@ from celery import Celery
 from ci_pool.capabilities import Capability, route
 from ci_pool.celery_app import create_celery, send_run_job
 from ci_pool.exceptions import BrokerError, InfraError, InputError, NotFound
-from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, is_sha
+from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, check_ref, check_repo_url, is_sha
+from ci_pool.pipeline import PipelineJob
 from ci_pool.policy import check_secret_names
 from ci_pool.runner.checkout import resolve_ref
 from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
+from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
+from ci_pool.store.models import Pipeline as PipelineRow
+from ci_pool.workflow import parse_workflow
 
 
 class Pool:
@@ -101,6 +106,115 @@ class Pool:
                 f"{_redact(self.settings.broker_url)} did not take it ({exc})"
             ) from exc
         return job
+
+    # -- pipelines --------------------------------------------------------------------
+
+    def scheduler(self) -> PipelineScheduler:
+        def publish(capability: str, job_id: str) -> None:
+            send_run_job(self.celery, self.settings.capabilities[capability], job_id)
+
+        return PipelineScheduler(self.store, publish)
+
+    def submit_pipeline(
+        self, text: str, file: str, repo: str, ref: str, event: str = "push"
+    ) -> PipelineRow:
+        """Parse a workflow, check every job, write the pipeline whole, queue its roots."""
+        try:
+            check_repo_url(repo, allow_local=self.settings.allow_local_repos)
+            if ref != "HEAD":
+                check_ref(ref)
+        except ValueError as exc:
+            raise InputError(str(exc), field="repo" if "repo" in str(exc) else "ref") from None
+        pipe = parse_workflow(text, file, self.settings.capabilities)
+        jobs = [self._pipeline_job(job) for job in pipe.jobs]
+        sha = ref if is_sha(ref) else None
+        if sha is None and self.settings.resolve_refs:
+            sha = resolve_ref(repo, ref, self.settings)
+        for job in jobs:
+            job.update(repo=repo, ref=ref, commit_sha=sha)
+        row = self.store.create_pipeline(
+            {
+                "name": pipe.name,
+                "file": file,
+                "repo": repo,
+                "ref": ref,
+                "commit_sha": sha,
+                "event": event,
+                "env": {},
+            },
+            jobs,
+        )
+        self.scheduler().advance(row.id)
+        return row
+
+    def _pipeline_job(self, job: PipelineJob) -> dict[str, Any]:
+        cap = self.settings.capabilities[job.capability]
+        image = job.container.image if job.container else None
+        if image and image != cap.image and not cap.allow_container_override:
+            raise InputError(
+                f"job {job.key!r}: capability {cap.name!r} runs only its own image; "
+                "remove container: or use a capability that allows overrides",
+                field=f"jobs.{job.job_id}.container",
+            )
+        checkout = job.checkout
+        return {
+            "name": job.name or job.key,
+            "key": job.key,
+            "job_ref": job.job_id,
+            "capability": cap.name,
+            "queue": cap.queue,
+            "labels": list(job.labels),
+            "needs": list(job.needs),
+            "if_expr": job.if_expr,
+            "continue_on_error": job.continue_on_error,
+            "matrix": dict(job.matrix),
+            "fail_fast": job.fail_fast,
+            "max_parallel": job.max_parallel,
+            "outputs_spec": dict(job.outputs),
+            "env": {**(job.container.env if job.container else {}), **job.env},
+            "image": image,
+            "timeout_s": min(job.timeout_s or cap.default_timeout, self.settings.max_job_timeout),
+            "max_attempts": self.settings.max_attempts,
+            "checkout": {
+                "fetch_depth": checkout.fetch_depth if checkout else 1,
+                "submodules": checkout.submodules if checkout else False,
+                "lfs": checkout.lfs if checkout else False,
+            },
+            "steps": [
+                {
+                    "name": st.name,
+                    "id": st.id,
+                    "run": st.run,
+                    # "bash" (also the default) falls back to sh in images without bash.
+                    "shell": None if st.shell == "bash" else st.shell,
+                    "working_directory": st.working_directory,
+                    "env": dict(st.env),
+                    "if_expr": st.if_expr,
+                    "timeout": st.timeout_s,
+                    "continue_on_error": st.continue_on_error,
+                }
+                for st in job.steps
+            ],
+        }
+
+    def pipeline(self, pipeline_id: str) -> tuple[PipelineRow, list[Job]]:
+        return self.store.get_pipeline(pipeline_id), self.store.pipeline_jobs(pipeline_id)
+
+    def cancel_pipeline(self, pipeline_id: str, by: str | None = None) -> PipelineRow:
+        for job in self.store.pipeline_jobs(pipeline_id):
+            if JobState(job.state) not in FINAL_STATES:
+                self.store.request_cancel(job.id, by or "pipeline cancel")
+        self.scheduler().advance(pipeline_id)
+        return self.store.get_pipeline(pipeline_id)
+
+    def retry_pipeline(self, pipeline_id: str) -> list[Job]:
+        """Re-run the jobs that did not succeed (and those skipped because of them);
+        jobs that passed keep their results."""
+        again = self.store.reset_for_retry(pipeline_id, self.settings.max_attempts)
+        if again:
+            self.store.reopen_pipeline(pipeline_id)
+            self.scheduler().advance(pipeline_id)
+        return again
 
     # -- inspect ----------------------------------------------------------------------
 

@@ -449,3 +449,44 @@ class Store:
                 .values(outputs=outputs)
                 .execution_options(synchronize_session=False)
             )
+
+    def reset_for_retry(self, pipeline_id: str, budget: int) -> list[Job]:
+        """Put every job of the pipeline that did not succeed back to ``blocked`` (one audit
+        row each); its next run is a new attempt with ``budget`` more attempts for infra
+        errors, and earlier attempts keep their logs."""
+        again = []
+        retry_from = ("failed", "timed_out", "cancelled", "error", "skipped", "rejected")
+        with self.session() as s:
+            now = utcnow()
+            rows = s.scalars(
+                select(Job).where(Job.pipeline_id == pipeline_id, Job.state.in_(retry_from))
+            )
+            for job in list(rows):
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.state == job.state)
+                    .values(
+                        state=JobState.BLOCKED.value,
+                        cancel_requested=False,
+                        reason=None,
+                        exit_code=None,
+                        finished_at=None,
+                        outputs={},
+                        updated_at=now,
+                        max_attempts=job.attempt + budget,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount == 1:  # type: ignore[attr-defined]
+                    s.add(
+                        JobEvent(
+                            job_id=job.id,
+                            attempt=job.attempt,
+                            from_state=job.state,
+                            to_state=JobState.BLOCKED.value,
+                            at=now,
+                            reason="retry requested",
+                        )
+                    )
+                    again.append(job)
+        return again

@@ -163,13 +163,13 @@ def test_duplicate_delivery_runs_once(
 def test_capability_without_worker_stays_queued_and_show_says_why(
     harness: Harness, git_server: GitServer
 ) -> None:
-    job_id = submit(harness, git_server, "--capability", "flutter-web", "--run", "true")
+    job_id = submit(harness, git_server, "--capability", "deploy", "--run", "true")
     time.sleep(0.5)
     job = show(harness, job_id)
     assert job["state"] == "queued"
-    assert "no worker is serving capability 'flutter-web'" in job["waiting"]
+    assert "no worker is serving capability 'deploy'" in job["waiting"]
     human = harness.cli("show", job_id).stdout
-    assert "no worker is serving capability 'flutter-web'" in " ".join(human.split())
+    assert "no worker is serving capability 'deploy'" in " ".join(human.split())
     assert harness.cli("cancel", job_id).returncode == 0
     assert show(harness, job_id)["state"] == "cancelled"
 

@@ -1,0 +1,214 @@
+"""A job's ``strategy.matrix``: read from the workflow, checked, and expanded.
+
+Expansion is exactly as GitHub documents it: product, then exclude, then include.
+
+1. The cartesian product of the matrix keys, in the order the keys and values are written.
+2. An ``exclude`` entry removes every combination that has all of its key/value pairs
+   (a partial match is enough).
+3. Each ``include`` entry, in order, is merged into every combination where none of its
+   pairs would overwrite an original matrix value (values added by an earlier include may
+   be overwritten); an entry that fits no combination becomes a combination of its own.
+   Combinations made this way are not candidates for later entries.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ci_pool.expressions import to_text
+from ci_pool.yaml_source import MarkedList, MarkedMap, Pos, Source, plain
+
+#: GitHub's limit of jobs one matrix may generate.
+MAX_COMBINATIONS = 256
+STRATEGY_KEYS = ("matrix", "fail-fast", "max-parallel")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Matrix values compare strictly: 1, 1.0, true and '1' are four different values."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def product_size(axes: Mapping[str, Sequence[Any]]) -> int:
+    """How many combinations the product has, before exclude and include."""
+    return math.prod(len(v) for v in axes.values()) if axes else 0
+
+
+def matches(combination: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    """Whether a combination has every key/value pair of an exclude entry."""
+    return all(k in combination and same(combination[k], v) for k, v in entry.items())
+
+
+def expand(
+    axes: Mapping[str, Sequence[Any]],
+    include: Sequence[Mapping[str, Any]] = (),
+    exclude: Sequence[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """The combinations of a matrix, each a dict of matrix key to value."""
+    keys = list(axes)
+    combos = (
+        [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
+        if keys
+        else []  # a matrix of only include entries: each entry is its own combination
+    )
+    combos = [c for c in combos if not any(matches(c, e) for e in exclude)]
+    extra: list[dict[str, Any]] = []
+    for entry in include:
+        fits = [c for c in combos if all(same(c[k], v) for k, v in entry.items() if k in axes)]
+        for combo in fits:
+            combo.update(entry)
+        if not fits:
+            extra.append(dict(entry))
+    return combos + extra
+
+
+def label(combination: Mapping[str, Any]) -> str:
+    """A combination as GitHub shows it in a job's name: its values, comma-separated."""
+    return ", ".join(to_text(v) for v in combination.values())
+
+
+# -- strategy: as written in a workflow --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A job's ``strategy``: its matrix cells (one empty cell without a matrix)."""
+
+    cells: list[dict[str, Any]]
+    #: Every key any cell has; None when the job has no matrix, and also None when the
+    #: matrix could not be read at all (``readable`` then says so).
+    keys: frozenset[str] | None
+    fail_fast: bool = True
+    max_parallel: int | None = None
+    #: False when ``strategy.matrix`` is not a mapping: references to it go unchecked.
+    readable: bool = True
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_expression(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_expression(v) for v in value)
+    return isinstance(value, str) and "${{" in value
+
+
+def _entries(src: Source, value: Any, pos: Pos, path: str) -> list[MarkedMap]:
+    """The mappings of an include/exclude list."""
+    if not isinstance(value, MarkedList):
+        src.error(f"{path}: must be a list of mappings of matrix keys to values", pos)
+        return []
+    for item, ipos in zip(value, value.pos, strict=True):
+        if not isinstance(item, MarkedMap) or not item:
+            src.error(f"{path}: each entry must be a mapping of matrix keys to values", ipos)
+    return [item for item in value if isinstance(item, MarkedMap)]
+
+
+def _check_exclude(
+    src: Source, exclude: list[MarkedMap], axes: dict[str, list[Any]], path: str
+) -> None:
+    """GitHub refuses an exclude that names a key the matrix does not have; so do we."""
+    for i, entry in enumerate(exclude):
+        for key in entry:
+            if key not in axes:
+                src.error(
+                    f"{path}.exclude[{i}].{key}: {key!r} is not a key of the matrix; its "
+                    f"keys are: {', '.join(axes) or 'none'}",
+                    entry.key_pos[key],
+                )
+
+
+def _matrix(
+    src: Source, matrix: Any, pos: Pos, path: str
+) -> tuple[list[dict[str, Any]], frozenset[str] | None]:
+    """Validate ``strategy.matrix`` and expand it; no cells when it is invalid."""
+    if not isinstance(matrix, MarkedMap):
+        src.error(
+            f"{path}: must be a mapping of keys to lists of values (a matrix from an "
+            "expression such as fromJSON is not supported)",
+            pos,
+        )
+        return [], None
+    axes: dict[str, list[Any]] = {}
+    include: list[MarkedMap] = []
+    exclude: list[MarkedMap] = []
+    for key, value in matrix.items():
+        vpos, kpath = matrix.value_pos[key], f"{path}.{key}"
+        if _has_expression(value):
+            src.error(f"{kpath}: expressions are not supported in a matrix; list the values", vpos)
+        elif key == "include":
+            include = _entries(src, value, vpos, kpath)
+        elif key == "exclude":
+            exclude = _entries(src, value, vpos, kpath)
+        elif not isinstance(value, MarkedList) or not value:
+            src.error(f"{kpath}: must be a non-empty list of values", vpos)
+        else:
+            axes[key] = plain(value)
+    _check_exclude(src, exclude, axes, path)
+    # Keys of invalid axes count too, so that their uses are not reported a second time.
+    keys = frozenset(k for k in matrix if k not in ("include", "exclude")).union(*include)
+    if not axes and not include:
+        if keys:
+            return [], keys  # every axis is invalid, and each is already reported
+        src.error(f"{path}: needs at least one key with a list of values, or include:", pos)
+        return [], keys
+    if product_size(axes) > MAX_COMBINATIONS * 64:
+        src.error(
+            f"{path}: {product_size(axes)} combinations; the limit is {MAX_COMBINATIONS}", pos
+        )
+        return [], keys
+    cells = expand(axes, [plain(e) for e in include], [plain(e) for e in exclude])
+    if not cells:
+        src.error(f"{path}: every combination is excluded; the matrix is empty", pos)
+    elif len(cells) > MAX_COMBINATIONS:
+        src.error(f"{path}: {len(cells)} combinations; the limit is {MAX_COMBINATIONS}", pos)
+        return [], keys
+    return cells, keys
+
+
+def read_strategy(src: Source, job: MarkedMap, path: str) -> Strategy:
+    """The matrix cells of a job (one empty cell without a matrix) and its strategy."""
+    if "strategy" not in job:
+        return Strategy([{}], None)
+    strategy, spos, path = job["strategy"], job.value_pos["strategy"], f"{path}.strategy"
+    if not isinstance(strategy, MarkedMap):
+        src.error(f"{path}: must be a mapping with matrix:, fail-fast:, max-parallel:", spos)
+        return Strategy([{}], None)
+    src.check_keys(strategy, path, "strategy", STRATEGY_KEYS)
+    fail_fast = strategy.get("fail-fast", True)
+    if not isinstance(fail_fast, bool):
+        src.error(f"{path}.fail-fast: must be true or false", strategy.value_pos["fail-fast"])
+    max_parallel = strategy.get("max-parallel")
+    if max_parallel is not None and (
+        not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1
+    ):
+        src.error(
+            f"{path}.max-parallel: must be a whole number of at least 1",
+            strategy.value_pos["max-parallel"],
+        )
+        max_parallel = None
+    if "matrix" not in strategy:
+        src.error(f"{path}: has no matrix:; ci-pool's strategy is a matrix", spos)
+        return Strategy([{}], None)
+    cells, keys = _matrix(src, strategy["matrix"], strategy.value_pos["matrix"], f"{path}.matrix")
+    # An invalid matrix still gets one (empty) cell, so its steps are checked too.
+    return Strategy(
+        cells or [{}], keys or frozenset(), fail_fast is not False, max_parallel, keys is not None
+    )
+
+
+def cell_keys(job_id: str, cells: list[dict[str, Any]], has_matrix: bool) -> list[str]:
+    """GitHub's names for matrix cells, "build (linux, 3.11)", made unique if need be."""
+    if not has_matrix:
+        return [job_id]
+    keys: list[str] = []
+    for cell in cells:
+        key = f"{job_id} ({label(cell)})"
+        n = 2
+        while key in keys:
+            key, n = f"{job_id} ({label(cell)}) #{n}", n + 1
+        keys.append(key)
+    return keys

@@ -1,0 +1,181 @@
+"""A parsed workflow: jobs (one per matrix cell), their steps and their ``needs`` graph.
+
+Plain frozen data, produced by ``ci_pool.workflow.parse_workflow``. Strings that still hold
+``${{ }}`` (``run``, env values, names, outputs) are templates for the runtime
+(``ci_pool.expressions.render``); ``if_expr`` values are expressions for
+``ci_pool.expressions.condition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ci_pool.exceptions import InputError, WorkflowError
+
+
+class WorkflowErrors(InputError):
+    """Every problem found in one workflow file; its text has one error per line."""
+
+    def __init__(self, errors: Sequence[WorkflowError]):
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """Options of the built-in checkout, from ``uses: actions/checkout@...`` ``with:``."""
+
+    #: Commits of history; 0 means all of it (actions/checkout's default is 1).
+    fetch_depth: int = 1
+    #: ``true`` and ``recursive`` both mean submodules, recursively.
+    submodules: bool = False
+    lfs: bool = False
+    #: A ref to check out instead of the submitted one; None keeps the submitted commit.
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    """The job's ``container:``: the image to run the steps in, its env and docker options."""
+
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    #: Extra ``docker create`` options as written; policy must vet them before use.
+    options: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """One ``run:`` step."""
+
+    name: str
+    id: str | None
+    run: str
+    shell: str  # "bash" or "sh"
+    working_directory: str | None
+    env: dict[str, str]
+    #: Expression to evaluate before the step; None means ``success()``, and one that calls
+    #: no status function means ``success() && (...)``, as in GitHub.
+    if_expr: str | None
+    timeout_s: int | None
+    continue_on_error: bool
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """One job to run: a workflow job, or one cell of its matrix."""
+
+    #: Unique in the pipeline: the job id, plus "(values, ...)" for a matrix cell.
+    key: str
+    #: The job's key under ``jobs:``; every cell of a matrix shares it.
+    job_id: str
+    #: Display name: ``name:`` with matrix values substituted, else the key.
+    name: str
+    matrix: dict[str, Any]
+    capability: str
+    labels: tuple[str, ...]
+    #: Keys of the jobs this one waits for (every cell of each needed job id).
+    needs: tuple[str, ...]
+    #: The needed job ids as written (what the ``needs`` context is keyed by).
+    need_ids: tuple[str, ...]
+    #: Expression to evaluate once the needs are done; None means ``success()``, and one
+    #: that calls no status function means ``success() && (...)``, as in GitHub.
+    if_expr: str | None
+    #: Workflow env overlaid with job env.
+    env: dict[str, str]
+    timeout_s: int | None
+    continue_on_error: bool
+    container: Container | None
+    steps: tuple[PipelineStep, ...]
+    #: None when the job has no checkout step.
+    checkout: Checkout | None
+    #: Output name -> template, rendered when the job ends.
+    outputs: dict[str, str]
+    fail_fast: bool = True
+    max_parallel: int | None = None
+    #: The cells of one matrix share fail-fast and max-parallel; the job id (the default).
+    matrix_group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.matrix_group:
+            object.__setattr__(self, "matrix_group", self.job_id)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A workflow file as jobs to run."""
+
+    name: str
+    file: str
+    #: The ``on:`` section as written; recorded, not enforced.
+    on: Any
+    jobs: tuple[PipelineJob, ...]
+
+    def job(self, key: str) -> PipelineJob:
+        """The job with this key."""
+        for job in self.jobs:
+            if job.key == key:
+                return job
+        raise KeyError(key)
+
+    def cells(self, job_id: str) -> tuple[PipelineJob, ...]:
+        """Every job made from one workflow job (one per matrix cell)."""
+        return tuple(j for j in self.jobs if j.job_id == job_id)
+
+
+def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Each cycle of a dependency graph once, as the nodes along it (in graph order)."""
+    state: dict[str, int] = {}  # 1 while on the current path, 2 when done
+    path: list[str] = []
+    cycles: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, ()):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep) :]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    cycles.append(cycle)
+            elif dep in graph and dep not in state:
+                visit(dep)
+        path.pop()
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def topological_order(pipeline: Pipeline) -> tuple[PipelineJob, ...]:
+    """The jobs so that each comes after everything it needs: in waves, each in file order."""
+    keys = {job.key for job in pipeline.jobs}
+    problems = [
+        WorkflowError(
+            f"job {job.key!r} needs {need!r}, which is not in the pipeline", file=pipeline.file
+        )
+        for job in pipeline.jobs
+        for need in job.needs
+        if need not in keys
+    ]
+    if problems:
+        raise WorkflowErrors(problems)
+    done: set[str] = set()
+    order: list[PipelineJob] = []
+    pending = list(pipeline.jobs)
+    while pending:
+        ready = [job for job in pending if done.issuperset(job.needs)]
+        if not ready:
+            names = ", ".join(job.key for job in pending)
+            raise WorkflowErrors(
+                [WorkflowError(f"jobs {names} need each other in a cycle", file=pipeline.file)]
+            )
+        order.extend(ready)
+        done.update(job.key for job in ready)
+        pending = [job for job in pending if job.key not in done]
+    return tuple(order)

@@ -1,0 +1,192 @@
+"""YAML that remembers where each key and value was, and a collector of positioned errors.
+
+The loader reads YAML 1.2 core scalars the way GitHub does: only ``true``/``false`` are
+booleans (so the key ``on`` stays the string "on", not YAML 1.1's ``True``), dates stay
+strings and ``1:30`` is not a base-60 number. Duplicate keys are errors, not silently
+overwritten, and merge keys (``<<``) are plain keys the workflow schema then rejects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import yaml
+
+from ci_pool.exceptions import WorkflowError
+
+
+class Pos(NamedTuple):
+    """A 1-based line and column; ``style`` is the YAML scalar style (None for plain)."""
+
+    line: int
+    column: int
+    style: str | None = None
+
+
+class MarkedMap(dict[str, Any]):
+    """A YAML mapping with the positions of its keys and of its values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_pos: dict[str, Pos] = {}
+        self.value_pos: dict[str, Pos] = {}
+
+
+class MarkedList(list[Any]):
+    """A YAML sequence with the position of each item."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos: list[Pos] = []
+
+
+def _pos(node: yaml.Node) -> Pos:
+    style = node.style if isinstance(node, yaml.ScalarNode) else None
+    return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader building MarkedMap/MarkedList and noting problems instead of raising."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.problems: list[tuple[str, Pos]] = []
+
+
+_DROPPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "timestamp", "merge")}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# YAML 1.2 core integers: "017" and "1:30" stay strings rather than octal or base 60.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[MarkedMap]:
+    data = MarkedMap()
+    yield data
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        where = _pos(key_node)
+        if not isinstance(key, str):
+            loader.problems.append((f"keys must be strings, not {key!r}", where))
+            continue
+        if key in data:
+            first = data.key_pos[key].line
+            loader.problems.append((f"{key}: duplicate key (first given on line {first})", where))
+            continue
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.key_pos[key] = where
+        data.value_pos[key] = _pos(value_node)
+
+
+def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> Iterator[MarkedList]:
+    data = MarkedList()
+    yield data
+    for child in node.value:
+        data.append(loader.construct_object(child, deep=True))
+        data.pos.append(_pos(child))
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
+
+
+def plain(value: Any) -> Any:
+    """The same data as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+class Source:
+    """One workflow file being read: its lines, and every error found in it so far."""
+
+    def __init__(self, file: str, text: str):
+        self.file = file
+        self.text = text
+        self.lines = text.splitlines()
+        self._errors: dict[tuple[int, int, str], WorkflowError] = {}
+
+    def error(self, message: str, pos: Pos | None) -> None:
+        """Record an error; the same message at the same place is kept once."""
+        line, column = (pos.line, pos.column) if pos else (0, 0)
+        key = (line, column, message)
+        if key not in self._errors:
+            self._errors[key] = WorkflowError(message, file=self.file, line=line, column=column)
+
+    def check_keys(
+        self,
+        data: MarkedMap,
+        path: str,
+        level: str,
+        allowed: tuple[str, ...],
+        why: Mapping[str, str] | None = None,
+    ) -> None:
+        """Report keys of ``data`` not in ``allowed``; ``why`` explains the ones known to us."""
+        for key in data:
+            if key not in allowed:
+                reason = (why or {}).get(key, "unknown key")
+                where = f"{path}.{key}" if path else key
+                self.error(
+                    f"{where}: {reason}. A {level} may have: {', '.join(allowed)}",
+                    data.key_pos[key],
+                )
+
+    @property
+    def errors(self) -> list[WorkflowError]:
+        """Errors in file order."""
+        return [self._errors[k] for k in sorted(self._errors)]
+
+    def load(self) -> Any:
+        """The parsed YAML document; YAML problems become errors (None if it does not parse)."""
+        loader = _Loader(self.text)
+        try:
+            data = loader.get_single_data()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = Pos(mark.line + 1, mark.column + 1) if mark else None
+            self.error(f"not valid YAML: {exc.problem or exc.context}", where)
+            return None
+        except yaml.YAMLError as exc:
+            self.error(f"not valid YAML: {exc}", None)
+            return None
+        finally:
+            loader.dispose()
+        for message, where in loader.problems:
+            self.error(message, where)
+        return data
+
+    def locate(self, pos: Pos, value: str, offset: int) -> Pos:
+        """Where character ``offset`` of the string ``value`` (which starts at ``pos``) is.
+
+        YAML folding and block indentation change only whitespace, so the n-th occurrence of
+        the non-blank text at ``offset`` is the n-th occurrence in the file from ``pos`` on
+        (escapes in quoted strings can defeat this: then the value's start is the answer).
+        """
+        match = re.match(r"\S+", value[offset:])
+        if match is None:
+            return pos
+        needle = match.group()
+        wanted = value.count(needle, 0, offset)
+        seen = 0
+        for index in range(pos.line - 1, len(self.lines)):
+            line = self.lines[index]
+            start = pos.column - 1 if index == pos.line - 1 else 0
+            while (found := line.find(needle, start)) >= 0:
+                if seen == wanted:
+                    return Pos(index + 1, found + 1)
+                seen += 1
+                start = found + len(needle)
+        return pos
