@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import sys
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -347,6 +348,27 @@ def worker(
             "--without-gossip",
         ]
     )
+
+
+@app.command()
+def beat(
+    once: Annotated[bool, typer.Option(help="One sweep, print what it did, exit.")] = False,
+) -> None:
+    """Run the reaper: lost runners' jobs re-queued, lost messages re-sent, pipelines advanced."""
+    pool = _pool()
+    reaper = pool.reaper()
+    while True:
+        done = reaper.sweep()
+        if once or done.lost or done.resent or done.advanced:
+            err.print(
+                f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
+                f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
+                f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced",
+                soft_wrap=True,
+            )
+        if once:
+            return
+        time.sleep(pool.settings.reap_interval)
 
 
 @app.command()

@@ -15,10 +15,11 @@ from celery import Celery
 
 from ci_pool.capabilities import Capability, route
 from ci_pool.celery_app import create_celery, send_run_job
-from ci_pool.exceptions import BrokerError, InfraError, InputError, NotFound
+from ci_pool.exceptions import BrokerError, CIPoolError, InfraError, InputError, NotFound
 from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, check_ref, check_repo_url, is_sha
 from ci_pool.pipeline import PipelineJob
 from ci_pool.policy import check_secret_names
+from ci_pool.reaper import Reaper
 from ci_pool.runner.checkout import resolve_ref
 from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
@@ -196,6 +197,27 @@ class Pool:
                 for st in job.steps
             ],
         }
+
+    def reaper(self) -> Reaper:
+        """A reaper for this pool; removes leftover containers when Docker answers here."""
+        remove = None
+        try:
+            from ci_pool.runner.executors.docker import DockerExecutor
+
+            remove = DockerExecutor.from_env().remove_leftovers
+        except CIPoolError:
+            pass
+
+        def publish(capability: str, job_id: str) -> None:
+            send_run_job(self.celery, self.settings.capabilities[capability], job_id)
+
+        return Reaper(
+            self.store,
+            self.redis,
+            publish,
+            resend_after=self.settings.resend_after,
+            remove_containers=remove,
+        )
 
     def pipeline(self, pipeline_id: str) -> tuple[PipelineRow, list[Job]]:
         return self.store.get_pipeline(pipeline_id), self.store.pipeline_jobs(pipeline_id)

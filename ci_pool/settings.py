@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=defaults.VISIBILITY_TIMEOUT, gt=0)
     #: How often a worker looks for unacknowledged messages past the visibility timeout.
     restore_interval: float = Field(default=10.0, gt=0)
+    #: Seconds between reaper sweeps (``ci-pool beat``).
+    reap_interval: float = Field(default=15.0, gt=0)
+    #: A queued job whose message is missing this long is sent again.
+    resend_after: float = Field(default=10.0, ge=0)
     stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)
     #: Allow ``file://`` and local-path repositories (tests, demo); off by default.
     allow_local_repos: bool = False

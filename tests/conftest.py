@@ -263,3 +263,13 @@ def containers_of(docker_client: Any, job_id: str) -> list[Any]:
     return list(
         docker_client.containers.list(all=True, filters={"label": f"{LABEL_FILTER}={job_id}"})
     )
+
+
+def isolated_harness(
+    root: Path, redis_server: RedisServer, image: str, db: int, **overrides: Any
+) -> Harness:
+    """A pool on its own Redis db and store, so broker tricks cannot touch other tests."""
+    root.mkdir()
+    h = Harness(root, redis_server.url.rsplit("/", 1)[0] + f"/{db}", {**FAST_TIMINGS, **overrides})
+    write_config(h.config, image)
+    return h

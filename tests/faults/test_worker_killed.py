@@ -13,7 +13,7 @@ import pytest
 from ci_pool.embedded import RedisServer
 from ci_pool.jobs import JobState
 from ci_pool.runner.logs import follow_stream
-from tests.conftest import FAST_TIMINGS, GitServer, Harness, containers_of, write_config
+from tests.conftest import GitServer, Harness, containers_of, isolated_harness
 
 pytestmark = pytest.mark.faults
 
@@ -23,20 +23,16 @@ def kill_harness(
     session_dir: Path, redis_server: RedisServer, busybox_image: str, git_server: GitServer
 ) -> Iterator[Harness]:
     """Its own Redis db, so its short visibility timeout cannot touch other tests' messages."""
-    root = session_dir / "kill"
-    root.mkdir()
-    h = Harness(
-        root,
-        redis_server.url.rsplit("/", 1)[0] + "/1",
-        {
-            **FAST_TIMINGS,
-            "lease_ttl": 2,
-            "max_job_timeout": 20,
-            "visibility_timeout": 21,
-            "restore_interval": 1,
-        },
+    h = isolated_harness(
+        session_dir / "kill",
+        redis_server,
+        busybox_image,
+        1,
+        lease_ttl=2,
+        max_job_timeout=20,
+        visibility_timeout=21,
+        restore_interval=1,
     )
-    write_config(h.config, busybox_image)
     yield h
     h.stop()
 

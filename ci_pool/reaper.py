@@ -1,0 +1,162 @@
+"""The reaper: finds jobs the pool lost track of and puts them back on track.
+
+- a ``running`` job whose lease expired (its worker was killed, its host lost) is closed as
+  ``error/runner_lost``, its leftover container removed where this host can see it, and
+  re-queued while attempts remain;
+- a ``queued`` job with no message in the broker (Redis flushed, or restarted without
+  persistence) gets its message again;
+- a running pipeline whose blocked jobs wait on needs that have ended is advanced.
+
+The store is the source of truth, so every step is a fenced transition: a reaper running
+beside a live worker, or two reapers, can never run a job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from sqlalchemy import select
+
+from ci_pool.jobs import JobState
+from ci_pool.scheduler import PipelineScheduler
+from ci_pool.store import Job, Store
+from ci_pool.store.models import Pipeline, utcnow
+
+log = logging.getLogger(__name__)
+
+#: kombu's Redis transport keeps priorities 3, 6 and 9 in keys "<queue>\x06\x16<p>".
+_PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+#: kombu's hash of delivered, unacknowledged messages (held by live or dead workers).
+_UNACKED = "unacked"
+
+
+@dataclass
+class Sweep:
+    """What one pass did."""
+
+    lost: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+    advanced: list[str] = field(default_factory=list)
+
+
+class Reaper:
+    """One sweep over the store and the broker; ``ci-pool beat`` runs it in a loop."""
+
+    def __init__(
+        self,
+        store: Store,
+        broker: redis.Redis,
+        publish: Callable[[str, str], None],
+        *,
+        resend_after: float = 10.0,
+        remove_containers: Callable[[str], int] | None = None,
+    ):
+        self.store = store
+        self.broker = broker
+        self.publish = publish  # (capability, job_id)
+        self.resend_after = resend_after
+        self.remove_containers = remove_containers
+
+    def sweep(self) -> Sweep:
+        done = Sweep()
+        self._expired_leases(done)
+        self._lost_messages(done)
+        self._stalled_pipelines(done)
+        return done
+
+    def _expired_leases(self, done: Sweep) -> None:
+        now = utcnow()
+        with self.store.session(write=False) as s:
+            expired = list(
+                s.scalars(
+                    select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_until < now)
+                )
+            )
+        for job in expired:
+            lost = self.store.transition(
+                job.id,
+                JobState.ERROR,
+                attempt=job.attempt,
+                from_state=JobState.RUNNING,
+                runner_id="reaper",
+                reason=f"runner_lost: no heartbeat from {job.runner_id} since the lease ended",
+                values={"finished_at": now, "lease_until": None},
+            )
+            if lost is None:
+                continue  # it heartbeated or finished meanwhile
+            done.lost.append(job.id)
+            log.warning("job %s: runner %s lost", job.id, job.runner_id)
+            if self.remove_containers is not None:
+                try:
+                    self.remove_containers(job.id)
+                except Exception:  # the container may live on another host
+                    log.exception("job %s: could not remove its container here", job.id)
+            if lost.cancel_requested:
+                self.store.transition(
+                    job.id,
+                    JobState.CANCELLED,
+                    from_state=JobState.ERROR,
+                    runner_id="reaper",
+                    reason="cancelled (its runner was lost)",
+                )
+            elif lost.attempt < lost.max_attempts:
+                again = self.store.transition(
+                    job.id,
+                    JobState.QUEUED,
+                    from_state=JobState.ERROR,
+                    runner_id="reaper",
+                    reason=f"retry {lost.attempt + 1}/{lost.max_attempts}",
+                    values={"queued_at": utcnow()},
+                )
+                if again is not None:
+                    self.publish(job.capability, job.id)
+                    done.requeued.append(job.id)
+            elif lost.pipeline_id:
+                done.advanced.append(lost.pipeline_id)
+
+    def _in_broker(self, queues: set[str]) -> str:
+        """Every message the broker holds for these queues, plus the unacked ones."""
+        pipe = self.broker.pipeline(transaction=False)
+        for queue in sorted(queues):
+            for suffix in _PRIORITY_KEYS:
+                pipe.lrange(queue + suffix, 0, -1)
+        pipe.hvals(_UNACKED)
+        chunks: list[str] = []
+        for result in pipe.execute():
+            chunks.extend(
+                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in result
+            )
+        return "\n".join(chunks)
+
+    def _lost_messages(self, done: Sweep) -> None:
+        cutoff = utcnow() - timedelta(seconds=self.resend_after)
+        with self.store.session(write=False) as s:
+            waiting = list(
+                s.scalars(
+                    select(Job).where(Job.state == JobState.QUEUED.value, Job.queued_at < cutoff)
+                )
+            )
+        if not waiting:
+            return
+        held = self._in_broker({j.queue for j in waiting})
+        for job in waiting:
+            if job.id not in held:
+                log.warning("job %s: queued but its message is gone; sending it again", job.id)
+                self.publish(job.capability, job.id)
+                done.resent.append(job.id)
+
+    def _stalled_pipelines(self, done: Sweep) -> None:
+        with self.store.session(write=False) as s:
+            running = list(s.scalars(select(Pipeline.id).where(Pipeline.state == "running")))
+        scheduler = PipelineScheduler(self.store, self.publish)
+        for pipeline_id in running:
+            before = [j.state for j in self.store.pipeline_jobs(pipeline_id)]
+            scheduler.advance(pipeline_id)
+            after = [j.state for j in self.store.pipeline_jobs(pipeline_id)]
+            if before != after and pipeline_id not in done.advanced:
+                done.advanced.append(pipeline_id)
