@@ -39,7 +39,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False)
+# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 
@@ -348,6 +349,64 @@ def worker(
             "--without-gossip",
         ]
     )
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs."""
+    rows = _pool().status()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(
+        "capability",
+        "queued",
+        "oldest wait",
+        "blocked",
+        "running",
+        "workers",
+        "slots",
+        "done 1h",
+        "failed 1h",
+        "p50",
+        "p95",
+    )
+    for r in rows:
+
+        def fmt(v: Any, unit: str = "") -> str:
+            return "-" if v is None else f"{v}{unit}"
+
+        table.add_row(
+            r["capability"],
+            str(r["queued"]),
+            fmt(r["oldest_wait_s"], "s"),
+            str(r["blocked"]),
+            str(r["running"]),
+            fmt(r["workers"]),
+            fmt(r["slots"]),
+            str(r["finished_1h"]),
+            str(r["failed_1h"]),
+            fmt(r["p50_s"], "s"),
+            fmt(r["p95_s"], "s"),
+        )
+    out.print(table)
+
+
+@app.command()
+def explain(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
+    """Why a job is not running yet (or how it ended), in plain words."""
+    pool = _pool()
+    job = pool.get(job_id)
+    why = pool.why_waiting(job)
+    if why:
+        print(f"job {job.id} is {job.state}: {why}")
+    elif job.state == JobState.RUNNING.value:
+        print(
+            f"job {job.id} is running on {job.runner_id} (attempt {job.attempt}); "
+            f"its lease runs until {job.lease_until.isoformat() if job.lease_until else '-'}"
+        )
+    else:
+        print(f"job {job.id} ended {job.state}" + (f": {job.reason}" if job.reason else ""))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from the command line, with live progress."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,8 @@ from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.workflow import validate_workflow
 
 pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
-out = Console(highlight=False)
+# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 _STYLE = {

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,11 @@ class Pool:
         return RunnerRegistry(self.redis, self.settings.runner_ttl).live(capability)
 
     def why_waiting(self, job: Job) -> str | None:
-        """Plain words on why a queued job is not running, or None if it is not waiting."""
+        """Plain words on why a job has not started, or None if it is not waiting."""
+        if job.state == JobState.BLOCKED.value:
+            return self._why_blocked(job)
+        if job.state == JobState.REJECTED.value:
+            return f"rejected: {job.reason}"
         if job.state != JobState.QUEUED.value:
             return None
         try:
@@ -259,14 +264,77 @@ class Pool:
                 f"no worker is serving capability {job.capability!r} (queue {job.queue!r}); "
                 f"start one with: ci-pool worker --capability {job.capability}"
             )
-        slots = sum(r.concurrency for r in serving)
+        draining = [r for r in serving if r.extra.get("draining")]
+        slots = sum(r.concurrency for r in serving if r not in draining)
         busy = self.store.list_jobs(states=[JobState.RUNNING], capability=job.capability)
         if len(busy) >= slots:
+            now = datetime.now(UTC)
+            held = "; ".join(
+                f"{b.key or b.name or b.id} ({b.id}) on {b.runner_id} for "
+                f"{(now - b.started_at).total_seconds():.0f}s"
+                for b in busy[:5]
+                if b.started_at
+            )
             return (
                 f"all {len(serving)} worker(s) of {job.capability!r} are busy "
-                f"({len(busy)} running job(s), {slots} slot(s)); it runs when one frees up"
+                f"({len(busy)} running job(s), {slots} slot(s)): {held}; it runs when one "
+                "frees up"
+            )
+        if job.attempt and job.queued_at:
+            return (
+                f"attempt {job.attempt} ended in error ({job.reason or 'see history'}); "
+                f"waiting out the retry backoff before attempt {job.attempt + 1}"
             )
         return f"waiting for one of {len(serving)} worker(s) of {job.capability!r} to pick it up"
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per capability: queue depth, oldest wait, running, workers, last hour's jobs."""
+        now = datetime.now(UTC)
+        summary = self.store.pool_summary(now - timedelta(hours=1))
+        try:
+            runners: list[RunnerInfo] | None = self.runners()
+        except redis.RedisError:
+            runners = None
+        rows = []
+        for name in sorted(set(self.settings.capabilities) | set(summary)):
+            info = summary.get(name, {"states": {}, "oldest_queued": None, "durations": []})
+            states = info["states"]
+            mine = [r for r in runners or [] if r.capability == name]
+            durations = sorted(info["durations"])
+            oldest = info["oldest_queued"]
+            rows.append(
+                {
+                    "capability": name,
+                    "queued": states.get("queued", 0),
+                    "blocked": states.get("blocked", 0),
+                    "oldest_wait_s": round((now - oldest).total_seconds(), 1) if oldest else None,
+                    "running": states.get("running", 0),
+                    "workers": None if runners is None else len(mine),
+                    "slots": None if runners is None else sum(r.concurrency for r in mine),
+                    "finished_1h": sum(v for k, v in states.items() if k.startswith("finished_")),
+                    "failed_1h": sum(
+                        v
+                        for k, v in states.items()
+                        if k.startswith("finished_") and k != "finished_succeeded"
+                    ),
+                    "p50_s": _percentile(durations, 50),
+                    "p95_s": _percentile(durations, 95),
+                }
+            )
+        return rows
+
+    def _why_blocked(self, job: Job) -> str:
+        if not job.pipeline_id:
+            return "blocked"
+        by_key = {j.key: j for j in self.store.pipeline_jobs(job.pipeline_id)}
+        pending = [
+            f"{k} ({by_key[k].state})"
+            for k in job.needs or ()
+            if k in by_key and JobState(by_key[k].state) not in FINAL_STATES
+        ]
+        if pending:
+            return "its needs are still running: " + ", ".join(pending)
+        return "its needs have ended; the scheduler queues or skips it on its next pass"
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> Job:
         """Block until the job reaches a final state (or ``timeout`` seconds pass)."""
@@ -339,3 +407,11 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
+
+
+def _percentile(values: list[float], pct: int) -> float | None:
+    """Nearest-rank percentile of sorted values."""
+    if not values:
+        return None
+    rank = max(0, min(len(values) - 1, round(pct / 100 * len(values) + 0.5) - 1))
+    return round(values[rank], 2)

@@ -92,6 +92,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_capability", "state", "capability"),
         Index("ix_jobs_pipeline", "pipeline_id"),
+        Index("ix_jobs_finished", "finished_at"),
     )
 
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, func, select, update
@@ -119,6 +119,39 @@ class Store:
             q = q.where(Job.capability == capability)
         with self.session(write=False) as s:
             return list(s.scalars(q))
+
+    def pool_summary(self, since: datetime) -> dict[str, dict[str, Any]]:
+        """Per capability: jobs by state, the oldest queued time, and the durations (s) of
+        jobs finished since ``since``; three indexed queries, whatever the table size."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(cap: str) -> dict[str, Any]:
+            return out.setdefault(cap, {"states": {}, "oldest_queued": None, "durations": []})
+
+        with self.session(write=False) as s:
+            active = [JobState.QUEUED.value, JobState.RUNNING.value, JobState.BLOCKED.value]
+            for cap, state, count in s.execute(
+                select(Job.capability, Job.state, func.count())
+                .where(Job.state.in_(active))
+                .group_by(Job.capability, Job.state)
+            ):
+                entry(cap)["states"][state] = count
+            for cap, oldest in s.execute(
+                select(Job.capability, func.min(Job.queued_at))
+                .where(Job.state == JobState.QUEUED.value)
+                .group_by(Job.capability)
+            ):
+                entry(cap)["oldest_queued"] = oldest.replace(tzinfo=UTC) if oldest else None
+            for cap, state, started, finished in s.execute(
+                select(Job.capability, Job.state, Job.started_at, Job.finished_at).where(
+                    Job.finished_at >= since
+                )
+            ):
+                e = entry(cap)
+                e["states"][f"finished_{state}"] = e["states"].get(f"finished_{state}", 0) + 1
+                if started is not None and finished is not None:
+                    e["durations"].append((finished - started).total_seconds())
+        return out
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self.session(write=False) as s:
