@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     #: Check out from a local mirror of each repository (fetched and pruned per job) instead
     #: of a shallow clone over the network.
     mirror_cache: bool = False
+    #: Keep pristine trees of recent commits per runner; a job at a cached commit gets a
+    #: copy of the tree instead of a checkout.
+    tree_cache: bool = True
+    tree_cache_size: int = Field(default=8, ge=1)
+    tree_root: Path | None = None
     #: Partial-clone filter for network checkouts ("" to fetch blobs with the commit).
     checkout_filter: str = "blob:none"
     #: Git credentials by URL prefix: prefix -> "env:VAR" or "file:/path" holding
@@ -131,6 +136,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> Path:
         return (self.artifact_root or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_tree_root(self) -> Path:
+        return (self.tree_root or self.home / "trees").resolve()
 
     @property
     def resolved_mirror_root(self) -> Path:

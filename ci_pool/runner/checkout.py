@@ -45,7 +45,8 @@ class CheckoutRequest:
 @dataclass(frozen=True, slots=True)
 class CheckoutResult:
     sha: str
-    #: "network" (shallow + partial fetch) or "mirror" (the runner's local mirror).
+    #: "network" (shallow + partial fetch), "mirror" (the runner's local mirror) or
+    #: "cache" (a copy of a tree this runner checked out before).
     via: str
 
 
@@ -151,7 +152,69 @@ def resolve_ref(
 def checkout(
     req: CheckoutRequest, settings: Settings, log: Callable[[str], None] = lambda _line: None
 ) -> CheckoutResult:
-    """Check out exactly ``req.commit`` into ``req.dest``; failures are CheckoutErrors."""
+    """Check out exactly ``req.commit`` into ``req.dest``; failures are CheckoutErrors.
+
+    With the tree cache on, a commit this runner checked out before is copied from its
+    pristine cached tree (copy-on-write where the filesystem can) instead of fetched."""
+    if not (settings.tree_cache and is_sha(req.commit)):
+        return _checkout(req, settings, log)
+    entry = _tree_entry(settings.resolved_tree_root, req)
+    with _locked(entry, exclusive=False):
+        if (entry / "complete").exists():
+            req.dest.mkdir(parents=True, exist_ok=True)
+            _copy_tree(entry / "tree", req.dest)
+            os.utime(entry / "complete")  # recently used: evicted last
+            log(f"checked out {req.commit} (cached tree)")
+            return CheckoutResult(req.commit, "cache")
+    result = _checkout(req, settings, log)
+    with _locked(entry, exclusive=True):
+        if not (entry / "complete").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+            entry.mkdir(parents=True)
+            _copy_tree(req.dest, entry / "tree")
+            (entry / "complete").touch()
+    _evict(settings.resolved_tree_root, settings.tree_cache_size)
+    return result
+
+
+def _tree_entry(root: Path, req: CheckoutRequest) -> Path:
+    flavour = f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}"
+    return root / f"{hashlib.sha256(flavour.encode()).hexdigest()[:16]}-{req.commit}"
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["cp", "-a", "--reflink=auto", f"{src}/.", str(dest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CheckoutError(f"copying the cached tree failed: {_last_line(proc.stderr)}")
+
+
+def _evict(root: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently used trees; an entry in use holds a shared lock."""
+    entries = sorted(
+        (e for e in root.iterdir() if (e / "complete").exists()),
+        key=lambda e: (e / "complete").stat().st_mtime,
+        reverse=True,
+    )
+    for entry in entries[keep:]:
+        lock = entry.with_suffix(".lock")
+        with open(lock, "a+b") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a job is copying it right now
+            shutil.rmtree(entry, ignore_errors=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _checkout(
+    req: CheckoutRequest, settings: Settings, log: Callable[[str], None]
+) -> CheckoutResult:
     git = _Git.for_settings(settings, req.repo)
     req.dest.mkdir(parents=True, exist_ok=True)
     dest = str(req.dest)

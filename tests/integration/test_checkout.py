@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,30 @@ def test_mirror_cache_follows_new_commits_and_serves_concurrent_jobs(
         t.join()
     assert errors == []
     assert len(list(settings.resolved_mirror_root.glob("*.git"))) == 1
+
+
+def test_second_job_at_a_commit_gets_a_pristine_copy_of_the_cached_tree(
+    served: tuple[GitDaemon, Path, list[str]], tmp_path: Path
+) -> None:
+    daemon, _base, shas = served
+    settings = load_settings(None, home=tmp_path / "home", tree_cache_size=2)
+    url = daemon.url("r.git")
+    first = checkout(CheckoutRequest(url, shas[3], tmp_path / "w1"), settings)
+    assert first.via == "network"
+    (tmp_path / "w1" / "f.txt").write_text("dirtied by the first job\n")
+    (tmp_path / "w1" / "build-output").write_text("x")
+    started = time.monotonic()
+    second = checkout(CheckoutRequest(url, shas[3], tmp_path / "w2"), settings)
+    took = time.monotonic() - started
+    assert (second.sha, second.via) == (shas[3], "cache")
+    assert took < 5  # sanity bound only; bench/checkout.py measures it
+    assert (tmp_path / "w2" / "f.txt").read_text() == "v3\n"
+    assert not (tmp_path / "w2" / "build-output").exists()
+    assert git("-C", str(tmp_path / "w2"), "status", "--porcelain").strip() == ""
+    assert git("-C", str(tmp_path / "w2"), "rev-parse", "HEAD").strip() == shas[3]
+    # Another flavour of checkout (full history) is not served from the depth-1 tree.
+    full = checkout(CheckoutRequest(url, shas[3], tmp_path / "w3", fetch_depth=0), settings)
+    assert full.via == "network"
+    # Only the two most recently used trees are kept.
+    checkout(CheckoutRequest(url, shas[1], tmp_path / "w4"), settings)
+    assert len([p for p in settings.resolved_tree_root.iterdir() if p.is_dir()]) == 2
