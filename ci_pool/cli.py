@@ -254,13 +254,17 @@ def logs(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream live.")] = False,
     attempt: Annotated[int | None, typer.Option(help="Attempt (default: latest).")] = None,
+    timestamps: Annotated[
+        bool, typer.Option(help="With -f: prefix each line with the time it was written.")
+    ] = True,
 ) -> None:
-    """Print a job's log (``-f`` follows it live until the job ends)."""
+    """Print a job's log (``-f`` follows it live, with timestamps, until the job ends)."""
     pool = _pool()
     pool.get(job_id)
     if follow:
-        for line in pool.follow(job_id):
-            print(line, flush=True)
+        for ts, line in pool.follow(job_id):
+            stamp = f"{ts[11:23]} " if timestamps and ts else ""
+            print(f"{stamp}{line}", flush=True)
         return
     sys.stdout.write(pool.store.read_log(job_id, attempt))
 

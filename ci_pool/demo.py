@@ -131,7 +131,7 @@ def _submit_and_follow(
     )
     job = pool.submit(spec)
     console.print(f"submitted job [bold]{job.id}[/bold] for commit {sha[:12]}; live log:")
-    for line in pool.follow(job.id):
+    for _ts, line in pool.follow(job.id):
         console.print(Text.assemble(("  | ", "dim"), line), soft_wrap=True)
     job = pool.wait(job.id)
     waited = (

@@ -373,8 +373,9 @@ class Pool:
     def cancel(self, job_id: str, by: str | None = None) -> Job:
         return self.store.request_cancel(job_id, by)
 
-    def follow(self, job_id: str) -> Iterator[str]:
-        """Log lines as they happen; ends when the job is final and its stream drained."""
+    def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
+        """(timestamp, line) as the lines happen; ends when the job is final and its stream
+        is drained. Without a live stream the stored log is given once the job ends."""
         last = "0-0"
         attempt_seen: str | None = None
         while True:
@@ -384,20 +385,21 @@ class Pool:
                     got = True
                     last = entry_id
                     if fields.get("a") != attempt_seen and attempt_seen is not None:
-                        yield f"##[ci-pool] --- attempt {fields.get('a')} ---"
+                        yield fields.get("t"), f"##[ci-pool] --- attempt {fields.get('a')} ---"
                     attempt_seen = fields.get("a")
                     if "l" in fields:
-                        yield fields["l"]
+                        yield fields.get("t"), fields["l"]
             except redis.RedisError:
-                # No live stream: the store has the log once the job ends.
-                job = self.wait(job_id)
-                yield from self.store.read_log(job_id).splitlines()
+                self.wait(job_id)
+                for line in self.store.read_log(job_id).splitlines():
+                    yield None, line
                 return
             if not got:
                 job = self.get(job_id)
                 if JobState(job.state) in FINAL_STATES:
                     if attempt_seen is None:
-                        yield from self.store.read_log(job_id).splitlines()
+                        for line in self.store.read_log(job_id).splitlines():
+                            yield None, line
                     return
 
 

@@ -3,7 +3,9 @@ release pipeline, a failure skipping its dependents, fail-fast cancelling matrix
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +151,50 @@ def test_retry_reruns_failed_jobs_and_keeps_passed_ones(
     assert again["ok"]["attempt"] == 1 and again["ok"]["id"] == jobs["ok"]["id"]
     assert (again["flaky"]["state"], again["flaky"]["attempt"]) == ("succeeded", 2)
     assert not flag.exists()
+
+
+def test_max_parallel_bounds_concurrent_cells(
+    harness: Harness, git_server: GitServer, linux_worker: Worker, tmp_path: Path
+) -> None:
+    # The linux worker has two slots; max-parallel 1 must still run the cells one by one.
+    wf = tmp_path / "serial.yml"
+    wf.write_text(
+        "name: serial\non: push\njobs:\n"
+        "  cell:\n    runs-on: linux\n    strategy:\n      max-parallel: 1\n"
+        "      matrix:\n        n: [1, 2, 3]\n    steps:\n      - run: sleep 1\n"
+    )
+    code, pipe = run_workflow(harness, git_server, wf)
+    assert code == 0
+    spans = sorted((j["started_at"], j["finished_at"]) for j in pipe["jobs"])
+    for (_s1, end1), (start2, _e2) in itertools.pairwise(spans):
+        assert end1 <= start2, spans
+
+
+def test_pipeline_cancel_stops_running_and_waiting_jobs(
+    harness: Harness,
+    git_server: GitServer,
+    linux_worker: Worker,
+    tmp_path: Path,
+) -> None:
+    wf = tmp_path / "long.yml"
+    wf.write_text(
+        "name: long\non: push\njobs:\n"
+        "  slow:\n    runs-on: linux\n    steps:\n      - run: sleep 60\n"
+        "  after:\n    needs: slow\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
+    )
+    res = harness.cli("run", str(wf), "--repo", git_server.url(), "--ref", "main", "--detach")
+    assert res.returncode == 0, res.stderr
+    pid = res.stdout.strip()
+    pool = harness.pool()
+    deadline = time.monotonic() + 60
+    while {j.key: j.state for j in pool.pipeline(pid)[1]}["slow"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert harness.cli("pipeline", "cancel", pid).returncode == 0
+    deadline = time.monotonic() + 60
+    while pool.pipeline(pid)[0].state == "running":
+        assert time.monotonic() < deadline, pool.pipeline(pid)
+        time.sleep(0.2)
+    row, jobs = pool.pipeline(pid)
+    assert row.state == "cancelled"
+    assert {j.key: j.state for j in jobs} == {"slow": "cancelled", "after": "cancelled"}
