@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -415,5 +416,5 @@ def _percentile(values: list[float], pct: int) -> float | None:
     """Nearest-rank percentile of sorted values."""
     if not values:
         return None
-    rank = max(0, min(len(values) - 1, round(pct / 100 * len(values) + 0.5) - 1))
+    rank = max(0, min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1))
     return round(values[rank], 2)
