@@ -31,6 +31,7 @@ from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState, parse_job_spec
 from ci_pool.pool import Pool
 from ci_pool.settings import get_settings
 from ci_pool.store import Job
+from ci_pool.tasks import Limits
 
 app = typer.Typer(
     name="ci-pool",
@@ -318,8 +319,20 @@ def worker(
     pool_impl: Annotated[
         str, typer.Option("--pool", help="Celery pool: prefork|threads|solo")
     ] = "prefork",
+    max_jobs: Annotated[
+        int | None, typer.Option(min=1, help="Exit after this many jobs (ephemeral runner).")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(min=0, help="Exit after this many idle seconds.")
+    ] = None,
+    max_lifetime: Annotated[
+        float | None, typer.Option(min=0, help="Take no job after this many seconds; exit.")
+    ] = None,
 ) -> None:
-    """Run a Celery worker on one capability's queue."""
+    """Run a Celery worker on one capability's queue.
+
+    With --max-jobs / --idle-timeout / --max-lifetime it exits cleanly at the limit: it
+    stops taking jobs, lets the running one finish, and exits 0 (disposable runners)."""
     settings = get_settings()
     cap = route(settings.capabilities, capability)
     if cap.mode == "docker":
@@ -332,9 +345,11 @@ def worker(
             )
     from ci_pool.celery_app import create_celery
 
+    Pool(settings).store.init_schema()  # tables exist before any job is claimed
     capp = create_celery(settings)
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
+    capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     capp.worker_main(
         [
@@ -353,6 +368,30 @@ def worker(
             "--without-gossip",
         ]
     )
+
+
+@app.command()
+def drain(
+    runner_id: Annotated[str, typer.Argument(help="Runner id (see ci-pool runners).")],
+) -> None:
+    """Stop a runner taking new jobs; it finishes the running one, then exits."""
+    print(_pool().drain(runner_id))
+
+
+@app.command()
+def undrain(runner_id: Annotated[str, typer.Argument(help="Runner id.")]) -> None:
+    """Cancel a drain that has not finished yet: the runner takes jobs again."""
+    print(_pool().undrain(runner_id))
+
+
+@app.command()
+def scale(
+    capability: Annotated[str, typer.Argument(help="Capability (queue) to scale.")],
+    slots: Annotated[int, typer.Argument(min=0, help="Jobs the capability runs at once.")],
+) -> None:
+    """Grow or shrink the worker pools of a capability to this many concurrent jobs."""
+    for line in _pool().scale(capability, slots):
+        print(line)
 
 
 @app.command()

@@ -29,6 +29,7 @@ from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
 from ci_pool.store.models import Pipeline as PipelineRow
+from ci_pool.tasks import drain_key
 from ci_pool.workflow import parse_workflow
 
 
@@ -323,6 +324,59 @@ class Pool:
                 }
             )
         return rows
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _runner(self, runner_id: str) -> RunnerInfo:
+        for r in self.runners():
+            if r.runner_id == runner_id:
+                return r
+        raise NotFound(f"no live runner {runner_id!r}; see ci-pool runners")
+
+    def drain(self, runner_id: str) -> str:
+        """The runner stops taking jobs, finishes the running one, then exits."""
+        runner = self._runner(runner_id)
+        self.redis.set(drain_key(runner_id), "1", ex=86400)
+        self.celery.control.cancel_consumer(runner.queue, destination=[runner_id])
+        return f"{runner_id}: draining; it exits when its running job ends"
+
+    def undrain(self, runner_id: str) -> str:
+        runner = self._runner(runner_id)
+        self.redis.delete(drain_key(runner_id))
+        self.celery.control.add_consumer(runner.queue, destination=[runner_id])
+        return f"{runner_id}: taking jobs again"
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        """Spread ``slots`` concurrent jobs over the capability's live workers with Celery's
+        pool_grow / pool_shrink; one line per worker saying what changed."""
+        cap = route(self.settings.capabilities, capability)
+        workers = sorted(self.runners(cap.name), key=lambda r: r.runner_id)
+        if not workers:
+            raise NotFound(
+                f"no worker serves {cap.name!r}; start one with "
+                f"ci-pool worker --capability {cap.name}"
+            )
+        share, extra = divmod(slots, len(workers))
+        lines = []
+        for i, r in enumerate(workers):
+            want = share + (1 if i < extra else 0)
+            delta = want - r.concurrency
+            if delta > 0:
+                reply = self.celery.control.pool_grow(
+                    delta, destination=[r.runner_id], reply=True, timeout=5
+                )
+            elif delta < 0:
+                reply = self.celery.control.pool_shrink(
+                    -delta, destination=[r.runner_id], reply=True, timeout=5
+                )
+            else:
+                reply = [{r.runner_id: {"ok": "unchanged"}}]
+            ok = any(r.runner_id in rep and "ok" in rep[r.runner_id] for rep in reply or [])
+            lines.append(
+                f"{r.runner_id}: {r.concurrency} -> {want} "
+                + ("ok" if ok else f"no answer ({reply})")
+            )
+        return lines
 
     def _why_blocked(self, job: Job) -> str:
         if not job.pipeline_id:

@@ -170,6 +170,9 @@ class Harness:
         )
 
     def start_worker(self, capability: str, concurrency: int = 1) -> Worker:
+        return self.start_worker_args(capability, "--concurrency", str(concurrency))
+
+    def start_worker_args(self, capability: str, *args: str) -> Worker:
         log = self.root / f"worker-{capability}-{len(self.workers)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -180,10 +183,9 @@ class Harness:
                     "worker",
                     "--capability",
                     capability,
-                    "--concurrency",
-                    str(concurrency),
                     "--loglevel",
                     "INFO",
+                    *args,
                 ],
                 env=self.env(),
                 stdout=out,

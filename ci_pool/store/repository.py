@@ -153,6 +153,32 @@ class Store:
                     e["durations"].append((finished - started).total_seconds())
         return out
 
+    def count_running(self, runner_id: str) -> int:
+        """Jobs this runner holds right now."""
+        with self.session(write=False) as s:
+            return int(
+                s.scalar(
+                    select(func.count()).where(
+                        Job.runner_id == runner_id, Job.state == JobState.RUNNING.value
+                    )
+                )
+                or 0
+            )
+
+    def count_claims(self, runner_id: str) -> int:
+        """Jobs this runner has claimed so far (each attempt counts)."""
+        with self.session(write=False) as s:
+            return int(
+                s.scalar(
+                    select(func.count()).where(
+                        JobEvent.runner_id == runner_id,
+                        JobEvent.to_state == JobState.RUNNING.value,
+                        JobEvent.from_state == JobState.QUEUED.value,
+                    )
+                )
+                or 0
+            )
+
     def events(self, job_id: str) -> list[JobEvent]:
         with self.session(write=False) as s:
             return list(

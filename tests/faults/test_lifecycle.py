@@ -1,0 +1,133 @@
+"""Worker lifecycle on real Celery workers: graceful SIGTERM, drain, ephemeral limits,
+and scaling a queue's concurrency through Celery's remote control."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ci_pool.embedded import RedisServer
+from ci_pool.jobs import JobState
+from tests.conftest import GitServer, Harness, Worker, isolated_harness
+
+pytestmark = pytest.mark.faults
+
+
+_DBS = iter(range(4, 16))
+
+
+@pytest.fixture
+def life(
+    session_dir: Path, redis_server: RedisServer, busybox_image: str, request: pytest.FixtureRequest
+) -> Iterator[Harness]:
+    """A fresh pool per test (its own Redis db and store): workers here exit on purpose."""
+    h = isolated_harness(
+        session_dir / f"life-{request.node.name}", redis_server, busybox_image, next(_DBS)
+    )
+    yield h
+    h.stop()
+
+
+def submit(h: Harness, git: GitServer, run: str) -> str:
+    res = h.cli(
+        "submit", "--repo", git.url(), "--ref", "main", "--capability", "linux", "--run", run
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def wait_state(h: Harness, job_id: str, state: str, timeout: float = 60) -> None:
+    pool = h.pool()
+    deadline = time.monotonic() + timeout
+    while pool.get(job_id).state != state:
+        assert time.monotonic() < deadline, f"{job_id} never became {state}"
+        time.sleep(0.05)
+
+
+def exits(worker: Worker, timeout: float = 60) -> int:
+    return worker.proc.wait(timeout=timeout)
+
+
+def test_sigterm_lets_the_running_job_finish(life: Harness, git_server: GitServer) -> None:
+    worker = life.start_worker("linux")
+    job_id = submit(life, git_server, "sleep 2; echo done")
+    wait_state(life, job_id, "running")
+    worker.proc.send_signal(signal.SIGTERM)  # the main process: Celery's warm shutdown
+    assert exits(worker) == 0
+    job = life.pool().get(job_id)
+    assert job.state == "succeeded"
+    assert "done" in life.pool().store.read_log(job_id).splitlines()
+    assert life.pool().runners("linux") == []
+
+
+def test_drain_finishes_the_running_job_takes_no_new_one_then_exits(
+    life: Harness, git_server: GitServer
+) -> None:
+    worker = life.start_worker("linux")
+    first = submit(life, git_server, "sleep 3; echo first")
+    wait_state(life, first, "running")
+    second = submit(life, git_server, "echo second")
+    res = life.cli("drain", worker.runner_id)
+    assert res.returncode == 0 and "draining" in res.stdout
+    assert exits(worker) == 0
+    pool = life.pool()
+    assert pool.get(first).state == "succeeded"
+    assert pool.get(second).state == JobState.QUEUED.value  # never taken by the drained one
+    other = life.start_worker("linux")
+    assert pool.wait(second, timeout=60).runner_id == other.runner_id
+
+
+def test_undrain_before_the_job_ends_keeps_the_worker(life: Harness, git_server: GitServer) -> None:
+    worker = life.start_worker("linux")
+    first = submit(life, git_server, "sleep 3")
+    wait_state(life, first, "running")
+    assert life.cli("drain", worker.runner_id).returncode == 0
+    assert life.cli("undrain", worker.runner_id).returncode == 0
+    assert life.pool().wait(first, timeout=60).state == "succeeded"
+    second = submit(life, git_server, "echo again")
+    assert life.pool().wait(second, timeout=60).runner_id == worker.runner_id
+    assert worker.proc.poll() is None
+
+
+def test_max_jobs_runs_exactly_n_then_exits(life: Harness, git_server: GitServer) -> None:
+    ids = [submit(life, git_server, f"echo {i}") for i in range(3)]
+    worker = life.start_worker_args("linux", "--max-jobs", "2")
+    assert exits(worker, timeout=90) == 0
+    pool = life.pool()
+    states = sorted(pool.get(i).state for i in ids)
+    assert states == ["queued", "succeeded", "succeeded"]
+    assert pool.store.count_claims(worker.runner_id) == 2
+
+
+def test_idle_timeout_exits_when_nothing_comes(life: Harness) -> None:
+    worker = life.start_worker_args("linux", "--idle-timeout", "1")
+    started = time.monotonic()
+    assert exits(worker, timeout=60) == 0
+    assert time.monotonic() - started < 30
+
+
+def test_scale_changes_how_many_jobs_a_queue_runs_at_once(
+    life: Harness, git_server: GitServer
+) -> None:
+    worker = life.start_worker("linux", concurrency=1)
+
+    def overlap(n: int) -> float:
+        ids = [submit(life, git_server, "sleep 2") for _ in range(n)]
+        jobs = [life.pool().wait(i, timeout=120) for i in ids]
+        assert all(j.state == "succeeded" for j in jobs)
+        return (max(j.finished_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()
+
+    serial = overlap(2)
+    res = life.cli("scale", "linux", "2")
+    assert res.returncode == 0, res.stderr
+    assert f"{worker.runner_id}: 1 -> 2 ok" in res.stdout
+    deadline = time.monotonic() + 30
+    while life.pool().runners("linux")[0].concurrency != 2:
+        assert time.monotonic() < deadline, "the registry never showed 2 slots"
+        time.sleep(0.2)
+    parallel = overlap(2)
+    assert serial >= 4.0 and parallel < 4.0, (serial, parallel)
