@@ -29,6 +29,7 @@ from ci_pool.capabilities import route
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState, parse_job_spec
 from ci_pool.pool import Pool
+from ci_pool.runners import RunnerRegistry
 from ci_pool.settings import get_settings
 from ci_pool.store import Job
 from ci_pool.tasks import Limits
@@ -292,21 +293,47 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 
 @app.command()
 def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Workers that heartbeated within the TTL."""
-    found = _pool().runners()
+    """Workers with their state (online, busy, draining, lost), jobs and last heartbeat."""
+    pool = _pool()
+    registry = RunnerRegistry(pool.redis, pool.settings.runner_ttl)
+    live, lost = registry.live(), registry.lost()
+    running: dict[str, list[str]] = {}
+    for job in pool.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
+        running.setdefault(job.runner_id or "", []).append(job.id)
+    rows: list[dict[str, Any]] = []
+    for r in [*live, *lost]:
+        jobs = running.get(r.runner_id, [])
+        state = (
+            "lost"
+            if r in lost
+            else "draining"
+            if r.extra.get("draining")
+            else "busy"
+            if len(jobs) >= r.concurrency
+            else "online"
+        )
+        rows.append(
+            {
+                **r.to_redis(),
+                "state": state,
+                "jobs": jobs,
+                "draining": r.extra.get("draining") or None,
+            }
+        )
     if as_json:
-        out.print_json(json.dumps([r.to_redis() for r in found]))
+        out.print_json(json.dumps(rows))
         return
-    table = Table("runner", "capability", "queue", "host", "concurrency", "last seen")
+    table = Table("runner", "capability", "state", "host", "slots", "jobs", "last seen")
     now = datetime.now().timestamp()
-    for r in found:
+    for row in rows:
         table.add_row(
-            r.runner_id,
-            r.capability,
-            r.queue,
-            r.host,
-            str(r.concurrency),
-            f"{now - r.last_seen:.1f}s ago",
+            row["runner_id"],
+            row["capability"],
+            row["state"],
+            row["host"],
+            row["concurrency"],
+            ", ".join(row["jobs"]) or "-",
+            f"{now - float(row['last_seen']):.1f}s ago",
         )
     out.print(table)
 

@@ -14,6 +14,8 @@ LOG_STREAM_TTL = 3600
 RUNNER_KEY = KEY_PREFIX + "runner:{runner_id}"
 #: Set of every runner id that registered (entries expire lazily on read).
 RUNNERS_SET_KEY = KEY_PREFIX + "runners"
+#: Last registration of every runner that has not exited cleanly (to show lost ones).
+RUNNERS_SEEN_KEY = KEY_PREFIX + "runners:seen"
 
 #: Container labels.
 LABEL_JOB = "ci-pool.job"

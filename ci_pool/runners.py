@@ -77,13 +77,30 @@ class RunnerRegistry:
         pipe.hset(key, mapping=data)  # type: ignore[arg-type]
         pipe.pexpire(key, int(self.ttl * 1000))
         pipe.sadd(defaults.RUNNERS_SET_KEY, info.runner_id)
+        pipe.hset(defaults.RUNNERS_SEEN_KEY, info.runner_id, json.dumps(data))
         pipe.execute()
 
     def unregister(self, runner_id: str) -> None:
         pipe = self.redis.pipeline()
         pipe.delete(self._key(runner_id))
         pipe.srem(defaults.RUNNERS_SET_KEY, runner_id)
+        pipe.hdel(defaults.RUNNERS_SEEN_KEY, runner_id)  # a clean exit is not a loss
         pipe.execute()
+
+    def lost(self, keep: float = 86400) -> list[RunnerInfo]:
+        """Runners that stopped heartbeating without unregistering (killed, host lost),
+        within the last ``keep`` seconds; older ones are forgotten."""
+        live = {r.runner_id for r in self.live()}
+        found = []
+        for rid, raw in self.redis.hgetall(defaults.RUNNERS_SEEN_KEY).items():
+            info = RunnerInfo.from_redis(json.loads(raw))
+            if info.runner_id in live:
+                continue
+            if time.time() - info.last_seen > keep:
+                self.redis.hdel(defaults.RUNNERS_SEEN_KEY, rid)
+                continue
+            found.append(info)
+        return sorted(found, key=lambda r: r.runner_id)
 
     def live(self, capability: str | None = None) -> list[RunnerInfo]:
         """Runners heard from within the TTL, optionally of one capability."""

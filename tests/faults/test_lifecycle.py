@@ -3,6 +3,7 @@ and scaling a queue's concurrency through Celery's remote control."""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -131,3 +132,23 @@ def test_scale_changes_how_many_jobs_a_queue_runs_at_once(
         time.sleep(0.2)
     parallel = overlap(2)
     assert serial >= 4.0 and parallel < 4.0, (serial, parallel)
+
+
+def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(
+    life: Harness, git_server: GitServer
+) -> None:
+    worker = life.start_worker("linux")
+    job_id = submit(life, git_server, "sleep 3")
+    wait_state(life, job_id, "running")
+    rows = {r["runner_id"]: r for r in json.loads(life.cli("runners", "--json").stdout)}
+    assert rows[worker.runner_id]["state"] == "busy"
+    assert rows[worker.runner_id]["jobs"] == [job_id]
+    worker.kill()
+    deadline = time.monotonic() + 30  # runner_ttl is 5 s in the tests
+    while True:
+        rows = {r["runner_id"]: r for r in json.loads(life.cli("runners", "--json").stdout)}
+        if rows[worker.runner_id]["state"] == "lost":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+    assert "lost" in life.cli("runners").stdout
