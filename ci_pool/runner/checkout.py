@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -158,7 +159,7 @@ def checkout(
     pristine cached tree (copy-on-write where the filesystem can) instead of fetched."""
     if not (settings.tree_cache and is_sha(req.commit)):
         return _checkout(req, settings, log)
-    entry = _tree_entry(settings.resolved_tree_root, req)
+    entry = _tree_entry(settings.resolved_tree_root, req, settings.mirror_cache)
     with _locked(entry, exclusive=False):
         if (entry / "complete").exists():
             req.dest.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,9 @@ def checkout(
     return result
 
 
-def _tree_entry(root: Path, req: CheckoutRequest) -> Path:
-    flavour = f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}"
+def _tree_entry(root: Path, req: CheckoutRequest, mirror: bool) -> Path:
+    # Trees checked out from a mirror carry alternates pointing at it: not interchangeable.
+    flavour = f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}|{mirror}"
     return root / f"{hashlib.sha256(flavour.encode()).hexdigest()[:16]}-{req.commit}"
 
 
@@ -201,13 +203,20 @@ def _evict(root: Path, keep: int) -> None:
         key=lambda e: (e / "complete").stat().st_mtime,
         reverse=True,
     )
-    for entry in entries[keep:]:
+    # Half-written entries of a crashed runner are old and have no "complete" marker.
+    stale = [
+        e
+        for e in root.iterdir()
+        if e.is_dir() and not (e / "complete").exists() and time.time() - e.stat().st_mtime > 3600
+    ]
+    for entry in [*entries[keep:], *stale]:
         lock = entry.with_suffix(".lock")
         with open(lock, "a+b") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # a job is copying it right now
+            # The lock file stays: unlinking it could let two processes lock different files.
             shutil.rmtree(entry, ignore_errors=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
