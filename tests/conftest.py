@@ -169,6 +169,30 @@ class Harness:
             check=False,
         )
 
+    def submit(self, git: GitServer, run: str, *args: str, capability: str = "linux") -> str:
+        """``ci-pool submit`` of one step at main; returns the job id."""
+        res = self.cli(
+            "submit",
+            "--repo",
+            git.url(),
+            "--ref",
+            "main",
+            "--capability",
+            capability,
+            "--run",
+            run,
+            *args,
+        )
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    def wait_state(self, job_id: str, state: str, timeout: float = 60) -> None:
+        pool = self.pool()
+        deadline = time.monotonic() + timeout
+        while pool.get(job_id).state != state:
+            assert time.monotonic() < deadline, f"{job_id} never became {state}"
+            time.sleep(0.05)
+
     def start_worker(self, capability: str, concurrency: int = 1) -> Worker:
         return self.start_worker_args(capability, "--concurrency", str(concurrency))
 

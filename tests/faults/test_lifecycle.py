@@ -33,30 +33,14 @@ def life(
     h.stop()
 
 
-def submit(h: Harness, git: GitServer, run: str) -> str:
-    res = h.cli(
-        "submit", "--repo", git.url(), "--ref", "main", "--capability", "linux", "--run", run
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
-
-def wait_state(h: Harness, job_id: str, state: str, timeout: float = 60) -> None:
-    pool = h.pool()
-    deadline = time.monotonic() + timeout
-    while pool.get(job_id).state != state:
-        assert time.monotonic() < deadline, f"{job_id} never became {state}"
-        time.sleep(0.05)
-
-
 def exits(worker: Worker, timeout: float = 60) -> int:
     return worker.proc.wait(timeout=timeout)
 
 
 def test_sigterm_lets_the_running_job_finish(life: Harness, git_server: GitServer) -> None:
     worker = life.start_worker("linux")
-    job_id = submit(life, git_server, "sleep 2; echo done")
-    wait_state(life, job_id, "running")
+    job_id = life.submit(git_server, "sleep 2; echo done")
+    life.wait_state(job_id, "running")
     worker.proc.send_signal(signal.SIGTERM)  # the main process: Celery's warm shutdown
     assert exits(worker) == 0
     job = life.pool().get(job_id)
@@ -69,9 +53,9 @@ def test_drain_finishes_the_running_job_takes_no_new_one_then_exits(
     life: Harness, git_server: GitServer
 ) -> None:
     worker = life.start_worker("linux")
-    first = submit(life, git_server, "sleep 3; echo first")
-    wait_state(life, first, "running")
-    second = submit(life, git_server, "echo second")
+    first = life.submit(git_server, "sleep 3; echo first")
+    life.wait_state(first, "running")
+    second = life.submit(git_server, "echo second")
     res = life.cli("drain", worker.runner_id)
     assert res.returncode == 0 and "draining" in res.stdout
     assert exits(worker) == 0
@@ -84,18 +68,18 @@ def test_drain_finishes_the_running_job_takes_no_new_one_then_exits(
 
 def test_undrain_before_the_job_ends_keeps_the_worker(life: Harness, git_server: GitServer) -> None:
     worker = life.start_worker("linux")
-    first = submit(life, git_server, "sleep 3")
-    wait_state(life, first, "running")
+    first = life.submit(git_server, "sleep 3")
+    life.wait_state(first, "running")
     assert life.cli("drain", worker.runner_id).returncode == 0
     assert life.cli("undrain", worker.runner_id).returncode == 0
     assert life.pool().wait(first, timeout=60).state == "succeeded"
-    second = submit(life, git_server, "echo again")
+    second = life.submit(git_server, "echo again")
     assert life.pool().wait(second, timeout=60).runner_id == worker.runner_id
     assert worker.proc.poll() is None
 
 
 def test_max_jobs_runs_exactly_n_then_exits(life: Harness, git_server: GitServer) -> None:
-    ids = [submit(life, git_server, f"echo {i}") for i in range(3)]
+    ids = [life.submit(git_server, f"echo {i}") for i in range(3)]
     worker = life.start_worker_args("linux", "--max-jobs", "2")
     assert exits(worker, timeout=90) == 0
     pool = life.pool()
@@ -117,7 +101,7 @@ def test_scale_changes_how_many_jobs_a_queue_runs_at_once(
     worker = life.start_worker("linux", concurrency=1)
 
     def overlap(n: int) -> float:
-        ids = [submit(life, git_server, "sleep 2") for _ in range(n)]
+        ids = [life.submit(git_server, "sleep 2") for _ in range(n)]
         jobs = [life.pool().wait(i, timeout=120) for i in ids]
         assert all(j.state == "succeeded" for j in jobs)
         return (max(j.finished_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()
@@ -138,8 +122,8 @@ def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(
     life: Harness, git_server: GitServer
 ) -> None:
     worker = life.start_worker("linux")
-    job_id = submit(life, git_server, "sleep 3")
-    wait_state(life, job_id, "running")
+    job_id = life.submit(git_server, "sleep 3")
+    life.wait_state(job_id, "running")
     rows = {r["runner_id"]: r for r in json.loads(life.cli("runners", "--json").stdout)}
     assert rows[worker.runner_id]["state"] == "busy"
     assert rows[worker.runner_id]["jobs"] == [job_id]

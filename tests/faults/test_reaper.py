@@ -41,25 +41,14 @@ def flush_harness(
     h.stop()
 
 
-def submit(h: Harness, git: GitServer, run: str) -> str:
-    res = h.cli(
-        "submit", "--repo", git.url(), "--ref", "main", "--capability", "linux", "--run", run
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
-
 def test_reaper_requeues_the_job_of_a_killed_worker(
     lost_harness: Harness, git_server: GitServer, docker_client: Any
 ) -> None:
     h = lost_harness
     first = h.start_worker("linux")
     pool = h.pool()
-    job_id = submit(h, git_server, "echo attempt $CI_POOL_ATTEMPT; sleep 3; echo finished")
-    deadline = time.monotonic() + 60
-    while pool.get(job_id).state != JobState.RUNNING.value:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job_id = h.submit(git_server, "echo attempt $CI_POOL_ATTEMPT; sleep 3; echo finished")
+    h.wait_state(job_id, JobState.RUNNING.value)
     time.sleep(0.5)
     first.kill()
     killed_at = time.monotonic()
@@ -91,7 +80,7 @@ def test_queued_jobs_survive_a_flushed_broker(
 ) -> None:
     h = flush_harness
     pool = h.pool()
-    ids = [submit(h, git_server, f"echo job {i}") for i in range(3)]
+    ids = [h.submit(git_server, f"echo job {i}") for i in range(3)]
     redis.Redis.from_url(h.redis_url).flushdb()  # the broker forgets every message
     res = h.cli("beat", "--once")
     assert res.returncode == 0

@@ -15,29 +15,9 @@ pytestmark = pytest.mark.integration
 def test_status_counts_queue_workers_and_recent_jobs(
     harness: Harness, git_server: GitServer, linux_worker: Worker
 ) -> None:
-    ok = harness.cli(
-        "submit",
-        "--repo",
-        git_server.url(),
-        "--ref",
-        "main",
-        "--capability",
-        "linux",
-        "--run",
-        "true",
-    ).stdout.strip()
+    ok = harness.submit(git_server, "true", capability="linux")
     assert harness.cli("wait", ok, "--timeout", "90").returncode == 0
-    waiting = harness.cli(
-        "submit",
-        "--repo",
-        git_server.url(),
-        "--ref",
-        "main",
-        "--capability",
-        "deploy",
-        "--run",
-        "true",
-    ).stdout.strip()
+    waiting = harness.submit(git_server, "true", capability="deploy")
     time.sleep(0.3)
     res = harness.cli("status", "--json")
     assert res.returncode == 0, res.stderr
@@ -58,33 +38,10 @@ def test_status_counts_queue_workers_and_recent_jobs(
 def test_explain_all_workers_busy_names_what_holds_them(
     harness: Harness, git_server: GitServer, android_worker: Worker
 ) -> None:
-    busy = harness.cli(
-        "submit",
-        "--repo",
-        git_server.url(),
-        "--ref",
-        "main",
-        "--capability",
-        "android",
-        "--run",
-        "sleep 4",
-    ).stdout.strip()
+    busy = harness.submit(git_server, "sleep 4", capability="android")
     pool = harness.pool()
-    deadline = time.monotonic() + 60
-    while pool.get(busy).state != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    waiting = harness.cli(
-        "submit",
-        "--repo",
-        git_server.url(),
-        "--ref",
-        "main",
-        "--capability",
-        "android",
-        "--run",
-        "true",
-    ).stdout.strip()
+    harness.wait_state(busy, "running")
+    waiting = harness.submit(git_server, "true", capability="android")
     text = " ".join(harness.cli("explain", waiting).stdout.split())
     assert "all 1 worker(s) of 'android' are busy" in text
     assert busy in text and android_worker.runner_id in text
