@@ -33,6 +33,9 @@ fmt: $(PY)
 
 bench: $(PY)
 	$(PY) bench/dispatch.py
+	$(PY) bench/checkout.py
+	$(PY) bench/pipeline.py
+	@if [ -f bench/status.py ]; then $(PY) bench/status.py; fi
 
 clean:
 	rm -rf .ci-pool build dist *.egg-info
