@@ -27,7 +27,7 @@ from ci_pool.celery_app import create_celery
 from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.jobs import JobState
 from ci_pool.pool import Pool
-from ci_pool.runners import RunnerInfo
+from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.settings import Settings, get_settings
 from ci_pool.store.models import Job
 
@@ -39,7 +39,8 @@ WINDOW = timedelta(hours=1)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: ``user:password`` for Flower's basic auth (until Settings has ``flower_auth``).
 FLOWER_AUTH_ENV = "CI_POOL_FLOWER_AUTH"
-RUNNER_STATES = ("online", "busy", "idle", "draining")
+#: A runner's state as ``ci-pool runners`` shows it; each runner is in exactly one.
+RUNNER_STATES = ("online", "busy", "draining", "lost")
 
 
 # -- the text format ----------------------------------------------------------------------
@@ -160,6 +161,13 @@ def _histograms(
     }
 
 
+def runner_state(runner: RunnerInfo, running: int) -> str:
+    """``draining``, ``busy`` (every slot taken) or ``online`` (live with a free slot)."""
+    if runner.extra.get("draining"):
+        return "draining"
+    return "busy" if running >= runner.concurrency else "online"
+
+
 def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
     """Read the store (grouped queries only) and the runner registry."""
     now = now or datetime.now(UTC)
@@ -196,27 +204,29 @@ def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
             s, dialect, Job.started_at, Job.finished_at, since, DURATION_BUCKETS
         )
         dispatch = _histograms(s, dialect, Job.queued_at, Job.started_at, since, DISPATCH_BUCKETS)
+    registry = RunnerRegistry(pool.redis, pool.settings.runner_ttl)
     try:
-        live: list[RunnerInfo] | None = pool.runners()
+        live, lost = registry.live(), registry.lost()
+        broker_up = True
     except redis.RedisError:
-        live = None
+        live, lost, broker_up = [], [], False
     caps = set(pool.settings.capabilities) | set(queued) | set(durations) | set(dispatch)
     snap = Snapshot(
-        capabilities=sorted(caps | {r.capability for r in live or ()}),
+        capabilities=sorted(caps | {r.capability for r in (*live, *lost)}),
         jobs_by_state=by_state,
         queued=queued,
         oldest_wait=oldest,
         durations=durations,
         dispatch=dispatch,
-        broker_up=live is not None,
+        broker_up=broker_up,
     )
-    for cap in snap.capabilities if live is not None else ():
-        mine = [r for r in live or () if r.capability == cap]
-        busy = sum(1 for r in mine if running.get(r.runner_id, 0) > 0)
-        snap.runners[(cap, "online")] = len(mine)
-        snap.runners[(cap, "busy")] = busy
-        snap.runners[(cap, "idle")] = len(mine) - busy
-        snap.runners[(cap, "draining")] = sum(1 for r in mine if r.extra.get("draining"))
+    for cap in snap.capabilities if broker_up else ():
+        mine = [r for r in live if r.capability == cap]
+        counts = dict.fromkeys(RUNNER_STATES, 0)
+        for r in mine:
+            counts[runner_state(r, running.get(r.runner_id, 0))] += 1
+        counts["lost"] = sum(1 for r in lost if r.capability == cap)
+        snap.runners.update({(cap, state): n for state, n in counts.items()})
         snap.slots[cap] = sum(r.concurrency for r in mine)
     return snap
 
@@ -260,11 +270,13 @@ def render(snap: Snapshot) -> str:
     out.family(
         "ci_pool_runners",
         "gauge",
-        "Registered runners per capability: online, busy (running a job), idle, draining.",
+        "Runners per capability and state, each runner counted once: online (live, a slot "
+        "free), busy (every slot taken), draining, lost (stopped heartbeating without "
+        "unregistering, within a day).",
     )
     for (cap, state), n in sorted(snap.runners.items()):
         out.sample("ci_pool_runners", {"capability": cap, "state": state}, n)
-    out.family("ci_pool_runner_slots", "gauge", "Job slots (concurrency) of online runners.")
+    out.family("ci_pool_runner_slots", "gauge", "Job slots (concurrency) of live runners.")
     for cap, n in sorted(snap.slots.items()):
         out.sample("ci_pool_runner_slots", {"capability": cap}, n)
     out.family("ci_pool_broker_up", "gauge", "1 when the broker (Redis) answered this scrape.")

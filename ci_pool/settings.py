@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     reap_interval: float = Field(default=15.0, gt=0)
     #: A queued job whose message is missing this long is sent again.
     resend_after: float = Field(default=10.0, ge=0)
+    #: Flower's "user:password" (``CI_POOL_FLOWER_AUTH``); Flower refuses to start without it.
+    flower_auth: SecretStr | None = None
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
+    #: How far back the metrics' duration histograms look (seconds).
+    metrics_window: float = Field(default=3600.0, gt=0)
     stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)
     #: Allow ``file://`` and local-path repositories (tests, demo); off by default.
     allow_local_repos: bool = False

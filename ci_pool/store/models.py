@@ -93,6 +93,7 @@ class Job(Base):
         Index("ix_jobs_state_capability", "state", "capability"),
         Index("ix_jobs_pipeline", "pipeline_id"),
         Index("ix_jobs_finished", "finished_at"),
+        Index("ix_jobs_started", "started_at"),
     )
 
 

@@ -18,6 +18,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from ci_pool import defaults
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
 from ci_pool.jobs import JobState
@@ -98,7 +99,7 @@ def finished(
     return job
 
 
-def register(client: Any, runner_id: str, capability: str, **extra: Any) -> None:
+def register(client: Any, runner_id: str, capability: str, slots: int = 2, **extra: Any) -> None:
     RunnerRegistry(client, ttl=60).heartbeat(
         RunnerInfo(
             runner_id=runner_id,
@@ -106,7 +107,7 @@ def register(client: Any, runner_id: str, capability: str, **extra: Any) -> None
             queue=capability,
             host="h",
             pid=1,
-            concurrency=2,
+            concurrency=slots,
             version="0.1.0",
             started_at=time.time(),
             extra=extra,
@@ -147,9 +148,12 @@ def test_render_from_a_real_store(pool: Pool) -> None:
     set_times(store, waiting.id, queued_at=NOW - timedelta(seconds=30))
     new_job(store, "android")
     new_job(store, WEIRD)
-    register(pool.redis, "linux@a", "linux")
+    register(pool.redis, "linux@a", "linux", slots=1)  # its one slot runs `running`
     register(pool.redis, "linux@b", "linux", draining=True)
-    register(pool.redis, "android@c", "android")
+    register(pool.redis, "linux@c", "linux")
+    register(pool.redis, "android@d", "android")
+    register(pool.redis, "android@gone", "android")
+    pool.redis.delete(defaults.RUNNER_KEY.format(runner_id="android@gone"))  # killed: expired
 
     text = render_metrics(pool, now=NOW)
     fams = families(text)
@@ -191,12 +195,22 @@ def test_render_from_a_real_store(pool: Pool) -> None:
     for cap in ("android", "deploy", WEIRD):
         assert buckets("ci_pool_job_duration_seconds", DURATION_BUCKETS, cap)[-1] == 0
 
-    assert value(fams, "ci_pool_runners", capability="linux", state="online") == 2
-    assert value(fams, "ci_pool_runners", capability="linux", state="busy") == 1
-    assert value(fams, "ci_pool_runners", capability="linux", state="idle") == 1
-    assert value(fams, "ci_pool_runners", capability="linux", state="draining") == 1
-    assert value(fams, "ci_pool_runners", capability="android", state="busy") == 0
-    assert value(fams, "ci_pool_runner_slots", capability="linux") == 4
+    runners = {
+        (s.labels["capability"], s.labels["state"]): s.value
+        for s in fams["ci_pool_runners"].samples
+        if s.labels["capability"] in ("linux", "android")
+    }
+    assert runners == {
+        ("linux", "online"): 1,
+        ("linux", "busy"): 1,
+        ("linux", "draining"): 1,
+        ("linux", "lost"): 0,
+        ("android", "online"): 1,
+        ("android", "busy"): 0,
+        ("android", "draining"): 0,
+        ("android", "lost"): 1,
+    }
+    assert value(fams, "ci_pool_runner_slots", capability="linux") == 5
     assert value(fams, "ci_pool_broker_up") == 1
 
 
