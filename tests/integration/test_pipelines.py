@@ -190,6 +190,9 @@ def test_pipeline_cancel_stops_running_and_waiting_jobs(
     while {j.key: j.state for j in pool.pipeline(pid)[1]}["slow"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    after = next(j for j in pool.pipeline(pid)[1] if j.key == "after")
+    explained = harness.cli("explain", after.id).stdout
+    assert "is blocked: its needs are still running: slow (running)" in explained
     assert harness.cli("pipeline", "cancel", pid).returncode == 0
     deadline = time.monotonic() + 60
     while pool.pipeline(pid)[0].state == "running":
