@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -299,3 +300,51 @@ def isolated_harness(
     h = Harness(root, redis_server.url.rsplit("/", 1)[0] + f"/{db}", {**FAST_TIMINGS, **overrides})
     write_config(h.config, image)
     return h
+
+
+@pytest.fixture(scope="session")
+def postgres_url(session_dir: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a free loopback port (Debian's postgresql)."""
+    import glob
+
+    from ci_pool.embedded import free_port
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    need(bool(bins) and shutil.which("runuser") is not None, "PostgreSQL server not installed")
+    bindir = Path(bins[-1]).parent
+    # Outside pytest's tmp dir, which is private to root: the server runs as postgres.
+    top = Path(tempfile.mkdtemp(prefix="ci-pool-pg-"))
+    top.chmod(0o755)
+    data = top / "data"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*cmd: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120
+        )
+
+    as_postgres(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "ci", "--no-sync")
+    as_postgres(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(data / "log"),
+        "-o",
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off",
+        "start",
+    )
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            f"host=127.0.0.1 port={port} user=ci dbname=postgres", autocommit=True
+        ) as conn:
+            conn.execute("CREATE DATABASE ci_pool")
+        yield f"postgresql+psycopg://ci@127.0.0.1:{port}/ci_pool"
+    finally:
+        as_postgres(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop")
+        shutil.rmtree(top, ignore_errors=True)

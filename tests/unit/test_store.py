@@ -1,4 +1,4 @@
-"""The store on SQLite: creation, fenced claims, leases, takeover, finish, retry, cancel."""
+"""The store on SQLite and PostgreSQL: fenced claims, leases, takeover, finish, retry, cancel."""
 
 from __future__ import annotations
 
@@ -14,15 +14,20 @@ import pytest
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import JobState
 from ci_pool.store import Claim, Job, Store
-from ci_pool.store.models import utcnow
+from ci_pool.store.models import Base, utcnow
 
 S = JobState
 TINY_LEASE = 0.05
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path}/s.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same suite on both backends (PostgreSQL is what a multi-host pool uses)."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path}/s.db")
+    else:
+        s = Store(request.getfixturevalue("postgres_url"))
+        Base.metadata.drop_all(s.engine)
     s.init_schema()
     yield s
     s.close()
