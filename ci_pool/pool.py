@@ -125,10 +125,13 @@ class Pool:
         """Parse a workflow, check every job, write the pipeline whole, queue its roots."""
         try:
             check_repo_url(repo, allow_local=self.settings.allow_local_repos)
+        except ValueError as exc:
+            raise InputError(str(exc), field="repo") from None
+        try:
             if ref != "HEAD":
                 check_ref(ref)
         except ValueError as exc:
-            raise InputError(str(exc), field="repo" if "repo" in str(exc) else "ref") from None
+            raise InputError(str(exc), field="ref") from None
         pipe = parse_workflow(text, file, self.settings.capabilities)
         jobs = [self._pipeline_job(job) for job in pipe.jobs]
         sha = ref if is_sha(ref) else None
