@@ -32,7 +32,9 @@ def create_celery(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A Redis blip must not kill running builds: they finish, their ack is lost, and
+        # the redelivered message later finds nothing to claim.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # The store is the source of truth; Celery's results are never read.
         task_ignore_result=True,
         result_backend=None,

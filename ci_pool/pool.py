@@ -222,6 +222,7 @@ class Pool:
             self.redis,
             publish,
             resend_after=self.settings.resend_after,
+            unacked_grace=self.settings.resend_unacked_after,
             remove_containers=remove,
         )
 

@@ -14,6 +14,7 @@ beside a live worker, or two reapers, can never run a job twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +22,7 @@ from datetime import timedelta
 import redis
 from sqlalchemy import select
 
+from ci_pool import defaults
 from ci_pool.jobs import JobState
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.store import Job, Store
@@ -30,8 +32,10 @@ log = logging.getLogger(__name__)
 
 #: kombu's Redis transport keeps priorities 3, 6 and 9 in keys "<queue>\x06\x16<p>".
 _PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-#: kombu's hash of delivered, unacknowledged messages (held by live or dead workers).
+#: kombu's hash of delivered, unacknowledged messages (held by live or dead workers), and
+#: the sorted set of their delivery times.
 _UNACKED = "unacked"
+_UNACKED_INDEX = "unacked_index"
 
 
 @dataclass
@@ -55,12 +59,16 @@ class Reaper:
         *,
         resend_after: float = 10.0,
         remove_containers: Callable[[str], int] | None = None,
+        unacked_grace: float = defaults.RETRY_BACKOFF_MAX + 30,
     ):
         self.store = store
         self.broker = broker
         self.publish = publish  # (capability, job_id)
         self.resend_after = resend_after
         self.remove_containers = remove_containers
+        #: A message delivered this recently may still be claimed (or waits out a retry
+        #: countdown in its worker); older ones of queued jobs are sent again.
+        self.unacked_grace = unacked_grace
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -120,17 +128,18 @@ class Reaper:
                 done.advanced.append(lost.pipeline_id)
 
     def _in_broker(self, queues: set[str]) -> str:
-        """Every message the broker holds for these queues, plus the unacked ones."""
+        """Every message waiting in these queues, plus the unacknowledged ones delivered
+        recently. A queued job's message that a worker took long ago without claiming the
+        job belongs to a worker that died: it does not count as held."""
         pipe = self.broker.pipeline(transaction=False)
         for queue in sorted(queues):
             for suffix in _PRIORITY_KEYS:
                 pipe.lrange(queue + suffix, 0, -1)
-        pipe.hvals(_UNACKED)
-        chunks: list[str] = []
-        for result in pipe.execute():
-            chunks.extend(
-                v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in result
-            )
+        pipe.zrangebyscore(_UNACKED_INDEX, time.time() - self.unacked_grace, "+inf")
+        *lists, recent_tags = pipe.execute()
+        chunks = [_text(v) for values in lists for v in values]
+        if recent_tags:
+            chunks += [_text(v) for v in self.broker.hmget(_UNACKED, recent_tags) if v]
         return "\n".join(chunks)
 
     def _lost_messages(self, done: Sweep) -> None:
@@ -160,3 +169,7 @@ class Reaper:
             after = [j.state for j in self.store.pipeline_jobs(pipeline_id)]
             if before != after and pipeline_id not in done.advanced:
                 done.advanced.append(pipeline_id)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     reap_interval: float = Field(default=15.0, gt=0)
     #: A queued job whose message is missing this long is sent again.
     resend_after: float = Field(default=10.0, ge=0)
+    #: A queued job's message delivered this long ago without a claim belongs to a dead
+    #: worker and is sent again (above the longest retry countdown a worker holds).
+    resend_unacked_after: float = Field(default=90.0, ge=0)
     #: Flower's "user:password" (``CI_POOL_FLOWER_AUTH``); Flower refuses to start without it.
     flower_auth: SecretStr | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import JobState, sources_of
+from ci_pool.jobs import FINAL_STATES, JobState, sources_of
 from ci_pool.store.models import Artifact, Base, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 
@@ -144,7 +144,7 @@ class Store:
                 entry(cap)["oldest_queued"] = oldest.replace(tzinfo=UTC) if oldest else None
             for cap, state, started, finished in s.execute(
                 select(Job.capability, Job.state, Job.started_at, Job.finished_at).where(
-                    Job.finished_at >= since
+                    Job.finished_at >= since, Job.state.in_([s.value for s in FINAL_STATES])
                 )
             ):
                 e = entry(cap)

@@ -1,0 +1,692 @@
+#!/usr/bin/env python
+"""Status benchmark: `Pool(settings).status()` on a store with 10 000 queued and 100 000
+finished jobs, with the store's indexes and without them.
+
+    python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--no-postgres]
+                           [--out bench/results/status.json] [--keep]
+
+Everything runs in temp dirs on 127.0.0.1: its own redis-server (the runner registry), a
+SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a throwaway PostgreSQL
+cluster. See bench/README.md for what each number means. Exits non-zero only when the
+benchmark itself crashes; a missed target is reported in the JSON, not in the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from sqlalchemy import Engine, create_engine, event, insert, inspect, text
+from sqlalchemy.pool import NullPool
+
+BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from dispatch import machine_info  # noqa: E402
+
+from ci_pool.embedded import RedisServer, free_port  # noqa: E402
+from ci_pool.pool import Pool  # noqa: E402
+from ci_pool.runners import RunnerInfo, RunnerRegistry  # noqa: E402
+from ci_pool.settings import Settings, load_settings  # noqa: E402
+from ci_pool.store import Job, Store  # noqa: E402
+
+TARGET_MS = 1000.0
+INDEXES = ("ix_jobs_state_capability", "ix_jobs_finished")
+#: Share of jobs per default capability, and the median run time (s) of its jobs.
+CAP_MIX = {
+    "linux": (0.40, 90.0),
+    "android": (0.20, 420.0),
+    "flutter-web": (0.20, 180.0),
+    "deploy": (0.15, 45.0),
+    "iso": (0.05, 1500.0),
+}
+#: How finished jobs ended.
+OUTCOMES = (
+    ("succeeded", 0.88),
+    ("failed", 0.08),
+    ("cancelled", 0.02),
+    ("timed_out", 0.01),
+    ("error", 0.01),
+)
+RUNNERS_PER_CAPABILITY = 4
+INSERT_CHUNK = 5000
+
+
+def log(msg: str) -> None:
+    print(f"[status {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stats_ms(samples_s: Sequence[float]) -> dict[str, Any]:
+    """p50/p95 (linear interpolation), max, mean and min in ms."""
+    ms = np.asarray(samples_s, dtype=float) * 1000.0
+    p50, p95 = np.percentile(ms, [50, 95])
+    return {
+        "n": int(ms.size),
+        "p50_ms": round(float(p50), 2),
+        "p95_ms": round(float(p95), 2),
+        "max_ms": round(float(ms.max()), 2),
+        "mean_ms": round(float(ms.mean()), 2),
+        "min_ms": round(float(ms.min()), 2),
+        "runs_ms": [round(float(v), 2) for v in ms],
+    }
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def _hex(rng: random.Random, n: int) -> str:
+    return f"{rng.getrandbits(4 * n):0{n}x}"
+
+
+def generate_jobs(
+    rng: random.Random, now: datetime, queued: int, finished: int, capabilities: list[str]
+) -> Iterator[dict[str, Any]]:
+    """Rows for ``insert(Job.__table__)``: ``queued`` jobs waiting up to 30 min, and
+    ``finished`` ones whose ``finished_at`` is spread over the last 2 hours, with run times
+    drawn per capability (log-normal) and a few seconds of queueing before each start."""
+    names = [c for c in CAP_MIX if c in capabilities]
+    weights = [CAP_MIX[c][0] for c in names]
+    states = [s for s, _ in OUTCOMES]
+    state_weights = [w for _, w in OUTCOMES]
+
+    def base(cap: str) -> dict[str, Any]:
+        repo = rng.randrange(40)
+        return {
+            "id": _hex(rng, 16),
+            "name": f"{cap} build {repo}",
+            "pipeline_id": None,
+            "capability": cap,
+            "queue": cap,
+            "repo": f"https://git.example.com/org/app-{repo}.git",
+            "ref": "main",
+            "commit_sha": _hex(rng, 40),
+            "steps": [{"name": "build", "run": "make ci", "shell": None, "env": {}}],
+            "env": {"CI": "true"},
+            "labels": [cap],
+            "timeout_s": 3600,
+            "secrets": [],
+            "artifacts": [],
+            "image": None,
+            "checkout": {"fetch_depth": 1, "submodules": False, "lfs": False},
+            "job_ref": None,
+            "key": None,
+            "needs": [],
+            "if_expr": None,
+            "continue_on_error": False,
+            "matrix": {},
+            "fail_fast": True,
+            "max_parallel": None,
+            "outputs_spec": {},
+            "outputs": {},
+            "max_attempts": 3,
+            "lease_until": None,
+            "cancel_requested": False,
+            "evidence": None,
+        }
+
+    for _ in range(queued):
+        cap = rng.choices(names, weights)[0]
+        at = now - timedelta(seconds=rng.uniform(0, 1800))
+        yield {
+            **base(cap),
+            "state": "queued",
+            "attempt": 0,
+            "runner_id": None,
+            "exit_code": None,
+            "reason": None,
+            "created_at": at,
+            "queued_at": at,
+            "started_at": None,
+            "finished_at": None,
+            "updated_at": at,
+        }
+    for _ in range(finished):
+        cap = rng.choices(names, weights)[0]
+        state = rng.choices(states, state_weights)[0]
+        end = now - timedelta(seconds=rng.uniform(0, 7200))
+        run_s = CAP_MIX[cap][1] * rng.lognormvariate(0, 0.6)
+        never_ran = state == "cancelled" and rng.random() < 0.5  # cancelled while queued
+        start = None if never_ran else end - timedelta(seconds=run_s)
+        queued_at = (start or end) - timedelta(seconds=rng.expovariate(1 / 8))
+        yield {
+            **base(cap),
+            "state": state,
+            "attempt": 0 if never_ran else (3 if state == "error" else 1),
+            "runner_id": None if never_ran else f"{cap}@runner-{rng.randrange(4)}",
+            "exit_code": {"succeeded": 0, "failed": 1}.get(state),
+            "reason": None if state in ("succeeded", "failed") else f"{state} (bench)",
+            "created_at": queued_at,
+            "queued_at": queued_at,
+            "started_at": start,
+            "finished_at": end,
+            "updated_at": end,
+        }
+
+
+def load_store(store: Store, rows: Iterator[dict[str, Any]]) -> float:
+    """Bulk insert with SQLAlchemy core (executemany in chunks); returns seconds taken."""
+    t0 = time.perf_counter()
+    table = Job.__table__
+    chunk: list[dict[str, Any]] = []
+    with store.engine.begin() as conn:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= INSERT_CHUNK:
+                conn.execute(insert(table), chunk)
+                chunk = []
+        if chunk:
+            conn.execute(insert(table), chunk)
+    return time.perf_counter() - t0
+
+
+# -- backends --------------------------------------------------------------------------
+
+
+@dataclass
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1, run as a non-root user."""
+
+    pg_ctl: str
+    data: Path
+    port: int
+    driver: str
+    uid: int | None
+    gid: int | None
+    version: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+{self.driver}://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.pg_ctl, "-D", str(self.data), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[] if self.uid is not None else None,
+        )
+
+    def stop(self) -> None:
+        res = self._run("-m", "fast", "-w", "-t", "30", "stop")
+        if res.returncode != 0 and "not running" not in res.stderr + res.stdout:
+            log(f"pg_ctl stop: {res.stderr.strip() or res.stdout.strip()}")
+
+
+def _pg_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+def start_postgres(pgdir: Path) -> tuple[Postgres | None, str]:
+    """Start PostgreSQL if it can be done quickly here; else None and why not."""
+    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
+    if not (initdb and pg_ctl):
+        return None, "no initdb/pg_ctl on this machine"
+    driver = ""
+    for module, name in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        with contextlib.suppress(ImportError):
+            __import__(module)
+            driver = name
+            break
+    if not driver:
+        return None, "no PostgreSQL driver (pip install 'psycopg[binary]')"
+    uid = gid = None
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            return None, "running as root and there is no 'postgres' user to run the server"
+        uid, gid = user.pw_uid, user.pw_gid
+        os.chown(pgdir, uid, gid)
+    data = pgdir / "data"
+    version = subprocess.run([initdb, "--version"], capture_output=True, text=True).stdout
+    init = subprocess.run(
+        [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        user=uid,
+        group=gid,
+        extra_groups=[] if uid is not None else None,
+    )
+    if init.returncode != 0:
+        return None, f"initdb failed: {init.stderr.strip()[-300:]}"
+    pg = Postgres(pg_ctl, data, free_port(), driver, uid, gid, version.strip())
+    opts = (
+        f"-p {pg.port} -k {pgdir} -c listen_addresses=127.0.0.1 "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
+    res = pg._run("-o", opts, "-l", str(pgdir / "postgres.log"), "-w", "-t", "60", "start")
+    if res.returncode != 0:
+        log_text = (pgdir / "postgres.log").read_text(errors="replace")[-500:]
+        return None, f"pg_ctl start failed: {res.stderr.strip()} {log_text}"
+    return pg, ""
+
+
+def register_runners(client: redis.Redis, capabilities: list[str]) -> int:
+    """Live registrations (an hour's TTL) for a few runners per capability."""
+    registry = RunnerRegistry(client, ttl=3600)
+    n = 0
+    for cap in capabilities:
+        for i in range(RUNNERS_PER_CAPABILITY):
+            registry.heartbeat(
+                RunnerInfo(
+                    runner_id=f"{cap}@bench-{i}",
+                    capability=cap,
+                    queue=cap,
+                    host=f"bench-{i}",
+                    pid=10_000 + n,
+                    concurrency=2,
+                    version="bench",
+                    started_at=time.time(),
+                )
+            )
+            n += 1
+    return n
+
+
+# -- measurement -----------------------------------------------------------------------
+
+
+def _engines(store: Store) -> list[Engine]:
+    reader = store._read_session.kw["bind"]
+    return [store.engine] if reader is store.engine else [store.engine, reader]
+
+
+def capture_sql(store: Store) -> tuple[list[tuple[str, Any]], Callable[[], None]]:
+    """Record every statement the store runs (to EXPLAIN the exact queries afterwards)."""
+    seen: list[tuple[str, Any]] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, params: Any, *_a: Any) -> None:
+        seen.append((statement, params))
+
+    engines = _engines(store)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
+
+    def remove() -> None:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)
+
+    return seen, remove
+
+
+def query_plans(store: Store, runs: int) -> list[dict[str, Any]]:
+    """The plan of each SELECT on ``jobs`` that ``pool_summary`` runs, and its time on its
+    own (``exec_driver_sql`` + ``fetchall``: the database and the driver, no ORM types)."""
+    seen, remove = capture_sql(store)
+    try:
+        store.pool_summary(datetime.now(UTC) - timedelta(hours=1))
+    finally:
+        remove()
+    sqlite = store.url.startswith("sqlite")
+    plans = []
+    # A fresh connection: pysqlite caches prepared statements per connection, and SQLite
+    # does not re-prepare a cached EXPLAIN after the schema changed (it would show the
+    # dropped indexes still in use).
+    engine = create_engine(store.url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            for statement, params in seen:
+                if "FROM jobs" not in statement:
+                    continue
+                prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+                rows = conn.exec_driver_sql(prefix + statement, params).fetchall()
+                plan = [str(r[-1]) if sqlite else str(r[0]) for r in rows]
+                n = len(conn.exec_driver_sql(statement, params).fetchall())
+                took = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    conn.exec_driver_sql(statement, params).fetchall()
+                    took.append(time.perf_counter() - t0)
+                timing = stats_ms(took)
+                del timing["runs_ms"]
+                plans.append(
+                    {"sql": " ".join(statement.split()), "plan": plan, "rows": n, **timing}
+                )
+            conn.rollback()
+    finally:
+        engine.dispose()
+    return plans
+
+
+def time_status(settings: Settings, runs: int) -> dict[str, Any]:
+    """``Pool(settings).status()`` ``runs`` times, each on a fresh Pool (as ``ci-pool
+    status`` does: new engine, schema check, new Redis connection); then the same on one
+    warm Pool, and its two parts on their own."""
+    cold: list[float] = []
+    rows: list[dict[str, Any]] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pool = Pool(settings)
+        rows = pool.status()
+        cold.append(time.perf_counter() - t0)
+        pool.store.close()
+        pool.redis.close()
+    pool = Pool(settings)
+    pool.status()
+    warm, summary, runners = [], [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pool.status()
+        warm.append(time.perf_counter() - t0)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pool.store.pool_summary(datetime.now(UTC) - timedelta(hours=1))
+        summary.append(time.perf_counter() - t0)
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        pool.runners()
+        runners.append(time.perf_counter() - t0)
+    pool.store.close()
+    pool.redis.close()
+    return {
+        "cold_pool_status": stats_ms(cold),
+        "warm_pool_status": stats_ms(warm),
+        "warm_store_pool_summary": stats_ms(summary),
+        "warm_runner_registry": stats_ms(runners),
+        "status_rows": rows,
+    }
+
+
+def index_names(store: Store) -> list[str]:
+    return sorted(ix["name"] for ix in inspect(store.engine).get_indexes("jobs") if ix["name"])
+
+
+def drop_indexes(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for name in INDEXES:
+            conn.execute(text(f"DROP INDEX {name}"))
+
+
+def check_rows(rows: list[dict[str, Any]], queued: int, runners: int) -> dict[str, Any]:
+    """What status() reported, summed over capabilities, beside what was loaded."""
+    return {
+        "queued_reported": sum(r["queued"] for r in rows),
+        "queued_loaded": queued,
+        "finished_1h_reported": sum(r["finished_1h"] for r in rows),
+        "workers_reported": sum(r["workers"] or 0 for r in rows),
+        "workers_registered": runners,
+        "holds": sum(r["queued"] for r in rows) == queued
+        and sum(r["workers"] or 0 for r in rows) == runners,
+    }
+
+
+def bench_backend(
+    name: str,
+    store_url: str,
+    settings: Settings,
+    args: argparse.Namespace,
+    runners: int,
+    analyze: bool,
+) -> dict[str, Any]:
+    store = Store(store_url)
+    store.init_schema()
+    rng = random.Random(args.seed)
+    now = datetime.now(UTC)
+    caps = list(settings.capabilities)
+    load_s = load_store(store, generate_jobs(rng, now, args.queued, args.finished, caps))
+    if analyze:
+        with store.engine.begin() as conn:
+            conn.execute(text("ANALYZE jobs"))
+    log(f"{name}: loaded {args.queued + args.finished} jobs in {load_s:.1f}s")
+    out: dict[str, Any] = {"store": name, "load_s": round(load_s, 2), "analyzed": analyze}
+    for label in ("with_indexes", "without_indexes"):
+        if label == "without_indexes":
+            drop_indexes(store)
+        before = index_names(store)
+        plans = query_plans(store, args.runs)
+        timing = time_status(settings, args.runs)
+        after = index_names(store)
+        timing["check"] = check_rows(timing.pop("status_rows"), args.queued, runners)
+        out[label] = {"indexes": before, "indexes_after_runs": after, **timing, "plans": plans}
+        c = timing["cold_pool_status"]
+        log(
+            f"{name} {label}: Pool(settings).status() p50 {c['p50_ms']} ms, "
+            f"p95 {c['p95_ms']} ms, max {c['max_ms']} ms"
+        )
+    store.close()
+    return out
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+QUERY_NAMES = ("active jobs\nby state", "oldest\nqueued", "finished in\nthe last hour")
+
+
+def plot(path: Path, results: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"with_indexes": "tab:green", "without_indexes": "tab:red"}
+    labels, p50, p95, mx, bar_colors = [], [], [], [], []
+    for res in results:
+        for label, color in colors.items():
+            s = res[label]["cold_pool_status"]
+            labels.append(f"{res['store']}\n{label.replace('_', ' ')}")
+            p50.append(s["p50_ms"])
+            p95.append(s["p95_ms"])
+            mx.append(s["max_ms"])
+            bar_colors.append(color)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
+    x = np.arange(len(labels))
+    bars = ax.bar(x, p50, color=bar_colors, width=0.6, label="p50")
+    ax.errorbar(
+        x,
+        p50,
+        yerr=[np.zeros(len(p50)), np.asarray(p95) - np.asarray(p50)],
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+        label="p95",
+    )
+    ax.scatter(x, mx, marker="_", s=300, color="black", label="max", zorder=3)
+    for rect, v in zip(bars, p50, strict=True):
+        ax.annotate(
+            f"{v:.0f}",
+            (rect.get_x() + rect.get_width() / 2, v / 2),
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=9,
+        )
+    ax.axhline(TARGET_MS, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("ms per Pool(settings).status()")
+    ax.set_ylim(0, max(max(mx), TARGET_MS) * 1.15)
+    ax.set_title("Pool(settings).status(), 20 runs (dotted: 1 s target)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+
+    groups = [(res["store"], i, name) for res in results for i, name in enumerate(QUERY_NAMES)]
+    gx = np.arange(len(groups))
+    width = 0.38
+    for k, (label, color) in enumerate(colors.items()):
+        vals = [
+            res[label]["plans"][i]["p50_ms"] if i < len(res[label]["plans"]) else 0.0
+            for res in results
+            for i in range(len(QUERY_NAMES))
+        ]
+        ax2.bar(gx + (k - 0.5) * width, vals, width, color=color, label=label.replace("_", " "))
+        for xi, v in zip(gx + (k - 0.5) * width, vals, strict=True):
+            ax2.annotate(f"{v:.1f}", (xi, v), ha="center", va="bottom", fontsize=7)
+    ax2.set_yscale("log")
+    ax2.set_xticks(gx, [f"{st}\n{name}" for st, _i, name in groups], fontsize=7)
+    ax2.set_ylabel("ms, p50 (log scale)")
+    ax2.set_title("each query of pool_summary on its own (database + driver)", fontsize=10)
+    ax2.legend(fontsize=8, loc="upper left")
+    fig.suptitle(
+        "ci-pool status: 10 000 queued + 100 000 finished jobs (about 50 000 in the last hour)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--queued", type=int, default=10_000, help="queued jobs (default 10000)")
+    ap.add_argument("--finished", type=int, default=100_000, help="finished jobs (default 100000)")
+    ap.add_argument("--runs", type=int, default=20, help="timed status() calls per series")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the generated jobs")
+    ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=BENCH_DIR / "results" / "status.json",
+        help="JSON output; the PNG goes next to it with a .png suffix",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (store, logs)")
+    args = ap.parse_args(argv)
+    if args.runs < 2:
+        ap.error("--runs must be at least 2")
+    return args
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
+        del os.environ[key]  # the caller's settings must not leak into the pool
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-status-"))
+    pgdir = Path(tempfile.mkdtemp(prefix="ci-pool-bench-pg-"))
+    server: RedisServer | None = None
+    pg: Postgres | None = None
+    try:
+        info = machine_info()
+        server = RedisServer.start(tmp / "redis")
+        config = tmp / "ci-pool.toml"
+        config.write_text("# written by bench/status.py: the default capabilities\n")
+
+        def settings_for(url: str) -> Settings:
+            return load_settings(config, broker_url=server.url, home=tmp / "home", store_url=url)
+
+        caps = list(settings_for("").capabilities)
+        runners = register_runners(redis.Redis.from_url(server.url), caps)
+        log(f"redis {server.url}: {runners} runners registered; capabilities {caps}")
+        backends = [("sqlite", f"sqlite:///{tmp / 'status.db'}", False)]
+        pg_note = "skipped (--no-postgres)"
+        if not args.no_postgres:
+            t0 = time.monotonic()
+            pg, why = start_postgres(pgdir)
+            if pg is None:
+                pg_note = f"skipped: {why}"
+                log(f"PostgreSQL {pg_note}")
+            else:
+                pg_note = f"{pg.version}, started in {time.monotonic() - t0:.1f}s"
+                log(f"PostgreSQL on 127.0.0.1:{pg.port} ({pg_note})")
+                backends.append(("postgresql", pg.url, True))
+        results = []
+        for name, url, analyze in backends:
+            results.append(bench_backend(name, url, settings_for(url), args, runners, analyze))
+        report = {
+            "benchmark": "status",
+            "machine": {**info, "loadavg_at_end": list(os.getloadavg())},
+            "parameters": {
+                "queued": args.queued,
+                "finished": args.finished,
+                "finished_window_h": 2,
+                "status_window_h": 1,
+                "runs": args.runs,
+                "seed": args.seed,
+                "capability_mix": {
+                    k: {"share": s, "median_run_s": m} for k, (s, m) in CAP_MIX.items()
+                },
+                "outcomes": dict(OUTCOMES),
+                "runners_registered": runners,
+                "broker": "embedded redis-server on 127.0.0.1",
+                "postgresql": pg_note,
+                "dropped_indexes": list(INDEXES),
+            },
+            "results": results,
+            "targets": {
+                f"{r['store']}_p95_below_1s": {
+                    "series": "with_indexes.cold_pool_status",
+                    "p95_ms": r["with_indexes"]["cold_pool_status"]["p95_ms"],
+                    "target_ms": TARGET_MS,
+                    "holds": r["with_indexes"]["cold_pool_status"]["p95_ms"] < TARGET_MS,
+                }
+                for r in results
+            },
+            "runtime_s": round(time.monotonic() - started, 1),
+        }
+        out: Path = args.out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        png = out.with_suffix(".png")
+        plot(png, results)
+        log(f"wrote {out} and {png}")
+        print_summary(report)
+        return 0
+    finally:
+        if pg is not None:
+            pg.stop()
+        if server is not None:
+            server.stop()
+        if args.keep:
+            log(f"kept {tmp} and {pgdir}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(pgdir, ignore_errors=True)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print()
+    print(f"{'store':<12}{'indexes':<18}{'series':<26}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    for r in report["results"]:
+        for label in ("with_indexes", "without_indexes"):
+            for series in ("cold_pool_status", "warm_pool_status", "warm_store_pool_summary"):
+                s = r[label][series]
+                print(
+                    f"{r['store']:<12}{label:<18}{series:<26}"
+                    f"{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}{s['max_ms']:>9.1f}"
+                )
+    print()
+    print(f"{'store':<12}{'indexes':<18}{'query (alone)':<40}{'rows':>8}{'p50 ms':>9}")
+    for r in report["results"]:
+        for label in ("with_indexes", "without_indexes"):
+            for q in r[label]["plans"]:
+                what = q["sql"].split(" FROM jobs ", 1)[1][:38]
+                print(f"{r['store']:<12}{label:<18}{what:<40}{q['rows']:>8}{q['p50_ms']:>9.1f}")
+    print()
+    for name, t in report["targets"].items():
+        print(f"target {name}: {'holds' if t['holds'] else 'MISSED'} (p95 {t['p95_ms']} ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
