@@ -49,7 +49,10 @@ def test_reaper_requeues_the_job_of_a_killed_worker(
     pool = h.pool()
     job_id = h.submit(git_server, "echo attempt $CI_POOL_ATTEMPT; sleep 3; echo finished")
     h.wait_state(job_id, JobState.RUNNING.value)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while not containers_of(docker_client, job_id):  # the step is under way in its container
+        assert time.monotonic() < deadline, "the job's container never appeared"
+        time.sleep(0.05)
     first.kill()
     killed_at = time.monotonic()
     assert len(containers_of(docker_client, job_id)) == 1  # orphaned, still running
