@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import redis
 import typer
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ci_pool.celery_app import create_celery
@@ -30,6 +30,7 @@ from ci_pool.pool import Pool
 from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.settings import Settings, get_settings
 from ci_pool.store.models import Job
+from ci_pool.store.repository import seconds_between
 
 #: Upper bounds (seconds) of the histogram buckets; ``+Inf`` is always added.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
@@ -127,13 +128,6 @@ class Snapshot:
     slots: dict[str, int] = field(default_factory=dict)
 
 
-def _seconds(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
-    """``end - start`` in seconds, computed by the database."""
-    if dialect == "sqlite":
-        return (func.julianday(end) - func.julianday(start)) * 86400.0
-    return func.extract("epoch", end - start)
-
-
 def _histograms(
     s: Session,
     dialect: str,
@@ -144,7 +138,7 @@ def _histograms(
 ) -> dict[str, Histogram]:
     """Per capability, ``end - start`` of the rows whose ``end`` is after ``since``: one
     grouped query returning one row per capability."""
-    secs = _seconds(dialect, start, end)
+    secs = seconds_between(dialect, start, end)
     q = (
         select(
             Job.capability,
@@ -171,7 +165,9 @@ def runner_state(runner: RunnerInfo, running: int) -> str:
 def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
     """Read the store (grouped queries only) and the runner registry."""
     now = now or datetime.now(UTC)
-    window = float(getattr(pool.settings, "metrics_window", 0) or 0) or WINDOW.total_seconds()
+    window = (
+        float(getattr(pool.settings, "metrics_window", 0) or 0) or WINDOW.total_seconds()
+    )
     since = now - timedelta(seconds=window)
     dialect = pool.store.engine.dialect.name
     queued: dict[str, int] = {}

@@ -43,6 +43,13 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
+    """``end - start`` in seconds, computed by the database (no rows parsed in Python)."""
+    if dialect == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What a worker gets when it claims a job."""
@@ -142,15 +149,16 @@ class Store:
                 .group_by(Job.capability)
             ):
                 entry(cap)["oldest_queued"] = oldest.replace(tzinfo=UTC) if oldest else None
-            for cap, state, started, finished in s.execute(
-                select(Job.capability, Job.state, Job.started_at, Job.finished_at).where(
+            took = seconds_between(self.engine.dialect.name, Job.started_at, Job.finished_at)
+            for cap, state, seconds in s.execute(
+                select(Job.capability, Job.state, took).where(
                     Job.finished_at >= since, Job.state.in_([s.value for s in FINAL_STATES])
                 )
             ):
                 e = entry(cap)
                 e["states"][f"finished_{state}"] = e["states"].get(f"finished_{state}", 0) + 1
-                if started is not None and finished is not None:
-                    e["durations"].append((finished - started).total_seconds())
+                if seconds is not None:
+                    e["durations"].append(float(seconds))
         return out
 
     def count_running(self, runner_id: str) -> int:
