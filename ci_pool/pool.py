@@ -287,8 +287,10 @@ class Pool:
                 "frees up"
             )
         if job.attempt and job.queued_at:
+            errors = [e for e in self.store.events(job.id) if e.to_state == JobState.ERROR.value]
+            cause = errors[-1].reason if errors else "see its history"
             return (
-                f"attempt {job.attempt} ended in error ({job.reason or 'see history'}); "
+                f"attempt {job.attempt} ended in error ({cause}); "
                 f"waiting out the retry backoff before attempt {job.attempt + 1}"
             )
         return f"waiting for one of {len(serving)} worker(s) of {job.capability!r} to pick it up"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import GitServer, Harness, Worker
+from ci_pool.embedded import RedisServer
+from tests.conftest import GitServer, Harness, Worker, isolated_harness
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +48,23 @@ def test_explain_all_workers_busy_names_what_holds_them(
     assert "all 1 worker(s) of 'android' are busy" in text
     assert busy in text and android_worker.runner_id in text
     assert pool.wait(waiting, timeout=90).state == "succeeded"
+
+
+def test_explain_a_job_waiting_out_its_retry_backoff(
+    session_dir: Path, redis_server: RedisServer, busybox_image: str, git_server: GitServer
+) -> None:
+    h = isolated_harness(session_dir / "backoff", redis_server, busybox_image, 15, retry_backoff=30)
+    try:
+        h.start_worker("linux")
+        missing = "0123456789abcdef0123456789abcdef01234567"  # checkout fails: infra error
+        job_id = h.submit(git_server, "true", "--ref", missing)
+        pool = h.pool()
+        deadline = time.monotonic() + 60
+        while pool.get(job_id).attempt < 1 or pool.get(job_id).state != "queued":
+            assert time.monotonic() < deadline, pool.get(job_id).state
+            time.sleep(0.1)
+        text = " ".join(h.cli("explain", job_id).stdout.split())
+        assert "attempt 1 ended in error (checkout_failed" in text
+        assert "waiting out the retry backoff before attempt 2" in text
+    finally:
+        h.stop()
