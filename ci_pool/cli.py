@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ci_pool import cli_pipelines, monitoring
+from ci_pool import cli_api, cli_pipelines, monitoring
 from ci_pool.capabilities import route
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState, parse_job_spec
@@ -516,6 +516,8 @@ app.command()(monitoring.flower)
 app.command()(cli_pipelines.validate)
 app.command()(cli_pipelines.retry)
 app.add_typer(cli_pipelines.pipeline_app, name="pipeline")
+app.add_typer(cli_api.token_app, name="token")
+app.command("api")(cli_api.api)
 
 
 def main() -> None:

@@ -165,9 +165,7 @@ def runner_state(runner: RunnerInfo, running: int) -> str:
 def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
     """Read the store (grouped queries only) and the runner registry."""
     now = now or datetime.now(UTC)
-    window = (
-        float(getattr(pool.settings, "metrics_window", 0) or 0) or WINDOW.total_seconds()
-    )
+    window = float(getattr(pool.settings, "metrics_window", 0) or 0) or WINDOW.total_seconds()
     since = now - timedelta(seconds=window)
     dialect = pool.store.engine.dialect.name
     queued: dict[str, int] = {}

@@ -1,0 +1,52 @@
+"""``create_app(settings)``: the FastAPI application. Nothing connects until a request."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
+from ci_pool.api import errors, routes_jobs
+from ci_pool.api.deps import PoolDep
+from ci_pool.api.schemas import Health
+from ci_pool.pool import Pool
+from ci_pool.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="ci-pool",
+        version="1",
+        summary="Submit, inspect and cancel CI jobs on a self-hosted runner pool.",
+    )
+    app.state.pool = Pool(settings)
+    errors.install(app)
+    app.include_router(routes_jobs.router)
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
+    def healthz(pool: PoolDep) -> JSONResponse:
+        """200 when the store and the broker answer; 503 naming the one that does not."""
+        checks = {"store": "ok", "broker": "ok"}
+        try:
+            with pool.store.session(write=False) as s:
+                s.execute(text("SELECT 1"))
+        except Exception as exc:
+            errors.log.warning("healthz: store check failed: %s", exc)
+            checks["store"] = f"unreachable: {type(exc).__name__}"
+        client = redis.Redis.from_url(
+            settings.broker_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            client.ping()
+        except Exception as exc:
+            errors.log.warning("healthz: broker check failed: %s", exc)
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        finally:
+            client.close()
+        ok = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    return app

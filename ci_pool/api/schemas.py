@@ -1,0 +1,129 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"
+    run: str
+    timeout: int | None = None
+    continue_on_error: bool = False
+
+
+class CheckoutCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fetch_depth: int = 1
+    submodules: bool = False
+    lfs: bool = False
+
+
+class JobCreate(BaseModel):
+    """A job to submit; checked in full by ``parse_job_spec`` (the CLI's rules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str
+    ref: str = "HEAD"
+    capability: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    steps: list[StepCreate] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: int | None = None
+    name: str = ""
+    secrets: list[str] = Field(default_factory=list)
+    artifacts: list[str] = Field(default_factory=list)
+    image: str | None = None
+    checkout: CheckoutCreate | None = None
+
+
+class ArtifactPublic(BaseModel):
+    path: str
+    size: int
+    sha256: str
+    attempt: int
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    attempt: int
+    from_state: str | None = Field(default=None, alias="from")
+    to: str
+    at: str | None
+    runner_id: str | None
+    reason: str | None
+
+
+class JobPublic(BaseModel):
+    """The public view of a job (the same fields as ``ci-pool show --json``)."""
+
+    id: str
+    name: str
+    state: str
+    capability: str
+    queue: str
+    repo: str
+    ref: str
+    commit_sha: str | None
+    labels: list[str]
+    timeout_s: int
+    attempt: int
+    max_attempts: int
+    runner_id: str | None
+    exit_code: int | None
+    reason: str | None
+    created_at: str | None
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    evidence: dict[str, Any] | None
+    waiting: str | None = None
+    artifacts: list[ArtifactPublic] | None = None
+    events: list[EventPublic] | None = None
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class QueuePublic(BaseModel):
+    capability: str
+    queued: int
+    blocked: int
+    oldest_wait_s: float | None
+    running: int
+    workers: int | None
+    slots: int | None
+    finished_1h: int
+    failed_1h: int
+    p50_s: float | None
+    p95_s: float | None
+
+
+class QueuesPublic(BaseModel):
+    data: list[QueuePublic]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: ``{"error": {"code", "message", "field"}}``."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,94 @@
+"""``ci-pool api`` and ``ci-pool token create|list|revoke`` (registered in ci_pool.cli)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ci_pool import tokens
+from ci_pool.exceptions import InputError
+from ci_pool.pool import Pool
+from ci_pool.settings import get_settings
+
+token_app = typer.Typer(help="API bearer tokens (only their SHA-256 is stored).")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _lifetime(text: str) -> timedelta:
+    m = re.fullmatch(r"\s*(\d+)\s*([mhd])\s*", text)
+    if not m or int(m.group(1)) == 0:
+        raise InputError("use a positive number with m/h/d, e.g. 90d, 12h", field="--expires")
+    return timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]: int(m.group(1))})
+
+
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+) -> None:
+    """Serve the HTTP API (uvicorn). A non-loopback --host needs an API token to exist."""
+    from ci_pool.api.server import serve
+
+    serve(get_settings(), host, port)
+
+
+@token_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="A unique name, e.g. release-bot.")],
+    scope: Annotated[list[str], typer.Option(help="submit, read, cancel or admin; may repeat.")],
+    expires: Annotated[str | None, typer.Option(help="Lifetime: 12h, 90d.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a token; its plaintext is printed once and never stored."""
+    store = Pool(get_settings()).store
+    plaintext, row = tokens.create_token(
+        store, name, scope, _lifetime(expires) if expires else None
+    )
+    if as_json:
+        out.print_json(json.dumps({**_token_dict(row), "token": plaintext}))
+    else:
+        print(plaintext)
+        err.print(f"token {row.name!r} ({', '.join(row.scopes)}): shown once, keep it now")
+
+
+@token_app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The tokens: name, scopes, created, expires, revoked (never the token)."""
+    rows = tokens.list_tokens(Pool(get_settings()).store)
+    if as_json:
+        out.print_json(json.dumps([_token_dict(r) for r in rows]))
+        return
+    table = Table("name", "scopes", "created", "expires", "state")
+    for r in rows:
+        state = "revoked" if r.revoked else ("active" if r.is_active() else "expired")
+        table.add_row(
+            r.name,
+            ",".join(r.scopes),
+            r.created_at.isoformat(timespec="seconds"),
+            r.expires_at.isoformat(timespec="seconds") if r.expires_at else "never",
+            state,
+        )
+    out.print(table)
+
+
+@token_app.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="Token name.")]) -> None:
+    """Revoke a token at once."""
+    tokens.revoke(Pool(get_settings()).store, name)
+    err.print(f"token {name!r} revoked")
+
+
+def _token_dict(row: tokens.ApiToken) -> dict[str, object]:
+    return {
+        "name": row.name,
+        "scopes": row.scopes,
+        "created_at": row.created_at.isoformat(),
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        "revoked": row.revoked,
+    }
