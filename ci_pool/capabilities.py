@@ -38,6 +38,26 @@ class Capability(BaseModel):
     #: Secrets jobs of this capability may ask for: NAME -> "env:VAR" or "file:/path".
     #: Values are read on the runner at run time and never written to the store.
     secrets: dict[str, str] = Field(default_factory=dict)
+    #: Repositories jobs may come from (globs over "org/name", or whole URLs when the
+    #: pattern has "://"); None allows any, an empty list none.
+    repos: tuple[str, ...] | None = None
+    #: Refs jobs may build (globs over full refs: "refs/heads/main", "refs/tags/v*");
+    #: None allows any ref, commit ids included.
+    refs: tuple[str, ...] | None = None
+    #: Submissions must be signed (HMAC, see ``signing_keys``) or come from a token limited
+    #: to this capability; the local operator's CLI is exempt.
+    require_signature: bool = False
+
+    @field_validator("refs")
+    @classmethod
+    def _valid_refs(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in value or ():
+            if not pattern.startswith("refs/"):
+                raise ValueError(
+                    f"ref pattern {pattern!r} must be a full ref: refs/heads/<branch> or "
+                    "refs/tags/<tag> (a bare name could be a branch or a tag)"
+                )
+        return value
 
     @field_validator("secrets")
     @classmethod
@@ -72,12 +92,34 @@ class Capability(BaseModel):
         return frozenset((self.name, *self.labels))
 
 
+#: Protected branches and release tags: what the privileged capabilities build by default.
+STRICT_REFS = (
+    "refs/heads/main",
+    "refs/heads/master",
+    "refs/heads/release/*",
+    "refs/tags/v*",
+)
+#: ``iso`` (privileged) and ``deploy`` (holds keys) build no repository until the operator
+#: lists it, only protected refs, and only signed or specially scoped submissions.
+_STRICT: dict[str, Any] = {"repos": [], "refs": list(STRICT_REFS), "require_signature": True}
+
 DEFAULT_CAPABILITIES: dict[str, dict[str, Any]] = {
     "linux": {"image": "ci-pool/linux:latest", "labels": ["linux", "x64"]},
     "android": {"image": "ci-pool/android:latest", "labels": ["android"], "memory": "8g"},
     "flutter-web": {"image": "ci-pool/flutter-web:latest", "labels": ["flutter", "web"]},
-    "iso": {"mode": "host", "labels": ["iso"], "privileged": True, "default_timeout": 7200},
-    "deploy": {"image": "ci-pool/deploy:latest", "labels": ["deploy"], "network": "host"},
+    "iso": {
+        "mode": "host",
+        "labels": ["iso"],
+        "privileged": True,
+        "default_timeout": 7200,
+        **_STRICT,
+    },
+    "deploy": {
+        "image": "ci-pool/deploy:latest",
+        "labels": ["deploy"],
+        "network": "host",
+        **_STRICT,
+    },
 }
 
 

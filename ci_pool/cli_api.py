@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ci_pool import tokens
-from ci_pool.exceptions import InputError
+from ci_pool.exceptions import CapabilityNotFound, InputError
 from ci_pool.pool import Pool
 from ci_pool.settings import get_settings
 
@@ -38,17 +38,43 @@ def api(
     serve(get_settings(), host, port)
 
 
+def _csv(values: list[str] | None) -> list[str] | None:
+    """Repeated options and comma-separated lists alike: --scope submit,read."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
 @token_app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="A unique name, e.g. release-bot.")],
-    scope: Annotated[list[str], typer.Option(help="submit, read, cancel or admin; may repeat.")],
+    scope: Annotated[
+        list[str], typer.Option(help="submit, read, cancel, admin; comma-separated or repeated.")
+    ],
+    capability: Annotated[
+        list[str] | None,
+        typer.Option(help="Limit submissions to these capabilities (comma-separated)."),
+    ] = None,
+    repo: Annotated[
+        list[str] | None,
+        typer.Option(help="Limit submissions to repositories matching these globs: 'org/*'."),
+    ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime: 12h, 90d.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a token; its plaintext is printed once and never stored."""
-    store = Pool(get_settings()).store
+    settings = get_settings()
+    caps = _csv(capability)
+    for cap in caps or ():
+        if cap not in settings.capabilities:
+            raise CapabilityNotFound(cap, list(settings.capabilities))
     plaintext, row = tokens.create_token(
-        store, name, scope, _lifetime(expires) if expires else None
+        Pool(settings).store,
+        name,
+        _csv(scope) or [],
+        _lifetime(expires) if expires else None,
+        capabilities=caps,
+        repos=_csv(repo),
     )
     if as_json:
         out.print_json(json.dumps({**_token_dict(row), "token": plaintext}))
@@ -64,12 +90,13 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         out.print_json(json.dumps([_token_dict(r) for r in rows]))
         return
-    table = Table("name", "scopes", "created", "expires", "state")
+    table = Table("name", "scopes", "limits", "created", "expires", "state")
     for r in rows:
         state = "revoked" if r.revoked else ("active" if r.is_active() else "expired")
         table.add_row(
             r.name,
             ",".join(r.scopes),
+            _limits(r),
             r.created_at.isoformat(timespec="seconds"),
             r.expires_at.isoformat(timespec="seconds") if r.expires_at else "never",
             state,
@@ -91,4 +118,15 @@ def _token_dict(row: tokens.ApiToken) -> dict[str, object]:
         "created_at": row.created_at.isoformat(),
         "expires_at": row.expires_at.isoformat() if row.expires_at else None,
         "revoked": row.revoked,
+        "capabilities": row.capabilities,
+        "repos": row.repos,
     }
+
+
+def _limits(row: tokens.ApiToken) -> str:
+    parts = []
+    if row.capabilities is not None:
+        parts.append("capabilities " + ",".join(row.capabilities))
+    if row.repos is not None:
+        parts.append("repos " + ",".join(row.repos))
+    return "; ".join(parts) or "none"

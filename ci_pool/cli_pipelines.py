@@ -42,7 +42,7 @@ _STYLE = {
     "rejected": "red",
 }
 #: Exit code of ``run`` per pipeline state.
-PIPELINE_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 130}
+PIPELINE_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 130, "rejected": 2}
 
 
 def _read(file: Path) -> str:

@@ -75,9 +75,43 @@ class PolicyDenied(CIPoolError):
 
     exit_code = 2
 
-    def __init__(self, message: str, *, rule: str):
-        self.rule = rule
-        super().__init__(f"{message} (rule: {rule})")
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        field: str | None = None,
+        job_id: str | None = None,
+        pipeline_id: str | None = None,
+    ):
+        self.rule, self.field, self.detail = rule, field, message
+        self.job_id, self.pipeline_id = job_id, pipeline_id
+        what = (
+            f"job {job_id} rejected, "
+            if job_id
+            else f"pipeline {pipeline_id} rejected, "
+            if pipeline_id
+            else ""
+        )
+        super().__init__(f"{what}denied by rule {rule}: {message}")
+
+    def recorded(
+        self, *, job_id: str | None = None, pipeline_id: str | None = None
+    ) -> PolicyDenied:
+        """The same denial, naming the ``rejected`` record written for it."""
+        return PolicyDenied(
+            self.detail, rule=self.rule, field=self.field, job_id=job_id, pipeline_id=pipeline_id
+        )
+
+
+class AccessDenied(CIPoolError):
+    """The submitter may not do this (token limits, a bad signature); nothing is written."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        super().__init__(message)
 
 
 class NotFound(CIPoolError):

@@ -17,17 +17,25 @@ from celery import Celery
 
 from ci_pool.capabilities import Capability, route
 from ci_pool.celery_app import create_celery, send_run_job
-from ci_pool.exceptions import BrokerError, CIPoolError, InfraError, InputError, NotFound
+from ci_pool.exceptions import (
+    BrokerError,
+    CIPoolError,
+    InfraError,
+    InputError,
+    NotFound,
+    PolicyDenied,
+)
 from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, check_ref, check_repo_url, is_sha
 from ci_pool.pipeline import PipelineJob
-from ci_pool.policy import check_secret_names
+from ci_pool.policy import Submitter, check_access, check_policy, check_secret_names
 from ci_pool.reaper import Reaper
-from ci_pool.runner.checkout import resolve_ref
+from ci_pool.runner.checkout import resolve
 from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
+from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.tasks import drain_key
 from ci_pool.workflow import parse_workflow
@@ -58,9 +66,25 @@ class Pool:
 
     # -- submit -----------------------------------------------------------------------
 
-    def prepare(self, spec: JobSpec) -> tuple[Capability, int, str | None]:
-        """Everything that can refuse a job, done before anything is written."""
+    def locate(self, repo: str, ref: str, strict: bool) -> tuple[str | None, list[str] | None]:
+        """The commit ``ref`` points at (when refs are resolved) and, for capabilities with
+        a ref allowlist (``strict``), the full refs it stands for."""
+        if is_sha(ref):
+            return ref, None
+        if not (self.settings.resolve_refs or strict):
+            return None, None
+        if not self.settings.resolve_refs:  # the allowlist can only judge a full ref
+            return None, [ref] if ref.startswith("refs/") else None
+        sha, refs = resolve(repo, ref, self.settings)
+        return sha, refs
+
+    def prepare(
+        self, spec: JobSpec, who: Submitter
+    ) -> tuple[Capability, int, str | None, PolicyDenied | None]:
+        """Everything that can refuse a job, done before anything is written. Input and
+        access errors raise; a policy denial is returned, to be recorded ``rejected``."""
         cap = route(self.settings.capabilities, spec.capability, spec.labels)
+        check_access(who, cap, spec.repo)
         timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
         if timeout > self.settings.max_job_timeout:
             raise InputError(
@@ -74,14 +98,19 @@ class Pool:
                 field="image",
             )
         check_secret_names(cap, spec.secrets)
-        sha: str | None = spec.ref if is_sha(spec.ref) else None
-        if sha is None and self.settings.resolve_refs:
-            sha = resolve_ref(spec.repo, spec.ref, self.settings)
-        return cap, timeout, sha
+        sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
+        try:
+            check_policy(cap, spec.repo, refs, who)
+        except PolicyDenied as denied:
+            return cap, timeout, sha, denied
+        return cap, timeout, sha, None
 
-    def submit(self, spec: JobSpec) -> Job:
-        """Validate, write the job ``queued`` and publish it to its capability's queue."""
-        cap, timeout, sha = self.prepare(spec)
+    def submit(self, spec: JobSpec, who: Submitter | None = None) -> Job:
+        """Validate, write the job ``queued`` and publish it to its capability's queue.
+
+        A job that policy denies is written ``rejected`` (with the rule) and PolicyDenied
+        is raised naming it."""
+        cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
         job = self.store.create_job(
             name=spec.name or spec.steps[0].run.splitlines()[0][:80],
             capability=cap.name,
@@ -98,7 +127,10 @@ class Pool:
             artifacts=list(spec.artifacts),
             image=spec.image,
             checkout=spec.checkout.model_dump(),
+            **({} if denied is None else _rejected(denied)),
         )
+        if denied is not None:
+            raise denied.recorded(job_id=job.id)
         try:
             send_run_job(self.celery, cap, job.id)
         except Exception as exc:
@@ -120,7 +152,14 @@ class Pool:
         return PipelineScheduler(self.store, publish)
 
     def submit_pipeline(
-        self, text: str, file: str, repo: str, ref: str, event: str = "push"
+        self,
+        text: str,
+        file: str,
+        repo: str,
+        ref: str,
+        event: str = "push",
+        commit: str | None = None,
+        who: Submitter | None = None,
     ) -> PipelineRow:
         """Parse a workflow, check every job, write the pipeline whole, queue its roots."""
         try:
@@ -133,12 +172,38 @@ class Pool:
         except ValueError as exc:
             raise InputError(str(exc), field="ref") from None
         pipe = parse_workflow(text, file, self.settings.capabilities)
+        who = who or Submitter()
+        caps = [self.settings.capabilities[job.capability] for job in pipe.jobs]
+        for cap in caps:
+            check_access(who, cap, repo)
         jobs = [self._pipeline_job(job) for job in pipe.jobs]
-        sha = ref if is_sha(ref) else None
-        if sha is None and self.settings.resolve_refs:
-            sha = resolve_ref(repo, ref, self.settings)
-        for job in jobs:
+        if commit is not None and not is_sha(commit):
+            raise InputError(f"{commit!r} is not a full commit id", field="commit")
+        strict = any(cap.refs is not None for cap in caps)
+        if commit is None:
+            sha, refs = self.locate(repo, ref, strict)
+        else:  # the ref still names what was pushed, whatever it points at now
+            sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
+        denials = {}
+        for job, cap in zip(jobs, caps, strict=True):
             job.update(repo=repo, ref=ref, commit_sha=sha)
+            try:
+                check_policy(cap, repo, refs, who)
+            except PolicyDenied as denied:
+                denials[job["key"]] = denied
+        first = next(iter(denials.values()), None)
+        if first is not None:
+            # Policy is checked before anything runs: one denied job rejects the pipeline.
+            for job in jobs:
+                own = denials.get(job["key"])
+                job.update(
+                    _rejected(own)
+                    if own
+                    else {
+                        "state": JobState.REJECTED.value,
+                        "reason": f"pipeline rejected: job {next(iter(denials))} was {first}",
+                    }
+                )
         row = self.store.create_pipeline(
             {
                 "name": pipe.name,
@@ -148,9 +213,12 @@ class Pool:
                 "commit_sha": sha,
                 "event": event,
                 "env": {},
+                **({"state": "rejected"} if first else {}),
             },
             jobs,
         )
+        if first is not None:
+            raise first.recorded(pipeline_id=row.id)
         self.scheduler().advance(row.id)
         return row
 
@@ -244,6 +312,22 @@ class Pool:
             self.store.reopen_pipeline(pipeline_id)
             self.scheduler().advance(pipeline_id)
         return again
+
+    def retry_job(self, job_id: str) -> Job:
+        """Re-run a job that did not succeed: its pipeline's retry for a pipeline job, else
+        the job itself, queued again as a new attempt (earlier attempts keep their logs)."""
+        job = self.get(job_id)
+        if job.pipeline_id:
+            self.retry_pipeline(job.pipeline_id)
+        elif self.store.reset_for_retry(None, self.settings.max_attempts, job_id=job.id):
+            send_run_job(self.celery, self.settings.capabilities[job.capability], job.id)
+        else:
+            raise InputError(
+                f"job {job.id} is {job.state}; only failed, timed-out, cancelled or errored "
+                "jobs can be retried",
+                field="job_id",
+            )
+        return self.get(job_id)
 
     # -- inspect ----------------------------------------------------------------------
 
@@ -415,7 +499,7 @@ class Pool:
             raise NotFound(f"job {job_id} has no artifacts")
         copied = []
         for art in index:
-            src = self.settings.resolved_artifact_root / job_id / str(art.attempt) / art.path
+            src = self.artifact_path(art)
             target = (dest / art.path).resolve()
             if not target.is_relative_to(dest.resolve()):
                 raise InputError(f"artifact path {art.path!r} leaves {dest}", field="dest")
@@ -430,6 +514,21 @@ class Pool:
                 raise InfraError(f"artifact {art.path} does not match its sha256; not trusted")
             copied.append(target)
         return copied
+
+    def artifact_path(self, art: Artifact) -> Path:
+        """Where the artifact store keeps one artifact."""
+        root = self.settings.resolved_artifact_root / art.job_id / str(art.attempt)
+        path = (root / art.path).resolve()
+        if not path.is_relative_to(root.resolve()):
+            raise InputError(f"artifact path {art.path!r} leaves the artifact store", field="path")
+        return path
+
+    def artifact(self, job_id: str, path: str, attempt: int | None = None) -> Artifact:
+        """One artifact of the latest attempt that has it (or of ``attempt``)."""
+        found = [a for a in self.store.artifacts(job_id, attempt) if a.path == path]
+        if not found:
+            raise NotFound(f"job {job_id} has no artifact {path!r}")
+        return max(found, key=lambda a: a.attempt)
 
     def cancel(self, job_id: str, by: str | None = None) -> Job:
         return self.store.request_cancel(job_id, by)
@@ -462,6 +561,11 @@ class Pool:
                         for line in self.store.read_log(job_id).splitlines():
                             yield None, line
                     return
+
+
+def _rejected(denied: PolicyDenied) -> dict[str, Any]:
+    """The fields of a job row that policy refused."""
+    return {"state": JobState.REJECTED.value, "reason": str(denied)}
 
 
 def _redact(url: str) -> str:

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     allow_local_repos: bool = False
     #: ``url.<internal>.insteadOf=<public>``: maps public URL prefixes to the internal git server.
     git_url_rewrites: dict[str, str] = Field(default_factory=dict)
+    #: HMAC keys for signed submissions: key id -> "env:VAR" or "file:/path". One submitter
+    #: may hold several ids at once (rotation: add the new id, move over, drop the old one).
+    signing_keys: dict[str, str] = Field(default_factory=dict)
+    #: Webhook secrets by provider ("gitea", "github"): "env:VAR" or "file:/path". A provider
+    #: without a secret refuses every delivery.
+    webhook_secrets: dict[str, str] = Field(default_factory=dict)
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
     capabilities: dict[str, Capability] = Field(

@@ -39,6 +39,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Limits: capabilities and repository globs this token may submit to (None: any).
+    capabilities: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    repos: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
@@ -66,9 +69,18 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
 
 
 def create_token(
-    store: Store, name: str, scopes: Iterable[str], expires: timedelta | datetime | None = None
+    store: Store,
+    name: str,
+    scopes: Iterable[str],
+    expires: timedelta | datetime | None = None,
+    *,
+    capabilities: Iterable[str] | None = None,
+    repos: Iterable[str] | None = None,
 ) -> tuple[str, ApiToken]:
-    """Make a token; returns (plaintext, row). The plaintext is not kept anywhere."""
+    """Make a token; returns (plaintext, row). The plaintext is not kept anywhere.
+
+    ``capabilities`` and ``repos`` limit where it may submit (checked by the caller
+    against the configured capabilities)."""
     if not _NAME.match(name):
         raise InputError(
             "use 1-100 letters, digits, '.', '_', '@' or '-' (not first)", field="name"
@@ -91,6 +103,8 @@ def create_token(
         created_at=now,
         expires_at=expires_at,
         revoked=False,
+        capabilities=None if capabilities is None else sorted(set(capabilities)),
+        repos=None if repos is None else list(dict.fromkeys(repos)),
     )
     try:
         with store.session() as s:

@@ -237,12 +237,17 @@ class Harness:
             w.stop()
 
 
+#: iso and deploy build no repository by default; the test pools let them build any.
+OPEN_POLICY = 'repos = ["**"]\nrefs = ["refs/**"]\nrequire_signature = false\n'
+
+
 def write_config(path: Path, image: str, extra: str = "", linux: str = "") -> None:
     path.write_text(
+        f"[capabilities.iso]\n{OPEN_POLICY}\n"
         f'[capabilities.linux]\nimage = "{image}"\n{linux}\n'
         f'[capabilities.android]\nimage = "{image}"\nmemory = "256m"\n\n'
         f'[capabilities.flutter-web]\nimage = "{image}"\n\n'
-        f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n' + extra
+        f'[capabilities.deploy]\nimage = "{image}"\nnetwork = "none"\n{OPEN_POLICY}' + extra
     )
 
 

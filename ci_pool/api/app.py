@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import redis
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
-from ci_pool.api import errors, routes_jobs
-from ci_pool.api.deps import PoolDep
+from ci_pool.api import errors, routes_jobs, routes_pipelines
+from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.schemas import Health
 from ci_pool.pool import Pool
 from ci_pool.settings import Settings
@@ -24,6 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.pool = Pool(settings)
     errors.install(app)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_pipelines.router)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
     def healthz(pool: PoolDep) -> JSONResponse:
@@ -48,5 +49,21 @@ def create_app(settings: Settings) -> FastAPI:
         ok = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}},
+        tags=["ops"],
+    )
+    def metrics(pool: PoolDep, token: ReadToken) -> PlainTextResponse:
+        """Prometheus text format: queue depth, oldest wait, jobs by state, durations,
+        dispatch latency, runners by state (a ``read`` token; Prometheus sends it as
+        ``authorization: {credentials: ...}``)."""
+        from ci_pool.monitoring import render_metrics
+
+        return PlainTextResponse(
+            render_metrics(pool), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     return app

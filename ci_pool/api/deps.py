@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ci_pool import tokens
 from ci_pool.api.errors import ApiError
+from ci_pool.policy import SIGNATURE_HEADER, Submitter, verify_signature
 from ci_pool.pool import Pool
 from ci_pool.store import Store
 from ci_pool.tokens import ApiToken
@@ -72,5 +74,41 @@ def require(scope: str) -> Callable[[ApiToken], ApiToken]:
 
 
 SubmitToken = Annotated[ApiToken, Depends(require("submit"))]
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as parsed JSON (what a signature covers), or None."""
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None  # the body model reports it, with the field
+
+
+async def submitter(
+    request: Request, token: SubmitToken, pool: PoolDep, body: Annotated[Any, Depends(json_body)]
+) -> Submitter:
+    """The token's identity and limits, and the key id of a valid signature if one came."""
+    header = request.headers.get(SIGNATURE_HEADER)
+    signed_by = None
+    if header is not None:
+        signed_by = verify_signature(header, body, pool.settings.signing_keys)
+    return Submitter(
+        name=f"token {token.name!r}",
+        capabilities=None if token.capabilities is None else tuple(token.capabilities),
+        repos=None if token.repos is None else tuple(token.repos),
+        signed_by=signed_by,
+        operator=False,
+    )
+
+
+SubmitterDep = Annotated[Submitter, Depends(submitter)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Same key and body: the first result again. Same key, other body: 409.",
+    ),
+]
 ReadToken = Annotated[ApiToken, Depends(require("read"))]
 CancelToken = Annotated[ApiToken, Depends(require("cancel"))]

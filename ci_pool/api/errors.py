@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ci_pool.api.schemas import ErrorBody, ErrorDetail
 from ci_pool.exceptions import (
+    AccessDenied,
     CIPoolError,
     ConfigError,
     InfraError,
@@ -22,6 +23,7 @@ from ci_pool.exceptions import (
     PolicyDenied,
     ProvisioningError,
 )
+from ci_pool.idempotency import KeyConflict
 
 log = logging.getLogger("ci_pool.api")
 
@@ -57,7 +59,9 @@ def error_response(
 #: (exception class, HTTP status, code); the first that matches wins.
 _STATUS: list[tuple[type[CIPoolError], int, str]] = [
     (InputError, 422, "invalid_input"),
-    (PolicyDenied, 403, "policy_denied"),
+    (PolicyDenied, 403, "rejected"),
+    (AccessDenied, 403, "forbidden"),
+    (KeyConflict, 409, "conflict"),
     (NotFound, 404, "not_found"),
     (InfraError, 503, "infra_unavailable"),
     (ProvisioningError, 503, "provisioning_failed"),
@@ -73,6 +77,8 @@ def _cipool_error(request: Request, exc: Exception) -> JSONResponse:
                 # The field is in its own key; the message does not repeat it.
                 message = str(exc).removeprefix(f"{exc.field}: ") if exc.field else str(exc)
                 return error_response(status, code, message, exc.field)
+            if isinstance(exc, PolicyDenied | AccessDenied | KeyConflict):
+                return error_response(status, code, str(exc), exc.field)
             if isinstance(exc, ConfigError):
                 log.error("configuration error serving %s: %s", request.url.path, exc)
                 return error_response(status, code, "the server is misconfigured")

@@ -2,31 +2,110 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
-from ci_pool.api.deps import CancelToken, PoolDep, ReadToken, SubmitToken
-from ci_pool.api.schemas import ErrorBody, JobCreate, JobPublic, JobsPublic, QueuesPublic
+from ci_pool.api.deps import (
+    CancelToken,
+    IdempotencyKeyHeader,
+    PoolDep,
+    ReadToken,
+    SubmitterDep,
+    SubmitToken,
+    json_body,
+)
+from ci_pool.api.schemas import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    ErrorBody,
+    JobCreate,
+    JobPublic,
+    JobsPublic,
+    QueuesPublic,
+)
 from ci_pool.cli import job_dict
+from ci_pool.exceptions import InputError, NotFound
+from ci_pool.idempotency import run_once
 from ci_pool.jobs import JobState, parse_job_spec
+from ci_pool.pool import Pool
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 422, 503)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
 }
+#: Header set on a response that repeats the first result of an Idempotency-Key.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
-router = APIRouter(prefix="/v1", responses=_ERRORS)
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+def public(job_id: str, pool: Pool) -> JobPublic:
+    return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
+
+
+def once(
+    pool: Pool,
+    owner: str,
+    key: str | None,
+    kind: str,
+    body: Any,
+    response: Response,
+    create: Any,
+) -> str:
+    """``create()`` once per Idempotency-Key (every time without one)."""
+    if key is None:
+        resource_id: str = create()
+        return resource_id
+    resource_id, replayed = run_once(pool.store, owner, key, kind, body, create)
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    return resource_id
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"])
-def create_job(body: JobCreate, pool: PoolDep, token: SubmitToken) -> JobPublic:
-    """Submit one job (the rules of ``ci-pool submit``); 201 with the queued job."""
-    spec = parse_job_spec(
-        body.model_dump(exclude_none=True), allow_local_repos=pool.settings.allow_local_repos
-    )
-    job = pool.submit(spec)
-    return JobPublic.model_validate(job_dict(job))
+def create_job(
+    body: JobCreate,
+    pool: PoolDep,
+    token: SubmitToken,
+    who: SubmitterDep,
+    raw: Annotated[Any, Depends(json_body)],
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobPublic:
+    """Submit one job (the rules of ``ci-pool submit``); 201 with the queued job.
+
+    A job that policy denies is recorded ``rejected`` and answered 403 naming the rule."""
+
+    def create() -> str:
+        spec = parse_job_spec(
+            body.model_dump(exclude_none=True), allow_local_repos=pool.settings.allow_local_repos
+        )
+        return pool.submit(spec, who).id
+
+    job_id = once(pool, token.name, idempotency_key, "job", raw, response, create)
+    return public(job_id, pool)
+
+
+def _cursor(job: Any) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _after(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, job_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(at), str(job_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InputError(
+            "not a cursor from this API; pass next_cursor of the previous page", field="cursor"
+        ) from None
 
 
 @router.get("/jobs", response_model=JobsPublic, tags=["jobs"])
@@ -35,24 +114,44 @@ def list_jobs(
     token: ReadToken,
     state: Annotated[list[JobState] | None, Query()] = None,
     capability: str | None = None,
+    repo: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobsPublic:
-    """The newest jobs first, optionally of some states or one capability."""
-    jobs = pool.store.list_jobs(states=state or (), capability=capability, limit=limit)
-    data = [JobPublic.model_validate(job_dict(j)) for j in jobs]
-    return JobsPublic(data=data, count=len(data))
+    """The newest jobs first, filtered by states, capability or repository, a page at a
+    time: pass ``next_cursor`` back as ``cursor`` for the next page."""
+    jobs = pool.store.list_jobs(
+        states=state or (),
+        capability=capability,
+        repo=repo,
+        limit=limit + 1,
+        after=_after(cursor) if cursor else None,
+    )
+    page = jobs[:limit]
+    data = [JobPublic.model_validate(job_dict(j)) for j in page]
+    more = len(jobs) > limit
+    return JobsPublic(data=data, count=len(data), next_cursor=_cursor(page[-1]) if more else None)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
 def get_job(job_id: str, pool: PoolDep, token: ReadToken) -> JobPublic:
     """One job with its history, artifacts and why it waits (if it does)."""
-    return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
+    return public(job_id, pool)
+
+
+def _sse(pool: Pool, job_id: str) -> Iterator[str]:
+    """Server-Sent Events: one ``line`` event per log line, then ``end`` with the outcome."""
+    for stamp, line in pool.follow(job_id):
+        yield f"event: line\ndata: {json.dumps({'t': stamp, 'line': line})}\n\n"
+    job = pool.get(job_id)
+    end = {"state": job.state, "exit_code": job.exit_code, "reason": job.reason}
+    yield f"event: end\ndata: {json.dumps(end)}\n\n"
 
 
 @router.get(
     "/jobs/{job_id}/logs",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
     tags=["jobs"],
 )
 def get_logs(
@@ -60,17 +159,77 @@ def get_logs(
     pool: PoolDep,
     token: ReadToken,
     attempt: Annotated[int | None, Query(ge=1)] = None,
-) -> PlainTextResponse:
-    """The stored log of one attempt (default: the latest that wrote any)."""
+    follow: Annotated[bool, Query(description="Stream as Server-Sent Events.")] = False,
+) -> Response:
+    """The stored log of one attempt (default: the latest that wrote any); with
+    ``follow=1``, the live log as Server-Sent Events until the job ends."""
     pool.get(job_id)  # 404 for an unknown job rather than an empty log
+    if follow:
+        return StreamingResponse(
+            _sse(pool, job_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return PlainTextResponse(pool.store.read_log(job_id, attempt))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, tags=["jobs"])
 def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
     """Queued: cancelled at once. Running: its worker stops it (state follows)."""
-    job = pool.cancel(job_id, by=f"api token {token.name}")
-    return JobPublic.model_validate(job_dict(job))
+    pool.cancel(job_id, by=f"api token {token.name}")
+    return public(job_id, pool)
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobPublic, tags=["jobs"])
+def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic:
+    """Run a failed, timed-out, cancelled or errored job again as a new attempt (a
+    pipeline job: its pipeline's failed jobs and their dependents run again)."""
+    pool.retry_job(job_id)
+    return public(job_id, pool)
+
+
+@router.get("/jobs/{job_id}/artifacts", response_model=ArtifactsPublic, tags=["artifacts"])
+def list_artifacts(
+    job_id: str,
+    pool: PoolDep,
+    token: ReadToken,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> ArtifactsPublic:
+    """The artifacts of one attempt (default: the latest that has any), with sha256."""
+    pool.get(job_id)
+    return ArtifactsPublic(
+        data=[
+            ArtifactPublic(path=a.path, size=a.size, sha256=a.sha256, attempt=a.attempt)
+            for a in pool.store.artifacts(job_id, attempt)
+        ]
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts/{name:path}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+    tags=["artifacts"],
+)
+def get_artifact(
+    job_id: str,
+    name: str,
+    pool: PoolDep,
+    token: ReadToken,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> FileResponse:
+    """One artifact's bytes; its sha256 is in the ``Digest`` and ``ETag`` headers."""
+    art = pool.artifact(job_id, name, attempt)
+    path = pool.artifact_path(art)
+    if not path.is_file():
+        raise NotFound(f"artifact {name} of job {job_id} is missing from the artifact store")
+    digest = base64.b64encode(bytes.fromhex(art.sha256)).decode()
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=path.name,
+        headers={"Digest": f"sha-256={digest}", "ETag": f'"{art.sha256}"'},
+    )
 
 
 @router.get("/queues", response_model=QueuesPublic, tags=["queues"])

@@ -92,6 +92,52 @@ class JobPublic(BaseModel):
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int
+    #: Pass as ``cursor`` for the next page; null on the last page.
+    next_cursor: str | None = None
+
+
+class ArtifactsPublic(BaseModel):
+    data: list[ArtifactPublic]
+
+
+class PipelineCreate(BaseModel):
+    """A workflow to run: its YAML text (or the same structure as JSON), from a repo/ref."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str | dict[str, Any]
+    file: str = Field(default="workflow.yml", max_length=500)
+    repo: str
+    ref: str = "HEAD"
+    event: str = Field(default="push", pattern=r"^[a-z_]{1,64}$")
+
+
+class PipelineJobPublic(BaseModel):
+    id: str
+    key: str | None
+    state: str
+    capability: str
+    needs: list[str]
+    runner_id: str | None
+    exit_code: int | None
+    reason: str | None
+    attempt: int
+    outputs: dict[str, Any]
+    started_at: str | None
+    finished_at: str | None
+
+
+class PipelinePublic(BaseModel):
+    id: str
+    name: str
+    file: str
+    state: str
+    repo: str
+    ref: str
+    commit_sha: str | None
+    created_at: str
+    finished_at: str | None
+    jobs: list[PipelineJobPublic]
 
 
 class QueuePublic(BaseModel):

@@ -123,15 +123,47 @@ class _Git:
         return proc
 
 
+#: Key prefix in ``remote_refs`` results for symbolic refs: "symref:HEAD" -> "refs/heads/main".
+SYMREF = "symref:"
+
+
 def resolve_ref(
     repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
 ) -> str:
     """The commit SHA that ``ref`` names in ``repo`` right now (input errors name the field)."""
-    if is_sha(ref):
-        return ref
+    return ref if is_sha(ref) else resolve(repo, ref, settings, timeout)[0]
+
+
+def resolve(
+    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
+) -> tuple[str, list[str]]:
+    """The commit a branch/tag/ref name points at, and the full refs the name stands for."""
+    found = remote_refs(repo, ref, settings, timeout)
+    for name in (f"refs/tags/{ref}^{{}}", f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
+        if name in found:
+            return found[name], full_refs(ref, found)
+    raise InputError(f"{ref!r} is not a branch, tag or ref of {repo}", field="ref")
+
+
+def full_refs(ref: str, found: dict[str, str]) -> list[str]:
+    """The full refs a submitted name stands for (a branch and a tag may share one; HEAD
+    stands for the branch it points at)."""
+    if SYMREF + ref in found:
+        return [found[SYMREF + ref]]
+    if ref.startswith("refs/"):
+        return [ref] if ref in found else []
+    return [n for n in (f"refs/heads/{ref}", f"refs/tags/{ref}") if n in found]
+
+
+def remote_refs(
+    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
+) -> dict[str, str]:
+    """``git ls-remote repo ref``: full ref name -> commit (peeled tags as ``name^{}``)."""
     git = _Git.for_settings(settings, repo)
     try:
-        proc = git.run("ls-remote", "--end-of-options", repo, ref, check=False, timeout=timeout)
+        proc = git.run(
+            "ls-remote", "--symref", "--end-of-options", repo, ref, check=False, timeout=timeout
+        )
     except CheckoutError:
         raise InputError(f"no answer from {repo} within {timeout:.0f}s", field="repo") from None
     if proc.returncode != 0:
@@ -142,12 +174,12 @@ def resolve_ref(
         )
     found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
-        sha, _, name = line.partition("\t")
-        found[name] = sha
-    for name in (f"refs/tags/{ref}^{{}}", f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
-        if name in found:
-            return found[name]
-    raise InputError(f"{ref!r} is not a branch, tag or ref of {repo}", field="ref")
+        value, _, name = line.partition("\t")
+        if value.startswith("ref: "):  # a symbolic ref (HEAD): what it points at
+            found[SYMREF + name] = value.removeprefix("ref: ")
+        else:
+            found[name] = value
+    return found
 
 
 def checkout(

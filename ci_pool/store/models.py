@@ -94,6 +94,7 @@ class Job(Base):
         Index("ix_jobs_pipeline", "pipeline_id"),
         Index("ix_jobs_finished", "finished_at"),
         Index("ix_jobs_started", "started_at"),
+        Index("ix_jobs_created", "created_at", "id"),
     )
 
 

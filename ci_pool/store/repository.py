@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, create_engine, event, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,7 +116,16 @@ class Store:
         with self.session() as s:
             s.add(job)
             s.flush()
-            s.add(JobEvent(job_id=job.id, attempt=0, from_state=None, to_state=state.value, at=now))
+            s.add(
+                JobEvent(
+                    job_id=job.id,
+                    attempt=0,
+                    from_state=None,
+                    to_state=state.value,
+                    at=now,
+                    reason=job.reason,
+                )
+            )
         return job
 
     def get_job(self, job_id: str) -> Job:
@@ -117,13 +136,26 @@ class Store:
             return job
 
     def list_jobs(
-        self, *, states: Iterable[JobState] = (), capability: str | None = None, limit: int = 100
+        self,
+        *,
+        states: Iterable[JobState] = (),
+        capability: str | None = None,
+        repo: str | None = None,
+        limit: int = 100,
+        after: tuple[datetime, str] | None = None,
     ) -> list[Job]:
-        q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+        """Newest first (ties by id); ``after`` = (created_at, id) of the last row of the
+        previous page, so pages stay stable while new jobs arrive."""
+        q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if states:
             q = q.where(Job.state.in_([s.value for s in states]))
         if capability:
             q = q.where(Job.capability == capability)
+        if repo:
+            q = q.where(Job.repo == repo)
+        if after is not None:
+            at, job_id = after
+            q = q.where(or_(Job.created_at < at, and_(Job.created_at == at, Job.id < job_id)))
         with self.session(write=False) as s:
             return list(s.scalars(q))
 
@@ -447,20 +479,34 @@ class Store:
     # -- pipelines --------------------------------------------------------------------
 
     def create_pipeline(self, pipeline: dict[str, Any], jobs: list[dict[str, Any]]) -> Pipeline:
-        """A pipeline and all its jobs (``blocked``), in one transaction: all or nothing."""
+        """A pipeline and all its jobs (``blocked``), in one transaction: all or nothing.
+
+        A pipeline refused by policy is written ``rejected`` whole: each job carries its
+        ``state`` and ``reason`` in its fields."""
         now = utcnow()
-        row = Pipeline(id=uuid.uuid4().hex[:16], state="running", created_at=now, **pipeline)
+        pipeline = dict(pipeline)
+        state = pipeline.pop("state", "running")
+        row = Pipeline(
+            id=uuid.uuid4().hex[:16],
+            state=state,
+            created_at=now,
+            finished_at=None if state == "running" else now,
+            **pipeline,
+        )
         with self.session() as s:
             s.add(row)
             s.flush()
             for fields in jobs:
+                fields = dict(fields)
+                job_state = fields.pop("state", JobState.BLOCKED.value)
                 job = Job(
                     id=uuid.uuid4().hex[:16],
                     pipeline_id=row.id,
-                    state=JobState.BLOCKED.value,
+                    state=job_state,
                     attempt=0,
                     created_at=now,
                     updated_at=now,
+                    finished_at=None if job_state == JobState.BLOCKED.value else now,
                     **fields,
                 )
                 s.add(job)
@@ -470,8 +516,9 @@ class Store:
                         job_id=job.id,
                         attempt=0,
                         from_state=None,
-                        to_state=JobState.BLOCKED.value,
+                        to_state=job_state,
                         at=now,
+                        reason=job.reason,
                     )
                 )
         return row
@@ -517,23 +564,28 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
 
-    def reset_for_retry(self, pipeline_id: str, budget: int) -> list[Job]:
+    def reset_for_retry(
+        self, pipeline_id: str | None, budget: int, *, job_id: str | None = None
+    ) -> list[Job]:
         """Put every job of the pipeline that did not succeed back to ``blocked`` (one audit
         row each); its next run is a new attempt with ``budget`` more attempts for infra
-        errors, and earlier attempts keep their logs."""
+        errors, and earlier attempts keep their logs. With ``job_id`` instead: that one
+        job, outside any pipeline, straight back to ``queued``."""
         again = []
-        retry_from = ("failed", "timed_out", "cancelled", "error", "skipped", "rejected")
+        where = Job.id == job_id if job_id else Job.pipeline_id == pipeline_id
+        target = JobState.QUEUED if job_id else JobState.BLOCKED
+        # Rejected jobs stay rejected: a retry is not a way around policy.
+        retry_from = ("failed", "timed_out", "cancelled", "error", "skipped")
         with self.session() as s:
             now = utcnow()
-            rows = s.scalars(
-                select(Job).where(Job.pipeline_id == pipeline_id, Job.state.in_(retry_from))
-            )
+            rows = s.scalars(select(Job).where(where, Job.state.in_(retry_from)))
             for job in list(rows):
                 res = s.execute(
                     update(Job)
                     .where(Job.id == job.id, Job.state == job.state)
                     .values(
-                        state=JobState.BLOCKED.value,
+                        state=target.value,
+                        queued_at=now if target is JobState.QUEUED else None,
                         cancel_requested=False,
                         reason=None,
                         exit_code=None,
@@ -550,7 +602,7 @@ class Store:
                             job_id=job.id,
                             attempt=job.attempt,
                             from_state=job.state,
-                            to_state=JobState.BLOCKED.value,
+                            to_state=target.value,
                             at=now,
                             reason="retry requested",
                         )

@@ -1,0 +1,75 @@
+"""``/v1/pipelines``: workflows submitted whole, then inspected, cancelled or retried."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Response
+
+from ci_pool.api.deps import (
+    CancelToken,
+    IdempotencyKeyHeader,
+    PoolDep,
+    ReadToken,
+    SubmitterDep,
+    SubmitToken,
+    json_body,
+)
+from ci_pool.api.routes_jobs import ERRORS, once
+from ci_pool.api.schemas import PipelineCreate, PipelinePublic
+from ci_pool.cli_pipelines import pipeline_dict
+from ci_pool.pool import Pool
+
+router = APIRouter(prefix="/v1", responses=ERRORS, tags=["pipelines"])
+
+
+def public(pipeline_id: str, pool: Pool) -> PipelinePublic:
+    return PipelinePublic.model_validate(pipeline_dict(*pool.pipeline(pipeline_id)))
+
+
+@router.post("/pipelines", status_code=201, response_model=PipelinePublic)
+def create_pipeline(
+    body: PipelineCreate,
+    pool: PoolDep,
+    token: SubmitToken,
+    who: SubmitterDep,
+    raw: Annotated[Any, Depends(json_body)],
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> PipelinePublic:
+    """Run a workflow (Actions syntax, as YAML text or the same structure as JSON) from a
+    repository and ref: its jobs are checked, written and their roots queued. Errors in
+    the workflow come back with file:line:column. A workflow policy denies is recorded
+    ``rejected`` and answered 403 naming the rule."""
+    text = (
+        body.workflow
+        if isinstance(body.workflow, str)
+        else yaml.safe_dump(body.workflow, sort_keys=False)
+    )
+
+    def create() -> str:
+        return pool.submit_pipeline(text, body.file, body.repo, body.ref, body.event, who=who).id
+
+    return public(once(pool, token.name, idempotency_key, "pipeline", raw, response, create), pool)
+
+
+@router.get("/pipelines/{pipeline_id}", response_model=PipelinePublic)
+def get_pipeline(pipeline_id: str, pool: PoolDep, token: ReadToken) -> PipelinePublic:
+    """The pipeline and each of its jobs: state, runner, exit code, outputs."""
+    return public(pipeline_id, pool)
+
+
+@router.post("/pipelines/{pipeline_id}/cancel", response_model=PipelinePublic)
+def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> PipelinePublic:
+    """Cancel every job that has not ended."""
+    pool.cancel_pipeline(pipeline_id, by=f"api token {token.name}")
+    return public(pipeline_id, pool)
+
+
+@router.post("/pipelines/{pipeline_id}/retry", response_model=PipelinePublic)
+def retry_pipeline(pipeline_id: str, pool: PoolDep, token: SubmitToken) -> PipelinePublic:
+    """Run the failed, cancelled and skipped jobs again; jobs that passed keep their result."""
+    pool.store.get_pipeline(pipeline_id)
+    pool.retry_pipeline(pipeline_id)
+    return public(pipeline_id, pool)
