@@ -36,24 +36,44 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
 # -- globs ---------------------------------------------------------------------------------
 
 
+def glob_match(pattern: str, name: str) -> bool:
+    """GitHub's branch/tag filter patterns: ``*`` is any run of characters but ``/``, ``**``
+    any run at all, ``?``/``+`` make the preceding character optional/repeatable, ``[a-z]``
+    a class, ``\\`` escapes. The whole name must match."""
+    return _glob_regex(pattern).fullmatch(name) is not None
+
+
 @lru_cache(maxsize=512)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(pattern):
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
         c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
+        if c == "\\" and i + 1 < n:
+            out.append(re.escape(pattern[i + 1]))
             i += 2
             continue
-        out.append({"*": "[^/]*", "?": "[^/]"}.get(c, re.escape(c)))
+        if c == "*":
+            if pattern.startswith("**", i):
+                out.append(".*")
+                i += 2
+            else:
+                out.append("[^/]*")
+                i += 1
+            continue
+        if c in "?+" and out and not out[-1].endswith(("*", "?", "+")):
+            out.append(c)
+        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = re.sub(r"[\\\[\]^]", lambda m: "\\" + m.group(), body.removeprefix("!"))
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
         i += 1
     return re.compile("".join(out), re.DOTALL)
-
-
-def glob_match(pattern: str, name: str) -> bool:
-    """GitHub-style filter globs: ``*`` stays within one path segment, ``**`` does not."""
-    return _glob_regex(pattern).fullmatch(name) is not None
 
 
 def repo_name(url: str) -> str:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
-from ci_pool.api import errors, routes_jobs, routes_pipelines
+from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines
 from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.schemas import Health
 from ci_pool.pool import Pool
@@ -25,6 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_pipelines.router)
+    app.include_router(routes_hooks.router)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
     def healthz(pool: PoolDep) -> JSONResponse:

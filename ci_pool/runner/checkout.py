@@ -51,7 +51,7 @@ class CheckoutResult:
     via: str
 
 
-class _Git:
+class GitRunner:
     """Runs git with URL rewrites and credentials in the environment (never in argv, never
     in a URL), and masks credentials out of anything it reports."""
 
@@ -82,7 +82,7 @@ class _Git:
             self.env[f"GIT_CONFIG_VALUE_{i}"] = val
 
     @classmethod
-    def for_settings(cls, settings: Settings, repo: str) -> _Git:
+    def for_settings(cls, settings: Settings, repo: str) -> GitRunner:
         """Only the credentials whose prefix this repository's URL (as given, or as rewritten
         to the internal server) starts with are read."""
         urls = [repo]
@@ -159,7 +159,7 @@ def remote_refs(
     repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
 ) -> dict[str, str]:
     """``git ls-remote repo ref``: full ref name -> commit (peeled tags as ``name^{}``)."""
-    git = _Git.for_settings(settings, repo)
+    git = GitRunner.for_settings(settings, repo)
     try:
         proc = git.run(
             "ls-remote", "--symref", "--end-of-options", repo, ref, check=False, timeout=timeout
@@ -256,7 +256,7 @@ def _evict(root: Path, keep: int) -> None:
 def _checkout(
     req: CheckoutRequest, settings: Settings, log: Callable[[str], None]
 ) -> CheckoutResult:
-    git = _Git.for_settings(settings, req.repo)
+    git = GitRunner.for_settings(settings, req.repo)
     req.dest.mkdir(parents=True, exist_ok=True)
     dest = str(req.dest)
     git.run("init", "-q", dest)
@@ -325,13 +325,13 @@ def _locked(mirror: Path, *, exclusive: bool) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _has_commit(git: _Git, mirror: str, commit: str) -> bool:
+def _has_commit(git: GitRunner, mirror: str, commit: str) -> bool:
     return (
         git.run("-C", mirror, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
     )
 
 
-def _rev_parse(git: _Git, mirror: str, ref: str) -> str:
+def _rev_parse(git: GitRunner, mirror: str, ref: str) -> str:
     proc = git.run(
         "-C",
         mirror,
@@ -348,7 +348,7 @@ def _rev_parse(git: _Git, mirror: str, ref: str) -> str:
 
 
 def _refresh_mirror(
-    git: _Git, root: Path, repo: str, commit: str, log: Callable[[str], None]
+    git: GitRunner, root: Path, repo: str, commit: str, log: Callable[[str], None]
 ) -> Path:
     """Create or fetch (and prune) the runner's mirror until it holds ``commit``."""
     mirror = mirror_path(root, repo)

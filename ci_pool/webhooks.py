@@ -1,0 +1,533 @@
+"""Push webhooks from Gitea and GitHub: check the HMAC signature, refuse replayed deliveries,
+read the repository's workflows at the pushed commit and submit those the push triggers.
+
+Importing this module registers the ``webhook_deliveries`` table on the store's ``Base``, so
+``Store.init_schema()`` creates it. A delivery id is recorded before anything is submitted;
+the table's primary key makes a second delivery with the same id fail, even when both
+arrive at the same moment on two API processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import JSON, String, Text, delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ci_pool.exceptions import CIPoolError, InputError
+from ci_pool.jobs import check_ref, check_repo_url, is_sha
+from ci_pool.policy import SecretUnavailable, read_secret_source
+from ci_pool.policy import glob_match as ref_glob_match
+from ci_pool.pool import Pool
+from ci_pool.runner.checkout import GitRunner
+from ci_pool.settings import Settings
+from ci_pool.store import Store
+from ci_pool.store.models import Base, utcnow
+from ci_pool.workflow import parse_workflow
+
+log = logging.getLogger("ci_pool.webhooks")
+
+Provider = Literal["gitea", "github"]
+PROVIDERS: tuple[Provider, ...] = ("gitea", "github")
+
+
+@dataclass(frozen=True, slots=True)
+class _Headers:
+    signature: str
+    event: str
+    delivery: str
+    #: What precedes the hex digest in the signature header.
+    prefix: str
+    #: Where the workflows are read from, the first directory holding any winning.
+    workflow_dirs: tuple[str, ...]
+
+
+HEADERS: dict[Provider, _Headers] = {
+    "gitea": _Headers(
+        "x-gitea-signature",
+        "x-gitea-event",
+        "x-gitea-delivery",
+        "",
+        (".gitea/workflows", ".github/workflows"),
+    ),
+    "github": _Headers(
+        "x-hub-signature-256",
+        "x-github-event",
+        "x-github-delivery",
+        "sha256=",
+        (".github/workflows",),
+    ),
+}
+
+#: A webhook sender waits about 10 s for an answer; reading the workflows must be quick.
+FETCH_TIMEOUT = 60.0
+#: Largest body accepted (GitHub caps its payloads at 25 MB; pushes are far smaller).
+MAX_BODY = 5 * 1024 * 1024
+MAX_WORKFLOW_BYTES = 512 * 1024
+MAX_WORKFLOWS = 50
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_DELIVERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class HookRefused(CIPoolError):
+    """A delivery refused before anything ran, with the HTTP status and code to answer."""
+
+    exit_code = 2
+
+    def __init__(self, status: int, code: str, message: str):
+        self.status, self.code = status, code
+        super().__init__(message)
+
+
+class WebhookDelivery(Base):
+    """One accepted delivery: what it was about and the pipelines it started."""
+
+    __tablename__ = "webhook_deliveries"
+
+    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(64))
+    repo: Mapped[str | None] = mapped_column(Text, default=None)
+    ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
+    pipeline_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+# -- signatures -----------------------------------------------------------------------------
+
+
+def sign(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of ``body``, as both providers compute it."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    provider: Provider, secret: str, body: bytes, headers: Mapping[str, str]
+) -> None:
+    """Raise a 401 HookRefused unless the provider's signature header signs ``body``.
+
+    Messages name the header and the expected form, never the secret or a digest."""
+    spec = HEADERS[provider]
+    name = _header_title(spec.signature)
+    given = headers.get(spec.signature)
+    if not given:
+        raise HookRefused(
+            401,
+            "unauthorized",
+            f"the {name} header is missing; set the webhook's secret in {provider.title()}",
+        )
+    digest = given.strip()
+    if spec.prefix:
+        if not digest.startswith(spec.prefix):
+            raise HookRefused(
+                401,
+                "unauthorized",
+                f"the {name} header must be {spec.prefix!r} followed by the hex HMAC-SHA256 "
+                "of the body",
+            )
+        digest = digest[len(spec.prefix) :]
+    if not _HEX64.match(digest):
+        raise HookRefused(
+            401, "unauthorized", f"the {name} header is not a hex HMAC-SHA256 of the body"
+        )
+    if not hmac.compare_digest(sign(secret, body), digest.lower()):
+        raise HookRefused(
+            401,
+            "unauthorized",
+            f"the {name} header does not match the body; check that the webhook's secret "
+            "is the one configured for ci-pool",
+        )
+
+
+def _header_title(name: str) -> str:
+    return "-".join("GitHub" if p == "github" else p.title() for p in name.split("-"))
+
+
+# -- payloads ---------------------------------------------------------------------------------
+
+
+class HookRepository(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    clone_url: str = Field(min_length=1, max_length=2048)
+    full_name: str = Field(default="", max_length=512)
+
+
+class PushPayload(BaseModel):
+    """The fields of a push event (same names in Gitea and GitHub) that ci-pool reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ref: str = Field(min_length=1, max_length=255)
+    after: str = Field(min_length=1, max_length=64)
+    #: GitHub says so; Gitea gives an ``after`` of zeros.
+    deleted: bool = False
+    repository: HookRepository
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A push of one branch or tag to ``commit``."""
+
+    kind: Literal["branch", "tag"]
+    name: str
+    commit: str
+    repo: str
+
+
+def load_body(body: bytes, content_type: str) -> Any:
+    """The JSON of a delivery, sent as JSON or as GitHub's form-encoded ``payload=`` field."""
+    try:
+        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+            fields = parse_qs(body.decode(), strict_parsing=True)
+            if "payload" not in fields:
+                raise InputError("a form-encoded delivery needs a payload field", field="payload")
+            return json.loads(fields["payload"][0])
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"the body is not valid JSON: {exc}", field="body") from None
+
+
+def parse_push(data: Any, allow_local_repos: bool) -> Push | str:
+    """The push a payload describes, or why it starts nothing (a deleted ref, a ref that is
+    neither a branch nor a tag). Invalid payloads raise InputError naming the field."""
+    try:
+        event = PushPayload.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or None
+        raise InputError(err["msg"].removeprefix("Value error, "), field=where) from None
+    if event.deleted or set(event.after) == {"0"}:
+        return f"{event.ref} was deleted; there is no commit to run"
+    if not is_sha(event.after):
+        raise InputError(f"{event.after!r} is not a full commit id", field="after")
+    kind: Literal["branch", "tag"]
+    if event.ref.startswith("refs/heads/"):
+        kind, name = "branch", event.ref.removeprefix("refs/heads/")
+    elif event.ref.startswith("refs/tags/"):
+        kind, name = "tag", event.ref.removeprefix("refs/tags/")
+    else:
+        return f"{event.ref} is neither a branch nor a tag"
+    try:
+        check_ref(name)
+    except ValueError as exc:
+        raise InputError(f"{name!r} {exc}", field="ref") from None
+    repo = event.repository.clone_url
+    try:
+        check_repo_url(repo, allow_local=allow_local_repos)
+    except ValueError as exc:
+        raise InputError(str(exc), field="repository.clone_url") from None
+    return Push(kind, name, event.after, repo)
+
+
+# -- triggers ---------------------------------------------------------------------------------
+
+
+def _patterns(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(p, str) for p in value):
+        return value
+    raise ValueError("must be a pattern or a list of patterns")
+
+
+def _included(patterns: list[str], name: str) -> bool:
+    """Patterns in order, the last that matches deciding; ``!pattern`` excludes."""
+    result = False
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            if ref_glob_match(pattern[1:], name):
+                result = False
+        elif ref_glob_match(pattern, name):
+            result = True
+    return result
+
+
+def _push_section(on: Any) -> dict[str, Any] | str | None:
+    """The filters of ``on.push`` (None: no filters), or why ``on:`` has no push."""
+    if isinstance(on, str):
+        events: dict[str, Any] = {on: None}
+    elif isinstance(on, list):
+        events = dict.fromkeys(on)
+    elif isinstance(on, dict):
+        events = on
+    else:
+        return "the workflow has no on: section, so no push runs it"
+    if "push" not in events:
+        return f"on: does not include push (it has: {', '.join(map(str, events)) or 'nothing'})"
+    spec = events["push"]
+    if spec is None or spec == {}:
+        return None
+    if not isinstance(spec, dict):
+        return "on.push must be a mapping of filters"
+    return spec
+
+
+def push_trigger(on: Any, kind: str, name: str) -> str | None:
+    """None when a push of the ``kind`` ("branch"/"tag") ``name`` runs a workflow with this
+    ``on:`` section; otherwise why it does not, in words for the response."""
+    spec = _push_section(on)
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return spec
+    if "paths" in spec or "paths-ignore" in spec:
+        return "on.push.paths and on.push.paths-ignore are not supported; remove them"
+    branch_keys = [k for k in ("branches", "branches-ignore") if k in spec]
+    tag_keys = [k for k in ("tags", "tags-ignore") if k in spec]
+    for keys in (branch_keys, tag_keys):
+        if len(keys) == 2:
+            return f"on.push: use {keys[0]} or {keys[1]}, not both"
+    if not branch_keys and not tag_keys:
+        return None
+    mine = branch_keys if kind == "branch" else tag_keys
+    if not mine:
+        other = "tags" if kind == "branch" else "branches"
+        return f"on.push filters only {other}, so a {kind} push does not run it"
+    key = mine[0]
+    try:
+        patterns = _patterns(spec[key])
+    except ValueError as exc:
+        return f"on.push.{key} {exc}"
+    if key.endswith("-ignore"):
+        hit = [p for p in patterns if ref_glob_match(p, name)]
+        return f"on.push.{key} pattern {hit[0]!r} matches {kind} {name!r}" if hit else None
+    if _included(patterns, name):
+        return None
+    return f"on.push.{key} ({', '.join(patterns)}) does not match {kind} {name!r}"
+
+
+# -- deliveries -------------------------------------------------------------------------------
+
+
+def record_delivery(
+    store: Store, provider: str, delivery_id: str, event: str, push: Push | None = None
+) -> WebhookDelivery:
+    """Record a delivery id before acting on it; a second one raises a 409 HookRefused."""
+    row = WebhookDelivery(
+        provider=provider,
+        delivery_id=delivery_id,
+        received_at=utcnow(),
+        event=event,
+        repo=push.repo if push else None,
+        ref=push.name if push else None,
+        commit_sha=push.commit if push else None,
+        pipeline_ids=[],
+    )
+    try:
+        with store.session() as s:
+            s.add(row)
+    except IntegrityError:
+        raise HookRefused(
+            409,
+            "replayed",
+            f"delivery {delivery_id} was received already; it is not run again",
+        ) from None
+    return row
+
+
+def _set_pipelines(store: Store, provider: str, delivery_id: str, ids: list[str]) -> None:
+    with store.session() as s:
+        row = s.get(WebhookDelivery, (provider, delivery_id))
+        if row is not None:
+            row.pipeline_ids = ids
+
+
+def _forget(store: Store, provider: str, delivery_id: str) -> None:
+    """Drop a delivery that started nothing because of an infrastructure error, so the
+    sender's redelivery can run."""
+    with store.session() as s:
+        s.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.provider == provider, WebhookDelivery.delivery_id == delivery_id
+            )
+        )
+
+
+# -- workflows at the pushed commit ---------------------------------------------------------
+
+
+@dataclass
+class Workflows:
+    """The workflow files of one commit (path, text) and the files left out (path, why)."""
+
+    commit: str
+    files: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def fetch_workflows(settings: Settings, provider: Provider, repo: str, commit: str) -> Workflows:
+    """Fetch ``commit`` alone (depth 1, no blobs but those read) into a temporary
+    repository and read its workflow files; failures are CheckoutErrors."""
+    git = GitRunner.for_settings(settings, repo)
+    with tempfile.TemporaryDirectory(prefix="ci-pool-hook-") as tmp:
+        git.run("init", "-q", "--bare", tmp)
+        git.run("-C", tmp, "config", "remote.origin.url", repo)
+        fetch = ["-C", tmp, "fetch", "-q", "--no-tags", "--depth=1"]
+        if settings.checkout_filter:
+            fetch.append(f"--filter={settings.checkout_filter}")
+        git.run(*fetch, "--end-of-options", "origin", commit, timeout=FETCH_TIMEOUT)
+        # An annotated tag's push names the tag object; jobs check out its commit.
+        peeled = git.run("-C", tmp, "rev-parse", "--verify", "-q", f"{commit}^{{commit}}")
+        found = Workflows(peeled.stdout.strip())
+        for directory in HEADERS[provider].workflow_dirs:
+            listing = git.run("-C", tmp, "ls-tree", "-z", found.commit, "--", directory + "/")
+            for entry in listing.stdout.split("\0"):
+                meta, _, path = entry.partition("\t")
+                if not path.endswith((".yml", ".yaml")):
+                    continue
+                mode, kind, oid = meta.split()
+                if kind == "blob":
+                    _read_workflow(git, tmp, path, mode, oid, found)
+            if found.files or found.skipped:
+                break
+    return found
+
+
+def _read_workflow(
+    git: GitRunner, repo: str, path: str, mode: str, oid: str, into: Workflows
+) -> None:
+    """Read one workflow blob (fetched on demand) into ``into``, or say why not."""
+    if mode == "120000":
+        into.skipped.append((path, "symbolic links are not read as workflows"))
+        return
+    if len(into.files) >= MAX_WORKFLOWS:
+        into.skipped.append((path, f"more than {MAX_WORKFLOWS} workflow files"))
+        return
+    size = git.run("-C", repo, "cat-file", "-s", oid, timeout=FETCH_TIMEOUT).stdout.strip()
+    if int(size) > MAX_WORKFLOW_BYTES:
+        into.skipped.append((path, f"larger than {MAX_WORKFLOW_BYTES} bytes"))
+        return
+    try:
+        text = git.run("-C", repo, "cat-file", "blob", oid).stdout
+    except UnicodeDecodeError:
+        into.skipped.append((path, "not UTF-8 text"))
+        return
+    into.files.append((path, text))
+
+
+# -- one delivery ---------------------------------------------------------------------------
+
+
+@dataclass
+class HookResult:
+    """What a delivery did: (file, pipeline id) started and (file, reason) not run."""
+
+    delivery: str
+    event: str
+    #: 200 for a ping, 202 for everything else accepted.
+    status: int
+    message: str
+    pipelines: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def webhook_secret(settings: Settings, provider: Provider) -> str:
+    """The provider's secret; without one every delivery is refused (403)."""
+    source = settings.webhook_secrets.get(provider)
+    if not source:
+        raise HookRefused(
+            403,
+            "webhooks_disabled",
+            f"{provider} webhooks are off: the operator has configured no secret for them "
+            f"(webhook_secrets.{provider})",
+        )
+    try:
+        secret = read_secret_source(source, f"webhook secret for {provider}")
+    except SecretUnavailable as exc:
+        log.error("webhook %s: %s", provider, exc)
+        raise HookRefused(
+            503, "webhooks_unavailable", f"the {provider} webhook secret cannot be read"
+        ) from None
+    if not secret:
+        raise HookRefused(503, "webhooks_unavailable", f"the {provider} webhook secret is empty")
+    return secret
+
+
+def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: bytes) -> HookResult:
+    """Verify, de-duplicate and act on one delivery."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    spec = HEADERS[provider]
+    verify_signature(provider, webhook_secret(pool.settings, provider), body, headers)
+    delivery = headers.get(spec.delivery, "")
+    if not _DELIVERY.match(delivery):
+        raise InputError(
+            f"the {_header_title(spec.delivery)} header must be a delivery id "
+            "(1-128 letters, digits, '.', '_', ':' or '-')",
+            field=spec.delivery,
+        )
+    event = headers.get(spec.event, "").strip()
+    data = load_body(body, headers.get("content-type", "application/json"))
+    if event == "ping":
+        record_delivery(pool.store, provider, delivery, event)
+        return HookResult(delivery, event, 200, "pong")
+    if event != "push":
+        record_delivery(pool.store, provider, delivery, event[:64] or "unknown")
+        return HookResult(
+            delivery, event, 202, f"ignored: {event or 'an unnamed'} event is not handled"
+        )
+    push = parse_push(data, pool.settings.allow_local_repos)
+    if isinstance(push, str):
+        record_delivery(pool.store, provider, delivery, event)
+        return HookResult(delivery, event, 202, f"ignored: {push}")
+    record_delivery(pool.store, provider, delivery, event, push)
+    try:
+        workflows = fetch_workflows(pool.settings, provider, push.repo, push.commit)
+    except CIPoolError:
+        _forget(pool.store, provider, delivery)
+        raise
+    result = HookResult(delivery, event, 202, "", skipped=list(workflows.skipped))
+    for path, text in workflows.files:
+        result.pipelines += _submit(pool, push, workflows.commit, path, text, result.skipped)
+    _set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
+    dirs = " or ".join(d + "/" for d in spec.workflow_dirs)
+    result.message = (
+        f"{len(result.pipelines)} pipeline(s) started, {len(result.skipped)} workflow(s) skipped"
+        if workflows.files or workflows.skipped
+        else f"the commit has no workflow files in {dirs}"
+    )
+    log.info(
+        "webhook %s delivery %s: push of %s %s at %s: %s",
+        provider,
+        delivery,
+        push.kind,
+        push.name,
+        workflows.commit,
+        result.message,
+    )
+    return result
+
+
+def _submit(
+    pool: Pool, push: Push, commit: str, path: str, text: str, skipped: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
+    try:
+        on = parse_workflow(text, path, pool.settings.capabilities).on
+        why = push_trigger(on, push.kind, push.name)
+        if why is not None:
+            skipped.append((path, why))
+            return []
+        row = pool.submit_pipeline(
+            text, file=path, repo=push.repo, ref=push.name, event="push", commit=commit
+        )
+    except CIPoolError as exc:
+        log.info("webhook: workflow %s not run: %s", path, exc)
+        skipped.append((path, str(exc)))
+        return []
+    return [(path, row.id)]

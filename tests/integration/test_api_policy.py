@@ -1,0 +1,313 @@
+"""Policy through the API and the CLI: allowlists, signatures, token limits, rejected jobs.
+
+A pool with the shipped strict defaults for ``deploy`` (only protected refs, signed or
+specially scoped submissions), which builds the repositories under ``org/``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ci_pool import tokens
+from ci_pool.api import create_app
+from ci_pool.embedded import make_repo
+from ci_pool.policy import SIGNATURE_HEADER, sign
+from tests.conftest import FAST_TIMINGS, GitServer, Harness, RedisServer
+from tests.integration.test_api import assert_error, auth
+
+pytestmark = pytest.mark.integration
+
+KEY_1 = "k1-" + uuid.uuid4().hex
+KEY_2 = "k2-" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Harness:
+    root = tmp_path_factory.mktemp("strict")
+    (root / "key1").write_text(KEY_1 + "\n")
+    (root / "key2").write_text(KEY_2 + "\n")
+    h = Harness(root, redis_server.url.rsplit("/", 1)[0] + "/11", dict(FAST_TIMINGS))
+    h.config.write_text(
+        "[signing_keys]\n"
+        f'"release-bot@1" = "file:{root / "key1"}"\n'
+        f'"release-bot@2" = "file:{root / "key2"}"\n\n'
+        '[capabilities.deploy]\nimage = "unused"\nnetwork = "none"\nrepos = ["org/*"]\n'
+    )
+    return h
+
+
+@pytest.fixture(scope="module")
+def repos(git_server: GitServer) -> dict[str, str]:
+    """org/tools.git (main, feature, tag v1.0) and other/app.git (main)."""
+    tools = git_server.base / "org" / "tools.git"
+    tools.parent.mkdir(exist_ok=True)
+    make_repo(tools, {"README.md": "tools\n"})
+    work = tools.parent / "tools.checkout"
+    subprocess.run(["git", "clone", "-q", str(tools), str(work)], check=True, capture_output=True)
+    for args in (
+        ["branch", "feature"],
+        ["tag", "v1.0"],
+        ["push", "-q", "origin", "feature", "v1.0"],
+    ):
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+    other = git_server.base / "other" / "app.git"
+    other.parent.mkdir(exist_ok=True)
+    make_repo(other, {"README.md": "other\n"})
+    return {"tools": git_server.url("org/tools.git"), "other": git_server.url("other/app.git")}
+
+
+@pytest.fixture(scope="module")
+def client(strict: Harness) -> Iterator[TestClient]:
+    with TestClient(create_app(strict.settings())) as c:
+        yield c
+
+
+def token(h: Harness, *scopes: str, **limits: Any) -> str:
+    plaintext, _ = tokens.create_token(
+        h.pool().store, f"p-{uuid.uuid4().hex[:8]}", scopes, **limits
+    )
+    return plaintext
+
+
+def deploy(repo: str, ref: str = "main") -> dict[str, Any]:
+    return {"repo": repo, "ref": ref, "capability": "deploy", "steps": [{"run": "true"}]}
+
+
+def signed(
+    tok: str,
+    body: dict[str, Any],
+    key: str = KEY_1,
+    key_id: str = "release-bot@1",
+    now: float | None = None,
+) -> dict[str, str]:
+    return {**auth(tok), SIGNATURE_HEADER: sign(key.encode(), key_id, body, now)}
+
+
+def job_count(h: Harness) -> int:
+    return len(h.pool().store.list_jobs(limit=10_000))
+
+
+def rejected_job(h: Harness, message: str) -> Any:
+    m = re.search(r"job (\w+) rejected", message)
+    assert m, message
+    return h.pool().get(m.group(1))
+
+
+def test_signed_deploy_from_an_allowed_repo_and_ref_is_queued(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    tok = token(strict, "submit", "read")
+    for ref in ("main", "v1.0", "refs/heads/main", "HEAD"):
+        body = deploy(repos["tools"], ref)
+        res = client.post("/v1/jobs", json=body, headers=signed(tok, body))
+        assert res.status_code == 201, (ref, res.text)
+        assert res.json()["state"] == "queued"
+    # Rotation: the second key of the same submitter is as good as the first.
+    body = deploy(repos["tools"])
+    res = client.post("/v1/jobs", json=body, headers=signed(tok, body, KEY_2, "release-bot@2"))
+    assert res.status_code == 201, res.text
+
+
+@pytest.mark.parametrize(
+    ("repo", "ref", "rule", "field"),
+    [
+        ("other", "main", "capabilities.deploy.repos", "repo"),
+        ("tools", "feature", "capabilities.deploy.refs", "ref"),
+        ("tools", "SHA", "capabilities.deploy.refs", "ref"),
+    ],
+)
+def test_policy_denial_is_recorded_rejected_with_its_rule(
+    strict: Harness,
+    repos: dict[str, str],
+    git_server: GitServer,
+    client: TestClient,
+    repo: str,
+    ref: str,
+    rule: str,
+    field: str,
+) -> None:
+    tok = token(strict, "submit", "read")
+    if ref == "SHA":
+        ref = subprocess.run(
+            ["git", "ls-remote", repos["tools"], "refs/heads/main"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[0]
+    body = deploy(repos[repo], ref)
+    res = client.post("/v1/jobs", json=body, headers=signed(tok, body))
+    assert_error(res, 403, "rejected", field)
+    message = res.json()["error"]["message"]
+    assert f"denied by rule {rule}" in message
+    job = rejected_job(strict, message)
+    assert job.state == "rejected" and rule in (job.reason or "")
+    shown = client.get(f"/v1/jobs/{job.id}", headers=auth(tok)).json()
+    assert shown["state"] == "rejected" and rule in shown["reason"]
+    assert shown["events"][0]["to"] == "rejected" and rule in shown["events"][0]["reason"]
+    assert KEY_1 not in res.text
+
+
+def test_deploy_needs_a_signature_or_a_token_scoped_to_it(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    body = deploy(repos["tools"])
+    plain = token(strict, "submit")
+    res = client.post("/v1/jobs", json=body, headers=auth(plain))
+    assert_error(res, 403, "rejected", "signature")
+    assert "capabilities.deploy.require_signature" in res.json()["error"]["message"]
+
+    scoped = token(strict, "submit", capabilities=["deploy"])
+    res = client.post("/v1/jobs", json=body, headers=auth(scoped))
+    assert res.status_code == 201, res.text
+
+
+def test_a_bad_signature_is_refused_and_writes_nothing(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    tok = token(strict, "submit")
+    body = deploy(repos["tools"])
+    before = job_count(strict)
+    cases = {
+        "tampered": (signed(tok, deploy(repos["tools"], "v1.0")), "does not match"),
+        "wrong key": (signed(tok, body, KEY_2, "release-bot@1"), "does not match"),
+        "unknown key id": (signed(tok, body, KEY_1, "nobody@1"), "not configured"),
+        "stale": (signed(tok, body, now=time.time() - 3600), "server's clock"),
+        "malformed": ({**auth(tok), SIGNATURE_HEADER: "sha256=abc"}, "must read keyid="),
+    }
+    for name, (headers, words) in cases.items():
+        res = client.post("/v1/jobs", json=body, headers=headers)
+        assert_error(res, 403, "forbidden", "signature")
+        assert words in res.json()["error"]["message"], name
+        for secret in (KEY_1, KEY_2):
+            assert secret not in res.text
+    assert job_count(strict) == before
+
+
+def test_token_limits_refuse_other_capabilities_and_repos(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    linux_only = token(strict, "submit", capabilities=["linux"], repos=["org/*"])
+    before = job_count(strict)
+    body = deploy(repos["tools"])
+    res = client.post("/v1/jobs", json=body, headers=signed(linux_only, body))
+    assert_error(res, 403, "forbidden", "capability")
+    assert "only to capabilities linux, not 'deploy'" in res.json()["error"]["message"]
+    body = {**deploy(repos["other"]), "capability": "linux"}
+    res = client.post("/v1/jobs", json=body, headers=auth(linux_only))
+    assert_error(res, 403, "forbidden", "repo")
+    assert "only for repositories org/*, not 'other/app'" in res.json()["error"]["message"]
+    assert job_count(strict) == before
+    body = {**deploy(repos["tools"]), "capability": "linux"}
+    assert client.post("/v1/jobs", json=body, headers=auth(linux_only)).status_code == 201
+
+
+def test_a_pipeline_with_one_denied_job_is_rejected_whole(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    workflow = (
+        "on: push\njobs:\n"
+        "  build:\n    runs-on: linux\n    steps:\n      - run: make\n"
+        "  ship:\n    needs: build\n    runs-on: deploy\n    steps:\n      - run: ./ship\n"
+    )
+    tok = token(strict, "submit", "read")
+    body = {"workflow": workflow, "repo": repos["tools"], "ref": "feature"}
+    res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
+    assert_error(res, 403, "rejected", "ref")
+    pid = re.search(r"pipeline (\w+) rejected", res.json()["error"]["message"])
+    assert pid, res.text
+    shown = client.get(f"/v1/pipelines/{pid.group(1)}", headers=auth(tok)).json()
+    assert shown["state"] == "rejected"
+    states = {j["key"]: (j["state"], j["reason"]) for j in shown["jobs"]}
+    assert states["ship"][0] == "rejected" and "capabilities.deploy.refs" in states["ship"][1]
+    assert states["build"][0] == "rejected" and "pipeline rejected" in states["build"][1]
+
+    body = {"workflow": workflow, "repo": repos["tools"], "ref": "main"}
+    res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
+    assert res.status_code == 201, res.text
+    assert {j["key"]: j["state"] for j in res.json()["jobs"]} == {
+        "build": "queued",
+        "ship": "blocked",
+    }
+
+
+def test_cli_local_mode_records_and_explains_a_rejection(
+    strict: Harness, repos: dict[str, str]
+) -> None:
+    res = strict.cli(
+        "submit",
+        "--repo",
+        repos["other"],
+        "--ref",
+        "main",
+        "--capability",
+        "deploy",
+        "--run",
+        "true",
+    )
+    assert res.returncode == 2, res.stderr
+    assert "denied by rule capabilities.deploy.repos" in res.stderr
+    assert "Traceback" not in res.stderr
+    job = rejected_job(strict, res.stderr)
+    explained = strict.cli("explain", job.id)
+    assert "rejected" in explained.stdout and "capabilities.deploy.repos" in explained.stdout
+    waited = strict.cli("wait", job.id)
+    assert waited.returncode == 2
+    # The operator's own CLI needs no signature: an allowed repo and ref is queued.
+    res = strict.cli(
+        "submit",
+        "--repo",
+        repos["tools"],
+        "--ref",
+        "v1.0",
+        "--capability",
+        "deploy",
+        "--run",
+        "true",
+    )
+    assert res.returncode == 0, res.stderr
+
+
+def test_token_cli_limits(strict: Harness) -> None:
+    res = strict.cli(
+        "token",
+        "create",
+        "bot-" + uuid.uuid4().hex[:6],
+        "--scope",
+        "submit,read",
+        "--capability",
+        "linux,android",
+        "--repo",
+        "org/*",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    assert '"capabilities": [' in res.stdout and '"org/*"' in res.stdout
+    res = strict.cli(
+        "token",
+        "create",
+        "bad-" + uuid.uuid4().hex[:6],
+        "--scope",
+        "submit",
+        "--capability",
+        "nope",
+    )
+    assert res.returncode == 2 and "no capability matches 'nope'" in res.stderr
+
+
+def test_strict_defaults_build_nothing_until_repos_are_listed(tmp_path: Path) -> None:
+    from ci_pool.settings import load_settings
+
+    settings = load_settings(None, home=tmp_path)
+    for name in ("iso", "deploy"):
+        cap = settings.capabilities[name]
+        assert cap.repos == () and cap.require_signature
+        assert cap.refs is not None and "refs/tags/v*" in cap.refs
+    assert settings.capabilities["linux"].repos is None
