@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     allow_local_repos: bool = False
     #: ``url.<internal>.insteadOf=<public>``: maps public URL prefixes to the internal git server.
     git_url_rewrites: dict[str, str] = Field(default_factory=dict)
+    #: CLI: talk to this API (``CI_POOL_API_URL``) instead of the local store and broker.
+    api_url: str = ""
+    #: CLI: the bearer token for ``api_url`` (``CI_POOL_API_TOKEN``).
+    api_token: SecretStr | None = None
+    #: CLI: sign submissions with this key id and key ("env:VAR" or "file:/path").
+    sign_key_id: str = ""
+    sign_key: str = ""
     #: HMAC keys for signed submissions: key id -> "env:VAR" or "file:/path". One submitter
     #: may hold several ids at once (rotation: add the new id, move over, drop the old one).
     signing_keys: dict[str, str] = Field(default_factory=dict)
