@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,11 +32,28 @@ def _lifetime(text: str) -> timedelta:
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    behind_proxy: Annotated[
+        bool, typer.Option(help="A TLS-terminating proxy forwards to this address.")
+    ] = False,
+    proxy_ips: Annotated[
+        str, typer.Option(help="With --behind-proxy: proxy addresses whose headers count.")
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve the HTTP API (uvicorn). A non-loopback --host needs an API token to exist."""
+    """Serve the HTTP API (uvicorn). Off loopback it needs an API token to exist, and TLS
+    or --behind-proxy."""
     from ci_pool.api.server import serve
 
-    serve(get_settings(), host, port)
+    serve(
+        get_settings(),
+        host,
+        port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        behind_proxy=behind_proxy,
+        proxy_ips=proxy_ips,
+    )
 
 
 def _csv(values: list[str] | None) -> list[str] | None:

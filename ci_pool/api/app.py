@@ -10,6 +10,7 @@ from sqlalchemy import text
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
 from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines
 from ci_pool.api.deps import PoolDep, ReadToken
+from ci_pool.api.routes_jobs import ERRORS_AS_JSON
 from ci_pool.api.schemas import Health
 from ci_pool.pool import Pool
 from ci_pool.settings import Settings
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={**ERRORS_AS_JSON, 200: {"content": {"text/plain": {}}}},
         tags=["ops"],
     )
     def metrics(pool: PoolDep, token: ReadToken) -> PlainTextResponse:

@@ -22,6 +22,7 @@ from ci_pool.api.deps import (
     json_body,
 )
 from ci_pool.api.schemas import (
+    MAX_INT,
     ArtifactPublic,
     ArtifactsPublic,
     ErrorBody,
@@ -38,6 +39,11 @@ from ci_pool.pool import Pool
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
+}
+#: The same errors for routes whose success is not JSON (their errors still are).
+ERRORS_AS_JSON: dict[int | str, dict[str, Any]] = {
+    code: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for code in ERRORS
 }
 #: Header set on a response that repeats the first result of an Idempotency-Key.
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -151,14 +157,17 @@ def _sse(pool: Pool, job_id: str) -> Iterator[str]:
 @router.get(
     "/jobs/{job_id}/logs",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
+    responses={
+        **ERRORS_AS_JSON,
+        200: {"content": {"text/plain": {}, "text/event-stream": {}}},
+    },
     tags=["jobs"],
 )
 def get_logs(
     job_id: str,
     pool: PoolDep,
     token: ReadToken,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
     follow: Annotated[bool, Query(description="Stream as Server-Sent Events.")] = False,
 ) -> Response:
     """The stored log of one attempt (default: the latest that wrote any); with
@@ -193,7 +202,7 @@ def list_artifacts(
     job_id: str,
     pool: PoolDep,
     token: ReadToken,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> ArtifactsPublic:
     """The artifacts of one attempt (default: the latest that has any), with sha256."""
     pool.get(job_id)
@@ -208,7 +217,7 @@ def list_artifacts(
 @router.get(
     "/jobs/{job_id}/artifacts/{name:path}",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={**ERRORS_AS_JSON, 200: {"content": {"application/octet-stream": {}}}},
     tags=["artifacts"],
 )
 def get_artifact(
@@ -216,7 +225,7 @@ def get_artifact(
     name: str,
     pool: PoolDep,
     token: ReadToken,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> FileResponse:
     """One artifact's bytes; its sha256 is in the ``Digest`` and ``ETag`` headers."""
     art = pool.artifact(job_id, name, attempt)

@@ -6,20 +6,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Bound of every integer a client sends (the store's columns are 32-bit).
+MAX_INT = 2**31 - 1
+
 
 class StepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "run"
     run: str
-    timeout: int | None = None
+    timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
     continue_on_error: bool = False
 
 
 class CheckoutCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    fetch_depth: int = 1
+    fetch_depth: int = Field(default=1, ge=0, le=MAX_INT)
     submodules: bool = False
     lfs: bool = False
 
@@ -35,7 +38,7 @@ class JobCreate(BaseModel):
     labels: list[str] = Field(default_factory=list)
     steps: list[StepCreate] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
-    timeout: int | None = None
+    timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
     name: str = ""
     secrets: list[str] = Field(default_factory=list)
     artifacts: list[str] = Field(default_factory=list)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -23,16 +25,39 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    *,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    behind_proxy: bool = False,
+    proxy_ips: str = "127.0.0.1",
 ) -> uvicorn.Server:
-    """A configured uvicorn server; refuses a non-loopback host while no token exists."""
-    if not is_loopback(host) and not tokens.any_active(Pool(settings).store):
-        raise ConfigError(
-            f"refusing to listen on {host}: no active API token exists, so nobody could use "
-            "the API from another host. Create one first (`ci-pool token create NAME "
-            "--scope read`) or listen on 127.0.0.1",
-            key="host",
-        )
+    """A configured uvicorn server. Off loopback it needs an active token, and TLS (a
+    certificate and key) or ``behind_proxy`` (a TLS-terminating proxy in front, whose
+    X-Forwarded-* headers are trusted from ``proxy_ips`` only)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("give both --tls-cert and --tls-key, or neither", key="tls")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{path} is not a readable file", key="tls")
+    if not is_loopback(host):
+        if not tokens.any_active(Pool(settings).store):
+            raise ConfigError(
+                f"refusing to listen on {host}: no active API token exists, so nobody could use "
+                "the API from another host. Create one first (`ci-pool token create NAME "
+                "--scope read`) or listen on 127.0.0.1",
+                key="host",
+            )
+        if tls_cert is None and not behind_proxy:
+            raise ConfigError(
+                f"refusing to listen on {host} without TLS: bearer tokens would cross the "
+                "network in clear. Give --tls-cert and --tls-key, or --behind-proxy when a "
+                "TLS-terminating proxy forwards to this address",
+                key="tls",
+            )
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -41,10 +66,14 @@ def make_server(
         ws="none",
         lifespan="off",
         server_header=False,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        proxy_headers=behind_proxy,
+        forwarded_allow_ips=proxy_ips if behind_proxy else None,
     )
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, **tls: Any) -> None:
     """Serve the API until interrupted."""
-    make_server(settings, host, port).run()
+    make_server(settings, host, port, **tls).run()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from ci_pool.api.server import make_server
 from ci_pool.embedded import free_port
+from ci_pool.exceptions import ConfigError
 from tests.conftest import GitServer, Harness, Worker
 from tests.integration.test_api import assert_error, auth, client, job_body, make_token
 
@@ -283,3 +287,42 @@ def test_metrics_endpoint_speaks_prometheus(harness: Harness, client: TestClient
     assert res.status_code == 200 and res.headers["content-type"].startswith("text/plain")
     assert "# TYPE ci_pool_queue_depth gauge" in res.text
     assert 'ci_pool_queue_depth{capability="linux"}' in res.text
+
+
+def test_off_loopback_needs_tls_or_a_proxy_and_tls_serves(harness: Harness, tmp_path: Path) -> None:
+    make_token(harness, "read")  # a token exists: only TLS is missing
+    with pytest.raises(ConfigError, match="without TLS"):
+        make_server(harness.settings(), "0.0.0.0", free_port())
+    assert make_server(harness.settings(), "0.0.0.0", free_port(), behind_proxy=True)
+    with pytest.raises(ConfigError, match="both --tls-cert and --tls-key"):
+        make_server(harness.settings(), "127.0.0.1", free_port(), tls_cert=tmp_path / "c")
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    srv = make_server(
+        harness.settings(), "127.0.0.1", port, log_level="warning", tls_cert=cert, tls_key=key
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        res = httpx.get(
+            f"https://127.0.0.1:{port}/healthz",
+            verify=ssl.create_default_context(cafile=str(cert)),
+            timeout=10,
+        )
+        assert res.status_code == 200 and res.json()["status"] == "ok"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=20)
