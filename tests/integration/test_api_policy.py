@@ -5,7 +5,9 @@ specially scoped submissions), which builds the repositories under ``org/``."""
 
 from __future__ import annotations
 
+import base64
 import re
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -29,19 +31,29 @@ KEY_1 = "k1-" + uuid.uuid4().hex
 KEY_2 = "k2-" + uuid.uuid4().hex
 
 
+#: A capability secret the leak test looks for everywhere.
+JOB_SECRET = "job-secret-" + uuid.uuid4().hex
+
+
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Harness:
+def strict(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, busybox_image: str
+) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("strict")
     (root / "key1").write_text(KEY_1 + "\n")
     (root / "key2").write_text(KEY_2 + "\n")
+    (root / "job-secret").write_text(JOB_SECRET + "\n")
     h = Harness(root, redis_server.url.rsplit("/", 1)[0] + "/11", dict(FAST_TIMINGS))
     h.config.write_text(
         "[signing_keys]\n"
         f'"release-bot@1" = "file:{root / "key1"}"\n'
         f'"release-bot@2" = "file:{root / "key2"}"\n\n'
+        f'[capabilities.linux]\nimage = "{busybox_image}"\n'
+        f'secrets = {{ JOB_SECRET = "file:{root / "job-secret"}" }}\n\n'
         '[capabilities.deploy]\nimage = "unused"\nnetwork = "none"\nrepos = ["org/*"]\n'
     )
-    return h
+    yield h
+    h.stop()
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +323,75 @@ def test_strict_defaults_build_nothing_until_repos_are_listed(tmp_path: Path) ->
         assert cap.repos == () and cap.require_signature
         assert cap.refs is not None and "refs/tags/v*" in cap.refs
     assert settings.capabilities["linux"].repos is None
+
+
+def test_no_secret_reaches_logs_store_or_errors(
+    strict: Harness,
+    repos: dict[str, str],
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run with known secrets (token, signing keys, a signature, a job secret), then a
+    grep of every place they could leak: responses, logs, the store, Redis, CLI output."""
+    strict.start_worker("linux")
+    tok = token(strict, "submit", "read", capabilities=["linux"])
+    body = {
+        "repo": repos["tools"],
+        "ref": "main",
+        "capability": "linux",
+        "secrets": ["JOB_SECRET"],
+        "steps": [
+            {"run": 'echo "plain $JOB_SECRET"; printf %s "$JOB_SECRET" | base64'},
+            {"run": 'echo "whole token: $JOB_SECRET" >&2; exit 5'},
+        ],
+    }
+    headers = signed(tok, body)
+    signature = headers[SIGNATURE_HEADER].rsplit("sha256=", 1)[1]
+    responses = [client.post("/v1/jobs", json=body, headers=headers)]
+    assert responses[0].status_code == 201, responses[0].text
+    job_id = responses[0].json()["id"]
+    # Failures that handle the secrets: a tampered body, a wrong token, a bad key id.
+    responses.append(client.post("/v1/jobs", json={**body, "ref": "v1.0"}, headers=headers))
+    responses.append(client.get(f"/v1/jobs/{job_id}", headers=auth(tok + "x")))
+    responses.append(
+        client.post("/v1/jobs", json=body, headers=signed(tok, body, KEY_2, "nobody@1"))
+    )
+    deadline = time.monotonic() + 60
+    while strict.pool().get(job_id).state not in ("failed", "succeeded", "error"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    job = strict.pool().get(job_id)
+    assert job.state == "failed" and job.exit_code == 5
+    log = client.get(f"/v1/jobs/{job_id}/logs", headers=auth(tok))
+    assert "plain ***" in log.text and "whole token: ***" in log.text
+    responses += [log, client.get(f"/v1/jobs/{job_id}", headers=auth(tok))]
+    cli = [strict.cli("show", "--json", job_id), strict.cli("logs", job_id)]
+    redis_dump = [
+        repr(v)
+        for key in strict.pool().redis.scan_iter("*")
+        if strict.pool().redis.type(key) == b"stream"
+        for v in strict.pool().redis.xrange(key)
+    ]
+    db = sqlite3.connect(strict.settings().resolved_store_url.removeprefix("sqlite:///"))
+    store_dump = "\n".join(db.iterdump())
+    db.close()
+    haystacks = {
+        "responses": "\n".join(r.text + repr(dict(r.headers)) for r in responses),
+        "server log": caplog.text,
+        "worker logs": "\n".join(w.log.read_text() for w in strict.workers),
+        "cli": "\n".join(r.stdout + r.stderr for r in cli),
+        "redis streams": "\n".join(redis_dump),
+        "store": store_dump,
+    }
+    needles = {
+        "token": tok,
+        "signing key 1": KEY_1,
+        "signing key 2": KEY_2,
+        "signature": signature,
+        "job secret": JOB_SECRET,
+        "job secret base64": base64.b64encode(JOB_SECRET.encode()).decode()[:-4],
+    }
+    assert job_id in haystacks["store"] and "JOB_SECRET" in haystacks["store"]
+    for place, text in haystacks.items():
+        for what, needle in needles.items():
+            assert needle not in text, f"{what} found in {place}"
