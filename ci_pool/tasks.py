@@ -182,6 +182,14 @@ class _Lifecycle(threading.Thread):
 _lifecycle: _Lifecycle | None = None
 
 
+def _image_identity(cap: Capability) -> dict[str, Any]:
+    if cap.mode != "docker" or not cap.image:
+        return {}
+    from ci_pool.runner.executors.docker import image_identity
+
+    return image_identity(cap.image)
+
+
 @worker_ready.connect
 def _register(sender: Any = None, **_kw: Any) -> None:
     global _lifecycle
@@ -200,7 +208,7 @@ def _register(sender: Any = None, **_kw: Any) -> None:
         concurrency=int(app.conf.worker_concurrency or 1),
         version=ci_pool.__version__,
         started_at=time.time(),
-        extra={"mode": cap.mode, "image": cap.image},
+        extra={"mode": cap.mode, "image": cap.image, **_image_identity(cap)},
     )
     registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
     limits = getattr(app.conf, "ci_pool_limits", None) or Limits()

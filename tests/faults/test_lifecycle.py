@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from ci_pool.embedded import RedisServer
@@ -127,6 +128,11 @@ def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(
     rows = {r["runner_id"]: r for r in json.loads(life.cli("runners", "--json").stdout)}
     assert rows[worker.runner_id]["state"] == "busy"
     assert rows[worker.runner_id]["jobs"] == [job_id]
+    # The runner reports which build of its capability's image it runs.
+    extra = json.loads(rows[worker.runner_id]["extra"])
+    image = life.settings().capabilities["linux"].image
+    assert extra["image"] == image
+    assert extra["image_id"] == docker.from_env().images.get(image).id
     worker.kill()
     deadline = time.monotonic() + 30  # runner_ttl is 5 s in the tests
     while True:

@@ -217,6 +217,22 @@ class DockerExecutor(Executor):
         return len(found)
 
 
+def image_identity(image: str) -> dict[str, Any]:
+    """What a runner reports about its capability's image: the local image id and its
+    registry digests, so operators can tell which build every runner uses."""
+    try:
+        client = docker.from_env(timeout=10)
+        try:
+            img = client.images.get(image)
+        finally:
+            client.close()
+    except docker.errors.ImageNotFound:
+        return {"image_error": f"image {image} is not present on this runner"}
+    except docker.errors.DockerException as exc:
+        return {"image_error": f"Docker engine unavailable: {type(exc).__name__}"}
+    return {"image_id": img.id, "image_digests": list(img.attrs.get("RepoDigests") or [])}
+
+
 def docker_available() -> bool:
     """Whether a Docker engine answers here."""
     try:
