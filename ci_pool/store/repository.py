@@ -21,12 +21,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import FINAL_STATES, JobState, sources_of
-from ci_pool.store.models import Artifact, Base, Job, JobEvent, LogChunk, Pipeline, utcnow
+from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -80,12 +79,11 @@ class Store:
         self._read_session = sessionmaker(reader, expire_on_commit=False)
 
     def init_schema(self) -> None:
-        """Create the tables (idempotent)."""
-        try:
-            Base.metadata.create_all(self.engine)
-        except OperationalError:
-            # Another process created them at the same moment.
-            Base.metadata.create_all(self.engine)
+        """Create or upgrade the tables through the migrations (idempotent, and safe when
+        several processes start at once)."""
+        from ci_pool.store.migrate import upgrade
+
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

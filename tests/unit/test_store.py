@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import JobState
 from ci_pool.store import Claim, Job, Store
-from ci_pool.store.models import Base, utcnow
+from ci_pool.store.models import utcnow
 
 S = JobState
 TINY_LEASE = 0.05
@@ -27,7 +28,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         s = Store(f"sqlite:///{tmp_path}/s.db")
     else:
         s = Store(request.getfixturevalue("postgres_url"))
-        Base.metadata.drop_all(s.engine)
+        with s.engine.begin() as conn:  # an empty database, migrations included
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     s.init_schema()
     yield s
     s.close()

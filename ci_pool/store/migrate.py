@@ -1,0 +1,45 @@
+"""Bring a store's schema to the newest migration (alembic), safely from many processes.
+
+A store created before migrations existed (tables but no ``alembic_version``) is taken
+as the first revision and upgraded from there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, Engine, inspect, text
+
+#: The newest revision in migrations/versions (checked by the test suite).
+HEAD = "0002"
+BASELINE = "0001"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Upgrade to HEAD in one transaction; concurrent callers wait and find it done."""
+    with engine.connect() as probe:
+        if current(probe) == HEAD:
+            return
+    with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE, one writer at a time
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(4711007)"))
+        revision = current(conn)
+        if revision == HEAD:
+            return
+        if revision is None and inspect(conn).has_table("jobs"):
+            command.stamp(config(conn), BASELINE)
+        command.upgrade(config(conn), "head")
