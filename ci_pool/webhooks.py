@@ -28,7 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.jobs import check_ref, check_repo_url, is_sha
-from ci_pool.policy import SecretUnavailable, read_secret_source
+from ci_pool.policy import SecretUnavailable, Submitter, read_secret_source
 from ci_pool.policy import glob_match as ref_glob_match
 from ci_pool.pool import Pool
 from ci_pool.runner.checkout import GitRunner
@@ -493,7 +493,9 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
         raise
     result = HookResult(delivery, event, 202, "", skipped=list(workflows.skipped))
     for path, text in workflows.files:
-        result.pipelines += _submit(pool, push, workflows.commit, path, text, result.skipped)
+        result.pipelines += _submit(
+            pool, push, workflows.commit, path, text, result.skipped, _submitter(provider)
+        )
     _set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
     dirs = " or ".join(d + "/" for d in spec.workflow_dirs)
     result.message = (
@@ -513,8 +515,20 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     return result
 
 
+def _submitter(provider: str) -> Submitter:
+    """A verified delivery counts as signed (by the provider's webhook secret); the
+    capabilities' repository and ref allowlists still apply."""
+    return Submitter(name=f"{provider} webhook", signed_by=f"webhook:{provider}", operator=False)
+
+
 def _submit(
-    pool: Pool, push: Push, commit: str, path: str, text: str, skipped: list[tuple[str, str]]
+    pool: Pool,
+    push: Push,
+    commit: str,
+    path: str,
+    text: str,
+    skipped: list[tuple[str, str]],
+    who: Submitter,
 ) -> list[tuple[str, str]]:
     """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
     try:
@@ -524,7 +538,7 @@ def _submit(
             skipped.append((path, why))
             return []
         row = pool.submit_pipeline(
-            text, file=path, repo=push.repo, ref=push.name, event="push", commit=commit
+            text, file=path, repo=push.repo, ref=push.name, event="push", commit=commit, who=who
         )
     except CIPoolError as exc:
         log.info("webhook: workflow %s not run: %s", path, exc)

@@ -25,6 +25,7 @@ from ci_pool import webhooks
 from ci_pool.api import create_app
 from ci_pool.embedded import make_repo
 from ci_pool.exceptions import CheckoutError
+from ci_pool.pool import Pool
 from ci_pool.settings import Settings, load_settings
 from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.webhooks import WebhookDelivery, sign
@@ -408,3 +409,31 @@ def test_the_webhook_secrets_appear_in_no_response_log_or_store(
     for value in hooks.secrets.values():
         assert not any(value in t for t in texts)
     assert "webhook_deliveries" in texts[-1 - len(harness.workers)]
+
+
+def test_webhook_pipelines_go_through_policy(hooks: Hooks, git_server: GitServer) -> None:
+    """A verified delivery counts as signed, but the capability's allowlists still apply:
+    the pipeline is recorded rejected with the rule, and the answer says so."""
+    bare = git_server.base / "hooks-deploy.git"
+    ship = "on: push\njobs:\n  ship:\n    runs-on: deploy\n    steps:\n      - run: ./ship\n"
+    sha = make_repo(bare, {".gitea/workflows/ship.yml": ship})
+    deploy = hooks.settings.capabilities["deploy"].model_copy(
+        update={"repos": ("org/*", "hooks-*"), "refs": ("refs/heads/main",)}
+    )
+    caps = {**hooks.settings.capabilities, "deploy": deploy}
+    settings = hooks.settings.model_copy(update={"capabilities": caps})
+    with TestClient(create_app(settings)) as client:
+        strict = Hooks(client, settings, hooks.secrets, hooks.repo)
+        url = git_server.url("hooks-deploy.git")
+        res = deliver(strict, "gitea", push_body(url, "refs/heads/main", sha))
+        assert res.status_code == 202, res.text
+        started, skipped = files_of(res)
+        assert started == [".gitea/workflows/ship.yml"], res.text
+        subprocess.run(["git", "-C", str(bare), "branch", "feature", sha], env=GIT_ENV, check=True)
+        res = deliver(strict, "gitea", push_body(url, "refs/heads/feature", sha))
+        started, skipped = files_of(res)
+        assert started == []
+        reason = skipped[".gitea/workflows/ship.yml"]
+        assert "denied by rule capabilities.deploy.refs" in reason
+        pid = reason.split("pipeline ", 1)[1].split(" ", 1)[0]
+        assert Pool(settings).store.get_pipeline(pid).state == "rejected"
