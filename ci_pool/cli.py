@@ -1,4 +1,6 @@
-"""The ci-pool command line (typer + rich). Commands are thin: they call Pool.
+"""The ci-pool command line (typer + rich). Commands are thin: job and pipeline commands
+go through the HTTP API when CI_POOL_API_URL is set (with CI_POOL_API_TOKEN), else
+straight to the local store and broker.
 
 Exit codes: 0 ok; 1 the job failed (``wait`` exits with the job's own exit code);
 2 bad usage or input; 3 infrastructure error (broker, store, Docker, git server);
@@ -24,15 +26,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ci_pool import cli_api, cli_pipelines, monitoring
+from ci_pool import cli_api, cli_pipelines, cli_provision, monitoring
 from ci_pool.capabilities import route
+from ci_pool.client import PoolClient, connect
 from ci_pool.exceptions import CIPoolError, InputError
-from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState, parse_job_spec
+from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState
 from ci_pool.pool import Pool
 from ci_pool.runners import RunnerRegistry
 from ci_pool.settings import get_settings
-from ci_pool.store import Job
 from ci_pool.tasks import Limits
+from ci_pool.views import job_dict as job_dict
 
 app = typer.Typer(
     name="ci-pool",
@@ -48,6 +51,11 @@ err = Console(stderr=True, highlight=False)
 
 def _pool() -> Pool:
     return Pool(get_settings())
+
+
+def _client() -> PoolClient:
+    """The API when CI_POOL_API_URL is set, else the local store and broker."""
+    return connect(get_settings())
 
 
 def _duration(text: str) -> int:
@@ -67,54 +75,6 @@ def _env_pairs(pairs: list[str]) -> dict[str, str]:
             raise InputError(f"{pair!r} is not KEY=VALUE", field="--env")
         env[key] = value
     return env
-
-
-def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
-    """The public view of a job (also the ``--json`` output)."""
-
-    def ts(v: datetime | None) -> str | None:
-        return v.isoformat() if v else None
-
-    data: dict[str, Any] = {
-        "id": job.id,
-        "name": job.name,
-        "state": job.state,
-        "capability": job.capability,
-        "queue": job.queue,
-        "repo": job.repo,
-        "ref": job.ref,
-        "commit_sha": job.commit_sha,
-        "labels": job.labels,
-        "timeout_s": job.timeout_s,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "runner_id": job.runner_id,
-        "exit_code": job.exit_code,
-        "reason": job.reason,
-        "created_at": ts(job.created_at),
-        "queued_at": ts(job.queued_at),
-        "started_at": ts(job.started_at),
-        "finished_at": ts(job.finished_at),
-        "evidence": job.evidence,
-    }
-    if pool is not None:
-        data["waiting"] = pool.why_waiting(job)
-        data["artifacts"] = [
-            {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
-            for a in pool.store.artifacts(job.id)
-        ]
-        data["events"] = [
-            {
-                "attempt": e.attempt,
-                "from": e.from_state,
-                "to": e.to_state,
-                "at": ts(e.at),
-                "runner_id": e.runner_id,
-                "reason": e.reason,
-            }
-            for e in pool.store.events(job.id)
-        ]
-    return data
 
 
 _STATE_STYLE = {
@@ -154,35 +114,31 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
-    pool = _pool()
-    spec = parse_job_spec(
-        {
-            "repo": repo,
-            "ref": ref,
-            "capability": capability,
-            "labels": tuple(label or ()),
-            "steps": [{"run": r, "name": f"run {i}"} for i, r in enumerate(run, 1)],
-            "env": _env_pairs(env or []),
-            "timeout": _duration(timeout) if timeout else None,
-            "name": name,
-            "secrets": tuple(secret or ()),
-            "artifacts": tuple(artifact or ()),
-            "image": image,
-            "checkout": {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs},
-        },
-        allow_local_repos=pool.settings.allow_local_repos,
-    )
-    job = pool.submit(spec)
+    body = {
+        "repo": repo,
+        "ref": ref,
+        "capability": capability,
+        "labels": list(label or ()),
+        "steps": [{"run": r, "name": f"run {i}"} for i, r in enumerate(run, 1)],
+        "env": _env_pairs(env or []),
+        "timeout": _duration(timeout) if timeout else None,
+        "name": name,
+        "secrets": list(secret or ()),
+        "artifacts": list(artifact or ()),
+        "image": image,
+        "checkout": {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs},
+    }
+    job = _client().submit_job(body)
     if as_json:
-        out.print_json(json.dumps(job_dict(job)))
+        out.print_json(json.dumps(job))
     else:
-        print(job.id)
+        print(job["id"])
 
 
-def _exit_code(job: Job) -> int:
-    if job.state == JobState.FAILED.value:
-        return job.exit_code or 1
-    return WAIT_EXIT_CODES.get(JobState(job.state), 3)
+def _exit_code(job: dict[str, Any]) -> int:
+    if job["state"] == JobState.FAILED.value:
+        return int(job["exit_code"] or 1)
+    return WAIT_EXIT_CODES.get(JobState(job["state"]), 3)
 
 
 @app.command()
@@ -192,13 +148,13 @@ def wait(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Block until the job ends; exit with its exit code (124 timed out, 130 cancelled)."""
-    pool = _pool()
-    job = pool.wait(job_id, timeout=_duration(timeout) if timeout else None)
+    job = _client().wait(job_id, timeout=_duration(timeout) if timeout else None)
     if as_json:
-        out.print_json(json.dumps(job_dict(job)))
+        out.print_json(json.dumps(job))
     else:
-        err.print(f"job {job.id} {job.state}" + (f": {job.reason}" if job.reason else ""))
-    if JobState(job.state) not in FINAL_STATES:
+        reason = f": {job['reason']}" if job["reason"] else ""
+        err.print(f"job {job['id']} {job['state']}{reason}")
+    if JobState(job["state"]) not in FINAL_STATES:
         raise typer.Exit(3)
     raise typer.Exit(_exit_code(job))
 
@@ -209,8 +165,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """A job's state, timings, runner and history; says why it waits when queued."""
-    pool = _pool()
-    data = job_dict(pool.get(job_id), pool)
+    data = _client().job(job_id)
     if as_json:
         out.print_json(json.dumps(data))
         return
@@ -261,14 +216,13 @@ def logs(
     ] = True,
 ) -> None:
     """Print a job's log (``-f`` follows it live, with timestamps, until the job ends)."""
-    pool = _pool()
-    pool.get(job_id)
+    client = _client()
     if follow:
-        for ts, line in pool.follow(job_id):
+        for ts, line in client.follow(job_id):
             stamp = f"{ts[11:23]} " if timestamps and ts else ""
             print(f"{stamp}{line}", flush=True)
         return
-    sys.stdout.write(pool.store.read_log(job_id, attempt))
+    sys.stdout.write(client.log(job_id, attempt))
 
 
 @app.command("artifacts")
@@ -278,17 +232,15 @@ def artifacts_cmd(
     attempt: Annotated[int | None, typer.Option(help="Attempt (default: latest).")] = None,
 ) -> None:
     """Download a job's artifacts (checked against their sha256)."""
-    pool = _pool()
-    pool.get(job_id)
-    for path in pool.download_artifacts(job_id, dest, attempt):
+    for path in _client().download_artifacts(job_id, dest, attempt):
         print(path)
 
 
 @app.command()
 def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Cancel a job: at once if queued; a running job is stopped by its worker."""
-    job = _pool().cancel(job_id)
-    print(f"job {job.id} {'cancel requested' if job.state == 'running' else job.state}")
+    job = _client().cancel(job_id)
+    print(f"job {job['id']} {'cancel requested' if job['state'] == 'running' else job['state']}")
 
 
 @app.command()
@@ -424,7 +376,7 @@ def scale(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs."""
-    rows = _pool().status()
+    rows = _client().status()
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -465,18 +417,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command()
 def explain(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Why a job is not running yet (or how it ended), in plain words."""
-    pool = _pool()
-    job = pool.get(job_id)
-    why = pool.why_waiting(job)
-    if why:
-        print(f"job {job.id} is {job.state}: {why}")
-    elif job.state == JobState.RUNNING.value:
-        print(
-            f"job {job.id} is running on {job.runner_id} (attempt {job.attempt}); "
-            f"its lease runs until {job.lease_until.isoformat() if job.lease_until else '-'}"
-        )
-    else:
-        print(f"job {job.id} ended {job.state}" + (f": {job.reason}" if job.reason else ""))
+    print(_client().explain(job_id))
 
 
 @app.command()
@@ -517,6 +458,7 @@ app.command()(cli_pipelines.validate)
 app.command()(cli_pipelines.retry)
 app.add_typer(cli_pipelines.pipeline_app, name="pipeline")
 app.add_typer(cli_api.token_app, name="token")
+app.add_typer(cli_provision.provision_app, name="provision")
 app.command("api")(cli_api.api)
 
 

@@ -59,3 +59,9 @@ CONTAINER_SCRIPTS = "/ci-pool"
 #: Home directory for the embedded store, workspaces and demo files.
 HOME_DIR = ".ci-pool"
 CONFIG_FILE = "ci-pool.toml"
+
+#: The CLI in remote mode (``CI_POOL_API_URL``): seconds to connect, to get an answer, and
+#: between polls of a job it waits for.
+API_CONNECT_TIMEOUT = 10.0
+API_TIMEOUT = 60.0
+API_POLL_INTERVAL = 0.25

@@ -9,7 +9,6 @@ written by hand: https://prometheus.io/docs/instrumenting/exposition_formats/
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import math
 import os
 import sys
@@ -23,6 +22,7 @@ import typer
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from ci_pool.addresses import is_loopback
 from ci_pool.celery_app import create_celery
 from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.jobs import JobState
@@ -376,15 +376,6 @@ def flower_credentials(settings: Settings, explicit: str | None = None) -> str:
         # Flower splits its credential list on commas: "u:a,b" would let "b" in.
         raise ConfigError("must not contain commas or control characters", key="flower_auth")
     return raw
-
-
-def is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def flower_argv(port: int, address: str, credentials: str) -> list[str]:

@@ -31,11 +31,11 @@ from ci_pool.api.schemas import (
     JobsPublic,
     QueuesPublic,
 )
-from ci_pool.cli import job_dict
 from ci_pool.exceptions import InputError, NotFound
 from ci_pool.idempotency import run_once
 from ci_pool.jobs import JobState, parse_job_spec
 from ci_pool.pool import Pool
+from ci_pool.views import job_dict
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)

@@ -18,8 +18,8 @@ from ci_pool.api.deps import (
 )
 from ci_pool.api.routes_jobs import ERRORS, once
 from ci_pool.api.schemas import PipelineCreate, PipelinePublic
-from ci_pool.cli_pipelines import pipeline_dict
 from ci_pool.pool import Pool
+from ci_pool.views import pipeline_dict
 
 router = APIRouter(prefix="/v1", responses=ERRORS, tags=["pipelines"])
 

@@ -69,6 +69,7 @@ class JobPublic(BaseModel):
 
     id: str
     name: str
+    pipeline_id: str | None = None
     state: str
     capability: str
     queue: str
@@ -86,6 +87,8 @@ class JobPublic(BaseModel):
     queued_at: str | None
     started_at: str | None
     finished_at: str | None
+    #: While running: until when its worker's lease holds (it heartbeats to extend it).
+    lease_until: str | None = None
     evidence: dict[str, Any] | None
     waiting: str | None = None
     artifacts: list[ArtifactPublic] | None = None

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from ci_pool import tokens
+from ci_pool.addresses import is_loopback
 from ci_pool.api.app import create_app
 from ci_pool.exceptions import ConfigError
 from ci_pool.pool import Pool
 from ci_pool.settings import Settings
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def make_server(

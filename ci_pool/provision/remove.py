@@ -1,0 +1,221 @@
+"""``ci-pool provision remove RUNNER`` and ``rotate RUNNER``: retire a runner container
+(drain its workers, wait for their running jobs, delete it, revoke its tokens) or give it a
+fresh token. Without ``confirm`` both only say what they would do."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ci_pool.exceptions import CIPoolError, NotFound, ProvisioningError
+from ci_pool.jobs import JobState
+from ci_pool.pool import Pool
+from ci_pool.provision.credentials import (
+    HeartbeatWait,
+    credential_file,
+    deliver,
+    issue_token,
+    live_runner_ids,
+    read_credentials,
+    registry_wait,
+    revoke_tokens,
+    start_worker,
+)
+from ci_pool.provision.incus import KEY_MANAGED, Incus
+from ci_pool.provision.records import Records, Redactor
+from ci_pool.provision.ssh import SshSession, SshTarget
+from ci_pool.runners import RunnerRegistry
+from ci_pool.settings import Settings
+from ci_pool.tasks import drain_key
+
+
+def resolve_runner(records: Records, pool: Pool, runner: str) -> tuple[str, dict[str, Any]]:
+    """A container name or a live runner id -> (container, its inventory entry)."""
+    inventory = records.inventory()
+    if runner in inventory:
+        return runner, inventory[runner]
+    try:
+        live = pool.runners()
+    except redis.RedisError:
+        live = []
+    for r in live:
+        if r.runner_id == runner and r.host in inventory:
+            return r.host, inventory[r.host]
+    raise NotFound(
+        f"{runner!r} is neither a runner container provisioned from here (see "
+        f"{records.inventory_path}) nor a live runner on one (see ci-pool runners)"
+    )
+
+
+def target_of(entry: dict[str, Any]) -> SshTarget:
+    return SshTarget(
+        entry["host"],
+        int(entry["port"]),
+        entry["user"],
+        Path(entry["known_hosts"]),
+        Path(entry["identity"]),
+    )
+
+
+def _running_jobs(pool: Pool, container: str, runner_ids: set[str]) -> list[str]:
+    return [
+        j.id
+        for j in pool.store.list_jobs(states=[JobState.RUNNING], limit=10_000)
+        if j.runner_id in runner_ids or f"@{container}-" in (j.runner_id or "")
+    ]
+
+
+def retire(
+    pool: Pool, incus: Incus, container: str, redact: Redactor, timeout: float, poll: float = 0.5
+) -> dict[str, Any]:
+    """Drain, wait for running jobs, delete the container, revoke its tokens."""
+    runner_ids = live_runner_ids(pool.redis, pool.settings.runner_ttl, container)
+    for rid in sorted(runner_ids):
+        try:
+            pool.drain(rid)
+        except NotFound:  # it exited between the two looks
+            continue
+    deadline = time.monotonic() + timeout
+    while running := _running_jobs(pool, container, runner_ids):
+        if time.monotonic() >= deadline:
+            raise ProvisioningError(
+                f"{container} still runs job(s) {', '.join(running)} after {timeout:g}s; it "
+                "stays drained (no new jobs). Run remove again once they end, or cancel them "
+                "with ci-pool cancel JOB"
+            )
+        time.sleep(poll)
+    exists = any(i.get("name") == container for i in incus.instances())
+    if exists:
+        incus.delete(container)
+    registry = RunnerRegistry(pool.redis, pool.settings.runner_ttl)
+    for rid in runner_ids:
+        registry.unregister(rid)
+        pool.redis.delete(drain_key(rid))
+    entry = Records(pool.settings.home).inventory().get(container, {})
+    revoked = revoke_tokens(pool.store, entry.get("tokens", []))
+    return {
+        "container": container,
+        "drained": sorted(runner_ids),
+        "deleted": exists,
+        "revoked": revoked,
+    }
+
+
+def _check_managed(incus: Incus, container: str) -> None:
+    for inst in incus.instances():
+        if inst.get("name") == container:
+            if (inst.get("config") or {}).get(KEY_MANAGED) != "true":
+                raise ProvisioningError(
+                    f"{container} on {incus.session.target.host} is not marked "
+                    f"{KEY_MANAGED}=true; refusing to touch an instance ci-pool does not manage"
+                )
+            return
+
+
+def describe(container: str, entry: dict[str, Any], verb: str) -> str:
+    host = f"{entry['user']}@{entry['host']}:{entry['port']}"
+    if verb == "remove":
+        return (
+            f"remove {container} on {host}: drain its workers, wait for their running jobs, "
+            f"incus delete --force {container}, revoke token(s) "
+            + (", ".join(entry.get("tokens", [])) or "-")
+            + "\nnothing has changed yet; add --confirm to do it"
+        )
+    return (
+        f"rotate {container} on {host}: issue a new token, push the credential file again, "
+        "restart the worker, wait for its heartbeat, then revoke "
+        + (", ".join(entry.get("tokens", [])) or "-")
+        + "\nnothing has changed yet; add --confirm to do it"
+    )
+
+
+def remove(
+    settings: Settings,
+    runner: str,
+    *,
+    confirm: bool,
+    timeout: float = 3600.0,
+    pool: Pool | None = None,
+) -> dict[str, Any]:
+    """Retire one runner container; returns the audit record (or a dry-run description)."""
+    records = Records(settings.home)
+    pool = pool or Pool(settings)
+    container, entry = resolve_runner(records, pool, runner)
+    if not confirm:
+        return {"dry_run": True, "text": describe(container, entry, "remove")}
+    redact = Redactor()
+    base = {"event": "remove", "container": container, "host": entry["host"]}
+    with SshSession(target_of(entry)) as session:
+        incus = Incus(session, redact)
+        try:
+            _check_managed(incus, container)
+            result = retire(pool, incus, container, redact, timeout)
+        except (CIPoolError, redis.RedisError) as exc:
+            records.audit(
+                {**base, "state": "failed", "error": str(exc), "evidence": incus.evidence}, redact
+            )
+            raise ProvisioningError(redact(str(exc))) from None
+    records.set_runner(container, None)
+    return records.audit(
+        {**base, "state": "completed", **result, "evidence": incus.evidence}, redact
+    )
+
+
+def rotate(
+    settings: Settings,
+    runner: str,
+    *,
+    confirm: bool,
+    heartbeat_timeout: float = 300.0,
+    wait: HeartbeatWait | None = None,
+    pool: Pool | None = None,
+) -> dict[str, Any]:
+    """New token and credential file for one runner; the old token is revoked only once
+    the worker heartbeats with the new one."""
+    records = Records(settings.home)
+    pool = pool or Pool(settings)
+    container, entry = resolve_runner(records, pool, runner)
+    if not confirm:
+        return {"dry_run": True, "text": describe(container, entry, "rotate")}
+    redact = Redactor()
+    base = {"event": "rotate", "container": container, "host": entry["host"]}
+    old = list(entry.get("tokens", []))
+    new_name = ""
+    with SshSession(target_of(entry)) as session:
+        incus = Incus(session, redact)
+        try:
+            _check_managed(incus, container)
+            creds = read_credentials(Path(entry["credentials"]), redact)
+            new_name, plaintext = issue_token(
+                pool.store, container, time.strftime("%Y%m%d%H%M%S", time.gmtime()), redact
+            )
+            before = {container: live_runner_ids(pool.redis, settings.runner_ttl, container)}
+            deliver(incus, container, credential_file(creds, plaintext))
+            start_worker(incus, container, entry["capability"])
+            waiter = wait or registry_wait(pool.redis, settings.runner_ttl)
+            started = waiter(before, entry["capability"], heartbeat_timeout)
+        except (CIPoolError, redis.RedisError) as exc:
+            if new_name:
+                revoke_tokens(pool.store, [new_name])
+            records.audit(
+                {**base, "state": "failed", "error": str(exc), "evidence": incus.evidence}, redact
+            )
+            raise ProvisioningError(redact(str(exc))) from None
+    revoked = revoke_tokens(pool.store, old)
+    records.set_runner(
+        container, {**entry, "tokens": [new_name], "runner_id": started.get(container, "")}
+    )
+    return records.audit(
+        {
+            **base,
+            "state": "completed",
+            "token": new_name,
+            "revoked": revoked,
+            "runners": started,
+            "evidence": incus.evidence,
+        },
+        redact,
+    )

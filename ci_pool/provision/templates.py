@@ -1,0 +1,229 @@
+"""Render the provisioning templates: the Incus profile of a capability with its cloud-init
+user-data, the ``ci-pool-worker@.service`` unit, its per-lane drop-in and the worker's
+non-secret environment. Templates live in ``provisioning/`` and use ``string.Template``;
+nothing here reads a credential."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+import ci_pool
+from ci_pool.capabilities import Capability
+from ci_pool.exceptions import ConfigError, InputError
+from ci_pool.settings import Settings
+
+#: The templates of a source checkout: ``<repo>/provisioning``.
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "provisioning"
+#: Where cloud-init puts the worker's virtualenv on the runner.
+VENV = "/opt/ci-pool"
+#: The ``ExecStart`` binary (a rendering parameter so a test can point it at a real file).
+EXEC_PATH = VENV + "/bin/ci-pool"
+UNIT_TEMPLATE = "ci-pool-worker@.service"
+#: Settings a worker must share with the rest of the pool (timings, limits, checkout).
+SHARED_SETTINGS = (
+    "lease_ttl",
+    "heartbeat_interval",
+    "runner_ttl",
+    "max_attempts",
+    "retry_backoff",
+    "max_job_timeout",
+    "visibility_timeout",
+    "stop_grace",
+    "log_max_bytes",
+    "checkout_filter",
+    "mirror_cache",
+    "tree_cache",
+    "allow_local_repos",
+    "git_url_rewrites",
+)
+#: A pip requirement, wheel URL or path: no quotes, spaces or shell metacharacters.
+_PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~+:/@%]{0,299}$")
+
+
+def unit_name(capability: str) -> str:
+    return f"ci-pool-worker@{capability}.service"
+
+
+def profile_name(capability: str) -> str:
+    return f"ci-pool-{capability}"
+
+
+def default_package() -> str:
+    return f"ci-pool=={ci_pool.__version__}"
+
+
+def check_package(package: str) -> str:
+    if not _PACKAGE.match(package):
+        raise InputError(
+            "give a pip requirement (ci-pool==0.1.0) or a wheel URL, without spaces or quotes",
+            field="--package",
+        )
+    return package
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Everything one capability's runners are made from."""
+
+    profile: dict[str, Any]
+    user_data: str
+    unit: str
+    dropin: str
+    worker_env: str
+
+    @property
+    def profile_yaml(self) -> str:
+        return yaml.safe_dump(self.profile, sort_keys=True, default_flow_style=False)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the rendered profile (the user-data, unit and env are inside it)."""
+        return hashlib.sha256(json.dumps(self.profile, sort_keys=True).encode()).hexdigest()
+
+
+def _read(templates: Path, relative: str) -> str:
+    path = templates / relative
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            "template not found; run from a ci-pool source checkout or pass --templates",
+            file=str(path),
+        ) from None
+
+
+def render_unit(
+    templates: Path = TEMPLATES_DIR, *, exec_path: str = EXEC_PATH, stop_timeout: int = 3600
+) -> str:
+    """The ``ci-pool-worker@.service`` unit (one file for every capability)."""
+    text = _read(templates, f"systemd/{UNIT_TEMPLATE}")
+    return Template(text).substitute(exec_path=exec_path, stop_timeout=f"{stop_timeout}s")
+
+
+def render_dropin(cap: Capability, templates: Path = TEMPLATES_DIR) -> str:
+    """The lane drop-in: Docker group for Docker lanes, /dev for host-mode lanes."""
+    name = "docker-lane.conf" if cap.mode == "docker" else "host-lane.conf"
+    return _read(templates, f"systemd/{name}")
+
+
+def _env_value(key: str, value: str) -> str:
+    # Single quotes: systemd takes the value literally (no escapes, no ${} expansion).
+    if "'" in value or "\n" in value:
+        raise ConfigError("a value for the worker environment holds a quote or newline", key=key)
+    return f"{key}='{value}'"
+
+
+def render_worker_env(settings: Settings, cap: Capability) -> str:
+    """The worker's non-secret settings as a systemd EnvironmentFile."""
+    lines = [
+        f"# ci-pool worker settings for capability {cap.name} (no secret: the broker and",
+        "# store URLs are in /etc/ci-pool/private/credentials.env).",
+        _env_value("CI_POOL_HOME", "/var/lib/ci-pool"),
+    ]
+    capabilities = json.dumps({cap.name: cap.model_dump(mode="json")}, sort_keys=True)
+    lines.append(_env_value("CI_POOL_CAPABILITIES", capabilities.replace("'", "\\u0027")))
+    for key in SHARED_SETTINGS:
+        value = getattr(settings, key)
+        text = (
+            json.dumps(value, sort_keys=True).replace("'", "\\u0027")
+            if isinstance(value, dict)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+        lines.append(_env_value("CI_POOL_" + key.upper(), text))
+    return "\n".join(lines) + "\n"
+
+
+def _block(text: str, indent: int = 6) -> str:
+    return textwrap.indent(text.rstrip("\n") + "\n", " " * indent).rstrip("\n")
+
+
+def render_user_data(
+    settings: Settings,
+    cap: Capability,
+    package: str,
+    templates: Path = TEMPLATES_DIR,
+    *,
+    exec_path: str = EXEC_PATH,
+) -> str:
+    """cloud-init user-data that installs the worker for one capability."""
+    packages = ["git", "python3-venv", "ca-certificates"]
+    if cap.mode == "docker":
+        packages.append("docker.io")
+    text = Template(_read(templates, "cloud-init/user-data.yaml")).substitute(
+        capability=cap.name,
+        packages=json.dumps(packages),
+        unit=_block(
+            render_unit(templates, exec_path=exec_path, stop_timeout=stop_timeout(settings))
+        ),
+        dropin=_block(render_dropin(cap, templates)),
+        worker_env=_block(render_worker_env(settings, cap)),
+        venv=json.dumps(VENV),
+        pip=json.dumps(VENV + "/bin/pip"),
+        package=json.dumps(check_package(package)),
+        unit_name=json.dumps(unit_name(cap.name)),
+    )
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"rendered user-data is not valid YAML: {exc}", file="user-data"
+        ) from None
+    return text
+
+
+def stop_timeout(settings: Settings) -> int:
+    """Long enough for the longest job to finish after SIGTERM (Celery's warm shutdown)."""
+    return int(settings.max_job_timeout + settings.stop_grace + 60)
+
+
+def render(
+    settings: Settings,
+    cap: Capability,
+    package: str,
+    templates: Path = TEMPLATES_DIR,
+) -> Rendered:
+    """The profile (with its cloud-init user-data) and the files it installs."""
+    raw = yaml.safe_load(_read(templates, f"incus/profile-{cap.name}.yaml")) or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        raise ConfigError("a profile template needs a config table", file=f"profile-{cap.name}")
+    for key, value in {**raw["config"], **_flat_devices(raw.get("devices") or {})}.items():
+        if not isinstance(value, str):
+            raise ConfigError(
+                "quote every value: Incus stores strings", key=key, file=f"profile-{cap.name}"
+            )
+    user_data = render_user_data(settings, cap, package, templates)
+    profile = {
+        "description": str(raw.get("description", "")),
+        "config": {**raw["config"], "cloud-init.user-data": user_data},
+        "devices": raw.get("devices") or {},
+    }
+    return Rendered(
+        profile=profile,
+        user_data=user_data,
+        unit=render_unit(templates, stop_timeout=stop_timeout(settings)),
+        dropin=render_dropin(cap, templates),
+        worker_env=render_worker_env(settings, cap),
+    )
+
+
+def _flat_devices(devices: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"devices.{name}.{key}": value
+        for name, device in devices.items()
+        for key, value in (device or {}).items()
+    }
+
+
+def has_profile_template(capability: str, templates: Path = TEMPLATES_DIR) -> bool:
+    return (templates / "incus" / f"profile-{capability}.yaml").is_file()

@@ -1,0 +1,595 @@
+"""Provisioning against a real OpenSSH sshd on loopback (throwaway host and user keys) with a
+stand-in ``incus`` on the remote PATH that records its calls: plan, apply, remove and rotate
+end to end, the blockers, stale plans, and that no credential leaks anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ci_pool import tokens
+from ci_pool.embedded import RedisServer, free_port
+from ci_pool.pool import Pool
+from ci_pool.provision.ssh import SshError, SshSession, SshTarget
+from ci_pool.provision.templates import TEMPLATES_DIR, render_dropin, render_unit
+from ci_pool.settings import Settings, load_settings
+from tests.conftest import need
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SSHD = "/usr/sbin/sshd"
+REDIS_DB = 13
+BROKER_PASSWORD = "broker-pw-Plaintext-4242"
+STORE_PASSWORD = "store-pw-Plaintext-4242"
+CREDENTIALS = (
+    f"CI_POOL_BROKER_URL=redis://:{BROKER_PASSWORD}@10.0.0.5:6380/0\n"
+    f"CI_POOL_STORE_URL=postgresql+psycopg://ci:{STORE_PASSWORD}@10.0.0.5/ci_pool\n"
+)
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci-pool-test", "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return " ".join(path.with_name(path.name + ".pub").read_text().split()[:2])
+
+
+@dataclass
+class SshHost:
+    """The sshd fixture: its directory (the remote's files), keys and stand-in state."""
+
+    root: Path
+    port: int
+    host_key: str
+    user_key: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "standin"
+
+    @property
+    def incus(self) -> Path:
+        return self.root / "bin" / "incus"
+
+    def state(self) -> dict[str, Any]:
+        path = self.state_dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {"instances": {}}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        (self.state_dir / "state.json").write_text(json.dumps(state))
+
+    def calls(self) -> list[dict[str, Any]]:
+        path = self.state_dir / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def verbs(self) -> list[str]:
+        return [" ".join(c["argv"][:2]) for c in self.calls()]
+
+
+@pytest.fixture(scope="module")
+def ssh_host(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[SshHost]:
+    need(os.access(SSHD, os.X_OK), "openssh-server is not installed (/usr/sbin/sshd)")
+    need(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
+    need(os.geteuid() == 0, "the sshd fixture logs in as root and must run as root")
+    root = tmp_path_factory.mktemp("sshd")
+    host_key = keygen(root / "host_key")
+    keygen(root / "user_key")
+    shutil.copy(root / "user_key.pub", root / "authorized_keys")
+    (root / "bin").mkdir()
+    (root / "standin").mkdir()
+    standin = (Path(__file__).parent / "incus_standin.py").read_text()
+    (root / "bin" / "incus").write_text(f"#!{sys.executable}\n{standin}")
+    (root / "bin" / "incus").chmod(0o755)
+    port = free_port()
+    redis_url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "PermitRootLogin prohibit-password\nAllowAgentForwarding no\n"
+        f"PidFile {root / 'sshd.pid'}\n"
+        f"SetEnv PATH={root / 'bin'}:/usr/bin:/bin CI_POOL_STANDIN_STATE={root / 'standin'} "
+        f"CI_POOL_STANDIN_REDIS={redis_url} PYTHONPATH={ROOT}\n"
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    with (root / "sshd.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(root / "sshd_config")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    from ci_pool.embedded import _wait_port
+
+    _wait_port(port, proc, "sshd")
+    yield SshHost(root, port, host_key, root / "user_key", proc)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@dataclass
+class Operator:
+    """The operator's side: a ci-pool home, its credential file and the CLI."""
+
+    home: Path
+    ssh: SshHost
+    redis_url: str
+    outputs: list[str]
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.home.parent / "known_hosts"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
+        env["CI_POOL_HOME"] = str(self.home)
+        env["CI_POOL_BROKER_URL"] = self.redis_url
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        return env
+
+    def settings(self) -> Settings:
+        return load_settings(None, home=self.home, broker_url=self.redis_url)
+
+    def run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            list(cmd),
+            env=self.env(),
+            cwd=self.home.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        self.outputs += [res.stdout, res.stderr]
+        return res
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "-m", "ci_pool", *args, timeout=timeout)
+
+    def ssh_args(self) -> list[str]:
+        return [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.ssh.port),
+            "--known-hosts",
+            str(self.known_hosts),
+            "--identity",
+            str(self.ssh.user_key),
+        ]
+
+    def plan(
+        self, count: int, *extra: str, capability: str = "linux"
+    ) -> subprocess.CompletedProcess[str]:
+        return self.cli(
+            "provision",
+            "plan",
+            *self.ssh_args(),
+            "--capability",
+            capability,
+            "--count",
+            str(count),
+            *extra,
+        )
+
+    def plan_id(self, res: subprocess.CompletedProcess[str]) -> str:
+        m = re.match(r"plan ([0-9a-f]{16}):", res.stdout)
+        assert m, res.stdout + res.stderr
+        return m.group(1)
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.home / "provision" / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def operator(tmp_path: Path, ssh_host: SshHost, redis_server: RedisServer) -> Iterator[Operator]:
+    """A fresh operator home and an empty stand-in host for each test."""
+    for f in ssh_host.state_dir.iterdir():
+        f.unlink()
+    if not ssh_host.incus.exists():
+        (ssh_host.root / "incus.off").rename(ssh_host.incus)
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    home = tmp_path / "home"
+    (home / "provision").mkdir(parents=True)
+    creds = home / "provision" / "credentials.env"
+    creds.write_text(CREDENTIALS)
+    creds.chmod(0o600)
+    op = Operator(home, ssh_host, url, [])
+    op.known_hosts.write_text(f"[127.0.0.1]:{ssh_host.port} {ssh_host.host_key}\n")
+    yield op
+    assert_no_secret_anywhere(op)
+
+
+def assert_no_secret_anywhere(op: Operator) -> None:
+    """No password from the credential file and no token plaintext in any output, record
+    or file on the remote side (the stand-in's calls and state included)."""
+    texts = {f"output {i}": t for i, t in enumerate(op.outputs)}
+    for base in (op.home / "provision", op.ssh.root):
+        for path in base.rglob("*"):
+            if path.is_file() and path.name not in ("credentials.env", "user_key", "host_key"):
+                texts[str(path)] = path.read_text(errors="replace")
+    for where, text in texts.items():
+        for secret in (BROKER_PASSWORD, STORE_PASSWORD):
+            assert secret not in text, f"{secret} leaked into {where}"
+        assert not re.search(r"cip_[A-Za-z0-9_-]{8,}", text), f"a token leaked into {where}"
+
+
+def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
+    op, host = operator, operator.ssh
+    res = op.plan(2)
+    assert res.returncode == 0, res.stderr
+    plan_id = op.plan_id(res)
+    assert "reconcile  profile:ci-pool-linux" in res.stdout
+    assert "create     ci-pool-linux-1" in res.stdout and "ci-pool-linux-2" in res.stdout
+    assert f"ci-pool provision apply --plan-id {plan_id} --confirm" in res.stdout
+    assert host.verbs() == ["list --format", "profile list"]  # observing only
+    assert (op.home / "provision" / "plans" / f"{plan_id}.json").is_file()
+
+    refused = op.cli("provision", "apply", "--plan-id", plan_id)
+    assert refused.returncode == 2 and "--confirm" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert host.verbs() == ["list --format", "profile list"]
+
+    res = op.cli(
+        "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "30"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "ci-pool-linux-1: worker linux@ci-pool-linux-1-" in res.stdout
+    state = host.state()
+    assert sorted(state["instances"]) == ["ci-pool-linux-1", "ci-pool-linux-2"]
+    inst = state["instances"]["ci-pool-linux-1"]
+    assert inst["status"] == "Running" and inst["profiles"] == ["default", "ci-pool-linux"]
+    assert inst["config"]["user.ci-pool.managed"] == "true"
+    assert inst["files"]["/etc/ci-pool/private/credentials.env"]["mode"] == "0600"
+    profile = state["profiles"]["ci-pool-linux"]
+    assert profile["config"]["security.nesting"] == "true"
+    assert "ci-pool-worker@linux.service" in profile["config"]["cloud-init.user-data"]
+
+    calls = host.calls()
+    applied = [
+        c for c in calls[2:] if c["argv"][0] != "list" and c["argv"][:2] != ["profile", "list"]
+    ]
+    assert [" ".join(c["argv"][:2]) for c in applied] == [
+        "profile create",
+        "profile edit",
+        *(
+            [
+                "launch images:debian/12/cloud",
+                "exec ci-pool-linux-1",
+                "exec ci-pool-linux-1",
+                "file push",
+                "exec ci-pool-linux-1",
+            ]
+        ),
+        *(
+            [
+                "launch images:debian/12/cloud",
+                "exec ci-pool-linux-2",
+                "exec ci-pool-linux-2",
+                "file push",
+                "exec ci-pool-linux-2",
+            ]
+        ),
+    ]
+    with_stdin = [c for c in calls if c["stdin"]]
+    assert [c["argv"][:2] for c in with_stdin] == [
+        ["profile", "edit"],
+        ["file", "push"],
+        ["file", "push"],
+    ]
+    assert all(c["stdin_bytes"] > len(CREDENTIALS) for c in with_stdin[1:])
+    pushes = {c["stdin_sha256"] for c in with_stdin[1:]}
+    assert len(pushes) == 2  # each runner its own token
+
+    audit = op.audit()
+    assert [(r["event"], r["state"]) for r in audit] == [
+        ("plan", "planned"),
+        ("apply", "completed"),
+    ]
+    assert audit[1]["evidence"] and all("command" in e for e in audit[1]["evidence"])
+    settings = op.settings()
+    store = Pool(settings).store
+    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
+    assert active == {
+        f"runner-ci-pool-linux-1-{plan_id[:8]}",
+        f"runner-ci-pool-linux-2-{plan_id[:8]}",
+    }
+
+    again = op.cli("provision", "apply", "--plan-id", plan_id, "--confirm")
+    assert again.returncode == 0 and "applied already" in again.stdout
+
+    res = op.plan(2)
+    assert res.returncode == 0 and "nothing to do" in res.stdout
+
+    dry = op.cli("provision", "remove", "ci-pool-linux-2")
+    assert dry.returncode == 0 and "nothing has changed yet" in dry.stdout
+    assert "ci-pool-linux-2" in host.state()["instances"]
+    runners = Pool(settings).runners("linux")
+    assert {r.host for r in runners} == {"ci-pool-linux-1", "ci-pool-linux-2"}
+
+    res = op.cli("provision", "remove", "ci-pool-linux-2", "--confirm", "--json")
+    assert res.returncode == 0, res.stderr
+    record = json.loads(res.stdout)
+    assert record["state"] == "completed" and record["deleted"] is True
+    assert record["revoked"] == [f"runner-ci-pool-linux-2-{plan_id[:8]}"]
+    assert sorted(host.state()["instances"]) == ["ci-pool-linux-1"]
+    assert host.calls()[-1]["argv"] == ["delete", "ci-pool-linux-2", "--force"]
+    assert {r.host for r in Pool(settings).runners("linux")} == {"ci-pool-linux-1"}
+    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
+    assert active == {f"runner-ci-pool-linux-1-{plan_id[:8]}"}
+    assert [r["state"] for r in op.audit()][-1] == "completed"
+
+    rotated = op.cli("provision", "rotate", "ci-pool-linux-1", "--confirm", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    rec = json.loads(rotated.stdout)
+    assert rec["revoked"] == [f"runner-ci-pool-linux-1-{plan_id[:8]}"]
+    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
+    assert active == {rec["token"]}
+
+
+def test_scaling_down_plans_a_remove(operator: Operator) -> None:
+    op = operator
+    plan_id = op.plan_id(op.plan(2))
+    assert op.cli("provision", "apply", "--plan-id", plan_id, "--confirm").returncode == 0
+    res = op.plan(1)
+    assert res.returncode == 0, res.stderr
+    assert "remove     ci-pool-linux-2" in res.stdout and "keep" in res.stdout
+    res = op.cli("provision", "apply", "--plan-id", op.plan_id(res), "--confirm")
+    assert res.returncode == 0, res.stderr
+    assert "ci-pool-linux-2: removed" in res.stdout
+    assert sorted(op.ssh.state()["instances"]) == ["ci-pool-linux-1"]
+
+
+def test_unknown_host_key_is_refused_and_nothing_runs(operator: Operator, tmp_path: Path) -> None:
+    op = operator
+    other = keygen(tmp_path / "other_key")
+    op.known_hosts.write_text(f"[127.0.0.1]:{op.ssh.port + 1} {other}\n")
+    res = op.plan(1)
+    assert res.returncode == 3
+    assert "blocker unknown_host_key" in res.stdout and "not in" in res.stdout
+    assert "Traceback" not in res.stderr and op.ssh.calls() == []
+
+    op.known_hosts.write_text(f"[127.0.0.1]:{op.ssh.port} {other}\n")
+    res = op.plan(1)
+    assert res.returncode == 3 and "blocker host_key_mismatch" in res.stdout
+    assert op.ssh.calls() == []
+    refused = op.cli("provision", "apply", "--plan-id", op.plan_id(res), "--confirm")
+    assert refused.returncode == 3 and "blocked" in refused.stderr
+    assert op.ssh.calls() == []
+
+
+def test_apply_refuses_a_stale_plan(operator: Operator) -> None:
+    op = operator
+    plan_id = op.plan_id(op.plan(1))
+    state = op.ssh.state()
+    state.setdefault("profiles", {"default": {"description": "", "config": {}, "devices": {}}})
+    state["instances"]["ci-pool-linux-1"] = {
+        "status": "Running",
+        "type": "container",
+        "profiles": ["default"],
+        "config": {"user.ci-pool.capability": "linux"},
+        "files": {},
+    }
+    op.ssh.set_state(state)
+    res = op.cli("provision", "apply", "--plan-id", plan_id, "--confirm")
+    assert res.returncode == 3
+    assert f"plan {plan_id} is stale" in res.stderr and "instance ci-pool-linux-1" in res.stderr
+    assert "launch" not in " ".join(op.ssh.verbs())
+    assert op.audit()[-1]["state"] == "failed"
+    adopt = op.plan(1)
+    assert "adopt      ci-pool-linux-1" in adopt.stdout
+
+
+def test_name_clash_is_a_blocker(operator: Operator) -> None:
+    op = operator
+    op.ssh.set_state(
+        {
+            "instances": {
+                "ci-pool-linux-1": {
+                    "status": "Running",
+                    "type": "container",
+                    "profiles": ["default"],
+                    "config": {},
+                }
+            },
+            "profiles": {},
+        }
+    )
+    res = op.plan(2)
+    assert res.returncode == 3
+    assert "blocker name_clash" in res.stdout and "ci-pool-linux-1" in res.stdout
+    assert "error: plan" in res.stderr
+
+
+def test_missing_incus_and_unknown_capability_are_blockers(operator: Operator) -> None:
+    op = operator
+    op.ssh.incus.rename(op.ssh.root / "incus.off")
+    res = op.plan(1)
+    assert res.returncode == 3 and "blocker incus_missing" in res.stdout
+    (op.ssh.root / "incus.off").rename(op.ssh.incus)
+    res = op.plan(1, capability="nope")
+    assert res.returncode == 3 and "blocker capability_unknown" in res.stdout
+    assert "linux" in res.stdout
+    assert op.ssh.calls() == []
+
+
+def test_bad_input_exits_2_with_one_line(operator: Operator) -> None:
+    op = operator
+    res = op.cli(
+        "provision",
+        "plan",
+        "--host",
+        "127.0.0.1",
+        "--capability",
+        "linux",
+        "--count",
+        "1",
+        "--identity",
+        str(op.home / "missing"),
+        "--known-hosts",
+        str(op.known_hosts),
+    )
+    assert res.returncode == 2 and "--identity" in res.stderr and "Traceback" not in res.stderr
+    res = op.cli("provision", "apply", "--plan-id", "nothex", "--confirm")
+    assert res.returncode == 2 and "--plan-id" in res.stderr
+    res = op.cli("provision", "remove", "ci-pool-linux-9", "--confirm")
+    assert res.returncode == 2 and "ci-pool-linux-9" in res.stderr
+
+
+def test_heartbeat_timeout_fails_and_revokes_the_token(operator: Operator) -> None:
+    op = operator
+    plan_id = op.plan_id(op.plan(1))
+    state = op.ssh.state()
+    op.ssh.set_state({**state, "no_heartbeat": True})
+    res = op.cli(
+        "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "2"
+    )
+    assert res.returncode == 3
+    assert "no heartbeat within 2s from ci-pool-linux-1" in res.stderr
+    record = op.audit()[-1]
+    assert record["state"] == "failed" and record["evidence"]
+    store = Pool(op.settings()).store
+    assert [t.name for t in tokens.list_tokens(store) if t.is_active()] == []
+
+
+def test_remove_waits_for_the_running_job(operator: Operator) -> None:
+    op = operator
+    assert (
+        op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm").returncode
+        == 0
+    )
+    pool = Pool(op.settings())
+    runner = pool.runners("linux")[0]
+    job = pool.store.create_job(
+        name="busy",
+        capability="linux",
+        queue="linux",
+        repo="https://example.invalid/r.git",
+        ref="main",
+        steps=[{"run": "true", "name": "x"}],
+        timeout_s=60,
+        max_attempts=1,
+    )
+    assert pool.store.claim(job.id, runner.runner_id, 60) is not None
+    res = op.cli("provision", "remove", "ci-pool-linux-1", "--confirm", "--timeout", "1")
+    assert res.returncode == 3 and f"still runs job(s) {job.id}" in res.stderr
+    assert "ci-pool-linux-1" in op.ssh.state()["instances"]
+    assert pool.runners("linux")[0].runner_id == runner.runner_id
+    assert pool.redis.exists(f"ci-pool:drain:{runner.runner_id}")
+
+
+def test_ssh_session_pins_keys_times_out_and_passes_stdin(operator: Operator) -> None:
+    op = operator
+    target = SshTarget("127.0.0.1", op.ssh.port, "root", op.known_hosts, op.ssh.user_key)
+    with SshSession(target) as session:
+        assert session.host_key.startswith("ssh-ed25519 SHA256:")
+        res = session.run(["sh", "-c", "wc -c"], stdin=b"12345")
+        assert res.exit_code == 0 and res.stdout.strip() == "5"
+        assert session.run(["printenv", "SSH_AUTH_SOCK"]).exit_code == 1  # no agent forwarded
+        with pytest.raises(SshError, match=r"did not finish within 0\.5s"):
+            session.run(["sleep", "5"], timeout=0.5)
+    empty = op.known_hosts.with_name("empty_known_hosts")
+    empty.write_text("")
+    with pytest.raises(SshError) as info:
+        SshSession(SshTarget("127.0.0.1", op.ssh.port, "root", empty, op.ssh.user_key)).open()
+    assert info.value.code == "unknown_host_key"
+
+
+def test_runner_add_script_is_a_dry_run_by_default(operator: Operator) -> None:
+    op = operator
+    res = op.run(
+        "bash",
+        str(ROOT / "runbooks" / "runner-add.sh"),
+        *op.ssh_args(),
+        "--capability",
+        "linux",
+        "--count",
+        "1",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "create     ci-pool-linux-1" in res.stdout
+    assert "dry run" in res.stdout and "--confirm" in res.stdout
+    assert op.ssh.state()["instances"] == {}
+    assert op.ssh.verbs() == ["list --format", "profile list"]
+
+
+def test_runbook_scripts_are_strict_and_never_background() -> None:
+    for script in sorted((ROOT / "runbooks").glob("*.sh")):
+        text = script.read_text()
+        assert "set -euo pipefail" in text, script
+        assert "nohup" not in text and not re.search(r"&\s*$", text, re.M), script
+        res = subprocess.run(
+            ["bash", "-n", str(script)], capture_output=True, text=True, check=False
+        )
+        assert res.returncode == 0, res.stderr
+
+
+def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    need(shutil.which("systemd-analyze") is not None, "systemd-analyze is not installed")
+    settings = load_settings(None, home=tmp_path / "home")
+    unit = render_unit(exec_path=str(Path(sys.executable).parent / "ci-pool"))
+    (tmp_path / "ci-pool-worker@.service").write_text(unit)
+    for cap in ("linux", "iso"):
+        dropins = tmp_path / f"ci-pool-worker@{cap}.service.d"
+        dropins.mkdir()
+        (dropins / "lane.conf").write_text(render_dropin(settings.capabilities[cap]))
+        res = subprocess.run(
+            ["systemd-analyze", "verify", f"ci-pool-worker@{cap}.service"],
+            env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.strip() == "", res.stderr  # unknown keys are only warnings
+    for option in (
+        "Restart=always",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ):
+        assert option in unit
+
+
+def test_rendered_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
+    if shutil.which("cloud-init") is None:
+        pytest.skip("cloud-init is not installed (apt-get install cloud-init to check the schema)")
+    from ci_pool.provision.templates import render_user_data
+
+    settings = load_settings(None, home=tmp_path / "home")
+    for cap in ("linux", "iso"):
+        path = tmp_path / f"user-data-{cap}.yaml"
+        path.write_text(
+            render_user_data(settings, settings.capabilities[cap], "ci-pool==0.1.0", TEMPLATES_DIR)
+        )
+        res = subprocess.run(
+            ["cloud-init", "schema", "--config-file", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "Valid" in res.stdout + res.stderr
