@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from ci_pool.api.server import make_server
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
 from ci_pool.settings import load_settings
-from tests.conftest import GitServer, Harness, Worker
+from tests.conftest import GitServer, Harness, Worker, serving
 
 pytestmark = pytest.mark.integration
 
@@ -241,47 +238,15 @@ def test_real_server_on_loopback_and_refusal_without_tokens(
         make_server(empty, "0.0.0.0", free_port())
 
     port = free_port()
-    server = make_server(harness.settings(), "127.0.0.1", port, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+    with serving(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
         res = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert res.status_code == 200 and res.json()["status"] == "ok"
         res = httpx.get(f"http://127.0.0.1:{port}/v1/queues", timeout=10)
         assert res.status_code == 401 and res.json()["error"]["code"] == "unauthorized"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-    assert not thread.is_alive()
-
-
-#: ci_pool/cli.py with the snippet that registers these commands (applied in-process here
-#: because cli.py is edited elsewhere).
-CLI_WITH_SNIPPET = (
-    "import sys\n"
-    "from ci_pool import cli, cli_api\n"
-    "cli.app.add_typer(cli_api.token_app, name='token')\n"
-    "cli.app.command('api')(cli_api.api)\n"
-    "sys.argv = ['ci-pool', *sys.argv[1:]]\n"
-    "cli.main()\n"
-)
 
 
 def test_token_cli_create_list_revoke(harness: Harness, client: TestClient) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", CLI_WITH_SNIPPET, *args],
-            env=harness.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
+    run = harness.cli
     name = f"cli-{uuid.uuid4().hex[:8]}"
     res = run("token", "create", name, "--scope", "read", "--expires", "1d")
     assert res.returncode == 0, res.stderr

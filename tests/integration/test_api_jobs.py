@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from fastapi.testclient import TestClient
 from ci_pool.api.server import make_server
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
-from tests.conftest import GitServer, Harness, Worker
+from tests.conftest import GitServer, Harness, Worker, serving
 from tests.integration.test_api import assert_error, auth, client, job_body, make_token
 
 pytestmark = pytest.mark.integration
@@ -216,23 +215,8 @@ def test_idempotency_key_replays_the_first_result_and_refuses_another_body(
         client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(token))
 
 
-@pytest.fixture(scope="module")
-def server(harness: Harness) -> Iterator[str]:
-    port = free_port()
-    srv = make_server(harness.settings(), "127.0.0.1", port, log_level="warning")
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=20)
-
-
 def test_concurrent_identical_submits_create_one_job(
-    harness: Harness, git_server: GitServer, server: str
+    harness: Harness, git_server: GitServer, api_url: str
 ) -> None:
     token = make_token(harness, "submit", "read", "cancel")
     headers = {**auth(token), "Idempotency-Key": str(uuid.uuid4())}
@@ -242,7 +226,7 @@ def test_concurrent_identical_submits_create_one_job(
 
     def post() -> None:
         barrier.wait()
-        results.append(httpx.post(f"{server}/v1/jobs", json=body, headers=headers, timeout=60))
+        results.append(httpx.post(f"{api_url}/v1/jobs", json=body, headers=headers, timeout=60))
 
     threads = [threading.Thread(target=post) for _ in range(8)]
     for t in threads:
@@ -253,7 +237,7 @@ def test_concurrent_identical_submits_create_one_job(
     assert len({r.json()["id"] for r in results}) == 1
     named = [j for j in harness.pool().store.list_jobs(limit=500) if j.name == body["name"]]
     assert len(named) == 1
-    httpx.post(f"{server}/v1/jobs/{named[0].id}/cancel", headers=auth(token), timeout=30)
+    httpx.post(f"{api_url}/v1/jobs/{named[0].id}/cancel", headers=auth(token), timeout=30)
 
 
 def test_each_scope_allows_only_its_own_calls(
@@ -308,13 +292,7 @@ def test_off_loopback_needs_tls_or_a_proxy_and_tls_serves(harness: Harness, tmp_
     srv = make_server(
         harness.settings(), "127.0.0.1", port, log_level="warning", tls_cert=cert, tls_key=key
     )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not srv.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
+    with serving(srv):
         res = httpx.get(
             f"https://127.0.0.1:{port}/healthz",
             verify=ssl.create_default_context(cafile=str(cert)),
@@ -323,6 +301,3 @@ def test_off_loopback_needs_tls_or_a_proxy_and_tls_serves(harness: Harness, tmp_
         assert res.status_code == 200 and res.json()["status"] == "ok"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=20)

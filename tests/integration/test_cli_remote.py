@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from ci_pool.api.server import make_server
 from ci_pool.embedded import free_port
 from tests.conftest import GitServer, Harness, Worker
 from tests.integration.test_api import make_token
@@ -25,21 +22,6 @@ from tests.integration.test_api import make_token
 pytestmark = pytest.mark.integration
 
 Result = subprocess.CompletedProcess[str]
-
-
-@pytest.fixture(scope="module")
-def api_url(harness: Harness) -> Iterator[str]:
-    port = free_port()
-    srv = make_server(harness.settings(), "127.0.0.1", port, log_level="warning")
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=20)
 
 
 @dataclass
