@@ -124,3 +124,12 @@ def _claim(store: Store, owner: str, key: str, kind: str, digest: str) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def forget_expired(store: Store) -> int:
+    """Drop the keys past their lifetime (the reaper calls this); how many went."""
+    with store.session() as s:
+        res = s.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - KEY_TTL)
+        )
+        return int(res.rowcount)  # type: ignore[attr-defined]

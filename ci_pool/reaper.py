@@ -5,7 +5,8 @@
   re-queued while attempts remain;
 - a ``queued`` job with no message in the broker (Redis flushed, or restarted without
   persistence) gets its message again;
-- a running pipeline whose blocked jobs wait on needs that have ended is advanced.
+- a running pipeline whose blocked jobs wait on needs that have ended is advanced;
+- Idempotency-Keys past their lifetime are forgotten.
 
 The store is the source of truth, so every step is a fenced transition: a reaper running
 beside a live worker, or two reapers, can never run a job twice.
@@ -23,6 +24,7 @@ import redis
 from sqlalchemy import select
 
 from ci_pool import defaults
+from ci_pool.idempotency import forget_expired
 from ci_pool.jobs import JobState
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.store import Job, Store
@@ -46,6 +48,7 @@ class Sweep:
     requeued: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
     advanced: list[str] = field(default_factory=list)
+    forgotten_keys: int = 0
 
 
 class Reaper:
@@ -75,6 +78,7 @@ class Reaper:
         self._expired_leases(done)
         self._lost_messages(done)
         self._stalled_pipelines(done)
+        done.forgotten_keys = forget_expired(self.store)
         return done
 
     def _expired_leases(self, done: Sweep) -> None:
