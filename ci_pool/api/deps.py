@@ -11,9 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ci_pool import tokens
 from ci_pool.api.errors import ApiError
-from ci_pool.policy import SIGNATURE_HEADER, Submitter, verify_signature
+from ci_pool.policy import SIGNATURE_HEADER, Submitter, check_access, verify_signature
 from ci_pool.pool import Pool
-from ci_pool.store import Store
+from ci_pool.store import Job, Store
 from ci_pool.tokens import ApiToken
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `ci-pool token create`.")
@@ -93,6 +93,11 @@ async def submitter(
     signed_by = None
     if header is not None:
         signed_by = verify_signature(header, body, pool.settings.signing_keys)
+    return limits_of(token, signed_by)
+
+
+def limits_of(token: ApiToken, signed_by: str | None = None) -> Submitter:
+    """A token as a submitter: its name and its capability and repository limits."""
     return Submitter(
         name=f"token {token.name!r}",
         capabilities=None if token.capabilities is None else tuple(token.capabilities),
@@ -100,6 +105,14 @@ async def submitter(
         signed_by=signed_by,
         operator=False,
     )
+
+
+def may_change(pool: Pool, token: ApiToken, job: Job) -> None:
+    """A token limited to some capabilities or repositories may cancel or retry only the
+    jobs it could have submitted (AccessDenied otherwise)."""
+    cap = pool.settings.capabilities.get(job.capability)
+    if cap is not None:
+        check_access(limits_of(token), cap, job.repo)
 
 
 SubmitterDep = Annotated[Submitter, Depends(submitter)]

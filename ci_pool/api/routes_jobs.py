@@ -20,6 +20,7 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
+    may_change,
 )
 from ci_pool.api.schemas import (
     MAX_INT,
@@ -185,6 +186,7 @@ def get_logs(
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, tags=["jobs"])
 def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
     """Queued: cancelled at once. Running: its worker stops it (state follows)."""
+    may_change(pool, token, pool.get(job_id))
     pool.cancel(job_id, by=f"api token {token.name}")
     return public(job_id, pool)
 
@@ -193,6 +195,7 @@ def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
 def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic:
     """Run a failed, timed-out, cancelled or errored job again as a new attempt (a
     pipeline job: its pipeline's failed jobs and their dependents run again)."""
+    may_change(pool, token, pool.get(job_id))
     pool.retry_job(job_id)
     return public(job_id, pool)
 

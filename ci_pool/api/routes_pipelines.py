@@ -15,6 +15,7 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
+    may_change,
 )
 from ci_pool.api.routes_jobs import ERRORS, once
 from ci_pool.api.schemas import PipelineCreate, PipelinePublic
@@ -63,6 +64,8 @@ def get_pipeline(pipeline_id: str, pool: PoolDep, token: ReadToken) -> PipelineP
 @router.post("/pipelines/{pipeline_id}/cancel", response_model=PipelinePublic)
 def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> PipelinePublic:
     """Cancel every job that has not ended."""
+    for job in pool.pipeline(pipeline_id)[1]:
+        may_change(pool, token, job)
     pool.cancel_pipeline(pipeline_id, by=f"api token {token.name}")
     return public(pipeline_id, pool)
 
@@ -70,6 +73,7 @@ def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> Pipe
 @router.post("/pipelines/{pipeline_id}/retry", response_model=PipelinePublic)
 def retry_pipeline(pipeline_id: str, pool: PoolDep, token: SubmitToken) -> PipelinePublic:
     """Run the failed, cancelled and skipped jobs again; jobs that passed keep their result."""
-    pool.store.get_pipeline(pipeline_id)
+    for job in pool.pipeline(pipeline_id)[1]:
+        may_change(pool, token, job)
     pool.retry_pipeline(pipeline_id)
     return public(pipeline_id, pool)

@@ -220,6 +220,19 @@ def test_token_limits_refuse_other_capabilities_and_repos(
     body = {**deploy(repos["tools"]), "capability": "linux"}
     assert client.post("/v1/jobs", json=body, headers=auth(linux_only)).status_code == 201
 
+    # Cancel and retry follow the same limits: only jobs the token could have submitted.
+    limited = token(strict, "submit", "cancel", capabilities=["linux"], repos=["org/*"])
+    anyone = token(strict, "submit", "cancel", "read")
+    theirs = client.post(
+        "/v1/jobs", json={**deploy(repos["other"]), "capability": "linux"}, headers=auth(anyone)
+    ).json()["id"]
+    mine = client.post("/v1/jobs", json=body, headers=auth(limited)).json()["id"]
+    for action in ("cancel", "retry"):
+        res = client.post(f"/v1/jobs/{theirs}/{action}", headers=auth(limited))
+        assert_error(res, 403, "forbidden", "repo")
+    assert client.post(f"/v1/jobs/{mine}/cancel", headers=auth(limited)).status_code == 200
+    assert client.post(f"/v1/jobs/{theirs}/cancel", headers=auth(anyone)).status_code == 200
+
 
 def test_a_pipeline_with_one_denied_job_is_rejected_whole(
     strict: Harness, repos: dict[str, str], client: TestClient
