@@ -6,7 +6,7 @@ import hashlib
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -536,6 +536,13 @@ class Pool:
     def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
         """(timestamp, line) as the lines happen; ends when the job is final and its stream
         is drained. Without a live stream the stored log is given once the job ends."""
+        for item in self.follow_ticking(job_id):
+            if item is not None:
+                yield item
+
+    def follow_ticking(self, job_id: str) -> Generator[tuple[str | None, str] | None]:
+        """``follow``, plus None after each second without a line, so a reader can send a
+        keep-alive or notice that its client left."""
         last = "0-0"
         attempt_seen: str | None = None
         while True:
@@ -561,6 +568,7 @@ class Pool:
                         for line in self.store.read_log(job_id).splitlines():
                             yield None, line
                     return
+                yield None
 
 
 def _rejected(denied: PolicyDenied) -> dict[str, Any]:

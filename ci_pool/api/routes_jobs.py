@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from ci_pool.api.deps import (
     CancelToken,
@@ -46,6 +47,8 @@ ERRORS_AS_JSON: dict[int | str, dict[str, Any]] = {
     code: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     for code in ERRORS
 }
+#: What ``next`` gives back from an exhausted iterator.
+_END: Any = object()
 #: Header set on a response that repeats the first result of an Idempotency-Key.
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -146,11 +149,26 @@ def get_job(job_id: str, pool: PoolDep, token: ReadToken) -> JobPublic:
     return public(job_id, pool)
 
 
-def _sse(pool: Pool, job_id: str) -> Iterator[str]:
-    """Server-Sent Events: one ``line`` event per log line, then ``end`` with the outcome."""
-    for stamp, line in pool.follow(job_id):
+async def _sse(request: Request, pool: Pool, job_id: str) -> AsyncIterator[str]:
+    """Server-Sent Events: one ``line`` event per log line, then ``end`` with the outcome.
+
+    Each blocking read lasts at most about a second and runs in the thread pool, so a
+    client that leaves is noticed within a second and holds no thread; an idle stream
+    gets a keep-alive comment every second."""
+    lines = pool.follow_ticking(job_id)
+    while True:
+        item = await run_in_threadpool(next, lines, _END)
+        if item is _END:
+            break
+        if await request.is_disconnected():
+            lines.close()
+            return
+        if item is None:
+            yield ": keep-alive\n\n"
+            continue
+        stamp, line = item
         yield f"event: line\ndata: {json.dumps({'t': stamp, 'line': line})}\n\n"
-    job = pool.get(job_id)
+    job = await run_in_threadpool(pool.get, job_id)
     end = {"state": job.state, "exit_code": job.exit_code, "reason": job.reason}
     yield f"event: end\ndata: {json.dumps(end)}\n\n"
 
@@ -165,6 +183,7 @@ def _sse(pool: Pool, job_id: str) -> Iterator[str]:
     tags=["jobs"],
 )
 def get_logs(
+    request: Request,
     job_id: str,
     pool: PoolDep,
     token: ReadToken,
@@ -176,7 +195,7 @@ def get_logs(
     pool.get(job_id)  # 404 for an unknown job rather than an empty log
     if follow:
         return StreamingResponse(
-            _sse(pool, job_id),
+            _sse(request, pool, job_id),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -301,3 +301,41 @@ def test_off_loopback_needs_tls_or_a_proxy_and_tls_serves(harness: Harness, tmp_
         assert res.status_code == 200 and res.json()["status"] == "ok"
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+
+def test_followers_that_leave_hold_no_server_thread(
+    harness: Harness, git_server: GitServer, linux_worker: Worker, api_url: str
+) -> None:
+    """More followers than the server has threads (40) read a keep-alive and leave while
+    the job runs on; the server still answers at once afterwards."""
+    token = make_token(harness, "submit", "read", "cancel")
+    headers = auth(token)
+    job = httpx.post(
+        f"{api_url}/v1/jobs", json=job_body(git_server, "sleep 60"), headers=headers, timeout=30
+    ).json()
+    got: list[str] = []
+
+    def follow_then_leave() -> None:
+        with httpx.stream(
+            "GET",
+            f"{api_url}/v1/jobs/{job['id']}/logs",
+            params={"follow": 1},
+            headers=headers,
+            timeout=30,
+        ) as res:
+            for line in res.iter_lines():
+                if line.startswith(": keep-alive"):
+                    got.append(line)
+                    return
+
+    followers = [threading.Thread(target=follow_then_leave) for _ in range(45)]
+    for t in followers:
+        t.start()
+    for t in followers:
+        t.join(timeout=60)
+    assert len(got) == 45
+    start = time.monotonic()
+    res = httpx.get(f"{api_url}/v1/jobs/{job['id']}", headers=headers, timeout=10)
+    assert res.status_code == 200 and res.json()["state"] in ("queued", "running")
+    assert time.monotonic() - start < 5
+    httpx.post(f"{api_url}/v1/jobs/{job['id']}/cancel", headers=headers, timeout=30)
