@@ -556,8 +556,10 @@ class Pool:
                     attempt_seen = fields.get("a")
                     if "l" in fields:
                         yield fields.get("t"), fields["l"]
-            except redis.RedisError:
-                self.wait(job_id)
+            except redis.RedisError:  # no live stream: the stored log once the job ends
+                while JobState(self.get(job_id).state) not in FINAL_STATES:
+                    time.sleep(1.0)
+                    yield None
                 for line in self.store.read_log(job_id).splitlines():
                     yield None, line
                 return
