@@ -106,6 +106,14 @@ def git_server(session_dir: Path) -> Iterator[GitServer]:
     daemon.stop()
 
 
+def submit_with(cli: Any, git: GitServer, run: str, *args: str, capability: str = "linux") -> str:
+    """``ci-pool submit`` of one step at main through ``cli``; returns the job id."""
+    res = cli("submit", "--repo", git.url(), "--ref", "main", "--capability", capability,
+              "--run", run, *args)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return str(res.stdout.strip())
+
+
 @dataclass
 class Worker:
     proc: subprocess.Popen[bytes]
@@ -174,20 +182,7 @@ class Harness:
 
     def submit(self, git: GitServer, run: str, *args: str, capability: str = "linux") -> str:
         """``ci-pool submit`` of one step at main; returns the job id."""
-        res = self.cli(
-            "submit",
-            "--repo",
-            git.url(),
-            "--ref",
-            "main",
-            "--capability",
-            capability,
-            "--run",
-            run,
-            *args,
-        )
-        assert res.returncode == 0, res.stderr
-        return res.stdout.strip()
+        return submit_with(self.cli, git, run, *args, capability=capability)
 
     def wait_state(self, job_id: str, state: str, timeout: float = 60) -> None:
         pool = self.pool()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ci_pool.embedded import free_port
-from tests.conftest import GitServer, Harness, Worker
+from tests.conftest import GitServer, Harness, Worker, submit_with
 from tests.integration.test_api import make_token
 
 pytestmark = pytest.mark.integration
@@ -76,23 +76,6 @@ def remote(
     assert not (r.home / "ci-pool.db").exists(), "remote mode opened a local store"
 
 
-def submit(cli: Any, git: GitServer, run: str, *args: str, capability: str = "linux") -> str:
-    res = cli(
-        "submit",
-        "--repo",
-        git.url(),
-        "--ref",
-        "main",
-        "--capability",
-        capability,
-        "--run",
-        run,
-        *args,
-    )
-    assert res.returncode == 0, res.stderr
-    return str(res.stdout.strip())
-
-
 def both(harness: Harness, remote: Remote) -> dict[str, Any]:
     return {"local": harness.cli, "remote": remote.cli}
 
@@ -103,7 +86,7 @@ def test_submit_wait_show_and_logs_match(
     for run, code in (("echo to-stdout; echo to-stderr >&2", 0), ("echo failing; exit 7", 7)):
         ids = {}
         for mode, cli in both(harness, remote).items():
-            job_id = submit(cli, git_server, run)
+            job_id = submit_with(cli, git_server, run)
             waited = cli("wait", job_id, "--timeout", "90")
             assert waited.returncode == code, (mode, waited.stderr)
             state = "succeeded" if code == 0 else "failed"
@@ -132,7 +115,7 @@ def test_submit_wait_show_and_logs_match(
 def test_logs_follow_streams_while_the_job_runs(
     harness: Harness, git_server: GitServer, linux_worker: Worker, remote: Remote
 ) -> None:
-    job_id = submit(remote.cli, git_server, "echo first-line; sleep 3; echo second-line")
+    job_id = submit_with(remote.cli, git_server, "echo first-line; sleep 3; echo second-line")
     with subprocess.Popen(
         [sys.executable, "-m", "ci_pool", "logs", "-f", job_id],
         env=remote.env(),
@@ -164,7 +147,7 @@ def test_cancel_of_a_queued_job_matches(
     harness: Harness, git_server: GitServer, remote: Remote
 ) -> None:
     for mode, cli in both(harness, remote).items():
-        job_id = submit(cli, git_server, "true", capability="deploy")
+        job_id = submit_with(cli, git_server, "true", capability="deploy")
         explained = cli("explain", job_id).stdout
         assert "no worker is serving capability 'deploy'" in explained, mode
         res = cli("cancel", job_id)
@@ -268,7 +251,7 @@ def test_status_lists_the_same_capabilities(harness: Harness, remote: Remote) ->
 def test_artifacts_download_the_same_bytes(
     harness: Harness, git_server: GitServer, linux_worker: Worker, remote: Remote, tmp_path: Path
 ) -> None:
-    job_id = submit(
+    job_id = submit_with(
         remote.cli,
         git_server,
         "mkdir -p dist && echo release-bits > dist/app.txt && printf '\\001\\377' > dist/b.bin",
@@ -288,7 +271,7 @@ def test_artifacts_download_the_same_bytes(
     assert got["local"] == got["remote"]
     assert got["remote"]["dist/app.txt"] == b"release-bits\n"
     assert got["remote"]["dist/b.bin"] == b"\x01\xff"
-    plain = submit(remote.cli, git_server, "true")
+    plain = submit_with(remote.cli, git_server, "true")
     assert remote.cli("wait", plain, "--timeout", "90").returncode == 0
     local, far = (
         harness.cli("artifacts", plain, "--dest", str(tmp_path / "none")),
