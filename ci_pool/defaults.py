@@ -12,6 +12,8 @@ LOG_STREAM_MAXLEN = 100_000
 LOG_STREAM_TTL = 3600
 #: A runner's registration hash; expires unless the runner heartbeats.
 RUNNER_KEY = KEY_PREFIX + "runner:{runner_id}"
+#: A signature already accepted (kept past its validity, so it is accepted once).
+SIGNATURE_SEEN_KEY = KEY_PREFIX + "signature:{mac}"
 #: Set of every runner id that registered (entries expire lazily on read).
 RUNNERS_SET_KEY = KEY_PREFIX + "runners"
 #: Last registration of every runner that has not exited cleanly (to show lost ones).

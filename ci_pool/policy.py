@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import AccessDenied, InfraError, InputError, PolicyDenied
 
-#: ``X-CI-Pool-Signature: keyid=<id>,t=<unix seconds>,sha256=<hex>``
+#: ``X-CI-Pool-Signature: keyid=<id>,t=<unix seconds>,nonce=<hex>,sha256=<hex>``
 SIGNATURE_HEADER = "X-CI-Pool-Signature"
 #: A signature older or newer than this (seconds) is refused, so a captured one expires.
 SIGNATURE_MAX_AGE = 300
@@ -177,25 +178,47 @@ def canonical(body: Any) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _mac(key: bytes, stamp: int, body: Any) -> str:
-    return hmac.new(key, str(stamp).encode() + b"." + canonical(body), hashlib.sha256).hexdigest()
+def _mac(key: bytes, stamp: int, nonce: str, body: Any) -> str:
+    signed = f"{stamp}.{nonce}.".encode() + canonical(body)
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
 
 
 def sign(key: bytes, key_id: str, body: Any, now: float | None = None) -> str:
-    """The value of the signature header for ``body`` (what a submitter sends)."""
+    """The value of the signature header for ``body`` (what a submitter sends): an
+    HMAC-SHA256 over ``"<t>.<nonce>." + canonical(body)``. The random nonce makes every
+    signing unique, so the server can accept each signature once."""
     stamp = int(time.time() if now is None else now)
-    return f"keyid={key_id},t={stamp},sha256={_mac(key, stamp, body)}"
+    nonce = secrets.token_hex(16)
+    return f"keyid={key_id},t={stamp},nonce={nonce},sha256={_mac(key, stamp, nonce, body)}"
+
+
+def _fields(header: str) -> dict[str, str]:
+    return dict(p.partition("=")[::2] for p in header.replace(" ", "").split(","))
+
+
+def signature_mac(header: str) -> str:
+    """The MAC of a signature header (what identifies one signing), or ""."""
+    return _fields(header).get("sha256", "")
 
 
 def verify_signature(
     header: str, body: Any, keys: Mapping[str, str], now: float | None = None
 ) -> str:
-    """The key id of a valid signature; AccessDenied otherwise (never naming the MAC)."""
-    parts = dict(p.partition("=")[::2] for p in header.replace(" ", "").split(","))
+    """The key id of a valid signature; AccessDenied otherwise (never naming the MAC).
+
+    The caller also refuses a signature it has accepted before (``signature_mac``)."""
+    parts = _fields(header)
     key_id, stamp, mac = parts.get("keyid", ""), parts.get("t", ""), parts.get("sha256", "")
-    if not (_KEY_ID.match(key_id) and stamp.isdigit() and re.fullmatch(r"[0-9a-f]{64}", mac)):
+    nonce = parts.get("nonce", "")
+    if not (
+        _KEY_ID.match(key_id)
+        and stamp.isdigit()
+        and re.fullmatch(r"[0-9a-f]{16,64}", nonce)
+        and re.fullmatch(r"[0-9a-f]{64}", mac)
+    ):
         raise AccessDenied(
-            f"{SIGNATURE_HEADER} must read keyid=<id>,t=<unix seconds>,sha256=<64 hex>",
+            f"{SIGNATURE_HEADER} must read keyid=<id>,t=<unix seconds>,nonce=<16-64 hex>,"
+            "sha256=<64 hex>",
             field="signature",
         )
     source = keys.get(key_id)
@@ -209,7 +232,7 @@ def verify_signature(
             field="signature",
         )
     key = read_secret_source(source, f"signing key {key_id}").encode()
-    if not hmac.compare_digest(_mac(key, int(stamp), body), mac):
+    if not hmac.compare_digest(_mac(key, int(stamp), nonce, body), mac):
         raise AccessDenied(
             f"the signature does not match this submission under key {key_id!r}",
             field="signature",

@@ -9,9 +9,17 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ci_pool import tokens
+from ci_pool import defaults, tokens
 from ci_pool.api.errors import ApiError
-from ci_pool.policy import SIGNATURE_HEADER, Submitter, check_access, verify_signature
+from ci_pool.exceptions import AccessDenied
+from ci_pool.policy import (
+    SIGNATURE_HEADER,
+    SIGNATURE_MAX_AGE,
+    Submitter,
+    check_access,
+    signature_mac,
+    verify_signature,
+)
 from ci_pool.pool import Pool
 from ci_pool.store import Job, Store
 from ci_pool.tokens import ApiToken
@@ -93,6 +101,12 @@ async def submitter(
     signed_by = None
     if header is not None:
         signed_by = verify_signature(header, body, pool.settings.signing_keys)
+        # Accepted once: a captured request cannot be sent again while its time is valid.
+        seen = defaults.SIGNATURE_SEEN_KEY.format(mac=signature_mac(header))
+        if not pool.redis.set(seen, token.name, nx=True, ex=2 * SIGNATURE_MAX_AGE + 60):
+            raise AccessDenied(
+                "this signature was used already; sign each submission anew", field="signature"
+            )
     return limits_of(token, signed_by)
 
 

@@ -124,8 +124,15 @@ def test_signed_deploy_from_an_allowed_repo_and_ref_is_queued(
         assert res.json()["state"] == "queued"
     # Rotation: the second key of the same submitter is as good as the first.
     body = deploy(repos["tools"])
-    res = client.post("/v1/jobs", json=body, headers=signed(tok, body, KEY_2, "release-bot@2"))
+    headers = signed(tok, body, KEY_2, "release-bot@2")
+    res = client.post("/v1/jobs", json=body, headers=headers)
     assert res.status_code == 201, res.text
+    # A signature is accepted once: the same request sent again is refused.
+    before = job_count(strict)
+    again = client.post("/v1/jobs", json=body, headers=headers)
+    assert_error(again, 403, "forbidden", "signature")
+    assert "used already" in again.json()["error"]["message"]
+    assert job_count(strict) == before
 
 
 @pytest.mark.parametrize(

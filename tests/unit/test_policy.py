@@ -13,6 +13,7 @@ from ci_pool.policy import (
     repo_allowed,
     repo_name,
     sign,
+    signature_mac,
     verify_signature,
 )
 
@@ -110,14 +111,19 @@ def test_signature_round_trip_and_rotation() -> None:
     # Key order in the body does not matter: the canonical form sorts it.
     reordered = dict(reversed(list(body.items())))
     assert verify_signature(sign(b"first-key", "bot@1", body), reordered, KEYS) == "bot@1"
+    # Two signings of the same body in the same second differ (a fresh nonce each).
+    one, two = (sign(b"first-key", "bot@1", body, now=1000.0) for _ in range(2))
+    assert one != two and signature_mac(one) != signature_mac(two)
+    assert verify_signature(two, body, KEYS, now=1000.0) == "bot@1"
 
 
 @pytest.mark.parametrize(
     ("header", "words"),
     [
         ("", "must read keyid="),
-        ("keyid=bot@1,t=1,sha256=zz", "must read keyid="),
-        ("keyid=nobody,t=1,sha256=" + "0" * 64, "not configured"),
+        ("keyid=bot@1,t=1,nonce=00112233445566778899,sha256=zz", "must read keyid="),
+        ("keyid=bot@1,t=1,sha256=" + "0" * 64, "must read keyid="),
+        ("keyid=nobody,t=1,nonce=" + "a" * 32 + ",sha256=" + "0" * 64, "not configured"),
     ],
 )
 def test_malformed_or_unknown_signatures(header: str, words: str) -> None:
