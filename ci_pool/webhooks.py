@@ -166,16 +166,44 @@ class HookRepository(BaseModel):
     full_name: str = Field(default="", max_length=512)
 
 
+class HookCommit(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    modified: list[str] = Field(default_factory=list)
+
+
+#: A commit list this long may have been cut short by the forge (GitHub lists at most 2048).
+MAX_LISTED_COMMITS = 2048
+
+
 class PushPayload(BaseModel):
     """The fields of a push event (same names in Gitea and GitHub) that ci-pool reads."""
 
     model_config = ConfigDict(extra="ignore")
 
     ref: str = Field(min_length=1, max_length=255)
+    before: str = Field(default="", max_length=64)
     after: str = Field(min_length=1, max_length=64)
     #: GitHub says so; Gitea gives an ``after`` of zeros.
     deleted: bool = False
     repository: HookRepository
+    #: The pushed commits with the files each touched (capped by the forge).
+    commits: list[HookCommit] = Field(default_factory=list)
+    #: Gitea: how many commits the push had, of which ``commits`` may hold fewer.
+    total_commits: int | None = None
+
+    def changed_files(self) -> frozenset[str] | None:
+        """Every file the pushed commits touched, or None when the payload cannot say:
+        a new ref (no ``before``), no commit list, or a list cut short by the forge."""
+        if not self.commits or not self.before or set(self.before) == {"0"}:
+            return None
+        if self.total_commits is not None and self.total_commits > len(self.commits):
+            return None
+        if len(self.commits) >= MAX_LISTED_COMMITS:
+            return None
+        return frozenset(f for c in self.commits for f in (*c.added, *c.removed, *c.modified))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +214,8 @@ class Push:
     name: str
     commit: str
     repo: str
+    #: Files the push touched; None when unknown (path filters then let workflows run).
+    changed: frozenset[str] | None = None
 
 
 def load_body(body: bytes, content_type: str) -> Any:
@@ -232,7 +262,7 @@ def parse_push(data: Any, allow_local_repos: bool) -> Push | str:
         check_repo_url(repo, allow_local=allow_local_repos)
     except ValueError as exc:
         raise InputError(str(exc), field="repository.clone_url") from None
-    return Push(kind, name, event.after, repo)
+    return Push(kind, name, event.after, repo, event.changed_files())
 
 
 # -- triggers ---------------------------------------------------------------------------------
@@ -278,16 +308,21 @@ def _push_section(on: Any) -> dict[str, Any] | str | None:
     return spec
 
 
-def push_trigger(on: Any, kind: str, name: str) -> str | None:
-    """None when a push of the ``kind`` ("branch"/"tag") ``name`` runs a workflow with this
-    ``on:`` section; otherwise why it does not, in words for the response."""
+def push_trigger(
+    on: Any, kind: str, name: str, changed: frozenset[str] | None = None
+) -> str | None:
+    """None when a push of the ``kind`` ("branch"/"tag") ``name`` that touched ``changed``
+    runs a workflow with this ``on:`` section; otherwise why it does not, in words for the
+    response."""
     spec = _push_section(on)
     if spec is None:
         return None
     if isinstance(spec, str):
         return spec
-    if "paths" in spec or "paths-ignore" in spec:
-        return "on.push.paths and on.push.paths-ignore are not supported; remove them"
+    return _ref_filter(spec, kind, name) or _path_filter(spec, kind, changed)
+
+
+def _ref_filter(spec: dict[str, Any], kind: str, name: str) -> str | None:
     branch_keys = [k for k in ("branches", "branches-ignore") if k in spec]
     tag_keys = [k for k in ("tags", "tags-ignore") if k in spec]
     for keys in (branch_keys, tag_keys):
@@ -310,6 +345,34 @@ def push_trigger(on: Any, kind: str, name: str) -> str | None:
     if _included(patterns, name):
         return None
     return f"on.push.{key} ({', '.join(patterns)}) does not match {kind} {name!r}"
+
+
+def _path_filter(spec: dict[str, Any], kind: str, changed: frozenset[str] | None) -> str | None:
+    """GitHub's rules: ``paths`` runs the workflow when a touched file is included,
+    ``paths-ignore`` unless every touched file is ignored; tag pushes are not filtered by
+    paths, and a push whose files are unknown runs."""
+    keys = [k for k in ("paths", "paths-ignore") if k in spec]
+    if not keys:
+        return None
+    if len(keys) == 2:
+        return "on.push: use paths or paths-ignore, not both"
+    key = keys[0]
+    try:
+        patterns = _patterns(spec[key])
+    except ValueError as exc:
+        return f"on.push.{key} {exc}"
+    if kind == "tag" or changed is None:
+        return None
+    if key == "paths":
+        if any(_included(patterns, f) for f in changed):
+            return None
+        return (
+            f"on.push.paths ({', '.join(patterns)}) matches none of the "
+            f"{len(changed)} changed file(s)"
+        )
+    if changed and all(any(ref_glob_match(p, f) for p in patterns) for f in changed):
+        return f"on.push.paths-ignore ({', '.join(patterns)}) covers every changed file"
+    return None
 
 
 # -- deliveries -------------------------------------------------------------------------------
@@ -533,7 +596,7 @@ def _submit(
     """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
     try:
         on = parse_workflow(text, path, pool.settings.capabilities).on
-        why = push_trigger(on, push.kind, push.name)
+        why = push_trigger(on, push.kind, push.name, push.changed)
         if why is not None:
             skipped.append((path, why))
             return []

@@ -437,3 +437,26 @@ def test_webhook_pipelines_go_through_policy(hooks: Hooks, git_server: GitServer
         assert "denied by rule capabilities.deploy.refs" in reason
         pid = reason.split("pipeline ", 1)[1].split(" ", 1)[0]
         assert Pool(settings).store.get_pipeline(pid).state == "rejected"
+
+
+def test_path_filters_use_the_files_the_push_touched(
+    hooks: Hooks, git_server: GitServer, harness: Harness
+) -> None:
+    bare = git_server.base / "hooks-paths.git"
+    wf = (
+        "on:\n  push:\n    paths: ['src/**']\n"
+        "jobs:\n  build:\n    runs-on: deploy\n    steps:\n      - run: make\n"
+    )
+    sha = make_repo(bare, {".gitea/workflows/src.yml": wf, "src/a.c": "int a;\n"})
+    url = git_server.url("hooks-paths.git")
+
+    def push(*files: str) -> httpx.Response:
+        commits = [{"added": [], "removed": [], "modified": list(files)}]
+        body = push_body(url, "refs/heads/main", sha, before="1" * 40, commits=commits)
+        return deliver(hooks, "gitea", body)
+
+    started, skipped = files_of(push("docs/readme.md"))
+    assert started == []
+    assert "matches none of the 1 changed file(s)" in skipped[".gitea/workflows/src.yml"]
+    started, skipped = files_of(push("docs/readme.md", "src/a.c"))
+    assert started == [".gitea/workflows/src.yml"], skipped

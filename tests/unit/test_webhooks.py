@@ -204,7 +204,7 @@ def test_branch_and_tag_filters_each_apply_to_their_kind() -> None:
     ("push", "fragment"),
     [
         ({"branches": ["a"], "branches-ignore": ["b"]}, "not both"),
-        ({"paths": ["src/**"]}, "not supported"),
+        ({"paths": ["src/**"], "paths-ignore": ["docs/**"]}, "not both"),
         ({"branches": [1]}, "list of patterns"),
         ("main", "mapping"),
     ],
@@ -384,3 +384,50 @@ def test_the_delivery_id_is_required_and_checked_after_the_signature(
         with pytest.raises(InputError) as exc:
             webhooks.receive(pool, "github", signed(secret, body, "ping", delivery), body)
         assert exc.value.field == "x-github-delivery"
+
+
+# -- path filters -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("push", "changed", "runs"),
+    [
+        ({"paths": ["src/**"]}, {"src/a/b.c"}, True),
+        ({"paths": ["src/**"]}, {"docs/x.md"}, False),
+        ({"paths": ["src/*"]}, {"src/a/b.c"}, False),  # * stays within a segment
+        ({"paths": ["src/**", "!src/gen/**"]}, {"src/gen/x.c"}, False),
+        ({"paths": ["src/**", "!src/gen/**"]}, {"src/gen/x.c", "src/main.c"}, True),
+        ({"paths-ignore": ["docs/**", "*.md"]}, {"docs/a.md", "README.md"}, False),
+        ({"paths-ignore": ["docs/**"]}, {"docs/a.md", "src/x.c"}, True),
+        ({"paths": ["src/**"]}, None, True),  # files unknown: runs
+        ({"branches": ["main"], "paths": ["src/**"]}, {"docs/x"}, False),
+    ],
+)
+def test_path_filters_follow_githubs_rules(
+    push: dict[str, Any], changed: set[str] | None, runs: bool
+) -> None:
+    files = None if changed is None else frozenset(changed)
+    why = push_trigger({"push": push}, "branch", "main", files)
+    assert (why is None) == runs, why
+
+
+def test_path_filters_do_not_apply_to_tag_pushes() -> None:
+    on = {"push": {"paths": ["src/**"]}}
+    assert push_trigger(on, "tag", "v1", frozenset({"docs/x"})) is None
+
+
+def test_changed_files_come_from_the_commit_lists() -> None:
+    commits = [
+        {"added": ["a.txt"], "removed": [], "modified": ["src/x.c"]},
+        {"added": [], "removed": ["old.c"], "modified": []},
+    ]
+    push = parse_push(payload(commits=commits), allow_local_repos=False)
+    assert isinstance(push, Push)
+    assert push.changed == frozenset({"a.txt", "src/x.c", "old.c"})
+    # A new branch, a list cut short, or no list at all: unknown.
+    new_ref = parse_push(payload(commits=commits, before="0" * 40), allow_local_repos=False)
+    assert isinstance(new_ref, Push) and new_ref.changed is None
+    cut = parse_push(payload(commits=commits, total_commits=30), allow_local_repos=False)
+    assert isinstance(cut, Push) and cut.changed is None
+    bare = parse_push(payload(), allow_local_repos=False)
+    assert isinstance(bare, Push) and bare.changed is None
