@@ -95,6 +95,17 @@ class PolicyDenied(CIPoolError):
         )
         super().__init__(f"{what}denied by rule {rule}: {message}")
 
+    @classmethod
+    def from_record(
+        cls, reason: str, *, job_id: str | None = None, pipeline_id: str | None = None
+    ) -> PolicyDenied:
+        """The denial a ``rejected`` record's reason ("denied by rule R: ...") stands for."""
+        rule, _, detail = reason.removeprefix("denied by rule ").partition(": ")
+        field = {"repos": "repo", "refs": "ref", "require_signature": "signature"}.get(
+            rule.rsplit(".", 1)[-1]
+        )
+        return cls(detail, rule=rule, field=field, job_id=job_id, pipeline_id=pipeline_id)
+
     def recorded(
         self, *, job_id: str | None = None, pipeline_id: str | None = None
     ) -> PolicyDenied:

@@ -17,7 +17,7 @@ from sqlalchemy import String, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ci_pool.exceptions import CIPoolError, InputError
+from ci_pool.exceptions import CIPoolError, InputError, PolicyDenied
 from ci_pool.policy import canonical
 from ci_pool.store import Store
 from ci_pool.store.models import Base, utcnow
@@ -87,21 +87,36 @@ def run_once(
         time.sleep(0.05)
     try:
         resource_id = create()
-    except BaseException:
-        with store.session() as s:
-            s.execute(
-                delete(IdempotencyKey).where(
-                    IdempotencyKey.owner == owner, IdempotencyKey.key == key
-                )
-            )
+    except PolicyDenied as denied:
+        # A rejection is a result too: the key keeps the rejected record, and a replay
+        # answers with the same denial.
+        rejected = denied.job_id or denied.pipeline_id
+        if rejected is None:
+            _release(store, owner, key)
+        else:
+            _settle(store, owner, key, rejected)
         raise
+    except BaseException:
+        _release(store, owner, key)
+        raise
+    _settle(store, owner, key, resource_id)
+    return resource_id, False
+
+
+def _release(store: Store, owner: str, key: str) -> None:
+    with store.session() as s:
+        s.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.owner == owner, IdempotencyKey.key == key)
+        )
+
+
+def _settle(store: Store, owner: str, key: str, resource_id: str) -> None:
     with store.session() as s:
         s.execute(
             update(IdempotencyKey)
             .where(IdempotencyKey.owner == owner, IdempotencyKey.key == key)
             .values(resource_id=resource_id)
         )
-    return resource_id, False
 
 
 def _claim(store: Store, owner: str, key: str, kind: str, digest: str) -> bool:

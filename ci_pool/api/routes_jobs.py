@@ -23,6 +23,7 @@ from ci_pool.api.deps import (
     json_body,
     may_change,
 )
+from ci_pool.api.errors import ApiError
 from ci_pool.api.schemas import (
     MAX_INT,
     ArtifactPublic,
@@ -33,7 +34,7 @@ from ci_pool.api.schemas import (
     JobsPublic,
     QueuesPublic,
 )
-from ci_pool.exceptions import InputError, NotFound
+from ci_pool.exceptions import InputError, NotFound, PolicyDenied
 from ci_pool.idempotency import run_once
 from ci_pool.jobs import JobState, parse_job_spec
 from ci_pool.pool import Pool
@@ -75,7 +76,26 @@ def once(
     resource_id, replayed = run_once(pool.store, owner, key, kind, body, create)
     if replayed:
         response.headers[REPLAYED_HEADER] = "true"
+        _rejected_again(pool, kind, resource_id)
     return resource_id
+
+
+def _rejected_again(pool: Pool, kind: str, resource_id: str) -> None:
+    """A replay of a submission that policy rejected gets the same 403."""
+    denied = None
+    if kind == "job":
+        job = pool.get(resource_id)
+        if job.state == JobState.REJECTED.value and job.attempt == 0 and job.reason:
+            denied = PolicyDenied.from_record(job.reason, job_id=job.id)
+    else:
+        row, jobs = pool.pipeline(resource_id)
+        if row.state == JobState.REJECTED.value:
+            first = next(j for j in jobs if (j.reason or "").startswith("denied by rule "))
+            denied = PolicyDenied.from_record(first.reason or "", pipeline_id=row.id)
+    if denied is not None:
+        raise ApiError(
+            403, "rejected", str(denied), field=denied.field, headers={REPLAYED_HEADER: "true"}
+        )
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"])

@@ -415,3 +415,27 @@ def test_no_secret_reaches_logs_store_or_errors(
     for place, text in haystacks.items():
         for what, needle in needles.items():
             assert needle not in text, f"{what} found in {place}"
+
+
+def test_a_rejection_is_the_first_result_of_its_idempotency_key(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    tok = token(strict, "submit", capabilities=["deploy"])
+    body = deploy(repos["tools"], "feature")
+    headers = {**auth(tok), "Idempotency-Key": str(uuid.uuid4())}
+    before = job_count(strict)
+    first = client.post("/v1/jobs", json=body, headers=headers)
+    again = client.post("/v1/jobs", json=body, headers=headers)
+    assert_error(first, 403, "rejected", "ref")
+    assert_error(again, 403, "rejected", "ref")
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert job_count(strict) == before + 1
+
+    workflow = "on: push\njobs:\n  ship:\n    runs-on: deploy\n    steps:\n      - run: x\n"
+    body = {"workflow": workflow, "repo": repos["other"], "ref": "main"}
+    headers = {**auth(tok), "Idempotency-Key": str(uuid.uuid4())}
+    first = client.post("/v1/pipelines", json=body, headers=headers)
+    again = client.post("/v1/pipelines", json=body, headers=headers)
+    assert_error(first, 403, "rejected", "repo")
+    assert first.json() == again.json()
