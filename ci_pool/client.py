@@ -345,10 +345,9 @@ class HttpClient:
 
     def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
         """The job's Server-Sent Events: ``line`` events, then one ``end``."""
-        # A quiet job sends nothing for as long as it likes: no read timeout here.
-        timeout = httpx.Timeout(
-            defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT, read=None
-        )
+        # The server sends a keep-alive every second while the job is quiet, so a stream
+        # silent for the whole answer timeout means the server or the network is gone.
+        timeout = httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT)
         path = self._job_path(job_id, "logs")
         ended = False
         with (
