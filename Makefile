@@ -35,7 +35,8 @@ bench: $(PY)
 	$(PY) bench/dispatch.py
 	$(PY) bench/checkout.py
 	$(PY) bench/pipeline.py
-	@if [ -f bench/status.py ]; then $(PY) bench/status.py; fi
+	$(PY) bench/status.py
+	$(PY) bench/api.py
 
 clean:
 	rm -rf .ci-pool build dist *.egg-info
