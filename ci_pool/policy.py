@@ -113,17 +113,18 @@ class Submitter:
         return self.capabilities is not None and capability in self.capabilities
 
 
-def check_access(who: Submitter, cap: Capability, repo: str) -> None:
-    """Token limits: AccessDenied (nothing is recorded) when the token may not do this."""
-    if who.capabilities is not None and cap.name not in who.capabilities:
+def check_access(who: Submitter, capability: str, repo: str, verb: str = "submit") -> None:
+    """Token limits: AccessDenied (nothing is recorded) when the token may not ``verb``
+    (submit, read, cancel...) a job of this capability and repository."""
+    if who.capabilities is not None and capability not in who.capabilities:
         raise AccessDenied(
-            f"{who.name} may submit only to capabilities {', '.join(who.capabilities) or 'none'}"
-            f", not {cap.name!r}",
+            f"{who.name} may {verb} only for capabilities "
+            f"{', '.join(who.capabilities) or 'none'}, not {capability!r}",
             field="capability",
         )
     if who.repos is not None and not repo_allowed(who.repos, repo):
         raise AccessDenied(
-            f"{who.name} may submit only for repositories {', '.join(who.repos) or 'none'}, "
+            f"{who.name} may {verb} only for repositories {', '.join(who.repos) or 'none'}, "
             f"not {repo_name(repo)!r}",
             field="repo",
         )

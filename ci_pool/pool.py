@@ -84,7 +84,7 @@ class Pool:
         """Everything that can refuse a job, done before anything is written. Input and
         access errors raise; a policy denial is returned, to be recorded ``rejected``."""
         cap = route(self.settings.capabilities, spec.capability, spec.labels)
-        check_access(who, cap, spec.repo)
+        check_access(who, cap.name, spec.repo)
         timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
         if timeout > self.settings.max_job_timeout:
             raise InputError(
@@ -175,7 +175,7 @@ class Pool:
         who = who or Submitter()
         caps = [self.settings.capabilities[job.capability] for job in pipe.jobs]
         for cap in caps:
-            check_access(who, cap, repo)
+            check_access(who, cap.name, repo)
         jobs = [self._pipeline_job(job) for job in pipe.jobs]
         if commit is not None and not is_sha(commit):
             raise InputError(f"{commit!r} is not a full commit id", field="commit")

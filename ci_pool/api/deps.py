@@ -121,12 +121,11 @@ def limits_of(token: ApiToken, signed_by: str | None = None) -> Submitter:
     )
 
 
-def may_change(pool: Pool, token: ApiToken, job: Job) -> None:
-    """A token limited to some capabilities or repositories may cancel or retry only the
-    jobs it could have submitted (AccessDenied otherwise)."""
-    cap = pool.settings.capabilities.get(job.capability)
-    if cap is not None:
-        check_access(limits_of(token), cap, job.repo)
+def within_limits(token: ApiToken, job: Job, verb: str) -> Job:
+    """A token limited to some capabilities or repositories reads, cancels or retries only
+    the jobs it could have submitted (AccessDenied naming the limit otherwise)."""
+    check_access(limits_of(token), job.capability, job.repo, verb)
+    return job
 
 
 SubmitterDep = Annotated[Submitter, Depends(submitter)]

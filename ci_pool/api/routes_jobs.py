@@ -21,7 +21,8 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
-    may_change,
+    limits_of,
+    within_limits,
 )
 from ci_pool.api.errors import ApiError
 from ci_pool.api.schemas import (
@@ -37,7 +38,9 @@ from ci_pool.api.schemas import (
 from ci_pool.exceptions import InputError, NotFound, PolicyDenied
 from ci_pool.idempotency import run_once
 from ci_pool.jobs import JobState, parse_job_spec
+from ci_pool.policy import repo_allowed
 from ci_pool.pool import Pool
+from ci_pool.tokens import ApiToken
 from ci_pool.views import job_dict
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -56,8 +59,12 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
-def public(job_id: str, pool: Pool) -> JobPublic:
-    return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
+def public(job_id: str, pool: Pool, token: ApiToken | None = None) -> JobPublic:
+    """The detailed view; with ``token``, only of a job within its limits."""
+    job = pool.get(job_id)
+    if token is not None:
+        within_limits(token, job, "read")
+    return JobPublic.model_validate(job_dict(job, pool))
 
 
 def once(
@@ -149,7 +156,9 @@ def list_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> JobsPublic:
     """The newest jobs first, filtered by states, capability or repository, a page at a
-    time: pass ``next_cursor`` back as ``cursor`` for the next page."""
+    time: pass ``next_cursor`` back as ``cursor`` for the next page. A token limited to
+    some capabilities or repositories sees only those jobs (a page may then hold fewer
+    than ``limit``; ``next_cursor`` says whether more follow)."""
     jobs = pool.store.list_jobs(
         states=state or (),
         capability=capability,
@@ -158,7 +167,13 @@ def list_jobs(
         after=_after(cursor) if cursor else None,
     )
     page = jobs[:limit]
-    data = [JobPublic.model_validate(job_dict(j)) for j in page]
+    who = limits_of(token)
+    data = [
+        JobPublic.model_validate(job_dict(j))
+        for j in page
+        if (who.capabilities is None or j.capability in who.capabilities)
+        and (who.repos is None or repo_allowed(who.repos, j.repo))
+    ]
     more = len(jobs) > limit
     return JobsPublic(data=data, count=len(data), next_cursor=_cursor(page[-1]) if more else None)
 
@@ -166,7 +181,7 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
 def get_job(job_id: str, pool: PoolDep, token: ReadToken) -> JobPublic:
     """One job with its history, artifacts and why it waits (if it does)."""
-    return public(job_id, pool)
+    return public(job_id, pool, token)
 
 
 async def _sse(request: Request, pool: Pool, job_id: str) -> AsyncIterator[str]:
@@ -212,7 +227,8 @@ def get_logs(
 ) -> Response:
     """The stored log of one attempt (default: the latest that wrote any); with
     ``follow=1``, the live log as Server-Sent Events until the job ends."""
-    pool.get(job_id)  # 404 for an unknown job rather than an empty log
+    # 404 for an unknown job rather than an empty log; 403 outside the token's limits
+    within_limits(token, pool.get(job_id), "read")
     if follow:
         return StreamingResponse(
             _sse(request, pool, job_id),
@@ -225,7 +241,7 @@ def get_logs(
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, tags=["jobs"])
 def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
     """Queued: cancelled at once. Running: its worker stops it (state follows)."""
-    may_change(pool, token, pool.get(job_id))
+    within_limits(token, pool.get(job_id), "cancel")
     pool.cancel(job_id, by=f"api token {token.name}")
     return public(job_id, pool)
 
@@ -234,7 +250,7 @@ def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
 def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic:
     """Run a failed, timed-out, cancelled or errored job again as a new attempt (a
     pipeline job: its pipeline's failed jobs and their dependents run again)."""
-    may_change(pool, token, pool.get(job_id))
+    within_limits(token, pool.get(job_id), "retry")
     pool.retry_job(job_id)
     return public(job_id, pool)
 
@@ -247,7 +263,7 @@ def list_artifacts(
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> ArtifactsPublic:
     """The artifacts of one attempt (default: the latest that has any), with sha256."""
-    pool.get(job_id)
+    within_limits(token, pool.get(job_id), "read")
     return ArtifactsPublic(
         data=[
             ArtifactPublic(path=a.path, size=a.size, sha256=a.sha256, attempt=a.attempt)
@@ -270,6 +286,7 @@ def get_artifact(
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> FileResponse:
     """One artifact's bytes; its sha256 is in the ``Digest`` and ``ETag`` headers."""
+    within_limits(token, pool.get(job_id), "read")
     art = pool.artifact(job_id, name, attempt)
     path = pool.artifact_path(art)
     if not path.is_file():

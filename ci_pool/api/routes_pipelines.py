@@ -15,7 +15,7 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
-    may_change,
+    within_limits,
 )
 from ci_pool.api.routes_jobs import ERRORS, once
 from ci_pool.api.schemas import PipelineCreate, PipelinePublic
@@ -58,6 +58,8 @@ def create_pipeline(
 @router.get("/pipelines/{pipeline_id}", response_model=PipelinePublic)
 def get_pipeline(pipeline_id: str, pool: PoolDep, token: ReadToken) -> PipelinePublic:
     """The pipeline and each of its jobs: state, runner, exit code, outputs."""
+    for job in pool.pipeline(pipeline_id)[1]:
+        within_limits(token, job, "read")
     return public(pipeline_id, pool)
 
 
@@ -65,7 +67,7 @@ def get_pipeline(pipeline_id: str, pool: PoolDep, token: ReadToken) -> PipelineP
 def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> PipelinePublic:
     """Cancel every job that has not ended."""
     for job in pool.pipeline(pipeline_id)[1]:
-        may_change(pool, token, job)
+        within_limits(token, job, "cancel")
     pool.cancel_pipeline(pipeline_id, by=f"api token {token.name}")
     return public(pipeline_id, pool)
 
@@ -74,6 +76,6 @@ def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> Pipe
 def retry_pipeline(pipeline_id: str, pool: PoolDep, token: SubmitToken) -> PipelinePublic:
     """Run the failed, cancelled and skipped jobs again; jobs that passed keep their result."""
     for job in pool.pipeline(pipeline_id)[1]:
-        may_change(pool, token, job)
+        within_limits(token, job, "retry")
     pool.retry_pipeline(pipeline_id)
     return public(pipeline_id, pool)

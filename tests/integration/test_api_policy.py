@@ -218,7 +218,7 @@ def test_token_limits_refuse_other_capabilities_and_repos(
     body = deploy(repos["tools"])
     res = client.post("/v1/jobs", json=body, headers=signed(linux_only, body))
     assert_error(res, 403, "forbidden", "capability")
-    assert "only to capabilities linux, not 'deploy'" in res.json()["error"]["message"]
+    assert "submit only for capabilities linux, not 'deploy'" in res.json()["error"]["message"]
     body = {**deploy(repos["other"]), "capability": "linux"}
     res = client.post("/v1/jobs", json=body, headers=auth(linux_only))
     assert_error(res, 403, "forbidden", "repo")
@@ -227,8 +227,8 @@ def test_token_limits_refuse_other_capabilities_and_repos(
     body = {**deploy(repos["tools"]), "capability": "linux"}
     assert client.post("/v1/jobs", json=body, headers=auth(linux_only)).status_code == 201
 
-    # Cancel and retry follow the same limits: only jobs the token could have submitted.
-    limited = token(strict, "submit", "cancel", capabilities=["linux"], repos=["org/*"])
+    # Reads, cancel and retry follow the same limits: only jobs it could have submitted.
+    limited = token(strict, "submit", "cancel", "read", capabilities=["linux"], repos=["org/*"])
     anyone = token(strict, "submit", "cancel", "read")
     theirs = client.post(
         "/v1/jobs", json={**deploy(repos["other"]), "capability": "linux"}, headers=auth(anyone)
@@ -237,6 +237,17 @@ def test_token_limits_refuse_other_capabilities_and_repos(
     for action in ("cancel", "retry"):
         res = client.post(f"/v1/jobs/{theirs}/{action}", headers=auth(limited))
         assert_error(res, 403, "forbidden", "repo")
+        assert f"may {action} only for repositories org/*" in res.json()["error"]["message"]
+    for path in ("", "/logs", "/artifacts", "/artifacts/x.txt"):
+        res = client.get(f"/v1/jobs/{theirs}{path}", headers=auth(limited))
+        assert_error(res, 403, "forbidden", "repo")
+    assert client.get(f"/v1/jobs/{mine}", headers=auth(limited)).status_code == 200
+    listed = client.get("/v1/jobs", params={"limit": 1000}, headers=auth(limited)).json()
+    seen = {j["id"] for j in listed["data"]}
+    assert mine in seen and theirs not in seen
+    assert all("/org/" in j["repo"] and j["capability"] == "linux" for j in listed["data"])
+    everything = client.get("/v1/jobs", params={"limit": 1000}, headers=auth(anyone)).json()
+    assert theirs in {j["id"] for j in everything["data"]}
     assert client.post(f"/v1/jobs/{mine}/cancel", headers=auth(limited)).status_code == 200
     assert client.post(f"/v1/jobs/{theirs}/cancel", headers=auth(anyone)).status_code == 200
 

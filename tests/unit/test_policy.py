@@ -82,12 +82,11 @@ def test_a_token_scoped_to_the_capability_or_the_operator_needs_no_signature() -
 
 def test_token_limits() -> None:
     who = Submitter(name="token 'ci'", capabilities=("linux",), repos=("org/*",), operator=False)
-    with pytest.raises(AccessDenied, match="only to capabilities linux, not 'deploy'"):
-        check_access(who, STRICT, "https://h/org/app")
-    linux = Capability(name="linux", queue="linux", image="img")
+    with pytest.raises(AccessDenied, match="submit only for capabilities linux, not 'deploy'"):
+        check_access(who, "deploy", "https://h/org/app")
     with pytest.raises(AccessDenied, match="only for repositories org/\\*"):
-        check_access(who, linux, "https://h/other/app")
-    check_access(who, linux, "https://h/org/app")
+        check_access(who, "linux", "https://h/other/app")
+    check_access(who, "linux", "https://h/org/app")
 
 
 def test_ref_patterns_must_be_full_refs() -> None:
