@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +25,19 @@ from typing import Any
 
 import httpx
 
-from ci_pool import tokens
-from ci_pool.api.server import make_server
-from ci_pool.embedded import GitDaemon, RedisServer, free_port, make_repo
-from ci_pool.jobs import parse_job_spec
-from ci_pool.pool import Pool
-from ci_pool.settings import load_settings
-from ci_pool.views import job_dict
-
 BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from dispatch import machine_info  # noqa: E402
+
+from ci_pool import tokens  # noqa: E402
+from ci_pool.api.server import make_server, running  # noqa: E402
+from ci_pool.embedded import GitDaemon, RedisServer, free_port, make_repo  # noqa: E402
+from ci_pool.jobs import parse_job_spec  # noqa: E402
+from ci_pool.pool import Pool  # noqa: E402
+from ci_pool.settings import load_settings  # noqa: E402
+from ci_pool.views import job_dict  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -68,17 +71,6 @@ def stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def serve(server: Any) -> threading.Thread:
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    return thread
-
-
 def run(jobs: int, root: Path) -> dict[str, Any]:
     redis_server = RedisServer.start(root / "redis")
     (root / "git").mkdir()
@@ -94,15 +86,17 @@ def run(jobs: int, root: Path) -> dict[str, Any]:
     token, _ = tokens.create_token(pool.store, "bench", ["admin"])
     port = free_port()
     server = make_server(settings, "127.0.0.1", port, log_level="warning")
-    thread = serve(server)
     body = {"repo": daemon.url("app.git"), "ref": sha, "capability": "bench"}
     series: dict[str, list[float]] = {}
     try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        ) as client:
+        with (
+            running(server),
+            httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            ) as client,
+        ):
 
             def local_submit(i: int) -> None:
                 spec = parse_job_spec(
@@ -137,8 +131,6 @@ def run(jobs: int, root: Path) -> dict[str, Any]:
                 jobs, lambda i: client.get("/v1/jobs", params={"limit": 100}).raise_for_status()
             )
     finally:
-        server.should_exit = True
-        thread.join(timeout=20)
         daemon.stop()
         redis_server.stop()
     result = {name: stats(ms) for name, ms in series.items()}
@@ -174,7 +166,7 @@ def main() -> None:
         data = run(args.jobs, Path(tmp))
     data = {
         "benchmark": "api",
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": machine_info(),
         "parameters": {
             "calls_per_series": args.jobs,
             "store": "SQLite (WAL) in a temp dir",

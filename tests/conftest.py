@@ -9,10 +9,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,28 +350,12 @@ def postgres_url(session_dir: Path) -> Iterator[str]:
         shutil.rmtree(top, ignore_errors=True)
 
 
-@contextmanager
-def serving(server: Any) -> Iterator[None]:
-    """Run a uvicorn server in a thread while the block runs."""
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-
-
 @pytest.fixture(scope="session")
 def api_url(harness: Harness) -> Iterator[str]:
     """A real API server (uvicorn on loopback) over the shared pool."""
-    from ci_pool.api.server import make_server
+    from ci_pool.api.server import make_server, running
     from ci_pool.embedded import free_port
 
     port = free_port()
-    with serving(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
+    with running(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
         yield f"http://127.0.0.1:{port}"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,23 @@ def make_server(
         forwarded_allow_ips=proxy_ips if behind_proxy else None,
     )
     return uvicorn.Server(config)
+
+
+@contextmanager
+def running(server: uvicorn.Server, start_timeout: float = 20.0) -> Iterator[None]:
+    """Serve from a thread of this process while the block runs (tests, benchmarks)."""
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, **tls: Any) -> None:

@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 import ci_pool.tokens  # registers the api_tokens table before init_schema
 from ci_pool import tokens
 from ci_pool.api import create_app
-from ci_pool.api.server import make_server
+from ci_pool.api.server import make_server, running
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
 from ci_pool.settings import load_settings
-from tests.conftest import GitServer, Harness, Worker, serving
+from tests.conftest import GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -238,7 +238,7 @@ def test_real_server_on_loopback_and_refusal_without_tokens(
         make_server(empty, "0.0.0.0", free_port())
 
     port = free_port()
-    with serving(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
+    with running(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
         res = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert res.status_code == 200 and res.json()["status"] == "ok"
         res = httpx.get(f"http://127.0.0.1:{port}/v1/queues", timeout=10)

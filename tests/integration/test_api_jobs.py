@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ci_pool.api.server import make_server
+from ci_pool.api.server import make_server, running
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
-from tests.conftest import GitServer, Harness, Worker, serving
+from tests.conftest import GitServer, Harness, Worker
 from tests.integration.test_api import assert_error, auth, client, job_body, make_token
 
 pytestmark = pytest.mark.integration
@@ -292,7 +292,7 @@ def test_off_loopback_needs_tls_or_a_proxy_and_tls_serves(harness: Harness, tmp_
     srv = make_server(
         harness.settings(), "127.0.0.1", port, log_level="warning", tls_cert=cert, tls_key=key
     )
-    with serving(srv):
+    with running(srv):
         res = httpx.get(
             f"https://127.0.0.1:{port}/healthz",
             verify=ssl.create_default_context(cafile=str(cert)),
