@@ -40,6 +40,10 @@ from ci_pool.runner.checkout import CheckoutRequest, checkout, mirror_path
 from ci_pool.settings import Settings, load_settings
 
 BENCH_DIR = Path(__file__).resolve().parent
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+from dispatch import on_sigterm, tool_version  # noqa: E402
 
 REPO_NAME = "bench.git"
 MIB = 1024 * 1024
@@ -544,13 +548,6 @@ def proxy_check(ctx: Ctx, daemon: GitDaemon) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------
 
 
-def _version(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-
-
 def machine_info(tmp: Path) -> dict[str, Any]:
     import ci_pool
 
@@ -559,9 +556,9 @@ def machine_info(tmp: Path) -> dict[str, Any]:
         "nproc_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "git": _version(["git", "--version"]),
+        "git": tool_version(["git", "--version"]),
         "ci_pool": ci_pool.__version__,
-        "tmp_filesystem": _version(["df", "-hT", str(tmp)]).splitlines()[-1:],
+        "tmp_filesystem": tool_version(["df", "-hT", str(tmp)]).splitlines()[-1:],
         "mem_total_mib": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MIB,
         "loadavg_at_start": list(os.getloadavg()),
     }
@@ -828,10 +825,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace, tmp: Path, started: float, stack: list[Any]) -> int:
     info = machine_info(tmp)
     base = tmp / "srv"
@@ -909,7 +902,7 @@ def run(args: argparse.Namespace, tmp: Path, started: float, stack: list[Any]) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
         del os.environ[key]  # the caller's settings must not leak into load_settings()
     started = time.monotonic()

@@ -581,7 +581,8 @@ def run_ci_pool(
 # -- report ----------------------------------------------------------------------------
 
 
-def _version(cmd: list[str]) -> str:
+def tool_version(cmd: list[str]) -> str:
+    """A tool's version line (or why it is unknown), for the machine record."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -604,8 +605,8 @@ def machine_info() -> dict[str, Any]:
         "kombu": kombu.__version__,
         "redis_py": redis.__version__,
         "sqlalchemy": sqlalchemy.__version__,
-        "redis_server": _version([redis_server_binary(), "--version"]),
-        "git": _version(["git", "--version"]),
+        "redis_server": tool_version([redis_server_binary(), "--version"]),
+        "git": tool_version(["git", "--version"]),
         "ci_pool": ci_pool.__version__,
         "loadavg_at_start": list(os.getloadavg()),
     }
@@ -821,13 +822,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
+def on_sigterm(signum: int, _frame: Any) -> None:
+    """SIGTERM ends a benchmark through SystemExit, so its cleanup runs."""
     raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-"))
     env: Env | None = None

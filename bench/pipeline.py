@@ -37,7 +37,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 # Process and machine helpers shared with the dispatch benchmark (imported, not changed).
-from dispatch import Proc, clean_env, machine_info, spawn  # noqa: E402
+from dispatch import Proc, clean_env, machine_info, on_sigterm, spawn  # noqa: E402
 
 from ci_pool.embedded import GitDaemon, RedisServer, make_repo  # noqa: E402
 from ci_pool.jobs import JobState  # noqa: E402
@@ -698,13 +698,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     started = time.monotonic()
     # The driver's settings come from this script alone, never from the caller's CI_POOL_*.
     for key in [k for k in os.environ if k.startswith("CI_POOL_")]:

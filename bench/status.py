@@ -41,7 +41,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from dispatch import machine_info  # noqa: E402
+from dispatch import machine_info, on_sigterm  # noqa: E402
 
 from ci_pool.embedded import RedisServer, free_port  # noqa: E402
 from ci_pool.pool import Pool  # noqa: E402
@@ -573,13 +573,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
         del os.environ[key]  # the caller's settings must not leak into the pool
     started = time.monotonic()
