@@ -15,17 +15,17 @@ from sqlalchemy import select
 
 from ci_pool import webhooks
 from ci_pool.exceptions import InputError
+from ci_pool.policy import glob_match
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Store
+from ci_pool.triggers import push_trigger
 from ci_pool.webhooks import (
     HookRefused,
     Push,
     WebhookDelivery,
     parse_push,
-    push_trigger,
     record_delivery,
-    ref_glob_match,
     sign,
     verify_signature,
 )
@@ -138,8 +138,8 @@ def test_non_ascii_signature_is_refused_not_an_error(secret: str) -> None:
         ("(x)", "(x)", True),
     ],
 )
-def test_ref_glob_match(pattern: str, name: str, expected: bool) -> None:
-    assert ref_glob_match(pattern, name) is expected
+def test_glob_match(pattern: str, name: str, expected: bool) -> None:
+    assert glob_match(pattern, name) is expected
 
 
 # -- triggers -----------------------------------------------------------------------------------
