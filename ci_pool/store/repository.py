@@ -99,32 +99,9 @@ class Store:
     # -- jobs -------------------------------------------------------------------------
 
     def create_job(self, **fields: Any) -> Job:
-        """Write a new job in ``queued`` (or ``blocked``) state with its first audit row."""
-        now = utcnow()
-        state = JobState(fields.pop("state", JobState.QUEUED))
-        job = Job(
-            id=fields.pop("id", None) or uuid.uuid4().hex[:16],
-            state=state.value,
-            attempt=0,
-            created_at=now,
-            updated_at=now,
-            queued_at=now if state is JobState.QUEUED else None,
-            **fields,
-        )
+        """Write a new job in ``queued`` (or the given ``state``) with its first audit row."""
         with self.session() as s:
-            s.add(job)
-            s.flush()
-            s.add(
-                JobEvent(
-                    job_id=job.id,
-                    attempt=0,
-                    from_state=None,
-                    to_state=state.value,
-                    at=now,
-                    reason=job.reason,
-                )
-            )
-        return job
+            return _add_job(s, utcnow(), JobState(fields.pop("state", JobState.QUEUED)), fields)
 
     def get_job(self, job_id: str) -> Job:
         with self.session(write=False) as s:
@@ -495,30 +472,8 @@ class Store:
             s.add(row)
             s.flush()
             for fields in jobs:
-                fields = dict(fields)
-                job_state = fields.pop("state", JobState.BLOCKED.value)
-                job = Job(
-                    id=uuid.uuid4().hex[:16],
-                    pipeline_id=row.id,
-                    state=job_state,
-                    attempt=0,
-                    created_at=now,
-                    updated_at=now,
-                    finished_at=None if job_state == JobState.BLOCKED.value else now,
-                    **fields,
-                )
-                s.add(job)
-                s.flush()
-                s.add(
-                    JobEvent(
-                        job_id=job.id,
-                        attempt=0,
-                        from_state=None,
-                        to_state=job_state,
-                        at=now,
-                        reason=job.reason,
-                    )
-                )
+                fields = {**fields, "pipeline_id": row.id}
+                _add_job(s, now, JobState(fields.pop("state", JobState.BLOCKED)), fields)
         return row
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
@@ -607,3 +562,30 @@ class Store:
                     )
                     again.append(job)
         return again
+
+
+def _add_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
+    """A new job row in ``state`` plus its first audit row, in the caller's transaction."""
+    job = Job(
+        id=fields.pop("id", None) or uuid.uuid4().hex[:16],
+        state=state.value,
+        attempt=0,
+        created_at=now,
+        updated_at=now,
+        queued_at=now if state is JobState.QUEUED else None,
+        finished_at=now if state in FINAL_STATES else None,
+        **fields,
+    )
+    s.add(job)
+    s.flush()
+    s.add(
+        JobEvent(
+            job_id=job.id,
+            attempt=0,
+            from_state=None,
+            to_state=state.value,
+            at=now,
+            reason=job.reason,
+        )
+    )
+    return job

@@ -168,6 +168,7 @@ def test_policy_denial_is_recorded_rejected_with_its_rule(
     assert f"denied by rule {rule}" in message
     job = rejected_job(strict, message)
     assert job.state == "rejected" and rule in (job.reason or "")
+    assert job.finished_at is not None and job.queued_at is None
     shown = client.get(f"/v1/jobs/{job.id}", headers=auth(tok)).json()
     assert shown["state"] == "rejected" and rule in shown["reason"]
     assert shown["events"][0]["to"] == "rejected" and rule in shown["events"][0]["reason"]
