@@ -75,7 +75,9 @@ def run_bare_celery(bench: Bench, broker_url: str, config: Path) -> dict[str, An
 
     args = bench.args
     n, gap = args.jobs, args.gap_ms / 1000
-    r = redis.Redis.from_url(broker_url)
+    # No socket timeout: BLPOP waits up to a minute for the worker's first task, longer
+    # than redis-py's default read timeout.
+    r = redis.Redis.from_url(broker_url, socket_timeout=None)
     r.delete(BARE_RESULTS_KEY)
     app = bare_celery_app.make_app(broker_url, str(config))
     env = clean_env()
