@@ -3,14 +3,14 @@
 generated repository with a long history and big incompressible blobs.
 
     python bench/checkout.py [--commits N] [--files N] [--blob-kb N]
-                             [--out bench/results/checkout.json] [--keep]
+                             [--quick] [--out bench/results/checkout.json] [--keep]
 
-Everything runs in a temp dir on 127.0.0.1: `git fast-import` writes the history into a bare
-repository, `git daemon` (ci_pool.embedded.GitDaemon) serves it, and every client goes
-through a byte-counting TCP proxy (a thread in this process) so the bytes each operation moves
-over the "network" are known. See bench/README.md for what each number means. Exits non-zero
-only when the benchmark itself crashes; a missed target is reported in the JSON, not in the
-exit code.
+Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): `git fast-import` writes the
+history into a bare repository, `git daemon` (ci_pool.embedded.GitDaemon) serves it, and every
+client goes through a byte-counting TCP proxy (a thread in this process) so the bytes each
+operation moves over the "network" are known. See bench/README.md for what each number means.
+Exits non-zero only when the benchmark itself crashes; a missed target is reported in the JSON,
+not in the exit code.
 """
 
 from __future__ import annotations

@@ -705,7 +705,7 @@ def summary_section(stem: str, report: dict[str, Any]) -> str:
     """One benchmark's part of summary.md: when and where it ran, its headline figures and
     whether each target held."""
     m = report.get("machine", {})
-    when = m.get("recorded_at", "not recorded")
+    when = m.get("recorded_at", "date not recorded")
     lines = [f"## {report.get('benchmark', stem)}", ""]
     lines.append(
         f"Run {when}{' (quick mode)' if report.get('quick') else ''}, "

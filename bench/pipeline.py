@@ -2,13 +2,14 @@
 """Pipeline benchmark: the wave of release builds from the old laptop flow, run through
 ci-pool pipelines with 1 runner and with 4, and the scheduling overhead on top of the ideal.
 
-    python bench/pipeline.py [--builds 8] [--seconds 2] [--out bench/results/pipeline.json]
+    python bench/pipeline.py [--builds 8] [--seconds 2] [--quick]
+                             [--out bench/results/pipeline.json]
 
-Everything runs on loopback in a temp dir: its own redis-server, git daemon, SQLite store and
-`ci-pool worker` subprocesses (prefork, concurrency 1 each; a 4-worker run is 4 processes, as
-4 runner containers would be). Jobs run on a host-mode capability, so no Docker is needed.
-See bench/README.md for what each number means. Exits non-zero only when the benchmark itself
-crashes or a pipeline does not succeed.
+Everything runs on loopback in a temp dir (bench/harness.py): its own redis-server, git daemon,
+SQLite store and `ci-pool worker` subprocesses (prefork, concurrency 1 each; a 4-worker run is
+4 processes, as 4 runner containers would be). Jobs run on a host-mode capability, so no Docker
+is needed. See bench/README.md for what each number means. Exits non-zero only when the
+benchmark itself crashes or a pipeline does not succeed.
 """
 
 from __future__ import annotations

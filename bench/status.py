@@ -3,12 +3,13 @@
 finished jobs, with the store's indexes and without them.
 
     python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--no-postgres]
-                           [--out bench/results/status.json] [--keep]
+                           [--quick] [--out bench/results/status.json] [--keep]
 
-Everything runs in temp dirs on 127.0.0.1: its own redis-server (the runner registry), a
-SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a throwaway PostgreSQL
-cluster. See bench/README.md for what each number means. Exits non-zero only when the
-benchmark itself crashes; a missed target is reported in the JSON, not in the exit code.
+Everything runs in temp dirs on 127.0.0.1 (bench/harness.py): its own redis-server (the runner
+registry), a SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a
+throwaway PostgreSQL cluster. See bench/README.md for what each number means. Exits non-zero
+only when the benchmark itself crashes; a missed target is reported in the JSON, not in the
+exit code.
 """
 
 from __future__ import annotations
