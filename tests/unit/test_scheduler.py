@@ -103,6 +103,18 @@ def test_if_always_runs_after_a_failed_need() -> None:
     assert queued(d) == ["report"]
 
 
+def test_if_always_and_cancelled_run_after_a_cancelled_need() -> None:
+    jobs = [
+        job("build", CANCEL),
+        job("cleanup", B, "build", if_expr="always()"),
+        job("on_cancel", B, "build", if_expr="cancelled()"),
+        job("on_failure", B, "build", if_expr="failure()"),
+    ]
+    d = decide(jobs, CTX)
+    assert queued(d) == ["cleanup", "on_cancel"]
+    assert list(skipped(d)) == ["on_failure"]
+
+
 def test_if_failure_runs_only_when_a_need_failed() -> None:
     on_failure = [job("build", FAIL), job("notify", B, "build", if_expr="failure()")]
     assert queued(decide(on_failure, CTX)) == ["notify"]
