@@ -147,6 +147,25 @@ def test_if_sees_the_needs_context_with_results_and_outputs() -> None:
     assert list(skipped(d)) == ["other"]
 
 
+@pytest.mark.parametrize(
+    ("states", "result"),
+    [
+        ((OK, OK), "success"),
+        ((OK, SKIP), "skipped"),
+        ((SKIP, CANCEL), "cancelled"),
+        ((CANCEL, FAIL), "failure"),
+    ],
+)
+def test_needs_result_of_a_matrix_job_is_its_worst_cell(
+    states: tuple[JobState, JobState], result: str
+) -> None:
+    report = job(
+        "report", B, "build (a1)", "build (a2)",
+        if_expr=f"always() && needs.build.result == '{result}'",
+    )  # fmt: skip
+    assert queued(decide([*cells("build", *states), report], CTX)) == ["report"]
+
+
 def test_if_sees_the_jobs_matrix_and_env() -> None:
     jobs = [
         job("up (x)", B, ref="up", matrix={"os": "x"}, if_expr="matrix.os == 'x'"),
