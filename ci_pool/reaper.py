@@ -26,6 +26,7 @@ from sqlalchemy import select
 from ci_pool import defaults
 from ci_pool.idempotency import forget_expired
 from ci_pool.jobs import JobState
+from ci_pool.retry import Next, lost_reason
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.store import Job, Store
 from ci_pool.store.models import Pipeline, utcnow
@@ -90,17 +91,18 @@ class Reaper:
                 )
             )
         for job in expired:
-            lost = self.store.transition(
+            closed = self.store.close_attempt(
                 job.id,
+                job.attempt,
                 JobState.ERROR,
-                attempt=job.attempt,
-                from_state=JobState.RUNNING,
                 runner_id="reaper",
-                reason=f"runner_lost: no heartbeat from {job.runner_id} since the lease ended",
-                values={"finished_at": now, "lease_until": None},
+                reason=lost_reason(job.runner_id),
+                lease_expired=True,
+                backoff=0,
             )
-            if lost is None:
+            if closed is None:
                 continue  # it heartbeated or finished meanwhile
+            lost, decision = closed
             done.lost.append(job.id)
             log.warning("job %s: runner %s lost", job.id, job.runner_id)
             if self.remove_containers is not None:
@@ -108,26 +110,9 @@ class Reaper:
                     self.remove_containers(job.id)
                 except Exception:  # the container may live on another host
                     log.exception("job %s: could not remove its container here", job.id)
-            if lost.cancel_requested:
-                self.store.transition(
-                    job.id,
-                    JobState.CANCELLED,
-                    from_state=JobState.ERROR,
-                    runner_id="reaper",
-                    reason="cancelled (its runner was lost)",
-                )
-            elif lost.attempt < lost.max_attempts:
-                again = self.store.transition(
-                    job.id,
-                    JobState.QUEUED,
-                    from_state=JobState.ERROR,
-                    runner_id="reaper",
-                    reason=f"retry {lost.attempt + 1}/{lost.max_attempts}",
-                    values={"queued_at": utcnow()},
-                )
-                if again is not None:
-                    self.publish(job.capability, job.id)
-                    done.requeued.append(job.id)
+            if decision.next is Next.REQUEUE:
+                self.publish(job.capability, job.id)
+                done.requeued.append(job.id)
             elif lost.pipeline_id:
                 done.advanced.append(lost.pipeline_id)
 
