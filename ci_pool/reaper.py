@@ -21,15 +21,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
-from sqlalchemy import select
 
 from ci_pool import defaults
 from ci_pool.idempotency import forget_expired
 from ci_pool.jobs import JobState
 from ci_pool.retry import Next, lost_reason
 from ci_pool.scheduler import PipelineScheduler
-from ci_pool.store import Job, Store
-from ci_pool.store.models import Pipeline, utcnow
+from ci_pool.store import Store
+from ci_pool.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +82,7 @@ class Reaper:
         return done
 
     def _expired_leases(self, done: Sweep) -> None:
-        now = utcnow()
-        with self.store.session(write=False) as s:
-            expired = list(
-                s.scalars(
-                    select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_until < now)
-                )
-            )
-        for job in expired:
+        for job in self.store.expired_leases(utcnow()):
             closed = self.store.close_attempt(
                 job.id,
                 job.attempt,
@@ -133,12 +125,7 @@ class Reaper:
 
     def _lost_messages(self, done: Sweep) -> None:
         cutoff = utcnow() - timedelta(seconds=self.resend_after)
-        with self.store.session(write=False) as s:
-            waiting = list(
-                s.scalars(
-                    select(Job).where(Job.state == JobState.QUEUED.value, Job.queued_at < cutoff)
-                )
-            )
+        waiting = self.store.queued_before(cutoff)
         if not waiting:
             return
         held = self._in_broker({j.queue for j in waiting})
@@ -149,8 +136,7 @@ class Reaper:
                 done.resent.append(job.id)
 
     def _stalled_pipelines(self, done: Sweep) -> None:
-        with self.store.session(write=False) as s:
-            running = list(s.scalars(select(Pipeline.id).where(Pipeline.state == "running")))
+        running = self.store.running_pipelines()
         scheduler = PipelineScheduler(self.store, self.publish)
         for pipeline_id in running:
             before = [j.state for j in self.store.pipeline_jobs(pipeline_id)]

@@ -19,13 +19,14 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool import defaults
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import FINAL_STATES, JobState, sources_of
+from ci_pool.jobs import FINAL_STATES, JobState, PipelineState, sources_of
 from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
@@ -388,6 +389,29 @@ class Store:
                 s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
             )
         return follow or job, decision
+
+    def expired_leases(self, now: datetime) -> list[Job]:
+        """Running jobs whose lease ended before ``now``: their runner stopped heartbeating."""
+        with self.session(write=False) as s:
+            q = select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_until < now)
+            return list(s.scalars(q))
+
+    def queued_before(self, cutoff: datetime) -> list[Job]:
+        """Jobs queued since before ``cutoff`` and still waiting for a runner."""
+        with self.session(write=False) as s:
+            q = select(Job).where(Job.state == JobState.QUEUED.value, Job.queued_at < cutoff)
+            return list(s.scalars(q))
+
+    def running_pipelines(self) -> list[str]:
+        """Ids of the pipelines that have not ended."""
+        with self.session(write=False) as s:
+            q = select(Pipeline.id).where(Pipeline.state == PipelineState.RUNNING.value)
+            return list(s.scalars(q))
+
+    def ping(self) -> None:
+        """Raise when the store does not answer a trivial query."""
+        with self.session(write=False) as s:
+            s.execute(text("SELECT 1"))
 
     def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None:
         """Extend the lease of the attempt we own. Returns cancel_requested, or None when
