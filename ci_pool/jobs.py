@@ -33,6 +33,19 @@ class JobState(str, Enum):
         return self.value
 
 
+class PipelineState(str, Enum):
+    """Where a pipeline is: running until every job has ended, then its result."""
+
+    RUNNING = "running"  # -> succeeded, failed, cancelled (and running again on retry)
+    SUCCEEDED = "succeeded"  # final
+    FAILED = "failed"  # final
+    CANCELLED = "cancelled"  # final
+    REJECTED = "rejected"  # final: policy refused a job of it before anything ran
+
+    def __str__(self) -> str:
+        return self.value
+
+
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.BLOCKED: frozenset({JobState.QUEUED, JobState.SKIPPED, JobState.CANCELLED}),
     JobState.QUEUED: frozenset(
@@ -58,6 +71,20 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 FINAL_STATES = frozenset(s for s in JobState if s.is_final)
 
+#: The operator's moves (``retry``): a job that ended badly goes back to ``queued`` (a job of
+#: its own) or ``blocked`` (a pipeline job, until its needs are met again). Rejected jobs stay
+#: rejected: a retry is not a way around policy.
+RETRY_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    state: frozenset({JobState.QUEUED, JobState.BLOCKED})
+    for state in (
+        JobState.FAILED,
+        JobState.TIMED_OUT,
+        JobState.CANCELLED,
+        JobState.ERROR,
+        JobState.SKIPPED,
+    )
+}
+
 #: Exit code of ``ci-pool wait`` for jobs that did not run to an exit code of their own.
 WAIT_EXIT_CODES: dict[JobState, int] = {
     JobState.SUCCEEDED: 0,
@@ -69,9 +96,11 @@ WAIT_EXIT_CODES: dict[JobState, int] = {
 }
 
 
-def sources_of(target: JobState) -> frozenset[JobState]:
-    """States from which ``target`` may be reached."""
-    return frozenset(s for s, nxt in TRANSITIONS.items() if target in nxt)
+def sources_of(target: JobState, *, operator: bool = False) -> frozenset[JobState]:
+    """States from which ``target`` may be reached (by the operator's retry, with
+    ``operator``)."""
+    table = RETRY_TRANSITIONS if operator else TRANSITIONS
+    return frozenset(s for s, nxt in table.items() if target in nxt)
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")

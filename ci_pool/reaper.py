@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
-from sqlalchemy import select
 
 from ci_pool import defaults
 from ci_pool.idempotency import forget_expired
 from ci_pool.jobs import JobState
+from ci_pool.retry import Next, lost_reason
 from ci_pool.scheduler import PipelineScheduler
-from ci_pool.store import Job, Store
-from ci_pool.store.models import Pipeline, utcnow
+from ci_pool.store import Store
+from ci_pool.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -82,25 +82,19 @@ class Reaper:
         return done
 
     def _expired_leases(self, done: Sweep) -> None:
-        now = utcnow()
-        with self.store.session(write=False) as s:
-            expired = list(
-                s.scalars(
-                    select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_until < now)
-                )
-            )
-        for job in expired:
-            lost = self.store.transition(
+        for job in self.store.expired_leases(utcnow()):
+            closed = self.store.close_attempt(
                 job.id,
+                job.attempt,
                 JobState.ERROR,
-                attempt=job.attempt,
-                from_state=JobState.RUNNING,
                 runner_id="reaper",
-                reason=f"runner_lost: no heartbeat from {job.runner_id} since the lease ended",
-                values={"finished_at": now, "lease_until": None},
+                reason=lost_reason(job.runner_id),
+                lease_expired=True,
+                backoff=0,
             )
-            if lost is None:
+            if closed is None:
                 continue  # it heartbeated or finished meanwhile
+            lost, decision = closed
             done.lost.append(job.id)
             log.warning("job %s: runner %s lost", job.id, job.runner_id)
             if self.remove_containers is not None:
@@ -108,26 +102,9 @@ class Reaper:
                     self.remove_containers(job.id)
                 except Exception:  # the container may live on another host
                     log.exception("job %s: could not remove its container here", job.id)
-            if lost.cancel_requested:
-                self.store.transition(
-                    job.id,
-                    JobState.CANCELLED,
-                    from_state=JobState.ERROR,
-                    runner_id="reaper",
-                    reason="cancelled (its runner was lost)",
-                )
-            elif lost.attempt < lost.max_attempts:
-                again = self.store.transition(
-                    job.id,
-                    JobState.QUEUED,
-                    from_state=JobState.ERROR,
-                    runner_id="reaper",
-                    reason=f"retry {lost.attempt + 1}/{lost.max_attempts}",
-                    values={"queued_at": utcnow()},
-                )
-                if again is not None:
-                    self.publish(job.capability, job.id)
-                    done.requeued.append(job.id)
+            if decision.next is Next.REQUEUE:
+                self.publish(job.capability, job.id)
+                done.requeued.append(job.id)
             elif lost.pipeline_id:
                 done.advanced.append(lost.pipeline_id)
 
@@ -148,12 +125,7 @@ class Reaper:
 
     def _lost_messages(self, done: Sweep) -> None:
         cutoff = utcnow() - timedelta(seconds=self.resend_after)
-        with self.store.session(write=False) as s:
-            waiting = list(
-                s.scalars(
-                    select(Job).where(Job.state == JobState.QUEUED.value, Job.queued_at < cutoff)
-                )
-            )
+        waiting = self.store.queued_before(cutoff)
         if not waiting:
             return
         held = self._in_broker({j.queue for j in waiting})
@@ -164,8 +136,7 @@ class Reaper:
                 done.resent.append(job.id)
 
     def _stalled_pipelines(self, done: Sweep) -> None:
-        with self.store.session(write=False) as s:
-            running = list(s.scalars(select(Pipeline.id).where(Pipeline.state == "running")))
+        running = self.store.running_pipelines()
         scheduler = PipelineScheduler(self.store, self.publish)
         for pipeline_id in running:
             before = [j.state for j in self.store.pipeline_jobs(pipeline_id)]

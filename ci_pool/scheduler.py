@@ -6,21 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from ci_pool import expressions
-from ci_pool.jobs import FINAL_STATES, JobState
+from ci_pool.jobs import FINAL_STATES, JobState, PipelineState
 from ci_pool.store.models import utcnow
 
 log = logging.getLogger(__name__)
-
-
-class PipelineState(str, Enum):
-    RUNNING = "running"  # -> succeeded, failed, cancelled
-    SUCCEEDED = "succeeded"  # final
-    FAILED = "failed"  # final
-    CANCELLED = "cancelled"  # final
 
 
 #: What ``needs.<id>.result`` says for each final job state.

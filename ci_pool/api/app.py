@@ -5,7 +5,6 @@ from __future__ import annotations
 import redis
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
 from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines
@@ -33,8 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
         """200 when the store and the broker answer; 503 naming the one that does not."""
         checks = {"store": "ok", "broker": "ok"}
         try:
-            with pool.store.session(write=False) as s:
-                s.execute(text("SELECT 1"))
+            pool.store.ping()
         except Exception as exc:
             errors.log.warning("healthz: store check failed: %s", exc)
             checks["store"] = f"unreachable: {type(exc).__name__}"

@@ -19,6 +19,7 @@ from ci_pool.capabilities import Capability
 from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError
 from ci_pool.jobs import JobState
 from ci_pool.policy import resolve_secrets
+from ci_pool.retry import Next
 from ci_pool.runner import artifacts
 from ci_pool.runner.checkout import CheckoutRequest, checkout
 from ci_pool.runner.executors.base import Execution, Executor, JobContext
@@ -198,24 +199,21 @@ class JobRunner:
         logw.close()
         att.evidence["exit_code"] = outcome.exit_code
         att.evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
-        done = self.store.finish(
+        closed = self.store.close_attempt(
             job.id,
             job.attempt,
             outcome.state,
             runner_id=att.runner_id,
-            exit_code=outcome.exit_code,
             reason=outcome.reason,
-            evidence=att.evidence,
-            retry=True,
+            values={"exit_code": outcome.exit_code, "evidence": att.evidence},
+            backoff=self.settings.retry_backoff,
         )
-        if done is None:
+        if closed is None:
             log.warning("job %s attempt %s: lost the fence at finish", job.id, job.attempt)
             return None
-        if done.state == JobState.QUEUED.value and att.cap is not None:
-            backoff = min(
-                self.settings.retry_backoff * 2 ** (job.attempt - 1), defaults.RETRY_BACKOFF_MAX
-            )
-            self.requeue(att.cap, job.id, backoff)
+        done, decision = closed
+        if decision.next is Next.REQUEUE and att.cap is not None:
+            self.requeue(att.cap, job.id, decision.delay)
         elif job.pipeline_id:
             self.advance_pipeline(job.pipeline_id)
         return JobState(done.state)

@@ -9,6 +9,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ci_pool.jobs import JobState, PipelineState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -29,6 +31,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class StateType(TypeDecorator[Any]):
+    """A ``str`` enum stored as its value: rows hand back ``JobState``/``PipelineState``
+    members, and the column stays a plain string on every backend."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def __init__(self, enum: type[JobState] | type[PipelineState]):
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -74,7 +94,7 @@ class Job(Base):
     #: Output name -> template (as written), and the values the job produced.
     outputs_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[JobState] = mapped_column(StateType(JobState))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)
     runner_id: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -157,6 +177,6 @@ class Pipeline(Base):
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
     event: Mapped[str] = mapped_column(String(64), default="push")
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[PipelineState] = mapped_column(StateType(PipelineState))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

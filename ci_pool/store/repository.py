@@ -19,12 +19,15 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from ci_pool import defaults
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import FINAL_STATES, JobState, sources_of
+from ci_pool.jobs import FINAL_STATES, JobState, PipelineState, sources_of
+from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 
@@ -210,11 +213,13 @@ class Store:
         runner_id: str | None = None,
         reason: str | None = None,
         values: dict[str, Any] | None = None,
+        operator: bool = False,
     ) -> Job | None:
-        """One fenced UPDATE from any state allowed to reach ``to``, plus its audit row."""
+        """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
+        table, or by the operator's retry table with ``operator``), plus its audit row."""
         now = utcnow()
         before = s.execute(select(Job.state, Job.attempt).where(Job.id == job_id)).first()
-        if before is None or JobState(before.state) not in sources_of(to):
+        if before is None or JobState(before.state) not in sources_of(to, operator=operator):
             return None
         vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
         if reason is not None:
@@ -266,40 +271,30 @@ class Store:
 
     def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:
         """Fenced claim: ``queued`` -> ``running``; a ``running`` job whose lease expired is
-        first closed as ``error/runner_lost`` and re-queued while attempts remain."""
+        first closed as ``error/runner_lost`` (``close_attempt``) and taken over when the
+        retry policy re-queues it."""
         took_over = None
         with self.session() as s:
-            state = s.scalar(select(Job.state).where(Job.id == job_id))
+            row = s.execute(
+                select(Job.state, Job.attempt, Job.runner_id).where(Job.id == job_id)
+            ).first()
             now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
-            if state not in (JobState.QUEUED.value, JobState.RUNNING.value):
+            if row is None or row.state not in (JobState.QUEUED.value, JobState.RUNNING.value):
                 return None
-            lost = (
-                None
-                if state == JobState.QUEUED.value
-                else self._transition(
+            if row.state == JobState.RUNNING.value:
+                closed = self._close_attempt(
                     s,
                     job_id,
+                    row.attempt,
                     JobState.ERROR,
-                    where=[Job.state == JobState.RUNNING.value, Job.lease_until < now],
+                    now=now,
+                    where=[Job.lease_until < now],
                     runner_id=runner_id,
-                    reason="runner_lost",
-                    values={"finished_at": now, "lease_until": None},
+                    reason=lost_reason(row.runner_id),
                 )
-            )
-            if lost is not None:
-                took_over = lost.attempt
-                if lost.cancel_requested:
-                    self._transition(
-                        s,
-                        job_id,
-                        JobState.CANCELLED,
-                        runner_id=runner_id,
-                        reason="cancelled (its runner was lost)",
-                    )
+                if closed is None or closed[1].next is not Next.REQUEUE:
                     return None
-                if lost.attempt >= lost.max_attempts:
-                    return None
-                self._requeue(s, lost, runner_id, now)
+                took_over = row.attempt
             job = self._transition(
                 s,
                 job_id,
@@ -318,16 +313,105 @@ class Store:
             )
             return Claim(job, took_over) if job is not None else None
 
-    def _requeue(self, s: Session, job: Job, runner_id: str | None, now: datetime) -> Job | None:
-        return self._transition(
+    def close_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        runner_id: str | None,
+        reason: str | None = None,
+        lease_expired: bool = False,
+        values: dict[str, Any] | None = None,
+        backoff: float = defaults.RETRY_BACKOFF,
+    ) -> tuple[Job, AfterAttempt] | None:
+        """Close a running attempt in ``state`` and apply the retry policy to it, in one
+        transaction: back to ``queued``, ``cancelled``, or left as it is. None when the
+        fence (that attempt, still running, and with ``lease_expired`` its lease past)
+        did not match."""
+        with self.session() as s:
+            now = utcnow()
+            where = [Job.lease_until < now] if lease_expired else []
+            return self._close_attempt(
+                s,
+                job_id,
+                attempt,
+                state,
+                now=now,
+                where=where,
+                runner_id=runner_id,
+                reason=reason,
+                values=values,
+                backoff=backoff,
+            )
+
+    def _close_attempt(
+        self,
+        s: Session,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        now: datetime,
+        where: list[ColumnElement[bool]],
+        runner_id: str | None,
+        reason: str | None,
+        values: dict[str, Any] | None = None,
+        backoff: float = defaults.RETRY_BACKOFF,
+    ) -> tuple[Job, AfterAttempt] | None:
+        job = self._transition(
             s,
-            job.id,
-            JobState.QUEUED,
-            where=[Job.attempt == job.attempt],
+            job_id,
+            state,
+            where=[Job.attempt == attempt, Job.state == JobState.RUNNING.value, *where],
             runner_id=runner_id,
-            reason=f"retry {job.attempt + 1}/{job.max_attempts}",
-            values={"queued_at": now},
+            reason=reason,
+            values={"finished_at": now, "lease_until": None, **(values or {})},
         )
+        if job is None:
+            return None
+        decision = after_attempt(
+            state, job.attempt, job.max_attempts, job.cancel_requested, backoff=backoff
+        )
+        follow = None
+        if decision.next is Next.REQUEUE:
+            follow = self._transition(
+                s,
+                job_id,
+                JobState.QUEUED,
+                where=[Job.attempt == attempt],
+                runner_id=runner_id,
+                reason=decision.reason,
+                values={"queued_at": now},
+            )
+        elif decision.next is Next.CANCEL:
+            follow = self._transition(
+                s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
+            )
+        return follow or job, decision
+
+    def expired_leases(self, now: datetime) -> list[Job]:
+        """Running jobs whose lease ended before ``now``: their runner stopped heartbeating."""
+        with self.session(write=False) as s:
+            q = select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_until < now)
+            return list(s.scalars(q))
+
+    def queued_before(self, cutoff: datetime) -> list[Job]:
+        """Jobs queued since before ``cutoff`` and still waiting for a runner."""
+        with self.session(write=False) as s:
+            q = select(Job).where(Job.state == JobState.QUEUED.value, Job.queued_at < cutoff)
+            return list(s.scalars(q))
+
+    def running_pipelines(self) -> list[str]:
+        """Ids of the pipelines that have not ended."""
+        with self.session(write=False) as s:
+            q = select(Pipeline.id).where(Pipeline.state == PipelineState.RUNNING.value)
+            return list(s.scalars(q))
+
+    def ping(self) -> None:
+        """Raise when the store does not answer a trivial query."""
+        with self.session(write=False) as s:
+            s.execute(text("SELECT 1"))
 
     def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None:
         """Extend the lease of the attempt we own. Returns cancel_requested, or None when
@@ -358,30 +442,20 @@ class Store:
         exit_code: int | None = None,
         reason: str | None = None,
         evidence: dict[str, Any] | None = None,
-        retry: bool = False,
+        backoff: float = defaults.RETRY_BACKOFF,
     ) -> Job | None:
-        """Close an attempt we own; with ``retry`` an ``error`` goes straight back to
-        ``queued`` in the same transaction when attempts remain."""
-        with self.session() as s:
-            now = utcnow()
-            job = self._transition(
-                s,
-                job_id,
-                state,
-                where=[Job.attempt == attempt, Job.state == JobState.RUNNING.value],
-                runner_id=runner_id,
-                reason=reason,
-                values={
-                    "exit_code": exit_code,
-                    "finished_at": now,
-                    "lease_until": None,
-                    "evidence": evidence,
-                },
-            )
-            if job is not None and retry and state is JobState.ERROR:
-                if job.attempt < job.max_attempts and not job.cancel_requested:
-                    job = self._requeue(s, job, runner_id, now) or job
-            return job
+        """Close an attempt we own with its outcome (``close_attempt``); the job as the
+        retry policy left it."""
+        closed = self.close_attempt(
+            job_id,
+            attempt,
+            state,
+            runner_id=runner_id,
+            reason=reason,
+            values={"exit_code": exit_code, "evidence": evidence},
+            backoff=backoff,
+        )
+        return None if closed is None else closed[0]
 
     def request_cancel(self, job_id: str, by: str | None = None) -> Job:
         """Cancel a job: at once when it is not running, else flag it for its worker."""
@@ -520,47 +594,37 @@ class Store:
     def reset_for_retry(
         self, pipeline_id: str | None, budget: int, *, job_id: str | None = None
     ) -> list[Job]:
-        """Put every job of the pipeline that did not succeed back to ``blocked`` (one audit
-        row each); its next run is a new attempt with ``budget`` more attempts for infra
-        errors, and earlier attempts keep their logs. With ``job_id`` instead: that one
-        job, outside any pipeline, straight back to ``queued``."""
+        """Put every job of the pipeline that did not succeed back to ``blocked`` through
+        the operator's retry edges (one audit row each); its next run is a new attempt with
+        ``budget`` more attempts for infra errors, and earlier attempts keep their logs.
+        With ``job_id`` instead: that one job, outside any pipeline, straight back to
+        ``queued``."""
         again = []
         where = Job.id == job_id if job_id else Job.pipeline_id == pipeline_id
         target = JobState.QUEUED if job_id else JobState.BLOCKED
-        # Rejected jobs stay rejected: a retry is not a way around policy.
-        retry_from = ("failed", "timed_out", "cancelled", "error", "skipped")
+        retry_from = [s.value for s in sources_of(target, operator=True)]
         with self.session() as s:
             now = utcnow()
             rows = s.scalars(select(Job).where(where, Job.state.in_(retry_from)))
             for job in list(rows):
-                res = s.execute(
-                    update(Job)
-                    .where(Job.id == job.id, Job.state == job.state)
-                    .values(
-                        state=target.value,
-                        queued_at=now if target is JobState.QUEUED else None,
-                        cancel_requested=False,
-                        reason=None,
-                        exit_code=None,
-                        finished_at=None,
-                        outputs={},
-                        updated_at=now,
-                        max_attempts=job.attempt + budget,
-                    )
-                    .execution_options(synchronize_session=False)
+                done = self._transition(
+                    s,
+                    job.id,
+                    target,
+                    where=[Job.state == job.state],
+                    reason="retry requested",
+                    operator=True,
+                    values={
+                        "queued_at": now if target is JobState.QUEUED else None,
+                        "cancel_requested": False,
+                        "exit_code": None,
+                        "finished_at": None,
+                        "outputs": {},
+                        "max_attempts": job.attempt + budget,
+                    },
                 )
-                if res.rowcount == 1:  # type: ignore[attr-defined]
-                    s.add(
-                        JobEvent(
-                            job_id=job.id,
-                            attempt=job.attempt,
-                            from_state=job.state,
-                            to_state=target.value,
-                            at=now,
-                            reason="retry requested",
-                        )
-                    )
-                    again.append(job)
+                if done is not None:
+                    again.append(done)
         return again
 
 

@@ -79,7 +79,12 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     assert transitions[:3] == [
         (0, None, "queued", None),
         (1, "queued", "running", None),
-        (1, "running", "error", "runner_lost"),
+        (
+            1,
+            "running",
+            "error",
+            f"runner_lost: no heartbeat from {first.runner_id} since the lease ended",
+        ),
     ]
     assert [t[2] for t in transitions[3:]] == ["queued", "running", "succeeded"]
     assert [t[0] for t in transitions[4:]] == [2, 2]

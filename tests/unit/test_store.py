@@ -19,6 +19,7 @@ from ci_pool.store.models import utcnow
 
 S = JobState
 TINY_LEASE = 0.05
+LOST_A = "runner_lost: no heartbeat from runner-a since the lease ended"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -194,7 +195,7 @@ def test_claim_after_lease_expiry_takes_over(store: Store) -> None:
     assert trail(store, job.id) == [
         (None, "queued", 0, None),
         ("queued", "running", 1, None),
-        ("running", "error", 1, "runner_lost"),
+        ("running", "error", 1, LOST_A),
         ("error", "queued", 1, "retry 2/3"),
         ("queued", "running", 2, None),
     ]
@@ -222,9 +223,9 @@ def test_takeover_at_max_attempts_ends_in_error(store: Store) -> None:
     expire_lease()
     assert store.claim(job.id, "runner-b", 30) is None
     j = store.get_job(job.id)
-    assert (j.state, j.attempt, j.reason) == ("error", 1, "runner_lost")
+    assert (j.state, j.attempt, j.reason) == ("error", 1, LOST_A)
     assert j.lease_until is None and j.finished_at is not None
-    assert trail(store, job.id)[-1] == ("running", "error", 1, "runner_lost")
+    assert trail(store, job.id)[-1] == ("running", "error", 1, LOST_A)
     assert store.claim(job.id, "runner-c", 30) is None
 
 
@@ -282,7 +283,7 @@ def test_finish_error_with_retry_requeues_until_max_attempts(store: Store) -> No
     job = new_job(store, max_attempts=3)
     for attempt in (1, 2):
         assert claim(store, job.id).job.attempt == attempt
-        done = store.finish(job.id, attempt, S.ERROR, runner_id="r1", reason="infra", retry=True)
+        done = store.finish(job.id, attempt, S.ERROR, runner_id="r1", reason="infra")
         assert done is not None
         assert (done.state, done.attempt) == ("queued", attempt)
         assert trail(store, job.id)[-2:] == [
@@ -290,39 +291,48 @@ def test_finish_error_with_retry_requeues_until_max_attempts(store: Store) -> No
             ("error", "queued", attempt, f"retry {attempt + 1}/3"),
         ]
     assert claim(store, job.id).job.attempt == 3
-    done = store.finish(job.id, 3, S.ERROR, runner_id="r1", reason="infra", retry=True)
+    done = store.finish(job.id, 3, S.ERROR, runner_id="r1", reason="infra")
     assert done is not None
     assert (done.state, done.attempt, done.reason) == ("error", 3, "infra")
     assert trail(store, job.id)[-1] == ("running", "error", 3, "infra")
     assert store.claim(job.id, "r1", 30) is None
 
 
-def test_finish_error_without_retry_stays_error(store: Store) -> None:
-    job = new_job(store)
+def test_close_attempt_gives_the_backoff_of_the_retry_policy(store: Store) -> None:
+    job = new_job(store, max_attempts=3)
     claim(store, job.id)
-    done = store.finish(job.id, 1, S.ERROR, runner_id="r1", reason="infra", retry=False)
-    assert done is not None and done.state == "error"
+    closed = store.close_attempt(job.id, 1, S.ERROR, runner_id="r1", reason="infra", backoff=5)
+    assert closed is not None
+    done, decision = closed
+    assert (done.state, decision.delay) == ("queued", 5)
+    claim(store, job.id)
+    closed = store.close_attempt(job.id, 2, S.ERROR, runner_id="r1", reason="infra", backoff=5)
+    assert closed is not None and closed[1].delay == 10
 
 
 def test_retry_only_applies_to_error(store: Store) -> None:
     job = new_job(store)
     claim(store, job.id)
-    done = store.finish(job.id, 1, S.FAILED, runner_id="r1", exit_code=2, retry=True)
+    done = store.finish(job.id, 1, S.FAILED, runner_id="r1", exit_code=2)
     assert done is not None and done.state == "failed"
 
 
-def test_error_of_a_cancel_requested_job_is_not_retried(store: Store) -> None:
+def test_error_of_a_cancel_requested_job_ends_cancelled(store: Store) -> None:
     job = new_job(store)
     claim(store, job.id)
     store.request_cancel(job.id)
-    done = store.finish(job.id, 1, S.ERROR, runner_id="r1", reason="infra", retry=True)
-    assert done is not None and done.state == "error"
+    done = store.finish(job.id, 1, S.ERROR, runner_id="r1", reason="infra")
+    assert done is not None and done.state == "cancelled"
+    assert trail(store, job.id)[-2:] == [
+        ("running", "error", 1, "infra"),
+        ("error", "cancelled", 1, "cancelled (its attempt ended in error)"),
+    ]
 
 
 def test_requeued_job_resets_the_attempt_fields(store: Store) -> None:
     job = new_job(store)
     claim(store, job.id)
-    store.finish(job.id, 1, S.ERROR, runner_id="r1", exit_code=7, reason="infra", retry=True)
+    store.finish(job.id, 1, S.ERROR, runner_id="r1", exit_code=7, reason="infra")
     j = claim(store, job.id, "r2").job
     assert (j.attempt, j.exit_code, j.reason, j.finished_at, j.runner_id) == (
         2,
