@@ -127,6 +127,13 @@ class Worker:
             pass
         self.proc.wait(timeout=30)
 
+    def wait_log(self, text: str, count: int = 1, timeout: float = 60) -> None:
+        """Wait until the worker's log holds ``text`` at least ``count`` times."""
+        deadline = time.monotonic() + timeout
+        while self.log.read_text(errors="replace").count(text) < count:
+            assert time.monotonic() < deadline, f"worker log never showed {text!r} x{count}"
+            time.sleep(0.05)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:

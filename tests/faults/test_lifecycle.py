@@ -54,7 +54,8 @@ def test_drain_finishes_the_running_job_takes_no_new_one_then_exits(
     life: Harness, git_server: GitServer
 ) -> None:
     worker = life.start_worker("linux")
-    first = life.submit(git_server, "sleep 3; echo first")
+    # Long enough for the drain command to arrive first, even on a loaded machine.
+    first = life.submit(git_server, "sleep 8; echo first")
     life.wait_state(first, "running")
     second = life.submit(git_server, "echo second")
     res = life.cli("drain", worker.runner_id)
@@ -69,7 +70,7 @@ def test_drain_finishes_the_running_job_takes_no_new_one_then_exits(
 
 def test_undrain_before_the_job_ends_keeps_the_worker(life: Harness, git_server: GitServer) -> None:
     worker = life.start_worker("linux")
-    first = life.submit(git_server, "sleep 3")
+    first = life.submit(git_server, "sleep 8")
     life.wait_state(first, "running")
     assert life.cli("drain", worker.runner_id).returncode == 0
     assert life.cli("undrain", worker.runner_id).returncode == 0

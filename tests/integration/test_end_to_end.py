@@ -149,14 +149,15 @@ def test_duplicate_delivery_runs_once(
     send_run_job(pool.celery, pool.settings.capabilities["linux"], job_id)
     job = pool.wait(job_id, timeout=90)
     assert job.state == "succeeded"
-    time.sleep(1.5)  # let the duplicate reach the worker and find nothing to claim
+    nothing = f"job {job_id}: nothing to claim"
+    linux_worker.wait_log(nothing)  # the duplicate reached the worker and found nothing
     events = pool.store.events(job_id)
     assert [e.to_state for e in events] == ["queued", "running", "succeeded"]
     assert pool.get(job_id).attempt == 1
     assert pool.store.read_log(job_id).splitlines().count("ran") == 1
     # A late duplicate (after the job ended) changes nothing either.
     send_run_job(pool.celery, pool.settings.capabilities["linux"], job_id)
-    time.sleep(1.5)
+    linux_worker.wait_log(nothing, count=2)
     assert [e.to_state for e in pool.store.events(job_id)] == ["queued", "running", "succeeded"]
 
 
