@@ -32,7 +32,6 @@ from ci_pool.client import PoolClient, connect
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.jobs import FINAL_STATES, WAIT_EXIT_CODES, JobState
 from ci_pool.pool import Pool
-from ci_pool.runners import RunnerRegistry
 from ci_pool.settings import get_settings
 from ci_pool.tasks import Limits
 from ci_pool.views import job_dict as job_dict
@@ -246,46 +245,21 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 @app.command()
 def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Workers with their state (online, busy, draining, lost), jobs and last heartbeat."""
-    pool = _pool()
-    registry = RunnerRegistry(pool.redis, pool.settings.runner_ttl)
-    live, lost = registry.live(), registry.lost()
-    running: dict[str, list[str]] = {}
-    for job in pool.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
-        running.setdefault(job.runner_id or "", []).append(job.id)
-    rows: list[dict[str, Any]] = []
-    for r in [*live, *lost]:
-        jobs = running.get(r.runner_id, [])
-        state = (
-            "lost"
-            if r in lost
-            else "draining"
-            if r.extra.get("draining")
-            else "busy"
-            if len(jobs) >= r.concurrency
-            else "online"
-        )
-        rows.append(
-            {
-                **r.to_redis(),
-                "state": state,
-                "jobs": jobs,
-                "draining": r.extra.get("draining") or None,
-            }
-        )
+    rows = _client().runners()
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
         return
     table = Table("runner", "capability", "state", "host", "slots", "jobs", "last seen")
     now = datetime.now().timestamp()
-    for row in rows:
+    for r in rows:
         table.add_row(
-            row["runner_id"],
-            row["capability"],
-            row["state"],
-            row["host"],
-            row["concurrency"],
-            ", ".join(row["jobs"]) or "-",
-            f"{now - float(row['last_seen']):.1f}s ago",
+            r.runner_id,
+            r.capability,
+            r.state,
+            r.host,
+            str(r.concurrency),
+            ", ".join(r.jobs) or "-",
+            f"{now - r.last_seen:.1f}s ago",
         )
     out.print(table)
 
@@ -354,13 +328,13 @@ def drain(
     runner_id: Annotated[str, typer.Argument(help="Runner id (see ci-pool runners).")],
 ) -> None:
     """Stop a runner taking new jobs; it finishes the running one, then exits."""
-    print(_pool().drain(runner_id))
+    print(_client().drain(runner_id))
 
 
 @app.command()
 def undrain(runner_id: Annotated[str, typer.Argument(help="Runner id.")]) -> None:
     """Cancel a drain that has not finished yet: the runner takes jobs again."""
-    print(_pool().undrain(runner_id))
+    print(_client().undrain(runner_id))
 
 
 @app.command()
@@ -369,7 +343,7 @@ def scale(
     slots: Annotated[int, typer.Argument(min=0, help="Jobs the capability runs at once.")],
 ) -> None:
     """Grow or shrink the worker pools of a capability to this many concurrent jobs."""
-    for line in _pool().scale(capability, slots):
+    for line in _client().scale(capability, slots):
         print(line)
 
 

@@ -35,7 +35,7 @@ from ci_pool.jobs import FINAL_STATES, JobState, parse_job_spec
 from ci_pool.policy import SIGNATURE_HEADER, read_secret_source, sign
 from ci_pool.pool import Pool
 from ci_pool.settings import Settings
-from ci_pool.views import job_dict, pipeline_dict, summary
+from ci_pool.views import RunnerStatus, job_dict, pipeline_dict, summary
 
 JSON = dict[str, Any]
 
@@ -87,6 +87,18 @@ class PoolClient(Protocol):
 
     def retry_pipeline(self, pipeline_or_job_id: str) -> tuple[str, int]:
         """Re-run a pipeline's failed jobs: (pipeline id, how many jobs run again)."""
+
+    def runners(self) -> list[RunnerStatus]:
+        """Every runner heard from, with its state and running jobs."""
+
+    def drain(self, runner_id: str) -> str:
+        """The runner takes no new job and exits after the running one; what happened."""
+
+    def undrain(self, runner_id: str) -> str:
+        """Cancel a drain; what happened."""
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        """Spread ``slots`` concurrent jobs over the capability's workers; one line each."""
 
 
 def connect(settings: Settings) -> PoolClient:
@@ -177,6 +189,18 @@ class LocalClient:
                 raise InputError(f"job {job.id} is not part of a pipeline", field="ID") from None
             pipeline_id = job.pipeline_id
         return pipeline_id, len(self.pool.retry_pipeline(pipeline_id))
+
+    def runners(self) -> list[RunnerStatus]:
+        return self.pool.runner_statuses()
+
+    def drain(self, runner_id: str) -> str:
+        return self.pool.drain(runner_id)
+
+    def undrain(self, runner_id: str) -> str:
+        return self.pool.undrain(runner_id)
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        return self.pool.scale(capability, slots)
 
 
 def check_api_url(url: str) -> str:
@@ -447,3 +471,20 @@ class HttpClient:
         was = {j["id"]: (j["state"], j["attempt"]) for j in before["jobs"]}
         again = [j for j in after["jobs"] if was.get(j["id"]) != (j["state"], j["attempt"])]
         return pipeline_id, len(again)
+
+    # -- runners -------------------------------------------------------------------------
+
+    def runners(self) -> list[RunnerStatus]:
+        rows = self._json("GET", "/v1/runners")["data"]
+        return [RunnerStatus.model_validate(r) for r in rows]
+
+    def drain(self, runner_id: str) -> str:
+        return str(self._json("POST", f"/v1/runners/{quote(runner_id, safe='')}/drain")["message"])
+
+    def undrain(self, runner_id: str) -> str:
+        path = f"/v1/runners/{quote(runner_id, safe='')}/undrain"
+        return str(self._json("POST", path)["message"])
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        path = f"/v1/queues/{quote(capability, safe='')}/scale"
+        return [str(line) for line in self._json("POST", path, json={"slots": slots})["lines"]]

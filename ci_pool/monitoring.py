@@ -27,10 +27,11 @@ from ci_pool.celery_app import create_celery
 from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.jobs import JobState
 from ci_pool.pool import Pool
-from ci_pool.runners import RunnerInfo, RunnerRegistry
+from ci_pool.runners import RunnerRegistry
 from ci_pool.settings import Settings, get_settings
 from ci_pool.store.models import Job
 from ci_pool.store.repository import seconds_between
+from ci_pool.views import runner_state
 
 #: Upper bounds (seconds) of the histogram buckets; ``+Inf`` is always added.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
@@ -153,13 +154,6 @@ def _histograms(
         cap: Histogram(bounds, [int(c or 0) for c in buckets], int(count), float(total))
         for cap, count, total, *buckets in s.execute(q)
     }
-
-
-def runner_state(runner: RunnerInfo, running: int) -> str:
-    """``draining``, ``busy`` (every slot taken) or ``online`` (live with a free slot)."""
-    if runner.extra.get("draining"):
-        return "draining"
-    return "busy" if running >= runner.concurrency else "online"
 
 
 def collect(pool: Pool, now: datetime | None = None) -> Snapshot:

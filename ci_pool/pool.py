@@ -38,6 +38,7 @@ from ci_pool.store import Job, Store
 from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.tasks import drain_key
+from ci_pool.views import RunnerStatus, runner_statuses
 from ci_pool.workflow import parse_workflow
 
 
@@ -336,6 +337,15 @@ class Pool:
 
     def runners(self, capability: str | None = None) -> list[RunnerInfo]:
         return RunnerRegistry(self.redis, self.settings.runner_ttl).live(capability)
+
+    def runner_statuses(self) -> list[RunnerStatus]:
+        """Every runner heard from (live, then lost) with its state and running jobs."""
+        registry = RunnerRegistry(self.redis, self.settings.runner_ttl)
+        live, lost = registry.live(), registry.lost()
+        running: dict[str, list[str]] = {}
+        for job in self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
+            running.setdefault(job.runner_id or "", []).append(job.id)
+        return runner_statuses(live, lost, running)
 
     def why_waiting(self, job: Job) -> str | None:
         """Plain words on why a job has not started, or None if it is not waiting."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci_pool.runners import RunnerInfo
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline as PipelineRow
 
@@ -100,3 +104,68 @@ def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
             for j in jobs
         ],
     }
+
+
+RunnerState = Literal["online", "busy", "draining", "lost"]
+
+
+class RunnerStatus(BaseModel):
+    """One runner as ``ci-pool runners``, ``GET /v1/runners`` and the metrics see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runner_id: str
+    capability: str
+    queue: str
+    host: str
+    pid: int
+    #: Jobs the runner runs at once.
+    concurrency: int
+    version: str
+    started_at: float = Field(description="Unix time the runner started.")
+    last_seen: float = Field(description="Unix time of its last heartbeat.")
+    state: RunnerState
+    #: Ids of the jobs it runs now.
+    jobs: list[str] = Field(default_factory=list)
+    #: Why it is draining ("drained", "max-jobs", ...), or None.
+    draining: str | None = None
+    #: What the runner reports about itself: its capability image and that image's id.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def runner_state(runner: RunnerInfo, running: int, *, lost: bool = False) -> RunnerState:
+    """``lost`` (stopped heartbeating), ``draining``, ``busy`` (every slot taken) or
+    ``online`` (live with a free slot)."""
+    if lost:
+        return "lost"
+    if runner.extra.get("draining"):
+        return "draining"
+    return "busy" if running >= runner.concurrency else "online"
+
+
+def runner_statuses(
+    live: Iterable[RunnerInfo], lost: Iterable[RunnerInfo], running: Mapping[str, list[str]]
+) -> list[RunnerStatus]:
+    """Every runner heard from, live ones first; ``running`` maps runner ids to job ids."""
+    rows = []
+    for is_lost, group in ((False, live), (True, lost)):
+        for r in group:
+            jobs = list(running.get(r.runner_id, []))
+            rows.append(
+                RunnerStatus(
+                    runner_id=r.runner_id,
+                    capability=r.capability,
+                    queue=r.queue,
+                    host=r.host,
+                    pid=r.pid,
+                    concurrency=r.concurrency,
+                    version=r.version,
+                    started_at=r.started_at,
+                    last_seen=r.last_seen,
+                    state=runner_state(r, len(jobs), lost=is_lost),
+                    jobs=jobs,
+                    draining=r.extra.get("draining") or None,
+                    extra=dict(r.extra),
+                )
+            )
+    return rows

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
-from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines
+from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines, routes_runners
 from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.routes_jobs import ERRORS_AS_JSON
 from ci_pool.api.schemas import Health
@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
+    app.include_router(routes_runners.router)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
     def healthz(pool: PoolDep) -> JSONResponse:

@@ -130,7 +130,7 @@ def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(
     assert rows[worker.runner_id]["state"] == "busy"
     assert rows[worker.runner_id]["jobs"] == [job_id]
     # The runner reports which build of its capability's image it runs.
-    extra = json.loads(rows[worker.runner_id]["extra"])
+    extra = rows[worker.runner_id]["extra"]
     image = life.settings().capabilities["linux"].image
     assert extra["image"] == image
     assert extra["image_id"] == docker.from_env().images.get(image).id

@@ -301,3 +301,41 @@ def test_plain_http_off_loopback_is_refused_before_any_request(remote: Remote) -
     down = remote.cli("status", CI_POOL_API_URL=f"http://127.0.0.1:{free_port()}")
     assert down.returncode == 3
     assert "cannot reach the API at http://127.0.0.1:" in down.stderr
+
+
+def test_runners_drain_undrain_and_scale_work_remotely_with_an_admin_token(
+    harness: Harness, remote: Remote
+) -> None:
+    worker = harness.start_worker("flutter-web")
+    try:
+        local = json.loads(harness.cli("runners", "--json").stdout)
+        far = remote.cli("runners", "--json")
+        assert far.returncode == 0, far.stderr
+        rows = {r["runner_id"]: r for r in json.loads(far.stdout)}
+        assert {r["runner_id"] for r in local} == set(rows)
+        mine = rows[worker.runner_id]
+        assert (mine["capability"], mine["state"], mine["jobs"]) == ("flutter-web", "online", [])
+        # The levers need the admin scope; the remote CLI's token has only submit/read/cancel.
+        denied = remote.cli("drain", worker.runner_id)
+        assert denied.returncode == 2 and "lacks the 'admin' scope" in denied.stderr
+        admin = make_token(harness, "admin")
+        scaled = remote.cli("scale", "flutter-web", "2", CI_POOL_API_TOKEN=admin)
+        assert scaled.returncode == 0, scaled.stderr
+        assert f"{worker.runner_id}: 1 -> 2 ok" in scaled.stdout
+        drained = remote.cli("drain", worker.runner_id, CI_POOL_API_TOKEN=admin)
+        assert drained.returncode == 0, drained.stderr
+        assert f"{worker.runner_id}: draining" in drained.stdout
+        assert worker.proc.wait(timeout=60) == 0  # idle, so it leaves at once
+        missing = remote.cli("drain", "nobody@nowhere", CI_POOL_API_TOKEN=admin)
+        assert missing.returncode == 2 and "no live runner 'nobody@nowhere'" in missing.stderr
+    finally:
+        worker.stop()
+
+
+def test_a_token_limited_to_a_capability_sees_only_its_runners(
+    harness: Harness, remote: Remote, linux_worker: Worker
+) -> None:
+    limited = make_token(harness, "read", capabilities=["android"])
+    res = remote.cli("runners", "--json", CI_POOL_API_TOKEN=limited)
+    assert res.returncode == 0, res.stderr
+    assert {r["capability"] for r in json.loads(res.stdout)} <= {"android"}
