@@ -161,7 +161,7 @@ class JobDir:
             os.fchmod(fh.fileno(), mode)
             fh.write(data)
 
-    def replace(self, rel: str, mode: int = 0o666) -> None:
+    def replace(self, rel: str, mode: int = 0o644) -> None:
         """Remove whatever has the name ``rel`` (a symlink is removed, never followed) and
         create it again empty; refused if the job recreates it in between."""
         parent, name = self._parent(rel)

@@ -199,7 +199,7 @@ class DockerExecutor(Executor):
         try:
             self.client.containers.run(
                 image,
-                ["rm", "-rf", "/w/src", "/w/scripts"],
+                ["rm", "-rf", "/w/src", "/w/scripts", "/w/files"],
                 remove=True,
                 network_mode="none",
                 user="0",
