@@ -34,6 +34,10 @@ def _names(root: Path, pattern: str) -> Iterator[str]:
     """Relative names a pattern lists: files, symlinks, and what is below a matched
     directory (symlinks to directories are listed, not entered)."""
     for match in sorted(root.glob(pattern)):
+        link = _linked_ancestor(root, match)
+        if link is not None:  # glob went through a symlink: list the link, not its target
+            yield link
+            continue
         if match.is_symlink() or not match.is_dir():
             yield match.relative_to(root).as_posix()
             continue
@@ -42,6 +46,15 @@ def _names(root: Path, pattern: str) -> Iterator[str]:
             links = [d for d in dirnames if (base / d).is_symlink()]
             for name in sorted([*filenames, *links]):
                 yield (base / name).relative_to(root).as_posix()
+
+
+def _linked_ancestor(root: Path, match: Path) -> str | None:
+    """The first directory above ``match`` (below ``root``) that is a symlink, if any."""
+    parts = match.relative_to(root).parts
+    for depth in range(1, len(parts)):
+        if root.joinpath(*parts[:depth]).is_symlink():
+            return "/".join(parts[:depth])
+    return None
 
 
 def collect(workspace: Path, patterns: list[str], dest: Path, max_bytes: int) -> Collected:
