@@ -113,7 +113,7 @@ name: leak
 on: push
 jobs:
   leak:
-    runs-on: linux
+    runs-on: {capability}
     outputs:
       stolen: ${{{{ steps.s.outputs.stolen }}}}
     steps:
@@ -122,12 +122,27 @@ jobs:
 """
 
 
-@pytest.mark.parametrize("target", ["host-file", "/proc/self/environ"])
+def worker_for(request: pytest.FixtureRequest, capability: str) -> None:
+    """Start the worker of ``capability``: docker (linux) or host mode (iso)."""
+    request.getfixturevalue("linux_worker" if capability == "linux" else "iso_worker")
+
+
+@pytest.mark.parametrize(
+    ("capability", "target"),
+    [("linux", "host-file"), ("linux", "/proc/self/environ"), ("iso", "/proc/self/environ")],
+)
 def test_attack2_output_file_swapped_for_a_symlink_leaks_nothing(
-    harness: Harness, git_server: GitServer, linux_worker: Worker, victim: Path, target: str
+    request: pytest.FixtureRequest,
+    harness: Harness,
+    git_server: GitServer,
+    victim: Path,
+    capability: str,
+    target: str,
 ) -> None:
+    worker_for(request, capability)
     path = str(victim) if target == "host-file" else target
-    job = wait_final(harness, run_workflow(harness, git_server, LEAK.format(target=path)), 90)
+    text = LEAK.format(target=path, capability=capability)
+    job = wait_final(harness, run_workflow(harness, git_server, text), 90)
     assert (job.state, job.reason) == ("failed", "step 1 exited with code 1")
     log = harness.pool().store.read_log(job.id)
     assert (
@@ -148,7 +163,7 @@ name: fifo
 on: push
 jobs:
   fifo:
-    runs-on: linux
+    runs-on: {capability}
     timeout-minutes: 1
     steps:
       - id: s
@@ -159,11 +174,14 @@ jobs:
 FIFO_LINE = "##[ci-pool] step 1 failed: $GITHUB_OUTPUT output-1: is a FIFO, not a regular file"
 
 
+@pytest.mark.parametrize("capability", ["linux", "iso"])
 def test_attack3_fifo_as_output_file_fails_the_step_well_within_the_timeout(
-    harness: Harness, git_server: GitServer, linux_worker: Worker
+    request: pytest.FixtureRequest, harness: Harness, git_server: GitServer, capability: str
 ) -> None:
+    worker_for(request, capability)
     started = time.monotonic()
-    job = wait_final(harness, run_workflow(harness, git_server, FIFO.format(go_on="false")), 45)
+    text = FIFO.format(go_on="false", capability=capability)
+    job = wait_final(harness, run_workflow(harness, git_server, text), 45)
     assert time.monotonic() - started < 45  # the job timeout is 60 s
     assert (job.state, job.reason) == ("failed", "step 1 exited with code 1")
     assert FIFO_LINE in harness.pool().store.read_log(job.id).splitlines()
@@ -172,7 +190,7 @@ def test_attack3_fifo_as_output_file_fails_the_step_well_within_the_timeout(
 def test_attack3_fifo_as_output_file_does_not_stop_cancel(
     harness: Harness, git_server: GitServer, linux_worker: Worker
 ) -> None:
-    job_id = run_workflow(harness, git_server, FIFO.format(go_on="true"))
+    job_id = run_workflow(harness, git_server, FIFO.format(go_on="true", capability="linux"))
     pool = harness.pool()
     deadline = time.monotonic() + 45
     while "after the fifo" not in pool.store.read_log(job_id):
