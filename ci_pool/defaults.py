@@ -57,6 +57,13 @@ STDOUT_SAMPLE = 2000
 #: Where the workspace is mounted inside a job container, and the step scripts.
 CONTAINER_WORKSPACE = "/workspace"
 CONTAINER_SCRIPTS = "/ci-pool"
+#: Where a job container sees the files its steps write back ($GITHUB_OUTPUT).
+CONTAINER_FILES = "/ci-pool-files"
+
+#: $GITHUB_OUTPUT read back per step (bytes), as in GitHub Actions; past it the step fails.
+STEP_OUTPUT_MAX_BYTES = 1024 * 1024
+#: Artifacts collected per job attempt (bytes), unless ``artifact_max_bytes`` says otherwise.
+ARTIFACT_MAX_BYTES = 1024**3
 
 #: Home directory for the embedded store, workspaces and demo files.
 HOME_DIR = ".ci-pool"

@@ -7,6 +7,7 @@
      │    └── CapabilityNotFound   no capability matches; lists the ones that exist
      ├── PolicyDenied             carries the rule
      ├── NotFound                 unknown job / runner
+     ├── JobFileRefused           a file a job left behind is not a regular file in bounds
      ├── InfraError               the infrastructure failed: retried automatically
      │    ├── BrokerError
      │    ├── CheckoutError
@@ -129,6 +130,15 @@ class NotFound(CIPoolError):
     """The job or runner does not exist."""
 
     exit_code = 2
+
+
+class JobFileRefused(CIPoolError):
+    """A file the runner reads back from a job (outputs, artifacts) is a symlink, a FIFO,
+    a device, a directory or over its size limit. The job's own doing: a build failure."""
+
+    def __init__(self, path: str, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}")
 
 
 class InfraError(CIPoolError):

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     workspace_root: Path | None = None
     #: Where collected artifacts are kept (default: ``home/artifacts``).
     artifact_root: Path | None = None
+    #: Bytes of artifacts collected per job attempt; past it collection stops and says so.
+    artifact_max_bytes: int = Field(default=defaults.ARTIFACT_MAX_BYTES, ge=1)
     #: Per-runner bare mirrors used as ``--reference`` for checkouts (default ``home/mirrors``).
     mirror_root: Path | None = None
     #: Check out from a local mirror of each repository (fetched and pruned per job) instead

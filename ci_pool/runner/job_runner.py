@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shlex
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,15 +15,17 @@ import redis
 
 from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
-from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError
+from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError, JobFileRefused
 from ci_pool.jobs import JobState
 from ci_pool.policy import resolve_secrets
 from ci_pool.retry import Next
 from ci_pool.runner import artifacts
 from ci_pool.runner.checkout import CheckoutRequest, checkout
 from ci_pool.runner.executors.base import Execution, Executor, JobContext
+from ci_pool.runner.jobfiles import JobDir
 from ci_pool.runner.logs import LogWriter
 from ci_pool.runner.masking import Masker
+from ci_pool.runner.monitor import JobMonitor
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
 
@@ -38,78 +39,17 @@ class Outcome:
     reason: str | None = None
 
 
-class _Monitor(threading.Thread):
-    """Heartbeats the lease, flushes the log, and stops the job on cancel or timeout."""
+@dataclass
+class _StepDirs:
+    """The job's step scripts (read-only to the job) and the files its steps write back,
+    both held open so a replaced path changes nothing."""
 
-    def __init__(self, runner: JobRunner, job: Job, logw: LogWriter, deadline: float):
-        super().__init__(name=f"monitor-{job.id}", daemon=True)
-        self.runner = runner
-        self.job = job
-        self.logw = logw
-        self.deadline = deadline
-        self.execution: Execution | None = None
-        self.stop_reason: JobState | None = None
-        #: Deadline of the running step, and whether it was hit.
-        self.step_deadline: float | None = None
-        self.step_timed_out = False
-        self._done = threading.Event()
+    scripts: JobDir
+    files: JobDir
 
-    def run(self) -> None:
-        interval = min(self.runner.settings.heartbeat_interval, 1.0)
-        last_beat = time.monotonic()
-        while not self._done.wait(interval):
-            self._safe(self.logw.flush)
-            now = time.monotonic()
-            if now >= self.deadline:
-                self._halt(JobState.TIMED_OUT, "job timeout reached")
-            elif self.step_deadline is not None and now >= self.step_deadline:
-                self.step_deadline = None
-                self.step_timed_out = True
-                self.logw.line("##[ci-pool] step timeout reached: stopping the step")
-                self._in_background(lambda ex: ex.interrupt(self.runner.settings.stop_grace))
-            if now - last_beat >= self.runner.settings.heartbeat_interval:
-                last_beat = now
-                self._beat()
-
-    def _beat(self) -> None:
-        try:
-            cancel = self.runner.store.heartbeat(
-                self.job.id, self.job.attempt, self.runner.settings.lease_ttl
-            )
-        except Exception:  # a store hiccup: keep running, the lease has slack
-            log.exception("heartbeat of job %s failed", self.job.id)
-            return
-        if cancel is None:
-            self._halt(JobState.CANCELLED, "job is no longer ours (cancelled or taken over)")
-        elif cancel:
-            self._halt(JobState.CANCELLED, "cancel requested")
-
-    def _halt(self, why: JobState, message: str) -> None:
-        if self.stop_reason is not None:
-            return
-        self.stop_reason = why
-        grace = self.runner.settings.stop_grace
-        self.logw.line(f"##[ci-pool] {message}: stopping (grace {grace:g}s)")
-        self._in_background(lambda ex: ex.stop(grace))
-
-    def _in_background(self, action: Callable[[Execution], None]) -> None:
-        """Stopping waits out a grace period; the heartbeat must not wait with it."""
-        execution = self.execution
-        if execution is not None:
-            threading.Thread(
-                target=self._safe, args=(lambda: action(execution),), daemon=True
-            ).start()
-
-    @staticmethod
-    def _safe(fn: Callable[[], object]) -> None:
-        try:
-            fn()
-        except Exception:
-            log.exception("job monitor action failed")
-
-    def finish(self) -> None:
-        self._done.set()
-        self.join(timeout=5)
+    def close(self) -> None:
+        self.scripts.close()
+        self.files.close()
 
 
 @dataclass
@@ -120,9 +60,11 @@ class _Attempt:
     cap: Capability | None
     runner_id: str
     logw: LogWriter
-    monitor: _Monitor
+    monitor: JobMonitor
     secrets: dict[str, str]
     evidence: dict[str, Any] = field(default_factory=dict)
+    dirs: _StepDirs | None = None
+    commands: list[str] = field(default_factory=list)
 
 
 class JobRunner:
@@ -172,7 +114,16 @@ class JobRunner:
             logw.line(
                 f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over"
             )
-        monitor = _Monitor(self, job, logw, time.monotonic() + job.timeout_s)
+        monitor = JobMonitor(
+            self.store,
+            job.id,
+            job.attempt,
+            logw,
+            time.monotonic() + job.timeout_s,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            lease_ttl=self.settings.lease_ttl,
+            stop_grace=self.settings.stop_grace,
+        )
         monitor.start()
         att = _Attempt(job, cap, runner_id, logw, monitor, secrets)
         att.evidence = {
@@ -251,8 +202,10 @@ class JobRunner:
                 removed = executor.remove_leftovers(job.id)
                 if removed:
                     logw.line(f"##[ci-pool] removed {removed} container(s) of the lost attempt")
-            workspace, scripts = root / "src", root / "scripts"
+            workspace, scripts, files = root / "src", root / "scripts", root / "files"
             scripts.mkdir(parents=True, exist_ok=True)
+            files.mkdir(exist_ok=True)
+            att.dirs = _StepDirs(JobDir(scripts), JobDir(files))
             self._checkout(att, workspace)
             ctx = JobContext(
                 job_id=job.id,
@@ -261,6 +214,7 @@ class JobRunner:
                 capability=cap,
                 workspace=workspace,
                 scripts=scripts,
+                files=files,
                 env=self._job_env(att),
                 image=job.image or cap.image,
             )
@@ -269,7 +223,7 @@ class JobRunner:
             att.monitor.execution = execution
             execution.start()
             att.evidence.update(execution.describe())
-            outcome = self._run_steps(att, execution, scripts)
+            outcome = self._run_steps(att, execution)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 self._collect(att, workspace)
             return outcome
@@ -279,6 +233,8 @@ class JobRunner:
             log.exception("job %s: unexpected failure", job.id)
             return Outcome(JobState.ERROR, reason=f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            if att.dirs is not None:
+                att.dirs.close()
             self._cleanup(executor, execution, root, logw, job.image or cap.image)
 
     def _checkout(self, att: _Attempt, workspace: Path) -> None:
@@ -338,50 +294,78 @@ class JobRunner:
         ok = expressions.condition(expr, ctx, status)
         return ok if expressions.uses_status_function(expr) else ok and status == "success"
 
-    def _run_steps(self, att: _Attempt, execution: Execution, scripts: Path) -> Outcome:
+    def _run_steps(self, att: _Attempt, execution: Execution) -> Outcome:
         job, logw, monitor = att.job, att.logw, att.monitor
         failed: tuple[int, int] | None = None  # (step, exit code) of the first hard failure
         step_timed_out = False
-        commands = []
         ctx = self._context(att)
         for index, step in enumerate(job.steps, start=1):
             if monitor.stop_reason is not None:
                 break
             status = "failure" if failed else "success"
-            label = step.get("name") or "run"
             if not self._should_run_step(step, ctx, status):
-                logw.line(f"##[step] {index} {label} skipped")
+                logw.line(f"##[step] {index} {step.get('name') or 'run'} skipped")
                 continue
-            name, env, run = self._write_step(index, step, ctx, status, scripts, execution)
-            output_file = scripts / f"output-{index}"
-            commands.append(run)
-            logw.line(f"##[step] {index} {label}")
-            started = time.monotonic()
-            monitor.step_timed_out = False
-            timeout = step.get("timeout")
-            monitor.step_deadline = started + timeout if timeout else None
-            code = execution.run_step(name, logw.write, env=env, shell=step.get("shell"))
-            monitor.step_deadline = None
-            took = time.monotonic() - started
-            if step.get("id"):
-                ctx["steps"][step["id"]] = {
-                    "outputs": read_outputs(output_file),
-                    "outcome": "success" if code == 0 else "failure",
-                }
-            if monitor.step_timed_out:
-                logw.line(f"##[step] {index} timed out after {timeout}s")
-            else:
-                logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
-            if code == 0 and not monitor.step_timed_out:
+            code, timed_out = self._run_step(att, execution, index, step, ctx, status)
+            if code == 0 and not timed_out:
                 continue
             if step.get("continue_on_error"):
                 logw.line(f"##[ci-pool] continue-on-error: step {index} did not pass; going on")
                 continue
             if failed is None:
-                failed, step_timed_out = (index, code), monitor.step_timed_out
-        att.evidence["command"] = "\n".join(commands)
+                failed, step_timed_out = (index, code), timed_out
+        att.evidence["command"] = "\n".join(att.commands)
         self._record_outputs(att, ctx, "failure" if failed else "success")
         return self._outcome(att, failed, step_timed_out)
+
+    def _run_step(
+        self,
+        att: _Attempt,
+        execution: Execution,
+        index: int,
+        step: dict[str, Any],
+        ctx: dict[str, Any],
+        status: str,
+    ) -> tuple[int, bool]:
+        """Write, run and read back one step; its exit code and whether it timed out.
+        A file the step left that the runner refuses to read fails the step."""
+        logw, monitor, dirs = att.logw, att.monitor, att.dirs
+        assert dirs is not None
+        logw.line(f"##[step] {index} {step.get('name') or 'run'}")
+        try:
+            name, env, run = self._write_step(index, step, ctx, status, dirs, execution)
+        except JobFileRefused as exc:
+            logw.line(f"##[ci-pool] step {index} not run: {exc}")
+            return 1, False
+        att.commands.append(run)
+        started = time.monotonic()
+        timeout = step.get("timeout")
+        token = monitor.begin_step(timeout)
+        code = execution.run_step(name, logw.write, env=env, shell=step.get("shell"))
+        timed_out = monitor.end_step(token)
+        took = time.monotonic() - started
+        outputs: dict[str, str] = {}
+        refused: JobFileRefused | None = None
+        try:
+            outputs = parse_outputs(
+                dirs.files.read(f"output-{index}", defaults.STEP_OUTPUT_MAX_BYTES)
+            )
+        except JobFileRefused as exc:
+            refused = exc
+        if step.get("id"):
+            ok = code == 0 and refused is None
+            ctx["steps"][step["id"]] = {
+                "outputs": outputs,
+                "outcome": "success" if ok else "failure",
+            }
+        if timed_out:
+            logw.line(f"##[step] {index} timed out after {timeout}s")
+        else:
+            logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
+        if refused is not None:
+            logw.line(f"##[ci-pool] step {index} failed: $GITHUB_OUTPUT {refused}")
+            code = code or 1
+        return code, timed_out
 
     @staticmethod
     def _write_step(
@@ -389,7 +373,7 @@ class JobRunner:
         step: dict[str, Any],
         ctx: dict[str, Any],
         status: str,
-        scripts: Path,
+        dirs: _StepDirs,
         execution: Execution,
     ) -> tuple[str, dict[str, str], str]:
         """Render the step's templates into its script; returns (script, env, text)."""
@@ -401,9 +385,9 @@ class JobRunner:
         if workdir:
             run = f"cd -- {shlex.quote(expressions.render(workdir, ctx, status))}\n{run}"
         name = f"step-{index}.sh"
-        (scripts / name).write_text(run + "\n")
-        (scripts / f"output-{index}").touch()
-        env["GITHUB_OUTPUT"] = f"{execution.scripts_path}/output-{index}"
+        dirs.scripts.create(name, (run + "\n").encode())
+        dirs.files.replace(f"output-{index}")
+        env["GITHUB_OUTPUT"] = f"{execution.files_path}/output-{index}"
         return name, env, run
 
     @staticmethod
@@ -434,7 +418,9 @@ class JobRunner:
     def _collect(self, att: _Attempt, workspace: Path) -> None:
         job = att.job
         dest = self.settings.resolved_artifact_root / job.id / str(job.attempt)
-        found = artifacts.collect(workspace, list(job.artifacts), dest)
+        found = artifacts.collect(
+            workspace, list(job.artifacts), dest, self.settings.artifact_max_bytes
+        )
         for problem in found.problems:
             att.logw.line(f"##[ci-pool] artifacts: {problem}")
         for f in found.files:
@@ -484,13 +470,10 @@ class JobRunner:
             logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")
 
 
-def read_outputs(path: Path) -> dict[str, str]:
+def parse_outputs(data: bytes) -> dict[str, str]:
     """``name=value`` lines and ``name<<DELIM`` ... ``DELIM`` blocks, as GitHub writes them."""
     values: dict[str, str] = {}
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return values
+    lines = data.decode(errors="replace").splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]

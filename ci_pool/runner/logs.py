@@ -70,10 +70,12 @@ class LogWriter:
             *lines, self._partial = text.split("\n")
             if len(self._partial) > defaults.LOG_MAX_LINE:
                 # A line without end (progress bars): cut it, keeping enough back that a
-                # secret straddling the cut is still seen whole next time.
+                # secret not yet whole is seen whole next time, and never inside a secret
+                # that is (each piece is masked on its own).
                 keep = max(self.masker.longest, 1)
-                lines.append(self._partial[:-keep])
-                self._partial = self._partial[-keep:]
+                cut = self.masker.safe_cut(self._partial, len(self._partial) - keep)
+                lines.append(self._partial[:cut])
+                self._partial = self._partial[cut:]
             self._emit([line.removesuffix("\r") for line in lines])
             self._maybe_flush()
 

@@ -53,5 +53,17 @@ class Masker:
     def __bool__(self) -> bool:
         return self._pattern is not None
 
+    def safe_cut(self, text: str, cut: int) -> int:
+        """``cut``, or an earlier index if a secret form in ``text`` spans it: text split
+        there is masked the same piece by piece as whole (the matches of the whole text
+        are literals, none crossing the cut)."""
+        if self._pattern is not None:
+            for found in self._pattern.finditer(text):
+                if found.start() >= cut:
+                    break
+                if found.end() > cut:
+                    return found.start()
+        return cut
+
     def mask(self, text: str) -> str:
         return self._pattern.sub(MASK, text) if self._pattern else text

@@ -148,8 +148,8 @@ def test_artifacts_are_collected_with_sha256_and_escapes_refused(
     assert index["dist/app.bin"].sha256 == hashlib.sha256(b"app\n").hexdigest()
     assert index["dist/app.bin"].size == 4
     log = pool.store.read_log(job.id)
-    assert "escape: points outside the workspace; not collected" in log
-    assert "dist/etc: points outside the workspace; not collected" in log
+    assert "escape: is a symbolic link, not a regular file; not collected" in log
+    assert "dist/etc: is a symbolic link, not a regular file; not collected" in log
     res = harness.cli("artifacts", job.id, "--dest", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "dist" / "sub" / "x.txt").read_text() == "deep\n"

@@ -300,3 +300,29 @@ def test_over_the_cap_the_middle_is_dropped_behind_a_marker(
     assert len(marker) == 1 and "bytes over the 1000 byte cap" in marker[0]
     # The live stream saw every line.
     assert len(lines(client, job_id)) == 500
+
+
+@pytest.mark.parametrize("into", [1, 3, 10])
+def test_a_secret_straddling_the_long_line_cut_is_masked(
+    client: fakeredis.FakeRedis, store: Store, job_id: str, into: int
+) -> None:
+    """Masking happens before a line without end is cut at LOG_MAX_LINE: a secret that a
+    cut would split is kept whole on one side and masked."""
+    secret = "straddling-Secret-value"
+    writer = LogWriter(
+        client, store, job_id, 1, masker=Masker([secret]), flush_interval=3600, flush_bytes=1 << 20
+    )
+    total = defaults.LOG_MAX_LINE + 10
+    cut = total - writer.masker.longest  # where a line without end is cut
+    start = cut - into
+    text = "x" * start + secret
+    text += "y" * (total - len(text))
+    writer.write(text.encode())
+    writer.write(b"\n")
+    writer.close()
+    stored = store.read_log(job_id)
+    assert stored.count("\n") == 2  # the line was cut in two
+    assert secret not in stored.replace("\n", "")
+    assert secret[:into] not in stored and "***" in stored
+    live = "".join(lines(client, job_id))
+    assert secret not in live

@@ -34,8 +34,11 @@ class JobContext:
     capability: Capability
     #: Host directory holding the checkout (mounted as the workspace).
     workspace: Path
-    #: Host directory holding the generated step scripts.
+    #: Host directory holding the generated step scripts (the job can only read it).
     scripts: Path
+    #: Host directory holding the files steps write back ($GITHUB_OUTPUT); the job can
+    #: write it, so the runner reads it only through ``runner.jobfiles``.
+    files: Path
     env: dict[str, str] = field(default_factory=dict)
     #: The image to run (the capability's, or the job's override where allowed).
     image: str = ""
@@ -51,8 +54,10 @@ class Execution(abc.ABC):
     def start(self) -> None:
         """Create the container or process group; raises ExecutorError on infra failure."""
 
-    #: Where the job sees the ``scripts`` directory (step outputs are written there too).
+    #: Where the job sees the ``scripts`` directory, read-only.
     scripts_path: str = ""
+    #: Where the job sees the ``files`` directory ($GITHUB_OUTPUT and the like).
+    files_path: str = ""
 
     @abc.abstractmethod
     def run_step(

@@ -52,8 +52,12 @@ class DockerExecution(Execution):
             "working_dir": defaults.CONTAINER_WORKSPACE,
             "mounts": [
                 Mount(defaults.CONTAINER_WORKSPACE, str(self.ctx.workspace), type="bind"),
-                # Read-write: steps write their outputs ($GITHUB_OUTPUT) next to their scripts.
-                Mount(defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind"),
+                # Read-only: the runner writes the next step's script here, so the job
+                # must not be able to plant a symlink in its place.
+                Mount(
+                    defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind", read_only=True
+                ),
+                Mount(defaults.CONTAINER_FILES, str(self.ctx.files), type="bind"),
             ],
             "network_mode": cap.network,
             "privileged": cap.privileged,
@@ -83,6 +87,7 @@ class DockerExecution(Execution):
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
 
     scripts_path = defaults.CONTAINER_SCRIPTS
+    files_path = defaults.CONTAINER_FILES
 
     def run_step(
         self,
@@ -194,7 +199,7 @@ class DockerExecutor(Executor):
         try:
             self.client.containers.run(
                 image,
-                ["rm", "-rf", "/w/src", "/w/scripts"],
+                ["rm", "-rf", "/w/src", "/w/scripts", "/w/files"],
                 remove=True,
                 network_mode="none",
                 user="0",

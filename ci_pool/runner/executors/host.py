@@ -29,6 +29,10 @@ class HostExecution(Execution):
     def scripts_path(self) -> str:  # type: ignore[override]
         return str(self.ctx.scripts)
 
+    @property
+    def files_path(self) -> str:  # type: ignore[override]
+        return str(self.ctx.files)
+
     def run_step(
         self,
         script_name: str,
