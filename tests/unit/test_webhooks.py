@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from ci_pool import webhooks
 from ci_pool.exceptions import InputError
-from ci_pool.policy import glob_match
+from ci_pool.globs import glob_match
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Store
