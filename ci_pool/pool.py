@@ -292,6 +292,7 @@ class Pool:
             resend_after=self.settings.resend_after,
             unacked_grace=self.settings.resend_unacked_after,
             remove_containers=remove,
+            webhook_replay_window=self.settings.webhook_replay_window,
         )
 
     def pipeline(self, pipeline_id: str) -> tuple[PipelineRow, list[Job]]:
