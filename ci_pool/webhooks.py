@@ -186,6 +186,8 @@ def load_body(body: bytes, content_type: str) -> Any:
                 raise InputError("a form-encoded delivery needs a payload field", field="payload")
             return json.loads(fields["payload"][0])
         return json.loads(body)
+    except RecursionError:
+        raise InputError("the body is nested too deeply to be a push event", field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, InputError):
             raise
