@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from ci_pool.api.schemas import JobPublic
 from ci_pool.exceptions import AccessDenied, NotFound
 from ci_pool.jobs import FINAL_STATES, JobState
 from ci_pool.policy import repo_allowed
@@ -22,6 +23,8 @@ from ci_pool.store.repository import RETRYABLE_STATES
 from ci_pool.tokens import ApiToken
 
 Visible = Callable[[Job], bool]
+#: How a pipeline job's reason begins when policy denied another job of its pipeline.
+_SIBLING_DENIED = "pipeline rejected: job "
 
 
 def limited(token: ApiToken) -> bool:
@@ -88,3 +91,29 @@ def touched_by_retry(pool: Pool, job: Job) -> list[Job]:
 def touched_by_cancel(jobs: Iterable[Job]) -> list[Job]:
     """The jobs of a pipeline its cancel stops: those that have not ended."""
     return [j for j in jobs if JobState(j.state) not in FINAL_STATES]
+
+
+def reason_shown(pool: Pool, token: ApiToken, job: Job) -> str | None:
+    """The job's reason, unless it names a sibling outside the token's limits (a pipeline
+    rejected because policy denied another of its jobs)."""
+    reason = job.reason
+    if not reason or not job.pipeline_id or not limited(token):
+        return reason
+    if not reason.startswith(_SIBLING_DENIED):
+        return reason
+    for sibling in pool.store.pipeline_jobs(job.pipeline_id):
+        if reason.startswith(f"{_SIBLING_DENIED}{sibling.key} was ") and not may_touch(
+            token, sibling
+        ):
+            return "pipeline rejected: policy denied one of its jobs outside this token's limits"
+    return reason
+
+
+def shown(view: JobPublic, pool: Pool, token: ApiToken, job: Job) -> JobPublic:
+    """``view`` with the reasons a limited token may read."""
+    reason = reason_shown(pool, token, job)
+    if reason != job.reason:
+        view.reason = reason
+        if view.waiting is not None and view.waiting.startswith("rejected: "):
+            view.waiting = f"rejected: {reason}"
+    return view

@@ -66,7 +66,8 @@ def public(job_id: str, pool: Pool, token: ApiToken | None = None) -> JobPublic:
     if token is None:
         return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
     job = access.job_for(pool, token, job_id)
-    return JobPublic.model_validate(job_dict(job, pool, access.visibility(token)))
+    view = JobPublic.model_validate(job_dict(job, pool, access.visibility(token)))
+    return access.shown(view, pool, token, job)
 
 
 def acknowledged(job_id: str, pool: Pool, token: ApiToken) -> JobPublic | JobAck:
@@ -136,7 +137,7 @@ def create_job(
         return pool.submit(spec, who).id
 
     job_id = once(pool, token.name, idempotency_key, "job", raw, response, create)
-    return public(job_id, pool)
+    return public(job_id, pool, token)
 
 
 def _cursor(job: Any) -> str:
@@ -185,7 +186,9 @@ def list_jobs(
         if len(batch) < size:
             break
         after = (batch[-1].created_at, batch[-1].id)
-    data = [JobPublic.model_validate(job_dict(j)) for j in page[:limit]]
+    data = [
+        access.shown(JobPublic.model_validate(job_dict(j)), pool, token, j) for j in page[:limit]
+    ]
     more = len(page) > limit
     return JobsPublic(
         data=data, count=len(data), next_cursor=_cursor(page[limit - 1]) if more else None

@@ -197,11 +197,14 @@ def test_a_backtracking_branch_filter_does_not_stall_the_api(
 
     worker = threading.Thread(target=push)
     worker.start()
-    latencies = []
-    while worker.is_alive() or not latencies:
-        start = time.perf_counter()
-        health = api.client.get("/healthz", timeout=60)
-        latencies.append(time.perf_counter() - start)
+    # The gaps between answers, not only each request's own time: a frozen process (the
+    # server runs in this one) stalls whatever it was doing, a sleep included.
+    gaps, last = [], time.perf_counter()
+    while worker.is_alive() or not gaps:
+        health = api.client.get("/healthz", timeout=120)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
         assert health.status_code == 200, health.text
         time.sleep(0.02)
     worker.join(timeout=120)
@@ -209,7 +212,7 @@ def test_a_backtracking_branch_filter_does_not_stall_the_api(
     assert res.status_code == 202, res.text
     skipped = {s["file"]: s["reason"] for s in res.json()["skipped"]}
     assert "does not match branch" in skipped[".gitea/workflows/adversarial.yml"]
-    assert max(latencies) < 1.0, latencies
+    assert max(gaps) < 2.0, max(gaps)
     # The whole delivery (a git fetch over loopback included) is a sanity bound; the
     # filter itself, what used to take seconds, is timed on its own.
     assert done["took"] < 10, done["took"]
