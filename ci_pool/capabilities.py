@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ci_pool.defaults import GLOB_MAX_LENGTH
 from ci_pool.exceptions import CapabilityNotFound, InputError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -47,6 +48,17 @@ class Capability(BaseModel):
     #: Submissions must be signed (HMAC, see ``signing_keys``) or come from a token limited
     #: to this capability; the local operator's CLI is exempt.
     require_signature: bool = False
+
+    @field_validator("repos", "refs")
+    @classmethod
+    def _bounded_globs(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in value or ():
+            if len(pattern) > GLOB_MAX_LENGTH:
+                raise ValueError(
+                    f"pattern {pattern[:40]!r}... is {len(pattern)} characters long; at most "
+                    f"{GLOB_MAX_LENGTH} are accepted"
+                )
+        return value
 
     @field_validator("refs")
     @classmethod

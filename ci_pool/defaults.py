@@ -74,3 +74,11 @@ CONFIG_FILE = "ci-pool.toml"
 API_CONNECT_TIMEOUT = 10.0
 API_TIMEOUT = 60.0
 API_POLL_INTERVAL = 0.25
+
+#: Longest glob accepted (branch/tag/path filters, allowlists, token repo limits).
+GLOB_MAX_LENGTH = 512
+#: Automaton states a compiled glob caches transitions for; past this, matching goes on
+#: without caching, still linear in the text.
+GLOB_CACHED_TRANSITIONS = 512
+#: Webhook content keys are kept (and a replay refused) this long by default (seconds).
+WEBHOOK_REPLAY_WINDOW = 7 * 24 * 3600

@@ -19,62 +19,19 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import AccessDenied, InfraError, InputError, PolicyDenied
+from ci_pool.globs import glob_match
 
 #: ``X-CI-Pool-Signature: keyid=<id>,t=<unix seconds>,nonce=<hex>,sha256=<hex>``
 SIGNATURE_HEADER = "X-CI-Pool-Signature"
 #: A signature older or newer than this (seconds) is refused, so a captured one expires.
 SIGNATURE_MAX_AGE = 300
 _KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,99}$")
-
-
-# -- globs ---------------------------------------------------------------------------------
-
-
-def glob_match(pattern: str, name: str) -> bool:
-    """GitHub's branch/tag filter patterns: ``*`` is any run of characters but ``/``, ``**``
-    any run at all, ``?``/``+`` make the preceding character optional/repeatable, ``[a-z]``
-    a class, ``\\`` escapes. The whole name must match."""
-    return _glob_regex(pattern).fullmatch(name) is not None
-
-
-@lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        if c == "*":
-            if pattern.startswith("**", i):
-                out.append(".*")
-                i += 2
-            else:
-                out.append("[^/]*")
-                i += 1
-            continue
-        if c in "?+" and out and not out[-1].endswith(("*", "?", "+")):
-            out.append(c)
-        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = re.sub(r"[\\\[\]^]", lambda m: "\\" + m.group(), body.removeprefix("!"))
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = end + 1
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 def repo_name(url: str) -> str:

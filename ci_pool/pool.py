@@ -6,7 +6,7 @@ import hashlib
 import math
 import shutil
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from ci_pool import waiting
 from ci_pool.capabilities import Capability, route
 from ci_pool.celery_app import create_celery, send_run_job
 from ci_pool.exceptions import (
@@ -293,6 +294,7 @@ class Pool:
             resend_after=self.settings.resend_after,
             unacked_grace=self.settings.resend_unacked_after,
             remove_containers=remove,
+            webhook_replay_window=self.settings.webhook_replay_window,
         )
 
     def pipeline(self, pipeline_id: str) -> tuple[PipelineRow, list[Job]]:
@@ -347,47 +349,10 @@ class Pool:
             running.setdefault(job.runner_id or "", []).append(job.id)
         return runner_statuses(live, lost, running)
 
-    def why_waiting(self, job: Job) -> str | None:
-        """Plain words on why a job has not started, or None if it is not waiting."""
-        if job.state == JobState.BLOCKED.value:
-            return self._why_blocked(job)
-        if job.state == JobState.REJECTED.value:
-            return f"rejected: {job.reason}"
-        if job.state != JobState.QUEUED.value:
-            return None
-        try:
-            serving = self.runners(job.capability)
-        except redis.RedisError as exc:
-            return f"the broker is unreachable ({exc}); no worker can take the job"
-        if not serving:
-            return (
-                f"no worker is serving capability {job.capability!r} (queue {job.queue!r}); "
-                f"start one with: ci-pool worker --capability {job.capability}"
-            )
-        draining = [r for r in serving if r.extra.get("draining")]
-        slots = sum(r.concurrency for r in serving if r not in draining)
-        busy = self.store.list_jobs(states=[JobState.RUNNING], capability=job.capability)
-        if len(busy) >= slots:
-            now = datetime.now(UTC)
-            held = "; ".join(
-                f"{b.key or b.name or b.id} ({b.id}) on {b.runner_id} for "
-                f"{(now - b.started_at).total_seconds():.0f}s"
-                for b in busy[:5]
-                if b.started_at
-            )
-            return (
-                f"all {len(serving)} worker(s) of {job.capability!r} are busy "
-                f"({len(busy)} running job(s), {slots} slot(s)): {held}; it runs when one "
-                "frees up"
-            )
-        if job.attempt and job.queued_at:
-            errors = [e for e in self.store.events(job.id) if e.to_state == JobState.ERROR.value]
-            cause = errors[-1].reason if errors else "see its history"
-            return (
-                f"attempt {job.attempt} ended in error ({cause}); "
-                f"waiting out the retry backoff before attempt {job.attempt + 1}"
-            )
-        return f"waiting for one of {len(serving)} worker(s) of {job.capability!r} to pick it up"
+    def why_waiting(self, job: Job, visible: Callable[[Job], bool] | None = None) -> str | None:
+        """Plain words on why a job has not started, or None if it is not waiting; with
+        ``visible``, naming no other job it refuses."""
+        return waiting.why_waiting(self, job, visible)
 
     def status(self) -> list[dict[str, Any]]:
         """Per capability: queue depth, oldest wait, running, workers, last hour's jobs."""
@@ -477,19 +442,6 @@ class Pool:
                 + ("ok" if ok else f"no answer ({reply})")
             )
         return lines
-
-    def _why_blocked(self, job: Job) -> str:
-        if not job.pipeline_id:
-            return "blocked"
-        by_key = {j.key: j for j in self.store.pipeline_jobs(job.pipeline_id)}
-        pending = [
-            f"{k} ({by_key[k].state})"
-            for k in job.needs or ()
-            if k in by_key and JobState(by_key[k].state) not in FINAL_STATES
-        ]
-        if pending:
-            return "its needs are still running: " + ", ".join(pending)
-        return "its needs have ended; the scheduler queues or skips it on its next pass"
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> Job:
         """Block until the job reaches a final state (or ``timeout`` seconds pass)."""

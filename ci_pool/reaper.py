@@ -6,7 +6,8 @@
 - a ``queued`` job with no message in the broker (Redis flushed, or restarted without
   persistence) gets its message again;
 - a running pipeline whose blocked jobs wait on needs that have ended is advanced;
-- Idempotency-Keys past their lifetime are forgotten.
+- Idempotency-Keys past their lifetime are forgotten, and webhook content keys past the
+  replay window.
 
 The store is the source of truth, so every step is a fenced transition: a reaper running
 beside a live worker, or two reapers, can never run a job twice.
@@ -23,6 +24,7 @@ from datetime import timedelta
 import redis
 
 from ci_pool import defaults
+from ci_pool.deliveries import forget_content_keys
 from ci_pool.idempotency import forget_expired
 from ci_pool.jobs import JobState
 from ci_pool.retry import Next, lost_reason
@@ -63,6 +65,7 @@ class Reaper:
         resend_after: float = 10.0,
         remove_containers: Callable[[str], int] | None = None,
         unacked_grace: float = defaults.RETRY_BACKOFF_MAX + 30,
+        webhook_replay_window: float = defaults.WEBHOOK_REPLAY_WINDOW,
     ):
         self.store = store
         self.broker = broker
@@ -72,6 +75,7 @@ class Reaper:
         #: A message delivered this recently may still be claimed (or waits out a retry
         #: countdown in its worker); older ones of queued jobs are sent again.
         self.unacked_grace = unacked_grace
+        self.webhook_replay_window = webhook_replay_window
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -79,6 +83,7 @@ class Reaper:
         self._lost_messages(done)
         self._stalled_pipelines(done)
         done.forgotten_keys = forget_expired(self.store)
+        done.forgotten_keys += forget_content_keys(self.store, self.webhook_replay_window)
         return done
 
     def _expired_leases(self, done: Sweep) -> None:

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     #: Webhook secrets by provider ("gitea", "github"): "env:VAR" or "file:/path". A provider
     #: without a secret refuses every delivery.
     webhook_secrets: dict[str, str] = Field(default_factory=dict)
+    #: The same push (provider, repository, ref, before, after) delivered again within this
+    #: many seconds, under any delivery id, is refused (409) and starts nothing.
+    webhook_replay_window: float = Field(default=defaults.WEBHOOK_REPLAY_WINDOW, gt=0)
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
     capabilities: dict[str, Capability] = Field(

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ci_pool.exceptions import InputError, NotFound
+from ci_pool.globs import check_glob
 from ci_pool.store import Store
 from ci_pool.store.models import Base, utcnow
 
@@ -86,6 +87,8 @@ def create_token(
             "use 1-100 letters, digits, '.', '_', '@' or '-' (not first)", field="name"
         )
     wanted = check_scopes(scopes)
+    for pattern in repos or ():
+        check_glob(pattern, "repos")
     now = utcnow()
     if isinstance(expires, timedelta):
         if expires <= timedelta(0):

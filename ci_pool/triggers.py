@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ci_pool.policy import glob_match
+from ci_pool.defaults import GLOB_MAX_LENGTH
+from ci_pool.globs import glob_match
 
 
 def _patterns(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(p, str) for p in value):
-        return value
-    raise ValueError("must be a pattern or a list of patterns")
+    patterns = [value] if isinstance(value, str) else value
+    if not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
+        raise ValueError("must be a pattern or a list of patterns")
+    for pattern in patterns:
+        if len(pattern) > GLOB_MAX_LENGTH:
+            raise ValueError(
+                f"has a pattern of {len(pattern)} characters; at most {GLOB_MAX_LENGTH} are "
+                "accepted"
+            )
+    return patterns
 
 
 def _included(patterns: list[str], name: str) -> bool:

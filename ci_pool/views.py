@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,8 +23,11 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
-    """The public view of a job; with ``pool``, also why it waits, artifacts and history."""
+def job_dict(
+    job: Job, pool: Pool | None = None, visible: Callable[[Job], bool] | None = None
+) -> dict[str, Any]:
+    """The public view of a job; with ``pool``, also why it waits (naming no job that
+    ``visible`` refuses), artifacts and history."""
     data: dict[str, Any] = {
         "id": job.id,
         "name": job.name,
@@ -50,7 +53,7 @@ def job_dict(job: Job, pool: Pool | None = None) -> dict[str, Any]:
         "evidence": job.evidence,
     }
     if pool is not None:
-        data["waiting"] = pool.why_waiting(job)
+        data["waiting"] = pool.why_waiting(job, visible)
         data["artifacts"] = [
             {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
             for a in pool.store.artifacts(job.id)

@@ -1,10 +1,8 @@
 """Push webhooks from Gitea and GitHub: check the HMAC signature, refuse replayed deliveries,
 read the repository's workflows at the pushed commit and submit those the push triggers.
 
-Importing this module registers the ``webhook_deliveries`` table on the store's ``Base``, so
-``Store.init_schema()`` creates it. A delivery id is recorded before anything is submitted;
-the table's primary key makes a second delivery with the same id fail, even when both
-arrive at the same moment on two API processes.
+Deliveries are recorded (and replays refused, by delivery id and by content) in
+``ci_pool.deliveries`` before anything is submitted.
 """
 
 from __future__ import annotations
@@ -17,23 +15,21 @@ import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import JSON, String, Text, delete
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
+from ci_pool.deliveries import HookRefused as HookRefused
+from ci_pool.deliveries import Push as Push
+from ci_pool.deliveries import WebhookDelivery as WebhookDelivery
+from ci_pool.deliveries import forget, record_delivery, set_pipelines
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.jobs import check_ref, check_repo_url, is_sha
 from ci_pool.policy import SecretUnavailable, Submitter, read_secret_source
 from ci_pool.pool import Pool
 from ci_pool.runner.checkout import GitRunner
 from ci_pool.settings import Settings
-from ci_pool.store import Store
-from ci_pool.store.models import Base, utcnow
 from ci_pool.triggers import push_trigger
 from ci_pool.workflow import parse_workflow
 
@@ -79,31 +75,6 @@ MAX_WORKFLOW_BYTES = 512 * 1024
 MAX_WORKFLOWS = 50
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-
-
-class HookRefused(CIPoolError):
-    """A delivery refused before anything ran, with the HTTP status and code to answer."""
-
-    exit_code = 2
-
-    def __init__(self, status: int, code: str, message: str):
-        self.status, self.code = status, code
-        super().__init__(message)
-
-
-class WebhookDelivery(Base):
-    """One accepted delivery: what it was about and the pipelines it started."""
-
-    __tablename__ = "webhook_deliveries"
-
-    provider: Mapped[str] = mapped_column(String(16), primary_key=True)
-    delivery_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    event: Mapped[str] = mapped_column(String(64))
-    repo: Mapped[str | None] = mapped_column(Text, default=None)
-    ref: Mapped[str | None] = mapped_column(String(255), default=None)
-    commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
-    pipeline_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 # -- signatures -----------------------------------------------------------------------------
@@ -206,18 +177,6 @@ class PushPayload(BaseModel):
         return frozenset(f for c in self.commits for f in (*c.added, *c.removed, *c.modified))
 
 
-@dataclass(frozen=True, slots=True)
-class Push:
-    """A push of one branch or tag to ``commit``."""
-
-    kind: Literal["branch", "tag"]
-    name: str
-    commit: str
-    repo: str
-    #: Files the push touched; None when unknown (path filters then let workflows run).
-    changed: frozenset[str] | None = None
-
-
 def load_body(body: bytes, content_type: str) -> Any:
     """The JSON of a delivery, sent as JSON or as GitHub's form-encoded ``payload=`` field."""
     try:
@@ -227,6 +186,8 @@ def load_body(body: bytes, content_type: str) -> Any:
                 raise InputError("a form-encoded delivery needs a payload field", field="payload")
             return json.loads(fields["payload"][0])
         return json.loads(body)
+    except RecursionError:
+        raise InputError("the body is nested too deeply to be a push event", field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, InputError):
             raise
@@ -262,54 +223,7 @@ def parse_push(data: Any, allow_local_repos: bool) -> Push | str:
         check_repo_url(repo, allow_local=allow_local_repos)
     except ValueError as exc:
         raise InputError(str(exc), field="repository.clone_url") from None
-    return Push(kind, name, event.after, repo, event.changed_files())
-
-
-# -- deliveries -------------------------------------------------------------------------------
-
-
-def record_delivery(
-    store: Store, provider: str, delivery_id: str, event: str, push: Push | None = None
-) -> WebhookDelivery:
-    """Record a delivery id before acting on it; a second one raises a 409 HookRefused."""
-    row = WebhookDelivery(
-        provider=provider,
-        delivery_id=delivery_id,
-        received_at=utcnow(),
-        event=event,
-        repo=push.repo if push else None,
-        ref=push.name if push else None,
-        commit_sha=push.commit if push else None,
-        pipeline_ids=[],
-    )
-    try:
-        with store.session() as s:
-            s.add(row)
-    except IntegrityError:
-        raise HookRefused(
-            409,
-            "replayed",
-            f"delivery {delivery_id} was received already; it is not run again",
-        ) from None
-    return row
-
-
-def _set_pipelines(store: Store, provider: str, delivery_id: str, ids: list[str]) -> None:
-    with store.session() as s:
-        row = s.get(WebhookDelivery, (provider, delivery_id))
-        if row is not None:
-            row.pipeline_ids = ids
-
-
-def _forget(store: Store, provider: str, delivery_id: str) -> None:
-    """Drop a delivery that started nothing because of an infrastructure error, so the
-    sender's redelivery can run."""
-    with store.session() as s:
-        s.execute(
-            delete(WebhookDelivery).where(
-                WebhookDelivery.provider == provider, WebhookDelivery.delivery_id == delivery_id
-            )
-        )
+    return Push(kind, name, event.after, repo, event.changed_files(), event.before)
 
 
 # -- workflows at the pushed commit ---------------------------------------------------------
@@ -438,18 +352,19 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     if isinstance(push, str):
         record_delivery(pool.store, provider, delivery, event)
         return HookResult(delivery, event, 202, f"ignored: {push}")
-    record_delivery(pool.store, provider, delivery, event, push)
+    window = pool.settings.webhook_replay_window
+    record_delivery(pool.store, provider, delivery, event, push, replay_window=window)
     try:
         workflows = fetch_workflows(pool.settings, provider, push.repo, push.commit)
     except CIPoolError:
-        _forget(pool.store, provider, delivery)
+        forget(pool.store, provider, delivery)
         raise
     result = HookResult(delivery, event, 202, "", skipped=list(workflows.skipped))
     for path, text in workflows.files:
         result.pipelines += _submit(
             pool, push, workflows.commit, path, text, result.skipped, _submitter(provider)
         )
-    _set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
+    set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
     dirs = " or ".join(d + "/" for d in spec.workflow_dirs)
     result.message = (
         f"{len(result.pipelines)} pipeline(s) started, {len(result.skipped)} workflow(s) skipped"

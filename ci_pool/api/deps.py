@@ -16,12 +16,11 @@ from ci_pool.policy import (
     SIGNATURE_HEADER,
     SIGNATURE_MAX_AGE,
     Submitter,
-    check_access,
     signature_mac,
     verify_signature,
 )
 from ci_pool.pool import Pool
-from ci_pool.store import Job, Store
+from ci_pool.store import Store
 from ci_pool.tokens import ApiToken
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `ci-pool token create`.")
@@ -119,13 +118,6 @@ def limits_of(token: ApiToken, signed_by: str | None = None) -> Submitter:
         signed_by=signed_by,
         operator=False,
     )
-
-
-def within_limits(token: ApiToken, job: Job, verb: str) -> Job:
-    """A token limited to some capabilities or repositories reads, cancels or retries only
-    the jobs it could have submitted (AccessDenied naming the limit otherwise)."""
-    check_access(limits_of(token), job.capability, job.repo, verb)
-    return job
 
 
 SubmitterDep = Annotated[Submitter, Depends(submitter)]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ci_pool.api import access
 from ci_pool.api.deps import (
     CancelToken,
     IdempotencyKeyHeader,
@@ -21,8 +22,6 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
-    limits_of,
-    within_limits,
 )
 from ci_pool.api.errors import ApiError
 from ci_pool.api.schemas import (
@@ -30,6 +29,7 @@ from ci_pool.api.schemas import (
     ArtifactPublic,
     ArtifactsPublic,
     ErrorBody,
+    JobAck,
     JobCreate,
     JobPublic,
     JobsPublic,
@@ -38,7 +38,6 @@ from ci_pool.api.schemas import (
 from ci_pool.exceptions import InputError, NotFound, PolicyDenied
 from ci_pool.idempotency import run_once
 from ci_pool.jobs import JobState, parse_job_spec
-from ci_pool.policy import repo_allowed
 from ci_pool.pool import Pool
 from ci_pool.tokens import ApiToken
 from ci_pool.views import job_dict
@@ -51,6 +50,8 @@ ERRORS_AS_JSON: dict[int | str, dict[str, Any]] = {
     code: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     for code in ERRORS
 }
+#: Rows read at a time while a limited token's page is filled.
+_SCAN_BATCH = 200
 #: What ``next`` gives back from an exhausted iterator.
 _END: Any = object()
 #: Header set on a response that repeats the first result of an Idempotency-Key.
@@ -60,11 +61,21 @@ router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
 def public(job_id: str, pool: Pool, token: ApiToken | None = None) -> JobPublic:
-    """The detailed view; with ``token``, only of a job within its limits."""
-    job = pool.get(job_id)
-    if token is not None:
-        within_limits(token, job, "read")
-    return JobPublic.model_validate(job_dict(job, pool))
+    """The detailed view; with ``token``, only of a job within its limits (else 404), and
+    its ``waiting`` reason names no job outside them."""
+    if token is None:
+        return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
+    job = access.job_for(pool, token, job_id)
+    view = JobPublic.model_validate(job_dict(job, pool, access.visibility(token)))
+    return access.shown(view, pool, token, job)
+
+
+def acknowledged(job_id: str, pool: Pool, token: ApiToken) -> JobPublic | JobAck:
+    """What an action answers: the job's view for a token that may read it, else only its
+    id and state (``cancel`` is not ``read``)."""
+    if token.allows("read"):
+        return public(job_id, pool, token)
+    return JobAck(id=job_id, state=pool.get(job_id).state)
 
 
 def once(
@@ -126,7 +137,7 @@ def create_job(
         return pool.submit(spec, who).id
 
     job_id = once(pool, token.name, idempotency_key, "job", raw, response, create)
-    return public(job_id, pool)
+    return public(job_id, pool, token)
 
 
 def _cursor(job: Any) -> str:
@@ -157,25 +168,31 @@ def list_jobs(
 ) -> JobsPublic:
     """The newest jobs first, filtered by states, capability or repository, a page at a
     time: pass ``next_cursor`` back as ``cursor`` for the next page. A token limited to
-    some capabilities or repositories sees only those jobs (a page may then hold fewer
-    than ``limit``; ``next_cursor`` says whether more follow)."""
-    jobs = pool.store.list_jobs(
-        states=state or (),
-        capability=capability,
-        repo=repo,
-        limit=limit + 1,
-        after=_after(cursor) if cursor else None,
-    )
-    page = jobs[:limit]
-    who = limits_of(token)
+    some capabilities or repositories sees only those jobs, in the pages and in the
+    cursors alike."""
+    after = _after(cursor) if cursor else None
+    page: list[Any] = []
+    size = max(limit + 1, _SCAN_BATCH)
+    while len(page) <= limit:
+        batch = pool.store.list_jobs(
+            states=state or (),
+            capability=capability,
+            repo=repo,
+            limit=size,
+            after=after,
+            capabilities=token.capabilities,
+        )
+        page += [j for j in batch if access.may_touch(token, j)]
+        if len(batch) < size:
+            break
+        after = (batch[-1].created_at, batch[-1].id)
     data = [
-        JobPublic.model_validate(job_dict(j))
-        for j in page
-        if (who.capabilities is None or j.capability in who.capabilities)
-        and (who.repos is None or repo_allowed(who.repos, j.repo))
+        access.shown(JobPublic.model_validate(job_dict(j)), pool, token, j) for j in page[:limit]
     ]
-    more = len(jobs) > limit
-    return JobsPublic(data=data, count=len(data), next_cursor=_cursor(page[-1]) if more else None)
+    more = len(page) > limit
+    return JobsPublic(
+        data=data, count=len(data), next_cursor=_cursor(page[limit - 1]) if more else None
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
@@ -227,8 +244,8 @@ def get_logs(
 ) -> Response:
     """The stored log of one attempt (default: the latest that wrote any); with
     ``follow=1``, the live log as Server-Sent Events until the job ends."""
-    # 404 for an unknown job rather than an empty log; 403 outside the token's limits
-    within_limits(token, pool.get(job_id), "read")
+    # 404 for an unknown job (or one outside the token's limits) rather than an empty log
+    access.job_for(pool, token, job_id)
     if follow:
         return StreamingResponse(
             _sse(request, pool, job_id),
@@ -238,21 +255,25 @@ def get_logs(
     return PlainTextResponse(pool.store.read_log(job_id, attempt))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, tags=["jobs"])
-def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic:
-    """Queued: cancelled at once. Running: its worker stops it (state follows)."""
-    within_limits(token, pool.get(job_id), "cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic | JobAck, tags=["jobs"])
+def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic | JobAck:
+    """Queued: cancelled at once. Running: its worker stops it (state follows). A token
+    without ``read`` gets the id and state back, not the job."""
+    access.job_for(pool, token, job_id)
     pool.cancel(job_id, by=f"api token {token.name}")
-    return public(job_id, pool)
+    return acknowledged(job_id, pool, token)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobPublic, tags=["jobs"])
-def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic:
+@router.post("/jobs/{job_id}/retry", response_model=JobPublic | JobAck, tags=["jobs"])
+def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic | JobAck:
     """Run a failed, timed-out, cancelled or errored job again as a new attempt (a
-    pipeline job: its pipeline's failed jobs and their dependents run again)."""
-    within_limits(token, pool.get(job_id), "retry")
+    pipeline job: its pipeline's failed jobs and their dependents run again; 403 naming
+    the first of those outside the token's limits, and nothing runs). A token without
+    ``read`` gets the id and state back, not the job."""
+    job = access.job_for(pool, token, job_id)
+    access.check_every(token, access.touched_by_retry(pool, job), "retry")
     pool.retry_job(job_id)
-    return public(job_id, pool)
+    return acknowledged(job_id, pool, token)
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactsPublic, tags=["artifacts"])
@@ -263,7 +284,7 @@ def list_artifacts(
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> ArtifactsPublic:
     """The artifacts of one attempt (default: the latest that has any), with sha256."""
-    within_limits(token, pool.get(job_id), "read")
+    access.job_for(pool, token, job_id)
     return ArtifactsPublic(
         data=[
             ArtifactPublic(path=a.path, size=a.size, sha256=a.sha256, attempt=a.attempt)
@@ -286,7 +307,7 @@ def get_artifact(
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> FileResponse:
     """One artifact's bytes; its sha256 is in the ``Digest`` and ``ETag`` headers."""
-    within_limits(token, pool.get(job_id), "read")
+    access.job_for(pool, token, job_id)
     art = pool.artifact(job_id, name, attempt)
     path = pool.artifact_path(art)
     if not path.is_file():
@@ -302,5 +323,8 @@ def get_artifact(
 
 @router.get("/queues", response_model=QueuesPublic, tags=["queues"])
 def queues(pool: PoolDep, token: ReadToken) -> QueuesPublic:
-    """Per capability: depth, oldest wait, running, workers, last hour's jobs."""
-    return QueuesPublic.model_validate({"data": pool.status()})
+    """Per capability: depth, oldest wait, running, workers, last hour's jobs (a token
+    limited to some capabilities: those alone)."""
+    mine = token.capabilities
+    rows = [r for r in pool.status() if mine is None or r["capability"] in mine]
+    return QueuesPublic.model_validate({"data": rows})

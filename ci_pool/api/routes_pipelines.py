@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Response
 
+from ci_pool.api import access
 from ci_pool.api.deps import (
     CancelToken,
     IdempotencyKeyHeader,
@@ -15,18 +16,30 @@ from ci_pool.api.deps import (
     SubmitterDep,
     SubmitToken,
     json_body,
-    within_limits,
 )
 from ci_pool.api.routes_jobs import ERRORS, once
-from ci_pool.api.schemas import PipelineCreate, PipelinePublic
+from ci_pool.api.schemas import PipelineAck, PipelineCreate, PipelinePublic
 from ci_pool.pool import Pool
+from ci_pool.tokens import ApiToken
 from ci_pool.views import pipeline_dict
 
 router = APIRouter(prefix="/v1", responses=ERRORS, tags=["pipelines"])
 
 
-def public(pipeline_id: str, pool: Pool) -> PipelinePublic:
-    return PipelinePublic.model_validate(pipeline_dict(*pool.pipeline(pipeline_id)))
+def public(pipeline_id: str, pool: Pool, token: ApiToken | None = None) -> PipelinePublic:
+    """The pipeline's view; with ``token``, of the jobs within its limits alone (404 when
+    there are none)."""
+    if token is None:
+        return PipelinePublic.model_validate(pipeline_dict(*pool.pipeline(pipeline_id)))
+    return PipelinePublic.model_validate(
+        pipeline_dict(*access.pipeline_for(pool, token, pipeline_id))
+    )
+
+
+def acknowledged(pipeline_id: str, pool: Pool, token: ApiToken) -> PipelinePublic | PipelineAck:
+    if token.allows("read"):
+        return public(pipeline_id, pool, token)
+    return PipelineAck(id=pipeline_id, state=pool.pipeline(pipeline_id)[0].state)
 
 
 @router.post("/pipelines", status_code=201, response_model=PipelinePublic)
@@ -57,25 +70,30 @@ def create_pipeline(
 
 @router.get("/pipelines/{pipeline_id}", response_model=PipelinePublic)
 def get_pipeline(pipeline_id: str, pool: PoolDep, token: ReadToken) -> PipelinePublic:
-    """The pipeline and each of its jobs: state, runner, exit code, outputs."""
-    for job in pool.pipeline(pipeline_id)[1]:
-        within_limits(token, job, "read")
-    return public(pipeline_id, pool)
+    """The pipeline and each of its jobs: state, runner, exit code, outputs (a token
+    limited to some capabilities or repositories: the jobs within them)."""
+    return public(pipeline_id, pool, token)
 
 
-@router.post("/pipelines/{pipeline_id}/cancel", response_model=PipelinePublic)
-def cancel_pipeline(pipeline_id: str, pool: PoolDep, token: CancelToken) -> PipelinePublic:
-    """Cancel every job that has not ended."""
-    for job in pool.pipeline(pipeline_id)[1]:
-        within_limits(token, job, "cancel")
+@router.post("/pipelines/{pipeline_id}/cancel", response_model=PipelinePublic | PipelineAck)
+def cancel_pipeline(
+    pipeline_id: str, pool: PoolDep, token: CancelToken
+) -> PipelinePublic | PipelineAck:
+    """Cancel every job that has not ended (403 naming the first outside the token's
+    limits, and nothing is cancelled)."""
+    jobs = access.jobs_of_pipeline(pool, token, pipeline_id)
+    access.check_every(token, access.touched_by_cancel(jobs), "cancel")
     pool.cancel_pipeline(pipeline_id, by=f"api token {token.name}")
-    return public(pipeline_id, pool)
+    return acknowledged(pipeline_id, pool, token)
 
 
-@router.post("/pipelines/{pipeline_id}/retry", response_model=PipelinePublic)
-def retry_pipeline(pipeline_id: str, pool: PoolDep, token: SubmitToken) -> PipelinePublic:
-    """Run the failed, cancelled and skipped jobs again; jobs that passed keep their result."""
-    for job in pool.pipeline(pipeline_id)[1]:
-        within_limits(token, job, "retry")
+@router.post("/pipelines/{pipeline_id}/retry", response_model=PipelinePublic | PipelineAck)
+def retry_pipeline(
+    pipeline_id: str, pool: PoolDep, token: SubmitToken
+) -> PipelinePublic | PipelineAck:
+    """Run the failed, cancelled and skipped jobs again; jobs that passed keep their result
+    (403 naming the first to run again outside the token's limits, and nothing runs)."""
+    jobs = access.jobs_of_pipeline(pool, token, pipeline_id)
+    access.check_every(token, access.retryable(jobs), "retry")
     pool.retry_pipeline(pipeline_id)
-    return public(pipeline_id, pool)
+    return acknowledged(pipeline_id, pool, token)

@@ -95,6 +95,20 @@ class JobPublic(BaseModel):
     events: list[EventPublic] | None = None
 
 
+class JobAck(BaseModel):
+    """What an action on a job answers a token that may not read the job: id and state."""
+
+    id: str
+    state: str
+
+
+class PipelineAck(BaseModel):
+    """What an action on a pipeline answers a token that may not read it: id and state."""
+
+    id: str
+    state: str
+
+
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int

@@ -26,9 +26,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool import defaults
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import FINAL_STATES, JobState, PipelineState, sources_of
+from ci_pool.jobs import FINAL_STATES, RETRY_TRANSITIONS, JobState, PipelineState, sources_of
 from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
+
+#: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
+#: stay rejected: a retry is not a way around policy).
+RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -121,14 +125,18 @@ class Store:
         repo: str | None = None,
         limit: int = 100,
         after: tuple[datetime, str] | None = None,
+        capabilities: Iterable[str] | None = None,
     ) -> list[Job]:
         """Newest first (ties by id); ``after`` = (created_at, id) of the last row of the
-        previous page, so pages stay stable while new jobs arrive."""
+        previous page, so pages stay stable while new jobs arrive. ``capabilities``: only
+        jobs of these (None: any)."""
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
         if states:
             q = q.where(Job.state.in_([s.value for s in states]))
         if capability:
             q = q.where(Job.capability == capability)
+        if capabilities is not None:
+            q = q.where(Job.capability.in_(list(capabilities)))
         if repo:
             q = q.where(Job.repo == repo)
         if after is not None:
@@ -602,10 +610,9 @@ class Store:
         again = []
         where = Job.id == job_id if job_id else Job.pipeline_id == pipeline_id
         target = JobState.QUEUED if job_id else JobState.BLOCKED
-        retry_from = [s.value for s in sources_of(target, operator=True)]
         with self.session() as s:
             now = utcnow()
-            rows = s.scalars(select(Job).where(where, Job.state.in_(retry_from)))
+            rows = s.scalars(select(Job).where(where, Job.state.in_(RETRYABLE_STATES)))
             for job in list(rows):
                 done = self._transition(
                     s,

@@ -8,7 +8,7 @@ import importlib
 from sqlalchemy import MetaData
 
 #: Modules outside ci_pool.store that define tables.
-TABLE_MODULES = ("ci_pool.tokens", "ci_pool.idempotency", "ci_pool.webhooks")
+TABLE_MODULES = ("ci_pool.tokens", "ci_pool.idempotency", "ci_pool.webhooks", "ci_pool.deliveries")
 
 
 def metadata() -> MetaData:

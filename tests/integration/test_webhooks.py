@@ -142,10 +142,12 @@ def hooks(
 
 
 def push_body(repo: str, ref: str, after: str, **extra: Any) -> bytes:
+    """A push payload; ``before`` is random unless given, so each body is a new push (the
+    same push is accepted once, whatever its delivery id)."""
     return json.dumps(
         {
             "ref": ref,
-            "before": "0" * 40,
+            "before": uuid.uuid4().hex + "0" * 8,
             "after": after,
             "repository": {"clone_url": repo, "full_name": "org/hooks"},
             "pusher": {"login": "dev"},
@@ -452,7 +454,8 @@ def test_path_filters_use_the_files_the_push_touched(
 
     def push(*files: str) -> httpx.Response:
         commits = [{"added": [], "removed": [], "modified": list(files)}]
-        body = push_body(url, "refs/heads/main", sha, before="1" * 40, commits=commits)
+        before = uuid.uuid4().hex + "1" * 8  # each a push of its own (a known, older tip)
+        body = push_body(url, "refs/heads/main", sha, before=before, commits=commits)
         return deliver(hooks, "gitea", body)
 
     started, skipped = files_of(push("docs/readme.md"))

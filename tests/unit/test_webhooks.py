@@ -6,6 +6,7 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -13,9 +14,9 @@ from urllib.parse import urlencode
 import pytest
 from sqlalchemy import select
 
-from ci_pool import webhooks
+from ci_pool import deliveries, webhooks
 from ci_pool.exceptions import InputError
-from ci_pool.policy import glob_match
+from ci_pool.globs import glob_match
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Store
@@ -291,6 +292,34 @@ def test_a_replayed_delivery_is_409(store: Store) -> None:
         ("gitea", "d-1", "main", SHA),
         ("github", "d-1", "main", SHA),
     }
+
+
+def test_the_same_push_under_a_new_delivery_id_is_409_within_the_window(store: Store) -> None:
+    before = "b" * 40
+    push = Push("branch", "main", SHA, "https://git.example.org/a.git", before=before)
+    record_delivery(store, "gitea", "d-1", "push", push, replay_window=3600)
+    with pytest.raises(HookRefused) as exc:
+        record_delivery(store, "gitea", "d-2", "push", push, replay_window=3600)
+    message = refused(exc, 409, "replayed")
+    assert "refs/heads/main" in message and "delivery d-1" in message
+    # Another ref, another before, another provider: another push.
+    record_delivery(
+        store, "gitea", "d-3", "push", Push("tag", "main", SHA, push.repo, None, before)
+    )
+    record_delivery(store, "gitea", "d-4", "push", Push("branch", "main", SHA, push.repo))
+    record_delivery(store, "github", "d-2", "push", push, replay_window=3600)
+    with store.session(write=False) as s:
+        ids = {
+            r.delivery_id for r in s.scalars(select(WebhookDelivery).filter_by(provider="gitea"))
+        }
+    assert ids == {"d-1", "d-3", "d-4"}  # the refused one wrote nothing
+    # Past the window the content key is forgotten and the push may run again.
+    assert deliveries.forget_content_keys(store, 3600) == 0
+    with store.session() as s:
+        for row in s.scalars(select(WebhookDelivery)):
+            row.received_at = row.received_at - timedelta(hours=2)
+    record_delivery(store, "gitea", "d-5", "push", push, replay_window=3600)
+    assert deliveries.forget_content_keys(store, 3600) == 3  # d-3, d-4 and github's d-2
 
 
 def test_concurrent_deliveries_with_one_id_record_one(store: Store) -> None:
