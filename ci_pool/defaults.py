@@ -67,3 +67,30 @@ CONFIG_FILE = "ci-pool.toml"
 API_CONNECT_TIMEOUT = 10.0
 API_TIMEOUT = 60.0
 API_POLL_INTERVAL = 0.25
+
+#: Bounds of outside input (README "Security model"): each error names the one it hit.
+#: Request bodies of the API (bytes); a workflow posted whole may be a little larger.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_PIPELINE_BODY_BYTES = 2 * 1024 * 1024
+#: Nesting of JSON objects and arrays in a request body.
+MAX_JSON_DEPTH = 64
+#: A workflow file: its size, YAML nodes built counting each alias as a copy of what it
+#: names (an alias bomb hits this), and nesting of mappings and sequences.
+MAX_WORKFLOW_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+#: Nesting of parentheses, ``!`` and function calls in one ``${{ }}`` expression.
+MAX_EXPRESSION_DEPTH = 32
+#: Cells of one job's matrix (GitHub's limit), and jobs of one pipeline, matrix cells included.
+MAX_MATRIX_CELLS = 256
+MAX_JOBS_PER_PIPELINE = 500
+#: One job spec: steps, bytes of one ``run:`` script, labels, env entries and bytes of one
+#: value, artifact patterns, secret names, and the whole spec as JSON.
+MAX_STEPS = 100
+MAX_SCRIPT_BYTES = 128 * 1024
+MAX_LABELS = 32
+MAX_ENV_ENTRIES = 200
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ARTIFACT_PATTERNS = 50
+MAX_SECRETS = 50
+MAX_JOB_SPEC_BYTES = 512 * 1024

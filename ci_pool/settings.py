@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     #: Webhook secrets by provider ("gitea", "github"): "env:VAR" or "file:/path". A provider
     #: without a secret refuses every delivery.
     webhook_secrets: dict[str, str] = Field(default_factory=dict)
+    #: Jobs one pipeline may have, matrix cells counted; a workflow with more is refused.
+    max_jobs_per_pipeline: int = Field(default=defaults.MAX_JOBS_PER_PIPELINE, ge=1)
+    #: Bytes of one API request body (413 past it); ``/v1/pipelines`` takes twice this.
+    max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
     capabilities: dict[str, Capability] = Field(

@@ -34,9 +34,10 @@ from ci_pool.contexts import (
     WORKFLOW_LEVEL,
     ValueReader,
 )
+from ci_pool.defaults import MAX_JOBS_PER_PIPELINE
 from ci_pool.exceptions import CapabilityNotFound, InputError, WorkflowError
 from ci_pool.jobs import check_ref
-from ci_pool.matrix import Strategy, cell_keys, label, read_strategy
+from ci_pool.matrix import Strategy, cell_keys, label, read_strategies
 from ci_pool.pipeline import (
     Checkout,
     Container,
@@ -103,19 +104,30 @@ _UNSUPPORTED = {
 }
 
 
-def parse_workflow(text: str, file: str, capabilities: Mapping[str, Capability]) -> Pipeline:
-    """The pipeline of a workflow file; raises WorkflowErrors listing every problem."""
-    pipeline, errors = _parse(text, file, capabilities)
+def parse_workflow(
+    text: str,
+    file: str,
+    capabilities: Mapping[str, Capability],
+    max_jobs: int = MAX_JOBS_PER_PIPELINE,
+) -> Pipeline:
+    """The pipeline of a workflow file; raises WorkflowErrors listing every problem.
+
+    ``max_jobs`` bounds the jobs it may have, matrix cells counted (``max_jobs_per_pipeline``).
+    """
+    pipeline, errors = _parse(text, file, capabilities, max_jobs)
     if errors or pipeline is None:
         raise WorkflowErrors(errors)
     return pipeline
 
 
 def validate_workflow(
-    text: str, file: str, capabilities: Mapping[str, Capability]
+    text: str,
+    file: str,
+    capabilities: Mapping[str, Capability],
+    max_jobs: int = MAX_JOBS_PER_PIPELINE,
 ) -> list[WorkflowError]:
     """Every problem of a workflow file, in file order; empty when it is valid."""
-    return _parse(text, file, capabilities)[1]
+    return _parse(text, file, capabilities, max_jobs)[1]
 
 
 def _keys(src: Source, data: MarkedMap, path: str, level: str, allowed: tuple[str, ...]) -> None:
@@ -546,7 +558,7 @@ def _jobs(src: Source, data: MarkedMap) -> MarkedMap:
 
 
 def _parse(
-    text: str, file: str, capabilities: Mapping[str, Capability]
+    text: str, file: str, capabilities: Mapping[str, Capability], max_jobs: int
 ) -> tuple[Pipeline | None, list[WorkflowError]]:
     src = Source(file, text)
     data = src.load()
@@ -586,7 +598,9 @@ def _parse(
         for j, job in valid.items()
     }
     wf = _Workflow(capabilities, env, shell, workdir, outputs)
-    strategies = {j: read_strategy(src, job, f"jobs.{j}") for j, job in valid.items()}
+    strategies = read_strategies(src, jobs, valid, max_jobs)
+    if strategies is None:
+        return None, src.errors
     keys = {j: cell_keys(j, s.cells, s.keys is not None) for j, s in strategies.items()}
     built: list[PipelineJob | None] = []
     for job_id, job in valid.items():

@@ -4,6 +4,11 @@ The loader reads YAML 1.2 core scalars the way GitHub does: only ``true``/``fals
 booleans (so the key ``on`` stays the string "on", not YAML 1.1's ``True``), dates stay
 strings and ``1:30`` is not a base-60 number. Duplicate keys are errors, not silently
 overwritten, and merge keys (``<<``) are plain keys the workflow schema then rejects.
+
+Bounds (``ci_pool.defaults``): the text's size; control characters are refused with their
+line; nodes are counted as they are composed, an alias counting as a copy of everything it
+names, so an alias bomb stops at ``MAX_YAML_NODES`` before anything is expanded; nesting
+stops at ``MAX_YAML_DEPTH`` (aliases included), and an alias inside its own anchor is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +18,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import yaml
+from yaml.events import AliasEvent
 
+from ci_pool import defaults
 from ci_pool.exceptions import WorkflowError
+
+# What YAML's reader refuses, except the line breaks (tab, LF, CR, NEL).
+_CONTROL = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class Pos(NamedTuple):
@@ -47,12 +57,66 @@ def _pos(node: yaml.Node) -> Pos:
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style)
 
 
+class InputBound(yaml.MarkedYAMLError):
+    """The document is over one of the loader's bounds; ``problem`` names it."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader building MarkedMap/MarkedList and noting problems instead of raising."""
+    """SafeLoader building MarkedMap/MarkedList and noting problems instead of raising.
+
+    Composing counts what constructing would build: ``_size`` and ``_height`` of each node
+    composed so far (an alias adds its anchor's), so no bound is checked after the fact.
+    """
 
     def __init__(self, text: str):
         super().__init__(text)
         self.problems: list[tuple[str, Pos]] = []
+        self._nodes = 0
+        self._depth = 0
+        self._size: dict[int, int] = {}
+        self._height: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            if id(node) not in self._size:
+                raise InputBound(
+                    problem="an alias may not refer to its own anchor", problem_mark=mark
+                )
+            self._count(self._size[id(node)], self._height[id(node)], mark)
+            return node
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        self._depth += 1
+        if self._depth > defaults.MAX_YAML_DEPTH:
+            raise InputBound(
+                problem=f"nested deeper than {defaults.MAX_YAML_DEPTH} levels", problem_mark=mark
+            )
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        self._size[id(node)] = 1 + sum(self._size[id(c)] for c in children)
+        self._height[id(node)] = 1 + max((self._height[id(c)] for c in children), default=0)
+        self._count(1, 1, mark)
+        return node
+
+    def _count(self, size: int, height: int, mark: yaml.Mark) -> None:
+        self._nodes += size
+        if self._nodes > defaults.MAX_YAML_NODES:
+            raise InputBound(
+                problem=f"more than {defaults.MAX_YAML_NODES} values (aliases count as copies "
+                "of what they name)",
+                problem_mark=mark,
+            )
+        if self._depth + height > defaults.MAX_YAML_DEPTH:
+            raise InputBound(
+                problem=f"nested deeper than {defaults.MAX_YAML_DEPTH} levels (aliases included)",
+                problem_mark=mark,
+            )
 
 
 _DROPPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "timestamp", "merge")}
@@ -149,11 +213,43 @@ class Source:
         """Errors in file order."""
         return [self._errors[k] for k in sorted(self._errors)]
 
+    def _over_bounds(self) -> bool:
+        """Report a text too large or holding control characters (each line once)."""
+        size = len(self.text.encode("utf-8", "surrogatepass"))
+        if size > defaults.MAX_WORKFLOW_BYTES:
+            self.error(
+                f"the file is {size} bytes; the limit is {defaults.MAX_WORKFLOW_BYTES}",
+                Pos(1, 1),
+            )
+            return True
+        lines: set[int] = set()
+        for match in _CONTROL.finditer(self.text):
+            line = self.text.count("\n", 0, match.start()) + 1
+            if line in lines:
+                continue
+            lines.add(line)
+            column = match.start() - self.text.rfind("\n", 0, match.start())
+            self.error(
+                f"control character U+{ord(match.group()):04X} is not allowed in a workflow; "
+                "remove it (write it as an escape in a double-quoted string if it is meant)",
+                Pos(line, column),
+            )
+            if len(lines) >= 20:
+                break
+        return bool(lines)
+
     def load(self) -> Any:
         """The parsed YAML document; YAML problems become errors (None if it does not parse)."""
+        if self._over_bounds():
+            return None
         loader = _Loader(self.text)
         try:
             data = loader.get_single_data()
+        except InputBound as exc:
+            mark = exc.problem_mark
+            where = Pos(mark.line + 1, mark.column + 1) if mark else None
+            self.error(f"the YAML is over a bound: {exc.problem}", where)
+            return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = Pos(mark.line + 1, mark.column + 1) if mark else None
