@@ -4,7 +4,8 @@ A body over its limit is answered 413 naming the limit: at once when Content-Len
 so, else as soon as the bytes read (chunked bodies included) pass it, without reading the
 rest. A JSON body nested deeper than ``MAX_JSON_DEPTH`` is answered 422 before a parser
 recurses into it, and so is one holding a NUL character (``\\u0000``, which no field
-accepts and PostgreSQL cannot store) outside webhook deliveries. A body within bounds is handed on to the application unchanged.
+accepts and PostgreSQL cannot store) outside webhook deliveries. A body within bounds is
+handed on to the application unchanged.
 """
 
 from __future__ import annotations
