@@ -222,10 +222,17 @@ def test_a_matrix_job_aliased_40_times_is_refused_by_max_jobs_per_pipeline(
 def test_200_excludes_validate_quickly(harness: Harness, tmp_path: Path) -> None:
     from ci_pool.workflow import validate_workflow
 
+    capabilities = harness.settings().capabilities
     text = excludes_workflow()
     started = time.monotonic()
-    assert validate_workflow(text, "ci.yml", harness.settings().capabilities) == []
+    assert validate_workflow(text, "ci.yml", capabilities) == []
     assert time.monotonic() - started < 2
+    # the same 200 excludes over a 16,384-combination product: refused, not enumerated
+    big = text.replace('        c: ["c0"', '        d: ["d0", "d1", "d2", "d3"]\n        c: ["c0"')
+    started = time.monotonic()
+    (error,) = validate_workflow(big, "ci.yml", capabilities)
+    assert time.monotonic() - started < 2
+    assert "16384 combinations; the limit is 256 per job (and 4096 before exclude)" in str(error)
     result = validate(harness, tmp_path, text)
     assert result.rc == 0, result.stderr
     assert "1 file(s) valid" in result.stderr
