@@ -533,6 +533,8 @@ def fold(expr: Expr, known: Mapping[str, Any]) -> Expr:
 def _literal_text(value: Scalar) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
+    if value == -math.inf:
+        return "-1e999"  # "-Infinity" is no literal: '-' only starts numbers
     return "null" if value is None else to_text(value)
 
 

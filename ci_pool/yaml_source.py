@@ -242,7 +242,11 @@ class Source:
         """The parsed YAML document; YAML problems become errors (None if it does not parse)."""
         if self._over_bounds():
             return None
-        loader = _Loader(self.text)
+        try:
+            loader = _Loader(self.text)  # the reader checks the characters here
+        except yaml.YAMLError as exc:
+            self.error(f"not valid YAML: {exc}", Pos(1, 1))
+            return None
         try:
             data = loader.get_single_data()
         except InputBound as exc:

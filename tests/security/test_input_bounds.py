@@ -22,12 +22,24 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from ci_pool.embedded import make_repo
 from ci_pool.store.models import Job as JobRow
 from ci_pool.store.models import Pipeline as PipelineRow
-from tests.conftest import GitServer, Harness
+from tests.conftest import APP_FILES, GitServer, Harness
 from tests.integration.test_api import auth, job_body, make_token
+from tests.integration.test_webhooks import (
+    CI,
+    Hooks,
+    deliver,
+    files_of,
+    hook_repo,
+    hooks,
+    pipeline_count,
+    push_body,
+)
 
 pytestmark = pytest.mark.integration
+__all__ = ["hook_repo", "hooks"]  # fixtures of the webhook tests, used here too
 
 #: 9 values, each level 9 aliases of the one above: 9**7 (4.8 million) strings in ``on:``.
 ALIAS_BOMB = (
@@ -373,3 +385,26 @@ def test_500_deep_json_is_a_clean_422(
     assert error["field"] == "body" and "deeper than 64 levels" in error["message"]
     res = api.post("/v1/jobs", content="[" * 500 + "]" * 500)
     assert error_of(res, 422)["field"] == "body"
+
+
+def test_a_bad_workflow_in_a_push_does_not_stop_the_valid_one_beside_it(
+    harness: Harness, hooks: Hooks, git_server: GitServer
+) -> None:
+    files = {
+        **APP_FILES,
+        ".gitea/workflows/ci.yml": CI,
+        ".gitea/workflows/nul.yml": NUL_WORKFLOW,
+        ".gitea/workflows/parens.yml": deep_parens(500),
+        ".gitea/workflows/bomb.yml": ALIAS_BOMB,
+    }
+    sha = make_repo(git_server.base / "bounds-hooks.git", files)
+    url = git_server.url("bounds-hooks.git")
+    before = pipeline_count(harness)
+    res = deliver(hooks, "gitea", push_body(url, "refs/heads/main", sha))
+    assert res.status_code == 202, res.text
+    ran, skipped = files_of(res)
+    assert ran == [".gitea/workflows/ci.yml"]
+    assert ":6:20: control character U+0000" in skipped[".gitea/workflows/nul.yml"]
+    assert "nested deeper than 32 levels" in skipped[".gitea/workflows/parens.yml"]
+    assert "aliases count as copies" in skipped[".gitea/workflows/bomb.yml"]
+    assert pipeline_count(harness) == before + 1
