@@ -94,3 +94,5 @@ MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_ARTIFACT_PATTERNS = 50
 MAX_SECRETS = 50
 MAX_JOB_SPEC_BYTES = 512 * 1024
+#: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
+MAX_PIPELINE_BYTES = 8 * 1024 * 1024

@@ -125,6 +125,14 @@ class Pipeline:
         return tuple(j for j in self.jobs if j.job_id == job_id)
 
 
+def job_bytes(job: PipelineJob) -> int:
+    """Roughly what a job weighs in the store: its scripts, env values, names and outputs."""
+    texts = [job.name, *job.env.values(), *job.outputs.values()]
+    for step in job.steps:
+        texts += [step.name, step.run, *step.env.values(), step.if_expr or ""]
+    return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+
+
 def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Each cycle of a dependency graph once, as the nodes along it (in graph order)."""
     state: dict[str, int] = {}  # 1 while on the current path, 2 when done

@@ -408,3 +408,23 @@ def test_a_bad_workflow_in_a_push_does_not_stop_the_valid_one_beside_it(
     assert "nested deeper than 32 levels" in skipped[".gitea/workflows/parens.yml"]
     assert "aliases count as copies" in skipped[".gitea/workflows/bomb.yml"]
     assert pipeline_count(harness) == before + 1
+
+
+def test_aliased_scripts_in_a_workflow_are_bounded_per_job_and_per_pipeline(
+    api: httpx.Client, git_server: GitServer, unchanged: None
+) -> None:
+    big = "y" * 60_000
+    per_job = (
+        "on: push\njobs:\n  a:\n    runs-on: linux\n"
+        f"    env: {{BIG: &s '{big}'}}\n    steps:\n" + "      - run: *s\n" * 10
+    )
+    res = api.post("/v1/pipelines", json=pipeline(git_server, per_job))
+    assert "the limit is 524288 per job" in error_of(res, 422)["message"]
+    per_pipeline = (
+        "on: push\njobs:\n  a:\n    runs-on: linux\n    strategy:\n      matrix:\n"
+        f"        x: {list(range(200))}\n    env: {{BIG: &s '{big}'}}\n"
+        "    steps:\n      - run: *s\n"
+    )
+    res = api.post("/v1/pipelines", json=pipeline(git_server, per_pipeline))
+    message = error_of(res, 422)["message"]
+    assert "more than 8388608 bytes of scripts and values, the limit per workflow" in message
