@@ -34,13 +34,7 @@ from ci_pool.contexts import (
     WORKFLOW_LEVEL,
     ValueReader,
 )
-from ci_pool.defaults import (
-    MAX_JOB_SPEC_BYTES,
-    MAX_JOBS_PER_PIPELINE,
-    MAX_PIPELINE_BYTES,
-    MAX_SCRIPT_BYTES,
-    MAX_STEPS,
-)
+from ci_pool.defaults import MAX_JOBS_PER_PIPELINE, MAX_SCRIPT_BYTES, MAX_STEPS
 from ci_pool.exceptions import CapabilityNotFound, InputError, WorkflowError
 from ci_pool.jobs import check_ref
 from ci_pool.matrix import Strategy, cell_keys, label, read_strategies
@@ -51,8 +45,8 @@ from ci_pool.pipeline import (
     PipelineJob,
     PipelineStep,
     WorkflowErrors,
+    check_sizes,
     find_cycles,
-    job_bytes,
     topological_order,
 )
 from ci_pool.yaml_source import MarkedList, MarkedMap, Pos, Source, plain
@@ -575,30 +569,6 @@ def _jobs(src: Source, data: MarkedMap) -> MarkedMap:
     return jobs
 
 
-def _check_sizes(src: Source, jobs: MarkedMap, built: list[PipelineJob]) -> None:
-    """Each job within ``MAX_JOB_SPEC_BYTES``, all of them within ``MAX_PIPELINE_BYTES``
-    (aliases and matrix cells repeat text the file holds once)."""
-    total = 0
-    for job in built:
-        size = job_bytes(job)
-        total += size
-        where = jobs.key_pos[job.job_id]
-        if size > MAX_JOB_SPEC_BYTES:
-            src.error(
-                f"jobs.{job.job_id}: {job.key} is {size} bytes of scripts and values; the "
-                f"limit is {MAX_JOB_SPEC_BYTES} per job",
-                where,
-            )
-            return
-        if total > MAX_PIPELINE_BYTES:
-            src.error(
-                f"jobs.{job.job_id}: the jobs up to {job.key} come to more than "
-                f"{MAX_PIPELINE_BYTES} bytes of scripts and values, the limit per workflow",
-                where,
-            )
-            return
-
-
 def _parse(
     text: str, file: str, capabilities: Mapping[str, Capability], max_jobs: int
 ) -> tuple[Pipeline | None, list[WorkflowError]]:
@@ -653,7 +623,7 @@ def _parse(
             pos = jobs.key_pos[job_id]
             builder = _JobBuilder(src, wf, job_id, job, pos, needs[job_id], strategy, cell)
             built.append(builder.build(key, need_keys))
-    _check_sizes(src, jobs, [j for j in built if j is not None])
+    check_sizes(src, jobs, [j for j in built if j is not None])
     errors = src.errors
     if errors:
         return None, errors
