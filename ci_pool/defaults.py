@@ -83,6 +83,8 @@ MAX_YAML_DEPTH = 64
 MAX_EXPRESSION_DEPTH = 32
 #: Cells of one job's matrix (GitHub's limit), and jobs of one pipeline, matrix cells included.
 MAX_MATRIX_CELLS = 256
+#: Entries of one matrix's include or exclude list.
+MAX_MATRIX_ENTRIES = 256
 MAX_JOBS_PER_PIPELINE = 500
 #: One job spec: steps, bytes of one ``run:`` script, labels, env entries and bytes of one
 #: value, artifact patterns, secret names, and the whole spec as JSON.

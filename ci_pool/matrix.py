@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ci_pool.defaults import MAX_MATRIX_CELLS
+from ci_pool.defaults import MAX_MATRIX_CELLS, MAX_MATRIX_ENTRIES
 from ci_pool.expressions import to_text
 from ci_pool.yaml_source import MarkedList, MarkedMap, Pos, Source, plain
 
@@ -150,6 +150,9 @@ def _entries(src: Source, value: Any, pos: Pos, path: str) -> list[MarkedMap]:
     """The mappings of an include/exclude list."""
     if not isinstance(value, MarkedList):
         src.error(f"{path}: must be a list of mappings of matrix keys to values", pos)
+        return []
+    if len(value) > MAX_MATRIX_ENTRIES:
+        src.error(f"{path}: {len(value)} entries; the limit is {MAX_MATRIX_ENTRIES}", pos)
         return []
     for item, ipos in zip(value, value.pos, strict=True):
         if not isinstance(item, MarkedMap) or not item:

@@ -18,7 +18,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import yaml
+from yaml._yaml import CParser
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
+from yaml.resolver import Resolver
 
 from ci_pool import defaults
 from ci_pool.exceptions import WorkflowError
@@ -53,7 +57,7 @@ class MarkedList(list[Any]):
 
 
 def _pos(node: yaml.Node) -> Pos:
-    style = node.style if isinstance(node, yaml.ScalarNode) else None
+    style = (node.style or None) if isinstance(node, yaml.ScalarNode) else None
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style)
 
 
@@ -61,15 +65,21 @@ class InputBound(yaml.MarkedYAMLError):
     """The document is over one of the loader's bounds; ``problem`` names it."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader building MarkedMap/MarkedList and noting problems instead of raising.
+class _Loader(Composer, CParser, SafeConstructor, Resolver):
+    """A safe loader building MarkedMap/MarkedList and noting problems instead of raising.
+
+    LibYAML parses (ten times faster than PyYAML's parser: a large file is no way to stall
+    the API); PyYAML's composer builds the nodes, so that every node is counted.
 
     Composing counts what constructing would build: ``_size`` and ``_height`` of each node
     composed so far (an alias adds its anchor's), so no bound is checked after the fact.
     """
 
     def __init__(self, text: str):
-        super().__init__(text)
+        CParser.__init__(self, text)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        Composer.__init__(self)
         self.problems: list[tuple[str, Pos]] = []
         self._nodes = 0
         self._depth = 0
@@ -78,7 +88,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            mark = self._mark()
             node = super().compose_node(parent, index)
             if id(node) not in self._size:
                 raise InputBound(
@@ -86,7 +96,7 @@ class _Loader(yaml.SafeLoader):
                 )
             self._count(self._size[id(node)], self._height[id(node)], mark)
             return node
-        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        mark = self._mark()
         self._depth += 1
         if self._depth > defaults.MAX_YAML_DEPTH:
             raise InputBound(
@@ -104,7 +114,11 @@ class _Loader(yaml.SafeLoader):
         self._count(1, 1, mark)
         return node
 
-    def _count(self, size: int, height: int, mark: yaml.Mark) -> None:
+    def _mark(self) -> Any:
+        """Where the next event starts (LibYAML's mark has the same line and column)."""
+        return self.peek_event().start_mark  # type: ignore[union-attr]
+
+    def _count(self, size: int, height: int, mark: Any) -> None:
         self._nodes += size
         if self._nodes > defaults.MAX_YAML_NODES:
             raise InputBound(
@@ -122,7 +136,7 @@ class _Loader(yaml.SafeLoader):
 _DROPPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "timestamp", "merge")}
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
@@ -161,8 +175,8 @@ def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> Iterator[Marked
         data.pos.append(_pos(child))
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[type-var]
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)  # type: ignore[type-var]
 
 
 def plain(value: Any) -> Any:

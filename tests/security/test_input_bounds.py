@@ -250,6 +250,24 @@ def test_200_excludes_validate_quickly(harness: Harness, tmp_path: Path) -> None
     assert "1 file(s) valid" in result.stderr
 
 
+def test_30000_aliased_include_entries_are_refused_quickly(harness: Harness) -> None:
+    from ci_pool.workflow import validate_workflow
+
+    include = "[" + ",".join(["*e"] * 30_000) + "]"
+    text = (
+        "on: push\njobs:\n  a:\n    runs-on: linux\n    strategy:\n      matrix:\n"
+        f"        x: {list(range(16))}\n        y: {list(range(16))}\n"
+        f"        exclude: [&e {{x: 99}}]\n        include: {include}\n"
+        "    steps:\n      - run: echo\n"
+    )
+    started = time.monotonic()
+    (error,) = validate_workflow(text, "ci.yml", harness.settings().capabilities)
+    assert time.monotonic() - started < 2
+    assert "ci.yml:10:18: jobs.a.strategy.matrix.include: 30000 entries; the limit is 256" in (
+        str(error)
+    )
+
+
 def test_a_product_past_the_bound_is_refused_before_it_is_made(
     harness: Harness, tmp_path: Path
 ) -> None:
