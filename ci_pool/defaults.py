@@ -77,7 +77,7 @@ MAX_JSON_DEPTH = 64
 #: A workflow file: its size, YAML nodes built counting each alias as a copy of what it
 #: names (an alias bomb hits this), and nesting of mappings and sequences.
 MAX_WORKFLOW_BYTES = 1024 * 1024
-MAX_YAML_NODES = 100_000
+MAX_YAML_NODES = 20_000
 MAX_YAML_DEPTH = 64
 #: Nesting of parentheses, ``!`` and function calls in one ``${{ }}`` expression.
 MAX_EXPRESSION_DEPTH = 32
