@@ -102,7 +102,7 @@ async def _read(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break  # the client left; the route sees an empty body and never answers it
+            break  # the client left: what came is handed on; no one reads the answer
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
