@@ -252,6 +252,13 @@ class Source:
                 break
         return bool(lines)
 
+    def _within(self, line: int, column: int) -> Pos:
+        """A position in the text: LibYAML puts an error at the end of a text that does
+        not end with a newline on a line after it; that is the end of the last line."""
+        if line > len(self.lines) and self.lines and not self.text.endswith(("\n", "\r")):
+            return Pos(len(self.lines), len(self.lines[-1]) + 1)
+        return Pos(line, column)
+
     def load(self) -> Any:
         """The parsed YAML document; YAML problems become errors (None if it does not parse)."""
         if self._over_bounds():
@@ -270,7 +277,7 @@ class Source:
             return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            where = Pos(mark.line + 1, mark.column + 1) if mark else None
+            where = self._within(mark.line + 1, mark.column + 1) if mark else None
             self.error(f"not valid YAML: {exc.problem or exc.context}", where)
             return None
         except yaml.YAMLError as exc:
