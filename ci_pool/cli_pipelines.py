@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ci_pool.client import PoolClient, connect
-from ci_pool.exceptions import InputError
+from ci_pool.defaults import MAX_WORKFLOW_BYTES
+from ci_pool.exceptions import InputError, WorkflowError
 from ci_pool.jobs import FINAL_STATES, JobState
 from ci_pool.settings import get_settings
 from ci_pool.views import pipeline_dict as pipeline_dict
@@ -45,10 +46,27 @@ PIPELINE_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 130, "rejected": 2}
 
 
 def _read(file: Path) -> str:
+    """A workflow file's text, refused past ``MAX_WORKFLOW_BYTES`` or when not UTF-8."""
     try:
-        return file.read_text()
+        with file.open("rb") as fh:
+            data = fh.read(MAX_WORKFLOW_BYTES + 1)
     except OSError as exc:
         raise InputError(f"cannot read {file}: {exc.strerror}", field="FILE") from None
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(
+            f"the file is over {MAX_WORKFLOW_BYTES} bytes, the limit for a workflow",
+            file=str(file),
+            line=1,
+            column=1,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise WorkflowError(
+            "not UTF-8 text; save the file as UTF-8", file=str(file), line=line, column=column
+        ) from None
 
 
 def _elapsed(job: dict[str, Any]) -> str:
@@ -139,7 +157,15 @@ def validate(
     settings = get_settings()
     count = 0
     for file in files:
-        for error in validate_workflow(_read(file), str(file), settings.capabilities):
+        try:
+            text = _read(file)
+        except WorkflowError as exc:
+            found = [exc]
+        else:
+            found = validate_workflow(
+                text, str(file), settings.capabilities, settings.max_jobs_per_pipeline
+            )
+        for error in found:
             count += 1
             err.print(str(error), soft_wrap=True, markup=False)
     if count:

@@ -82,3 +82,33 @@ GLOB_MAX_LENGTH = 512
 GLOB_CACHED_TRANSITIONS = 512
 #: Webhook content keys are kept (and a replay refused) this long by default (seconds).
 WEBHOOK_REPLAY_WINDOW = 7 * 24 * 3600
+#: Bounds of outside input (README "Security model"): each error names the one it hit.
+#: Request bodies of the API (bytes); a workflow posted whole may be a little larger.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_PIPELINE_BODY_BYTES = 2 * 1024 * 1024
+#: Nesting of JSON objects and arrays in a request body.
+MAX_JSON_DEPTH = 64
+#: A workflow file: its size, YAML nodes built counting each alias as a copy of what it
+#: names (an alias bomb hits this), and nesting of mappings and sequences.
+MAX_WORKFLOW_BYTES = 1024 * 1024
+MAX_YAML_NODES = 20_000
+MAX_YAML_DEPTH = 64
+#: Nesting of parentheses, ``!`` and function calls in one ``${{ }}`` expression.
+MAX_EXPRESSION_DEPTH = 32
+#: Cells of one job's matrix (GitHub's limit), and jobs of one pipeline, matrix cells included.
+MAX_MATRIX_CELLS = 256
+#: Entries of one matrix's include or exclude list.
+MAX_MATRIX_ENTRIES = 256
+MAX_JOBS_PER_PIPELINE = 500
+#: One job spec: steps, bytes of one ``run:`` script, labels, env entries and bytes of one
+#: value, artifact patterns, secret names, and the whole spec as JSON.
+MAX_STEPS = 100
+MAX_SCRIPT_BYTES = 128 * 1024
+MAX_LABELS = 32
+MAX_ENV_ENTRIES = 200
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ARTIFACT_PATTERNS = 50
+MAX_SECRETS = 50
+MAX_JOB_SPEC_BYTES = 512 * 1024
+#: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
+MAX_PIPELINE_BYTES = 8 * 1024 * 1024

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from ci_pool.defaults import MAX_EXPRESSION_DEPTH
+
 Scalar: TypeAlias = str | int | float | bool | None
 
 #: Functions that read the status of the job or of the earlier steps; only in ``if:``.
@@ -151,11 +153,28 @@ _PRECEDENCE = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, ">": 4, ">="
 
 
 class _Parser:
-    """Recursive descent with precedence climbing over the binary operators."""
+    """Recursive descent with precedence climbing over the binary operators.
+
+    Bounded: nesting (parentheses, ``!``, calls) and the height of the tree built (long
+    operator chains too) stop at ``MAX_EXPRESSION_DEPTH``, so no walker of it recurses deeper.
+    """
 
     def __init__(self, text: str, base: int):
         self.tokens = _tokenize(text, base)
         self.i = 0
+        self.depth = 0
+        self.heights: dict[int, int] = {}
+
+    def built(self, expr: Expr, *children: Expr) -> Expr:
+        """``expr``, whose height is one more than its highest child's, within the bound."""
+        height = 1 + max((self.heights.get(id(c), 1) for c in children), default=0)
+        if height > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"the expression is nested deeper than {MAX_EXPRESSION_DEPTH} levels; split it up",
+                expr.offset,
+            )
+        self.heights[id(expr)] = height
+        return expr
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -188,14 +207,25 @@ class _Parser:
             if prec < min_prec:
                 return left
             self.take()
-            left = Binary(tok.text, left, self.binary(prec + 1), tok.offset)
+            right = self.binary(prec + 1)
+            left = self.built(Binary(tok.text, left, right, tok.offset), left, right)
 
     def unary(self) -> Expr:
         tok = self.peek()
+        self.depth += 1
+        if self.depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(
+                f"the expression is nested deeper than {MAX_EXPRESSION_DEPTH} levels; split it up",
+                tok.offset,
+            )
         if tok.kind == "op" and tok.text == "!":
             self.take()
-            return Not(self.unary(), tok.offset)
-        return self.primary()
+            operand = self.unary()
+            expr = self.built(Not(operand, tok.offset), operand)
+        else:
+            expr = self.primary()
+        self.depth -= 1
+        return expr
 
     def primary(self) -> Expr:
         tok = self.take()
@@ -224,7 +254,9 @@ class _Parser:
                 self.take()
                 args.append(self.binary(1))
         self.expect(")")
-        return Call(name.text, tuple(args), name.offset)
+        call = self.built(Call(name.text, tuple(args), name.offset), *args)
+        assert isinstance(call, Call)
+        return call
 
     def ref(self, root: _Token) -> Ref:
         path: list[str | int] = [root.text]
@@ -501,6 +533,8 @@ def fold(expr: Expr, known: Mapping[str, Any]) -> Expr:
 def _literal_text(value: Scalar) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
+    if value == -math.inf:
+        return "-1e999"  # "-Infinity" is no literal: '-' only starts numbers
     return "null" if value is None else to_text(value)
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from enum import Enum
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ci_pool import defaults as d
 from ci_pool.exceptions import InputError
 
 
@@ -133,8 +136,8 @@ def check_repo_url(url: str, *, allow_local: bool) -> str:
     """A remote repository URL; local paths and file:// only when the operator allows them."""
     if url.startswith("-"):
         raise ValueError("must not start with '-' (it would be read as a git option)")
-    if not url or url != url.strip() or any(c in url for c in "\n\r\t "):
-        raise ValueError("must be a URL without whitespace")
+    if not url or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("must be a URL without whitespace or control characters")
     if "::" in url.split("/", 1)[0]:
         raise ValueError("git remote helpers (<transport>::<address>) are not allowed")
     parts = urlsplit(url)
@@ -164,7 +167,7 @@ class Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="run", max_length=200)
-    run: str = Field(min_length=1, max_length=1_000_000)
+    run: str = Field(min_length=1, max_length=d.MAX_SCRIPT_BYTES)
     timeout: int | None = Field(default=None, gt=0)
     continue_on_error: bool = False
 
@@ -197,15 +200,19 @@ class JobSpec(BaseModel):
     repo: str
     ref: str = "HEAD"
     capability: str | None = None
-    labels: tuple[str, ...] = ()
-    steps: tuple[Step, ...] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    labels: tuple[str, ...] = Field(default=(), max_length=d.MAX_LABELS)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=d.MAX_STEPS)
+    env: dict[str, str] = Field(default_factory=dict, max_length=d.MAX_ENV_ENTRIES)
     timeout: int | None = Field(default=None, gt=0)
     name: str = Field(default="", max_length=200)
     #: Names of capability secrets the job receives as environment variables.
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[Annotated[str, Field(max_length=200)], ...] = Field(
+        default=(), max_length=d.MAX_SECRETS
+    )
     #: Globs (relative to the workspace) collected as artifacts after the steps.
-    artifacts: tuple[str, ...] = ()
+    artifacts: tuple[Annotated[str, Field(max_length=1000)], ...] = Field(
+        default=(), max_length=d.MAX_ARTIFACT_PATTERNS
+    )
     #: Image override; only where the capability allows it.
     image: str | None = Field(default=None, min_length=1, max_length=500)
     checkout: CheckoutOptions = Field(default_factory=CheckoutOptions)
@@ -223,7 +230,9 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, text in value.items():
+            if len(text.encode()) > d.MAX_ENV_VALUE_BYTES:
+                raise ValueError(f"{key}: the value is over {d.MAX_ENV_VALUE_BYTES} bytes")
             if not _ENV_NAME.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if key.startswith("CI_POOL_"):
@@ -239,8 +248,38 @@ class JobSpec(BaseModel):
         return value
 
 
+def _nul_at(value: object, path: str) -> str | None:
+    """The path of the first string holding a NUL character, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: list[tuple[object, object]] = []
+    if isinstance(value, dict):
+        items = [(k, k) for k in value] + list(value.items())
+    elif isinstance(value, list | tuple):
+        items = list(enumerate(value))
+    for key, item in items:
+        found = _nul_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_spec_bounds(data: dict[str, object]) -> None:
+    """The bounds no single field states: the whole spec's size, and no NUL anywhere."""
+    size = len(json.dumps(data, default=str).encode())
+    if size > d.MAX_JOB_SPEC_BYTES:
+        raise InputError(
+            f"the job spec is {size} bytes as JSON; the limit is {d.MAX_JOB_SPEC_BYTES}",
+            field="steps",
+        )
+    field = _nul_at(data, "")
+    if field is not None:
+        raise InputError("must not contain a NUL character", field=field or None)
+
+
 def parse_job_spec(data: dict[str, object], *, allow_local_repos: bool) -> JobSpec:
     """Validate raw input into a JobSpec; every problem is an InputError naming the field."""
+    check_spec_bounds(data)
     try:
         spec = JobSpec.model_validate(data)
         check_repo_url(spec.repo, allow_local=allow_local_repos)

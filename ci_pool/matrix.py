@@ -9,6 +9,11 @@ Expansion is exactly as GitHub documents it: product, then exclude, then include
    pairs would overwrite an original matrix value (values added by an earlier include may
    be overwritten); an entry that fits no combination becomes a combination of its own.
    Combinations made this way are not candidates for later entries.
+
+Bounds: a product over ``MAX_PRODUCT`` is refused before any combination is made; each
+value is compared through its canonical JSON text, computed once, and exclude entries are
+indexed by the keys they name, so each combination is looked up once per set of keys; more
+than ``MAX_MATRIX_CELLS`` combinations left after exclude are refused before include runs.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_pool.defaults import MAX_MATRIX_CELLS, MAX_MATRIX_ENTRIES
 from ci_pool.expressions import to_text
 from ci_pool.yaml_source import MarkedList, MarkedMap, Pos, Source, plain
 
 #: GitHub's limit of jobs one matrix may generate.
-MAX_COMBINATIONS = 256
+MAX_COMBINATIONS = MAX_MATRIX_CELLS
+#: Combinations of the product looked at, at most, before exclude brings them down.
+MAX_PRODUCT = MAX_COMBINATIONS * 16
 STRATEGY_KEYS = ("matrix", "fail-fast", "max-parallel")
 
 
@@ -43,27 +51,69 @@ def matches(combination: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
     return all(k in combination and same(combination[k], v) for k, v in entry.items())
 
 
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class TooManyCombinations(ValueError):
+    """More than ``MAX_COMBINATIONS`` combinations; ``count`` is how many."""
+
+    def __init__(self, count: int):
+        super().__init__(f"{count} combinations; the limit is {MAX_COMBINATIONS}")
+        self.count = count
+
+
+def _excluded(
+    axes: Mapping[str, Sequence[Any]], exclude: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, ...], set[tuple[str, ...]]]:
+    """Exclude entries by the keys they name: keys -> the canonical values they exclude."""
+    index: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for entry in exclude:
+        if entry and all(k in axes for k in entry):
+            keys = tuple(sorted(entry))
+            index.setdefault(keys, set()).add(tuple(_canon(entry[k]) for k in keys))
+    return index
+
+
 def expand(
     axes: Mapping[str, Sequence[Any]],
     include: Sequence[Mapping[str, Any]] = (),
     exclude: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """The combinations of a matrix, each a dict of matrix key to value."""
+    """The combinations of a matrix, each a dict of matrix key to value.
+
+    Raises TooManyCombinations when more than ``MAX_COMBINATIONS`` are left after exclude
+    (include never removes one) or the product is over ``MAX_PRODUCT``."""
+    if product_size(axes) > MAX_PRODUCT:
+        raise TooManyCombinations(product_size(axes))
     keys = list(axes)
-    combos = (
-        [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
-        if keys
-        else []  # a matrix of only include entries: each entry is its own combination
-    )
-    combos = [c for c in combos if not any(matches(c, e) for e in exclude)]
+    canon = {k: [_canon(v) for v in values] for k, values in axes.items()}
+    index = _excluded(axes, exclude)
+    combos: list[tuple[dict[str, Any], dict[str, str]]] = []
+    left = 0
+    # a matrix of only include entries has no product: each entry is its own combination
+    ranges = [range(len(v)) for v in axes.values()]
+    for picks in itertools.product(*ranges) if keys else ():
+        texts = {k: canon[k][i] for k, i in zip(keys, picks, strict=True)}
+        if any(tuple(texts[k] for k in ks) in gone for ks, gone in index.items()):
+            continue
+        left += 1
+        if left <= MAX_COMBINATIONS:  # past it only counted, for the error
+            combos.append(({k: axes[k][i] for k, i in zip(keys, picks, strict=True)}, texts))
+    if left > MAX_COMBINATIONS:
+        raise TooManyCombinations(left)
     extra: list[dict[str, Any]] = []
     for entry in include:
-        fits = [c for c in combos if all(same(c[k], v) for k, v in entry.items() if k in axes)]
+        wanted = {k: _canon(v) for k, v in entry.items() if k in axes}
+        fits = [c for c, texts in combos if all(texts[k] == t for k, t in wanted.items())]
         for combo in fits:
             combo.update(entry)
         if not fits:
             extra.append(dict(entry))
-    return combos + extra
+    cells = [c for c, _ in combos] + extra
+    if len(cells) > MAX_COMBINATIONS:
+        raise TooManyCombinations(len(cells))
+    return cells
 
 
 def label(combination: Mapping[str, Any]) -> str:
@@ -100,6 +150,9 @@ def _entries(src: Source, value: Any, pos: Pos, path: str) -> list[MarkedMap]:
     """The mappings of an include/exclude list."""
     if not isinstance(value, MarkedList):
         src.error(f"{path}: must be a list of mappings of matrix keys to values", pos)
+        return []
+    if len(value) > MAX_MATRIX_ENTRIES:
+        src.error(f"{path}: {len(value)} entries; the limit is {MAX_MATRIX_ENTRIES}", pos)
         return []
     for item, ipos in zip(value, value.pos, strict=True):
         if not isinstance(item, MarkedMap) or not item:
@@ -155,17 +208,17 @@ def _matrix(
             return [], keys  # every axis is invalid, and each is already reported
         src.error(f"{path}: needs at least one key with a list of values, or include:", pos)
         return [], keys
-    if product_size(axes) > MAX_COMBINATIONS * 64:
+    try:
+        cells = expand(axes, [plain(e) for e in include], [plain(e) for e in exclude])
+    except TooManyCombinations as exc:
         src.error(
-            f"{path}: {product_size(axes)} combinations; the limit is {MAX_COMBINATIONS}", pos
+            f"{path}: {exc.count} combinations; the limit is {MAX_COMBINATIONS} "
+            f"per job (and {MAX_PRODUCT} before exclude)",
+            pos,
         )
         return [], keys
-    cells = expand(axes, [plain(e) for e in include], [plain(e) for e in exclude])
     if not cells:
         src.error(f"{path}: every combination is excluded; the matrix is empty", pos)
-    elif len(cells) > MAX_COMBINATIONS:
-        src.error(f"{path}: {len(cells)} combinations; the limit is {MAX_COMBINATIONS}", pos)
-        return [], keys
     return cells, keys
 
 
@@ -198,6 +251,29 @@ def read_strategy(src: Source, job: MarkedMap, path: str) -> Strategy:
     return Strategy(
         cells or [{}], keys or frozenset(), fail_fast is not False, max_parallel, keys is not None
     )
+
+
+def read_strategies(
+    src: Source, jobs: MarkedMap, valid: Mapping[str, MarkedMap], max_jobs: int
+) -> dict[str, Strategy] | None:
+    """Each job's strategy, read once per job mapping (aliases of a job share it); None,
+    with the error, once the jobs and their matrix cells come to more than ``max_jobs``."""
+    read: dict[int, Strategy] = {}
+    strategies: dict[str, Strategy] = {}
+    total = 0
+    for job_id, job in valid.items():
+        if id(job) not in read:
+            read[id(job)] = read_strategy(src, job, f"jobs.{job_id}")
+        strategies[job_id] = read[id(job)]
+        total += len(strategies[job_id].cells)
+        if total > max_jobs:
+            src.error(
+                f"jobs.{job_id}: the workflow has more than {max_jobs} jobs, matrix cells "
+                "counted (max_jobs_per_pipeline); split it into several workflows",
+                jobs.key_pos[job_id],
+            )
+            return None
+    return strategies
 
 
 def cell_keys(job_id: str, cells: list[dict[str, Any]], has_matrix: bool) -> list[str]:

@@ -12,7 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci_pool.defaults import MAX_JOB_SPEC_BYTES, MAX_PIPELINE_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
+from ci_pool.yaml_source import MarkedMap, Source
 
 
 class WorkflowErrors(InputError):
@@ -123,6 +125,38 @@ class Pipeline:
     def cells(self, job_id: str) -> tuple[PipelineJob, ...]:
         """Every job made from one workflow job (one per matrix cell)."""
         return tuple(j for j in self.jobs if j.job_id == job_id)
+
+
+def job_bytes(job: PipelineJob) -> int:
+    """Roughly what a job weighs in the store: its scripts, env values, names and outputs."""
+    texts = [job.name, *job.env.values(), *job.outputs.values()]
+    for step in job.steps:
+        texts += [step.name, step.run, *step.env.values(), step.if_expr or ""]
+    return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+
+
+def check_sizes(src: Source, jobs: MarkedMap, built: list[PipelineJob]) -> None:
+    """Each job within ``MAX_JOB_SPEC_BYTES``, all of them within ``MAX_PIPELINE_BYTES``
+    (aliases and matrix cells repeat text the file holds once)."""
+    total = 0
+    for job in built:
+        size = job_bytes(job)
+        total += size
+        where = jobs.key_pos[job.job_id]
+        if size > MAX_JOB_SPEC_BYTES:
+            src.error(
+                f"jobs.{job.job_id}: {job.key} is {size} bytes of scripts and values; the "
+                f"limit is {MAX_JOB_SPEC_BYTES} per job",
+                where,
+            )
+            return
+        if total > MAX_PIPELINE_BYTES:
+            src.error(
+                f"jobs.{job.job_id}: the jobs up to {job.key} come to more than "
+                f"{MAX_PIPELINE_BYTES} bytes of scripts and values, the limit per workflow",
+                where,
+            )
+            return
 
 
 def find_cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:

@@ -173,7 +173,9 @@ class Pool:
                 check_ref(ref)
         except ValueError as exc:
             raise InputError(str(exc), field="ref") from None
-        pipe = parse_workflow(text, file, self.settings.capabilities)
+        pipe = parse_workflow(
+            text, file, self.settings.capabilities, self.settings.max_jobs_per_pipeline
+        )
         who = who or Submitter()
         caps = [self.settings.capabilities[job.capability] for job in pipe.jobs]
         for cap in caps:

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     #: The same push (provider, repository, ref, before, after) delivered again within this
     #: many seconds, under any delivery id, is refused (409) and starts nothing.
     webhook_replay_window: float = Field(default=defaults.WEBHOOK_REPLAY_WINDOW, gt=0)
+    #: Jobs one pipeline may have, matrix cells counted; a workflow with more is refused.
+    max_jobs_per_pipeline: int = Field(default=defaults.MAX_JOBS_PER_PIPELINE, ge=1)
+    #: Bytes of one API request body (413 past it); ``/v1/pipelines`` takes twice this.
+    max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
     capabilities: dict[str, Capability] = Field(

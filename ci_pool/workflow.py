@@ -34,9 +34,10 @@ from ci_pool.contexts import (
     WORKFLOW_LEVEL,
     ValueReader,
 )
+from ci_pool.defaults import MAX_JOBS_PER_PIPELINE, MAX_SCRIPT_BYTES, MAX_STEPS
 from ci_pool.exceptions import CapabilityNotFound, InputError, WorkflowError
 from ci_pool.jobs import check_ref
-from ci_pool.matrix import Strategy, cell_keys, label, read_strategy
+from ci_pool.matrix import Strategy, cell_keys, label, read_strategies
 from ci_pool.pipeline import (
     Checkout,
     Container,
@@ -44,6 +45,7 @@ from ci_pool.pipeline import (
     PipelineJob,
     PipelineStep,
     WorkflowErrors,
+    check_sizes,
     find_cycles,
     topological_order,
 )
@@ -103,19 +105,30 @@ _UNSUPPORTED = {
 }
 
 
-def parse_workflow(text: str, file: str, capabilities: Mapping[str, Capability]) -> Pipeline:
-    """The pipeline of a workflow file; raises WorkflowErrors listing every problem."""
-    pipeline, errors = _parse(text, file, capabilities)
+def parse_workflow(
+    text: str,
+    file: str,
+    capabilities: Mapping[str, Capability],
+    max_jobs: int = MAX_JOBS_PER_PIPELINE,
+) -> Pipeline:
+    """The pipeline of a workflow file; raises WorkflowErrors listing every problem.
+
+    ``max_jobs`` bounds the jobs it may have, matrix cells counted (``max_jobs_per_pipeline``).
+    """
+    pipeline, errors = _parse(text, file, capabilities, max_jobs)
     if errors or pipeline is None:
         raise WorkflowErrors(errors)
     return pipeline
 
 
 def validate_workflow(
-    text: str, file: str, capabilities: Mapping[str, Capability]
+    text: str,
+    file: str,
+    capabilities: Mapping[str, Capability],
+    max_jobs: int = MAX_JOBS_PER_PIPELINE,
 ) -> list[WorkflowError]:
     """Every problem of a workflow file, in file order; empty when it is valid."""
-    return _parse(text, file, capabilities)[1]
+    return _parse(text, file, capabilities, max_jobs)[1]
 
 
 def _keys(src: Source, data: MarkedMap, path: str, level: str, allowed: tuple[str, ...]) -> None:
@@ -304,6 +317,12 @@ class _JobBuilder(ValueReader):
                 f"{where}: a job needs a list of steps (run: or uses: actions/checkout)", pos
             )
             return (), None
+        if len(value) > MAX_STEPS:
+            self.error(
+                f"{where}: {len(value)} steps; the limit is {MAX_STEPS} per job",
+                self.data.value_pos["steps"],
+            )
+            return (), None
         steps: list[PipelineStep] = []
         checkout: Checkout | None = None
         ids: set[str] = set()
@@ -349,6 +368,11 @@ class _JobBuilder(ValueReader):
         run = step["run"]
         if not isinstance(run, str) or not run.strip():
             self.error(f"{sp}.run: must be a non-empty script", step.value_pos["run"])
+            run = ""
+        if len(run.encode("utf-8", "surrogatepass")) > MAX_SCRIPT_BYTES:
+            self.error(
+                f"{sp}.run: the script is over {MAX_SCRIPT_BYTES} bytes", step.value_pos["run"]
+            )
             run = ""
         script = self.text(run, step.value_pos["run"], f"{sp}.run", STEP_LEVEL)
         name = f"Run {script.strip().splitlines()[0]}"[:200] if script.strip() else "run"
@@ -546,7 +570,7 @@ def _jobs(src: Source, data: MarkedMap) -> MarkedMap:
 
 
 def _parse(
-    text: str, file: str, capabilities: Mapping[str, Capability]
+    text: str, file: str, capabilities: Mapping[str, Capability], max_jobs: int
 ) -> tuple[Pipeline | None, list[WorkflowError]]:
     src = Source(file, text)
     data = src.load()
@@ -586,7 +610,9 @@ def _parse(
         for j, job in valid.items()
     }
     wf = _Workflow(capabilities, env, shell, workdir, outputs)
-    strategies = {j: read_strategy(src, job, f"jobs.{j}") for j, job in valid.items()}
+    strategies = read_strategies(src, jobs, valid, max_jobs)
+    if strategies is None:
+        return None, src.errors
     keys = {j: cell_keys(j, s.cells, s.keys is not None) for j, s in strategies.items()}
     built: list[PipelineJob | None] = []
     for job_id, job in valid.items():
@@ -597,6 +623,7 @@ def _parse(
             pos = jobs.key_pos[job_id]
             builder = _JobBuilder(src, wf, job_id, job, pos, needs[job_id], strategy, cell)
             built.append(builder.build(key, need_keys))
+    check_sizes(src, jobs, [j for j in built if j is not None])
     errors = src.errors
     if errors:
         return None, errors

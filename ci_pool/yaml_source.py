@@ -4,6 +4,11 @@ The loader reads YAML 1.2 core scalars the way GitHub does: only ``true``/``fals
 booleans (so the key ``on`` stays the string "on", not YAML 1.1's ``True``), dates stay
 strings and ``1:30`` is not a base-60 number. Duplicate keys are errors, not silently
 overwritten, and merge keys (``<<``) are plain keys the workflow schema then rejects.
+
+Bounds (``ci_pool.defaults``): the text's size; control characters are refused with their
+line; nodes are counted as they are composed, an alias counting as a copy of everything it
+names, so an alias bomb stops at ``MAX_YAML_NODES`` before anything is expanded; nesting
+stops at ``MAX_YAML_DEPTH`` (aliases included), and an alias inside its own anchor is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +18,17 @@ from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 import yaml
+from yaml._yaml import CParser
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent
+from yaml.resolver import Resolver
 
+from ci_pool import defaults
 from ci_pool.exceptions import WorkflowError
+
+# What YAML's reader refuses, except the line breaks (tab, LF, CR, NEL).
+_CONTROL = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class Pos(NamedTuple):
@@ -43,22 +57,86 @@ class MarkedList(list[Any]):
 
 
 def _pos(node: yaml.Node) -> Pos:
-    style = node.style if isinstance(node, yaml.ScalarNode) else None
+    style = (node.style or None) if isinstance(node, yaml.ScalarNode) else None
     return Pos(node.start_mark.line + 1, node.start_mark.column + 1, style)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader building MarkedMap/MarkedList and noting problems instead of raising."""
+class InputBound(yaml.MarkedYAMLError):
+    """The document is over one of the loader's bounds; ``problem`` names it."""
+
+
+class _Loader(Composer, CParser, SafeConstructor, Resolver):
+    """A safe loader building MarkedMap/MarkedList and noting problems instead of raising.
+
+    LibYAML parses (ten times faster than PyYAML's parser: a large file is no way to stall
+    the API); PyYAML's composer builds the nodes, so that every node is counted.
+
+    Composing counts what constructing would build: ``_size`` and ``_height`` of each node
+    composed so far (an alias adds its anchor's), so no bound is checked after the fact.
+    """
 
     def __init__(self, text: str):
-        super().__init__(text)
+        CParser.__init__(self, text)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        Composer.__init__(self)
         self.problems: list[tuple[str, Pos]] = []
+        self._nodes = 0
+        self._depth = 0
+        self._size: dict[int, int] = {}
+        self._height: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(AliasEvent):
+            mark = self._mark()
+            node = super().compose_node(parent, index)
+            if id(node) not in self._size:
+                raise InputBound(
+                    problem="an alias may not refer to its own anchor", problem_mark=mark
+                )
+            self._count(self._size[id(node)], self._height[id(node)], mark)
+            return node
+        mark = self._mark()
+        self._depth += 1
+        if self._depth > defaults.MAX_YAML_DEPTH:
+            raise InputBound(
+                problem=f"nested deeper than {defaults.MAX_YAML_DEPTH} levels", problem_mark=mark
+            )
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        self._size[id(node)] = 1 + sum(self._size[id(c)] for c in children)
+        self._height[id(node)] = 1 + max((self._height[id(c)] for c in children), default=0)
+        self._count(1, 1, mark)
+        return node
+
+    def _mark(self) -> Any:
+        """Where the next event starts (LibYAML's mark has the same line and column)."""
+        return self.peek_event().start_mark  # type: ignore[union-attr]
+
+    def _count(self, size: int, height: int, mark: Any) -> None:
+        self._nodes += size
+        if self._nodes > defaults.MAX_YAML_NODES:
+            raise InputBound(
+                problem=f"more than {defaults.MAX_YAML_NODES} values (aliases count as copies "
+                "of what they name)",
+                problem_mark=mark,
+            )
+        if self._depth + height > defaults.MAX_YAML_DEPTH:
+            raise InputBound(
+                problem=f"nested deeper than {defaults.MAX_YAML_DEPTH} levels (aliases included)",
+                problem_mark=mark,
+            )
 
 
 _DROPPED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "timestamp", "merge")}
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    for first, resolvers in Resolver.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
@@ -97,8 +175,8 @@ def _construct_list(loader: _Loader, node: yaml.SequenceNode) -> Iterator[Marked
         data.pos.append(_pos(child))
 
 
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)  # type: ignore[type-var]
+_Loader.add_constructor("tag:yaml.org,2002:seq", _construct_list)  # type: ignore[type-var]
 
 
 def plain(value: Any) -> Any:
@@ -149,14 +227,57 @@ class Source:
         """Errors in file order."""
         return [self._errors[k] for k in sorted(self._errors)]
 
+    def _over_bounds(self) -> bool:
+        """Report a text too large or holding control characters (each line once)."""
+        size = len(self.text.encode("utf-8", "surrogatepass"))
+        if size > defaults.MAX_WORKFLOW_BYTES:
+            self.error(
+                f"the file is {size} bytes; the limit is {defaults.MAX_WORKFLOW_BYTES}",
+                Pos(1, 1),
+            )
+            return True
+        lines: set[int] = set()
+        for match in _CONTROL.finditer(self.text):
+            line = self.text.count("\n", 0, match.start()) + 1
+            if line in lines:
+                continue
+            lines.add(line)
+            column = match.start() - self.text.rfind("\n", 0, match.start())
+            self.error(
+                f"control character U+{ord(match.group()):04X} is not allowed in a workflow; "
+                "remove it (write it as an escape in a double-quoted string if it is meant)",
+                Pos(line, column),
+            )
+            if len(lines) >= 20:
+                break
+        return bool(lines)
+
+    def _within(self, line: int, column: int) -> Pos:
+        """A position in the text: LibYAML puts an error at the end of a text that does
+        not end with a newline on a line after it; that is the end of the last line."""
+        if line > len(self.lines) and self.lines and not self.text.endswith(("\n", "\r")):
+            return Pos(len(self.lines), len(self.lines[-1]) + 1)
+        return Pos(line, column)
+
     def load(self) -> Any:
         """The parsed YAML document; YAML problems become errors (None if it does not parse)."""
-        loader = _Loader(self.text)
+        if self._over_bounds():
+            return None
+        try:
+            loader = _Loader(self.text)  # the reader checks the characters here
+        except yaml.YAMLError as exc:
+            self.error(f"not valid YAML: {exc}", Pos(1, 1))
+            return None
         try:
             data = loader.get_single_data()
+        except InputBound as exc:
+            mark = exc.problem_mark
+            where = Pos(mark.line + 1, mark.column + 1) if mark else None
+            self.error(f"the YAML is over a bound: {exc.problem}", where)
+            return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            where = Pos(mark.line + 1, mark.column + 1) if mark else None
+            where = self._within(mark.line + 1, mark.column + 1) if mark else None
             self.error(f"not valid YAML: {exc.problem or exc.context}", where)
             return None
         except yaml.YAMLError as exc:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
 from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines, routes_runners
 from ci_pool.api.deps import PoolDep, ReadToken
+from ci_pool.api.limits import BodyLimit
 from ci_pool.api.routes_jobs import ERRORS_AS_JSON
 from ci_pool.api.schemas import Health
 from ci_pool.pool import Pool
@@ -23,6 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.pool = Pool(settings)
     errors.install(app)
+    app.add_middleware(BodyLimit, max_body=settings.max_body_bytes)
     app.include_router(routes_jobs.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)

@@ -43,7 +43,7 @@ from ci_pool.tokens import ApiToken
 from ci_pool.views import job_dict
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
 }
 #: The same errors for routes whose success is not JSON (their errors still are).
 ERRORS_AS_JSON: dict[int | str, dict[str, Any]] = {
