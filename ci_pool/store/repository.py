@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import FINAL_STATES, JobState, sources_of
+from ci_pool.store.files import private_sqlite
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 
@@ -73,6 +74,7 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
+        private_sqlite(url)
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         reader = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine
