@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ci_pool.addresses import host_matches, refusal
-from ci_pool.exceptions import Busy, RemoteRefused
+from ci_pool.exceptions import Busy, CheckoutError, RemoteRefused
 from ci_pool.settings import Settings
 
 #: Default port of each remote transport.
@@ -63,7 +63,8 @@ def resolve_addresses(remote: Remote) -> list[str]:
     try:
         infos = socket.getaddrinfo(remote.host, remote.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
-        raise RemoteRefused(
+        # Infra, not input: a runner retries; at submit it is the look-up's fixed message.
+        raise CheckoutError(
             f"the git server {remote.shown} has no address (its name does not resolve)"
         ) from None
     return sorted({str(info[4][0]) for info in infos})

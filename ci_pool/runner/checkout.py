@@ -175,12 +175,16 @@ def remote_refs(
 
     What the server answers on failure is logged, never returned: the submitter gets one
     fixed message, so the look-up cannot be used to read other services."""
-    git = GitRunner.for_settings(settings, repo)
     timeout = timeout or settings.ref_lookup_timeout
     refused = InputError(
         f"could not resolve ref {ref!r} at {repo}: the server refused or did not answer",
         field="repo",
     )
+    try:
+        git = GitRunner.for_settings(settings, repo)
+    except CheckoutError as exc:
+        log.warning("git ls-remote %s %s: %s", repo, ref, exc)
+        raise refused from None
     try:
         proc = git.run(
             "ls-remote", "--symref", "--end-of-options", repo, ref, check=False, timeout=timeout

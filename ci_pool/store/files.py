@@ -39,8 +39,12 @@ def private_sqlite(url: str) -> None:
     path = Path(database)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-    os.close(fd)
+    # Only a file that does not exist yet is opened here: closing any descriptor of a file
+    # drops every POSIX lock this process holds on it, SQLite's own included.
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass
     for file in (path, *(path.with_name(path.name + s) for s in _SIDE_FILES)):
         if file.exists():
             _tighten(file, 0o600)
