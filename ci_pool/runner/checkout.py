@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -118,21 +119,28 @@ class GitRunner:
         while i < len(args) and args[i] in ("-C", "-c"):
             i += 2
         verb = args[i] if i < len(args) else "git"
-        try:
-            proc = subprocess.run(
-                ["git", *args],
-                cwd=cwd,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=timeout or self.timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise CheckoutError(
-                f"git {verb} timed out after {timeout or self.timeout:.0f}s"
-            ) from None
+        limit = timeout or self.timeout
+        # Its own process group: on a timeout the helpers git started (git-remote-https,
+        # ssh) are killed with it instead of talking to a stalled server on their own.
+        with subprocess.Popen(
+            ["git", *args],
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        ) as child:
+            try:
+                out, errs = child.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _kill_group(child)
+                raise CheckoutError(f"git {verb} timed out after {limit:.0f}s") from None
+            except BaseException:
+                _kill_group(child)
+                raise
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, errs)
         if check and proc.returncode != 0:
             raise CheckoutError(f"git {verb} failed: {self.masker.mask(_last_line(proc.stderr))}")
         return proc
@@ -391,6 +399,14 @@ def _refresh_mirror(
             # Not under any ref (a pull request head, a force-pushed branch): ask for it.
             git.run("-C", str(mirror), "fetch", "-q", "origin", "--end-of-options", commit)
     return mirror
+
+
+def _kill_group(child: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait()
 
 
 def _last_line(text: str) -> str:
