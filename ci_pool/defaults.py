@@ -43,7 +43,14 @@ RETRY_BACKOFF_MAX = 60.0
 STOP_GRACE = 10.0
 #: Git operations (ls-remote at submit, fetch at checkout).
 GIT_TIMEOUT = 600.0
-LS_REMOTE_TIMEOUT = 20.0
+LS_REMOTE_TIMEOUT = 10.0
+#: Ref look-ups (``git ls-remote``) one API process runs at once, and how long a submit
+#: waits for a free slot before it is answered 503 "busy, retry".
+REF_LOOKUP_CONCURRENCY = 8
+REF_LOOKUP_WAIT = 2.0
+#: Git servers the pool may contact when the operator names none ("*": any host name;
+#: link-local and cloud metadata addresses are refused whatever the list says).
+GIT_HOSTS = ("*",)
 #: How often buffered log lines are written to the store (seconds / bytes).
 LOG_FLUSH_INTERVAL = 1.0
 LOG_FLUSH_BYTES = 64 * 1024

@@ -64,10 +64,14 @@ def run_demo(console: Console) -> int:
     home.mkdir(parents=True)
     image = _demo_image(console)
     config = home / "ci-pool.toml"
+    # The demo's git daemon listens on loopback, which the pool refuses unless allowed.
     config.write_text(
-        f'[capabilities.linux]\nimage = "{image}"\n'
-        if image
-        else '[capabilities.linux]\nmode = "host"\n'
+        "allow_loopback_git = true\n\n"
+        + (
+            f'[capabilities.linux]\nimage = "{image}"\n'
+            if image
+            else '[capabilities.linux]\nmode = "host"\n'
+        )
     )
     redis_srv = RedisServer.start(home / "redis")
     (home / "git").mkdir()

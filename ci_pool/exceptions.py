@@ -4,11 +4,13 @@
      ├── ConfigError              bad settings or ci-pool.toml (names the key)
      ├── InputError               bad user input (names the field)
      │    ├── WorkflowError        carries file, line, column
-     │    └── CapabilityNotFound   no capability matches; lists the ones that exist
+     │    ├── CapabilityNotFound   no capability matches; lists the ones that exist
+     │    └── RemoteRefused        a repository on a git server the pool may not contact
      ├── PolicyDenied             carries the rule
      ├── NotFound                 unknown job / runner
      ├── JobFileRefused           a file a job left behind is not a regular file in bounds
      ├── InfraError               the infrastructure failed: retried automatically
+     │    ├── Busy                 a bounded resource is full right now: retry
      │    ├── BrokerError
      │    ├── CheckoutError
      │    └── ExecutorError
@@ -69,6 +71,14 @@ class CapabilityNotFound(InputError):
             + ", ".join(sorted(existing)),
             field="capability",
         )
+
+
+class RemoteRefused(InputError):
+    """The repository's git server is outside ``git_hosts`` or on a refused address; the
+    pool did not contact it."""
+
+    def __init__(self, message: str):
+        super().__init__(message, field="repo")
 
 
 class PolicyDenied(CIPoolError):
@@ -145,6 +155,12 @@ class InfraError(CIPoolError):
     """The infrastructure failed; the job ends ``error`` and is retried."""
 
     reason = "infra_error"
+
+
+class Busy(InfraError):
+    """Every slot of a bounded resource (ref look-ups at submit) is taken; retry later."""
+
+    reason = "busy"
 
 
 class BrokerError(InfraError):

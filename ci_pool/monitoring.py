@@ -281,7 +281,16 @@ def render_metrics(pool: Pool, now: datetime | None = None) -> str:
 
 
 def metrics_server(pool: Pool, port: int, address: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """A bound (not yet serving) HTTP server answering ``GET /metrics``."""
+    """A bound (not yet serving) HTTP server answering ``GET /metrics``, on loopback only:
+    it has neither TLS nor authentication (the API's /metrics has both)."""
+    if not is_loopback(address):
+        raise ConfigError(
+            f"refusing to serve metrics on {address}: this server has no TLS and no "
+            "authentication, so anyone who reaches the port reads the pool's metrics. Serve on "
+            "127.0.0.1 (behind a proxy that adds TLS and auth), or scrape the API's /metrics "
+            "with a read token (ci-pool api --tls-cert/--tls-key or --behind-proxy)",
+            key="--address",
+        )
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -329,7 +338,7 @@ def metrics(
         ),
     ] = None,
     address: Annotated[
-        str, typer.Option(help="Address to serve on with --serve (loopback by default).")
+        str, typer.Option(help="Loopback address to serve on with --serve (no TLS, no auth).")
     ] = "127.0.0.1",
 ) -> None:
     """Pool metrics for Prometheus: queue depth, waits, durations, runners, broker."""

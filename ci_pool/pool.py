@@ -26,16 +26,26 @@ from ci_pool.exceptions import (
     NotFound,
     PolicyDenied,
 )
-from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, check_ref, check_repo_url, is_sha
+from ci_pool.jobs import (
+    FINAL_STATES,
+    JobSpec,
+    JobState,
+    check_event,
+    check_ref,
+    check_repo_url,
+    is_sha,
+)
 from ci_pool.pipeline import PipelineJob
 from ci_pool.policy import Submitter, check_access, check_policy, check_secret_names
 from ci_pool.reaper import Reaper
+from ci_pool.remotes import LookupLimit
 from ci_pool.runner.checkout import resolve
 from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
 from ci_pool.store import Job, Store
+from ci_pool.store.files import private_dir
 from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.tasks import drain_key
@@ -49,12 +59,14 @@ class Pool:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self._store = store
+        #: Ref look-ups at submit contact servers the submitter names: a bounded few at once.
+        self.lookups = LookupLimit(settings.ref_lookup_concurrency, settings.ref_lookup_wait)
 
     @cached_property
     def store(self) -> Store:
         store = self._store or Store(self.settings.resolved_store_url)
         if self._store is None:
-            self.settings.home.mkdir(parents=True, exist_ok=True)
+            private_dir(self.settings.home)
         store.init_schema()
         return store
 
@@ -77,7 +89,8 @@ class Pool:
             return None, None
         if not self.settings.resolve_refs:  # the allowlist can only judge a full ref
             return None, [ref] if ref.startswith("refs/") else None
-        sha, refs = resolve(repo, ref, self.settings)
+        with self.lookups.slot():
+            sha, refs = resolve(repo, ref, self.settings)
         return sha, refs
 
     def prepare(
@@ -173,6 +186,10 @@ class Pool:
                 check_ref(ref)
         except ValueError as exc:
             raise InputError(str(exc), field="ref") from None
+        try:
+            check_event(event)
+        except ValueError as exc:
+            raise InputError(str(exc), field="event") from None
         pipe = parse_workflow(
             text, file, self.settings.capabilities, self.settings.max_jobs_per_pipeline
         )

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ci_pool import expressions
-from ci_pool.jobs import FINAL_STATES, JobState, PipelineState
+from ci_pool.jobs import FINAL_STATES, JobState, PipelineState, github_repository
 from ci_pool.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ class PipelineScheduler:
                 else f"refs/heads/{pipeline.ref}",
                 "sha": pipeline.commit_sha or "",
                 "event_name": pipeline.event,
-                "repository": pipeline.repo,
+                "repository": github_repository(pipeline.repo),
             },
             "env": dict(pipeline.env or {}),
         }

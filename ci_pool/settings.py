@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ci_pool import defaults
+from ci_pool.addresses import check_host_pattern
 from ci_pool.capabilities import Capability, merge_capabilities
 from ci_pool.exceptions import ConfigError
 
@@ -88,6 +89,19 @@ class Settings(BaseSettings):
     stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)
     #: Allow ``file://`` and local-path repositories (tests, demo); off by default.
     allow_local_repos: bool = False
+    #: Git servers the pool contacts (ref look-ups at submit, webhooks, checkouts), as
+    #: "host", "host:port", "*.example.com" or "*", matched against the URL git actually
+    #: uses (after ``git_url_rewrites``). Link-local (169.254/16, fe80::/10) and cloud
+    #: metadata addresses are always refused; loopback only with ``allow_loopback_git``.
+    git_hosts: list[str] = Field(default_factory=lambda: list(defaults.GIT_HOSTS))
+    #: Allow git servers on loopback addresses (127.0.0.0/8, ::1): a one-host pool, tests.
+    allow_loopback_git: bool = False
+    #: Ref look-ups at submit running at once in one API process; past it a submit waits
+    #: ``ref_lookup_wait`` seconds for a slot, then is answered 503 (busy, retry).
+    ref_lookup_concurrency: int = Field(default=defaults.REF_LOOKUP_CONCURRENCY, ge=1)
+    ref_lookup_wait: float = Field(default=defaults.REF_LOOKUP_WAIT, ge=0)
+    #: Seconds a git server has to answer a ref look-up at submit.
+    ref_lookup_timeout: float = Field(default=defaults.LS_REMOTE_TIMEOUT, gt=0)
     #: ``url.<internal>.insteadOf=<public>``: maps public URL prefixes to the internal git server.
     git_url_rewrites: dict[str, str] = Field(default_factory=dict)
     #: CLI: talk to this API (``CI_POOL_API_URL``) instead of the local store and broker.
@@ -135,6 +149,11 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("must be a table of [capabilities.<name>] tables")
         return merge_capabilities(value)
+
+    @field_validator("git_hosts")
+    @classmethod
+    def _git_hosts(cls, value: list[str]) -> list[str]:
+        return [check_host_pattern(p) for p in value]
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

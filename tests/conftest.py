@@ -22,6 +22,9 @@ from ci_pool.pool import Pool
 from ci_pool.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The test git servers (git daemon, git http-backend) listen on loopback, which the pool
+# refuses unless told otherwise; tests that check the refusal set it false themselves.
+os.environ.setdefault("CI_POOL_ALLOW_LOOPBACK_GIT", "true")
 TEST_IMAGE = "ci-pool-test/busybox:latest"
 #: A throwaway secret made for the tests; '/' and '+' give it distinct URL-encoded forms.
 SECRET_VALUE = "s3cret/Token+for-tests"
@@ -260,6 +263,7 @@ FAST_TIMINGS = {
     "stop_grace": 2,
     "retry_backoff": 0.2,
     "allow_local_repos": "false",
+    "allow_loopback_git": "true",
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
 import redis
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
@@ -30,25 +33,16 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_hooks.router)
     app.include_router(routes_runners.router)
 
+    # Health checks get threads of their own: the shared pool of request threads may be
+    # full of submits waiting on slow git servers, and /healthz must still answer.
+    health_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ci-pool-healthz")
+
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
-    def healthz(pool: PoolDep) -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         """200 when the store and the broker answer; 503 naming the one that does not."""
-        checks = {"store": "ok", "broker": "ok"}
-        try:
-            pool.store.ping()
-        except Exception as exc:
-            errors.log.warning("healthz: store check failed: %s", exc)
-            checks["store"] = f"unreachable: {type(exc).__name__}"
-        client = redis.Redis.from_url(
-            settings.broker_url, socket_timeout=2, socket_connect_timeout=2
-        )
-        try:
-            client.ping()
-        except Exception as exc:
-            errors.log.warning("healthz: broker check failed: %s", exc)
-            checks["broker"] = f"unreachable: {type(exc).__name__}"
-        finally:
-            client.close()
+        pool: Pool = request.app.state.pool
+        loop = asyncio.get_running_loop()
+        checks = await loop.run_in_executor(health_threads, _health_checks, pool, settings)
         ok = all(v == "ok" for v in checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
@@ -70,3 +64,22 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     return app
+
+
+def _health_checks(pool: Pool, settings: Settings) -> dict[str, str]:
+    """ "ok" or why not, for the store and the broker."""
+    checks = {"store": "ok", "broker": "ok"}
+    try:
+        pool.store.ping()
+    except Exception as exc:
+        errors.log.warning("healthz: store check failed: %s", exc)
+        checks["store"] = f"unreachable: {type(exc).__name__}"
+    client = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except Exception as exc:
+        errors.log.warning("healthz: broker check failed: %s", exc)
+        checks["broker"] = f"unreachable: {type(exc).__name__}"
+    finally:
+        client.close()
+    return checks

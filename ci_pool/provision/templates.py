@@ -44,6 +44,8 @@ SHARED_SETTINGS = (
     "tree_cache",
     "allow_local_repos",
     "git_url_rewrites",
+    "git_hosts",
+    "allow_loopback_git",
 )
 #: A pip requirement, wheel URL or path: no quotes, spaces or shell metacharacters.
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~+:/@%]{0,299}$")
@@ -135,7 +137,7 @@ def render_worker_env(settings: Settings, cap: Capability) -> str:
         value = getattr(settings, key)
         text = (
             json.dumps(value, sort_keys=True).replace("'", "\\u0027")
-            if isinstance(value, dict)
+            if isinstance(value, dict | list)
             else str(value).lower()
             if isinstance(value, bool)
             else str(value)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,11 @@ from ci_pool import defaults
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.jobs import is_sha
 from ci_pool.policy import read_secret_source
+from ci_pool.remotes import check_remote
 from ci_pool.runner.masking import Masker
 from ci_pool.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Git must never prompt, nor read the runner's own identity or global config.
 _GIT_ENV = {
@@ -60,6 +65,7 @@ class GitRunner:
         rewrites: Mapping[str, str],
         credentials: Mapping[str, str],
         timeout: float = defaults.GIT_TIMEOUT,
+        pinned: Sequence[str] = (),
     ):
         self.timeout = timeout
         # A redirect must not carry a credential to another server.
@@ -67,6 +73,8 @@ class GitRunner:
             ("protocol.version", "2"),
             ("http.followRedirects", "false"),
         ]
+        # The addresses the server was checked on are the ones curl connects to.
+        config += [("http.curloptResolve", entry) for entry in pinned]
         config += [(f"url.{internal}.insteadOf", public) for public, internal in rewrites.items()]
         secrets: list[str] = []
         for prefix, source in credentials.items():
@@ -83,8 +91,16 @@ class GitRunner:
 
     @classmethod
     def for_settings(cls, settings: Settings, repo: str) -> GitRunner:
-        """Only the credentials whose prefix this repository's URL (as given, or as rewritten
-        to the internal server) starts with are read."""
+        """A runner for one repository whose server passed ``check_remote`` (RemoteRefused,
+        before any connection, otherwise). Only the credentials whose prefix this
+        repository's URL (as given, or as rewritten to the internal server) starts with are
+        read."""
+        checked = check_remote(repo, settings)
+        pinned: list[str] = []
+        if checked is not None and checked[0].scheme in ("http", "https"):
+            remote, addresses = checked
+            listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+            pinned.append(f"{remote.host}:{remote.port}:{listed}")
         urls = [repo]
         for public, internal in settings.git_url_rewrites.items():
             if repo.startswith(public):
@@ -94,7 +110,7 @@ class GitRunner:
             for prefix, source in settings.git_credentials.items()
             if any(u.startswith(prefix) for u in urls)
         }
-        return cls(settings.git_url_rewrites, wanted)
+        return cls(settings.git_url_rewrites, wanted, pinned=pinned)
 
     def run(
         self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float | None = None
@@ -103,21 +119,28 @@ class GitRunner:
         while i < len(args) and args[i] in ("-C", "-c"):
             i += 2
         verb = args[i] if i < len(args) else "git"
-        try:
-            proc = subprocess.run(
-                ["git", *args],
-                cwd=cwd,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=timeout or self.timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise CheckoutError(
-                f"git {verb} timed out after {timeout or self.timeout:.0f}s"
-            ) from None
+        limit = timeout or self.timeout
+        # Its own process group: on a timeout the helpers git started (git-remote-https,
+        # ssh) are killed with it instead of talking to a stalled server on their own.
+        with subprocess.Popen(
+            ["git", *args],
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        ) as child:
+            try:
+                out, errs = child.communicate(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _kill_group(child)
+                raise CheckoutError(f"git {verb} timed out after {limit:.0f}s") from None
+            except BaseException:
+                _kill_group(child)
+                raise
+        proc = subprocess.CompletedProcess(child.args, child.returncode, out, errs)
         if check and proc.returncode != 0:
             raise CheckoutError(f"git {verb} failed: {self.masker.mask(_last_line(proc.stderr))}")
         return proc
@@ -127,15 +150,13 @@ class GitRunner:
 SYMREF = "symref:"
 
 
-def resolve_ref(
-    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
-) -> str:
+def resolve_ref(repo: str, ref: str, settings: Settings, timeout: float | None = None) -> str:
     """The commit SHA that ``ref`` names in ``repo`` right now (input errors name the field)."""
     return ref if is_sha(ref) else resolve(repo, ref, settings, timeout)[0]
 
 
 def resolve(
-    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
+    repo: str, ref: str, settings: Settings, timeout: float | None = None
 ) -> tuple[str, list[str]]:
     """The commit a branch/tag/ref name points at, and the full refs the name stands for."""
     found = remote_refs(repo, ref, settings, timeout)
@@ -156,22 +177,34 @@ def full_refs(ref: str, found: dict[str, str]) -> list[str]:
 
 
 def remote_refs(
-    repo: str, ref: str, settings: Settings, timeout: float = defaults.LS_REMOTE_TIMEOUT
+    repo: str, ref: str, settings: Settings, timeout: float | None = None
 ) -> dict[str, str]:
-    """``git ls-remote repo ref``: full ref name -> commit (peeled tags as ``name^{}``)."""
-    git = GitRunner.for_settings(settings, repo)
+    """``git ls-remote repo ref``: full ref name -> commit (peeled tags as ``name^{}``).
+
+    What the server answers on failure is logged, never returned: the submitter gets one
+    fixed message, so the look-up cannot be used to read other services."""
+    timeout = timeout or settings.ref_lookup_timeout
+    refused = InputError(
+        f"could not resolve ref {ref!r} at {repo}: the server refused or did not answer",
+        field="repo",
+    )
+    try:
+        git = GitRunner.for_settings(settings, repo)
+    except CheckoutError as exc:
+        log.warning("git ls-remote %s %s: %s", repo, ref, exc)
+        raise refused from None
     try:
         proc = git.run(
             "ls-remote", "--symref", "--end-of-options", repo, ref, check=False, timeout=timeout
         )
     except CheckoutError:
-        raise InputError(f"no answer from {repo} within {timeout:.0f}s", field="repo") from None
+        log.warning("git ls-remote %s %s: no answer within %.0fs", repo, ref, timeout)
+        raise refused from None
     if proc.returncode != 0:
-        raise InputError(
-            f"cannot read {repo}: {git.masker.mask(_last_line(proc.stderr))}; check the URL "
-            "and that the git server is reachable",
-            field="repo",
+        log.warning(
+            "git ls-remote %s %s failed: %s", repo, ref, git.masker.mask(_last_line(proc.stderr))
         )
+        raise refused
     found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         value, _, name = line.partition("\t")
@@ -366,6 +399,14 @@ def _refresh_mirror(
             # Not under any ref (a pull request head, a force-pushed branch): ask for it.
             git.run("-C", str(mirror), "fetch", "-q", "origin", "--end-of-options", commit)
     return mirror
+
+
+def _kill_group(child: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait()
 
 
 def _last_line(text: str) -> str:

@@ -16,7 +16,7 @@ import redis
 from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError, JobFileRefused
-from ci_pool.jobs import JobState
+from ci_pool.jobs import JobState, github_repository
 from ci_pool.policy import resolve_secrets
 from ci_pool.retry import Next
 from ci_pool.runner import artifacts
@@ -267,7 +267,7 @@ class JobRunner:
             "github": {
                 "ref": ref,
                 "sha": att.evidence.get("commit_sha", job.commit_sha or ""),
-                "repository": job.repo,
+                "repository": github_repository(job.repo),
                 "event_name": "push",
                 "job": job.job_ref or job.id,
                 "run_id": job.pipeline_id or job.id,

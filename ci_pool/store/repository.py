@@ -28,6 +28,7 @@ from ci_pool import defaults
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import FINAL_STATES, RETRY_TRANSITIONS, JobState, PipelineState, sources_of
 from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
+from ci_pool.store.files import private_sqlite
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
 #: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
@@ -80,6 +81,7 @@ class Store:
 
     def __init__(self, url: str):
         self.url = url
+        private_sqlite(url)
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         reader = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine

@@ -14,8 +14,10 @@ from ci_pool.jobs import (
     JobState,
     check_ref,
     check_repo_url,
+    github_repository,
     is_sha,
     parse_job_spec,
+    repository_name,
     sources_of,
 )
 
@@ -358,3 +360,52 @@ def test_sources_of() -> None:
 def test_state_str_is_its_value() -> None:
     assert str(S.TIMED_OUT) == "timed_out"
     assert S("running") is S.RUNNING
+
+
+# -- credentials and github.repository ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:pw@github.com/org/repo.git",
+        "https://ghp_token@github.com/org/repo.git",
+        "http://ci:x@git.internal/org/repo",
+        "git://u:p@git.internal/app.git",
+        "ssh://git:pw@github.com/org/repo.git",
+    ],
+)
+def test_credentials_in_urls_are_refused(url: str) -> None:
+    err = input_error(repo=url)
+    assert err.field == "repo" and "git_credentials" in str(err)
+    assert "pw" not in str(err) and "token" not in str(err).replace("token@", "")
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://github.com/org/repo.git", "org/repo"),
+        ("git@github.com:org/repo.git", "org/repo"),
+        ("ssh://git@host:2222/group/sub/app.git", "group/sub/app"),
+        ("git://127.0.0.1:9418/app.git", "app"),
+    ],
+)
+def test_repository_name_is_the_path(url: str, name: str) -> None:
+    assert repository_name(url) == name
+    assert github_repository(url) == name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://github.com/org/$(id).git",
+        "git@github.com:org/`id`.git",
+        "https://github.com/org/a;b",
+        "https://github.com/org/..",
+        "https://github.com/",
+    ],
+)
+def test_repository_paths_with_other_characters_are_refused(url: str) -> None:
+    err = input_error(repo=url)
+    assert err.field == "repo" and "github.repository" in str(err)
+    assert github_repository(url) == ""
