@@ -3,31 +3,25 @@
 generated repository with a long history and big incompressible blobs.
 
     python bench/checkout.py [--commits N] [--files N] [--blob-kb N]
-                             [--out bench/results/checkout.json] [--keep]
+                             [--quick] [--out bench/results/checkout.json] [--keep]
 
-Everything runs in a temp dir on 127.0.0.1: `git fast-import` writes the history into a bare
-repository, `git daemon` (ci_pool.embedded.GitDaemon) serves it, and every client goes
-through a byte-counting TCP proxy (a thread in this process) so the bytes each operation moves
-over the "network" are known. See bench/README.md for what each number means. Exits non-zero
-only when the benchmark itself crashes; a missed target is reported in the JSON, not in the
-exit code.
+Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): `git fast-import` writes the
+history into a bare repository, `git daemon` (ci_pool.embedded.GitDaemon) serves it, and every
+client goes through a byte-counting TCP proxy (a thread in this process) so the bytes each
+operation moves over the "network" are known. See bench/README.md for what each number means.
+Exits non-zero only when the benchmark itself crashes; a missed target is reported in the JSON,
+not in the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,18 +29,22 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
+from harness import (
+    MIB,
+    Bench,
+    ByteCountingProxy,
+    add_common_args,
+    logger,
+    pyplot,
+    ratio,
+    save_figure,
+)
+
 from ci_pool.embedded import GitDaemon
 from ci_pool.runner.checkout import CheckoutRequest, checkout, mirror_path
 from ci_pool.settings import Settings, load_settings
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from dispatch import on_sigterm, tool_version  # noqa: E402
-
 REPO_NAME = "bench.git"
-MIB = 1024 * 1024
 TARGET_BYTES_RATIO = 10.0  # full clone bytes / shallow+partial bytes
 TARGET_WARM_BYTES = 1_000_000  # 1 MB (decimal), over the network, a few commits behind
 TARGET_WARM_OVER_WORKTREE = 1.2  # warm mirror wall time / `git worktree add` from the mirror
@@ -63,8 +61,7 @@ GIT_ENV = {
 }
 
 
-def log(msg: str) -> None:
-    print(f"[checkout {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = logger("checkout")
 
 
 def git(*args: str, input: bytes | None = None, timeout: float = 900) -> str:
@@ -234,111 +231,6 @@ def repo_sizes(bare: Path, tip: str) -> dict[str, Any]:
         "tip_bytes": sum(sizes),
         "tip_mib": round(sum(sizes) / MIB, 1),
     }
-
-
-# -- byte-counting proxy -----------------------------------------------------------------------
-
-
-class ByteCountingProxy:
-    """127.0.0.1:<port> -> 127.0.0.1:<upstream>, counting bytes each way (threads)."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        self.port = int(self.listener.getsockname()[1])
-        self.down = 0  # server -> client
-        self.up = 0  # client -> server
-        self.connections = 0
-        self.active = 0
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._socks: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._accepter = threading.Thread(target=self._accept_loop, name="proxy", daemon=True)
-        self._accepter.start()
-
-    def url(self, name: str) -> str:
-        return f"git://127.0.0.1:{self.port}/{name}"
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            except OSError:
-                conn.close()
-                continue
-            # Forward each chunk at once: no Nagle delay added on top of git's own.
-            for s in (conn, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._cond:
-                self.connections += 1
-                self.active += 1
-                self._socks.update((conn, upstream))
-            pending = [2]
-            for src, dst, up in ((conn, upstream, True), (upstream, conn, False)):
-                t = threading.Thread(
-                    target=self._pump, args=(src, dst, up, pending), name="pump", daemon=True
-                )
-                self._threads.append(t)
-                t.start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, up: bool, pending: list[int]) -> None:
-        try:
-            while True:
-                data = src.recv(1 << 18)
-                if not data:
-                    break
-                with self._cond:
-                    if up:
-                        self.up += len(data)
-                    else:
-                        self.down += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            with self._cond:
-                pending[0] -= 1
-                if pending[0] == 0:
-                    for s in (src, dst):
-                        s.close()
-                        self._socks.discard(s)
-                    self.active -= 1
-                    self._cond.notify_all()
-
-    def snapshot(self, timeout: float = 10) -> tuple[int, int, int]:
-        """(up, down, connections) once no connection is open (all bytes counted)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self.active == 0, timeout=timeout)
-            return self.up, self.down, self.connections
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()
-        self._accepter.join(timeout=5)
-        with self._cond:
-            for s in list(self._socks):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-            self._socks.clear()
-        for t in self._threads:
-            t.join(timeout=5)
 
 
 # -- measurement -------------------------------------------------------------------------------
@@ -548,26 +440,6 @@ def proxy_check(ctx: Ctx, daemon: GitDaemon) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------
 
 
-def machine_info(tmp: Path) -> dict[str, Any]:
-    import ci_pool
-
-    return {
-        "nproc": os.cpu_count(),
-        "nproc_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "git": tool_version(["git", "--version"]),
-        "ci_pool": ci_pool.__version__,
-        "tmp_filesystem": tool_version(["df", "-hT", str(tmp)]).splitlines()[-1:],
-        "mem_total_mib": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MIB,
-        "loadavg_at_start": list(os.getloadavg()),
-    }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
-
-
 def _med(series: dict[str, dict[str, Any]], name: str, key: str = "median_s") -> Any:
     return series.get(name, {}).get(key)
 
@@ -581,13 +453,13 @@ def targets(series: dict[str, dict[str, Any]]) -> dict[str, Any]:
     )
     warm, warm_nc = _med(series, "mirror_warm"), _med(series, "mirror_warm_no_tree_cache")
     wt, hit = _med(series, "worktree_add_from_mirror"), _med(series, "tree_cache_hit")
-    bytes_ratio = _ratio(
+    bytes_ratio = ratio(
         _med(series, "full_clone", "median_bytes"),
         _med(series, "network_shallow_partial", "median_bytes"),
     )
     warm_bytes = _med(series, "mirror_warm", "median_bytes")
-    over_wt, over_wt_nc = _ratio(warm, wt), _ratio(warm_nc, wt)
-    speedup, speedup_nc = _ratio(cold, warm), _ratio(cold_nc, warm_nc)
+    over_wt, over_wt_nc = ratio(warm, wt), ratio(warm_nc, wt)
+    speedup, speedup_nc = ratio(cold, warm), ratio(cold_nc, warm_nc)
     overhead = None if warm_nc is None or wt is None else round(warm_nc - wt, 4)
     fill = None if warm is None or warm_nc is None else round(warm - warm_nc, 4)
     return {
@@ -630,7 +502,7 @@ def targets(series: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "holds": speedup is not None and speedup >= TARGET_WARM_SPEEDUP,
             "git_path_only_value": speedup_nc,
             "git_path_only_holds": speedup_nc is not None and speedup_nc >= TARGET_WARM_SPEEDUP,
-            "upper_bound": _ratio(cold_nc, wt),
+            "upper_bound": ratio(cold_nc, wt),
             "note": "both paths write the whole tip tree, so the warm path can be at most "
             "(cold time / time to write the tree) faster; upper_bound = "
             "network_shallow_partial_no_tree_cache / worktree_add_from_mirror is that ceiling "
@@ -659,11 +531,7 @@ _COLORS = {
 
 
 def plot(path: Path, series: dict[str, dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(series)[::-1]  # top to bottom in run order
     colors = [_COLORS.get(n, "tab:cyan") for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(16, 0.55 * len(names) + 1.8), sharey=True)
@@ -692,24 +560,25 @@ def plot(path: Path, series: dict[str, dict[str, Any]]) -> None:
     ax2.set_title("network bytes per checkout (dotted: 1 MB)")
     for ax in (ax1, ax2):
         ax.grid(True, axis="x", which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def build_report(
     args: argparse.Namespace,
-    info: dict[str, Any],
     sizes: dict[str, Any],
     gen_s: float,
     ctx: Ctx,
     proxy_cost: dict[str, Any],
-    runtime_s: float,
 ) -> dict[str, Any]:
     series = {name: s.summary() for name, s in ctx.series.items()}
+    headline = [
+        f"repo: {sizes['commits']} commits, history {sizes['history_pack_mib']} MiB packed, "
+        f"tip {sizes['tip_files']} files / {sizes['tip_mib']} MiB"
+    ] + [
+        f"{name}: median {s['median_s']:.3f} s, {s['median_bytes'] / MIB:.3f} MiB over the network"
+        for name, s in series.items()
+    ]
     return {
-        "benchmark": "checkout",
-        "machine": info,
         "parameters": {
             "commits": args.commits,
             "files": args.files,
@@ -727,31 +596,32 @@ def build_report(
             "caches": "OS page cache not dropped (not possible without root): every run reads "
             "the server's pack and the mirror from memory; only the network bytes are cold",
         },
+        "headline": headline,
         "repo": {**sizes, "generate_s": round(gen_s, 1)},
         "series": series,
         "ratios": {
-            "full_clone_over_shallow_partial_bytes": _ratio(
+            "full_clone_over_shallow_partial_bytes": ratio(
                 _med(series, "full_clone", "median_bytes"),
                 _med(series, "network_shallow_partial", "median_bytes"),
             ),
-            "full_clone_over_shallow_partial_seconds": _ratio(
+            "full_clone_over_shallow_partial_seconds": ratio(
                 _med(series, "full_clone"), _med(series, "network_shallow_partial")
             ),
-            "shallow_no_filter_over_shallow_partial_bytes": _ratio(
+            "shallow_no_filter_over_shallow_partial_bytes": ratio(
                 _med(series, "network_shallow_no_filter_no_tree_cache", "median_bytes"),
                 _med(series, "network_shallow_partial_no_tree_cache", "median_bytes"),
             ),
-            "cold_shallow_partial_over_mirror_warm_seconds": _ratio(
+            "cold_shallow_partial_over_mirror_warm_seconds": ratio(
                 _med(series, "network_shallow_partial"), _med(series, "mirror_warm")
             ),
-            "mirror_warm_over_worktree_add_seconds": _ratio(
+            "mirror_warm_over_worktree_add_seconds": ratio(
                 _med(series, "mirror_warm"), _med(series, "worktree_add_from_mirror")
             ),
-            "mirror_warm_no_tree_cache_over_worktree_add_seconds": _ratio(
+            "mirror_warm_no_tree_cache_over_worktree_add_seconds": ratio(
                 _med(series, "mirror_warm_no_tree_cache"),
                 _med(series, "worktree_add_from_mirror"),
             ),
-            "tree_cache_fill_share_of_cold_network_checkout": _ratio(
+            "tree_cache_fill_share_of_cold_network_checkout": ratio(
                 None
                 if _med(series, "network_shallow_partial") is None
                 else _med(series, "network_shallow_partial")
@@ -761,32 +631,7 @@ def build_report(
         },
         "targets": targets(series),
         "proxy_check": proxy_cost,
-        "loadavg_at_end": list(os.getloadavg()),
-        "runtime_s": round(runtime_s, 1),
     }
-
-
-def print_summary(report: dict[str, Any]) -> None:
-    repo = report["repo"]
-    print()
-    print(
-        f"repo: {repo['commits']} commits, history {repo['history_pack_mib']} MiB packed, "
-        f"tip {repo['tip_files']} files / {repo['tip_mib']} MiB"
-    )
-    print(f"{'series':<40}{'n':>3}{'median s':>10}{'min s':>9}{'max s':>9}{'median MiB':>12}")
-    for name, s in report["series"].items():
-        print(
-            f"{name:<40}{s['n']:>3}{s['median_s']:>10.3f}{s['min_s']:>9.3f}"
-            f"{s['max_s']:>9.3f}{s['median_bytes'] / MIB:>12.3f}"
-        )
-    print()
-    for name, t in report["targets"].items():
-        value = t.get("value", t.get("value_bytes", t.get("value_s")))
-        extra = ""
-        if "git_path_only_value" in t:
-            extra = f"; tree cache off: {t['git_path_only_value']}"
-        print(f"target {name}: {'holds' if t['holds'] else 'MISSED'} ({value}{extra})")
-    print(f"runtime {report['runtime_s']} s")
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -810,14 +655,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--new-commits", type=int, default=10, help="commits the warm mirror is behind")
     ap.add_argument("--repeat", type=int, default=3, help="runs per series (median reported)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=BENCH_DIR / "results" / "checkout.json",
-        help="JSON output; the PNG goes next to it with a .png suffix",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    add_common_args(ap, "checkout")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.commits, args.files, args.blob_kb, args.binaries = 60, 120, 32, 8
+        args.new_commits, args.repeat = 3, 1
     if args.commits < 2 or args.files < args.binaries + 2 or args.repeat < 1:
         ap.error("need --commits >= 2, --files >= --binaries + 2 and --repeat >= 1")
     if args.binary_every < 1 or args.new_commits < 1 or args.blob_kb < 1:
@@ -825,8 +667,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, tmp: Path, started: float, stack: list[Any]) -> int:
-    info = machine_info(tmp)
+def run(bench: Bench) -> None:
+    args, tmp = bench.args, bench.tmp
     base = tmp / "srv"
     base.mkdir()
     bare = base / REPO_NAME
@@ -847,10 +689,9 @@ def run(args: argparse.Namespace, tmp: Path, started: float, stack: list[Any]) -
         f"generated in {gen_s:.1f} s: history {sizes['history_pack_mib']} MiB packed, "
         f"tip {sizes['tip_files']} files / {sizes['tip_mib']} MiB"
     )
-    daemon = GitDaemon.start(base)
-    stack.append(daemon)
+    daemon = bench.git_daemon(base)
     proxy = ByteCountingProxy(daemon.port)
-    stack.append(proxy)
+    bench.defer(proxy)
     config = tmp / "ci-pool.toml"
     config.write_text("# written by bench/checkout.py: defaults only\n")
     ctx = Ctx(
@@ -889,37 +730,14 @@ def run(args: argparse.Namespace, tmp: Path, started: float, stack: list[Any]) -
     log("proxy check: the same operations without the proxy")
     proxy_cost = proxy_check(ctx, daemon)
 
-    report = build_report(args, info, sizes, gen_s, ctx, proxy_cost, time.monotonic() - started)
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    png = out.with_suffix(".png")
-    plot(png, report["series"])
-    log(f"wrote {out} and {png}")
-    print_summary(report)
-    return 0
+    report = build_report(args, sizes, gen_s, ctx, proxy_cost)
+    bench.write(report, lambda png: plot(png, report["series"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
-        del os.environ[key]  # the caller's settings must not leak into load_settings()
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-checkout-"))
-    stack: list[Any] = []  # things to stop, in reverse order
-    try:
-        return run(args, tmp, started, stack)
-    finally:
-        for thing in reversed(stack):
-            try:
-                thing.stop()
-            except Exception as exc:
-                log(f"stopping {type(thing).__name__}: {exc}")
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with Bench("checkout", parse_args(argv)) as bench:
+        run(bench)
+    return 0
 
 
 if __name__ == "__main__":

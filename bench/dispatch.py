@@ -1,49 +1,46 @@
 #!/usr/bin/env python
 """Dispatch benchmark: ci-pool's no-op job path against a bare Celery task on the same Redis.
 
-    python bench/dispatch.py [--jobs N] [--out bench/results/dispatch.json]
+    python bench/dispatch.py [--jobs N] [--quick] [--out bench/results/dispatch.json]
 
-Everything runs on loopback in a temp dir: its own redis-server, git daemon, SQLite store
-and worker subprocesses (one at a time, prefork, concurrency 1). See bench/README.md for
-what each number means. Exits non-zero only when the benchmark itself crashes; a missed
-target is reported in the JSON, not in the exit code.
+Everything runs on loopback in a temp dir (bench/harness.py): its own redis-server, git
+daemon, SQLite store and worker subprocesses (one at a time, prefork, concurrency 1). See
+bench/README.md for what each number means. Exits non-zero only when the benchmark itself
+crashes; a missed target is reported in the JSON, not in the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
+from harness import (
+    Bench,
+    GitRepo,
+    Proc,
+    add_common_args,
+    ci_pool_env,
+    clean_env,
+    latency_stats,
+    pyplot,
+    save_figure,
+)
 from sqlalchemy import func, select
 
+from ci_pool import defaults
+from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, parse_job_spec
+from ci_pool.pool import Pool
+from ci_pool.settings import load_settings
+from ci_pool.store import Job
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from ci_pool import defaults  # noqa: E402
-from ci_pool.embedded import GitDaemon, RedisServer, make_repo, redis_server_binary  # noqa: E402
-from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, parse_job_spec  # noqa: E402
-from ci_pool.pool import Pool  # noqa: E402
-from ci_pool.settings import load_settings  # noqa: E402
-from ci_pool.store import Job  # noqa: E402
-
 CAPABILITY = "bench"
 BARE_QUEUE = "bare-noop"
 BARE_RESULTS_KEY = "bench:bare:started"
@@ -52,193 +49,52 @@ TARGET_THROUGHPUT_RATIO = 0.40
 FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
 
-def log(msg: str) -> None:
-    print(f"[dispatch {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# -- statistics ------------------------------------------------------------------------
-
-
 def summarize(
     samples_s: Sequence[float],
     description: str,
     throughput: float | None = None,
     throughput_note: str | None = None,
 ) -> dict[str, Any]:
-    """Latency percentiles in ms (linear interpolation) plus a throughput, if one applies."""
-    ms = np.asarray(samples_s, dtype=float) * 1000.0
-    out: dict[str, Any] = {"description": description, "n": int(ms.size)}
-    if ms.size:
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        out.update(
-            p50_ms=round(float(p50), 3),
-            p90_ms=round(float(p90), 3),
-            p99_ms=round(float(p99), 3),
-            max_ms=round(float(ms.max()), 3),
-            mean_ms=round(float(ms.mean()), 3),
-            min_ms=round(float(ms.min()), 3),
-        )
-    else:
-        out.update(p50_ms=None, p90_ms=None, p99_ms=None, max_ms=None, mean_ms=None, min_ms=None)
+    """Latency percentiles in ms plus a throughput, if one applies."""
+    out: dict[str, Any] = {"description": description, **latency_stats(samples_s)}
     out["throughput_per_s"] = None if throughput is None else round(throughput, 3)
     if throughput_note:
         out["throughput_note"] = throughput_note
     return out
 
 
-# -- processes -------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """A worker subprocess in its own process group (main process plus pool children)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, grace: float = 20.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} did not stop within {grace:.0f}s; SIGKILL")
-        # Whatever is left of the group (pool children) goes too.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def spawn(name: str, cmd: list[str], env: dict[str, str], cwd: Path, logfile: Path) -> Proc:
-    fh = logfile.open("wb")
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    finally:
-        fh.close()
-    return Proc(name, proc, logfile)
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without any CI_POOL_* or BENCH_* (the caller's must not leak in)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CI_POOL_", "BENCH_"))}
-
-
-# -- environment -----------------------------------------------------------------------
-
-
-@dataclass
-class Env:
-    tmp: Path
-    redis: RedisServer
-    git: GitDaemon
-    repo_url: str
-    sha: str
-    config: Path
-    home: Path
-    store_url: str
-    procs: list[Proc] = field(default_factory=list)
-
-    @property
-    def broker_url(self) -> str:
-        return self.redis.url
-
-    def ci_pool_env(self) -> dict[str, str]:
-        env = clean_env()
-        env.update(
-            CI_POOL_BROKER_URL=self.broker_url,
-            CI_POOL_STORE_URL=self.store_url,
-            CI_POOL_HOME=str(self.home),
-            CI_POOL_CONFIG=str(self.config),
-            CI_POOL_ALLOW_LOCAL_REPOS="1",
-        )
-        return env
-
-    def bare_env(self) -> dict[str, str]:
-        env = clean_env()
-        env.update(
-            BENCH_BROKER_URL=self.broker_url,
-            BENCH_CONFIG=str(self.config),
-            BENCH_QUEUE=BARE_QUEUE,
-            BENCH_RESULTS_KEY=BARE_RESULTS_KEY,
-            PYTHONPATH=os.pathsep.join(
-                p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        )
-        return env
-
-
-def write_config(path: Path) -> None:
-    path.write_text(
-        "# written by bench/dispatch.py\n"
-        f'[capabilities.{CAPABILITY}]\nmode = "host"\nqueue = "{CAPABILITY}"\n'
-    )
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
 # -- baseline: bare Celery -------------------------------------------------------------
 
 
-def run_bare_celery(env: Env, n: int, warmup: int, gap: float, loglevel: str) -> dict[str, Any]:
-    import bare_celery_app  # bench/ is on sys.path (see top of file)
+def run_bare_celery(bench: Bench, broker_url: str, config: Path) -> dict[str, Any]:
+    import bare_celery_app  # bench/ is on sys.path: this script's directory
 
-    r = redis.Redis.from_url(env.broker_url)
+    args = bench.args
+    n, gap = args.jobs, args.gap_ms / 1000
+    # No socket timeout: BLPOP waits up to a minute for the worker's first task, longer
+    # than redis-py's default read timeout.
+    r = redis.Redis.from_url(broker_url, socket_timeout=None)
     r.delete(BARE_RESULTS_KEY)
-    app = bare_celery_app.make_app(env.broker_url, str(env.config))
-
-    node = f"bare@{socket.gethostname()}-bench"
-    worker = spawn(
-        "bare-celery-worker",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bare_celery_app",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            "1",
-            "-Q",
-            BARE_QUEUE,
-            "-n",
-            node,
-            "-l",
-            loglevel,
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        env.bare_env(),
-        env.tmp,
-        env.tmp / "bare-worker.log",
+    app = bare_celery_app.make_app(broker_url, str(config))
+    env = clean_env()
+    env.update(
+        BENCH_BROKER_URL=broker_url,
+        BENCH_CONFIG=str(config),
+        BENCH_QUEUE=BARE_QUEUE,
+        BENCH_RESULTS_KEY=BARE_RESULTS_KEY,
+        PYTHONPATH=":".join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH", "")) if p),
     )
-    env.procs.append(worker)
+    worker = bench.spawn(
+        "bare-celery-worker",
+        [sys.executable, "-m", "celery", "-A", "bare_celery_app", "worker", "-P", "prefork",
+         "-c", "1", "-Q", BARE_QUEUE, "-n", f"bare@{socket.gethostname()}-bench",
+         "-l", args.loglevel, "--without-mingle", "--without-gossip"],
+        env,
+    )  # fmt: skip
     try:
 
         def send(i: int) -> float:
@@ -251,8 +107,7 @@ def run_bare_celery(env: Env, n: int, warmup: int, gap: float, loglevel: str) ->
         def take(timeout: float) -> tuple[int, float]:
             got = r.blpop([BARE_RESULTS_KEY], timeout=timeout)
             if got is None:
-                if not worker.alive():
-                    raise RuntimeError(f"bare Celery worker exited:\n{worker.tail()}")
+                worker.check()
                 raise RuntimeError(
                     f"bare Celery task did not start within {timeout}s:\n{worker.tail()}"
                 )
@@ -260,10 +115,10 @@ def run_bare_celery(env: Env, n: int, warmup: int, gap: float, loglevel: str) ->
             return int(i), float(t)
 
         # Warm-up: the first one waits for the worker to come up.
-        for w in range(warmup):
+        for w in range(args.warmup):
             send(-1 - w)
             take(60 if w == 0 else 10)
-        log(f"bare Celery worker up (pid {worker.proc.pid}); {n} tasks closed-loop")
+        bench.log(f"bare Celery worker up (pid {worker.pid}); {n} tasks closed-loop")
 
         idle: list[float] = []
         for i in range(n):
@@ -274,47 +129,43 @@ def run_bare_celery(env: Env, n: int, warmup: int, gap: float, loglevel: str) ->
                 raise RuntimeError(f"bare Celery: expected task {i}, got {j}")
             idle.append(started - t0)
 
-        log(f"bare Celery: {n} tasks burst")
+        bench.log(f"bare Celery: {n} tasks burst")
         time.sleep(0.2)
-        sent: dict[int, float] = {}
-        for i in range(n):
-            sent[i] = send(i)
+        sent = {i: send(i) for i in range(n)}
         started_at: dict[int, float] = {}
         while len(started_at) < n:
             j, t = take(30)
             started_at[j] = t
-        first_send = min(sent.values())
-        last_start = max(started_at.values())
-        burst_lat = [started_at[i] - sent[i] for i in range(n)]
-        starts = sorted(started_at.values())
-        gaps = list(np.diff(starts))
-        burst_tput = n / (last_start - first_send)
-        return {
-            "idle": summarize(
-                idle,
-                "bare Celery, closed loop (one task in flight, worker idle): "
-                "send_task() -> first line of the task body",
-                None,
-                "closed loop; not a throughput measure",
-            ),
-            "burst": summarize(
-                burst_lat,
-                f"bare Celery, {n} tasks sent back to back: send_task() -> task start "
-                "(includes waiting in the queue)",
-                burst_tput,
-                "n / (last task start - first send)",
-            ),
-            "burst_cycle": summarize(
-                gaps,
-                "bare Celery, burst: time between consecutive task starts (per-task "
-                "dispatch cycle of the worker: ack, fetch next, start)",
-                1.0 / float(np.mean(gaps)) if gaps else None,
-                "1 / mean cycle (derived)",
-            ),
-            "_raw": {"idle_s": idle, "burst_s": burst_lat},
-        }
     finally:
         worker.stop()
+    first_send = min(sent.values())
+    burst_lat = [started_at[i] - sent[i] for i in range(n)]
+    starts = sorted(started_at.values())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    return {
+        "idle": summarize(
+            idle,
+            "bare Celery, closed loop (one task in flight, worker idle): "
+            "send_task() -> first line of the task body",
+            None,
+            "closed loop; not a throughput measure",
+        ),
+        "burst": summarize(
+            burst_lat,
+            f"bare Celery, {n} tasks sent back to back: send_task() -> task start "
+            "(includes waiting in the queue)",
+            n / (max(starts) - first_send),
+            "n / (last task start - first send)",
+        ),
+        "burst_cycle": summarize(
+            gaps,
+            "bare Celery, burst: time between consecutive task starts (per-task "
+            "dispatch cycle of the worker: ack, fetch next, start)",
+            1.0 / mean(gaps) if gaps else None,
+            "1 / mean cycle (derived)",
+        ),
+        "_raw": {"idle_s": idle, "burst_s": burst_lat},
+    }
 
 
 # -- ci-pool -------------------------------------------------------------------------------
@@ -325,16 +176,16 @@ def _ts(dt: Any) -> float | None:
 
 
 class CiPoolDriver:
-    def __init__(self, env: Env, pool: Pool):
-        self.env = env
+    def __init__(self, pool: Pool, repo: GitRepo, broker_url: str):
         self.pool = pool
-        self.r = redis.Redis.from_url(env.broker_url)
+        self.repo = repo
+        self.r = redis.Redis.from_url(broker_url)
 
     def spec(self, i: int | str) -> JobSpec:
         return parse_job_spec(
             {
-                "repo": self.env.repo_url,
-                "ref": self.env.sha,
+                "repo": self.repo.url,
+                "ref": self.repo.sha,
                 "capability": CAPABILITY,
                 "steps": [{"run": "true", "name": "noop"}],
                 "name": f"bench-{i}",
@@ -354,8 +205,7 @@ class CiPoolDriver:
                     last = entry_id
                     if b"eof" in fields:
                         return
-            if not worker.alive():
-                raise RuntimeError(f"ci-pool worker exited:\n{worker.tail()}")
+            worker.check()
         raise RuntimeError(f"job {job_id} did not finish within {timeout}s:\n{worker.tail()}")
 
     def wait_final(self, job_id: str, timeout: float = 10) -> Job:
@@ -366,7 +216,7 @@ class CiPoolDriver:
                 return job
             time.sleep(0.002)
 
-    def wait_all(self, ids: list[str], timeout: float, worker: Proc) -> list[Job]:
+    def wait_all(self, ids: list[str], timeout: float, worker: Proc, log: Any) -> list[Job]:
         end = time.monotonic() + timeout
         q = (
             select(func.count())
@@ -378,8 +228,7 @@ class CiPoolDriver:
                 done = int(s.scalar(q) or 0)
             if done >= len(ids):
                 break
-            if not worker.alive():
-                raise RuntimeError(f"ci-pool worker exited:\n{worker.tail()}")
+            worker.check()
             if time.monotonic() >= end:
                 log(f"ci-pool burst: only {done}/{len(ids)} jobs final after {timeout:.0f}s")
                 break
@@ -403,52 +252,27 @@ def _outcomes(jobs: Sequence[Job]) -> dict[str, Any]:
     return out
 
 
-def run_ci_pool(
-    env: Env, n: int, warmup: int, gap: float, loglevel: str, burst_timeout: float
-) -> dict[str, Any]:
+def run_ci_pool(bench: Bench, broker_url: str, config: Path, repo: GitRepo) -> dict[str, Any]:
+    args = bench.args
+    n, gap = args.jobs, args.gap_ms / 1000
+    home = bench.tmp / "home"
+    store_url = f"sqlite:///{home / 'ci-pool.db'}"
+    home.mkdir()
     settings = load_settings(
-        env.config,
-        broker_url=env.broker_url,
-        home=env.home,
-        store_url=env.store_url,
-        allow_local_repos=True,
+        config, broker_url=broker_url, home=home, store_url=store_url, allow_local_repos=True
     )
     pool = Pool(settings)
     pool.store  # noqa: B018 - creates the schema before the worker opens the store
-    drv = CiPoolDriver(env, pool)
-
-    worker = spawn(
-        "ci-pool-worker",
-        [
-            sys.executable,
-            "-m",
-            "ci_pool",
-            "worker",
-            "--capability",
-            CAPABILITY,
-            "--concurrency",
-            "1",
-            "--loglevel",
-            loglevel,
-        ],
-        env.ci_pool_env(),
-        env.tmp,
-        env.tmp / "ci-pool-worker.log",
-    )
-    env.procs.append(worker)
+    drv = CiPoolDriver(pool, repo, broker_url)
+    env = ci_pool_env(
+        broker_url=broker_url, store_url=store_url, home=home, config=config,
+        CI_POOL_ALLOW_LOCAL_REPOS="1",
+    )  # fmt: skip
+    (worker,) = bench.workers(pool, CAPABILITY, [env], tag="ci-pool", loglevel=args.loglevel)
     try:
-        deadline = time.monotonic() + 60
-        while not [x for x in pool.runners(CAPABILITY) if x.pid == worker.proc.pid]:
-            if not worker.alive():
-                raise RuntimeError(f"ci-pool worker exited at start:\n{worker.tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ci-pool worker did not register in 60s:\n{worker.tail()}")
-            time.sleep(0.05)
-        log(f"ci-pool worker registered (pid {worker.proc.pid}); warm-up x{warmup}")
-
-        specs = [drv.spec(f"warmup-{w}") for w in range(warmup)]
-        for spec in specs:
-            job = pool.submit(spec)
+        bench.log(f"ci-pool worker registered (pid {worker.pid}); warm-up x{args.warmup}")
+        for w in range(args.warmup):
+            job = pool.submit(drv.spec(f"warmup-{w}"))
             drv.wait_eof(job.id, 120, worker)
             job = drv.wait_final(job.id)
             if job.state != JobState.SUCCEEDED.value:
@@ -458,7 +282,7 @@ def run_ci_pool(
                 )
 
         # Closed loop: one job in flight, the worker idle when it is submitted.
-        log(f"ci-pool: {n} jobs closed-loop")
+        bench.log(f"ci-pool: {n} jobs closed-loop")
         specs = [drv.spec(f"idle-{i}") for i in range(n)]
         idle_jobs: list[Job] = []
         idle_submit: dict[str, float] = {}
@@ -471,60 +295,56 @@ def run_ci_pool(
             idle_jobs.append(drv.wait_final(job.id))
 
         # Burst: all jobs submitted back to back.
-        log(f"ci-pool: {n} jobs burst")
+        bench.log(f"ci-pool: {n} jobs burst")
         time.sleep(0.2)
         specs = [drv.spec(f"burst-{i}") for i in range(n)]
         burst_submit: dict[str, float] = {}
-        order: list[str] = []
         for spec in specs:
             t0 = time.time()
-            job = pool.submit(spec)
-            burst_submit[job.id] = t0
-            order.append(job.id)
+            burst_submit[pool.submit(spec).id] = t0
         submit_s = time.time() - min(burst_submit.values())
-        burst_jobs = drv.wait_all(order, burst_timeout, worker)
+        burst_jobs = drv.wait_all(list(burst_submit), args.burst_timeout, worker, bench.log)
     finally:
         worker.stop()
+    return analyse(n, idle_jobs, idle_submit, burst_jobs, burst_submit, submit_s)
+
+
+def analyse(
+    n: int,
+    idle_jobs: Sequence[Job],
+    idle_submit: dict[str, float],
+    burst_jobs: Sequence[Job],
+    burst_submit: dict[str, float],
+    submit_s: float,
+) -> dict[str, Any]:
+    def ok(jobs: Sequence[Job]) -> list[Job]:
+        return [j for j in jobs if j.state == JobState.SUCCEEDED.value]
 
     def lat(jobs: Sequence[Job], submit: dict[str, float], col: str) -> list[float]:
-        out = []
-        for j in jobs:
-            t = _ts(getattr(j, col))
-            if t is not None and j.state == JobState.SUCCEEDED.value:
-                out.append(t - submit[j.id])
-        return out
+        return [t - submit[j.id] for j in ok(jobs) if (t := _ts(getattr(j, col))) is not None]
 
     idle_claim = lat(idle_jobs, idle_submit, "started_at")
     idle_fin = lat(idle_jobs, idle_submit, "finished_at")
-    idle_exec = [
-        _ts(j.finished_at) - _ts(j.started_at)  # type: ignore[operator]
-        for j in idle_jobs
-        if j.state == JobState.SUCCEEDED.value
-    ]
+    idle_exec = [j.finished_at.timestamp() - j.started_at.timestamp() for j in ok(idle_jobs)]
     checkout = [
-        float(j.evidence["checkout_s"])
-        for j in idle_jobs
-        if j.evidence and "checkout_s" in j.evidence
+        float(j.evidence["checkout_s"]) for j in idle_jobs if "checkout_s" in (j.evidence or {})
     ]
-
-    ok = [j for j in burst_jobs if j.state == JobState.SUCCEEDED.value]
     first_submit = min(burst_submit.values())
     burst_claim = lat(burst_jobs, burst_submit, "started_at")
     burst_fin = lat(burst_jobs, burst_submit, "finished_at")
-    claims = sorted(_ts(j.started_at) for j in burst_jobs if j.started_at)  # type: ignore[type-var]
-    finishes = sorted(_ts(j.finished_at) for j in ok)  # type: ignore[type-var]
+    claims = sorted(j.started_at.timestamp() for j in burst_jobs if j.started_at)
+    finishes = sorted(j.finished_at.timestamp() for j in ok(burst_jobs))
     claims_tput = len(claims) / (claims[-1] - first_submit) if claims else None
     e2e_tput = len(finishes) / (finishes[-1] - first_submit) if finishes else None
 
     # Dispatch gap: worker free (previous job's finished_at) -> next claim. In a burst the
     # next message is already waiting, so this is the per-job cost of the dispatch path
     # alone (return from the task, ack, fetch, claim), without checkout or steps.
-    by_claim = sorted((j for j in ok), key=lambda j: j.started_at)  # type: ignore[arg-type,return-value]
-    gaps = []
-    for prev, cur in itertools.pairwise(by_claim):
-        free = max(_ts(prev.finished_at), burst_submit[cur.id])  # type: ignore[type-var]
-        gaps.append(_ts(cur.started_at) - free)  # type: ignore[operator]
-
+    by_claim = sorted(ok(burst_jobs), key=lambda j: j.started_at)
+    gaps = [
+        cur.started_at.timestamp() - max(prev.finished_at.timestamp(), burst_submit[cur.id])
+        for prev, cur in itertools.pairwise(by_claim)
+    ]
     return {
         "idle_submit_to_claim": summarize(
             idle_claim,
@@ -563,7 +383,7 @@ def run_ci_pool(
             gaps,
             "ci-pool, burst, dispatch only (derived): previous job's finished_at (or this "
             "job's submit, if later) -> this job's started_at; no checkout or step inside",
-            1.0 / float(np.mean(gaps)) if gaps else None,
+            1.0 / mean(gaps) if gaps else None,
             "1 / mean gap: dispatch-only rate a worker could sustain if jobs took no time "
             "(derived, not measured end to end)",
         ),
@@ -581,48 +401,14 @@ def run_ci_pool(
 # -- report ----------------------------------------------------------------------------
 
 
-def tool_version(cmd: list[str]) -> str:
-    """A tool's version line (or why it is unknown), for the machine record."""
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-
-
-def machine_info() -> dict[str, Any]:
-    import celery
-    import kombu
-    import sqlalchemy
-
-    import ci_pool
-
-    return {
-        "nproc": os.cpu_count(),
-        "nproc_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "celery": celery.__version__,
-        "kombu": kombu.__version__,
-        "redis_py": redis.__version__,
-        "sqlalchemy": sqlalchemy.__version__,
-        "redis_server": tool_version([redis_server_binary(), "--version"]),
-        "git": tool_version(["git", "--version"]),
-        "ci_pool": ci_pool.__version__,
-        "loadavg_at_start": list(os.getloadavg()),
-    }
-
-
 def plot(path: Path, bare: dict[str, Any], cip: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def cdf(ax: Any, samples: Sequence[float], label: str, **kw: Any) -> None:
         if not samples:
             return
-        x = np.sort(np.asarray(samples) * 1000.0)
-        y = np.arange(1, x.size + 1) / x.size
+        x = sorted(v * 1000.0 for v in samples)
+        y = [(i + 1) / len(x) for i in range(len(x))]
         ax.step(x, y, where="post", label=label, **kw)
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [1, 1, 0.8]})
@@ -636,8 +422,9 @@ def plot(path: Path, bare: dict[str, Any], cip: dict[str, Any]) -> None:
     cdf(ax2, cip["_raw"]["burst_claim_s"], "burst: submit -> claim", linestyle="--")
     cdf(ax2, cip["_raw"]["burst_finished_s"], "burst: submit -> finished", linestyle="--")
     ax2.set_title("ci-pool no-op job (host mode, git checkout, -c 1)")
-    lo = min((min(v) for v in (*bare["_raw"].values(), *cip["_raw"].values()) if v), default=1e-4)
-    hi = max((max(v) for v in (*bare["_raw"].values(), *cip["_raw"].values()) if v), default=1.0)
+    raw = [v for v in (*bare["_raw"].values(), *cip["_raw"].values()) if v]
+    lo = min((min(v) for v in raw), default=1e-4)
+    hi = max((max(v) for v in raw), default=1.0)
     for a in axes[:2]:
         a.set_xscale("log")
         a.set_xlim(max(lo * 1000 * 0.8, 0.05), hi * 1000 * 1.2)
@@ -653,38 +440,28 @@ def plot(path: Path, bare: dict[str, Any], cip: dict[str, Any]) -> None:
         ("ci-pool dispatch\nonly (derived)", cip["dispatch_gap"]["throughput_per_s"], "tab:grey"),
     ]
     ax3 = axes[2]
-    labels = [b[0] for b in bars]
     values = [b[1] or 0.0 for b in bars]
-    rects = ax3.bar(labels, values, color=[b[2] for b in bars])
+    rects = ax3.bar([b[0] for b in bars], values, color=[b[2] for b in bars])
     for rect, v in zip(rects, values, strict=True):
         ax3.annotate(
-            f"{v:.1f}",
-            (rect.get_x() + rect.get_width() / 2, v),
-            ha="center",
-            va="bottom",
+            f"{v:.1f}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
             fontsize=9,
-        )
+        )  # fmt: skip
     ax3.set_yscale("log")
     ax3.set_ylabel("per second (log scale), burst, 1 worker process")
     ax3.set_title("throughput")
     ax3.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def build_report(
-    args: argparse.Namespace,
-    info: dict[str, Any],
-    bare: dict[str, Any],
-    cip: dict[str, Any],
-    runtime_s: float,
+    args: argparse.Namespace, bare: dict[str, Any], cip: dict[str, Any]
 ) -> dict[str, Any]:
     bare_tput = bare["burst"]["throughput_per_s"]
     e2e = cip["burst_submit_to_finished"]["throughput_per_s"]
     disp = cip["dispatch_gap"]["throughput_per_s"]
-    ratio = (e2e / bare_tput) if e2e and bare_tput else None
-    disp_ratio = (disp / bare_tput) if disp and bare_tput else None
+    ratio = round(e2e / bare_tput, 4) if e2e and bare_tput else None
+    disp_ratio = round(disp / bare_tput, 4) if disp and bare_tput else None
     p50 = cip["idle_submit_to_claim"]["p50_ms"]
     series = {
         "bare_celery_closed_loop_send_to_start": bare["idle"],
@@ -699,8 +476,6 @@ def build_report(
         "ci_pool_dispatch_only_gap": cip["dispatch_gap"],
     }
     return {
-        "benchmark": "dispatch",
-        "machine": info,
         "parameters": {
             "jobs": args.jobs,
             "warmup": args.warmup,
@@ -715,16 +490,19 @@ def build_report(
             "clock": "time.time() in the driver vs datetime.now(UTC) / time.time() in the "
             "workers: one host, one realtime clock",
         },
+        "headline": [
+            f"closed loop p50: bare Celery send->start {bare['idle']['p50_ms']} ms; ci-pool "
+            f"submit->claim {p50} ms, submit->finished "
+            f"{cip['idle_submit_to_finished']['p50_ms']} ms",
+            f"burst of {args.jobs}: bare Celery {bare_tput} tasks/s; ci-pool {e2e} jobs/s end "
+            f"to end ({ratio} of bare), dispatch only (derived) {disp} jobs/s",
+        ],
         "series": series,
         "ci_pool_outcomes": cip["_outcomes"],
         "ci_pool_burst_submit_loop_s": cip["_burst_submit_loop_s"],
         "ratios": {
-            "ci_pool_e2e_jobs_per_s_over_bare_celery_tasks_per_s": None
-            if ratio is None
-            else round(ratio, 4),
-            "ci_pool_dispatch_only_derived_over_bare_celery_tasks_per_s": None
-            if disp_ratio is None
-            else round(disp_ratio, 4),
+            "ci_pool_e2e_jobs_per_s_over_bare_celery_tasks_per_s": ratio,
+            "ci_pool_dispatch_only_derived_over_bare_celery_tasks_per_s": disp_ratio,
         },
         "targets": {
             "submit_to_claim_p50_le_15ms": {
@@ -735,72 +513,23 @@ def build_report(
             },
             "noop_job_throughput_ge_40pct_of_bare_celery": {
                 "series": "ci_pool_burst_submit_to_finished / bare_celery_burst_send_to_start",
-                "value": None if ratio is None else round(ratio, 4),
+                "value": ratio,
                 "target": TARGET_THROUGHPUT_RATIO,
                 "holds": ratio is not None and ratio >= TARGET_THROUGHPUT_RATIO,
-                "dispatch_only_derived_value": None if disp_ratio is None else round(disp_ratio, 4),
+                "dispatch_only_derived_value": disp_ratio,
                 "dispatch_only_derived_holds": disp_ratio is not None
                 and disp_ratio >= TARGET_THROUGHPUT_RATIO,
             },
         },
-        "loadavg_at_end": list(os.getloadavg()),
-        "runtime_s": round(runtime_s, 1),
     }
 
 
 # -- main ------------------------------------------------------------------------------
 
 
-def setup(tmp: Path) -> Env:
-    redis_srv = RedisServer.start(tmp / "redis")
-    try:
-        base = tmp / "git"
-        base.mkdir()
-        sha = make_repo(base / "bench.git", {"f.txt": "x"})
-        daemon = GitDaemon.start(base)
-    except BaseException:
-        redis_srv.stop()
-        raise
-    home = tmp / "home"
-    home.mkdir()
-    config = tmp / "ci-pool.toml"
-    write_config(config)
-    return Env(
-        tmp=tmp,
-        redis=redis_srv,
-        git=daemon,
-        repo_url=daemon.url("bench.git"),
-        sha=sha,
-        config=config,
-        home=home,
-        store_url=f"sqlite:///{home / 'ci-pool.db'}",
-    )
-
-
-def teardown(env: Env | None) -> None:
-    if env is None:
-        return
-    for p in env.procs:
-        try:
-            p.stop()
-        except Exception as exc:
-            log(f"stopping {p.name}: {exc}")
-    for svc in (env.git, env.redis):
-        try:
-            svc.stop()
-        except Exception as exc:
-            log(f"stopping {type(svc).__name__}: {exc}")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=300, help="tasks/jobs per series (default 300)")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=BENCH_DIR / "results" / "dispatch.json",
-        help="JSON output; the PNG goes next to it with a .png suffix",
-    )
     ap.add_argument("--warmup", type=int, default=3, help="discarded warm-up tasks/jobs")
     ap.add_argument(
         "--gap-ms",
@@ -815,72 +544,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=150.0,
         help="give up waiting for the ci-pool burst after this many seconds",
     )
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
+    add_common_args(ap, "dispatch")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.jobs, args.warmup = min(args.jobs, 20), min(args.warmup, 1)
     if args.jobs < 2:
         ap.error("--jobs must be at least 2")
     return args
 
 
-def on_sigterm(signum: int, _frame: Any) -> None:
-    """SIGTERM ends a benchmark through SystemExit, so its cleanup runs."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-"))
-    env: Env | None = None
-    try:
-        info = machine_info()
-        env = setup(tmp)
-        log(f"redis {env.broker_url}, git {env.repo_url} @ {env.sha[:12]}, tmp {tmp}")
-        os.environ.pop("CI_POOL_CONFIG", None)
-        bare = run_bare_celery(env, args.jobs, args.warmup, args.gap_ms / 1000, args.loglevel)
-        log(
+    with Bench("dispatch", args) as bench:
+        redis_srv = bench.redis()
+        repo = bench.git_repo({"f.txt": "x"})
+        config = bench.config(CAPABILITY)
+        bench.log(f"redis {redis_srv.url}, git {repo.url} @ {repo.sha[:12]}, tmp {bench.tmp}")
+        bare = run_bare_celery(bench, redis_srv.url, config)
+        bench.log(
             f"bare Celery: closed-loop p50 {bare['idle']['p50_ms']} ms, "
             f"burst {bare['burst']['throughput_per_s']} tasks/s"
         )
-        cip = run_ci_pool(
-            env, args.jobs, args.warmup, args.gap_ms / 1000, args.loglevel, args.burst_timeout
-        )
-        report = build_report(args, info, bare, cip, time.monotonic() - started)
-        out: Path = args.out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        png = out.with_suffix(".png")
-        plot(png, bare, cip)
-        log(f"wrote {out} and {png}")
-        print_summary(report)
-        return 0
-    finally:
-        teardown(env)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def print_summary(report: dict[str, Any]) -> None:
-    print()
-    print(f"{'series':<44}{'n':>5}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}{'per s':>10}")
-    for name, s in report["series"].items():
-
-        def f(v: Any) -> str:
-            return "-" if v is None else f"{v:.2f}"
-
-        print(
-            f"{name:<44}{s['n']:>5}{f(s['p50_ms']):>10}{f(s['p99_ms']):>10}"
-            f"{f(s['max_ms']):>10}{f(s['throughput_per_s']):>10}"
-        )
-    print()
-    for name, t in report["targets"].items():
-        print(
-            f"target {name}: {'holds' if t['holds'] else 'MISSED'} "
-            f"({t.get('value_ms', t.get('value'))})"
-        )
+        cip = run_ci_pool(bench, redis_srv.url, config, repo)
+        bench.write(build_report(args, bare, cip), lambda png: plot(png, bare, cip))
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,57 +2,50 @@
 """Pipeline benchmark: the wave of release builds from the old laptop flow, run through
 ci-pool pipelines with 1 runner and with 4, and the scheduling overhead on top of the ideal.
 
-    python bench/pipeline.py [--builds 8] [--seconds 2] [--out bench/results/pipeline.json]
+    python bench/pipeline.py [--builds 8] [--seconds 2] [--quick]
+                             [--out bench/results/pipeline.json]
 
-Everything runs on loopback in a temp dir: its own redis-server, git daemon, SQLite store and
-`ci-pool worker` subprocesses (prefork, concurrency 1 each; a 4-worker run is 4 processes, as
-4 runner containers would be). Jobs run on a host-mode capability, so no Docker is needed.
-See bench/README.md for what each number means. Exits non-zero only when the benchmark itself
-crashes or a pipeline does not succeed.
+Everything runs on loopback in a temp dir (bench/harness.py): its own redis-server, git daemon,
+SQLite store and `ci-pool worker` subprocesses (prefork, concurrency 1 each; a 4-worker run is
+4 processes, as 4 runner containers would be). Jobs run on a host-mode capability, so no Docker
+is needed. See bench/README.md for what each number means. Exits non-zero only when the
+benchmark itself crashes or a pipeline does not succeed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from harness import (
+    Bench,
+    GitRepo,
+    Proc,
+    add_common_args,
+    ci_pool_env,
+    latency_stats,
+    pyplot,
+    save_figure,
+    stop_procs,
+)
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-# Process and machine helpers shared with the dispatch benchmark (imported, not changed).
-from dispatch import Proc, clean_env, machine_info, on_sigterm, spawn  # noqa: E402
-
-from ci_pool.embedded import GitDaemon, RedisServer, make_repo  # noqa: E402
-from ci_pool.jobs import JobState  # noqa: E402
-from ci_pool.pool import Pool  # noqa: E402
-from ci_pool.settings import load_settings  # noqa: E402
-from ci_pool.store import Job  # noqa: E402
-from ci_pool.store.models import Pipeline as PipelineRow  # noqa: E402
+from ci_pool.jobs import JobState
+from ci_pool.pool import Pool
+from ci_pool.settings import load_settings
+from ci_pool.store import Job
+from ci_pool.store.models import Pipeline as PipelineRow
 
 CAPABILITY = "bench"
 WARMUP_STEP_S = 0.5
 _STEP_EXIT = re.compile(r"^##\[step\] \d+ exit -?\d+ in ([0-9.]+)s$", re.MULTILINE)
-
-
-def log(msg: str) -> None:
-    print(f"[pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # -- workflows -------------------------------------------------------------------------
@@ -184,137 +177,22 @@ def ideal_schedule(jobs: Sequence[Job], step_s: dict[str, float], workers: int) 
 
 @dataclass
 class Env:
-    tmp: Path
-    redis: RedisServer
-    git: GitDaemon
-    repo_url: str
-    sha: str
+    bench: Bench
+    repo: GitRepo
+    broker_url: str
     config: Path
     store_url: str
-    procs: list[Proc] = field(default_factory=list)
 
     def worker_env(self, slot: int) -> dict[str, str]:
         """One runner's environment: shared broker, store and config; its own home
-        (workspaces, checkout caches), as a separate runner container would have."""
-        home = self.tmp / "runners" / f"w{slot}"
-        home.mkdir(parents=True, exist_ok=True)
-        env = clean_env()
-        env.update(
-            CI_POOL_BROKER_URL=self.redis.url,
-            CI_POOL_STORE_URL=self.store_url,
-            CI_POOL_HOME=str(home),
-            CI_POOL_CONFIG=str(self.config),
+        (workspaces, checkout caches), as a separate runner container would have. Slot k
+        keeps its home from run to run, like a container volume."""
+        return ci_pool_env(
+            broker_url=self.broker_url,
+            store_url=self.store_url,
+            home=self.bench.tmp / "runners" / f"w{slot}",
+            config=self.config,
         )
-        return env
-
-
-def setup(tmp: Path) -> Env:
-    redis_srv = RedisServer.start(tmp / "redis")
-    try:
-        base = tmp / "git"
-        base.mkdir()
-        sha = make_repo(
-            base / "app.git", {"VERSION": "1.0.0\n", "build.sh": "#!/bin/sh\necho build\n"}
-        )
-        daemon = GitDaemon.start(base)
-    except BaseException:
-        redis_srv.stop()
-        raise
-    config = tmp / "ci-pool.toml"
-    config.write_text(
-        "# written by bench/pipeline.py\n"
-        f'[capabilities.{CAPABILITY}]\nmode = "host"\nqueue = "{CAPABILITY}"\n'
-    )
-    (tmp / "store").mkdir()
-    return Env(
-        tmp=tmp,
-        redis=redis_srv,
-        git=daemon,
-        repo_url=daemon.url("app.git"),
-        sha=sha,
-        config=config,
-        store_url=f"sqlite:///{tmp / 'store' / 'ci-pool.db'}",
-    )
-
-
-def teardown(env: Env | None) -> None:
-    if env is None:
-        return
-    stop_workers(env.procs)
-    for svc in (env.git, env.redis):
-        try:
-            svc.stop()
-        except Exception as exc:
-            log(f"stopping {type(svc).__name__}: {exc}")
-
-
-def start_workers(env: Env, pool: Pool, n: int, loglevel: str, run: str) -> list[Proc]:
-    procs = []
-    for slot in range(1, n + 1):
-        proc = spawn(
-            f"worker-{run}-w{slot}",
-            [
-                sys.executable,
-                "-m",
-                "ci_pool",
-                "worker",
-                "--capability",
-                CAPABILITY,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                loglevel,
-            ],
-            env.worker_env(slot),
-            env.tmp,
-            env.tmp / f"worker-{run}-w{slot}.log",
-        )
-        env.procs.append(proc)
-        procs.append(proc)
-    pids = {p.proc.pid for p in procs}
-    deadline = time.monotonic() + 60
-    while True:
-        live = {r.pid for r in pool.runners(CAPABILITY)}
-        if pids <= live:
-            return procs
-        for p in procs:
-            if not p.alive():
-                raise RuntimeError(f"{p.name} exited at start:\n{p.tail()}")
-        if time.monotonic() > deadline:
-            missing = [p.name for p in procs if p.proc.pid not in live]
-            raise RuntimeError(f"workers did not register in 60s: {missing}\n{procs[0].tail()}")
-        time.sleep(0.05)
-
-
-def stop_workers(procs: Sequence[Proc], grace: float = 20.0) -> None:
-    """Warm shutdown: SIGTERM to each worker's main process only (a SIGTERM to its whole
-    group would kill the prefork child under Celery), all at once; then SIGKILL whatever is
-    left of each group. Each group is cleaned once."""
-    todo = [p for p in procs if p.proc.pid not in _cleaned]
-    for p in todo:
-        if p.proc.poll() is None:
-            try:
-                p.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    end = time.monotonic() + grace
-    for p in todo:
-        try:
-            p.proc.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log(f"{p.name} did not stop within {grace:.0f}s; SIGKILL")
-        try:
-            os.killpg(p.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            p.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            log(f"{p.name} (pid {p.proc.pid}) still there after SIGKILL")
-        _cleaned.add(p.proc.pid)
-
-
-_cleaned: set[int] = set()
 
 
 # -- one run ---------------------------------------------------------------------------
@@ -327,15 +205,14 @@ def _ts(dt: datetime | None) -> float | None:
 def run_pipeline(
     env: Env, pool: Pool, text: str, file: str, workers: Sequence[Proc], timeout: float
 ) -> tuple[PipelineRow, list[Job]]:
-    row = pool.submit_pipeline(text, file, env.repo_url, env.sha)
+    row = pool.submit_pipeline(text, file, env.repo.url, env.repo.sha)
     deadline = time.monotonic() + timeout
     while True:
         row, jobs = pool.pipeline(row.id)
         if row.state != "running":
             break
         for p in workers:
-            if not p.alive():
-                raise RuntimeError(f"{p.name} exited during the run:\n{p.tail()}")
+            p.check(" during the run")
         if time.monotonic() > deadline:
             states = {j.key: j.state for j in jobs}
             raise RuntimeError(f"pipeline {row.id} not done in {timeout:.0f}s: {states}")
@@ -359,18 +236,8 @@ def warm_up(env: Env, pool: Pool, workers: Sequence[Proc]) -> dict[str, Any]:
     return {"jobs": len(jobs), "runners_reached": len(reached), "runners": len(workers)}
 
 
-def pctl(values: Sequence[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 4) if values else None
-
-
 def stats(values: Sequence[float]) -> dict[str, Any]:
-    return {
-        "n": len(values),
-        "p50_s": pctl(values, 50),
-        "p95_s": pctl(values, 95),
-        "max_s": round(max(values), 4) if values else None,
-        "mean_s": round(float(np.mean(values)), 4) if values else None,
-    }
+    return latency_stats(values, unit="s", pcts=(50, 95), digits=4, extremes=("max", "mean"))
 
 
 def job_records(
@@ -472,23 +339,24 @@ def run_one(
 ) -> dict[str, Any]:
     run = f"{scenario.name}-{workers}w"
     t = time.monotonic()
-    procs = start_workers(env, pool, workers, args.loglevel, run)
+    envs = [env.worker_env(slot) for slot in range(1, workers + 1)]
+    procs = env.bench.workers(pool, CAPABILITY, envs, tag=f"worker-{run}", loglevel=args.loglevel)
     try:
-        by_pid = {p.proc.pid: i for i, p in enumerate(procs, start=1)}
+        by_pid = {p.pid: i for i, p in enumerate(procs, start=1)}
         slots = {r.runner_id: by_pid[r.pid] for r in pool.runners(CAPABILITY) if r.pid in by_pid}
-        log(f"{run}: {workers} worker(s) registered in {time.monotonic() - t:.1f}s")
+        env.bench.log(f"{run}: {workers} worker(s) registered in {time.monotonic() - t:.1f}s")
         warm = warm_up(env, pool, procs) if args.warmup else None
         if warm and warm["runners_reached"] < workers:
-            log(f"{run}: warm-up reached {warm['runners_reached']}/{workers} runners")
+            env.bench.log(f"{run}: warm-up reached {warm['runners_reached']}/{workers} runners")
         time.sleep(0.3)  # let the warm-up's last acks and log flushes settle
         n_jobs = args.builds + (2 if scenario.name == "chain" else 0)
         timeout = 60 + 3 * n_jobs * (args.seconds + 1)
         row, jobs = run_pipeline(env, pool, scenario.text, f"{run}.yml", procs, timeout)
     finally:
-        stop_workers(procs)
+        stop_procs(procs)
     res = analyse(pool, row, jobs, scenario, workers, slots)
     res["warmup"] = warm
-    log(
+    env.bench.log(
         f"{run}: makespan {res['makespan_s']:.2f}s, ideal {res['ideal_makespan_s']:.2f}s, "
         f"overhead {res['overhead_per_job_s'] * 1000:.0f} ms/job, pickup p50 "
         f"{res['pickup']['p50_s'] * 1000:.0f} ms"
@@ -500,11 +368,9 @@ def run_one(
 
 
 def plot(path: Path, runs: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
+
+    plt = pyplot()
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
     counts = list(dict.fromkeys(r["workers"] for r in runs))
@@ -562,17 +428,11 @@ def plot(path: Path, runs: list[dict[str, Any]]) -> None:
         ax.legend(handles=handles, fontsize=7, loc="upper right")
     for ax in axes[-1]:
         ax.set_xlabel("seconds since the pipeline was created")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def build_report(
-    args: argparse.Namespace,
-    info: dict[str, Any],
-    scenarios: list[Scenario],
-    runs: list[dict[str, Any]],
-    runtime_s: float,
+    args: argparse.Namespace, scenarios: list[Scenario], runs: list[dict[str, Any]]
 ) -> dict[str, Any]:
     summary = {
         f"{r['scenario']}_{r['workers']}w": {
@@ -603,9 +463,14 @@ def build_report(
         speedups[sc.name] = {
             f"{w}w_over_{lo}w": round(by_w[lo] / by_w[w], 3) for w in sorted(by_w) if w != lo
         }
+    headline = [
+        f"{name}: makespan {s['makespan_s']:.2f} s against an ideal {s['ideal_makespan_s']:.2f}"
+        f" s, +{s['overhead_per_job_s'] * 1000:.0f} ms per job, pickup when free p50 "
+        f"{s['pickup_when_free_p50_s'] * 1000:.0f} ms"
+        for name, s in summary.items()
+    ]
+    headline.append(f"speedup: {speedups}")
     return {
-        "benchmark": "pipeline",
-        "machine": info,
         "parameters": {
             "builds": args.builds,
             "build_seconds": args.seconds,
@@ -624,41 +489,18 @@ def build_report(
             "scenarios": {sc.name: sc.description for sc in scenarios},
             "workflows": {sc.name: sc.text for sc in scenarios},
         },
+        "headline": headline,
         "summary": summary,
         "speedup": speedups,
         "runs": runs,
-        "loadavg_at_end": list(os.getloadavg()),
-        "runtime_s": round(runtime_s, 1),
     }
-
-
-def print_summary(report: dict[str, Any]) -> None:
-    print()
-    head = (
-        f"{'run':<12}{'makespan':>10}{'ideal':>8}{'over/job':>10}{'pickup p50':>12}"
-        f"{'p95':>8}{'free p50':>10}{'p95':>8}{'job ovh p50':>13}{'p95':>8}"
-    )
-    print(head)
-    for name, s in report["summary"].items():
-
-        def ms(v: float | None) -> str:
-            return "-" if v is None else f"{v * 1000:.0f}ms"
-
-        print(
-            f"{name:<12}{s['makespan_s']:>9.2f}s{s['ideal_makespan_s']:>7.2f}s"
-            f"{ms(s['overhead_per_job_s']):>10}{ms(s['pickup_p50_s']):>12}"
-            f"{ms(s['pickup_p95_s']):>8}{ms(s['pickup_when_free_p50_s']):>10}"
-            f"{ms(s['pickup_when_free_p95_s']):>8}{ms(s['job_overhead_p50_s']):>13}"
-            f"{ms(s['job_overhead_p95_s']):>8}"
-        )
-    print(f"speedup: {report['speedup']}   runtime {report['runtime_s']}s")
 
 
 # -- main ------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--builds", type=int, default=8, help="matrix cells of 'build' (default 8)")
     ap.add_argument(
         "--seconds", type=float, default=2.0, help="step time of each build (default 2)"
@@ -677,20 +519,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="worker counts to run each scenario with (default: 1 4)",
     )
     ap.add_argument(
-        "--out",
-        type=Path,
-        default=BENCH_DIR / "results" / "pipeline.json",
-        help="JSON output; the PNG goes next to it with a .png suffix",
-    )
-    ap.add_argument(
         "--warmup",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="one short job per worker before each measured run (default on)",
     )
     ap.add_argument("--loglevel", default="INFO", help="worker log level")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, store)")
+    add_common_args(ap, "pipeline")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.builds, args.seconds, args.workers = min(args.builds, 3), 0.3, [1, 2]
     if args.builds < 1 or args.seconds <= 0 or args.edge_seconds <= 0:
         ap.error("--builds must be >= 1, --seconds and --edge-seconds > 0")
     if any(w < 1 for w in args.workers):
@@ -700,22 +538,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    started = time.monotonic()
-    # The driver's settings come from this script alone, never from the caller's CI_POOL_*.
-    for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
-        del os.environ[key]
-    tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-pipeline-"))
-    env: Env | None = None
-    try:
-        info = machine_info()
-        env = setup(tmp)
-        log(f"redis {env.redis.url}, git {env.repo_url} @ {env.sha[:12]}, tmp {tmp}")
+    with Bench("pipeline", args) as bench:
+        redis_srv = bench.redis()
+        repo = bench.git_repo(
+            {"VERSION": "1.0.0\n", "build.sh": "#!/bin/sh\necho build\n"}, name="app.git"
+        )
+        (bench.tmp / "store").mkdir()
+        env = Env(
+            bench,
+            repo,
+            redis_srv.url,
+            bench.config(CAPABILITY),
+            f"sqlite:///{bench.tmp / 'store' / 'ci-pool.db'}",
+        )
+        bench.log(f"redis {redis_srv.url}, git {repo.url} @ {repo.sha[:12]}, tmp {bench.tmp}")
         pool = Pool(
             load_settings(
                 env.config,
-                broker_url=env.redis.url,
-                home=tmp / "driver",
+                broker_url=env.broker_url,
+                home=bench.tmp / "driver",
                 store_url=env.store_url,
             )
         )
@@ -725,21 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chain_scenario(args.builds, args.seconds, args.edge_seconds),
         ]
         runs = [run_one(env, pool, sc, w, args) for sc in scenarios for w in args.workers]
-        report = build_report(args, info, scenarios, runs, time.monotonic() - started)
-        out: Path = args.out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        png = out.with_suffix(".png")
-        plot(png, runs)
-        log(f"wrote {out} and {png}")
-        print_summary(report)
-        return 0
-    finally:
-        teardown(env)
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bench.write(build_report(args, scenarios, runs), lambda png: plot(png, runs))
+    return 0
 
 
 if __name__ == "__main__":

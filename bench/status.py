@@ -3,51 +3,35 @@
 finished jobs, with the store's indexes and without them.
 
     python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--no-postgres]
-                           [--out bench/results/status.json] [--keep]
+                           [--quick] [--out bench/results/status.json] [--keep]
 
-Everything runs in temp dirs on 127.0.0.1: its own redis-server (the runner registry), a
-SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a throwaway PostgreSQL
-cluster. See bench/README.md for what each number means. Exits non-zero only when the
-benchmark itself crashes; a missed target is reported in the JSON, not in the exit code.
+Everything runs in temp dirs on 127.0.0.1 (bench/harness.py): its own redis-server (the runner
+registry), a SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a
+throwaway PostgreSQL cluster. See bench/README.md for what each number means. Exits non-zero
+only when the benchmark itself crashes; a missed target is reported in the JSON, not in the
+exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
-import json
-import os
-import pwd
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
+from harness import Bench, add_common_args, latency_stats, logger, pyplot, save_figure
 from sqlalchemy import Engine, create_engine, event, insert, inspect, text
 from sqlalchemy.pool import NullPool
 
-BENCH_DIR = Path(__file__).resolve().parent
-if str(BENCH_DIR) not in sys.path:
-    sys.path.insert(0, str(BENCH_DIR))
-
-from dispatch import machine_info, on_sigterm  # noqa: E402
-
-from ci_pool.embedded import RedisServer, free_port  # noqa: E402
-from ci_pool.pool import Pool  # noqa: E402
-from ci_pool.runners import RunnerInfo, RunnerRegistry  # noqa: E402
-from ci_pool.settings import Settings, load_settings  # noqa: E402
-from ci_pool.store import Job, Store  # noqa: E402
+from ci_pool.pool import Pool
+from ci_pool.runners import RunnerInfo, RunnerRegistry
+from ci_pool.settings import Settings, load_settings
+from ci_pool.store import Job, Store
 
 TARGET_MS = 1000.0
 INDEXES = ("ix_jobs_state_capability", "ix_jobs_finished")
@@ -71,23 +55,14 @@ RUNNERS_PER_CAPABILITY = 4
 INSERT_CHUNK = 5000
 
 
-def log(msg: str) -> None:
-    print(f"[status {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = logger("status")
 
 
 def stats_ms(samples_s: Sequence[float]) -> dict[str, Any]:
-    """p50/p95 (linear interpolation), max, mean and min in ms."""
-    ms = np.asarray(samples_s, dtype=float) * 1000.0
-    p50, p95 = np.percentile(ms, [50, 95])
-    return {
-        "n": int(ms.size),
-        "p50_ms": round(float(p50), 2),
-        "p95_ms": round(float(p95), 2),
-        "max_ms": round(float(ms.max()), 2),
-        "mean_ms": round(float(ms.mean()), 2),
-        "min_ms": round(float(ms.min()), 2),
-        "runs_ms": [round(float(v), 2) for v in ms],
-    }
+    """p50/p95 (linear interpolation), max, mean and min in ms, and every run."""
+    out = latency_stats(samples_s, pcts=(50, 95), digits=2)
+    out["runs_ms"] = [round(v * 1000.0, 2) for v in samples_s]
+    return out
 
 
 # -- data ------------------------------------------------------------------------------
@@ -199,95 +174,6 @@ def load_store(store: Store, rows: Iterator[dict[str, Any]]) -> float:
 
 
 # -- backends --------------------------------------------------------------------------
-
-
-@dataclass
-class Postgres:
-    """A throwaway PostgreSQL cluster on 127.0.0.1, run as a non-root user."""
-
-    pg_ctl: str
-    data: Path
-    port: int
-    driver: str
-    uid: int | None
-    gid: int | None
-    version: str
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+{self.driver}://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.pg_ctl, "-D", str(self.data), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            user=self.uid,
-            group=self.gid,
-            extra_groups=[] if self.uid is not None else None,
-        )
-
-    def stop(self) -> None:
-        res = self._run("-m", "fast", "-w", "-t", "30", "stop")
-        if res.returncode != 0 and "not running" not in res.stderr + res.stdout:
-            log(f"pg_ctl stop: {res.stderr.strip() or res.stdout.strip()}")
-
-
-def _pg_tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return candidates[-1] if candidates else None
-
-
-def start_postgres(pgdir: Path) -> tuple[Postgres | None, str]:
-    """Start PostgreSQL if it can be done quickly here; else None and why not."""
-    initdb, pg_ctl = _pg_tool("initdb"), _pg_tool("pg_ctl")
-    if not (initdb and pg_ctl):
-        return None, "no initdb/pg_ctl on this machine"
-    driver = ""
-    for module, name in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-        with contextlib.suppress(ImportError):
-            __import__(module)
-            driver = name
-            break
-    if not driver:
-        return None, "no PostgreSQL driver (pip install 'psycopg[binary]')"
-    uid = gid = None
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            return None, "running as root and there is no 'postgres' user to run the server"
-        uid, gid = user.pw_uid, user.pw_gid
-        os.chown(pgdir, uid, gid)
-    data = pgdir / "data"
-    version = subprocess.run([initdb, "--version"], capture_output=True, text=True).stdout
-    init = subprocess.run(
-        [initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        user=uid,
-        group=gid,
-        extra_groups=[] if uid is not None else None,
-    )
-    if init.returncode != 0:
-        return None, f"initdb failed: {init.stderr.strip()[-300:]}"
-    pg = Postgres(pg_ctl, data, free_port(), driver, uid, gid, version.strip())
-    opts = (
-        f"-p {pg.port} -k {pgdir} -c listen_addresses=127.0.0.1 "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
-    res = pg._run("-o", opts, "-l", str(pgdir / "postgres.log"), "-w", "-t", "60", "start")
-    if res.returncode != 0:
-        log_text = (pgdir / "postgres.log").read_text(errors="replace")[-500:]
-        return None, f"pg_ctl start failed: {res.stderr.strip()} {log_text}"
-    return pg, ""
 
 
 def register_runners(client: redis.Redis, capabilities: list[str]) -> int:
@@ -482,12 +368,9 @@ def bench_backend(
 QUERY_NAMES = ("active jobs\nby state", "oldest\nqueued", "finished in\nthe last hour")
 
 
-def plot(path: Path, results: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(path: Path, results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    runs = args.runs
+    plt = pyplot()
     colors = {"with_indexes": "tab:green", "without_indexes": "tab:red"}
     labels, p50, p95, mx, bar_colors = [], [], [], [], []
     for res in results:
@@ -499,12 +382,12 @@ def plot(path: Path, results: list[dict[str, Any]]) -> None:
             mx.append(s["max_ms"])
             bar_colors.append(color)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1.4]})
-    x = np.arange(len(labels))
+    x = list(range(len(labels)))
     bars = ax.bar(x, p50, color=bar_colors, width=0.6, label="p50")
     ax.errorbar(
         x,
         p50,
-        yerr=[np.zeros(len(p50)), np.asarray(p95) - np.asarray(p50)],
+        yerr=[[0.0] * len(p50), [hi - lo for hi, lo in zip(p95, p50, strict=True)]],
         fmt="none",
         ecolor="black",
         capsize=4,
@@ -524,11 +407,11 @@ def plot(path: Path, results: list[dict[str, Any]]) -> None:
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("ms per Pool(settings).status()")
     ax.set_ylim(0, max(max(mx), TARGET_MS) * 1.15)
-    ax.set_title("Pool(settings).status(), 20 runs (dotted: 1 s target)", fontsize=10)
+    ax.set_title(f"Pool(settings).status(), {runs} runs (dotted: 1 s target)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
 
     groups = [(res["store"], i, name) for res in results for i, name in enumerate(QUERY_NAMES)]
-    gx = np.arange(len(groups))
+    gx = list(range(len(groups)))
     width = 0.38
     for k, (label, color) in enumerate(colors.items()):
         vals = [
@@ -536,8 +419,9 @@ def plot(path: Path, results: list[dict[str, Any]]) -> None:
             for res in results
             for i in range(len(QUERY_NAMES))
         ]
-        ax2.bar(gx + (k - 0.5) * width, vals, width, color=color, label=label.replace("_", " "))
-        for xi, v in zip(gx + (k - 0.5) * width, vals, strict=True):
+        xs = [g + (k - 0.5) * width for g in gx]
+        ax2.bar(xs, vals, width, color=color, label=label.replace("_", " "))
+        for xi, v in zip(xs, vals, strict=True):
             ax2.annotate(f"{v:.1f}", (xi, v), ha="center", va="bottom", fontsize=7)
     ax2.set_yscale("log")
     ax2.set_xticks(gx, [f"{st}\n{name}" for st, _i, name in groups], fontsize=7)
@@ -545,12 +429,11 @@ def plot(path: Path, results: list[dict[str, Any]]) -> None:
     ax2.set_title("each query of pool_summary on its own (database + driver)", fontsize=10)
     ax2.legend(fontsize=8, loc="upper left")
     fig.suptitle(
-        "ci-pool status: 10 000 queued + 100 000 finished jobs (about 50 000 in the last hour)",
+        f"ci-pool status: {args.queued} queued + {args.finished} finished jobs (about "
+        f"{args.finished // 2} in the last hour)",
         fontsize=11,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -560,14 +443,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=20, help="timed status() calls per series")
     ap.add_argument("--seed", type=int, default=1, help="seed of the generated jobs")
     ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=BENCH_DIR / "results" / "status.json",
-        help="JSON output; the PNG goes next to it with a .png suffix",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (store, logs)")
+    add_common_args(ap, "status")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.queued, args.finished, args.runs = 500, 5000, 3
     if args.runs < 2:
         ap.error("--runs must be at least 2")
     return args
@@ -575,31 +454,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
-        del os.environ[key]  # the caller's settings must not leak into the pool
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="ci-pool-bench-status-"))
-    pgdir = Path(tempfile.mkdtemp(prefix="ci-pool-bench-pg-"))
-    server: RedisServer | None = None
-    pg: Postgres | None = None
-    try:
-        info = machine_info()
-        server = RedisServer.start(tmp / "redis")
-        config = tmp / "ci-pool.toml"
-        config.write_text("# written by bench/status.py: the default capabilities\n")
+    with Bench("status", args) as bench:
+        server = bench.redis()
+        config = bench.config()
 
         def settings_for(url: str) -> Settings:
-            return load_settings(config, broker_url=server.url, home=tmp / "home", store_url=url)
+            return load_settings(
+                config, broker_url=server.url, home=bench.tmp / "home", store_url=url
+            )
 
         caps = list(settings_for("").capabilities)
         runners = register_runners(redis.Redis.from_url(server.url), caps)
         log(f"redis {server.url}: {runners} runners registered; capabilities {caps}")
-        backends = [("sqlite", f"sqlite:///{tmp / 'status.db'}", False)]
+        backends = [("sqlite", f"sqlite:///{bench.tmp / 'status.db'}", False)]
         pg_note = "skipped (--no-postgres)"
         if not args.no_postgres:
             t0 = time.monotonic()
-            pg, why = start_postgres(pgdir)
+            pg, why = bench.postgres()
             if pg is None:
                 pg_note = f"skipped: {why}"
                 log(f"PostgreSQL {pg_note}")
@@ -607,81 +478,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pg_note = f"{pg.version}, started in {time.monotonic() - t0:.1f}s"
                 log(f"PostgreSQL on 127.0.0.1:{pg.port} ({pg_note})")
                 backends.append(("postgresql", pg.url, True))
-        results = []
-        for name, url, analyze in backends:
-            results.append(bench_backend(name, url, settings_for(url), args, runners, analyze))
-        report = {
-            "benchmark": "status",
-            "machine": {**info, "loadavg_at_end": list(os.getloadavg())},
-            "parameters": {
-                "queued": args.queued,
-                "finished": args.finished,
-                "finished_window_h": 2,
-                "status_window_h": 1,
-                "runs": args.runs,
-                "seed": args.seed,
-                "capability_mix": {
-                    k: {"share": s, "median_run_s": m} for k, (s, m) in CAP_MIX.items()
-                },
-                "outcomes": dict(OUTCOMES),
-                "runners_registered": runners,
-                "broker": "embedded redis-server on 127.0.0.1",
-                "postgresql": pg_note,
-                "dropped_indexes": list(INDEXES),
-            },
-            "results": results,
-            "targets": {
-                f"{r['store']}_p95_below_1s": {
-                    "series": "with_indexes.cold_pool_status",
-                    "p95_ms": r["with_indexes"]["cold_pool_status"]["p95_ms"],
-                    "target_ms": TARGET_MS,
-                    "holds": r["with_indexes"]["cold_pool_status"]["p95_ms"] < TARGET_MS,
-                }
-                for r in results
-            },
-            "runtime_s": round(time.monotonic() - started, 1),
-        }
-        out: Path = args.out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        png = out.with_suffix(".png")
-        plot(png, results)
-        log(f"wrote {out} and {png}")
-        print_summary(report)
-        return 0
-    finally:
-        if pg is not None:
-            pg.stop()
-        if server is not None:
-            server.stop()
-        if args.keep:
-            log(f"kept {tmp} and {pgdir}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(pgdir, ignore_errors=True)
+        results = [
+            bench_backend(name, url, settings_for(url), args, runners, analyze)
+            for name, url, analyze in backends
+        ]
+        report = build_report(args, results, runners, pg_note)
+        bench.write(report, lambda png: plot(png, results, args))
+    return 0
 
 
-def print_summary(report: dict[str, Any]) -> None:
-    print()
-    print(f"{'store':<12}{'indexes':<18}{'series':<26}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
-    for r in report["results"]:
-        for label in ("with_indexes", "without_indexes"):
-            for series in ("cold_pool_status", "warm_pool_status", "warm_store_pool_summary"):
-                s = r[label][series]
-                print(
-                    f"{r['store']:<12}{label:<18}{series:<26}"
-                    f"{s['p50_ms']:>9.1f}{s['p95_ms']:>9.1f}{s['max_ms']:>9.1f}"
-                )
-    print()
-    print(f"{'store':<12}{'indexes':<18}{'query (alone)':<40}{'rows':>8}{'p50 ms':>9}")
-    for r in report["results"]:
-        for label in ("with_indexes", "without_indexes"):
-            for q in r[label]["plans"]:
-                what = q["sql"].split(" FROM jobs ", 1)[1][:38]
-                print(f"{r['store']:<12}{label:<18}{what:<40}{q['rows']:>8}{q['p50_ms']:>9.1f}")
-    print()
-    for name, t in report["targets"].items():
-        print(f"target {name}: {'holds' if t['holds'] else 'MISSED'} (p95 {t['p95_ms']} ms)")
+def build_report(
+    args: argparse.Namespace, results: list[dict[str, Any]], runners: int, pg_note: str
+) -> dict[str, Any]:
+    return {
+        "parameters": {
+            "queued": args.queued,
+            "finished": args.finished,
+            "finished_window_h": 2,
+            "status_window_h": 1,
+            "runs": args.runs,
+            "seed": args.seed,
+            "capability_mix": {k: {"share": s, "median_run_s": m} for k, (s, m) in CAP_MIX.items()},
+            "outcomes": dict(OUTCOMES),
+            "runners_registered": runners,
+            "broker": "embedded redis-server on 127.0.0.1",
+            "postgresql": pg_note,
+            "dropped_indexes": list(INDEXES),
+        },
+        "headline": [
+            f"{r['store']} {label.replace('_', ' ')}: Pool(settings).status() p50 "
+            f"{r[label]['cold_pool_status']['p50_ms']} ms, p95 "
+            f"{r[label]['cold_pool_status']['p95_ms']} ms; counts match the load: "
+            f"{r[label]['check']['holds']}"
+            for r in results
+            for label in ("with_indexes", "without_indexes")
+        ],
+        "results": results,
+        "targets": {
+            f"{r['store']}_p95_below_1s": {
+                "series": "with_indexes.cold_pool_status",
+                "p95_ms": r["with_indexes"]["cold_pool_status"]["p95_ms"],
+                "target_ms": TARGET_MS,
+                "holds": r["with_indexes"]["cold_pool_status"]["p95_ms"] < TARGET_MS,
+            }
+            for r in results
+        },
+    }
 
 
 if __name__ == "__main__":
