@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from enum import Enum
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ci_pool import expressions
 from ci_pool.exceptions import InputError
 
 
@@ -129,6 +131,16 @@ def check_ref(ref: str) -> str:
     return ref
 
 
+def check_env_names(env: dict[str, str]) -> dict[str, str]:
+    """Environment variable names a job may set (the CI_POOL_ prefix is ci-pool's own)."""
+    for key in env:
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if key.startswith("CI_POOL_"):
+            raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
+    return env
+
+
 def check_repo_url(url: str, *, allow_local: bool) -> str:
     """A remote repository URL; local paths and file:// only when the operator allows them."""
     if url.startswith("-"):
@@ -158,26 +170,58 @@ def check_repo_url(url: str, *, allow_local: bool) -> str:
     )
 
 
-class Step(BaseModel):
-    """One shell step of a job."""
+class StepSpec(BaseModel):
+    """One shell step of a job, as parsed from a workflow or submitted on its own.
+
+    Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``);
+    the runner renders them. ``if_expr`` is an expression: None means ``success()``, and one
+    that calls no status function means ``success() && (...)``, as in GitHub."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="run", max_length=200)
+    #: Set to read the step's outputs and outcome as ``steps.<id>``.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)
     run: str = Field(min_length=1, max_length=1_000_000)
+    #: None runs bash where the image has it, else sh.
+    shell: Literal["bash", "sh"] | None = None
+    working_directory: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    if_expr: str | None = None
     timeout: int | None = Field(default=None, gt=0)
     continue_on_error: bool = False
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
 
-class CheckoutOptions(BaseModel):
-    """How much of the repository a job gets (defaults: one commit, no blobs up front)."""
+    @field_validator("if_expr")
+    @classmethod
+    def _if_expr(cls, value: str | None) -> str | None:
+        if value is not None:
+            expressions.parse(value)  # an ExpressionError is a ValueError naming the problem
+        return value
+
+
+class CheckoutSpec(BaseModel):
+    """How much of the repository a job gets (defaults: one commit, no blobs up front), and
+    which commit: ``ref`` (a branch, tag or SHA) instead of the submitted one when set."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Commits of history; 0 means the whole history.
     fetch_depth: int = Field(default=1, ge=0)
+    #: ``true`` and ``recursive`` both mean submodules, recursively.
     submodules: bool = False
     lfs: bool = False
+    #: Resolved and checked out instead of the job's commit; None keeps the job's commit.
+    ref: str | None = None
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return None if value is None else check_ref(value)
 
 
 def check_artifact_glob(pattern: str) -> str:
@@ -198,7 +242,7 @@ class JobSpec(BaseModel):
     ref: str = "HEAD"
     capability: str | None = None
     labels: tuple[str, ...] = ()
-    steps: tuple[Step, ...] = Field(min_length=1)
+    steps: tuple[StepSpec, ...] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     timeout: int | None = Field(default=None, gt=0)
     name: str = Field(default="", max_length=200)
@@ -208,7 +252,7 @@ class JobSpec(BaseModel):
     artifacts: tuple[str, ...] = ()
     #: Image override; only where the capability allows it.
     image: str | None = Field(default=None, min_length=1, max_length=500)
-    checkout: CheckoutOptions = Field(default_factory=CheckoutOptions)
+    checkout: CheckoutSpec = Field(default_factory=CheckoutSpec)
 
     @field_validator("artifacts")
     @classmethod
@@ -223,12 +267,7 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key.startswith("CI_POOL_"):
-                raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
-        return value
+        return check_env_names(value)
 
     @field_validator("labels")
     @classmethod

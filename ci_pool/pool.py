@@ -118,7 +118,7 @@ class Pool:
             repo=spec.repo,
             ref=spec.ref,
             commit_sha=sha,
-            steps=[s.model_dump() for s in spec.steps],
+            steps=spec.steps,
             env=dict(spec.env),
             labels=list(spec.labels),
             timeout_s=timeout,
@@ -126,7 +126,7 @@ class Pool:
             secrets=list(spec.secrets),
             artifacts=list(spec.artifacts),
             image=spec.image,
-            checkout=spec.checkout.model_dump(),
+            checkout=spec.checkout,
             **({} if denied is None else _rejected(denied)),
         )
         if denied is not None:
@@ -173,7 +173,7 @@ class Pool:
             raise InputError(str(exc), field="ref") from None
         pipe = parse_workflow(text, file, self.settings.capabilities)
         who = who or Submitter()
-        caps = [self.settings.capabilities[job.capability] for job in pipe.jobs]
+        caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
             check_access(who, cap.name, repo)
         jobs = [self._pipeline_job(job) for job in pipe.jobs]
@@ -223,22 +223,22 @@ class Pool:
         return row
 
     def _pipeline_job(self, job: PipelineJob) -> dict[str, Any]:
-        cap = self.settings.capabilities[job.capability]
-        image = job.container.image if job.container else None
-        if image and image != cap.image and not cap.allow_container_override:
+        """The row fields of one pipeline job (its spec's repo/ref are set at submit)."""
+        spec = job.spec
+        cap = self.settings.capabilities[spec.capability or ""]
+        if spec.image and spec.image != cap.image and not cap.allow_container_override:
             raise InputError(
                 f"job {job.key!r}: capability {cap.name!r} runs only its own image; "
                 "remove container: or use a capability that allows overrides",
                 field=f"jobs.{job.job_id}.container",
             )
-        checkout = job.checkout
         return {
-            "name": job.name or job.key,
+            "name": spec.name or job.key,
             "key": job.key,
             "job_ref": job.job_id,
             "capability": cap.name,
             "queue": cap.queue,
-            "labels": list(job.labels),
+            "labels": list(spec.labels),
             "needs": list(job.needs),
             "if_expr": job.if_expr,
             "continue_on_error": job.continue_on_error,
@@ -246,30 +246,12 @@ class Pool:
             "fail_fast": job.fail_fast,
             "max_parallel": job.max_parallel,
             "outputs_spec": dict(job.outputs),
-            "env": {**(job.container.env if job.container else {}), **job.env},
-            "image": image,
-            "timeout_s": min(job.timeout_s or cap.default_timeout, self.settings.max_job_timeout),
+            "env": dict(spec.env),
+            "image": spec.image,
+            "timeout_s": min(spec.timeout or cap.default_timeout, self.settings.max_job_timeout),
             "max_attempts": self.settings.max_attempts,
-            "checkout": {
-                "fetch_depth": checkout.fetch_depth if checkout else 1,
-                "submodules": checkout.submodules if checkout else False,
-                "lfs": checkout.lfs if checkout else False,
-            },
-            "steps": [
-                {
-                    "name": st.name,
-                    "id": st.id,
-                    "run": st.run,
-                    # "bash" (also the default) falls back to sh in images without bash.
-                    "shell": None if st.shell == "bash" else st.shell,
-                    "working_directory": st.working_directory,
-                    "env": dict(st.env),
-                    "if_expr": st.if_expr,
-                    "timeout": st.timeout_s,
-                    "continue_on_error": st.continue_on_error,
-                }
-                for st in job.steps
-            ],
+            "checkout": spec.checkout,
+            "steps": spec.steps,
         }
 
     def reaper(self) -> Reaper:

@@ -16,12 +16,12 @@ import redis
 
 from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
-from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError
-from ci_pool.jobs import JobState
+from ci_pool.exceptions import CheckoutError, CIPoolError, ExecutorError, InfraError, InputError
+from ci_pool.jobs import JobState, StepSpec
 from ci_pool.policy import resolve_secrets
 from ci_pool.retry import Next
 from ci_pool.runner import artifacts
-from ci_pool.runner.checkout import CheckoutRequest, checkout
+from ci_pool.runner.checkout import CheckoutRequest, checkout, resolve_ref
 from ci_pool.runner.executors.base import Execution, Executor, JobContext
 from ci_pool.runner.logs import LogWriter
 from ci_pool.runner.masking import Masker
@@ -285,14 +285,23 @@ class JobRunner:
         job = att.job
         att.logw.line(f"##[ci-pool] checkout {job.repo} {job.commit_sha or job.ref}")
         t0 = time.monotonic()
+        options = job.checkout
+        commit = job.commit_sha or job.ref
+        if options.ref is not None:
+            # The checkout's own ref replaces the job's commit, resolved as at submit.
+            try:
+                commit = resolve_ref(job.repo, options.ref, self.settings)
+            except InputError as exc:
+                raise CheckoutError(f"checkout ref {options.ref!r}: {exc}") from None
+            att.logw.line(f"##[ci-pool] checkout ref {options.ref} is {commit}")
         result = checkout(
             CheckoutRequest(
                 repo=job.repo,
-                commit=job.commit_sha or job.ref,
+                commit=commit,
                 dest=workspace,
-                fetch_depth=int(job.checkout.get("fetch_depth", 1)),
-                submodules=bool(job.checkout.get("submodules", False)),
-                lfs=bool(job.checkout.get("lfs", False)),
+                fetch_depth=options.fetch_depth,
+                submodules=options.submodules,
+                lfs=options.lfs,
             ),
             self.settings,
             log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
@@ -330,8 +339,8 @@ class JobRunner:
             ctx["needs"] = scheduler.needs_context(rows, refs)
         return ctx
 
-    def _should_run_step(self, step: dict[str, Any], ctx: dict[str, Any], status: str) -> bool:
-        cond = step.get("if_expr")
+    def _should_run_step(self, step: StepSpec, ctx: dict[str, Any], status: str) -> bool:
+        cond = step.if_expr
         if not cond:
             return status == "success"
         expr = expressions.parse(cond)
@@ -348,7 +357,7 @@ class JobRunner:
             if monitor.stop_reason is not None:
                 break
             status = "failure" if failed else "success"
-            label = step.get("name") or "run"
+            label = step.name or "run"
             if not self._should_run_step(step, ctx, status):
                 logw.line(f"##[step] {index} {label} skipped")
                 continue
@@ -358,13 +367,15 @@ class JobRunner:
             logw.line(f"##[step] {index} {label}")
             started = time.monotonic()
             monitor.step_timed_out = False
-            timeout = step.get("timeout")
+            timeout = step.timeout
             monitor.step_deadline = started + timeout if timeout else None
-            code = execution.run_step(name, logw.write, env=env, shell=step.get("shell"))
+            # bash (the default) falls back to sh in images without bash.
+            shell = None if step.shell == "bash" else step.shell
+            code = execution.run_step(name, logw.write, env=env, shell=shell)
             monitor.step_deadline = None
             took = time.monotonic() - started
-            if step.get("id"):
-                ctx["steps"][step["id"]] = {
+            if step.id:
+                ctx["steps"][step.id] = {
                     "outputs": read_outputs(output_file),
                     "outcome": "success" if code == 0 else "failure",
                 }
@@ -374,7 +385,7 @@ class JobRunner:
                 logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
             if code == 0 and not monitor.step_timed_out:
                 continue
-            if step.get("continue_on_error"):
+            if step.continue_on_error:
                 logw.line(f"##[ci-pool] continue-on-error: step {index} did not pass; going on")
                 continue
             if failed is None:
@@ -386,18 +397,16 @@ class JobRunner:
     @staticmethod
     def _write_step(
         index: int,
-        step: dict[str, Any],
+        step: StepSpec,
         ctx: dict[str, Any],
         status: str,
         scripts: Path,
         execution: Execution,
     ) -> tuple[str, dict[str, str], str]:
         """Render the step's templates into its script; returns (script, env, text)."""
-        run = expressions.render(step["run"], ctx, status)
-        env = {
-            k: expressions.render(str(v), ctx, status) for k, v in (step.get("env") or {}).items()
-        }
-        workdir = step.get("working_directory")
+        run = expressions.render(step.run, ctx, status)
+        env = {k: expressions.render(v, ctx, status) for k, v in step.env.items()}
+        workdir = step.working_directory
         if workdir:
             run = f"cd -- {shlex.quote(expressions.render(workdir, ctx, status))}\n{run}"
         name = f"step-{index}.sh"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from pydantic import TypeAdapter
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import JobState, PipelineState
+from ci_pool.jobs import CheckoutSpec, JobState, PipelineState, StepSpec
 
 
 def utcnow() -> datetime:
@@ -51,6 +52,30 @@ class StateType(TypeDecorator[Any]):
         return None if value is None else self.enum(value)
 
 
+class SpecType(TypeDecorator[Any]):
+    """A pydantic-typed value stored as JSON: written as its JSON dump (models or the same
+    shape as plain data), read back validated into the type, so rows hand back models."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, spec_type: Any):
+        super().__init__()
+        self.spec_type = spec_type
+        self.adapter: TypeAdapter[Any] = TypeAdapter(spec_type)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.adapter.dump_python(self.adapter.validate_python(value), mode="json")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else self.adapter.validate_python(value)
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return JSON()
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
@@ -72,7 +97,7 @@ class Job(Base):
     repo: Mapped[str] = mapped_column(Text)
     ref: Mapped[str] = mapped_column(String(255))
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
-    steps: Mapped[list[Any]] = mapped_column(JSON)
+    steps: Mapped[tuple[StepSpec, ...]] = mapped_column(SpecType(tuple[StepSpec, ...]))
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
     timeout_s: Mapped[int] = mapped_column(Integer)
@@ -80,7 +105,7 @@ class Job(Base):
     secrets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     artifacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
     image: Mapped[str | None] = mapped_column(String(500), default=None)
-    checkout: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkout: Mapped[CheckoutSpec] = mapped_column(SpecType(CheckoutSpec), default=CheckoutSpec)
     # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
     # keys of the jobs it needs, its condition and its matrix values.
     job_ref: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, bindparam, column, text
 
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import JobState
+from ci_pool.jobs import CheckoutSpec, JobState, StepSpec
 from ci_pool.store import Claim, Job, Store
 from ci_pool.store.models import utcnow
 
@@ -81,10 +81,83 @@ def test_create_job_writes_one_queued_event(store: Store) -> None:
         "queued",
         "linux",
         {"A": "1"},
-        [{"name": "run", "run": "make"}],
+        (StepSpec(name="run", run="make"),),
     )
     assert got.cancel_requested is False
     assert got.runner_id is None and got.lease_until is None
+
+
+def _write_raw(store: Store, job_id: str, steps: Any, checkout: Any) -> None:
+    """Overwrite a row's steps and checkout with plain JSON, as older releases wrote them."""
+    stmt = text("UPDATE jobs SET steps = :steps, checkout = :checkout WHERE id = :id")
+    stmt = stmt.bindparams(bindparam("steps", type_=JSON), bindparam("checkout", type_=JSON))
+    with store.engine.begin() as conn:
+        conn.execute(stmt, {"steps": steps, "checkout": checkout, "id": job_id})
+
+
+def test_rows_written_in_the_old_dict_shape_load_as_specs(store: Store) -> None:
+    single, piped, oldest = new_job(store), new_job(store), new_job(store)
+    _write_raw(
+        store,
+        single.id,
+        [{"name": "run 1", "run": "make", "timeout": None, "continue_on_error": False}],
+        {"fetch_depth": 1, "submodules": False, "lfs": False},
+    )
+    _write_raw(
+        store,
+        piped.id,
+        [
+            {
+                "name": "Test",
+                "id": "test",
+                "run": "make test",
+                "shell": "sh",
+                "working_directory": "app",
+                "env": {"GOFLAGS": "-mod=vendor"},
+                "if_expr": "always()",
+                "timeout": 60,
+                "continue_on_error": True,
+            }
+        ],
+        {"fetch_depth": 0, "submodules": True, "lfs": False},
+    )
+    _write_raw(store, oldest.id, [{"run": "make"}], {})
+    got = store.get_job(single.id)
+    assert got.steps == (StepSpec(name="run 1", run="make"),)
+    assert got.checkout == CheckoutSpec()
+    step = store.get_job(piped.id).steps[0]
+    assert (step.id, step.shell, step.working_directory, step.if_expr) == (
+        "test",
+        "sh",
+        "app",
+        "always()",
+    )
+    assert (step.env, step.timeout, step.continue_on_error) == (
+        {"GOFLAGS": "-mod=vendor"},
+        60,
+        True,
+    )
+    assert store.get_job(piped.id).checkout == CheckoutSpec(fetch_depth=0, submodules=True)
+    assert store.get_job(oldest.id).checkout == CheckoutSpec()
+    # Read back as models, written back as the same JSON shape.
+    claimed = claim(store, piped.id)
+    assert claimed.job.steps[0].run == "make test"
+
+
+def test_specs_are_stored_as_plain_json(store: Store) -> None:
+    job = new_job(
+        store,
+        steps=(StepSpec(name="b", run="make", shell="sh"),),
+        checkout=CheckoutSpec(ref="v1.0", lfs=True),
+    )
+    stmt = text("SELECT steps, checkout FROM jobs WHERE id = :id").columns(
+        column("steps", JSON), column("checkout", JSON)
+    )
+    with store.engine.connect() as conn:
+        steps, checkout = conn.execute(stmt, {"id": job.id}).one()
+    assert steps[0]["run"] == "make" and steps[0]["shell"] == "sh"
+    assert checkout == {"fetch_depth": 1, "submodules": False, "lfs": True, "ref": "v1.0"}
+    assert store.get_job(job.id).checkout.ref == "v1.0"
 
 
 def test_create_blocked_job(store: Store) -> None:
