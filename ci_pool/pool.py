@@ -176,7 +176,7 @@ class Pool:
         caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
             check_access(who, cap.name, repo)
-        jobs = [self._pipeline_job(job) for job in pipe.jobs]
+        jobs = [self._pipeline_job(job, repo, ref) for job in pipe.jobs]
         if commit is not None and not is_sha(commit):
             raise InputError(f"{commit!r} is not a full commit id", field="commit")
         strict = any(cap.refs is not None for cap in caps)
@@ -186,7 +186,7 @@ class Pool:
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
         denials = {}
         for job, cap in zip(jobs, caps, strict=True):
-            job.update(repo=repo, ref=ref, commit_sha=sha)
+            job["commit_sha"] = sha
             try:
                 check_policy(cap, repo, refs, who)
             except PolicyDenied as denied:
@@ -222,9 +222,9 @@ class Pool:
         self.scheduler().advance(row.id)
         return row
 
-    def _pipeline_job(self, job: PipelineJob) -> dict[str, Any]:
-        """The row fields of one pipeline job (its spec's repo/ref are set at submit)."""
-        spec = job.spec
+    def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> dict[str, Any]:
+        """The row fields of one pipeline job, its spec admitted at ``repo`` and ``ref``."""
+        spec = job.spec.model_copy(update={"repo": repo, "ref": ref})
         cap = self.settings.capabilities[spec.capability or ""]
         if spec.image and spec.image != cap.image and not cap.allow_container_override:
             raise InputError(
@@ -233,6 +233,8 @@ class Pool:
                 field=f"jobs.{job.job_id}.container",
             )
         return {
+            "repo": spec.repo,
+            "ref": spec.ref,
             "name": spec.name or job.key,
             "key": job.key,
             "job_ref": job.job_id,

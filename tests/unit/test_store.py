@@ -14,8 +14,11 @@ from sqlalchemy import JSON, bindparam, column, text
 
 from ci_pool.exceptions import NotFound
 from ci_pool.jobs import CheckoutSpec, JobState, StepSpec
+from ci_pool.pool import Pool
+from ci_pool.settings import load_settings
 from ci_pool.store import Claim, Job, Store
 from ci_pool.store.models import utcnow
+from ci_pool.workflow import parse_workflow
 
 S = JobState
 TINY_LEASE = 0.05
@@ -158,6 +161,51 @@ def test_specs_are_stored_as_plain_json(store: Store) -> None:
     assert steps[0]["run"] == "make" and steps[0]["shell"] == "sh"
     assert checkout == {"fetch_depth": 1, "submodules": False, "lfs": True, "ref": "v1.0"}
     assert store.get_job(job.id).checkout.ref == "v1.0"
+
+
+REF_WORKFLOW = """\
+name: refs
+on: push
+jobs:
+  build:
+    runs-on: linux
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          ref: release/1.2
+          fetch-depth: 0
+      - id: make
+        run: make
+        shell: sh
+        working-directory: app
+        env:
+          MODE: release
+        if: always()
+        timeout-minutes: 2
+"""
+
+
+def test_checkout_ref_and_steps_survive_parse_submit_store_and_claim(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = load_settings(None, home=tmp_path / "home")
+    parsed = parse_workflow(REF_WORKFLOW, "wf.yml", settings.capabilities).jobs[0]
+    fields = Pool(settings, store)._pipeline_job(parsed, "git://x/r.git", "main")
+    pipe = store.create_pipeline({"name": "refs", "repo": "git://x/r.git", "ref": "main"}, [fields])
+    (row,) = store.pipeline_jobs(pipe.id)
+    store.transition(row.id, JobState.QUEUED)
+    job = claim(store, row.id).job  # what the runner reads
+    assert job.checkout == CheckoutSpec(fetch_depth=0, ref="release/1.2")
+    assert job.steps == parsed.spec.steps
+    step = job.steps[0]
+    assert (step.id, step.shell, step.working_directory, step.env, step.timeout) == (
+        "make",
+        "sh",
+        "app",
+        {"MODE": "release"},
+        120,
+    )
+    assert step.if_expr == "always()"
 
 
 def test_create_blocked_job(store: Store) -> None:
