@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ci_pool.jobs import CheckoutSpec, JobSpec, StepSpec
+from ci_pool.jobs import CheckoutSpec, Evidence, JobSpec, StepSpec
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
 MAX_INT = 2**31 - 1
@@ -84,7 +84,7 @@ class JobPublic(BaseModel):
     finished_at: str | None
     #: While running: until when its worker's lease holds (it heartbeats to extend it).
     lease_until: str | None = None
-    evidence: dict[str, Any] | None
+    evidence: Evidence | None
     waiting: str | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None

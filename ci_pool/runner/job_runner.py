@@ -17,7 +17,7 @@ import redis
 from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
 from ci_pool.exceptions import CheckoutError, CIPoolError, ExecutorError, InfraError, InputError
-from ci_pool.jobs import JobState, StepSpec
+from ci_pool.jobs import ArtifactEntry, Evidence, JobState, StepSpec
 from ci_pool.policy import resolve_secrets
 from ci_pool.retry import Next
 from ci_pool.runner import artifacts
@@ -122,7 +122,11 @@ class _Attempt:
     logw: LogWriter
     monitor: _Monitor
     secrets: dict[str, str]
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=Evidence)
+
+    def note(self, **values: Any) -> None:
+        """Add facts to the attempt's evidence record."""
+        self.evidence = self.evidence.model_copy(update=values)
 
 
 class JobRunner:
@@ -175,12 +179,12 @@ class JobRunner:
         monitor = _Monitor(self, job, logw, time.monotonic() + job.timeout_s)
         monitor.start()
         att = _Attempt(job, cap, runner_id, logw, monitor, secrets)
-        att.evidence = {
-            "job_id": job.id,
-            "runner_id": runner_id,
-            "attempt": job.attempt,
-            "transport": job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
-        }
+        att.evidence = Evidence(
+            job_id=job.id,
+            runner_id=runner_id,
+            attempt=job.attempt,
+            transport=job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
+        )
         try:
             if secret_error is not None:
                 outcome = self._error(secret_error)
@@ -197,8 +201,7 @@ class JobRunner:
         code = f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""
         logw.line(f"##[ci-pool] {outcome.state.value}{code}")
         logw.close()
-        att.evidence["exit_code"] = outcome.exit_code
-        att.evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
+        att.note(exit_code=outcome.exit_code, stdout_sample=logw.tail()[-defaults.STDOUT_SAMPLE :])
         closed = self.store.close_attempt(
             job.id,
             job.attempt,
@@ -265,10 +268,10 @@ class JobRunner:
                 image=job.image or cap.image,
             )
             execution = executor.execution(ctx)
-            att.evidence["mode"] = execution.mode
+            att.note(mode=execution.mode)
             att.monitor.execution = execution
             execution.start()
-            att.evidence.update(execution.describe())
+            att.note(**execution.describe())
             outcome = self._run_steps(att, execution, scripts)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 self._collect(att, workspace)
@@ -306,7 +309,7 @@ class JobRunner:
             self.settings,
             log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
         )
-        att.evidence.update(
+        att.note(
             commit_sha=result.sha,
             checkout_s=round(time.monotonic() - t0, 3),
             checkout_via=result.via,
@@ -319,7 +322,7 @@ class JobRunner:
         ctx: dict[str, Any] = {
             "github": {
                 "ref": ref,
-                "sha": att.evidence.get("commit_sha", job.commit_sha or ""),
+                "sha": att.evidence.commit_sha or job.commit_sha or "",
                 "repository": job.repo,
                 "event_name": "push",
                 "job": job.job_ref or job.id,
@@ -390,7 +393,7 @@ class JobRunner:
                 continue
             if failed is None:
                 failed, step_timed_out = (index, code), monitor.step_timed_out
-        att.evidence["command"] = "\n".join(commands)
+        att.note(command="\n".join(commands))
         self._record_outputs(att, ctx, "failure" if failed else "success")
         return self._outcome(att, failed, step_timed_out)
 
@@ -449,9 +452,11 @@ class JobRunner:
         for f in found.files:
             att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
         self.store.add_artifacts(job.id, job.attempt, found.files)
-        att.evidence["artifacts"] = [
-            {"path": f.path, "size": f.size, "sha256": f.sha256} for f in found.files
-        ]
+        att.note(
+            artifacts=tuple(
+                ArtifactEntry(path=f.path, size=f.size, sha256=f.sha256) for f in found.files
+            )
+        )
 
     def _job_env(self, att: _Attempt) -> dict[str, str]:
         job = att.job
@@ -465,7 +470,7 @@ class JobRunner:
             "CI_POOL_CAPABILITY": job.capability,
             "CI_POOL_REPO": job.repo,
             "CI_POOL_REF": job.ref,
-            "CI_POOL_COMMIT_SHA": str(att.evidence.get("commit_sha", "")),
+            "CI_POOL_COMMIT_SHA": att.evidence.commit_sha or "",
         }
 
     def _cleanup(

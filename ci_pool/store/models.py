@@ -10,7 +10,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import CheckoutSpec, JobState, PipelineState, StepSpec
+from ci_pool.jobs import CheckoutSpec, Evidence, JobState, PipelineState, StepSpec
 
 
 def utcnow() -> datetime:
@@ -127,7 +127,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    evidence: Mapped[Evidence | None] = mapped_column(SpecType(Evidence), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)

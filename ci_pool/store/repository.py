@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool import defaults
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import FINAL_STATES, JobState, sources_of
+from ci_pool.jobs import FINAL_STATES, Evidence, JobState, sources_of
 from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
 
@@ -417,7 +417,7 @@ class Store:
         runner_id: str | None,
         exit_code: int | None = None,
         reason: str | None = None,
-        evidence: dict[str, Any] | None = None,
+        evidence: Evidence | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
     ) -> Job | None:
         """Close an attempt we own with its outcome (``close_attempt``); the job as the

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import JSON, bindparam, column, text
 
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import CheckoutSpec, JobState, StepSpec
+from ci_pool.jobs import CheckoutSpec, Evidence, JobState, StepSpec
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Claim, Job, Store
@@ -145,6 +145,34 @@ def test_rows_written_in_the_old_dict_shape_load_as_specs(store: Store) -> None:
     # Read back as models, written back as the same JSON shape.
     claimed = claim(store, piped.id)
     assert claimed.job.steps[0].run == "make test"
+
+
+def test_evidence_in_the_old_dict_shape_loads_as_a_record(store: Store) -> None:
+    job = new_job(store)
+    old = {
+        "job_id": job.id,
+        "runner_id": "r1",
+        "attempt": 1,
+        "transport": "git",
+        "mode": "docker",
+        "image": "busybox",
+        "commit_sha": "a" * 40,
+        "checkout_s": 0.25,
+        "checkout_via": "network",
+        "command": "make",
+        "exit_code": 0,
+        "stdout_sample": "ok",
+        "artifacts": [{"path": "out/app.tar", "size": 3, "sha256": "b" * 64}],
+        "from_a_newer_runner": "kept",
+    }
+    stmt = text("UPDATE jobs SET evidence = :ev WHERE id = :id")
+    with store.engine.begin() as conn:
+        conn.execute(stmt.bindparams(bindparam("ev", type_=JSON)), {"ev": old, "id": job.id})
+    ev = store.get_job(job.id).evidence
+    assert ev is not None
+    assert (ev.mode, ev.checkout_s, ev.exit_code) == ("docker", 0.25, 0)
+    assert ev.artifacts is not None and ev.artifacts[0].path == "out/app.tar"
+    assert ev.model_dump(mode="json", exclude_none=True) == old
 
 
 def test_specs_are_stored_as_plain_json(store: Store) -> None:
@@ -367,10 +395,11 @@ def test_finish_succeeded(store: Store) -> None:
     job = new_job(store)
     claim(store, job.id)
     done = store.finish(
-        job.id, 1, S.SUCCEEDED, runner_id="r1", exit_code=0, evidence={"exit_code": 0}
+        job.id, 1, S.SUCCEEDED, runner_id="r1", exit_code=0, evidence=Evidence(exit_code=0)
     )
     assert done is not None
-    assert (done.state, done.exit_code, done.evidence) == ("succeeded", 0, {"exit_code": 0})
+    assert (done.state, done.exit_code, done.evidence) == ("succeeded", 0, Evidence(exit_code=0))
+    assert store.get_job(job.id).evidence == Evidence(exit_code=0)
     assert done.lease_until is None and done.finished_at is not None
     assert trail(store, job.id)[-1] == ("running", "succeeded", 1, None)
     # A final state does not move again.
