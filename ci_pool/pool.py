@@ -7,6 +7,7 @@ import math
 import shutil
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
-from ci_pool.store import Job, Store
+from ci_pool.store import Job, NewJob, Store
 from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
 from ci_pool.tasks import drain_key
@@ -111,23 +112,19 @@ class Pool:
         A job that policy denies is written ``rejected`` (with the rule) and PolicyDenied
         is raised naming it."""
         cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
-        job = self.store.create_job(
-            name=spec.name or spec.steps[0].run.splitlines()[0][:80],
-            capability=cap.name,
-            queue=cap.queue,
-            repo=spec.repo,
-            ref=spec.ref,
-            commit_sha=sha,
-            steps=spec.steps,
-            env=dict(spec.env),
-            labels=list(spec.labels),
-            timeout_s=timeout,
-            max_attempts=self.settings.max_attempts,
-            secrets=list(spec.secrets),
-            artifacts=list(spec.artifacts),
-            image=spec.image,
-            checkout=spec.checkout,
-            **({} if denied is None else _rejected(denied)),
+        job = self.store.add_job(
+            NewJob(
+                spec=spec.model_copy(
+                    update={"name": spec.name or spec.steps[0].run.splitlines()[0][:80]}
+                ),
+                capability=cap.name,
+                queue=cap.queue,
+                timeout_s=timeout,
+                max_attempts=self.settings.max_attempts,
+                commit_sha=sha,
+                state=None if denied is None else JobState.REJECTED,
+                reason=None if denied is None else str(denied),
+            )
         )
         if denied is not None:
             raise denied.recorded(job_id=job.id)
@@ -185,25 +182,24 @@ class Pool:
         else:  # the ref still names what was pushed, whatever it points at now
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
         denials = {}
-        for job, cap in zip(jobs, caps, strict=True):
-            job["commit_sha"] = sha
+        for job, cap in zip(pipe.jobs, caps, strict=True):
             try:
                 check_policy(cap, repo, refs, who)
             except PolicyDenied as denied:
-                denials[job["key"]] = denied
+                denials[job.key] = denied
         first = next(iter(denials.values()), None)
+        jobs = [replace(new, commit_sha=sha) for new in jobs]
         if first is not None:
             # Policy is checked before anything runs: one denied job rejects the pipeline.
-            for job in jobs:
-                own = denials.get(job["key"])
-                job.update(
-                    _rejected(own)
-                    if own
-                    else {
-                        "state": JobState.REJECTED.value,
-                        "reason": f"pipeline rejected: job {next(iter(denials))} was {first}",
-                    }
+            why = f"pipeline rejected: job {next(iter(denials))} was {first}"
+            jobs = [
+                replace(
+                    new,
+                    state=JobState.REJECTED,
+                    reason=str(denials[key]) if key in denials else why,
                 )
+                for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
+            ]
         row = self.store.create_pipeline(
             {
                 "name": pipe.name,
@@ -222,39 +218,26 @@ class Pool:
         self.scheduler().advance(row.id)
         return row
 
-    def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> dict[str, Any]:
-        """The row fields of one pipeline job, its spec admitted at ``repo`` and ``ref``."""
-        spec = job.spec.model_copy(update={"repo": repo, "ref": ref})
-        cap = self.settings.capabilities[spec.capability or ""]
+    def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
+        """One pipeline job as written, its spec admitted at ``repo`` and ``ref``."""
+        cap = self.settings.capabilities[job.spec.capability or ""]
+        spec = job.spec.model_copy(
+            update={"repo": repo, "ref": ref, "name": job.spec.name or job.key}
+        )
         if spec.image and spec.image != cap.image and not cap.allow_container_override:
             raise InputError(
                 f"job {job.key!r}: capability {cap.name!r} runs only its own image; "
                 "remove container: or use a capability that allows overrides",
                 field=f"jobs.{job.job_id}.container",
             )
-        return {
-            "repo": spec.repo,
-            "ref": spec.ref,
-            "name": spec.name or job.key,
-            "key": job.key,
-            "job_ref": job.job_id,
-            "capability": cap.name,
-            "queue": cap.queue,
-            "labels": list(spec.labels),
-            "needs": list(job.needs),
-            "if_expr": job.if_expr,
-            "continue_on_error": job.continue_on_error,
-            "matrix": dict(job.matrix),
-            "fail_fast": job.fail_fast,
-            "max_parallel": job.max_parallel,
-            "outputs_spec": dict(job.outputs),
-            "env": dict(spec.env),
-            "image": spec.image,
-            "timeout_s": min(spec.timeout or cap.default_timeout, self.settings.max_job_timeout),
-            "max_attempts": self.settings.max_attempts,
-            "checkout": spec.checkout,
-            "steps": spec.steps,
-        }
+        return NewJob(
+            spec=spec,
+            capability=cap.name,
+            queue=cap.queue,
+            timeout_s=min(spec.timeout or cap.default_timeout, self.settings.max_job_timeout),
+            max_attempts=self.settings.max_attempts,
+            graph=job,
+        )
 
     def reaper(self) -> Reaper:
         """A reaper for this pool; removes leftover containers when Docker answers here."""
@@ -555,11 +538,6 @@ class Pool:
                             yield None, line
                     return
                 yield None
-
-
-def _rejected(denied: PolicyDenied) -> dict[str, Any]:
-    """The fields of a job row that policy refused."""
-    return {"state": JobState.REJECTED.value, "reason": str(denied)}
 
 
 def _redact(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -10,7 +11,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import CheckoutSpec, Evidence, JobState, PipelineState, StepSpec
+from ci_pool.jobs import CheckoutSpec, Evidence, JobSpec, JobState, PipelineState, StepSpec
+from ci_pool.pipeline import PipelineJob
 
 
 def utcnow() -> datetime:
@@ -74,6 +76,60 @@ class SpecType(TypeDecorator[Any]):
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return JSON()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    """A job to write: its spec (repo and ref filled), where the pool placed it, and for a
+    pipeline job its place in the graph."""
+
+    spec: JobSpec
+    capability: str
+    queue: str
+    timeout_s: int
+    max_attempts: int
+    commit_sha: str | None = None
+    #: None: ``queued`` for a job of its own, ``blocked`` for a pipeline job.
+    state: JobState | None = None
+    reason: str | None = None
+    graph: PipelineJob | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The job row's columns."""
+        spec, graph = self.spec, self.graph
+        row: dict[str, Any] = {
+            "name": spec.name,
+            "capability": self.capability,
+            "queue": self.queue,
+            "repo": spec.repo,
+            "ref": spec.ref,
+            "commit_sha": self.commit_sha,
+            "steps": spec.steps,
+            "env": dict(spec.env),
+            "labels": list(spec.labels),
+            "timeout_s": self.timeout_s,
+            "max_attempts": self.max_attempts,
+            "secrets": list(spec.secrets),
+            "artifacts": list(spec.artifacts),
+            "image": spec.image,
+            "checkout": spec.checkout,
+            "reason": self.reason,
+        }
+        if self.state is not None:
+            row["state"] = self.state
+        if graph is not None:
+            row.update(
+                key=graph.key,
+                job_ref=graph.job_id,
+                needs=list(graph.needs),
+                if_expr=graph.if_expr,
+                continue_on_error=graph.continue_on_error,
+                matrix=dict(graph.matrix),
+                fail_fast=graph.fail_fast,
+                max_parallel=graph.max_parallel,
+                outputs_spec=dict(graph.outputs),
+            )
+        return row
 
 
 class Base(DeclarativeBase):

@@ -218,8 +218,8 @@ def test_checkout_ref_and_steps_survive_parse_submit_store_and_claim(
 ) -> None:
     settings = load_settings(None, home=tmp_path / "home")
     parsed = parse_workflow(REF_WORKFLOW, "wf.yml", settings.capabilities).jobs[0]
-    fields = Pool(settings, store)._pipeline_job(parsed, "git://x/r.git", "main")
-    pipe = store.create_pipeline({"name": "refs", "repo": "git://x/r.git", "ref": "main"}, [fields])
+    new = Pool(settings, store)._pipeline_job(parsed, "git://x/r.git", "main")
+    pipe = store.create_pipeline({"name": "refs", "repo": "git://x/r.git", "ref": "main"}, [new])
     (row,) = store.pipeline_jobs(pipe.id)
     store.transition(row.id, JobState.QUEUED)
     job = claim(store, row.id).job  # what the runner reads
