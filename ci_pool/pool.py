@@ -81,9 +81,10 @@ class Pool:
 
     def prepare(
         self, spec: JobSpec, who: Submitter
-    ) -> tuple[Capability, int, str | None, PolicyDenied | None]:
+    ) -> tuple[JobSpec, Capability, int, str | None, PolicyDenied | None]:
         """Everything that can refuse a job, done before anything is written. Input and
-        access errors raise; a policy denial is returned, to be recorded ``rejected``."""
+        access errors raise; a policy denial is returned, to be recorded ``rejected``.
+        The spec comes back with its checkout ref pinned (``admit_checkout``)."""
         cap = route(self.settings.capabilities, spec.capability, spec.labels)
         check_access(who, cap.name, spec.repo)
         timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
@@ -102,16 +103,37 @@ class Pool:
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
             check_policy(cap, spec.repo, refs, who)
+            spec = self.admit_checkout(spec, cap, who, "checkout.ref")
         except PolicyDenied as denied:
-            return cap, timeout, sha, denied
-        return cap, timeout, sha, None
+            return spec, cap, timeout, sha, denied
+        return spec, cap, timeout, sha, None
+
+    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, field: str) -> JobSpec:
+        """A checkout ``ref`` other than the job's is held to the capability's rules like
+        the job's ref, and pinned to the commit it names now (where refs are resolved)."""
+        ref = spec.checkout.ref
+        if ref is None:
+            return spec
+        try:
+            sha, refs = self.locate(spec.repo, ref, cap.refs is not None)
+        except InputError as exc:
+            raise InputError(str(exc), field=field) from None
+        try:
+            check_policy(cap, spec.repo, refs, who)
+        except PolicyDenied as denied:
+            raise PolicyDenied(
+                f"checkout ref {ref!r}: {denied.detail}", rule=denied.rule, field=field
+            ) from None
+        if sha is None:
+            return spec
+        return spec.model_copy(update={"checkout": spec.checkout.model_copy(update={"ref": sha})})
 
     def submit(self, spec: JobSpec, who: Submitter | None = None) -> Job:
         """Validate, write the job ``queued`` and publish it to its capability's queue.
 
         A job that policy denies is written ``rejected`` (with the rule) and PolicyDenied
         is raised naming it."""
-        cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
+        spec, cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
         job = self.store.add_job(
             NewJob(
                 spec=spec.model_copy(
@@ -182,11 +204,15 @@ class Pool:
         else:  # the ref still names what was pushed, whatever it points at now
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
         denials = {}
-        for job, cap in zip(pipe.jobs, caps, strict=True):
+        for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
+            field = f"jobs.{job.job_id}.steps.with.ref"
             try:
                 check_policy(cap, repo, refs, who)
+                spec = self.admit_checkout(jobs[i].spec, cap, who, field)
             except PolicyDenied as denied:
                 denials[job.key] = denied
+            else:
+                jobs[i] = replace(jobs[i], spec=spec)
         first = next(iter(denials.values()), None)
         jobs = [replace(new, commit_sha=sha) for new in jobs]
         if first is not None:

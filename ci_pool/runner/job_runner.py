@@ -285,18 +285,17 @@ class JobRunner:
             self._cleanup(executor, execution, root, logw, job.image or cap.image)
 
     def _checkout(self, att: _Attempt, workspace: Path) -> None:
-        job = att.job
-        att.logw.line(f"##[ci-pool] checkout {job.repo} {job.commit_sha or job.ref}")
+        job, options = att.job, att.job.checkout
         t0 = time.monotonic()
-        options = job.checkout
         commit = job.commit_sha or job.ref
         if options.ref is not None:
-            # The checkout's own ref replaces the job's commit, resolved as at submit.
+            # The checkout's own ref replaces the job's commit; submit pins it to a commit
+            # where refs are resolved, else it is resolved here as the job's ref would be.
             try:
                 commit = resolve_ref(job.repo, options.ref, self.settings)
             except InputError as exc:
                 raise CheckoutError(f"checkout ref {options.ref!r}: {exc}") from None
-            att.logw.line(f"##[ci-pool] checkout ref {options.ref} is {commit}")
+        att.logw.line(f"##[ci-pool] checkout {job.repo} {commit}")
         result = checkout(
             CheckoutRequest(
                 repo=job.repo,

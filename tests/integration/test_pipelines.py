@@ -236,4 +236,5 @@ def test_checkout_with_ref_checks_out_that_commit(
     assert f"content=tagged sha={tagged}" in logs["tag"], logs["tag"]
     assert f"content=branched sha={branched}" in logs["branch"], logs["branch"]
     assert f"content=tip sha={tip}" in logs["plain"], logs["plain"]
-    assert f"##[ci-pool] checkout ref v1 is {tagged}" in logs["tag"]
+    url = git_server.url("checkout-ref.git")
+    assert f"##[ci-pool] checkout {url} {tagged}" in logs["tag"]
