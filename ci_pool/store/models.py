@@ -11,7 +11,15 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import CheckoutSpec, Evidence, JobSpec, JobState, PipelineState, StepSpec
+from ci_pool.jobs import (
+    STORED,
+    CheckoutSpec,
+    Evidence,
+    JobSpec,
+    JobState,
+    PipelineState,
+    StepSpec,
+)
 from ci_pool.pipeline import PipelineJob
 
 
@@ -72,7 +80,9 @@ class SpecType(TypeDecorator[Any]):
         return self.adapter.dump_python(self.adapter.validate_python(value), mode="json")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:
-        return None if value is None else self.adapter.validate_python(value)
+        if value is None:
+            return None
+        return self.adapter.validate_python(value, context={STORED: True})
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return JSON()

@@ -124,7 +124,9 @@ def test_rows_written_in_the_old_dict_shape_load_as_specs(store: Store) -> None:
         ],
         {"fetch_depth": 0, "submodules": True, "lfs": False},
     )
-    _write_raw(store, oldest.id, [{"run": "make"}], {})
+    # A condition the expression rules of today refuse still loads: the row was checked
+    # when it was written, and the runner reports what it cannot evaluate.
+    _write_raw(store, oldest.id, [{"run": "make", "if_expr": "((("}], {})
     got = store.get_job(single.id)
     assert got.steps == (StepSpec(name="run 1", run="make"),)
     assert got.checkout == CheckoutSpec()
@@ -142,6 +144,7 @@ def test_rows_written_in_the_old_dict_shape_load_as_specs(store: Store) -> None:
     )
     assert store.get_job(piped.id).checkout == CheckoutSpec(fetch_depth=0, submodules=True)
     assert store.get_job(oldest.id).checkout == CheckoutSpec()
+    assert store.get_job(oldest.id).steps[0].if_expr == "((("
     # Read back as models, written back as the same JSON shape.
     claimed = claim(store, piped.id)
     assert claimed.job.steps[0].run == "make test"
