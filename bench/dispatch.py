@@ -327,7 +327,7 @@ def analyse(
     idle_fin = lat(idle_jobs, idle_submit, "finished_at")
     idle_exec = [j.finished_at.timestamp() - j.started_at.timestamp() for j in ok(idle_jobs)]
     checkout = [
-        float(j.evidence["checkout_s"]) for j in idle_jobs if "checkout_s" in (j.evidence or {})
+        j.evidence.checkout_s for j in idle_jobs if j.evidence and j.evidence.checkout_s is not None
     ]
     first_submit = min(burst_submit.values())
     burst_claim = lat(burst_jobs, burst_submit, "started_at")

@@ -37,7 +37,7 @@ from harness import (
     stop_procs,
 )
 
-from ci_pool.jobs import JobState
+from ci_pool.jobs import Evidence, JobState
 from ci_pool.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Job
@@ -264,7 +264,7 @@ def job_records(
         nominal = scenario.step_s[j.job_ref or ""]
         measured = [float(x) for x in _STEP_EXIT.findall(pool.store.read_log(j.id))]
         free = max(queued, prev_finish.get(j.id, queued))
-        ev = j.evidence or {}
+        ev = j.evidence or Evidence()
         out.append(
             {
                 "key": j.key,
@@ -282,8 +282,8 @@ def job_records(
                 "step_nominal_s": nominal,
                 "step_measured_s": round(sum(measured), 3) if measured else None,
                 "job_overhead_s": round(finished - started - nominal, 4),
-                "checkout_s": ev.get("checkout_s"),
-                "checkout_via": ev.get("checkout_via"),
+                "checkout_s": ev.checkout_s,
+                "checkout_via": ev.checkout_via,
             }
         )
     return out

@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from ci_pool import defaults as d
+from ci_pool import expressions
 from ci_pool.exceptions import InputError
 
 
@@ -136,6 +144,19 @@ def check_ref(ref: str) -> str:
     return ref
 
 
+def check_env_names(env: dict[str, str]) -> dict[str, str]:
+    """Environment variables a job may set (the CI_POOL_ prefix is ci-pool's own), each value
+    within its bound."""
+    for key, text in env.items():
+        if len(text.encode()) > d.MAX_ENV_VALUE_BYTES:
+            raise ValueError(f"{key}: the value is over {d.MAX_ENV_VALUE_BYTES} bytes")
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if key.startswith("CI_POOL_"):
+            raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
+    return env
+
+
 def check_repo_url(url: str, *, allow_local: bool) -> str:
     """A remote repository URL; local paths and file:// only when the operator allows them."""
     if url.startswith("-"):
@@ -214,26 +235,64 @@ def check_event(event: str) -> str:
     return event
 
 
-class Step(BaseModel):
-    """One shell step of a job."""
+#: Validation context of values read back from the store.
+STORED = "stored"
+
+
+class StepSpec(BaseModel):
+    """One shell step of a job, as parsed from a workflow or submitted on its own.
+
+    Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``);
+    the runner renders them. ``if_expr`` is an expression: None means ``success()``, and one
+    that calls no status function means ``success() && (...)``, as in GitHub."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="run", max_length=200)
+    #: Set to read the step's outputs and outcome as ``steps.<id>``.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)
     run: str = Field(min_length=1, max_length=d.MAX_SCRIPT_BYTES)
+    #: None runs bash where the image has it, else sh.
+    shell: Literal["bash", "sh"] | None = None
+    working_directory: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    if_expr: str | None = None
     timeout: int | None = Field(default=None, gt=0)
     continue_on_error: bool = False
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
 
-class CheckoutOptions(BaseModel):
-    """How much of the repository a job gets (defaults: one commit, no blobs up front)."""
+    @field_validator("if_expr")
+    @classmethod
+    def _if_expr(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Rows read back from the store were checked when written; the runner reports an
+        # expression it cannot evaluate.
+        if value is not None and not (info.context or {}).get(STORED):
+            expressions.parse(value)  # an ExpressionError is a ValueError naming the problem
+        return value
+
+
+class CheckoutSpec(BaseModel):
+    """How much of the repository a job gets (defaults: one commit, no blobs up front), and
+    which commit: ``ref`` (a branch, tag or SHA) instead of the submitted one when set."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Commits of history; 0 means the whole history.
     fetch_depth: int = Field(default=1, ge=0)
+    #: ``true`` and ``recursive`` both mean submodules, recursively.
     submodules: bool = False
     lfs: bool = False
+    #: Resolved and checked out instead of the job's commit; None keeps the job's commit.
+    ref: str | None = None
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return None if value is None else check_ref(value)
 
 
 def check_artifact_glob(pattern: str) -> str:
@@ -254,7 +313,7 @@ class JobSpec(BaseModel):
     ref: str = "HEAD"
     capability: str | None = None
     labels: tuple[str, ...] = Field(default=(), max_length=d.MAX_LABELS)
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=d.MAX_STEPS)
+    steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=d.MAX_STEPS)
     env: dict[str, str] = Field(default_factory=dict, max_length=d.MAX_ENV_ENTRIES)
     timeout: int | None = Field(default=None, gt=0)
     name: str = Field(default="", max_length=200)
@@ -268,7 +327,7 @@ class JobSpec(BaseModel):
     )
     #: Image override; only where the capability allows it.
     image: str | None = Field(default=None, min_length=1, max_length=500)
-    checkout: CheckoutOptions = Field(default_factory=CheckoutOptions)
+    checkout: CheckoutSpec = Field(default_factory=CheckoutSpec)
 
     @field_validator("artifacts")
     @classmethod
@@ -283,14 +342,7 @@ class JobSpec(BaseModel):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
-            if len(text.encode()) > d.MAX_ENV_VALUE_BYTES:
-                raise ValueError(f"{key}: the value is over {d.MAX_ENV_VALUE_BYTES} bytes")
-            if not _ENV_NAME.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key.startswith("CI_POOL_"):
-                raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
-        return value
+        return check_env_names(value)
 
     @field_validator("labels")
     @classmethod
@@ -343,3 +395,42 @@ def parse_job_spec(data: dict[str, object], *, allow_local_repos: bool) -> JobSp
     except ValueError as exc:
         raise InputError(str(exc), field="repo") from None
     return spec
+
+
+class ArtifactEntry(BaseModel):
+    """One collected file, as the evidence record lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Evidence(BaseModel):
+    """What one attempt did and where: the record a job's outcome is judged by.
+
+    Fields are filled as the attempt goes (a job that fails at checkout has no ``mode``);
+    unknown keys of older records are kept, never dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    job_id: str | None = None
+    runner_id: str | None = None
+    attempt: int | None = None
+    #: How the repository was reached: the URL scheme ("ssh" for user@host:path).
+    transport: str | None = None
+    #: Which executor ran the steps: "docker" or "host".
+    mode: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    container_id: str | None = None
+    commit_sha: str | None = None
+    checkout_s: float | None = None
+    #: "network", "mirror" or "cache" (see ``runner.checkout.CheckoutResult``).
+    checkout_via: str | None = None
+    #: The rendered step scripts, one after the other.
+    command: str | None = None
+    exit_code: int | None = None
+    stdout_sample: str | None = None
+    artifacts: tuple[ArtifactEntry, ...] | None = None

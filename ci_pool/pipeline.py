@@ -1,6 +1,7 @@
 """A parsed workflow: jobs (one per matrix cell), their steps and their ``needs`` graph.
 
-Plain frozen data, produced by ``ci_pool.workflow.parse_workflow``. Strings that still hold
+Plain frozen data, produced by ``ci_pool.workflow.parse_workflow``: each job is a ``JobSpec``
+plus its place in the graph. Strings that still hold
 ``${{ }}`` (``run``, env values, names, outputs) are templates for the runtime
 (``ci_pool.expressions.render``); ``if_expr`` values are expressions for
 ``ci_pool.expressions.condition``.
@@ -9,11 +10,12 @@ Plain frozen data, produced by ``ci_pool.workflow.parse_workflow``. Strings that
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ci_pool.defaults import MAX_JOB_SPEC_BYTES, MAX_PIPELINE_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
+from ci_pool.jobs import JobSpec
 from ci_pool.yaml_source import MarkedMap, Source
 
 
@@ -26,58 +28,20 @@ class WorkflowErrors(InputError):
 
 
 @dataclass(frozen=True)
-class Checkout:
-    """Options of the built-in checkout, from ``uses: actions/checkout@...`` ``with:``."""
-
-    #: Commits of history; 0 means all of it (actions/checkout's default is 1).
-    fetch_depth: int = 1
-    #: ``true`` and ``recursive`` both mean submodules, recursively.
-    submodules: bool = False
-    lfs: bool = False
-    #: A ref to check out instead of the submitted one; None keeps the submitted commit.
-    ref: str | None = None
-
-
-@dataclass(frozen=True)
-class Container:
-    """The job's ``container:``: the image to run the steps in, its env and docker options."""
-
-    image: str
-    env: dict[str, str] = field(default_factory=dict)
-    #: Extra ``docker create`` options as written; policy must vet them before use.
-    options: str | None = None
-
-
-@dataclass(frozen=True)
-class PipelineStep:
-    """One ``run:`` step."""
-
-    name: str
-    id: str | None
-    run: str
-    shell: str  # "bash" or "sh"
-    working_directory: str | None
-    env: dict[str, str]
-    #: Expression to evaluate before the step; None means ``success()``, and one that calls
-    #: no status function means ``success() && (...)``, as in GitHub.
-    if_expr: str | None
-    timeout_s: int | None
-    continue_on_error: bool
-
-
-@dataclass(frozen=True)
 class PipelineJob:
-    """One job to run: a workflow job, or one cell of its matrix."""
+    """One job to run: a workflow job, or one cell of its matrix.
+
+    ``spec`` is what runs: name (``name:`` with matrix values substituted, else the key),
+    capability and labels, env (workflow env, container env, then job env), timeout, image
+    (``container:``), checkout and steps. Its ``repo`` and ``ref`` are empty until the
+    pipeline is submitted. The other fields place the job in the pipeline's graph."""
 
     #: Unique in the pipeline: the job id, plus "(values, ...)" for a matrix cell.
     key: str
     #: The job's key under ``jobs:``; every cell of a matrix shares it.
     job_id: str
-    #: Display name: ``name:`` with matrix values substituted, else the key.
-    name: str
+    spec: JobSpec
     matrix: dict[str, Any]
-    capability: str
-    labels: tuple[str, ...]
     #: Keys of the jobs this one waits for (every cell of each needed job id).
     needs: tuple[str, ...]
     #: The needed job ids as written (what the ``needs`` context is keyed by).
@@ -85,16 +49,12 @@ class PipelineJob:
     #: Expression to evaluate once the needs are done; None means ``success()``, and one
     #: that calls no status function means ``success() && (...)``, as in GitHub.
     if_expr: str | None
-    #: Workflow env overlaid with job env.
-    env: dict[str, str]
-    timeout_s: int | None
     continue_on_error: bool
-    container: Container | None
-    steps: tuple[PipelineStep, ...]
-    #: None when the job has no checkout step.
-    checkout: Checkout | None
     #: Output name -> template, rendered when the job ends.
     outputs: dict[str, str]
+    #: ``container: options`` as written (extra ``docker create`` options); policy must vet
+    #: them before use.
+    container_options: str | None = None
     fail_fast: bool = True
     max_parallel: int | None = None
     #: The cells of one matrix share fail-fast and max-parallel; the job id (the default).
@@ -129,8 +89,9 @@ class Pipeline:
 
 def job_bytes(job: PipelineJob) -> int:
     """Roughly what a job weighs in the store: its scripts, env values, names and outputs."""
-    texts = [job.name, *job.env.values(), *job.outputs.values()]
-    for step in job.steps:
+    spec = job.spec
+    texts = [spec.name, *spec.env.values(), *job.outputs.values()]
+    for step in spec.steps:
         texts += [step.name, step.run, *step.env.values(), step.if_expr or ""]
     return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
 

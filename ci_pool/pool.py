@@ -7,6 +7,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +45,7 @@ from ci_pool.runner.logs import follow_stream
 from ci_pool.runners import RunnerInfo, RunnerRegistry
 from ci_pool.scheduler import PipelineScheduler
 from ci_pool.settings import Settings
-from ci_pool.store import Job, Store
+from ci_pool.store import Job, NewJob, Store
 from ci_pool.store.files import private_dir
 from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
@@ -95,9 +96,10 @@ class Pool:
 
     def prepare(
         self, spec: JobSpec, who: Submitter
-    ) -> tuple[Capability, int, str | None, PolicyDenied | None]:
+    ) -> tuple[JobSpec, Capability, int, str | None, PolicyDenied | None]:
         """Everything that can refuse a job, done before anything is written. Input and
-        access errors raise; a policy denial is returned, to be recorded ``rejected``."""
+        access errors raise; a policy denial is returned, to be recorded ``rejected``.
+        The spec comes back with its checkout ref pinned (``admit_checkout``)."""
         cap = route(self.settings.capabilities, spec.capability, spec.labels)
         check_access(who, cap.name, spec.repo)
         timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
@@ -116,33 +118,50 @@ class Pool:
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
             check_policy(cap, spec.repo, refs, who)
+            spec = self.admit_checkout(spec, cap, who, "checkout.ref")
         except PolicyDenied as denied:
-            return cap, timeout, sha, denied
-        return cap, timeout, sha, None
+            return spec, cap, timeout, sha, denied
+        return spec, cap, timeout, sha, None
+
+    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, field: str) -> JobSpec:
+        """A checkout ``ref`` other than the job's is held to the capability's rules like
+        the job's ref, and pinned to the commit it names now (where refs are resolved)."""
+        ref = spec.checkout.ref
+        if ref is None:
+            return spec
+        try:
+            sha, refs = self.locate(spec.repo, ref, cap.refs is not None)
+        except InputError as exc:
+            raise InputError(str(exc), field=field) from None
+        try:
+            check_policy(cap, spec.repo, refs, who)
+        except PolicyDenied as denied:
+            raise PolicyDenied(
+                f"checkout ref {ref!r}: {denied.detail}", rule=denied.rule, field=field
+            ) from None
+        if sha is None:
+            return spec
+        return spec.model_copy(update={"checkout": spec.checkout.model_copy(update={"ref": sha})})
 
     def submit(self, spec: JobSpec, who: Submitter | None = None) -> Job:
         """Validate, write the job ``queued`` and publish it to its capability's queue.
 
         A job that policy denies is written ``rejected`` (with the rule) and PolicyDenied
         is raised naming it."""
-        cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
-        job = self.store.create_job(
-            name=spec.name or spec.steps[0].run.splitlines()[0][:80],
-            capability=cap.name,
-            queue=cap.queue,
-            repo=spec.repo,
-            ref=spec.ref,
-            commit_sha=sha,
-            steps=[s.model_dump() for s in spec.steps],
-            env=dict(spec.env),
-            labels=list(spec.labels),
-            timeout_s=timeout,
-            max_attempts=self.settings.max_attempts,
-            secrets=list(spec.secrets),
-            artifacts=list(spec.artifacts),
-            image=spec.image,
-            checkout=spec.checkout.model_dump(),
-            **({} if denied is None else _rejected(denied)),
+        spec, cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
+        job = self.store.add_job(
+            NewJob(
+                spec=spec.model_copy(
+                    update={"name": spec.name or spec.steps[0].run.splitlines()[0][:80]}
+                ),
+                capability=cap.name,
+                queue=cap.queue,
+                timeout_s=timeout,
+                max_attempts=self.settings.max_attempts,
+                commit_sha=sha,
+                state=None if denied is None else JobState.REJECTED,
+                reason=None if denied is None else str(denied),
+            )
         )
         if denied is not None:
             raise denied.recorded(job_id=job.id)
@@ -194,10 +213,10 @@ class Pool:
             text, file, self.settings.capabilities, self.settings.max_jobs_per_pipeline
         )
         who = who or Submitter()
-        caps = [self.settings.capabilities[job.capability] for job in pipe.jobs]
+        caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
             check_access(who, cap.name, repo)
-        jobs = [self._pipeline_job(job) for job in pipe.jobs]
+        jobs = [self._pipeline_job(job, repo, ref) for job in pipe.jobs]
         if commit is not None and not is_sha(commit):
             raise InputError(f"{commit!r} is not a full commit id", field="commit")
         strict = any(cap.refs is not None for cap in caps)
@@ -206,25 +225,28 @@ class Pool:
         else:  # the ref still names what was pushed, whatever it points at now
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
         denials = {}
-        for job, cap in zip(jobs, caps, strict=True):
-            job.update(repo=repo, ref=ref, commit_sha=sha)
+        for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
+            field = f"jobs.{job.job_id}.steps.with.ref"
             try:
                 check_policy(cap, repo, refs, who)
+                spec = self.admit_checkout(jobs[i].spec, cap, who, field)
             except PolicyDenied as denied:
-                denials[job["key"]] = denied
+                denials[job.key] = denied
+            else:
+                jobs[i] = replace(jobs[i], spec=spec)
         first = next(iter(denials.values()), None)
+        jobs = [replace(new, commit_sha=sha) for new in jobs]
         if first is not None:
             # Policy is checked before anything runs: one denied job rejects the pipeline.
-            for job in jobs:
-                own = denials.get(job["key"])
-                job.update(
-                    _rejected(own)
-                    if own
-                    else {
-                        "state": JobState.REJECTED.value,
-                        "reason": f"pipeline rejected: job {next(iter(denials))} was {first}",
-                    }
+            why = f"pipeline rejected: job {next(iter(denials))} was {first}"
+            jobs = [
+                replace(
+                    new,
+                    state=JobState.REJECTED,
+                    reason=str(denials[key]) if key in denials else why,
                 )
+                for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
+            ]
         row = self.store.create_pipeline(
             {
                 "name": pipe.name,
@@ -243,55 +265,26 @@ class Pool:
         self.scheduler().advance(row.id)
         return row
 
-    def _pipeline_job(self, job: PipelineJob) -> dict[str, Any]:
-        cap = self.settings.capabilities[job.capability]
-        image = job.container.image if job.container else None
-        if image and image != cap.image and not cap.allow_container_override:
+    def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
+        """One pipeline job as written, its spec admitted at ``repo`` and ``ref``."""
+        cap = self.settings.capabilities[job.spec.capability or ""]
+        spec = job.spec.model_copy(
+            update={"repo": repo, "ref": ref, "name": job.spec.name or job.key}
+        )
+        if spec.image and spec.image != cap.image and not cap.allow_container_override:
             raise InputError(
                 f"job {job.key!r}: capability {cap.name!r} runs only its own image; "
                 "remove container: or use a capability that allows overrides",
                 field=f"jobs.{job.job_id}.container",
             )
-        checkout = job.checkout
-        return {
-            "name": job.name or job.key,
-            "key": job.key,
-            "job_ref": job.job_id,
-            "capability": cap.name,
-            "queue": cap.queue,
-            "labels": list(job.labels),
-            "needs": list(job.needs),
-            "if_expr": job.if_expr,
-            "continue_on_error": job.continue_on_error,
-            "matrix": dict(job.matrix),
-            "fail_fast": job.fail_fast,
-            "max_parallel": job.max_parallel,
-            "outputs_spec": dict(job.outputs),
-            "env": {**(job.container.env if job.container else {}), **job.env},
-            "image": image,
-            "timeout_s": min(job.timeout_s or cap.default_timeout, self.settings.max_job_timeout),
-            "max_attempts": self.settings.max_attempts,
-            "checkout": {
-                "fetch_depth": checkout.fetch_depth if checkout else 1,
-                "submodules": checkout.submodules if checkout else False,
-                "lfs": checkout.lfs if checkout else False,
-            },
-            "steps": [
-                {
-                    "name": st.name,
-                    "id": st.id,
-                    "run": st.run,
-                    # "bash" (also the default) falls back to sh in images without bash.
-                    "shell": None if st.shell == "bash" else st.shell,
-                    "working_directory": st.working_directory,
-                    "env": dict(st.env),
-                    "if_expr": st.if_expr,
-                    "timeout": st.timeout_s,
-                    "continue_on_error": st.continue_on_error,
-                }
-                for st in job.steps
-            ],
-        }
+        return NewJob(
+            spec=spec,
+            capability=cap.name,
+            queue=cap.queue,
+            timeout_s=min(spec.timeout or cap.default_timeout, self.settings.max_job_timeout),
+            max_attempts=self.settings.max_attempts,
+            graph=job,
+        )
 
     def reaper(self) -> Reaper:
         """A reaper for this pool; removes leftover containers when Docker answers here."""
@@ -552,11 +545,6 @@ class Pool:
                             yield None, line
                     return
                 yield None
-
-
-def _rejected(denied: PolicyDenied) -> dict[str, Any]:
-    """The fields of a job row that policy refused."""
-    return {"state": JobState.REJECTED.value, "reason": str(denied)}
 
 
 def _redact(url: str) -> str:

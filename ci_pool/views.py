@@ -50,7 +50,7 @@ def job_dict(
         "started_at": _ts(job.started_at),
         "finished_at": _ts(job.finished_at),
         "lease_until": _ts(job.lease_until),
-        "evidence": job.evidence,
+        "evidence": None if job.evidence is None else job.evidence.model_dump(mode="json"),
     }
     if pool is not None:
         data["waiting"] = pool.why_waiting(job, visible)

@@ -23,7 +23,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from ci_pool.capabilities import IGNORED_LABELS, Capability, route
 from ci_pool.contexts import (
@@ -36,14 +38,11 @@ from ci_pool.contexts import (
 )
 from ci_pool.defaults import MAX_JOBS_PER_PIPELINE, MAX_SCRIPT_BYTES, MAX_STEPS
 from ci_pool.exceptions import CapabilityNotFound, InputError, WorkflowError
-from ci_pool.jobs import check_ref
+from ci_pool.jobs import CheckoutSpec, JobSpec, StepSpec, check_ref
 from ci_pool.matrix import Strategy, cell_keys, label, read_strategies
 from ci_pool.pipeline import (
-    Checkout,
-    Container,
     Pipeline,
     PipelineJob,
-    PipelineStep,
     WorkflowErrors,
     check_sizes,
     find_cycles,
@@ -52,11 +51,8 @@ from ci_pool.pipeline import (
 from ci_pool.yaml_source import MarkedList, MarkedMap, Pos, Source, plain
 
 __all__ = [
-    "Checkout",
-    "Container",
     "Pipeline",
     "PipelineJob",
-    "PipelineStep",
     "WorkflowErrors",
     "parse_workflow",
     "topological_order",
@@ -146,6 +142,16 @@ def _list(value: Any, pos: Pos) -> list[tuple[Any, Pos]]:
 
 # -- jobs --------------------------------------------------------------------------------
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class _Container(NamedTuple):
+    """The job's ``container:``: the image to run the steps in, its env and docker options."""
+
+    image: str
+    env: dict[str, str]
+    options: str | None
+
 
 @dataclass(frozen=True)
 class _Workflow:
@@ -190,27 +196,53 @@ class _JobBuilder(ValueReader):
         steps, checkout = self.steps()
         self.step_ids = frozenset(s.id for s in steps if s.id)
         outputs = self.outputs()
-        job = PipelineJob(
+        name = self.name(key)
+        timeout = self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes")
+        continue_on_error = self.flag(d, "continue-on-error", f"{p}.continue-on-error")
+        if not self.ok or routed is None:
+            return None
+        spec = self.model(
+            JobSpec,
+            p,
+            self.pos,
+            # Filled when the pipeline is submitted.
+            repo="",
+            name=name[:200],
+            capability=routed[0],
+            labels=routed[1],
+            env={**container.env, **env} if container else env,
+            timeout=timeout,
+            image=container.image if container else None,
+            checkout=checkout or CheckoutSpec(),
+            steps=steps,
+        )
+        if spec is None:
+            return None
+        return PipelineJob(
             key=key,
             job_id=self.job_id,
-            name=self.name(key),
+            spec=spec,
             matrix=self.cell,
-            capability=routed[0] if routed else "",
-            labels=routed[1] if routed else (),
             needs=needs,
             need_ids=tuple(self.needs),
             if_expr=if_expr,
-            env=env,
-            timeout_s=self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes"),
-            continue_on_error=self.flag(d, "continue-on-error", f"{p}.continue-on-error"),
-            container=container,
-            steps=steps,
-            checkout=checkout,
+            continue_on_error=continue_on_error,
             outputs=outputs,
+            container_options=container.options if container else None,
             fail_fast=self.strategy.fail_fast,
             max_parallel=self.strategy.max_parallel,
         )
-        return job if self.ok else None
+
+    def model(self, cls: type[_Model], where: str, pos: Pos, **fields: Any) -> _Model | None:
+        """``cls(**fields)``, or None with the first problem reported at ``where``."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            self.error(f"{where}{loc}: {message}{self.cell_note}", pos)
+            return None
 
     def name(self, key: str) -> str:
         if "name" not in self.data:
@@ -276,7 +308,7 @@ class _JobBuilder(ValueReader):
             return None
         return cap.name, tuple(labels)
 
-    def container(self) -> Container | None:
+    def container(self) -> _Container | None:
         d, where = self.data, f"{self.path}.container"
         if d.get("container") is None:
             return None
@@ -306,9 +338,9 @@ class _JobBuilder(ValueReader):
         if not isinstance(image, str) or not _IMAGE.match(image):
             self.error(f"{where}: must be an image name such as debian:12{self.cell_note}", pos)
             return None
-        return Container(image, env, options)
+        return _Container(image, env, options)
 
-    def steps(self) -> tuple[tuple[PipelineStep, ...], Checkout | None]:
+    def steps(self) -> tuple[tuple[StepSpec, ...], CheckoutSpec | None]:
         where = f"{self.path}.steps"
         value = self.data.get("steps")
         if not isinstance(value, MarkedList) or not value:
@@ -323,8 +355,8 @@ class _JobBuilder(ValueReader):
                 self.data.value_pos["steps"],
             )
             return (), None
-        steps: list[PipelineStep] = []
-        checkout: Checkout | None = None
+        steps: list[StepSpec] = []
+        checkout: CheckoutSpec | None = None
         ids: set[str] = set()
         for i, (step, pos) in enumerate(zip(value, value.pos, strict=True)):
             sp = f"{where}[{i}]"
@@ -340,7 +372,9 @@ class _JobBuilder(ValueReader):
                     )
                 checkout = self.checkout(step, sp) or checkout
             elif "run" in step:
-                steps.append(self.run_step(step, sp))
+                built = self.run_step(step, sp, pos)
+                if built is not None:
+                    steps.append(built)
             else:
                 self.error(f"{sp}: a step needs run: (or uses: actions/checkout@v4)", pos)
             step_id = step.get("id")
@@ -361,7 +395,7 @@ class _JobBuilder(ValueReader):
             self.error(f"{where}: the job has no run: steps", self.data.value_pos["steps"])
         return tuple(steps), checkout
 
-    def run_step(self, step: MarkedMap, sp: str) -> PipelineStep:
+    def run_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
         _keys(self.src, step, sp, "step", STEP_KEYS)
         if "with" in step:
             self.error(f"{sp}.with: with: is only for uses: actions/checkout", step.key_pos["with"])
@@ -393,19 +427,22 @@ class _JobBuilder(ValueReader):
             workdir = self.text(
                 step["working-directory"], wpos, f"{sp}.working-directory", STEP_LEVEL
             )
-        return PipelineStep(
-            name=name,
-            id=step.get("id") if isinstance(step.get("id"), str) else None,
-            run=script,
-            shell=str(shell),
-            working_directory=workdir,
-            env=self.env(step, "env", f"{sp}.env", STEP_LEVEL),
-            if_expr=self.condition(step, "if", f"{sp}.if", STEP_LEVEL),
-            timeout_s=self.minutes(step, "timeout-minutes", f"{sp}.timeout-minutes"),
-            continue_on_error=self.flag(step, "continue-on-error", f"{sp}.continue-on-error"),
-        )
+        step_id = step.get("id")
+        fields = {
+            "name": name[:200],
+            # A bad id or shell is reported on its own (by steps() or defaults).
+            "id": step_id if isinstance(step_id, str) and _ID.match(step_id) else None,
+            "run": script,
+            "shell": shell if shell in SHELLS else None,
+            "working_directory": workdir,
+            "env": self.env(step, "env", f"{sp}.env", STEP_LEVEL),
+            "if_expr": self.condition(step, "if", f"{sp}.if", STEP_LEVEL),
+            "timeout": self.minutes(step, "timeout-minutes", f"{sp}.timeout-minutes"),
+            "continue_on_error": self.flag(step, "continue-on-error", f"{sp}.continue-on-error"),
+        }
+        return self.model(StepSpec, sp, pos, **fields) if self.ok else None
 
-    def checkout(self, step: MarkedMap, sp: str) -> Checkout | None:
+    def checkout(self, step: MarkedMap, sp: str) -> CheckoutSpec | None:
         uses, upos = step["uses"], step.value_pos["uses"]
         if not isinstance(uses, str) or not _CHECKOUT.match(uses):
             self.error(
@@ -423,7 +460,7 @@ class _JobBuilder(ValueReader):
                 )
         options = step.get("with")
         if options is None:
-            return Checkout()
+            return CheckoutSpec()
         if not isinstance(options, MarkedMap):
             self.error(
                 f"{sp}.with: must be a mapping of {', '.join(CHECKOUT_INPUTS)}",
@@ -443,7 +480,11 @@ class _JobBuilder(ValueReader):
             value = self.known(raw, vpos, kwhere)
             if value is not MISSING:
                 values[key.replace("-", "_")] = self.checkout_input(key, value, kwhere, vpos)
-        return Checkout(**values) if self.ok else None
+        return (
+            self.model(CheckoutSpec, f"{sp}.with", step.value_pos["with"], **values)
+            if self.ok
+            else None
+        )
 
     def checkout_input(self, key: str, value: Any, where: str, pos: Pos) -> Any:
         text = value.lower() if isinstance(value, str) else value

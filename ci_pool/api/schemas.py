@@ -4,46 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ci_pool.jobs import CheckoutSpec, Evidence, JobSpec, StepSpec
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
 MAX_INT = 2**31 - 1
 
 
-class StepCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StepCreate(StepSpec):
+    """A step of a submitted job: a ``StepSpec``, its integers bounded for the store."""
 
-    name: str = "run"
-    run: str
     timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
-    continue_on_error: bool = False
 
 
-class CheckoutCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CheckoutCreate(CheckoutSpec):
+    """The checkout of a submitted job: a ``CheckoutSpec``, bounded for the store."""
 
     fetch_depth: int = Field(default=1, ge=0, le=MAX_INT)
-    submodules: bool = False
-    lfs: bool = False
 
 
-class JobCreate(BaseModel):
-    """A job to submit; checked in full by ``parse_job_spec`` (the CLI's rules)."""
+class JobCreate(JobSpec):
+    """A job to submit: a ``JobSpec`` (its repo URL checked against the pool's settings by
+    ``parse_job_spec``, the CLI's rules), its integers bounded for the store."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    repo: str
-    ref: str = "HEAD"
-    capability: str | None = None
-    labels: list[str] = Field(default_factory=list)
-    steps: list[StepCreate] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    steps: tuple[StepCreate, ...] = Field(min_length=1)
     timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
-    name: str = ""
-    secrets: list[str] = Field(default_factory=list)
-    artifacts: list[str] = Field(default_factory=list)
-    image: str | None = None
-    checkout: CheckoutCreate | None = None
+    checkout: CheckoutCreate = Field(default_factory=CheckoutCreate)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_checkout(cls, data: Any) -> Any:
+        """``"checkout": null`` (accepted before checkout had defaults) means the defaults."""
+        if isinstance(data, dict) and "checkout" in data and data["checkout"] is None:
+            return {k: v for k, v in data.items() if k != "checkout"}
+        return data
 
 
 class ArtifactPublic(BaseModel):
@@ -89,7 +84,7 @@ class JobPublic(BaseModel):
     finished_at: str | None
     #: While running: until when its worker's lease holds (it heartbeats to extend it).
     lease_until: str | None = None
-    evidence: dict[str, Any] | None
+    evidence: Evidence | None
     waiting: str | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None

@@ -15,12 +15,19 @@ import redis
 
 from ci_pool import defaults, expressions, scheduler
 from ci_pool.capabilities import Capability
-from ci_pool.exceptions import CIPoolError, ExecutorError, InfraError, JobFileRefused
-from ci_pool.jobs import JobState, github_repository
+from ci_pool.exceptions import (
+    CheckoutError,
+    CIPoolError,
+    ExecutorError,
+    InfraError,
+    InputError,
+    JobFileRefused,
+)
+from ci_pool.jobs import ArtifactEntry, Evidence, JobState, StepSpec, github_repository
 from ci_pool.policy import resolve_secrets
 from ci_pool.retry import Next
 from ci_pool.runner import artifacts
-from ci_pool.runner.checkout import CheckoutRequest, checkout
+from ci_pool.runner.checkout import CheckoutRequest, checkout, resolve_ref
 from ci_pool.runner.executors.base import Execution, Executor, JobContext
 from ci_pool.runner.jobfiles import JobDir
 from ci_pool.runner.logs import LogWriter
@@ -62,9 +69,13 @@ class _Attempt:
     logw: LogWriter
     monitor: JobMonitor
     secrets: dict[str, str]
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: Evidence = field(default_factory=Evidence)
     dirs: _StepDirs | None = None
     commands: list[str] = field(default_factory=list)
+
+    def note(self, **values: Any) -> None:
+        """Add facts to the attempt's evidence record."""
+        self.evidence = self.evidence.model_copy(update=values)
 
 
 class JobRunner:
@@ -126,12 +137,12 @@ class JobRunner:
         )
         monitor.start()
         att = _Attempt(job, cap, runner_id, logw, monitor, secrets)
-        att.evidence = {
-            "job_id": job.id,
-            "runner_id": runner_id,
-            "attempt": job.attempt,
-            "transport": job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
-        }
+        att.evidence = Evidence(
+            job_id=job.id,
+            runner_id=runner_id,
+            attempt=job.attempt,
+            transport=job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
+        )
         try:
             if secret_error is not None:
                 outcome = self._error(secret_error)
@@ -148,8 +159,7 @@ class JobRunner:
         code = f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""
         logw.line(f"##[ci-pool] {outcome.state.value}{code}")
         logw.close()
-        att.evidence["exit_code"] = outcome.exit_code
-        att.evidence["stdout_sample"] = logw.tail()[-defaults.STDOUT_SAMPLE :]
+        att.note(exit_code=outcome.exit_code, stdout_sample=logw.tail()[-defaults.STDOUT_SAMPLE :])
         closed = self.store.close_attempt(
             job.id,
             job.attempt,
@@ -219,10 +229,10 @@ class JobRunner:
                 image=job.image or cap.image,
             )
             execution = executor.execution(ctx)
-            att.evidence["mode"] = execution.mode
+            att.note(mode=execution.mode)
             att.monitor.execution = execution
             execution.start()
-            att.evidence.update(execution.describe())
+            att.note(**execution.describe())
             outcome = self._run_steps(att, execution)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 self._collect(att, workspace)
@@ -238,22 +248,30 @@ class JobRunner:
             self._cleanup(executor, execution, root, logw, job.image or cap.image)
 
     def _checkout(self, att: _Attempt, workspace: Path) -> None:
-        job = att.job
-        att.logw.line(f"##[ci-pool] checkout {job.repo} {job.commit_sha or job.ref}")
+        job, options = att.job, att.job.checkout
         t0 = time.monotonic()
+        commit = job.commit_sha or job.ref
+        if options.ref is not None:
+            # The checkout's own ref replaces the job's commit; submit pins it to a commit
+            # where refs are resolved, else it is resolved here as the job's ref would be.
+            try:
+                commit = resolve_ref(job.repo, options.ref, self.settings)
+            except InputError as exc:
+                raise CheckoutError(f"checkout ref {options.ref!r}: {exc}") from None
+        att.logw.line(f"##[ci-pool] checkout {job.repo} {commit}")
         result = checkout(
             CheckoutRequest(
                 repo=job.repo,
-                commit=job.commit_sha or job.ref,
+                commit=commit,
                 dest=workspace,
-                fetch_depth=int(job.checkout.get("fetch_depth", 1)),
-                submodules=bool(job.checkout.get("submodules", False)),
-                lfs=bool(job.checkout.get("lfs", False)),
+                fetch_depth=options.fetch_depth,
+                submodules=options.submodules,
+                lfs=options.lfs,
             ),
             self.settings,
             log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
         )
-        att.evidence.update(
+        att.note(
             commit_sha=result.sha,
             checkout_s=round(time.monotonic() - t0, 3),
             checkout_via=result.via,
@@ -266,7 +284,7 @@ class JobRunner:
         ctx: dict[str, Any] = {
             "github": {
                 "ref": ref,
-                "sha": att.evidence.get("commit_sha", job.commit_sha or ""),
+                "sha": att.evidence.commit_sha or job.commit_sha or "",
                 "repository": github_repository(job.repo),
                 "event_name": "push",
                 "job": job.job_ref or job.id,
@@ -286,8 +304,8 @@ class JobRunner:
             ctx["needs"] = scheduler.needs_context(rows, refs)
         return ctx
 
-    def _should_run_step(self, step: dict[str, Any], ctx: dict[str, Any], status: str) -> bool:
-        cond = step.get("if_expr")
+    def _should_run_step(self, step: StepSpec, ctx: dict[str, Any], status: str) -> bool:
+        cond = step.if_expr
         if not cond:
             return status == "success"
         expr = expressions.parse(cond)
@@ -304,17 +322,17 @@ class JobRunner:
                 break
             status = "failure" if failed else "success"
             if not self._should_run_step(step, ctx, status):
-                logw.line(f"##[step] {index} {step.get('name') or 'run'} skipped")
+                logw.line(f"##[step] {index} {step.name or 'run'} skipped")
                 continue
             code, timed_out = self._run_step(att, execution, index, step, ctx, status)
             if code == 0 and not timed_out:
                 continue
-            if step.get("continue_on_error"):
+            if step.continue_on_error:
                 logw.line(f"##[ci-pool] continue-on-error: step {index} did not pass; going on")
                 continue
             if failed is None:
                 failed, step_timed_out = (index, code), timed_out
-        att.evidence["command"] = "\n".join(att.commands)
+        att.note(command="\n".join(att.commands))
         self._record_outputs(att, ctx, "failure" if failed else "success")
         return self._outcome(att, failed, step_timed_out)
 
@@ -323,7 +341,7 @@ class JobRunner:
         att: _Attempt,
         execution: Execution,
         index: int,
-        step: dict[str, Any],
+        step: StepSpec,
         ctx: dict[str, Any],
         status: str,
     ) -> tuple[int, bool]:
@@ -331,7 +349,7 @@ class JobRunner:
         A file the step left that the runner refuses to read fails the step."""
         logw, monitor, dirs = att.logw, att.monitor, att.dirs
         assert dirs is not None
-        logw.line(f"##[step] {index} {step.get('name') or 'run'}")
+        logw.line(f"##[step] {index} {step.name or 'run'}")
         try:
             name, env, run = self._write_step(index, step, ctx, status, dirs, execution)
         except JobFileRefused as exc:
@@ -339,9 +357,11 @@ class JobRunner:
             return 1, False
         att.commands.append(run)
         started = time.monotonic()
-        timeout = step.get("timeout")
+        timeout = step.timeout
         token = monitor.begin_step(timeout)
-        code = execution.run_step(name, logw.write, env=env, shell=step.get("shell"))
+        # bash (the default) falls back to sh in images without bash.
+        shell = None if step.shell == "bash" else step.shell
+        code = execution.run_step(name, logw.write, env=env, shell=shell)
         timed_out = monitor.end_step(token)
         took = time.monotonic() - started
         outputs: dict[str, str] = {}
@@ -352,9 +372,9 @@ class JobRunner:
             )
         except JobFileRefused as exc:
             refused = exc
-        if step.get("id"):
+        if step.id:
             ok = code == 0 and refused is None
-            ctx["steps"][step["id"]] = {
+            ctx["steps"][step.id] = {
                 "outputs": outputs,
                 "outcome": "success" if ok else "failure",
             }
@@ -370,18 +390,16 @@ class JobRunner:
     @staticmethod
     def _write_step(
         index: int,
-        step: dict[str, Any],
+        step: StepSpec,
         ctx: dict[str, Any],
         status: str,
         dirs: _StepDirs,
         execution: Execution,
     ) -> tuple[str, dict[str, str], str]:
         """Render the step's templates into its script; returns (script, env, text)."""
-        run = expressions.render(step["run"], ctx, status)
-        env = {
-            k: expressions.render(str(v), ctx, status) for k, v in (step.get("env") or {}).items()
-        }
-        workdir = step.get("working_directory")
+        run = expressions.render(step.run, ctx, status)
+        env = {k: expressions.render(v, ctx, status) for k, v in step.env.items()}
+        workdir = step.working_directory
         if workdir:
             run = f"cd -- {shlex.quote(expressions.render(workdir, ctx, status))}\n{run}"
         name = f"step-{index}.sh"
@@ -426,9 +444,11 @@ class JobRunner:
         for f in found.files:
             att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
         self.store.add_artifacts(job.id, job.attempt, found.files)
-        att.evidence["artifacts"] = [
-            {"path": f.path, "size": f.size, "sha256": f.sha256} for f in found.files
-        ]
+        att.note(
+            artifacts=tuple(
+                ArtifactEntry(path=f.path, size=f.size, sha256=f.sha256) for f in found.files
+            )
+        )
 
     def _job_env(self, att: _Attempt) -> dict[str, str]:
         job = att.job
@@ -442,7 +462,7 @@ class JobRunner:
             "CI_POOL_CAPABILITY": job.capability,
             "CI_POOL_REPO": job.repo,
             "CI_POOL_REF": job.ref,
-            "CI_POOL_COMMIT_SHA": str(att.evidence.get("commit_sha", "")),
+            "CI_POOL_COMMIT_SHA": att.evidence.commit_sha or "",
         }
 
     def _cleanup(

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from pydantic import TypeAdapter
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import JobState, PipelineState
+from ci_pool.jobs import (
+    STORED,
+    CheckoutSpec,
+    Evidence,
+    JobSpec,
+    JobState,
+    PipelineState,
+    StepSpec,
+)
+from ci_pool.pipeline import PipelineJob
 
 
 def utcnow() -> datetime:
@@ -51,6 +62,86 @@ class StateType(TypeDecorator[Any]):
         return None if value is None else self.enum(value)
 
 
+class SpecType(TypeDecorator[Any]):
+    """A pydantic-typed value stored as JSON: written as its JSON dump (models or the same
+    shape as plain data), read back validated into the type, so rows hand back models."""
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, spec_type: Any):
+        super().__init__()
+        self.spec_type = spec_type
+        self.adapter: TypeAdapter[Any] = TypeAdapter(spec_type)
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.adapter.dump_python(self.adapter.validate_python(value), mode="json")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        return self.adapter.validate_python(value, context={STORED: True})
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return JSON()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewJob:
+    """A job to write: its spec (repo and ref filled), where the pool placed it, and for a
+    pipeline job its place in the graph."""
+
+    spec: JobSpec
+    capability: str
+    queue: str
+    timeout_s: int
+    max_attempts: int
+    commit_sha: str | None = None
+    #: None: ``queued`` for a job of its own, ``blocked`` for a pipeline job.
+    state: JobState | None = None
+    reason: str | None = None
+    graph: PipelineJob | None = None
+
+    def columns(self) -> dict[str, Any]:
+        """The job row's columns."""
+        spec, graph = self.spec, self.graph
+        row: dict[str, Any] = {
+            "name": spec.name,
+            "capability": self.capability,
+            "queue": self.queue,
+            "repo": spec.repo,
+            "ref": spec.ref,
+            "commit_sha": self.commit_sha,
+            "steps": spec.steps,
+            "env": dict(spec.env),
+            "labels": list(spec.labels),
+            "timeout_s": self.timeout_s,
+            "max_attempts": self.max_attempts,
+            "secrets": list(spec.secrets),
+            "artifacts": list(spec.artifacts),
+            "image": spec.image,
+            "checkout": spec.checkout,
+            "reason": self.reason,
+        }
+        if self.state is not None:
+            row["state"] = self.state
+        if graph is not None:
+            row.update(
+                key=graph.key,
+                job_ref=graph.job_id,
+                needs=list(graph.needs),
+                if_expr=graph.if_expr,
+                continue_on_error=graph.continue_on_error,
+                matrix=dict(graph.matrix),
+                fail_fast=graph.fail_fast,
+                max_parallel=graph.max_parallel,
+                outputs_spec=dict(graph.outputs),
+            )
+        return row
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime(),
@@ -72,7 +163,7 @@ class Job(Base):
     repo: Mapped[str] = mapped_column(Text)
     ref: Mapped[str] = mapped_column(String(255))
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
-    steps: Mapped[list[Any]] = mapped_column(JSON)
+    steps: Mapped[tuple[StepSpec, ...]] = mapped_column(SpecType(tuple[StepSpec, ...]))
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
     timeout_s: Mapped[int] = mapped_column(Integer)
@@ -80,7 +171,7 @@ class Job(Base):
     secrets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     artifacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
     image: Mapped[str | None] = mapped_column(String(500), default=None)
-    checkout: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkout: Mapped[CheckoutSpec] = mapped_column(SpecType(CheckoutSpec), default=CheckoutSpec)
     # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
     # keys of the jobs it needs, its condition and its matrix values.
     job_ref: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -102,7 +193,7 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
-    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    evidence: Mapped[Evidence | None] = mapped_column(SpecType(Evidence), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -4,7 +4,7 @@ one audit row, so two workers can never both own a job."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,10 +26,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool import defaults
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import FINAL_STATES, RETRY_TRANSITIONS, JobState, PipelineState, sources_of
+from ci_pool.jobs import (
+    FINAL_STATES,
+    RETRY_TRANSITIONS,
+    Evidence,
+    JobState,
+    PipelineState,
+    sources_of,
+)
 from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
 from ci_pool.store.files import private_sqlite
-from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, Pipeline, utcnow
+from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, NewJob, Pipeline, utcnow
 
 #: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
 #: stay rejected: a retry is not a way around policy).
@@ -107,8 +114,13 @@ class Store:
 
     # -- jobs -------------------------------------------------------------------------
 
+    def add_job(self, new: NewJob) -> Job:
+        """Write a submitted job in ``queued`` (or its ``state``) with its first audit row."""
+        return self.create_job(**new.columns())
+
     def create_job(self, **fields: Any) -> Job:
-        """Write a new job in ``queued`` (or the given ``state``) with its first audit row."""
+        """Write a job row from its columns in ``queued`` (or the given ``state``) with its
+        first audit row."""
         with self.session() as s:
             return _add_job(s, utcnow(), JobState(fields.pop("state", JobState.QUEUED)), fields)
 
@@ -451,7 +463,7 @@ class Store:
         runner_id: str | None,
         exit_code: int | None = None,
         reason: str | None = None,
-        evidence: dict[str, Any] | None = None,
+        evidence: Evidence | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
     ) -> Job | None:
         """Close an attempt we own with its outcome (``close_attempt``); the job as the
@@ -537,11 +549,11 @@ class Store:
 
     # -- pipelines --------------------------------------------------------------------
 
-    def create_pipeline(self, pipeline: dict[str, Any], jobs: list[dict[str, Any]]) -> Pipeline:
+    def create_pipeline(self, pipeline: dict[str, Any], jobs: Sequence[NewJob]) -> Pipeline:
         """A pipeline and all its jobs (``blocked``), in one transaction: all or nothing.
 
         A pipeline refused by policy is written ``rejected`` whole: each job carries its
-        ``state`` and ``reason`` in its fields."""
+        ``state`` and ``reason``."""
         now = utcnow()
         pipeline = dict(pipeline)
         state = pipeline.pop("state", "running")
@@ -555,8 +567,8 @@ class Store:
         with self.session() as s:
             s.add(row)
             s.flush()
-            for fields in jobs:
-                fields = {**fields, "pipeline_id": row.id}
+            for new in jobs:
+                fields = {**new.columns(), "pipeline_id": row.id}
                 _add_job(s, now, JobState(fields.pop("state", JobState.BLOCKED)), fields)
         return row
 

@@ -284,6 +284,58 @@ def test_a_pipeline_with_one_denied_job_is_rejected_whole(
     }
 
 
+def test_a_checkout_ref_is_held_to_the_capability_refs_and_pinned(
+    strict: Harness, repos: dict[str, str], client: TestClient
+) -> None:
+    """A workflow submitted at an allowed ref cannot check out a ref the capability does
+    not build: its checkout ref is judged like the submitted ref."""
+    tok = token(strict, "submit", "read")
+
+    def workflow(ref: str) -> str:
+        return (
+            "on: push\njobs:\n  ship:\n    runs-on: deploy\n    steps:\n"
+            f"      - uses: actions/checkout@v4\n        with:\n          ref: {ref}\n"
+            "      - run: ./ship\n"
+        )
+
+    body = {"workflow": workflow("feature"), "repo": repos["tools"], "ref": "main"}
+    res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
+    assert_error(res, 403, "rejected", "jobs.ship.steps.with.ref")
+    message = res.json()["error"]["message"]
+    assert "checkout ref 'feature'" in message and "capabilities.deploy.refs" in message
+    assert "refs/heads/feature" in message
+
+    job = {**deploy(repos["tools"]), "checkout": {"ref": "feature"}}
+    res = client.post("/v1/jobs", json=job, headers=signed(tok, job))
+    assert_error(res, 403, "rejected", "checkout.ref")
+    assert rejected_job(strict, res.json()["error"]["message"]).state == "rejected"
+
+    # An allowed tag is taken, pinned to the commit it names at submit.
+    tag = subprocess.run(
+        ["git", "ls-remote", repos["tools"], "refs/tags/v1.0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[0]
+    job = {**deploy(repos["tools"]), "checkout": {"ref": "v1.0"}}
+    res = client.post("/v1/jobs", json=job, headers=signed(tok, job))
+    assert res.status_code == 201, res.text
+    assert strict.pool().get(res.json()["id"]).checkout.ref == tag
+    body = {"workflow": workflow("v1.0"), "repo": repos["tools"], "ref": "main"}
+    res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
+    assert res.status_code == 201, res.text
+    (row,) = strict.pool().store.pipeline_jobs(res.json()["id"])
+    assert row.checkout.ref == tag
+
+    # A checkout ref the repository does not have is an input error; nothing is written.
+    before = job_count(strict)
+    body = {"workflow": workflow("nope"), "repo": repos["tools"], "ref": "main"}
+    res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
+    assert_error(res, 422, "invalid_input", "jobs.ship.steps.with.ref")
+    assert "'nope' is not a branch, tag or ref" in res.json()["error"]["message"]
+    assert job_count(strict) == before
+
+
 def test_cli_local_mode_records_and_explains_a_rejection(
     strict: Harness, repos: dict[str, str]
 ) -> None:

@@ -34,7 +34,7 @@ def test_host_job_exit_code_log_and_no_leftover_processes(
     assert harness.cli("wait", job_id, "--timeout", "90").returncode == 4
     job = harness.pool().get(job_id)
     assert job.state == "failed"
-    assert job.evidence is not None and job.evidence["mode"] == "host"
+    assert job.evidence is not None and job.evidence.mode == "host"
     lines = harness.pool().store.read_log(job_id).splitlines()
     assert "1.2.3" in lines and "spawned" in lines
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ci_pool.embedded import make_repo
 from tests.conftest import GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration
@@ -201,3 +203,38 @@ def test_pipeline_cancel_stops_running_and_waiting_jobs(
     row, jobs = pool.pipeline(pid)
     assert row.state == "cancelled"
     assert {j.key: j.state for j in jobs} == {"slow": "cancelled", "after": "cancelled"}
+
+
+def test_checkout_with_ref_checks_out_that_commit(
+    harness: Harness, git_server: GitServer, linux_worker: Worker, tmp_path: Path
+) -> None:
+    bare = git_server.base / "checkout-ref.git"
+    tagged = make_repo(bare, {"which.txt": "tagged\n"}, message="tagged")
+    branched = make_repo(bare, {"which.txt": "branched\n"}, message="branched")
+    tip = make_repo(bare, {"which.txt": "tip\n"}, message="tip")
+    subprocess.run(["git", "-C", str(bare), "tag", "v1", tagged], check=True)
+    subprocess.run(["git", "-C", str(bare), "branch", "release", branched], check=True)
+    wf = tmp_path / "refs.yml"
+    show = '      - run: echo "content=$(cat which.txt) sha=$CI_POOL_COMMIT_SHA"\n'
+    wf.write_text(
+        "name: refs\non: push\njobs:\n"
+        "  tag:\n    runs-on: linux\n    steps:\n"
+        "      - uses: actions/checkout@v4\n        with:\n          ref: v1\n" + show
+        + "  branch:\n    runs-on: linux\n    steps:\n"
+        "      - uses: actions/checkout@v4\n        with:\n          ref: release\n" + show
+        + "  plain:\n    runs-on: linux\n    steps:\n      - uses: actions/checkout@v4\n" + show
+    )  # fmt: skip
+    res = harness.cli(
+        "run", str(wf), "--repo", git_server.url("checkout-ref.git"), "--ref", "main", timeout=240
+    )
+    assert "Traceback" not in res.stderr, res.stderr
+    pipe = pipeline_json(harness, res.stderr.split()[1].rstrip(":"))
+    assert res.returncode == 0, pipe
+    jobs = {j["key"]: j for j in pipe["jobs"]}
+    store = harness.pool().store
+    logs = {key: store.read_log(job["id"]).splitlines() for key, job in jobs.items()}
+    assert f"content=tagged sha={tagged}" in logs["tag"], logs["tag"]
+    assert f"content=branched sha={branched}" in logs["branch"], logs["branch"]
+    assert f"content=tip sha={tip}" in logs["plain"], logs["plain"]
+    url = git_server.url("checkout-ref.git")
+    assert f"##[ci-pool] checkout {url} {tagged}" in logs["tag"]

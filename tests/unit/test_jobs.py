@@ -67,8 +67,26 @@ def test_unknown_field_rejected() -> None:
 
 
 def test_unknown_step_field_rejected() -> None:
-    err = input_error(steps=[{"run": "x", "shell": "bash"}])
-    assert err.field == "steps.0.shell"
+    err = input_error(steps=[{"run": "x", "uses": "actions/checkout@v4"}])
+    assert err.field == "steps.0.uses"
+
+
+def test_step_shell_is_bash_or_sh() -> None:
+    assert parse(steps=[{"run": "x", "shell": "sh"}]).steps[0].shell == "sh"
+    err = input_error(steps=[{"run": "x", "shell": "pwsh"}])
+    assert err.field == "steps.0.shell" and "'bash' or 'sh'" in str(err)
+
+
+def test_step_condition_and_env_are_checked() -> None:
+    assert input_error(steps=[{"run": "x", "if_expr": "success( &&"}]).field == "steps.0.if_expr"
+    assert input_error(steps=[{"run": "x", "env": {"CI_POOL_X": "1"}}]).field == "steps.0.env"
+
+
+def test_checkout_ref_is_a_checked_ref() -> None:
+    assert parse(checkout={"ref": "v1.2"}).checkout.ref == "v1.2"
+    assert parse().checkout.ref is None
+    err = input_error(checkout={"ref": "--upload-pack=evil"})
+    assert err.field == "checkout.ref" and "git option" in str(err)
 
 
 # -- refs ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ci_pool.exceptions import InputError
+from ci_pool.jobs import JobSpec, StepSpec
 from ci_pool.pipeline import (
     Pipeline,
     PipelineJob,
@@ -15,10 +16,12 @@ from ci_pool.pipeline import (
 
 
 def job(key: str, *needs: str) -> PipelineJob:
+    spec = JobSpec(
+        repo="", name=key, capability="linux", labels=("linux",), steps=(StepSpec(run="true"),)
+    )
     return PipelineJob(
-        key=key, job_id=key.split(" ")[0], name=key, matrix={}, capability="linux",
-        labels=("linux",), needs=needs, need_ids=needs, if_expr=None, env={}, timeout_s=None,
-        continue_on_error=False, container=None, steps=(), checkout=None, outputs={},
+        key=key, job_id=key.split(" ")[0], spec=spec, matrix={}, needs=needs, need_ids=needs,
+        if_expr=None, continue_on_error=False, outputs={},
     )  # fmt: skip
 
 

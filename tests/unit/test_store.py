@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, bindparam, column, text
 
 from ci_pool.exceptions import NotFound
-from ci_pool.jobs import JobState
+from ci_pool.jobs import CheckoutSpec, Evidence, JobState, StepSpec
+from ci_pool.pool import Pool
+from ci_pool.settings import load_settings
 from ci_pool.store import Claim, Job, Store
 from ci_pool.store.models import utcnow
+from ci_pool.workflow import parse_workflow
 
 S = JobState
 TINY_LEASE = 0.05
@@ -81,10 +84,159 @@ def test_create_job_writes_one_queued_event(store: Store) -> None:
         "queued",
         "linux",
         {"A": "1"},
-        [{"name": "run", "run": "make"}],
+        (StepSpec(name="run", run="make"),),
     )
     assert got.cancel_requested is False
     assert got.runner_id is None and got.lease_until is None
+
+
+def _write_raw(store: Store, job_id: str, steps: Any, checkout: Any) -> None:
+    """Overwrite a row's steps and checkout with plain JSON, as older releases wrote them."""
+    stmt = text("UPDATE jobs SET steps = :steps, checkout = :checkout WHERE id = :id")
+    stmt = stmt.bindparams(bindparam("steps", type_=JSON), bindparam("checkout", type_=JSON))
+    with store.engine.begin() as conn:
+        conn.execute(stmt, {"steps": steps, "checkout": checkout, "id": job_id})
+
+
+def test_rows_written_in_the_old_dict_shape_load_as_specs(store: Store) -> None:
+    single, piped, oldest = new_job(store), new_job(store), new_job(store)
+    _write_raw(
+        store,
+        single.id,
+        [{"name": "run 1", "run": "make", "timeout": None, "continue_on_error": False}],
+        {"fetch_depth": 1, "submodules": False, "lfs": False},
+    )
+    _write_raw(
+        store,
+        piped.id,
+        [
+            {
+                "name": "Test",
+                "id": "test",
+                "run": "make test",
+                "shell": "sh",
+                "working_directory": "app",
+                "env": {"GOFLAGS": "-mod=vendor"},
+                "if_expr": "always()",
+                "timeout": 60,
+                "continue_on_error": True,
+            }
+        ],
+        {"fetch_depth": 0, "submodules": True, "lfs": False},
+    )
+    # A condition the expression rules of today refuse still loads: the row was checked
+    # when it was written, and the runner reports what it cannot evaluate.
+    _write_raw(store, oldest.id, [{"run": "make", "if_expr": "((("}], {})
+    got = store.get_job(single.id)
+    assert got.steps == (StepSpec(name="run 1", run="make"),)
+    assert got.checkout == CheckoutSpec()
+    step = store.get_job(piped.id).steps[0]
+    assert (step.id, step.shell, step.working_directory, step.if_expr) == (
+        "test",
+        "sh",
+        "app",
+        "always()",
+    )
+    assert (step.env, step.timeout, step.continue_on_error) == (
+        {"GOFLAGS": "-mod=vendor"},
+        60,
+        True,
+    )
+    assert store.get_job(piped.id).checkout == CheckoutSpec(fetch_depth=0, submodules=True)
+    assert store.get_job(oldest.id).checkout == CheckoutSpec()
+    assert store.get_job(oldest.id).steps[0].if_expr == "((("
+    # Read back as models, written back as the same JSON shape.
+    claimed = claim(store, piped.id)
+    assert claimed.job.steps[0].run == "make test"
+
+
+def test_evidence_in_the_old_dict_shape_loads_as_a_record(store: Store) -> None:
+    job = new_job(store)
+    old = {
+        "job_id": job.id,
+        "runner_id": "r1",
+        "attempt": 1,
+        "transport": "git",
+        "mode": "docker",
+        "image": "busybox",
+        "commit_sha": "a" * 40,
+        "checkout_s": 0.25,
+        "checkout_via": "network",
+        "command": "make",
+        "exit_code": 0,
+        "stdout_sample": "ok",
+        "artifacts": [{"path": "out/app.tar", "size": 3, "sha256": "b" * 64}],
+        "from_a_newer_runner": "kept",
+    }
+    stmt = text("UPDATE jobs SET evidence = :ev WHERE id = :id")
+    with store.engine.begin() as conn:
+        conn.execute(stmt.bindparams(bindparam("ev", type_=JSON)), {"ev": old, "id": job.id})
+    ev = store.get_job(job.id).evidence
+    assert ev is not None
+    assert (ev.mode, ev.checkout_s, ev.exit_code) == ("docker", 0.25, 0)
+    assert ev.artifacts is not None and ev.artifacts[0].path == "out/app.tar"
+    assert ev.model_dump(mode="json", exclude_none=True) == old
+
+
+def test_specs_are_stored_as_plain_json(store: Store) -> None:
+    job = new_job(
+        store,
+        steps=(StepSpec(name="b", run="make", shell="sh"),),
+        checkout=CheckoutSpec(ref="v1.0", lfs=True),
+    )
+    stmt = text("SELECT steps, checkout FROM jobs WHERE id = :id").columns(
+        column("steps", JSON), column("checkout", JSON)
+    )
+    with store.engine.connect() as conn:
+        steps, checkout = conn.execute(stmt, {"id": job.id}).one()
+    assert steps[0]["run"] == "make" and steps[0]["shell"] == "sh"
+    assert checkout == {"fetch_depth": 1, "submodules": False, "lfs": True, "ref": "v1.0"}
+    assert store.get_job(job.id).checkout.ref == "v1.0"
+
+
+REF_WORKFLOW = """\
+name: refs
+on: push
+jobs:
+  build:
+    runs-on: linux
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          ref: release/1.2
+          fetch-depth: 0
+      - id: make
+        run: make
+        shell: sh
+        working-directory: app
+        env:
+          MODE: release
+        if: always()
+        timeout-minutes: 2
+"""
+
+
+def test_checkout_ref_and_steps_survive_parse_submit_store_and_claim(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = load_settings(None, home=tmp_path / "home")
+    parsed = parse_workflow(REF_WORKFLOW, "wf.yml", settings.capabilities).jobs[0]
+    new = Pool(settings, store)._pipeline_job(parsed, "git://x/r.git", "main")
+    pipe = store.create_pipeline({"name": "refs", "repo": "git://x/r.git", "ref": "main"}, [new])
+    (row,) = store.pipeline_jobs(pipe.id)
+    store.transition(row.id, JobState.QUEUED)
+    job = claim(store, row.id).job  # what the runner reads
+    assert job.checkout == CheckoutSpec(fetch_depth=0, ref="release/1.2")
+    assert job.steps == parsed.spec.steps
+    step = job.steps[0]
+    assert (step.id, step.shell, step.working_directory, step.env, step.timeout) == (
+        "make",
+        "sh",
+        "app",
+        {"MODE": "release"},
+        120,
+    )
+    assert step.if_expr == "always()"
 
 
 def test_create_blocked_job(store: Store) -> None:
@@ -246,10 +398,11 @@ def test_finish_succeeded(store: Store) -> None:
     job = new_job(store)
     claim(store, job.id)
     done = store.finish(
-        job.id, 1, S.SUCCEEDED, runner_id="r1", exit_code=0, evidence={"exit_code": 0}
+        job.id, 1, S.SUCCEEDED, runner_id="r1", exit_code=0, evidence=Evidence(exit_code=0)
     )
     assert done is not None
-    assert (done.state, done.exit_code, done.evidence) == ("succeeded", 0, {"exit_code": 0})
+    assert (done.state, done.exit_code, done.evidence) == ("succeeded", 0, Evidence(exit_code=0))
+    assert store.get_job(job.id).evidence == Evidence(exit_code=0)
     assert done.lease_until is None and done.finished_at is not None
     assert trail(store, job.id)[-1] == ("running", "succeeded", 1, None)
     # A final state does not move again.

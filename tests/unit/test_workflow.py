@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from ci_pool.capabilities import Capability, merge_capabilities
 from ci_pool.exceptions import InputError, WorkflowError
 from ci_pool.expressions import condition, render
+from ci_pool.jobs import CheckoutSpec
 from ci_pool.workflow import (
-    Checkout,
-    Container,
     Pipeline,
     WorkflowErrors,
     parse_workflow,
@@ -69,7 +68,7 @@ def test_release_pipeline() -> None:
         "iso": ("android", "flutter-web"),
         "deploy": ("iso",),
     }
-    assert {j.key: j.capability for j in p.jobs} == {
+    assert {j.key: j.spec.capability for j in p.jobs} == {
         "linux": "linux",
         "android": "android",
         "flutter-web": "flutter-web",
@@ -77,27 +76,27 @@ def test_release_pipeline() -> None:
         "deploy": "deploy",
     }
     linux = p.job("linux")
-    assert linux.name == "Linux build and tests"
-    assert linux.labels == ("self-hosted", "linux", "x64")
-    assert linux.timeout_s == 30 * 60
-    assert linux.checkout == Checkout(fetch_depth=0, submodules=True)
+    assert linux.spec.name == "Linux build and tests"
+    assert linux.spec.labels == ("self-hosted", "linux", "x64")
+    assert linux.spec.timeout == 30 * 60
+    assert linux.spec.checkout == CheckoutSpec(fetch_depth=0, submodules=True)
     assert linux.outputs == {"version": "${{ steps.version.outputs.version }}"}
-    assert linux.env == {"APP_NAME": "demo-app", "RELEASE_CHANNEL": "stable"}
+    assert linux.spec.env == {"APP_NAME": "demo-app", "RELEASE_CHANNEL": "stable"}
     # The checkout step is not a shell step.
-    assert [s.name for s in linux.steps] == [
+    assert [s.name for s in linux.spec.steps] == [
         'Run echo "version=$(cat VERSION)" >> "$GITHUB_OUTPUT"',
         "Unit tests",
     ]
-    assert linux.steps[0].id == "version"
-    assert linux.steps[1].run == "make deps\nmake test\n"
-    assert linux.steps[1].env == {"GOFLAGS": "-mod=vendor"}
-    assert p.job("android").env["VERSION"] == "${{ needs.linux.outputs.version }}"
+    assert linux.spec.steps[0].id == "version"
+    assert linux.spec.steps[1].run == "make deps\nmake test\n"
+    assert linux.spec.steps[1].env == {"GOFLAGS": "-mod=vendor"}
+    assert p.job("android").spec.env["VERSION"] == "${{ needs.linux.outputs.version }}"
     assert p.job("android").need_ids == ("linux",)
-    assert p.job("android").checkout == Checkout(lfs=True)
-    assert p.job("iso").steps[0].timeout_s == 100 * 60
+    assert p.job("android").spec.checkout == CheckoutSpec(lfs=True)
+    assert p.job("iso").spec.steps[0].timeout == 100 * 60
     deploy = p.job("deploy")
     assert deploy.if_expr == "startsWith(github.ref, 'refs/tags/v')"
-    assert deploy.steps[0].name == "Ship ${{ github.ref }}"
+    assert deploy.spec.steps[0].name == "Ship ${{ github.ref }}"
     assert [j.key for j in topological_order(p)] == [
         "linux",
         "android",
@@ -118,7 +117,7 @@ def test_matrix_workflow_graph_and_cells() -> None:
         "fruit (banana)",
         "fruit (banana, cat)",
     ]
-    assert p.job("fruit (pear, cat, pink)").steps[0].run == 'echo "pear cat pink "'
+    assert p.job("fruit (pear, cat, pink)").spec.steps[0].run == 'echo "pear cat pink "'
     tests = p.cells("test")
     assert [j.key for j in tests] == [
         "test (linux, 3.11, false)",
@@ -126,14 +125,16 @@ def test_matrix_workflow_graph_and_cells() -> None:
         "test (android, 3.12, false)",
         "test (linux, 3.13, true)",
     ]
-    assert [j.capability for j in tests] == ["linux", "linux", "android", "linux"]
+    assert [j.spec.capability for j in tests] == ["linux", "linux", "android", "linux"]
     assert [j.continue_on_error for j in tests] == [False, False, False, True]
-    assert tests[0].name == "test 3.11 on linux"  # names that show the matrix get no suffix
+    assert tests[0].spec.name == "test 3.11 on linux"  # names that show the matrix get no suffix
     assert all(j.fail_fast is False and j.max_parallel == 2 for j in tests)
     assert {j.matrix_group for j in tests} == {"test"}
-    assert tests[0].steps[0].run == "tox -e py3.11" and tests[0].steps[0].env == {"PY": "3.11"}
+    assert tests[0].spec.steps[0].run == "tox -e py3.11" and tests[0].spec.steps[0].env == {
+        "PY": "3.11"
+    }
     # The matrix part of an if: is decided per cell; the rest is left for the runtime.
-    assert [j.steps[1].if_expr for j in tests] == [
+    assert [j.spec.steps[1].if_expr for j in tests] == [
         "github.event_name == 'push'",
         "github.event_name == 'push'",
         "false",
@@ -142,21 +143,24 @@ def test_matrix_workflow_graph_and_cells() -> None:
     packages = p.cells("package")
     assert [j.key for j in packages] == ["package (deb, amd64)", "package (rpm, x86_64)"]
     assert packages[0].needs == tuple(j.key for j in tests)  # every cell of the needed job
-    assert packages[1].steps[0].run == "make rpm ARCH=x86_64"
+    assert packages[1].spec.steps[0].run == "make rpm ARCH=x86_64"
     assert packages[0].fail_fast is True and packages[0].max_parallel is None
 
 
 def test_containers() -> None:
     p = load("containers.yml")
-    assert p.job("lint").container == Container("python:3.12-slim")
-    assert p.job("db-tests").container == Container(
-        "ghcr.io/example/ci-postgres:16", {"PGDATA": "/tmp/pg"}, "--cpus 2 --memory 2g"
+    lint, db = p.job("lint"), p.job("db-tests")
+    assert (lint.spec.image, lint.container_options) == ("python:3.12-slim", None)
+    assert (db.spec.image, db.container_options) == (
+        "ghcr.io/example/ci-postgres:16",
+        "--cpus 2 --memory 2g",
     )
-    assert [j.container.image for j in p.cells("distro") if j.container] == [
+    assert db.spec.env["PGDATA"] == "/tmp/pg"  # container env, under the job's own
+    assert [j.spec.image for j in p.cells("distro")] == [
         "debian:12",
         "alpine:3.20",
     ]
-    lint_step, db_step = p.job("lint").steps[0], p.job("db-tests").steps[0]
+    lint_step, db_step = lint.spec.steps[0], db.spec.steps[0]
     assert (lint_step.shell, lint_step.working_directory) == ("sh", "app")  # defaults.run
     assert (db_step.shell, db_step.working_directory) == ("bash", "tests/db")
     assert graph(p) == {
@@ -176,19 +180,19 @@ def test_conditions() -> None:
         "never": (),
     }
     build = p.job("build")
-    assert [s.if_expr for s in build.steps] == [
+    assert [s.if_expr for s in build.spec.steps] == [
         None,
         "steps.compile.outcome == 'success'",
         "failure()",
         "always()",
     ]
-    assert build.steps[0].continue_on_error is True
+    assert build.spec.steps[0].continue_on_error is True
     assert p.job("notify").if_expr == "always()"
     assert p.job("never").if_expr == "false"
     publish = p.job("publish")
     ctx = {"needs": {"build": {"result": "success", "outputs": {"artifact": "app.tar"}}}}
     assert publish.if_expr is not None and condition(publish.if_expr, ctx)
-    assert render(publish.steps[0].run, ctx) == "./publish.sh app.tar"
+    assert render(publish.spec.steps[0].run, ctx) == "./publish.sh app.tar"
 
 
 def test_gitea_style_file() -> None:
@@ -196,14 +200,14 @@ def test_gitea_style_file() -> None:
     assert p.on == ["push", "pull_request"]
     assert graph(p) == {"check": (), "release": ("check",)}
     check = p.job("check")
-    assert check.checkout == Checkout(fetch_depth=1, ref="main")
-    assert [s.shell for s in check.steps] == ["sh", "bash"]
-    assert check.steps[1].env == {"CGO_ENABLED": "0"}
-    assert check.env == {"GOPROXY": "https://proxy.golang.org"}
+    assert check.spec.checkout == CheckoutSpec(fetch_depth=1, ref="main")
+    assert [s.shell for s in check.spec.steps] == ["sh", "bash"]
+    assert check.spec.steps[1].env == {"CGO_ENABLED": "0"}
+    assert check.spec.env == {"GOPROXY": "https://proxy.golang.org"}
     release = p.job("release")
-    assert release.checkout == Checkout()
+    assert release.spec.checkout == CheckoutSpec()
     ctx = {"github": {"sha": "f00", "repository": "org/app"}}
-    assert render(release.steps[0].run, ctx) == 'echo "releasing f00 of org/app"'
+    assert render(release.spec.steps[0].run, ctx) == 'echo "releasing f00 of org/app"'
 
 
 # -- YAML --------------------------------------------------------------------------------
@@ -522,7 +526,7 @@ def test_runs_on_unknown_label_lists_the_capabilities() -> None:
      ("flutter-web", "flutter-web"), ("[self-hosted, iso]", "iso")],
 )  # fmt: skip
 def test_runs_on_routes_by_label(value: str, capability: str) -> None:
-    assert parse(runs_on(value)).jobs[0].capability == capability
+    assert parse(runs_on(value)).jobs[0].spec.capability == capability
 
 
 def test_runs_on_needs_more_than_self_hosted() -> None:
@@ -650,17 +654,17 @@ def test_matrix_values_may_be_objects() -> None:
         'build ({"os":"linux","cc":"gcc"})',
         'build ({"os":"linux","cc":"clang"})',
     ]
-    assert p.jobs[1].steps[0].run == "make CC=clang"
+    assert p.jobs[1].spec.steps[0].run == "make CC=clang"
     # An object has no literal form: the runtime renders it from the job's matrix.
-    assert p.jobs[1].steps[1].run == "echo ${{ matrix.cfg }}"
-    assert render(p.jobs[1].steps[1].run, {"matrix": p.jobs[1].matrix}) == (
+    assert p.jobs[1].spec.steps[1].run == "echo ${{ matrix.cfg }}"
+    assert render(p.jobs[1].spec.steps[1].run, {"matrix": p.jobs[1].matrix}) == (
         'echo {"os":"linux","cc":"clang"}'
     )
 
 
 def test_job_name_without_matrix_gets_the_values_appended() -> None:
     p = parse(matrix("a: [1, 2]\n").replace("runs-on: linux", "runs-on: linux\n    name: Build"))
-    assert [j.name for j in p.jobs] == ["Build (1)", "Build (2)"]
+    assert [j.spec.name for j in p.jobs] == ["Build (1)", "Build (2)"]
 
 
 # -- needs -------------------------------------------------------------------------------
@@ -770,7 +774,7 @@ def test_workflow_env_may_use_github_only() -> None:
     err = one_error("env:\n  A: ${{ matrix.x }}\n" + MINIMAL)
     assert (err.line, err.column) == (2, 10)
     assert "matrix is not available here; use github" in str(err)
-    assert parse("env:\n  REF: ${{ github.ref }}\n" + MINIMAL).jobs[0].env == {
+    assert parse("env:\n  REF: ${{ github.ref }}\n" + MINIMAL).jobs[0].spec.env == {
         "REF": "${{ github.ref }}"
     }
 
@@ -785,9 +789,9 @@ def test_if_literals_and_defaults() -> None:
     p = parse(MINIMAL.replace("runs-on: linux", "runs-on: linux\n    if: true"))
     assert p.jobs[0].if_expr == "true"
     p = parse(MINIMAL + "        if: ${{ github.ref == 'refs/heads/main' }}\n")
-    assert p.jobs[0].steps[0].if_expr == "github.ref == 'refs/heads/main'"
-    assert p.jobs[0].steps[0].name == "Run make"
-    assert p.jobs[0].if_expr is None and p.jobs[0].checkout is None
+    assert p.jobs[0].spec.steps[0].if_expr == "github.ref == 'refs/heads/main'"
+    assert p.jobs[0].spec.steps[0].name == "Run make"
+    assert p.jobs[0].if_expr is None and p.jobs[0].spec.checkout == CheckoutSpec()
 
 
 def test_step_timeouts_and_flags_from_the_matrix() -> None:
@@ -806,8 +810,8 @@ def test_step_timeouts_and_flags_from_the_matrix() -> None:
                 continue-on-error: ${{ matrix.flaky }}
         """
     )
-    assert [j.steps[0].timeout_s for j in p.jobs] == [90, 600]
-    assert all(j.steps[0].continue_on_error for j in p.jobs)
+    assert [j.spec.steps[0].timeout for j in p.jobs] == [90, 600]
+    assert all(j.spec.steps[0].continue_on_error for j in p.jobs)
 
 
 # -- topological order -------------------------------------------------------------------
