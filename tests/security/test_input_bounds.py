@@ -435,10 +435,10 @@ def test_a_bad_workflow_in_a_push_does_not_stop_the_valid_one_beside_it(
 def test_aliased_scripts_in_a_workflow_are_bounded_per_job_and_per_pipeline(
     api: httpx.Client, git_server: GitServer, unchanged: None
 ) -> None:
-    big = "y" * 60_000
+    big = "y" * 30_000  # under the 32 KiB of one env value and the 128 KiB of one script
     per_job = (
         "on: push\njobs:\n  a:\n    runs-on: linux\n"
-        f"    env: {{BIG: &s '{big}'}}\n    steps:\n" + "      - run: *s\n" * 10
+        f"    env: {{BIG: &s '{big}'}}\n    steps:\n" + "      - run: *s\n" * 20
     )
     res = api.post("/v1/pipelines", json=pipeline(git_server, per_job))
     assert "the limit is 524288 per job" in error_of(res, 422)["message"]
