@@ -339,3 +339,39 @@ def test_followers_that_leave_hold_no_server_thread(
     assert res.status_code == 200 and res.json()["state"] in ("queued", "running")
     assert time.monotonic() - start < 5
     httpx.post(f"{api_url}/v1/jobs/{job['id']}/cancel", headers=headers, timeout=30)
+
+
+def test_a_job_step_takes_the_workflow_step_fields(
+    harness: Harness, git_server: GitServer, linux_worker: Worker, client: TestClient
+) -> None:
+    """A job submitted on its own has the steps of a workflow job: id and outputs, if,
+    env, shell and working directory, all read by the runner from the one step model."""
+    token = make_token(harness, "submit", "read")
+    steps = [
+        {"id": "v", "run": 'mkdir -p sub; echo "ver=7" >> "$GITHUB_OUTPUT"'},
+        {"run": "exit 3", "name": "broken", "continue_on_error": True},
+        {
+            "name": "show",
+            "run": 'echo "ver=${{ steps.v.outputs.ver }} greet=$GREET dir=$(basename $PWD)"',
+            "env": {"GREET": "hi"},
+            "shell": "sh",
+            "working_directory": "sub",
+        },
+        {"name": "never", "run": "echo never-runs", "if_expr": "failure()"},
+    ]
+    body = job_body(git_server, "unused") | {"steps": steps}
+    res = client.post("/v1/jobs", json=body, headers=auth(token))
+    assert res.status_code == 201, res.text
+    job = wait_for(client, token, res.json()["id"], "succeeded", "failed", "error")
+    assert job["state"] == "succeeded", job
+    log = harness.pool().store.read_log(str(job["id"])).splitlines()
+    assert "ver=7 greet=hi dir=sub" in log, log
+    assert "##[step] 4 never skipped" in log
+    assert "never-runs" not in log
+
+    bad = job_body(git_server, "true") | {"steps": [{"run": "true", "if_expr": "success( &&"}]}
+    res = client.post("/v1/jobs", json=bad, headers=auth(token))
+    assert_error(res, 422, "invalid_input", "steps.0.if_expr")
+    bad = job_body(git_server, "true") | {"steps": [{"run": "true", "shell": "pwsh"}]}
+    res = client.post("/v1/jobs", json=bad, headers=auth(token))
+    assert_error(res, 422, "invalid_input", "steps.0.shell")
