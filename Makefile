@@ -26,6 +26,7 @@ lint: $(PY)
 	$(PY) -m ruff check ci_pool tests bench
 	$(PY) -m ruff format --check ci_pool tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 fmt: $(PY)
 	$(PY) -m ruff format ci_pool tests bench

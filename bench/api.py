@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 from harness import Bench, add_common_args, latency_stats, pyplot, save_figure
 
-from ci_pool import tokens
 from ci_pool.api.server import make_server, running
+from ci_pool.core.specs import parse_job_spec
 from ci_pool.embedded import free_port
-from ci_pool.jobs import parse_job_spec
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
+from ci_pool.service.views import job_dict
 from ci_pool.settings import load_settings
-from ci_pool.views import job_dict
+from ci_pool.store import tokens
 
 
 def timed(n: int, call: Callable[[int], Any]) -> list[float]:

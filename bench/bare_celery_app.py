@@ -2,7 +2,7 @@
 
 The app copies ci-pool's delivery settings (acks_late, prefetch 1, reject on worker
 lost, no result backend, JSON, task events, broker transport options) from
-``ci_pool.celery_app.create_celery`` so the only difference left is what the task does.
+``ci_pool.broker.app.create_celery`` so the only difference left is what the task does.
 The task records when it started by RPUSHing ``"<i> <time.time()>"`` to a Redis list
 that the driver BLPOPs; there is no result backend.
 
@@ -22,7 +22,7 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
-from ci_pool.celery_app import create_celery
+from ci_pool.broker.app import create_celery
 from ci_pool.settings import load_settings
 
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")

@@ -41,7 +41,7 @@ from harness import (
 )
 
 from ci_pool.embedded import GitDaemon
-from ci_pool.runner.checkout import CheckoutRequest, checkout, mirror_path
+from ci_pool.git import CheckoutRequest, checkout, mirror_path
 from ci_pool.settings import Settings, load_settings
 
 REPO_NAME = "bench.git"

@@ -35,8 +35,8 @@ from harness import (
 from sqlalchemy import func, select
 
 from ci_pool import defaults
-from ci_pool.jobs import FINAL_STATES, JobSpec, JobState, parse_job_spec
-from ci_pool.pool import Pool
+from ci_pool.core.specs import FINAL_STATES, JobSpec, JobState, parse_job_spec
+from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Job
 

@@ -37,8 +37,8 @@ from harness import (
     stop_procs,
 )
 
-from ci_pool.jobs import Evidence, JobState
-from ci_pool.pool import Pool
+from ci_pool.core.specs import Evidence, JobState
+from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline as PipelineRow

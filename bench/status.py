@@ -28,8 +28,8 @@ from harness import Bench, add_common_args, latency_stats, logger, pyplot, save_
 from sqlalchemy import Engine, create_engine, event, insert, inspect, text
 from sqlalchemy.pool import NullPool
 
-from ci_pool.pool import Pool
-from ci_pool.runners import RunnerInfo, RunnerRegistry
+from ci_pool.broker.runners import RunnerInfo, RunnerRegistry
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings, load_settings
 from ci_pool.store import Job, Store
 

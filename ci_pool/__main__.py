@@ -1,3 +1,3 @@
-from ci_pool.cli import main
+from ci_pool.cli.main import main
 
 main()

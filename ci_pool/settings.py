@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ci_pool import defaults
 from ci_pool.addresses import check_host_pattern
-from ci_pool.capabilities import Capability, merge_capabilities
+from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.exceptions import ConfigError
 
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("_TOML_DATA", default={})  # noqa: B039

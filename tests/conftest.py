@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ci_pool.embedded import GitDaemon, RedisServer, build_busybox_image, make_repo
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ci_pool.api.schemas import JobPublic
+from ci_pool.core.policy import repo_allowed
+from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.exceptions import AccessDenied, NotFound
-from ci_pool.jobs import FINAL_STATES, JobState
-from ci_pool.policy import repo_allowed
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline
 from ci_pool.store.repository import RETRYABLE_STATES
-from ci_pool.tokens import ApiToken
+from ci_pool.store.tokens import ApiToken
 
 Visible = Callable[[Job], bool]
 #: How a pipeline job's reason begins when policy denied another job of its pipeline.

@@ -9,13 +9,13 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-import ci_pool.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
+import ci_pool.store.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
 from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines, routes_runners
 from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.limits import BodyLimit
 from ci_pool.api.routes_jobs import ERRORS_AS_JSON
 from ci_pool.api.schemas import Health
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
 
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus text format: queue depth, oldest wait, jobs by state, durations,
         dispatch latency, runners by state (a ``read`` token; Prometheus sends it as
         ``authorization: {credentials: ...}``)."""
-        from ci_pool.monitoring import render_metrics
+        from ci_pool.service.monitoring import render_metrics
 
         return PlainTextResponse(
             render_metrics(pool), media_type="text/plain; version=0.0.4; charset=utf-8"

@@ -9,19 +9,19 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ci_pool import defaults, tokens
+from ci_pool import defaults
 from ci_pool.api.errors import ApiError
-from ci_pool.exceptions import AccessDenied
-from ci_pool.policy import (
+from ci_pool.core.policy import (
     SIGNATURE_HEADER,
     SIGNATURE_MAX_AGE,
     Submitter,
     signature_mac,
     verify_signature,
 )
-from ci_pool.pool import Pool
-from ci_pool.store import Store
-from ci_pool.tokens import ApiToken
+from ci_pool.exceptions import AccessDenied
+from ci_pool.service.pool import Pool
+from ci_pool.store import Store, tokens
+from ci_pool.store.tokens import ApiToken
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `ci-pool token create`.")
 

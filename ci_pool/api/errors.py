@@ -23,7 +23,7 @@ from ci_pool.exceptions import (
     PolicyDenied,
     ProvisioningError,
 )
-from ci_pool.idempotency import KeyConflict
+from ci_pool.store.idempotency import KeyConflict
 
 log = logging.getLogger("ci_pool.api")
 

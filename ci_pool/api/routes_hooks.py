@@ -7,10 +7,10 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ci_pool import webhooks
 from ci_pool.api.deps import PoolDep
 from ci_pool.api.errors import ApiError
 from ci_pool.api.schemas import ErrorBody
+from ci_pool.service import webhooks
 
 
 class HookPipeline(BaseModel):

@@ -35,12 +35,12 @@ from ci_pool.api.schemas import (
     JobsPublic,
     QueuesPublic,
 )
+from ci_pool.core.specs import JobState, parse_job_spec
 from ci_pool.exceptions import InputError, NotFound, PolicyDenied
-from ci_pool.idempotency import run_once
-from ci_pool.jobs import JobState, parse_job_spec
-from ci_pool.pool import Pool
-from ci_pool.tokens import ApiToken
-from ci_pool.views import job_dict
+from ci_pool.service.pool import Pool
+from ci_pool.service.views import job_dict
+from ci_pool.store.idempotency import run_once
+from ci_pool.store.tokens import ApiToken
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)

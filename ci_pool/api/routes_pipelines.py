@@ -19,9 +19,9 @@ from ci_pool.api.deps import (
 )
 from ci_pool.api.routes_jobs import ERRORS, once
 from ci_pool.api.schemas import PipelineAck, PipelineCreate, PipelinePublic
-from ci_pool.pool import Pool
-from ci_pool.tokens import ApiToken
-from ci_pool.views import pipeline_dict
+from ci_pool.service.pool import Pool
+from ci_pool.service.views import pipeline_dict
+from ci_pool.store.tokens import ApiToken
 
 router = APIRouter(prefix="/v1", responses=ERRORS, tags=["pipelines"])
 

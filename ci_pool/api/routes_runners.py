@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from ci_pool.api.deps import PoolDep, ReadToken, require
 from ci_pool.api.routes_jobs import ERRORS
-from ci_pool.tokens import ApiToken
-from ci_pool.views import RunnerStatus
+from ci_pool.service.views import RunnerStatus
+from ci_pool.store.tokens import ApiToken
 
 router = APIRouter(prefix="/v1", responses=ERRORS, tags=["runners"])
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ci_pool.jobs import CheckoutSpec, Evidence, JobSpec, StepSpec
+from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
 MAX_INT = 2**31 - 1

@@ -11,12 +11,12 @@ from typing import Any
 
 import uvicorn
 
-from ci_pool import tokens
 from ci_pool.addresses import is_loopback
 from ci_pool.api.app import create_app
 from ci_pool.exceptions import ConfigError
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
+from ci_pool.store import tokens
 
 
 def make_server(

@@ -13,7 +13,6 @@ from typing import Any
 import redis
 
 from ci_pool.exceptions import CIPoolError, InputError, ProvisioningError
-from ci_pool.pool import Pool
 from ci_pool.provision import templates
 from ci_pool.provision.credentials import (
     HeartbeatWait,
@@ -31,6 +30,7 @@ from ci_pool.provision.plan import PlanRequest, desired_state, observe, plan_id
 from ci_pool.provision.records import Records, Redactor, now_iso
 from ci_pool.provision.remove import retire
 from ci_pool.provision.ssh import SshSession
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
 
 HEARTBEAT_TIMEOUT = 300.0

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import redis
 
-from ci_pool import tokens
+from ci_pool.broker.runners import RunnerRegistry
 from ci_pool.exceptions import NotFound, ProvisioningError
 from ci_pool.provision import templates
 from ci_pool.provision.incus import CREDENTIALS_DIR, CREDENTIALS_PATH, Incus
 from ci_pool.provision.records import Redactor
-from ci_pool.runners import RunnerRegistry
-from ci_pool.store import Store
+from ci_pool.store import Store, tokens
 
 _LINE = re.compile(r"^(CI_POOL_[A-Z0-9_]+)=(.*)$")
 #: Scopes of a runner's own token: it reads the pool, it cannot submit or cancel.

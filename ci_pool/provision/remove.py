@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
+from ci_pool.broker.runners import RunnerRegistry, drain_key
+from ci_pool.core.specs import JobState
 from ci_pool.exceptions import CIPoolError, NotFound, ProvisioningError
-from ci_pool.jobs import JobState
-from ci_pool.pool import Pool
 from ci_pool.provision.credentials import (
     HeartbeatWait,
     credential_file,
@@ -27,9 +27,8 @@ from ci_pool.provision.credentials import (
 from ci_pool.provision.incus import KEY_MANAGED, Incus
 from ci_pool.provision.records import Records, Redactor
 from ci_pool.provision.ssh import SshSession, SshTarget
-from ci_pool.runners import RunnerRegistry
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
-from ci_pool.tasks import drain_key
 
 
 def resolve_runner(records: Records, pool: Pool, runner: str) -> tuple[str, dict[str, Any]]:

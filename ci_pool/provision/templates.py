@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 import ci_pool
-from ci_pool.capabilities import Capability
+from ci_pool.core.capabilities import Capability
 from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.settings import Settings
 

@@ -11,7 +11,8 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ci_pool.jobs import (
+from ci_pool.core.pipeline import PipelineJob
+from ci_pool.core.specs import (
     STORED,
     CheckoutSpec,
     Evidence,
@@ -20,7 +21,6 @@ from ci_pool.jobs import (
     PipelineState,
     StepSpec,
 )
-from ci_pool.pipeline import PipelineJob
 
 
 def utcnow() -> datetime:

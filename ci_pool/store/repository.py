@@ -25,8 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool import defaults
-from ci_pool.exceptions import NotFound
-from ci_pool.jobs import (
+from ci_pool.core.retry import AfterAttempt, Next, after_attempt, lost_reason
+from ci_pool.core.specs import (
     FINAL_STATES,
     RETRY_TRANSITIONS,
     Evidence,
@@ -34,7 +34,7 @@ from ci_pool.jobs import (
     PipelineState,
     sources_of,
 )
-from ci_pool.retry import AfterAttempt, Next, after_attempt, lost_reason
+from ci_pool.exceptions import NotFound
 from ci_pool.store.files import private_sqlite
 from ci_pool.store.models import Artifact, Job, JobEvent, LogChunk, NewJob, Pipeline, utcnow
 

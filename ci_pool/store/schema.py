@@ -3,17 +3,12 @@ them here makes ``metadata()`` complete for migrations and their checks."""
 
 from __future__ import annotations
 
-import importlib
-
 from sqlalchemy import MetaData
-
-#: Modules outside ci_pool.store that define tables.
-TABLE_MODULES = ("ci_pool.tokens", "ci_pool.idempotency", "ci_pool.webhooks", "ci_pool.deliveries")
 
 
 def metadata() -> MetaData:
-    for name in TABLE_MODULES:
-        importlib.import_module(name)
+    # The store's table modules register on Base when imported.
+    from ci_pool.store import deliveries, idempotency, tokens  # noqa: F401
     from ci_pool.store.models import Base
 
     return Base.metadata

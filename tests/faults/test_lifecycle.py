@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 import pytest
 
+from ci_pool.core.specs import JobState
 from ci_pool.embedded import RedisServer
-from ci_pool.jobs import JobState
 from tests.conftest import GitServer, Harness, Worker, isolated_harness
 
 pytestmark = pytest.mark.faults
@@ -102,13 +102,14 @@ def test_scale_changes_how_many_jobs_a_queue_runs_at_once(
 ) -> None:
     worker = life.start_worker("linux", concurrency=1)
 
-    def overlap(n: int) -> float:
-        ids = [life.submit(git_server, "sleep 2") for _ in range(n)]
+    def overlapped(n: int) -> bool:
+        """Whether the n jobs ran at the same time (each started before any ended)."""
+        ids = [life.submit(git_server, "sleep 3") for _ in range(n)]
         jobs = [life.pool().wait(i, timeout=120) for i in ids]
         assert all(j.state == "succeeded" for j in jobs)
-        return (max(j.finished_at for j in jobs) - min(j.started_at for j in jobs)).total_seconds()
+        return max(j.started_at for j in jobs) < min(j.finished_at for j in jobs)
 
-    serial = overlap(2)
+    assert not overlapped(2)  # one slot: one after the other
     res = life.cli("scale", "linux", "2")
     assert res.returncode == 0, res.stderr
     assert f"{worker.runner_id}: 1 -> 2 ok" in res.stdout
@@ -116,8 +117,7 @@ def test_scale_changes_how_many_jobs_a_queue_runs_at_once(
     while life.pool().runners("linux")[0].concurrency != 2:
         assert time.monotonic() < deadline, "the registry never showed 2 slots"
         time.sleep(0.2)
-    parallel = overlap(2)
-    assert serial >= 4.0 and parallel < 4.0, (serial, parallel)
+    assert overlapped(2)  # two slots: side by side
 
 
 def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(

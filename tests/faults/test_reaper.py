@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
+from ci_pool.core.specs import JobState
 from ci_pool.embedded import RedisServer
-from ci_pool.jobs import JobState
 from tests.conftest import GitServer, Harness, containers_of, isolated_harness
 
 pytestmark = pytest.mark.faults

@@ -4,7 +4,7 @@ redis-server, so restarting it touches no other test.
 
 What a restart does to the job that is running at that moment: Celery cannot ack a late-ack
 message after a connection loss, and with ``worker_cancel_long_running_tasks_on_connection_loss``
-(ci_pool/celery_app.py) it terminates the task's process. The job stays ``running`` in the store
+(ci_pool/broker/app.py) it terminates the task's process. The job stays ``running`` in the store
 until its lease runs out; the reaper then closes that attempt as ``error/runner_lost`` and runs it
 again. So these tests run the reaper (``ci-pool beat --once``) while they wait, as a deployment
 runs ``ci-pool beat`` beside its workers.
@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import redis
 
+from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
 from ci_pool.embedded import RedisServer
-from ci_pool.jobs import FINAL_STATES, JobState, parse_job_spec
-from ci_pool.pool import Pool
+from ci_pool.service.pool import Pool
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, Worker, containers_of, write_config
 
 pytestmark = pytest.mark.faults

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from ci_pool.broker.logstream import follow_stream
+from ci_pool.core.specs import JobState
 from ci_pool.embedded import RedisServer
-from ci_pool.jobs import JobState
-from ci_pool.runner.logs import follow_stream
 from tests.conftest import GitServer, Harness, containers_of, isolated_harness
 
 pytestmark = pytest.mark.faults

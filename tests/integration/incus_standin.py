@@ -66,7 +66,7 @@ def heartbeat(state: dict[str, Any], name: str) -> None:
         return
     import redis
 
-    from ci_pool.runners import RunnerInfo, RunnerRegistry
+    from ci_pool.broker.runners import RunnerInfo, RunnerRegistry
 
     client = redis.Redis.from_url(os.environ["CI_POOL_STANDIN_REDIS"])
     info = RunnerInfo(

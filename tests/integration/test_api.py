@@ -15,18 +15,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import ci_pool.tokens  # registers the api_tokens table before init_schema
-from ci_pool import tokens
+import ci_pool.store.tokens  # registers the api_tokens table before init_schema
 from ci_pool.api import create_app
 from ci_pool.api.server import make_server, running
 from ci_pool.embedded import free_port
 from ci_pool.exceptions import ConfigError
 from ci_pool.settings import load_settings
+from ci_pool.store import tokens
 from tests.conftest import GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration
 
-assert ci_pool.tokens.ApiToken.__tablename__ == "api_tokens"
+assert ci_pool.store.tokens.ApiToken.__tablename__ == "api_tokens"
 
 
 @pytest.fixture(scope="module")

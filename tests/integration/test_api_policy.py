@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ci_pool import tokens
 from ci_pool.api import create_app
+from ci_pool.core.policy import SIGNATURE_HEADER, sign
 from ci_pool.embedded import make_repo
-from ci_pool.policy import SIGNATURE_HEADER, sign
+from ci_pool.store import tokens
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, RedisServer
 from tests.integration.test_api import assert_error, auth
 

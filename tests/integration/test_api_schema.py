@@ -15,9 +15,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from ci_pool import tokens
 from ci_pool.api import create_app
 from ci_pool.settings import load_settings
+from ci_pool.store import tokens
 from tests.conftest import RedisServer
 
 pytestmark = [

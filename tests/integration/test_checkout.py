@@ -12,7 +12,7 @@ import pytest
 
 from ci_pool.embedded import GitDaemon, make_repo
 from ci_pool.exceptions import CheckoutError
-from ci_pool.runner.checkout import CheckoutRequest, checkout, mirror_path
+from ci_pool.git import CheckoutRequest, checkout, mirror_path
 from ci_pool.settings import load_settings
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from ci_pool.core.specs import parse_job_spec
 from ci_pool.embedded import make_repo
 from ci_pool.exceptions import CheckoutError, InputError
-from ci_pool.jobs import parse_job_spec
-from ci_pool.runner.checkout import CheckoutRequest, checkout
+from ci_pool.git import CheckoutRequest, checkout
 from ci_pool.settings import load_settings
 from tests.conftest import GitServer, Harness, Worker, containers_of
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ci_pool.celery_app import send_run_job
-from ci_pool.jobs import JobState
+from ci_pool.broker.app import send_run_job
+from ci_pool.core.specs import JobState
 from tests.conftest import GitServer, Harness, Worker, containers_of
 
 pytestmark = pytest.mark.integration

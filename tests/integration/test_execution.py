@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ci_pool.jobs import parse_job_spec
+from ci_pool.core.specs import parse_job_spec
 from tests.conftest import SECRET_VALUE, GitServer, Harness, Worker, containers_of
 
 pytestmark = pytest.mark.integration

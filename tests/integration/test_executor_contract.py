@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ci_pool.jobs import JobState, parse_job_spec
+from ci_pool.core.specs import JobState, parse_job_spec
 from tests.conftest import GitServer, Harness, Worker, containers_of
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ import pytest
 
 from ci_pool.embedded import free_port, make_repo
 from ci_pool.exceptions import CheckoutError, InputError
-from ci_pool.runner.checkout import CheckoutRequest, checkout, resolve_ref
+from ci_pool.git import CheckoutRequest, checkout, resolve_ref
 from ci_pool.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration

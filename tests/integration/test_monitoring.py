@@ -20,18 +20,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ci_pool.embedded import free_port
-from ci_pool.monitoring import FLOWER_AUTH_ENV, render_metrics
+from ci_pool.service.monitoring import FLOWER_AUTH_ENV, render_metrics
 from tests.conftest import GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration
 
 CREDENTIALS = "ops:flower-test-pw"
 
-# Until `metrics` and `flower` are registered in ci_pool.cli, run the same command functions
+# Until `metrics` and `flower` are registered in ci_pool.cli.main, run the same command functions
 # from a bare typer app, with cli.main's handling of CIPoolError.
 _RUNNER = """
 import sys, typer
-from ci_pool import monitoring
+from ci_pool.service import monitoring
 from ci_pool.exceptions import CIPoolError
 app = typer.Typer(pretty_exceptions_enable=False)
 app.command()(monitoring.metrics)
@@ -45,7 +45,7 @@ except CIPoolError as exc:
 
 
 def command(*args: str) -> list[str]:
-    from ci_pool.cli import app
+    from ci_pool.cli.main import app
 
     names = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
     if {"metrics", "flower"} <= names:

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 import redis
 
-from ci_pool import tokens
 from ci_pool.embedded import RedisServer, free_port
-from ci_pool.pool import Pool
 from ci_pool.provision.ssh import SshError, SshSession, SshTarget
 from ci_pool.provision.templates import TEMPLATES_DIR, render_dropin, render_unit
+from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings, load_settings
+from ci_pool.store import tokens
 from tests.conftest import need
 
 pytestmark = pytest.mark.integration

@@ -21,14 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from ci_pool import webhooks
 from ci_pool.api import create_app
 from ci_pool.embedded import make_repo
 from ci_pool.exceptions import CheckoutError
-from ci_pool.pool import Pool
+from ci_pool.service import webhooks
+from ci_pool.service.pool import Pool
+from ci_pool.service.webhooks import WebhookDelivery, sign
 from ci_pool.settings import Settings, load_settings
 from ci_pool.store.models import Pipeline as PipelineRow
-from ci_pool.webhooks import WebhookDelivery, sign
 from tests.conftest import APP_FILES, GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration

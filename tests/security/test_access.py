@@ -24,14 +24,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ci_pool import tokens
 from ci_pool.api.server import make_server, running
-from ci_pool.deliveries import WebhookDelivery
+from ci_pool.core.triggers import push_trigger
 from ci_pool.embedded import RedisServer, free_port, make_repo
+from ci_pool.service.webhooks import sign
 from ci_pool.settings import Settings, load_settings
+from ci_pool.store import tokens
+from ci_pool.store.deliveries import WebhookDelivery
 from ci_pool.store.models import Pipeline as PipelineRow
-from ci_pool.triggers import push_trigger
-from ci_pool.webhooks import sign
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, need, write_config
 
 pytestmark = pytest.mark.integration

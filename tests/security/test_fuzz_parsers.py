@@ -22,11 +22,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ci_pool.core.workflow.expressions import ExpressionError, parse, parse_template, unparse
+from ci_pool.core.workflow.parser import parse_workflow, validate_workflow
+from ci_pool.core.workflow.yaml_source import Source
 from ci_pool.exceptions import CIPoolError
-from ci_pool.expressions import ExpressionError, parse, parse_template, unparse
 from ci_pool.settings import Settings
-from ci_pool.workflow import parse_workflow, validate_workflow
-from ci_pool.yaml_source import Source
 
 EXAMPLES = int(os.environ.get("CI_POOL_FUZZ_EXAMPLES", "200"))
 #: Per example: wall time (generous: the bounds make each a few ms) and peak RSS growth.

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ci_pool.core.globs import Glob, glob_match
+from ci_pool.core.triggers import push_trigger
 from ci_pool.defaults import GLOB_MAX_LENGTH
 from ci_pool.exceptions import InputError
-from ci_pool.globs import Glob, glob_match
-from ci_pool.triggers import push_trigger
 
 EXAMPLES = int(os.environ.get("CI_POOL_FUZZ_EXAMPLES", "200"))
 #: Per match, best of a few runs (a run the machine preempted does not count).

@@ -233,7 +233,7 @@ def test_a_matrix_job_aliased_40_times_is_refused_by_max_jobs_per_pipeline(
 
 
 def test_200_excludes_validate_quickly(harness: Harness, tmp_path: Path) -> None:
-    from ci_pool.workflow import validate_workflow
+    from ci_pool.core.workflow.parser import validate_workflow
 
     capabilities = harness.settings().capabilities
     text = excludes_workflow()
@@ -252,7 +252,7 @@ def test_200_excludes_validate_quickly(harness: Harness, tmp_path: Path) -> None
 
 
 def test_5000_aliased_include_entries_are_refused_quickly(harness: Harness) -> None:
-    from ci_pool.workflow import validate_workflow
+    from ci_pool.core.workflow.parser import validate_workflow
 
     include = "[" + ",".join(["*e"] * 5_000) + "]"
     text = (

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from ci_pool.jobs import parse_job_spec
-from ci_pool.runner.masking import Masker
+from ci_pool.core.masking import Masker
+from ci_pool.core.specs import parse_job_spec
 from ci_pool.store import Job
 from tests.conftest import SECRET_VALUE, GitServer, Harness, Worker
 

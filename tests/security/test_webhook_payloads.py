@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ci_pool import webhooks
-from ci_pool.deliveries import Push
 from ci_pool.exceptions import InputError
+from ci_pool.service import webhooks
+from ci_pool.store.deliveries import Push
 
 EXAMPLES = int(os.environ.get("CI_POOL_FUZZ_EXAMPLES", "200"))
 #: Per example: a parse is meant to take well under a millisecond; these are sanity bounds.

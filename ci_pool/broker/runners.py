@@ -1,0 +1,128 @@
+"""Runner registry in Redis: each worker registers, heartbeats, and expires when silent."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ci_pool import defaults
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerInfo:
+    """What a worker says about itself."""
+
+    runner_id: str
+    capability: str
+    queue: str
+    host: str
+    pid: int
+    concurrency: int
+    version: str
+    started_at: float
+    last_seen: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_redis(self) -> dict[str, str]:
+        return {
+            "runner_id": self.runner_id,
+            "capability": self.capability,
+            "queue": self.queue,
+            "host": self.host,
+            "pid": str(self.pid),
+            "concurrency": str(self.concurrency),
+            "version": self.version,
+            "started_at": repr(self.started_at),
+            "last_seen": repr(self.last_seen),
+            "extra": json.dumps(self.extra, sort_keys=True),
+        }
+
+    @classmethod
+    def from_redis(cls, raw: dict[str, str]) -> RunnerInfo:
+        return cls(
+            runner_id=raw["runner_id"],
+            capability=raw["capability"],
+            queue=raw["queue"],
+            host=raw["host"],
+            pid=int(raw["pid"]),
+            concurrency=int(raw["concurrency"]),
+            version=raw["version"],
+            started_at=float(raw["started_at"]),
+            last_seen=float(raw["last_seen"]),
+            extra=json.loads(raw.get("extra") or "{}"),
+        )
+
+
+def drain_key(runner_id: str) -> str:
+    """The Redis key that tells a runner to drain (set by ``ci-pool drain``)."""
+    return f"{defaults.KEY_PREFIX}drain:{runner_id}"
+
+
+class RunnerRegistry:
+    """Registration hashes with a TTL; a runner that stops heartbeating disappears."""
+
+    def __init__(self, client: redis.Redis, ttl: float = defaults.RUNNER_TTL):
+        self.redis = client
+        self.ttl = ttl
+
+    @staticmethod
+    def _key(runner_id: str) -> str:
+        return defaults.RUNNER_KEY.format(runner_id=runner_id)
+
+    def heartbeat(self, info: RunnerInfo) -> None:
+        """Register or refresh a runner."""
+        key = self._key(info.runner_id)
+        data = info.to_redis()
+        data["last_seen"] = repr(time.time())
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping=data)  # type: ignore[arg-type]
+        pipe.pexpire(key, int(self.ttl * 1000))
+        pipe.sadd(defaults.RUNNERS_SET_KEY, info.runner_id)
+        pipe.hset(defaults.RUNNERS_SEEN_KEY, info.runner_id, json.dumps(data))
+        pipe.execute()
+
+    def unregister(self, runner_id: str) -> None:
+        pipe = self.redis.pipeline()
+        pipe.delete(self._key(runner_id))
+        pipe.srem(defaults.RUNNERS_SET_KEY, runner_id)
+        pipe.hdel(defaults.RUNNERS_SEEN_KEY, runner_id)  # a clean exit is not a loss
+        pipe.execute()
+
+    def lost(self, keep: float = 86400) -> list[RunnerInfo]:
+        """Runners that stopped heartbeating without unregistering (killed, host lost),
+        within the last ``keep`` seconds; older ones are forgotten."""
+        live = {r.runner_id for r in self.live()}
+        found = []
+        for rid, raw in self.redis.hgetall(defaults.RUNNERS_SEEN_KEY).items():
+            info = RunnerInfo.from_redis(json.loads(raw))
+            if info.runner_id in live:
+                continue
+            if time.time() - info.last_seen > keep:
+                self.redis.hdel(defaults.RUNNERS_SEEN_KEY, rid)
+                continue
+            found.append(info)
+        return sorted(found, key=lambda r: r.runner_id)
+
+    def live(self, capability: str | None = None) -> list[RunnerInfo]:
+        """Runners heard from within the TTL, optionally of one capability."""
+        ids = sorted(self.redis.smembers(defaults.RUNNERS_SET_KEY))
+        pipe = self.redis.pipeline()
+        for rid in ids:
+            pipe.hgetall(self._key(_text(rid)))
+        found: list[RunnerInfo] = []
+        for rid, raw in zip(ids, pipe.execute(), strict=True):
+            if not raw:
+                self.redis.srem(defaults.RUNNERS_SET_KEY, rid)
+                continue
+            info = RunnerInfo.from_redis({_text(k): _text(v) for k, v in raw.items()})
+            if capability is None or info.capability == capability:
+                found.append(info)
+        return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

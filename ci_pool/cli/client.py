@@ -1,0 +1,490 @@
+"""What the CLI asks of the pool, answered locally (store + broker) or by the HTTP API.
+
+``connect(settings)`` picks the API when ``CI_POOL_API_URL`` is set. Both answer with the
+same plain views (``ci_pool.service.views``) and raise the same CIPoolError subclasses, so every
+command prints the same output and exits with the same code in either mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from ci_pool import __version__, defaults
+from ci_pool.addresses import is_loopback
+from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
+from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
+from ci_pool.exceptions import (
+    AccessDenied,
+    BrokerError,
+    CIPoolError,
+    ConfigError,
+    InfraError,
+    InputError,
+    NotFound,
+    PolicyDenied,
+)
+from ci_pool.service.pool import Pool
+from ci_pool.service.views import RunnerStatus, job_dict, pipeline_dict, summary
+from ci_pool.settings import Settings
+
+JSON = dict[str, Any]
+
+
+class PoolClient(Protocol):
+    """The operations behind the CLI's job and pipeline commands."""
+
+    def submit_job(self, body: JSON) -> JSON:
+        """Submit one job (a ``JobCreate`` body); its summary view."""
+
+    def job(self, job_id: str) -> JSON:
+        """The detailed view of a job (``show --json``)."""
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JSON:
+        """The job's summary view once it is final, or when ``timeout`` seconds pass."""
+
+    def log(self, job_id: str, attempt: int | None = None) -> str:
+        """The stored log of one attempt (default: the latest)."""
+
+    def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
+        """(timestamp, line) as the job writes them, until it ends."""
+
+    def cancel(self, job_id: str) -> JSON:
+        """Cancel a job; its summary view after the request."""
+
+    def retry_job(self, job_id: str) -> JSON:
+        """Run a job that did not succeed again; its summary view."""
+
+    def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
+        """Copy a job's artifacts under ``dest``, each checked against its sha256."""
+
+    def status(self) -> list[JSON]:
+        """The rows of ``ci-pool status``: one per capability."""
+
+    def waiting(self, job_id: str) -> str | None:
+        """Why the job has not started, or None."""
+
+    def explain(self, job_id: str) -> str:
+        """Why a job is not running yet, or how it ended, in one sentence."""
+
+    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
+        """Run a workflow; the pipeline's view."""
+
+    def pipeline(self, pipeline_id: str) -> JSON:
+        """The pipeline's view with each of its jobs."""
+
+    def cancel_pipeline(self, pipeline_id: str) -> JSON:
+        """Cancel every job of the pipeline that has not ended; its view."""
+
+    def retry_pipeline(self, pipeline_or_job_id: str) -> tuple[str, int]:
+        """Re-run a pipeline's failed jobs: (pipeline id, how many jobs run again)."""
+
+    def runners(self) -> list[RunnerStatus]:
+        """Every runner heard from, with its state and running jobs."""
+
+    def drain(self, runner_id: str) -> str:
+        """The runner takes no new job and exits after the running one; what happened."""
+
+    def undrain(self, runner_id: str) -> str:
+        """Cancel a drain; what happened."""
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        """Spread ``slots`` concurrent jobs over the capability's workers; one line each."""
+
+
+def connect(settings: Settings) -> PoolClient:
+    """The API client when ``api_url`` is set, else the local pool."""
+    if settings.api_url:
+        return HttpClient(settings)
+    return LocalClient(Pool(settings))
+
+
+def _explain(view: JSON, lease: str | None = None) -> str:
+    if view["waiting"]:
+        return f"job {view['id']} is {view['state']}: {view['waiting']}"
+    if view["state"] == JobState.RUNNING.value:
+        return f"job {view['id']} is running on {view['runner_id']} (attempt {view['attempt']})" + (
+            f"; its lease runs until {lease}" if lease else ""
+        )
+    reason = f": {view['reason']}" if view["reason"] else ""
+    return f"job {view['id']} ended {view['state']}{reason}"
+
+
+def _is_final(view: JSON) -> bool:
+    return JobState(view["state"]) in FINAL_STATES
+
+
+class LocalClient:
+    """Straight to the store and the broker (the operator's CLI on a pool host)."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+
+    def submit_job(self, body: JSON) -> JSON:
+        spec = parse_job_spec(body, allow_local_repos=self.pool.settings.allow_local_repos)
+        return job_dict(self.pool.submit(spec))
+
+    def job(self, job_id: str) -> JSON:
+        return job_dict(self.pool.get(job_id), self.pool)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JSON:
+        return job_dict(self.pool.wait(job_id, timeout=timeout))
+
+    def log(self, job_id: str, attempt: int | None = None) -> str:
+        self.pool.get(job_id)
+        return self.pool.store.read_log(job_id, attempt)
+
+    def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
+        self.pool.get(job_id)
+        yield from self.pool.follow(job_id)
+
+    def cancel(self, job_id: str) -> JSON:
+        return job_dict(self.pool.cancel(job_id))
+
+    def retry_job(self, job_id: str) -> JSON:
+        return job_dict(self.pool.retry_job(job_id))
+
+    def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
+        self.pool.get(job_id)
+        return self.pool.download_artifacts(job_id, dest, attempt)
+
+    def status(self) -> list[JSON]:
+        return self.pool.status()
+
+    def waiting(self, job_id: str) -> str | None:
+        return self.pool.why_waiting(self.pool.get(job_id))
+
+    def explain(self, job_id: str) -> str:
+        job = self.pool.get(job_id)
+        view = {**job_dict(job), "waiting": self.pool.why_waiting(job)}
+        return _explain(view, view["lease_until"] or "-")
+
+    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
+        row = self.pool.submit_pipeline(text, file, repo, ref, event)
+        return self.pipeline(row.id)
+
+    def pipeline(self, pipeline_id: str) -> JSON:
+        return pipeline_dict(*self.pool.pipeline(pipeline_id))
+
+    def cancel_pipeline(self, pipeline_id: str) -> JSON:
+        row = self.pool.cancel_pipeline(pipeline_id)
+        return self.pipeline(row.id)
+
+    def retry_pipeline(self, pipeline_or_job_id: str) -> tuple[str, int]:
+        pipeline_id = pipeline_or_job_id
+        try:
+            self.pool.store.get_pipeline(pipeline_id)
+        except NotFound:  # a job id: retry its pipeline
+            job = self.pool.get(pipeline_id)
+            if not job.pipeline_id:
+                raise InputError(f"job {job.id} is not part of a pipeline", field="ID") from None
+            pipeline_id = job.pipeline_id
+        return pipeline_id, len(self.pool.retry_pipeline(pipeline_id))
+
+    def runners(self) -> list[RunnerStatus]:
+        return self.pool.runner_statuses()
+
+    def drain(self, runner_id: str) -> str:
+        return self.pool.drain(runner_id)
+
+    def undrain(self, runner_id: str) -> str:
+        return self.pool.undrain(runner_id)
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        return self.pool.scale(capability, slots)
+
+
+def check_api_url(url: str) -> str:
+    """``url`` without a trailing slash, if a token may be sent to it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{url!r} is not the http(s):// address of a ci-pool API", key="CI_POOL_API_URL"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            "the URL must not carry credentials; put the token in CI_POOL_API_TOKEN",
+            key="CI_POOL_API_URL",
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: the API token would cross the network "
+            "in clear; use https:// (plain http is allowed to a loopback address only)",
+            key="CI_POOL_API_URL",
+        )
+    return url.rstrip("/")
+
+
+_DENIED = re.compile(
+    r"(?:job (?P<job>\S+) rejected, |pipeline (?P<pipeline>\S+) rejected, )?"
+    r"denied by rule (?P<rule>.+?): (?P<detail>.*)",
+    re.DOTALL,
+)
+
+
+def _policy_denied(message: str, field: str | None) -> PolicyDenied:
+    """The PolicyDenied the API reported, rebuilt so it reads as it did on the server."""
+    m = _DENIED.fullmatch(message)
+    if m is None:
+        return PolicyDenied(message, rule="unknown", field=field)
+    return PolicyDenied(
+        m["detail"], rule=m["rule"], field=field, job_id=m["job"], pipeline_id=m["pipeline"]
+    )
+
+
+def _error_body(res: httpx.Response) -> tuple[str, str, str | None]:
+    """(code, message, field) of an API error; a proxy's page becomes its first words."""
+    try:
+        err = res.json()["error"]
+        field = err.get("field")
+        return str(err["code"]), str(err["message"]), None if field is None else str(field)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = " ".join(res.text.split())[:200]
+        return "http_error", text or res.reason_phrase, None
+
+
+class HttpClient:
+    """The HTTP API at ``settings.api_url``, with ``settings.api_token`` as bearer token."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
+        self.url = check_api_url(settings.api_url)
+        self.settings = settings
+        headers = {"User-Agent": f"ci-pool/{__version__}"}
+        token = settings.api_token.get_secret_value() if settings.api_token else ""
+        self._has_token = bool(token)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport and errors ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Network failures become InfraError naming the API's address."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise InfraError(
+                f"the API at {self.url} did not answer in time ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise InfraError(
+                f"cannot reach the API at {self.url} ({exc or type(exc).__name__}); check "
+                "CI_POOL_API_URL and that `ci-pool api` runs there"
+            ) from None
+
+    def _error(self, res: httpx.Response) -> CIPoolError:
+        """The CIPoolError local mode raises for the same problem."""
+        code, message, field = _error_body(res)
+        status = res.status_code
+        if status == 401:
+            if not self._has_token:
+                return AccessDenied(
+                    f"the API at {self.url} needs a token: set CI_POOL_API_TOKEN "
+                    "(an operator makes one with `ci-pool token create`)"
+                )
+            return AccessDenied(f"the API at {self.url} refused CI_POOL_API_TOKEN: {message}")
+        if status == 403:
+            if code == "rejected":
+                return _policy_denied(message, field)
+            return AccessDenied(message, field=field)
+        if status == 404:
+            return NotFound(message)
+        if status in (409, 422):
+            return InputError(message, field=field)
+        if status == 503:
+            cls = BrokerError if code == "broker_unavailable" else InfraError
+            return cls(f"the API at {self.url} is unavailable: {message}")
+        return InfraError(f"the API at {self.url} answered {status} ({code}): {message}")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._reaching():
+            res = self._http.request(method, path, **kwargs)
+        if res.is_error:
+            raise self._error(res)
+        return res
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        res = self._call(method, path, **kwargs)
+        try:
+            return res.json()
+        except ValueError:
+            raise InfraError(
+                f"the API at {self.url} answered {path} with something other than JSON"
+            ) from None
+
+    def _signature(self, body: JSON) -> dict[str, str]:
+        """The signature header over ``body`` when a signing key is configured."""
+        key_id, source = self.settings.sign_key_id, self.settings.sign_key
+        if not (key_id and source):
+            return {}
+        try:
+            key = read_secret_source(source, f"signing key {key_id}")
+        except CIPoolError as exc:
+            raise ConfigError(str(exc), key="CI_POOL_SIGN_KEY") from None
+        return {SIGNATURE_HEADER: sign(key.encode(), key_id, body)}
+
+    @staticmethod
+    def _job_path(job_id: str, *rest: str) -> str:
+        return "/".join(("/v1/jobs", quote(job_id, safe=""), *rest))
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def submit_job(self, body: JSON) -> JSON:
+        view = self._json("POST", "/v1/jobs", json=body, headers=self._signature(body))
+        return summary(view)
+
+    def job(self, job_id: str) -> JSON:
+        view: JSON = self._json("GET", self._job_path(job_id))
+        return view
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JSON:
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.job(job_id)
+            if _is_final(view) or (end is not None and time.monotonic() >= end):
+                return summary(view)
+            time.sleep(defaults.API_POLL_INTERVAL)
+
+    def log(self, job_id: str, attempt: int | None = None) -> str:
+        params = {} if attempt is None else {"attempt": attempt}
+        return self._call("GET", self._job_path(job_id, "logs"), params=params).text
+
+    def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
+        """The job's Server-Sent Events: ``line`` events, then one ``end``."""
+        # The server sends a keep-alive every second while the job is quiet, so a stream
+        # silent for the whole answer timeout means the server or the network is gone.
+        timeout = httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT)
+        path = self._job_path(job_id, "logs")
+        ended = False
+        with (
+            self._reaching(),
+            self._http.stream("GET", path, params={"follow": 1}, timeout=timeout) as res,
+        ):
+            if res.is_error:
+                res.read()
+                raise self._error(res)
+            event = ""
+            for line in res.iter_lines():
+                if line.startswith("event:"):
+                    event = line.removeprefix("event:").strip()
+                elif line.startswith("data:") and event == "line":
+                    data = json.loads(line.removeprefix("data:").strip())
+                    yield data.get("t"), str(data["line"])
+                elif line.startswith("data:") and event == "end":
+                    ended = True
+        if not ended:
+            raise InfraError(f"the log stream from {self.url} broke off before job {job_id} ended")
+
+    def cancel(self, job_id: str) -> JSON:
+        return summary(self._json("POST", self._job_path(job_id, "cancel")))
+
+    def retry_job(self, job_id: str) -> JSON:
+        return summary(self._json("POST", self._job_path(job_id, "retry")))
+
+    def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
+        params = {} if attempt is None else {"attempt": attempt}
+        index = self._json("GET", self._job_path(job_id, "artifacts"), params=params)["data"]
+        if not index:
+            raise NotFound(f"job {job_id} has no artifacts")
+        copied = []
+        for art in index:
+            target = (dest / art["path"]).resolve()
+            if not target.is_relative_to(dest.resolve()):
+                raise InputError(f"artifact path {art['path']!r} leaves {dest}", field="dest")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path = self._job_path(job_id, "artifacts", quote(art["path"], safe="/"))
+            if self._download(path, {"attempt": art["attempt"]}, target) != art["sha256"]:
+                target.unlink(missing_ok=True)
+                raise InfraError(f"artifact {art['path']} does not match its sha256; not trusted")
+            copied.append(target)
+        return copied
+
+    def _download(self, path: str, params: JSON, target: Path) -> str:
+        """Stream one file to ``target``; its sha256."""
+        digest = hashlib.sha256()
+        with self._reaching(), self._http.stream("GET", path, params=params) as res:
+            if res.is_error:
+                res.read()
+                raise self._error(res)
+            with target.open("wb") as fh:
+                for chunk in res.iter_bytes():
+                    digest.update(chunk)
+                    fh.write(chunk)
+        return digest.hexdigest()
+
+    def status(self) -> list[JSON]:
+        rows: list[JSON] = self._json("GET", "/v1/queues")["data"]
+        return rows
+
+    def waiting(self, job_id: str) -> str | None:
+        why = self.job(job_id).get("waiting")
+        return None if why is None else str(why)
+
+    def explain(self, job_id: str) -> str:
+        view = self.job(job_id)
+        return _explain(view, view.get("lease_until") or "-")
+
+    # -- pipelines ---------------------------------------------------------------------
+
+    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
+        body = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
+        view: JSON = self._json("POST", "/v1/pipelines", json=body, headers=self._signature(body))
+        return view
+
+    def pipeline(self, pipeline_id: str) -> JSON:
+        view: JSON = self._json("GET", f"/v1/pipelines/{quote(pipeline_id, safe='')}")
+        return view
+
+    def cancel_pipeline(self, pipeline_id: str) -> JSON:
+        view: JSON = self._json("POST", f"/v1/pipelines/{quote(pipeline_id, safe='')}/cancel")
+        return view
+
+    def retry_pipeline(self, pipeline_or_job_id: str) -> tuple[str, int]:
+        try:
+            before = self.pipeline(pipeline_or_job_id)
+        except NotFound:  # a job id: retry its pipeline
+            job = self.job(pipeline_or_job_id)
+            if not job.get("pipeline_id"):
+                raise InputError(f"job {job['id']} is not part of a pipeline", field="ID") from None
+            before = self.pipeline(job["pipeline_id"])
+        pipeline_id = str(before["id"])
+        after = self._json("POST", f"/v1/pipelines/{quote(pipeline_id, safe='')}/retry")
+        # The jobs run again are those the retry moved (reset, or already claimed).
+        was = {j["id"]: (j["state"], j["attempt"]) for j in before["jobs"]}
+        again = [j for j in after["jobs"] if was.get(j["id"]) != (j["state"], j["attempt"])]
+        return pipeline_id, len(again)
+
+    # -- runners -------------------------------------------------------------------------
+
+    def runners(self) -> list[RunnerStatus]:
+        rows = self._json("GET", "/v1/runners")["data"]
+        return [RunnerStatus.model_validate(r) for r in rows]
+
+    def drain(self, runner_id: str) -> str:
+        return str(self._json("POST", f"/v1/runners/{quote(runner_id, safe='')}/drain")["message"])
+
+    def undrain(self, runner_id: str) -> str:
+        path = f"/v1/runners/{quote(runner_id, safe='')}/undrain"
+        return str(self._json("POST", path)["message"])
+
+    def scale(self, capability: str, slots: int) -> list[str]:
+        path = f"/v1/queues/{quote(capability, safe='')}/scale"
+        return [str(line) for line in self._json("POST", path, json={"slots": slots})["lines"]]

@@ -1,0 +1,209 @@
+"""``ci-pool run``, ``validate``, ``pipeline show|cancel`` and ``retry``: workflow pipelines
+from the command line, with live progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ci_pool.cli.client import PoolClient, connect
+from ci_pool.core.specs import FINAL_STATES, JobState
+from ci_pool.core.workflow.parser import validate_workflow
+from ci_pool.defaults import MAX_WORKFLOW_BYTES
+from ci_pool.exceptions import InputError, WorkflowError
+from ci_pool.service.views import pipeline_dict as pipeline_dict
+from ci_pool.settings import get_settings
+
+pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
+# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False)
+
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "error": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "queued": "cyan",
+    "running": "blue",
+    "blocked": "dim",
+    "rejected": "red",
+}
+#: Exit code of ``run`` per pipeline state.
+PIPELINE_EXIT = {"succeeded": 0, "failed": 1, "cancelled": 130, "rejected": 2}
+
+
+def _read(file: Path) -> str:
+    """A workflow file's text, refused past ``MAX_WORKFLOW_BYTES`` or when not UTF-8."""
+    try:
+        with file.open("rb") as fh:
+            data = fh.read(MAX_WORKFLOW_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror}", field="FILE") from None
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(
+            f"the file is over {MAX_WORKFLOW_BYTES} bytes, the limit for a workflow",
+            file=str(file),
+            line=1,
+            column=1,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise WorkflowError(
+            "not UTF-8 text; save the file as UTF-8", file=str(file), line=line, column=column
+        ) from None
+
+
+def _elapsed(job: dict[str, Any]) -> str:
+    if not job["started_at"]:
+        return ""
+    started = datetime.fromisoformat(job["started_at"])
+    end = datetime.fromisoformat(job["finished_at"]) if job["finished_at"] else datetime.now(UTC)
+    return f"{(end - started).total_seconds():.1f}s"
+
+
+def _table(client: PoolClient, view: dict[str, Any]) -> Group:
+    table = Table(
+        title=f"pipeline {view['id']} {view['name']} [{view['state']}]", title_justify="left"
+    )
+    for col in ("job", "state", "capability", "runner", "elapsed", "note"):
+        table.add_column(col)
+    tails = []
+    for j in view["jobs"]:
+        style = _STYLE.get(j["state"], "white")
+        note = j["reason"] or ""
+        if j["state"] == JobState.QUEUED.value:
+            note = client.waiting(j["id"]) or ""
+        table.add_row(
+            j["key"] or j["id"],
+            Text(j["state"], style=style),
+            j["capability"],
+            j["runner_id"] or "",
+            _elapsed(j),
+            note,
+        )
+        if j["state"] == JobState.RUNNING.value:
+            last = client.log(j["id"]).splitlines()[-3:]
+            tails.append(Text(f"{j['key']}:", style="bold"))
+            tails.extend(Text("  " + line, style="dim") for line in last)
+    return Group(table, *tails)
+
+
+def follow_pipeline(client: PoolClient, pipeline_id: str, console: Console) -> dict[str, Any]:
+    """Show progress until the pipeline ends: a live table on a terminal, else one line
+    per job state change. Returns the pipeline's final view."""
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                view = client.pipeline(pipeline_id)
+                live.update(_table(client, view))
+                if view["state"] != "running":
+                    return view
+                time.sleep(0.25)
+    seen: dict[str, str] = {}
+    while True:
+        view = client.pipeline(pipeline_id)
+        for j in view["jobs"]:
+            if seen.get(j["id"]) != j["state"]:
+                seen[j["id"]] = j["state"]
+                runner = j["runner_id"]
+                extra = f" on {runner}" if j["state"] == "running" and runner else ""
+                final = JobState(j["state"]) in FINAL_STATES
+                why = f" ({j['reason']})" if j["reason"] and final else ""
+                console.print(f"{j['key']}: {j['state']}{extra}{why}", soft_wrap=True)
+        if view["state"] != "running":
+            console.print(f"pipeline {view['id']} {view['state']}")
+            return view
+        time.sleep(0.25)
+
+
+def run(
+    file: Annotated[Path, typer.Argument(help="Workflow file (.github/workflows/*.yml).")],
+    repo: Annotated[str, typer.Option(help="Repository URL.")],
+    ref: Annotated[str, typer.Option(help="Branch, tag or commit SHA.")] = "HEAD",
+    event: Annotated[str, typer.Option(help="github.event_name for if: conditions.")] = "push",
+    detach: Annotated[bool, typer.Option(help="Print the pipeline id and return.")] = False,
+) -> None:
+    """Submit a workflow as a pipeline, show live progress, exit with its result."""
+    client = connect(get_settings())
+    view = client.submit_pipeline(_read(file), str(file), repo, ref, event)
+    if detach:
+        print(view["id"])
+        return
+    err.print(f"pipeline {view['id']}: {len(view['jobs'])} job(s)")
+    final = follow_pipeline(client, view["id"], out)
+    raise typer.Exit(PIPELINE_EXIT.get(final["state"], 3))
+
+
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
+) -> None:
+    """Check workflow files without running them; every error is listed (exit 0 or 1)."""
+    settings = get_settings()
+    count = 0
+    for file in files:
+        try:
+            text = _read(file)
+        except WorkflowError as exc:
+            found = [exc]
+        else:
+            found = validate_workflow(
+                text, str(file), settings.capabilities, settings.max_jobs_per_pipeline
+            )
+        for error in found:
+            count += 1
+            err.print(str(error), soft_wrap=True, markup=False)
+    if count:
+        err.print(f"{count} error(s) in {len(files)} file(s)")
+        raise typer.Exit(1)
+    err.print(f"{len(files)} file(s) valid")
+
+
+@pipeline_app.command("show")
+def pipeline_show(
+    pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """A pipeline's jobs, their states, runners and results."""
+    client = connect(get_settings())
+    view = client.pipeline(pipeline_id)
+    if as_json:
+        out.print_json(json.dumps(view))
+    else:
+        out.print(_table(client, view))
+
+
+@pipeline_app.command("cancel")
+def pipeline_cancel(pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.")]) -> None:
+    """Cancel every job of the pipeline that has not ended."""
+    view = connect(get_settings()).cancel_pipeline(pipeline_id)
+    print(f"pipeline {view['id']} {view['state']}")
+
+
+def retry(
+    pipeline_id: Annotated[str, typer.Argument(help="Pipeline id (or one of its job ids).")],
+    detach: Annotated[bool, typer.Option(help="Do not follow the re-run.")] = False,
+) -> None:
+    """Re-run the failed, cancelled and skipped jobs of a pipeline; passed jobs are kept."""
+    client = connect(get_settings())
+    pipeline_id, again = client.retry_pipeline(pipeline_id)
+    err.print(f"pipeline {pipeline_id}: re-running {again} job(s)")
+    if not again or detach:
+        return
+    final = follow_pipeline(client, pipeline_id, out)
+    raise typer.Exit(PIPELINE_EXIT.get(final["state"], 3))

@@ -1,0 +1,246 @@
+"""Pipelines: which blocked jobs to queue, skip or cancel once their needs end (a pure
+decision over a snapshot), and the loop that applies those decisions to the store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState, github_repository
+from ci_pool.core.workflow import expressions
+
+log = logging.getLogger(__name__)
+
+
+#: What ``needs.<id>.result`` says for each final job state.
+_RESULTS = {
+    JobState.SUCCEEDED: "success",
+    JobState.FAILED: "failure",
+    JobState.TIMED_OUT: "failure",
+    JobState.ERROR: "failure",
+    JobState.REJECTED: "failure",
+    JobState.CANCELLED: "cancelled",
+    JobState.SKIPPED: "skipped",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """The part of a pipeline job the scheduler decides on."""
+
+    id: str
+    key: str
+    job_ref: str
+    state: JobState
+    needs: tuple[str, ...] = ()
+    if_expr: str | None = None
+    continue_on_error: bool = False
+    matrix: Mapping[str, Any] = field(default_factory=dict)
+    fail_fast: bool = True
+    max_parallel: int | None = None
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def result(self) -> str | None:
+        """success | failure | cancelled | skipped once final (continue-on-error passes)."""
+        if self.state not in FINAL_STATES:
+            return None
+        result = _RESULTS[self.state]
+        return "success" if result == "failure" and self.continue_on_error else result
+
+
+@dataclass
+class Decisions:
+    queue: list[str] = field(default_factory=list)
+    skip: list[tuple[str, str]] = field(default_factory=list)
+    cancel: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.queue or self.skip or self.cancel)
+
+
+def group_result(cells: Sequence[JobView]) -> str:
+    """``needs.<id>.result`` of a (possibly matrix) job: failure wins, then cancelled, then
+    skipped; success only when every cell succeeded."""
+    results = {c.result for c in cells}
+    for worst in ("failure", "cancelled", "skipped"):
+        if worst in results:
+            return worst
+    return "success"
+
+
+def needs_context(jobs: Iterable[JobView], refs: Iterable[str]) -> dict[str, Any]:
+    """The ``needs`` context: result and merged outputs of each needed workflow job."""
+    by_ref: dict[str, list[JobView]] = {}
+    for j in jobs:
+        by_ref.setdefault(j.job_ref, []).append(j)
+    ctx: dict[str, Any] = {}
+    for ref in refs:
+        cells = by_ref.get(ref, [])
+        outputs: dict[str, Any] = {}
+        for c in cells:
+            outputs.update(c.outputs)
+        ctx[ref] = {"result": group_result(cells), "outputs": outputs}
+    return ctx
+
+
+def _fail_fast(jobs: Sequence[JobView]) -> list[tuple[str, str]]:
+    cancel = []
+    groups: dict[str, list[JobView]] = {}
+    for j in jobs:
+        groups.setdefault(j.job_ref, []).append(j)
+    for cells in groups.values():
+        if len(cells) < 2 or not cells[0].fail_fast:
+            continue
+        failed = [c for c in cells if c.result == "failure"]
+        if failed:
+            for c in cells:
+                if c.state not in FINAL_STATES:
+                    cancel.append((c.id, f"fail-fast: {failed[0].key} failed"))
+    return cancel
+
+
+def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tuple[bool, str]:
+    results = [n.result for n in needed]
+    status = (
+        "failure"
+        if "failure" in results
+        else ("cancelled" if "cancelled" in results else "success")
+    )
+    skipped = "skipped" in results
+    if job.if_expr:
+        expr = expressions.parse(job.if_expr)
+        explicit = expressions.uses_status_function(expr)
+        ok = expressions.condition(expr, ctx, status)
+        if not explicit:  # an `if:` without a status function means `success() && ...`
+            ok = ok and status == "success" and not skipped
+        return ok, f"if: {job.if_expr} was false"
+    if status == "success" and not skipped:
+        return True, ""
+    bad = [n.key for n in needed if n.result != "success"]
+    return False, f"needs {', '.join(bad)} did not succeed"
+
+
+def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
+    """What to do now with the blocked jobs of one pipeline (pure)."""
+    out = Decisions(cancel=_fail_fast(jobs))
+    cancelled = {jid for jid, _ in out.cancel}
+    by_key = {j.key: j for j in jobs}
+    active: dict[str, int] = {}
+    for j in jobs:
+        if j.state in (JobState.QUEUED, JobState.RUNNING):
+            active[j.job_ref] = active.get(j.job_ref, 0) + 1
+    for job in jobs:
+        if job.state is not JobState.BLOCKED or job.id in cancelled:
+            continue
+        needed = [by_key[k] for k in job.needs if k in by_key]
+        if any(n.state not in FINAL_STATES for n in needed):
+            continue
+        ctx = {
+            **base_ctx,
+            "env": {**base_ctx.get("env", {}), **job.env},
+            "matrix": dict(job.matrix),
+            "needs": needs_context(jobs, {n.job_ref for n in needed}),
+        }
+        try:
+            run, why = _should_run(job, needed, ctx)
+        except (expressions.ExpressionError, ValueError, TypeError) as exc:
+            out.skip.append((job.id, f"if: {job.if_expr} could not be evaluated: {exc}"))
+            continue
+        if not run:
+            out.skip.append((job.id, why))
+            continue
+        if job.max_parallel is not None and active.get(job.job_ref, 0) >= job.max_parallel:
+            continue  # max-parallel: waits for a sibling to finish
+        active[job.job_ref] = active.get(job.job_ref, 0) + 1
+        out.queue.append(job.id)
+    return out
+
+
+def pipeline_result(jobs: Sequence[JobView]) -> PipelineState | None:
+    """The pipeline's final state once every job is final, else None."""
+    if any(j.state not in FINAL_STATES for j in jobs):
+        return None
+    results = {j.result for j in jobs}
+    if "failure" in results:
+        return PipelineState.FAILED
+    if "cancelled" in results:
+        return PipelineState.CANCELLED
+    return PipelineState.SUCCEEDED
+
+
+Publish = Callable[[str, str], None]  # (capability, job_id)
+
+
+def view(job: Any) -> JobView:
+    """A store Job row as the scheduler sees it."""
+    return JobView(
+        id=job.id,
+        key=job.key or job.id,
+        job_ref=job.job_ref or job.id,
+        state=JobState(job.state),
+        needs=tuple(job.needs or ()),
+        if_expr=job.if_expr,
+        continue_on_error=bool(job.continue_on_error),
+        matrix=job.matrix or {},
+        fail_fast=bool(job.fail_fast),
+        max_parallel=job.max_parallel,
+        outputs=job.outputs or {},
+        env=job.env or {},
+    )
+
+
+class PipelineScheduler:
+    """Applies ``decide`` to the store until nothing changes; safe to run from several
+    workers at once, since every change is a fenced transition."""
+
+    def __init__(self, store: Any, publish: Publish):
+        self.store = store
+        self.publish = publish
+
+    def advance(self, pipeline_id: str) -> PipelineState | None:
+        """Queue, skip or cancel what is due; close the pipeline when every job is final."""
+        pipeline = self.store.get_pipeline(pipeline_id)
+        base_ctx = {
+            "github": {
+                "ref": pipeline.ref
+                if pipeline.ref.startswith("refs/")
+                else f"refs/heads/{pipeline.ref}",
+                "sha": pipeline.commit_sha or "",
+                "event_name": pipeline.event,
+                "repository": github_repository(pipeline.repo),
+            },
+            "env": dict(pipeline.env or {}),
+        }
+        for _ in range(1000):  # each round finalises at least one job; bounded anyway
+            rows = self.store.pipeline_jobs(pipeline_id)
+            jobs = [view(r) for r in rows]
+            todo = decide(jobs, base_ctx)
+            if not todo:
+                break
+            caps = {r.id: r.capability for r in rows}
+            for job_id, reason in todo.cancel:
+                self.store.request_cancel(job_id, by=reason)
+            for job_id, reason in todo.skip:
+                self.store.transition(
+                    job_id, JobState.SKIPPED, from_state=JobState.BLOCKED, reason=reason
+                )
+            for job_id in todo.queue:
+                done = self.store.transition(
+                    job_id,
+                    JobState.QUEUED,
+                    from_state=JobState.BLOCKED,
+                    values={"queued_at": datetime.now(UTC)},
+                )
+                if done is not None:
+                    self.publish(caps[job_id], job_id)
+            if not todo.skip and not todo.cancel:
+                break  # queued jobs change nothing more until they end
+        result = pipeline_result([view(r) for r in self.store.pipeline_jobs(pipeline_id)])
+        if result is not None:
+            self.store.finish_pipeline(pipeline_id, result.value)
+        return result

@@ -1,0 +1,436 @@
+"""Job specs as submitted, job states, and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from ci_pool import defaults as d
+from ci_pool.core.workflow import expressions
+from ci_pool.exceptions import InputError
+
+
+class JobState(str, Enum):
+    """Where a job is. Comments say what may follow each state."""
+
+    BLOCKED = "blocked"  # -> queued, skipped, cancelled
+    QUEUED = "queued"  # -> running, rejected, cancelled, error (broker down at submit)
+    RUNNING = "running"  # -> succeeded, failed, timed_out, cancelled, error
+    SUCCEEDED = "succeeded"  # final
+    FAILED = "failed"  # final
+    TIMED_OUT = "timed_out"  # final
+    CANCELLED = "cancelled"  # final
+    ERROR = "error"  # -> queued while attempts remain, cancelled
+    REJECTED = "rejected"  # final
+    SKIPPED = "skipped"  # final
+
+    @property
+    def is_final(self) -> bool:
+        return not TRANSITIONS[self] or self is JobState.ERROR
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PipelineState(str, Enum):
+    """Where a pipeline is: running until every job has ended, then its result."""
+
+    RUNNING = "running"  # -> succeeded, failed, cancelled (and running again on retry)
+    SUCCEEDED = "succeeded"  # final
+    FAILED = "failed"  # final
+    CANCELLED = "cancelled"  # final
+    REJECTED = "rejected"  # final: policy refused a job of it before anything ran
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.BLOCKED: frozenset({JobState.QUEUED, JobState.SKIPPED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.REJECTED, JobState.CANCELLED, JobState.ERROR}
+    ),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.TIMED_OUT,
+            JobState.CANCELLED,
+            JobState.ERROR,
+        }
+    ),
+    JobState.ERROR: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.TIMED_OUT: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.REJECTED: frozenset(),
+    JobState.SKIPPED: frozenset(),
+}
+
+FINAL_STATES = frozenset(s for s in JobState if s.is_final)
+
+#: The operator's moves (``retry``): a job that ended badly goes back to ``queued`` (a job of
+#: its own) or ``blocked`` (a pipeline job, until its needs are met again). Rejected jobs stay
+#: rejected: a retry is not a way around policy.
+RETRY_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    state: frozenset({JobState.QUEUED, JobState.BLOCKED})
+    for state in (
+        JobState.FAILED,
+        JobState.TIMED_OUT,
+        JobState.CANCELLED,
+        JobState.ERROR,
+        JobState.SKIPPED,
+    )
+}
+
+#: Exit code of ``ci-pool wait`` for jobs that did not run to an exit code of their own.
+WAIT_EXIT_CODES: dict[JobState, int] = {
+    JobState.SUCCEEDED: 0,
+    JobState.TIMED_OUT: 124,
+    JobState.CANCELLED: 130,
+    JobState.ERROR: 3,
+    JobState.REJECTED: 2,
+    JobState.SKIPPED: 1,
+}
+
+
+def sources_of(target: JobState, *, operator: bool = False) -> frozenset[JobState]:
+    """States from which ``target`` may be reached (by the operator's retry, with
+    ``operator``)."""
+    table = RETRY_TRANSITIONS if operator else TRANSITIONS
+    return frozenset(s for s, nxt in table.items() if target in nxt)
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+# git's own ref rules, plus shell metacharacters: a ref is rendered into step scripts
+# (``${{ github.ref }}``), so it must not be able to carry shell code.
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\;$`|&<>'\"(){}!]|\.\.|@\{|//|\.lock$|/$|\.$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+REMOTE_SCHEMES = frozenset({"https", "http", "ssh", "git"})
+#: One part of a repository's path (``owner``, ``name``): what ``github.repository`` may hold.
+_REPO_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+#: ``github.event_name`` values (the API's ``event`` field and ``run --event``).
+EVENT_PATTERN = r"^[a-z_]{1,64}$"
+
+
+def is_sha(ref: str) -> bool:
+    return bool(_SHA.match(ref))
+
+
+def check_ref(ref: str) -> str:
+    """A branch, tag, full ref or commit SHA that can never be read as a git option."""
+    if not ref:
+        raise ValueError("must not be empty")
+    if ref.startswith("-"):
+        raise ValueError("must not start with '-' (it would be read as a git option)")
+    if len(ref) > 255 or _REF_BAD.search(ref) or ref.startswith("/"):
+        raise ValueError(
+            "is not a valid git ref: use a branch, tag, refs/... name or a full commit SHA"
+        )
+    return ref
+
+
+def check_env_names(env: dict[str, str]) -> dict[str, str]:
+    """Environment variables a job may set (the CI_POOL_ prefix is ci-pool's own), each value
+    within its bound."""
+    for key, text in env.items():
+        if len(text.encode()) > d.MAX_ENV_VALUE_BYTES:
+            raise ValueError(f"{key}: the value is over {d.MAX_ENV_VALUE_BYTES} bytes")
+        if not _ENV_NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if key.startswith("CI_POOL_"):
+            raise ValueError(f"{key!r}: the CI_POOL_ prefix is reserved")
+    return env
+
+
+def check_repo_url(url: str, *, allow_local: bool) -> str:
+    """A remote repository URL; local paths and file:// only when the operator allows them."""
+    if url.startswith("-"):
+        raise ValueError("must not start with '-' (it would be read as a git option)")
+    if not url or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError("must be a URL without whitespace or control characters")
+    if "::" in url.split("/", 1)[0]:
+        raise ValueError("git remote helpers (<transport>::<address>) are not allowed")
+    parts = urlsplit(url)
+    if parts.scheme in REMOTE_SCHEMES:
+        if not parts.hostname:
+            raise ValueError(f"{parts.scheme}:// URL has no host")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise ValueError("host and user must not start with '-' (ssh would read an option)")
+        _check_no_credentials(parts.scheme, parts.username, parts.password)
+        repository_name(url)
+        return url
+    if parts.scheme == "file" or (not parts.scheme and (url.startswith(("/", ".")))):
+        if allow_local:
+            return url
+        raise ValueError(
+            "local repositories are refused; use https://, ssh:// or git:// "
+            "(operators can set CI_POOL_ALLOW_LOCAL_REPOS=1)"
+        )
+    if not parts.scheme and _SCP_LIKE.match(url):
+        repository_name(url)
+        return url
+    raise ValueError(
+        "is not a repository URL: use https://host/org/repo.git, ssh://, git:// or user@host:path"
+    )
+
+
+def _check_no_credentials(scheme: str, user: str | None, password: str | None) -> None:
+    """Credentials live in the ``git_credentials`` setting, never in a URL (which is stored,
+    logged and shown to readers). ssh URLs keep their user name (``ssh://git@host``)."""
+    if password is not None or (user is not None and scheme != "ssh"):
+        raise ValueError(
+            "must not carry credentials (user:password@ or token@); the operator sets them "
+            "per URL prefix in the git_credentials setting, sent as a header, never stored"
+        )
+
+
+def repository_name(url: str) -> str:
+    """``owner/name`` (every part of the path, ``.git`` dropped): ``github.repository``.
+
+    Only letters, digits, '.', '_' and '-' per part, so the value is safe wherever a
+    workflow renders it, a shell script included."""
+    if "://" in url:
+        path = urlsplit(url).path
+    elif _SCP_LIKE.match(url):
+        path = url.split(":", 1)[1]
+    else:
+        path = url
+    name = path.strip("/").removesuffix(".git").strip("/")
+    bad = [p for p in name.split("/") if not _REPO_PART.match(p) or p in (".", "..")]
+    if not name or bad:
+        raise ValueError(
+            f"the repository path {name!r} must be owner/name parts of letters, digits, '.', "
+            "'_' and '-' (it becomes github.repository)"
+        )
+    return name
+
+
+def github_repository(url: str) -> str:
+    """``repository_name`` for the runtime: empty for a URL it refuses (a local path)."""
+    try:
+        return repository_name(url)
+    except ValueError:
+        return ""
+
+
+def check_event(event: str) -> str:
+    """A ``github.event_name`` value: lower-case letters and '_' (push, workflow_dispatch)."""
+    if not re.match(EVENT_PATTERN, event):
+        raise ValueError(f"{event!r} is not an event name: use 1-64 of a-z and '_', like push")
+    return event
+
+
+#: Validation context of values read back from the store.
+STORED = "stored"
+
+
+class StepSpec(BaseModel):
+    """One shell step of a job, as parsed from a workflow or submitted on its own.
+
+    Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``);
+    the runner renders them. ``if_expr`` is an expression: None means ``success()``, and one
+    that calls no status function means ``success() && (...)``, as in GitHub."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="run", max_length=200)
+    #: Set to read the step's outputs and outcome as ``steps.<id>``.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)
+    run: str = Field(min_length=1, max_length=d.MAX_SCRIPT_BYTES)
+    #: None runs bash where the image has it, else sh.
+    shell: Literal["bash", "sh"] | None = None
+    working_directory: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    if_expr: str | None = None
+    timeout: int | None = Field(default=None, gt=0)
+    continue_on_error: bool = False
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+    @field_validator("if_expr")
+    @classmethod
+    def _if_expr(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Rows read back from the store were checked when written; the runner reports an
+        # expression it cannot evaluate.
+        if value is not None and not (info.context or {}).get(STORED):
+            expressions.parse(value)  # an ExpressionError is a ValueError naming the problem
+        return value
+
+
+class CheckoutSpec(BaseModel):
+    """How much of the repository a job gets (defaults: one commit, no blobs up front), and
+    which commit: ``ref`` (a branch, tag or SHA) instead of the submitted one when set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Commits of history; 0 means the whole history.
+    fetch_depth: int = Field(default=1, ge=0)
+    #: ``true`` and ``recursive`` both mean submodules, recursively.
+    submodules: bool = False
+    lfs: bool = False
+    #: Resolved and checked out instead of the job's commit; None keeps the job's commit.
+    ref: str | None = None
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return None if value is None else check_ref(value)
+
+
+def check_artifact_glob(pattern: str) -> str:
+    """A glob relative to the workspace that cannot climb out of it."""
+    if not pattern or pattern.startswith(("/", "~")) or "\\" in pattern:
+        raise ValueError(f"{pattern!r} must be a path relative to the workspace")
+    if any(part == ".." for part in pattern.split("/")):
+        raise ValueError(f"{pattern!r} must not contain '..'")
+    return pattern
+
+
+class JobSpec(BaseModel):
+    """A job as submitted: where the code is, what to run, and where to run it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repo: str
+    ref: str = "HEAD"
+    capability: str | None = None
+    labels: tuple[str, ...] = Field(default=(), max_length=d.MAX_LABELS)
+    steps: tuple[StepSpec, ...] = Field(min_length=1, max_length=d.MAX_STEPS)
+    env: dict[str, str] = Field(default_factory=dict, max_length=d.MAX_ENV_ENTRIES)
+    timeout: int | None = Field(default=None, gt=0)
+    name: str = Field(default="", max_length=200)
+    #: Names of capability secrets the job receives as environment variables.
+    secrets: tuple[Annotated[str, Field(max_length=200)], ...] = Field(
+        default=(), max_length=d.MAX_SECRETS
+    )
+    #: Globs (relative to the workspace) collected as artifacts after the steps.
+    artifacts: tuple[Annotated[str, Field(max_length=1000)], ...] = Field(
+        default=(), max_length=d.MAX_ARTIFACT_PATTERNS
+    )
+    #: Image override; only where the capability allows it.
+    image: str | None = Field(default=None, min_length=1, max_length=500)
+    checkout: CheckoutSpec = Field(default_factory=CheckoutSpec)
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifacts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_artifact_glob(p) for p in value)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        return value if value == "HEAD" else check_ref(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for label in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", label):
+                raise ValueError(f"{label!r} is not a valid label")
+        return value
+
+
+def _nul_at(value: object, path: str) -> str | None:
+    """The path of the first string holding a NUL character, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: list[tuple[object, object]] = []
+    if isinstance(value, dict):
+        items = [(k, k) for k in value] + list(value.items())
+    elif isinstance(value, list | tuple):
+        items = list(enumerate(value))
+    for key, item in items:
+        found = _nul_at(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def check_spec_bounds(data: dict[str, object]) -> None:
+    """The bounds no single field states: the whole spec's size, and no NUL anywhere."""
+    size = len(json.dumps(data, default=str).encode())
+    if size > d.MAX_JOB_SPEC_BYTES:
+        raise InputError(
+            f"the job spec is {size} bytes as JSON; the limit is {d.MAX_JOB_SPEC_BYTES}",
+            field="steps",
+        )
+    field = _nul_at(data, "")
+    if field is not None:
+        raise InputError("must not contain a NUL character", field=field or None)
+
+
+def parse_job_spec(data: dict[str, object], *, allow_local_repos: bool) -> JobSpec:
+    """Validate raw input into a JobSpec; every problem is an InputError naming the field."""
+    check_spec_bounds(data)
+    try:
+        spec = JobSpec.model_validate(data)
+        check_repo_url(spec.repo, allow_local=allow_local_repos)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise InputError(err["msg"].removeprefix("Value error, "), field=field) from None
+    except ValueError as exc:
+        raise InputError(str(exc), field="repo") from None
+    return spec
+
+
+class ArtifactEntry(BaseModel):
+    """One collected file, as the evidence record lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Evidence(BaseModel):
+    """What one attempt did and where: the record a job's outcome is judged by.
+
+    Fields are filled as the attempt goes (a job that fails at checkout has no ``mode``);
+    unknown keys of older records are kept, never dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    job_id: str | None = None
+    runner_id: str | None = None
+    attempt: int | None = None
+    #: How the repository was reached: the URL scheme ("ssh" for user@host:path).
+    transport: str | None = None
+    #: Which executor ran the steps: "docker" or "host".
+    mode: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    container_id: str | None = None
+    commit_sha: str | None = None
+    checkout_s: float | None = None
+    #: "network", "mirror" or "cache" (see ``runner.checkout.CheckoutResult``).
+    checkout_via: str | None = None
+    #: The rendered step scripts, one after the other.
+    command: str | None = None
+    exit_code: int | None = None
+    stdout_sample: str | None = None
+    artifacts: tuple[ArtifactEntry, ...] | None = None

@@ -1,1 +1,0 @@
-"""What a worker does with a claimed job: checkout, execute, log, record."""

@@ -1,0 +1,174 @@
+"""The public views of jobs and pipelines: the CLI's ``--json`` and the API's bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ci_pool.broker.runners import RunnerInfo
+from ci_pool.store import Job
+from ci_pool.store.models import Pipeline as PipelineRow
+
+if TYPE_CHECKING:
+    from ci_pool.service.inspection import Inspection
+
+#: Keys of a job's view that only the detailed view (``show``) carries.
+DETAIL_KEYS = ("waiting", "artifacts", "events")
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_dict(
+    job: Job, pool: Inspection | None = None, visible: Callable[[Job], bool] | None = None
+) -> dict[str, Any]:
+    """The public view of a job; with ``pool``, also why it waits (naming no job that
+    ``visible`` refuses), artifacts and history."""
+    data: dict[str, Any] = {
+        "id": job.id,
+        "name": job.name,
+        "pipeline_id": job.pipeline_id,
+        "state": job.state,
+        "capability": job.capability,
+        "queue": job.queue,
+        "repo": job.repo,
+        "ref": job.ref,
+        "commit_sha": job.commit_sha,
+        "labels": job.labels,
+        "timeout_s": job.timeout_s,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "runner_id": job.runner_id,
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "created_at": _ts(job.created_at),
+        "queued_at": _ts(job.queued_at),
+        "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at),
+        "lease_until": _ts(job.lease_until),
+        "evidence": None if job.evidence is None else job.evidence.model_dump(mode="json"),
+    }
+    if pool is not None:
+        data["waiting"] = pool.why_waiting(job, visible)
+        data["artifacts"] = [
+            {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
+            for a in pool.store.artifacts(job.id)
+        ]
+        data["events"] = [
+            {
+                "attempt": e.attempt,
+                "from": e.from_state,
+                "to": e.to_state,
+                "at": _ts(e.at),
+                "runner_id": e.runner_id,
+                "reason": e.reason,
+            }
+            for e in pool.store.events(job.id)
+        ]
+    return data
+
+
+def summary(view: dict[str, Any]) -> dict[str, Any]:
+    """A detailed job view cut down to the fields of ``job_dict(job)``."""
+    return {k: v for k, v in view.items() if k not in DETAIL_KEYS}
+
+
+def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
+    """The public view of a pipeline and each of its jobs."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "file": row.file,
+        "state": row.state,
+        "repo": row.repo,
+        "ref": row.ref,
+        "commit_sha": row.commit_sha,
+        "created_at": row.created_at.isoformat(),
+        "finished_at": _ts(row.finished_at),
+        "jobs": [
+            {
+                "id": j.id,
+                "key": j.key,
+                "state": j.state,
+                "capability": j.capability,
+                "needs": j.needs,
+                "runner_id": j.runner_id,
+                "exit_code": j.exit_code,
+                "reason": j.reason,
+                "attempt": j.attempt,
+                "outputs": j.outputs,
+                "started_at": _ts(j.started_at),
+                "finished_at": _ts(j.finished_at),
+            }
+            for j in jobs
+        ],
+    }
+
+
+RunnerState = Literal["online", "busy", "draining", "lost"]
+
+
+class RunnerStatus(BaseModel):
+    """One runner as ``ci-pool runners``, ``GET /v1/runners`` and the metrics see it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runner_id: str
+    capability: str
+    queue: str
+    host: str
+    pid: int
+    #: Jobs the runner runs at once.
+    concurrency: int
+    version: str
+    started_at: float = Field(description="Unix time the runner started.")
+    last_seen: float = Field(description="Unix time of its last heartbeat.")
+    state: RunnerState
+    #: Ids of the jobs it runs now.
+    jobs: list[str] = Field(default_factory=list)
+    #: Why it is draining ("drained", "max-jobs", ...), or None.
+    draining: str | None = None
+    #: What the runner reports about itself: its capability image and that image's id.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def runner_state(runner: RunnerInfo, running: int, *, lost: bool = False) -> RunnerState:
+    """``lost`` (stopped heartbeating), ``draining``, ``busy`` (every slot taken) or
+    ``online`` (live with a free slot)."""
+    if lost:
+        return "lost"
+    if runner.extra.get("draining"):
+        return "draining"
+    return "busy" if running >= runner.concurrency else "online"
+
+
+def runner_statuses(
+    live: Iterable[RunnerInfo], lost: Iterable[RunnerInfo], running: Mapping[str, list[str]]
+) -> list[RunnerStatus]:
+    """Every runner heard from, live ones first; ``running`` maps runner ids to job ids."""
+    rows = []
+    for is_lost, group in ((False, live), (True, lost)):
+        for r in group:
+            jobs = list(running.get(r.runner_id, []))
+            rows.append(
+                RunnerStatus(
+                    runner_id=r.runner_id,
+                    capability=r.capability,
+                    queue=r.queue,
+                    host=r.host,
+                    pid=r.pid,
+                    concurrency=r.concurrency,
+                    version=r.version,
+                    started_at=r.started_at,
+                    last_seen=r.last_seen,
+                    state=runner_state(r, len(jobs), lost=is_lost),
+                    jobs=jobs,
+                    draining=r.extra.get("draining") or None,
+                    extra=dict(r.extra),
+                )
+            )
+    return rows

@@ -1,0 +1,98 @@
+"""Artifacts: files matched by a job's globs, copied out of the workspace with their sha256.
+
+The job owns the workspace and may swap any file for a symlink while collection runs, so
+globs only list names: every file is opened through ``runner.jobfiles`` (no symlink
+followed, regular files only) and copied and hashed from that one open file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ci_pool.core.specs import check_artifact_glob
+from ci_pool.exceptions import JobFileRefused
+from ci_pool.worker.jobfiles import JobDir
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFile:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    files: list[ArtifactFile]
+    #: Human-readable reasons for what was skipped (symlinks, non-regular files, no match).
+    problems: list[str]
+
+
+def _names(root: Path, pattern: str) -> Iterator[str]:
+    """Relative names a pattern lists: files, symlinks, and what is below a matched
+    directory (symlinks to directories are listed, not entered)."""
+    for match in sorted(root.glob(pattern)):
+        link = _linked_ancestor(root, match)
+        if link is not None:  # glob went through a symlink: list the link, not its target
+            yield link
+            continue
+        if match.is_symlink() or not match.is_dir():
+            yield match.relative_to(root).as_posix()
+            continue
+        for dirpath, dirnames, filenames in os.walk(match):
+            base = Path(dirpath)
+            links = [d for d in dirnames if (base / d).is_symlink()]
+            for name in sorted([*filenames, *links]):
+                yield (base / name).relative_to(root).as_posix()
+
+
+def _linked_ancestor(root: Path, match: Path) -> str | None:
+    """The first directory above ``match`` (below ``root``) that is a symlink, if any."""
+    parts = match.relative_to(root).parts
+    for depth in range(1, len(parts)):
+        if root.joinpath(*parts[:depth]).is_symlink():
+            return "/".join(parts[:depth])
+    return None
+
+
+def collect(workspace: Path, patterns: list[str], dest: Path, max_bytes: int) -> Collected:
+    """Copy every regular file matching ``patterns`` to ``dest`` (same relative paths),
+    at most ``max_bytes`` in all (the ``artifact_max_bytes`` setting)."""
+    root = workspace.resolve()
+    files: dict[str, ArtifactFile] = {}
+    problems: list[str] = []
+    seen: set[str] = set()
+    left = max_bytes
+    with JobDir(root) as wdir:
+        for pattern in patterns:
+            check_artifact_glob(pattern)
+            matched = False
+            for rel in _names(root, pattern):
+                if rel.startswith(".git/") or rel in seen:
+                    continue
+                seen.add(rel)
+                matched = True
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with target.open("wb") as out:
+                        size, sha256 = wdir.copy(rel, out, left)
+                except JobFileRefused as exc:
+                    target.unlink(missing_ok=True)
+                    problems.append(f"{exc}; not collected")
+                    continue
+                if size > left:
+                    target.unlink(missing_ok=True)
+                    problems.append(
+                        f"{rel}: goes past the artifact_max_bytes limit of {max_bytes} bytes "
+                        "for the job; it and the files after it are not collected"
+                    )
+                    return Collected(sorted(files.values(), key=lambda f: f.path), problems)
+                left -= size
+                os.chmod(target, 0o644)
+                files[rel] = ArtifactFile(rel, size, sha256)
+            if not matched:
+                problems.append(f"{pattern}: no file matched")
+    return Collected(sorted(files.values(), key=lambda f: f.path), problems)

@@ -1,0 +1,106 @@
+"""The executor contract: start an isolated place for one job, run steps, stop, clean up."""
+
+from __future__ import annotations
+
+import abc
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ci_pool.core.capabilities import Capability
+
+#: How each ``shell:`` runs a step script ($1); None means bash where there is one, else sh.
+SHELLS = {
+    "bash": 'exec 2>&1; exec bash --noprofile --norc -eo pipefail "$1"',
+    "sh": 'exec 2>&1; exec sh -e "$1"',
+}
+
+#: Runs a step script with bash (errexit + pipefail) where the image has it, else POSIX sh -e.
+STEP_LAUNCHER = (
+    "exec 2>&1; "  # one stream, so stdout and stderr lines keep the order they were written in
+    'if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc -eo pipefail "$1"; '
+    'else exec sh -e "$1"; fi'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """What an executor needs to know about the job it runs."""
+
+    job_id: str
+    attempt: int
+    runner_id: str
+    capability: Capability
+    #: Host directory holding the checkout (mounted as the workspace).
+    workspace: Path
+    #: Host directory holding the generated step scripts (the job can only read it).
+    scripts: Path
+    #: Host directory holding the files steps write back ($GITHUB_OUTPUT); the job can
+    #: write it, so the runner reads it only through ``runner.jobfiles``.
+    files: Path
+    env: dict[str, str] = field(default_factory=dict)
+    #: The image to run (the capability's, or the job's override where allowed).
+    image: str = ""
+
+
+class Execution(abc.ABC):
+    """One job's isolated execution. ``stop`` may be called from another thread."""
+
+    #: Where the executor reports itself in the evidence record.
+    mode: str = ""
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Create the container or process group; raises ExecutorError on infra failure."""
+
+    #: Where the job sees the ``scripts`` directory, read-only.
+    scripts_path: str = ""
+    #: Where the job sees the ``files`` directory ($GITHUB_OUTPUT and the like).
+    files_path: str = ""
+
+    @abc.abstractmethod
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
+        """Run one generated script from ``scripts`` with extra ``env``; its exit code."""
+
+    @abc.abstractmethod
+    def interrupt(self, grace: float) -> None:
+        """End the running step only (SIGTERM, ``grace``, SIGKILL); later steps may run."""
+
+    @abc.abstractmethod
+    def stop(self, grace: float) -> None:
+        """SIGTERM what runs, wait up to ``grace`` seconds, then SIGKILL; no step runs after."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Remove everything the execution created; safe to call more than once."""
+
+    def describe(self) -> dict[str, str]:
+        """Facts for the evidence record (image digest, container id, ...)."""
+        return {}
+
+
+class Executor(abc.ABC):
+    """Makes executions for one runner; holds the client it needs (docker, nothing)."""
+
+    @abc.abstractmethod
+    def execution(self, ctx: JobContext) -> Execution: ...
+
+    def remove_tree(self, path: Path, image: str) -> None:
+        """Remove a workspace the runner's own user cannot (files made by another user)."""
+        shutil.rmtree(path, ignore_errors=True)
+
+    def remove_leftovers(self, job_id: str) -> int:
+        """Remove whatever an earlier attempt of this job left behind; returns a count."""
+        return 0
+
+
+def launcher(shell: str | None) -> str:
+    """The ``sh -c`` program that starts a step script in the requested shell."""
+    return SHELLS[shell] if shell else STEP_LAUNCHER

@@ -1,0 +1,247 @@
+"""Docker executor: a fresh, labelled, resource-limited container per job; steps are execs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from ci_pool import defaults
+from ci_pool.exceptions import ExecutorError
+from ci_pool.worker.executors.base import Execution, Executor, JobContext, launcher
+
+#: PID 1 of a job container: idles until stopped; steps run beside it via exec.
+_KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+
+
+def _memory_bytes(value: str) -> int:
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    value = value.lower()
+    if value[-1] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return int(value)
+
+
+class DockerExecution(Execution):
+    mode = "docker"
+
+    def __init__(self, client: docker.DockerClient, ctx: JobContext):
+        self.client = client
+        self.ctx = ctx
+        self.container: Any = None
+        self._stopping = threading.Event()
+        self._step_done = threading.Event()
+        self._step_done.set()
+
+    def _create_kwargs(self) -> dict[str, Any]:
+        cap = self.ctx.capability
+        kwargs: dict[str, Any] = {
+            "image": self.ctx.image or cap.image,
+            "command": ["sh", "-c", _KEEPALIVE],
+            "name": f"ci-pool-{self.ctx.job_id}-{self.ctx.attempt}",
+            "labels": {
+                defaults.LABEL_JOB: self.ctx.job_id,
+                defaults.LABEL_RUNNER: self.ctx.runner_id,
+                defaults.LABEL_ATTEMPT: str(self.ctx.attempt),
+            },
+            "working_dir": defaults.CONTAINER_WORKSPACE,
+            "mounts": [
+                Mount(defaults.CONTAINER_WORKSPACE, str(self.ctx.workspace), type="bind"),
+                # Read-only: the runner writes the next step's script here, so the job
+                # must not be able to plant a symlink in its place.
+                Mount(
+                    defaults.CONTAINER_SCRIPTS, str(self.ctx.scripts), type="bind", read_only=True
+                ),
+                Mount(defaults.CONTAINER_FILES, str(self.ctx.files), type="bind"),
+            ],
+            "network_mode": cap.network,
+            "privileged": cap.privileged,
+            "detach": True,
+            "stdin_open": False,
+            "tty": False,
+        }
+        if cap.pids_limit:
+            kwargs["pids_limit"] = cap.pids_limit
+        if cap.memory:
+            kwargs["mem_limit"] = _memory_bytes(cap.memory)
+        if cap.cpus:
+            kwargs["nano_cpus"] = int(cap.cpus * 1e9)
+        return kwargs
+
+    def start(self) -> None:
+        image = self.ctx.image or self.ctx.capability.image
+        try:
+            self.container = self.client.containers.create(**self._create_kwargs())
+            self.container.start()
+        except docker.errors.ImageNotFound:
+            raise ExecutorError(
+                f"image {image!r} of capability {self.ctx.capability.name!r} is not on this "
+                "runner; build it from worker_images/ or set the capability's image"
+            ) from None
+        except docker.errors.DockerException as exc:
+            raise ExecutorError(f"docker could not start the job container: {exc}") from exc
+
+    scripts_path = defaults.CONTAINER_SCRIPTS
+    files_path = defaults.CONTAINER_FILES
+
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
+        if self._stopping.is_set():
+            return 143
+        api = self.client.api
+        self._step_done.clear()
+        try:
+            exec_id = api.exec_create(
+                self.container.id,
+                [
+                    "sh",
+                    "-c",
+                    launcher(shell),
+                    "ci-pool-step",
+                    f"{defaults.CONTAINER_SCRIPTS}/{script_name}",
+                ],
+                environment={**self.ctx.env, **(env or {})},
+                workdir=defaults.CONTAINER_WORKSPACE,
+            )["Id"]
+            for chunk in api.exec_start(exec_id, stream=True):
+                on_output(chunk)
+            code = api.exec_inspect(exec_id).get("ExitCode")
+        except docker.errors.DockerException as exc:
+            if self._stopping.is_set():
+                return 137
+            raise ExecutorError(f"docker exec failed: {exc}") from exc
+        finally:
+            self._step_done.set()
+        # A step whose container was killed under it has no exit code of its own.
+        return 137 if code is None else int(code)
+
+    def _signal_all(self, sig: str) -> None:
+        """Signal every process in the container but PID 1 (the steps and their children)."""
+        try:
+            self.container.exec_run(["kill", f"-{sig}", "-1"], detach=True)
+        except docker.errors.DockerException:
+            pass
+
+    def interrupt(self, grace: float) -> None:
+        if self.container is None or self._step_done.is_set():
+            return
+        self._signal_all("TERM")
+        if not self._step_done.wait(timeout=grace):
+            self._signal_all("KILL")
+            self._step_done.wait(timeout=10)
+
+    def stop(self, grace: float) -> None:
+        self._stopping.set()
+        if self.container is None:
+            return
+        self._signal_all("TERM")
+        self._step_done.wait(timeout=grace)
+        try:
+            self.container.kill()
+        except docker.errors.DockerException:
+            pass
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            raise ExecutorError(
+                f"could not remove container {self.container.id[:12]}: {exc}"
+            ) from exc
+        self.container = None
+
+    def describe(self) -> dict[str, str]:
+        image = self.ctx.image or self.ctx.capability.image
+        if self.container is None:
+            return {"image": image}
+        return {
+            "image": image,
+            "image_id": str(self.container.attrs.get("Image", "")),
+            "container_id": str(self.container.id),
+        }
+
+
+class DockerExecutor(Executor):
+    """Holds one docker client per worker process."""
+
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    @classmethod
+    def from_env(cls) -> DockerExecutor:
+        try:
+            client = docker.from_env(timeout=60)
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise ExecutorError(f"no Docker engine answers: {exc}") from exc
+        return cls(client)
+
+    def execution(self, ctx: JobContext) -> Execution:
+        return DockerExecution(self.client, ctx)
+
+    def remove_tree(self, path: Path, image: str) -> None:
+        """Remove ``path`` from inside a throwaway container running as root: what a
+        non-root runner must do with files its builds created as root."""
+        try:
+            self.client.containers.run(
+                image,
+                ["rm", "-rf", "/w/src", "/w/scripts", "/w/files"],
+                remove=True,
+                network_mode="none",
+                user="0",
+                mounts=[Mount("/w", str(path), type="bind")],
+                labels={defaults.LABEL_JOB: "cleanup"},
+            )
+            path.rmdir()
+        except (docker.errors.DockerException, OSError) as exc:
+            raise ExecutorError(f"could not remove {path} through a container: {exc}") from exc
+
+    def remove_leftovers(self, job_id: str) -> int:
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": f"{defaults.LABEL_JOB}={job_id}"}
+            )
+            for container in found:
+                container.remove(force=True, v=True)
+        except docker.errors.DockerException as exc:
+            raise ExecutorError(f"could not remove leftover containers: {exc}") from exc
+        return len(found)
+
+
+def image_identity(image: str) -> dict[str, Any]:
+    """What a runner reports about its capability's image: the local image id and its
+    registry digests, so operators can tell which build every runner uses."""
+    try:
+        client = docker.from_env(timeout=10)
+        try:
+            img = client.images.get(image)
+        finally:
+            client.close()
+    except docker.errors.ImageNotFound:
+        return {"image_error": f"image {image} is not present on this runner"}
+    except docker.errors.DockerException as exc:
+        return {"image_error": f"Docker engine unavailable: {type(exc).__name__}"}
+    return {"image_id": img.id, "image_digests": list(img.attrs.get("RepoDigests") or [])}
+
+
+def docker_available() -> bool:
+    """Whether a Docker engine answers here."""
+    try:
+        docker.from_env(timeout=5).ping()
+    except docker.errors.DockerException:
+        return False
+    return True

@@ -1,0 +1,122 @@
+"""Host executor: steps run directly on the runner, each job in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+
+from ci_pool.exceptions import ExecutorError
+from ci_pool.worker.executors.base import Execution, Executor, JobContext, launcher
+
+
+class HostExecution(Execution):
+    mode = "host"
+
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def start(self) -> None:
+        if not self.ctx.workspace.is_dir():
+            raise ExecutorError(f"workspace {self.ctx.workspace} is missing")
+
+    @property
+    def scripts_path(self) -> str:  # type: ignore[override]
+        return str(self.ctx.scripts)
+
+    @property
+    def files_path(self) -> str:  # type: ignore[override]
+        return str(self.ctx.files)
+
+    def run_step(
+        self,
+        script_name: str,
+        on_output: Callable[[bytes], None],
+        env: dict[str, str] | None = None,
+        shell: str | None = None,
+    ) -> int:
+        extra = env or {}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.ctx.workspace),
+            "LANG": "C.UTF-8",
+            **self.ctx.env,
+            **extra,
+        }
+        with self._lock:
+            if self._stopping:
+                return -signal.SIGTERM
+            try:
+                self._proc = subprocess.Popen(
+                    [
+                        "sh",
+                        "-c",
+                        launcher(shell),
+                        "ci-pool-step",
+                        str(self.ctx.scripts / script_name),
+                    ],
+                    cwd=self.ctx.workspace,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ExecutorError(f"cannot start step on host: {exc}") from exc
+        proc = self._proc
+        assert proc.stdout is not None
+        reader = threading.Thread(target=_pump, args=(proc.stdout.fileno(), on_output), daemon=True)
+        reader.start()
+        code = proc.wait()
+        # Background children of the step die with it, so none can hold the log pipe open.
+        self._kill_group(signal.SIGKILL)
+        reader.join()
+        return code
+
+    def _kill_group(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def interrupt(self, grace: float) -> None:
+        self._terminate(grace)
+
+    def stop(self, grace: float) -> None:
+        with self._lock:
+            self._stopping = True
+        self._terminate(grace)
+
+    def _terminate(self, grace: float) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._kill_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        self._kill_group(signal.SIGKILL)
+
+    def close(self) -> None:
+        self._kill_group(signal.SIGKILL)
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:
+    while chunk := os.read(fd, 65536):
+        on_output(chunk)
+
+
+class HostExecutor(Executor):
+    def execution(self, ctx: JobContext) -> Execution:
+        return HostExecution(ctx)

@@ -1,0 +1,171 @@
+"""Job logs: each line to a Redis stream as it happens, and in chunks to the store."""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+
+import redis
+
+from ci_pool import defaults
+from ci_pool.broker.logstream import stream_key
+from ci_pool.core.masking import Masker
+from ci_pool.store import Store
+
+
+class LogWriter:
+    """Splits raw output into lines, masks secrets, publishes lines live, and persists
+    them in chunks. Over ``max_bytes`` the middle is dropped: the head stays, a visible
+    marker says how much was cut, and the last ``max_bytes / 2`` are kept.
+
+    Thread-safe: the executor writes while the job's monitor thread flushes."""
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        store: Store,
+        job_id: str,
+        attempt: int,
+        *,
+        masker: Masker | None = None,
+        max_bytes: int = defaults.LOG_MAX_BYTES,
+        flush_interval: float = defaults.LOG_FLUSH_INTERVAL,
+        flush_bytes: int = defaults.LOG_FLUSH_BYTES,
+    ):
+        self.redis = client
+        self.store = store
+        self.job_id = job_id
+        self.attempt = attempt
+        self.masker = masker or Masker()
+        self.head_limit = max_bytes // 2
+        self.tail_limit = max_bytes - self.head_limit
+        self.flush_interval = flush_interval
+        self.flush_bytes = flush_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial = ""
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._persisted = 0
+        self._tail: deque[str] = deque()
+        self._tail_bytes = 0
+        self.dropped_bytes = 0
+        self._seq = 0
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._recent: deque[str] = deque(maxlen=50)
+        self.redis_failed = False
+
+    def write(self, data: bytes) -> None:
+        """Raw output from the job; complete lines go out at once."""
+        with self._lock:
+            text = self._partial + self._decoder.decode(data)
+            *lines, self._partial = text.split("\n")
+            if len(self._partial) > defaults.LOG_MAX_LINE:
+                # A line without end (progress bars): cut it, keeping enough back that a
+                # secret not yet whole is seen whole next time, and never inside a secret
+                # that is (each piece is masked on its own).
+                keep = max(self.masker.longest, 1)
+                cut = self.masker.safe_cut(self._partial, len(self._partial) - keep)
+                lines.append(self._partial[:cut])
+                self._partial = self._partial[cut:]
+            self._emit([line.removesuffix("\r") for line in lines])
+            self._maybe_flush()
+
+    def line(self, text: str) -> None:
+        """A line of ci-pool's own (step markers, errors)."""
+        with self._lock:
+            self._emit(text.split("\n"))
+            self._maybe_flush()
+
+    def _emit(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        lines = [self.masker.mask(line) for line in lines]
+        for line in lines:
+            self._keep(line + "\n")
+            self._recent.append(line)
+        self._publish([{"a": str(self.attempt), "t": _now(), "l": line} for line in lines])
+
+    def _keep(self, text: str) -> None:
+        size = len(text.encode())
+        if self._persisted + self._buffered + size <= self.head_limit and not self._tail:
+            self._buffer.append(text)
+            self._buffered += size
+            return
+        self._tail.append(text)
+        self._tail_bytes += size
+        while self._tail_bytes > self.tail_limit and len(self._tail) > 1:
+            dropped = self._tail.popleft()
+            self._tail_bytes -= len(dropped.encode())
+            self.dropped_bytes += len(dropped.encode())
+
+    def _publish(self, entries: list[dict[str, str]]) -> None:
+        if self.redis is None or self.redis_failed:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for fields in entries:
+                pipe.xadd(
+                    stream_key(self.job_id),
+                    fields,  # type: ignore[arg-type]
+                    maxlen=defaults.LOG_STREAM_MAXLEN,
+                    approximate=True,
+                )
+            pipe.execute()
+        except redis.RedisError:
+            # The store copy is authoritative; a broker hiccup must not fail the build.
+            self.redis_failed = True
+
+    def _maybe_flush(self) -> None:
+        due = time.monotonic() - self._last_flush >= self.flush_interval
+        if self._buffer and (due or self._buffered >= self.flush_bytes):
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._buffer:
+            self.store.append_log(self.job_id, self.attempt, self._seq, "".join(self._buffer))
+            self._seq += 1
+            self._persisted += self._buffered
+            self._buffer.clear()
+            self._buffered = 0
+        self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        """Persist what is buffered (the monitor thread calls this every second)."""
+        with self._lock:
+            self._flush_locked()
+
+    def tail(self, lines: int = 20) -> str:
+        with self._lock:
+            return "\n".join(list(self._recent)[-lines:])
+
+    def close(self) -> None:
+        """Flush the partial last line, persist the kept tail behind the truncation
+        marker, and mark the live stream finished."""
+        with self._lock:
+            rest = self._partial + self._decoder.decode(b"", final=True)
+            self._partial = ""
+            if rest:
+                self._emit([rest])
+            if self.dropped_bytes:
+                self._buffer.append(
+                    f"##[ci-pool] log truncated: {self.dropped_bytes} bytes over the "
+                    f"{self.head_limit + self.tail_limit} byte cap were dropped here; "
+                    "the last part of the log follows\n"
+                )
+            self._buffer.extend(self._tail)
+            self._tail.clear()
+            self._flush_locked()
+            self._publish([{"a": str(self.attempt), "t": _now(), "eof": "1"}])
+            if self.redis is not None and not self.redis_failed:
+                try:
+                    self.redis.expire(stream_key(self.job_id), defaults.LOG_STREAM_TTL)
+                except redis.RedisError:
+                    self.redis_failed = True
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
