@@ -1,0 +1,227 @@
+"""A workflow job built into a PipelineJob per matrix cell: routing, container, outputs, spec."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ci_pool.core.capabilities import IGNORED_LABELS, Capability, route
+from ci_pool.core.pipeline import PipelineJob
+from ci_pool.core.specs import CheckoutSpec, JobSpec
+from ci_pool.core.workflow.contexts import JOB_LEVEL, MISSING, PARSE_TIME, STEP_LEVEL
+from ci_pool.core.workflow.matrix import Strategy, label
+from ci_pool.core.workflow.schema import CONTAINER_KEYS, ID, JOB_KEYS, check_keys, one_or_many
+from ci_pool.core.workflow.steps import RunDefaults, StepReader
+from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source
+from ci_pool.exceptions import CapabilityNotFound, InputError
+
+_IMAGE = re.compile(r"^[A-Za-z0-9][^\s]*$")
+
+
+class _Container(NamedTuple):
+    """The job's ``container:``: the image to run the steps in, its env and docker options."""
+
+    image: str
+    env: dict[str, str]
+    options: str | None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """What every job of a file shares."""
+
+    capabilities: Mapping[str, Capability]
+    env: dict[str, str]
+    run: RunDefaults
+    #: Job id -> declared output names, for checking ``needs.<id>.outputs.<name>``.
+    outputs: dict[str, frozenset[str]]
+
+
+class JobBuilder(StepReader):
+    """Builds the PipelineJob of one matrix cell of one workflow job."""
+
+    def __init__(
+        self,
+        src: Source,
+        wf: Workflow,
+        job_id: str,
+        data: MarkedMap,
+        pos: Pos,
+        need_ids: list[str],
+        strategy: Strategy,
+        cell: dict[str, Any],
+    ):
+        needs = {n: wf.outputs.get(n, frozenset()) for n in need_ids}
+        super().__init__(src, cell, strategy.keys, strategy.readable, needs, job_id)
+        self.wf, self.data, self.pos, self.strategy = wf, data, pos, strategy
+        self.run_defaults = wf.run
+        self.path = f"jobs.{job_id}"
+        # Errors that depend on the matrix values say which cell they are about.
+        self.cell_note = f" (matrix: {label(cell)})" if strategy.keys is not None else ""
+
+    def build(self, key: str, needs: tuple[str, ...]) -> PipelineJob | None:
+        d, p = self.data, self.path
+        check_keys(self.src, d, p, "job", JOB_KEYS)
+        routed = self.runs_on()
+        if_expr = self.condition(d, "if", f"{p}.if", JOB_LEVEL)
+        env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_LEVEL)}
+        container = self.container()
+        steps, checkout = self.steps()
+        self.step_ids = frozenset(s.id for s in steps if s.id)
+        outputs = self.outputs()
+        name = self.name(key)
+        timeout = self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes")
+        continue_on_error = self.flag(d, "continue-on-error", f"{p}.continue-on-error")
+        if not self.ok or routed is None:
+            return None
+        spec = self.model(
+            JobSpec,
+            p,
+            self.pos,
+            # Filled when the pipeline is submitted.
+            repo="",
+            name=name[:200],
+            capability=routed[0],
+            labels=routed[1],
+            env={**container.env, **env} if container else env,
+            timeout=timeout,
+            image=container.image if container else None,
+            checkout=checkout or CheckoutSpec(),
+            steps=steps,
+        )
+        if spec is None:
+            return None
+        return PipelineJob(
+            key=key,
+            job_id=self.job_id,
+            spec=spec,
+            matrix=self.cell,
+            needs=needs,
+            need_ids=tuple(self.needs),
+            if_expr=if_expr,
+            continue_on_error=continue_on_error,
+            outputs=outputs,
+            container_options=container.options if container else None,
+            fail_fast=self.strategy.fail_fast,
+            max_parallel=self.strategy.max_parallel,
+        )
+
+    def name(self, key: str) -> str:
+        if "name" not in self.data:
+            return key
+        raw = self.data["name"]
+        name = self.text(raw, self.data.value_pos["name"], f"{self.path}.name", JOB_LEVEL)
+        # Like GitHub: a name that does not show the matrix gets the cell's values appended.
+        if self.strategy.keys is not None and "matrix" not in str(raw):
+            name = f"{name} ({label(self.cell)})"
+        return name
+
+    def runs_on(self) -> tuple[str, tuple[str, ...]] | None:
+        d, where = self.data, f"{self.path}.runs-on"
+        caps = ", ".join(sorted(self.wf.capabilities))
+        if "runs-on" not in d:
+            self.error(f"{where}: is required; use the label of a capability: {caps}", self.pos)
+            return None
+        value, pos = d["runs-on"], d.value_pos["runs-on"]
+        if isinstance(value, MarkedMap):
+            self.error(
+                f"{where}: runner groups are not supported; give a label or a list of labels", pos
+            )
+            return None
+        labels: list[str] = []
+        for item, ipos in one_or_many(value, pos):
+            known = self.known(item, ipos, where)
+            # A matrix value may be a list of labels; a list written in place may not.
+            items = known if isinstance(item, str) and isinstance(known, list) else [known]
+            for label_ in items:
+                if isinstance(label_, str) and label_:
+                    labels.append(label_)
+                elif label_ is not MISSING:
+                    self.error(f"{where}: labels must be non-empty strings{self.cell_note}", ipos)
+        if not self.ok:
+            return None
+        wanted = set(labels) - IGNORED_LABELS
+        try:
+            cap = route(self.wf.capabilities, labels=labels)
+        except CapabilityNotFound:
+            hosted = (
+                " (ci-pool has no GitHub-hosted runners)"
+                if any("-latest" in x for x in labels)
+                else ""
+            )
+            self.error(
+                f"{where}: no capability has the label(s) {', '.join(sorted(wanted))}"
+                f"{self.cell_note}{hosted}; capabilities that exist: {caps}",
+                pos,
+            )
+            return None
+        except InputError:
+            if not wanted:
+                self.error(f"{where}: needs a label besides self-hosted: one of {caps}", pos)
+            else:
+                several = sorted(
+                    c.name for c in self.wf.capabilities.values() if wanted <= c.label_set
+                )
+                self.error(
+                    f"{where}: labels {', '.join(sorted(wanted))} match several capabilities"
+                    f" ({', '.join(several)}){self.cell_note}; add the name of one",
+                    pos,
+                )
+            return None
+        return cap.name, tuple(labels)
+
+    def container(self) -> _Container | None:
+        d, where = self.data, f"{self.path}.container"
+        if d.get("container") is None:
+            return None
+        value, pos = d["container"], d.value_pos["container"]
+        env: dict[str, str] = {}
+        options = None
+        if isinstance(value, MarkedMap):
+            check_keys(self.src, value, where, "container", CONTAINER_KEYS)
+            if "image" not in value:
+                self.error(f"{where}: needs image:", pos)
+                return None
+            env = self.env(value, "env", f"{where}.env", PARSE_TIME)
+            if "options" in value:
+                options = self.known(
+                    value["options"], value.value_pos["options"], f"{where}.options"
+                )
+                if not isinstance(options, str):
+                    self.error(
+                        f"{where}.options: must be a string of docker options",
+                        value.value_pos["options"],
+                    )
+                    options = None
+            value, pos, where = value["image"], value.value_pos["image"], f"{where}.image"
+        image = self.known(value, pos, where)
+        if image is MISSING:
+            return None
+        if not isinstance(image, str) or not _IMAGE.match(image):
+            self.error(f"{where}: must be an image name such as debian:12{self.cell_note}", pos)
+            return None
+        return _Container(image, env, options)
+
+    def outputs(self) -> dict[str, str]:
+        d, where = self.data, f"{self.path}.outputs"
+        value = d.get("outputs")
+        if value is None:
+            return {}
+        if not isinstance(value, MarkedMap):
+            self.error(
+                f"{where}: must be a mapping of output name to value", d.value_pos["outputs"]
+            )
+            return {}
+        for name in value:
+            if not ID.match(name):
+                self.error(
+                    f"{where}.{name}: names start with a letter or _ and contain only "
+                    "letters, digits, - and _",
+                    value.key_pos[name],
+                )
+        return {
+            name: self.text(raw, value.value_pos[name], f"{where}.{name}", STEP_LEVEL)
+            for name, raw in value.items()
+        }

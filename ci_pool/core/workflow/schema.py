@@ -1,0 +1,62 @@
+"""The keys each level of a workflow file may have, and the GitHub keys ci-pool refuses and why."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
+
+WORKFLOW_KEYS = ("name", "on", "env", "defaults", "jobs")
+JOB_KEYS = (
+    "name", "runs-on", "needs", "if", "env", "timeout-minutes", "continue-on-error",
+    "container", "strategy", "outputs", "steps",
+)  # fmt: skip
+STEP_KEYS = (
+    "name", "id", "run", "shell", "working-directory", "env", "if", "timeout-minutes",
+    "continue-on-error", "uses", "with",
+)  # fmt: skip
+CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with")
+CHECKOUT_INPUTS = ("fetch-depth", "submodules", "lfs", "ref")
+CONTAINER_KEYS = ("image", "env", "options")
+SHELLS = ("bash", "sh")
+
+#: Job, step and output ids.
+ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+# Known keys ci-pool does not support, by "<level>.<key>": why, and what to do instead.
+UNSUPPORTED = {
+    "workflow.run-name": "run names are not supported; name the workflow with name",
+    "workflow.permissions": "there is no GITHUB_TOKEN to scope; remove it",
+    "workflow.concurrency": "concurrency groups are not supported; use ci-pool cancel",
+    "job.permissions": "there is no GITHUB_TOKEN to scope; remove it",
+    "job.concurrency": "concurrency groups are not supported; use strategy.max-parallel",
+    "job.services": "service containers are not supported; start the service in a run: "
+    "step, or run on a capability whose image provides it",
+    "job.environment": "deployment environments are not supported; run on the deploy "
+    "capability, whose secrets and allowed refs the operator configures",
+    "job.uses": "reusable workflows are not supported; copy the called jobs into this file",
+    "job.with": "with: belongs to reusable workflows, which are not supported",
+    "job.secrets": "secrets: belongs to reusable workflows; capability secrets arrive as "
+    "environment variables",
+    "job.defaults": "defaults are supported at the top level only (defaults.run)",
+    "container.credentials": "registry credentials are configured by the operator, not "
+    "the workflow",
+    "container.ports": "ports are not supported: job containers have no published ports",
+    "container.volumes": "volumes are not supported: the workspace is the only mount",
+}
+
+
+def check_keys(
+    src: Source, data: MarkedMap, path: str, level: str, allowed: tuple[str, ...]
+) -> None:
+    """Report unknown keys, explaining the ones GitHub has and ci-pool does not support."""
+    why = {k.split(".", 1)[1]: v for k, v in UNSUPPORTED.items() if k.startswith(level + ".")}
+    src.check_keys(data, path, level, allowed, why)
+
+
+def one_or_many(value: Any, pos: Pos) -> list[tuple[Any, Pos]]:
+    """A value that may be one item or a list of items, with positions."""
+    if isinstance(value, MarkedList):
+        return list(zip(value, value.pos, strict=True))
+    return [(value, pos)]

@@ -1,0 +1,225 @@
+"""A job's steps: run: steps and the built-in checkout, read into StepSpecs and a CheckoutSpec."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ci_pool.core.specs import CheckoutSpec, StepSpec, check_ref
+from ci_pool.core.workflow.contexts import MISSING, STEP_LEVEL, ValueReader
+from ci_pool.core.workflow.schema import (
+    CHECKOUT_INPUTS,
+    CHECKOUT_STEP_KEYS,
+    ID,
+    SHELLS,
+    STEP_KEYS,
+    check_keys,
+)
+from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos
+from ci_pool.defaults import MAX_SCRIPT_BYTES, MAX_STEPS
+
+# Gitea also accepts the action's full URL.
+CHECKOUT_ACTION = re.compile(r"^(?:https?://[^/\s]+/)?actions/checkout@\S+$")
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class RunDefaults(NamedTuple):
+    """``defaults.run``: the shell and working directory of every run: step."""
+
+    shell: str
+    working_directory: str | None
+
+
+class StepReader(ValueReader):
+    """Reads the steps of one matrix cell of one job; the job builder sets the state below."""
+
+    run_defaults: RunDefaults
+    #: The job's mapping, its position and its path (``jobs.<id>``).
+    data: MarkedMap
+    pos: Pos
+    path: str
+    #: Appended to errors that depend on the matrix values: which cell they are about.
+    cell_note: str
+
+    def model(self, cls: type[_Model], where: str, pos: Pos, **fields: Any) -> _Model | None:
+        """``cls(**fields)``, or None with the first problem reported at ``where``."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            self.error(f"{where}{loc}: {message}{self.cell_note}", pos)
+            return None
+
+    def steps(self) -> tuple[tuple[StepSpec, ...], CheckoutSpec | None]:
+        where = f"{self.path}.steps"
+        value = self.data.get("steps")
+        if not isinstance(value, MarkedList) or not value:
+            pos = self.data.value_pos.get("steps", self.pos)
+            self.error(
+                f"{where}: a job needs a list of steps (run: or uses: actions/checkout)", pos
+            )
+            return (), None
+        if len(value) > MAX_STEPS:
+            self.error(
+                f"{where}: {len(value)} steps; the limit is {MAX_STEPS} per job",
+                self.data.value_pos["steps"],
+            )
+            return (), None
+        steps: list[StepSpec] = []
+        checkout: CheckoutSpec | None = None
+        ids: set[str] = set()
+        for i, (step, pos) in enumerate(zip(value, value.pos, strict=True)):
+            sp = f"{where}[{i}]"
+            if not isinstance(step, MarkedMap):
+                self.error(f"{sp}: a step must be a mapping with run: or uses:", pos)
+                continue
+            self.step_ids = frozenset(ids)
+            if "uses" in step:
+                if checkout is not None and CHECKOUT_ACTION.match(str(step["uses"])):
+                    self.error(
+                        f"{sp}.uses: a job has one checkout; remove this step",
+                        step.value_pos["uses"],
+                    )
+                checkout = self.checkout(step, sp) or checkout
+            elif "run" in step:
+                built = self.run_step(step, sp, pos)
+                if built is not None:
+                    steps.append(built)
+            else:
+                self.error(f"{sp}: a step needs run: (or uses: actions/checkout@v4)", pos)
+            step_id = step.get("id")
+            if step_id is not None:
+                if not isinstance(step_id, str) or not ID.match(step_id):
+                    self.error(
+                        f"{sp}.id: must start with a letter or _ and contain only "
+                        "letters, digits, - and _",
+                        step.value_pos["id"],
+                    )
+                elif step_id in ids:
+                    self.error(
+                        f"{sp}.id: {step_id!r} is already the id of an earlier step",
+                        step.value_pos["id"],
+                    )
+                ids.add(str(step_id))
+        if not steps and self.ok:
+            self.error(f"{where}: the job has no run: steps", self.data.value_pos["steps"])
+        return tuple(steps), checkout
+
+    def run_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
+        check_keys(self.src, step, sp, "step", STEP_KEYS)
+        if "with" in step:
+            self.error(f"{sp}.with: with: is only for uses: actions/checkout", step.key_pos["with"])
+        run = step["run"]
+        if not isinstance(run, str) or not run.strip():
+            self.error(f"{sp}.run: must be a non-empty script", step.value_pos["run"])
+            run = ""
+        if len(run.encode("utf-8", "surrogatepass")) > MAX_SCRIPT_BYTES:
+            self.error(
+                f"{sp}.run: the script is over {MAX_SCRIPT_BYTES} bytes", step.value_pos["run"]
+            )
+            run = ""
+        script = self.text(run, step.value_pos["run"], f"{sp}.run", STEP_LEVEL)
+        name = f"Run {script.strip().splitlines()[0]}"[:200] if script.strip() else "run"
+        if "name" in step:
+            name = self.text(step["name"], step.value_pos["name"], f"{sp}.name", STEP_LEVEL)
+        shell = self.run_defaults.shell
+        if "shell" in step:
+            shell = self.known(step["shell"], step.value_pos["shell"], f"{sp}.shell")
+            if shell is not MISSING and shell not in SHELLS:
+                self.error(
+                    f"{sp}.shell: {shell!r} is not supported; ci-pool runs bash or sh "
+                    "(call other interpreters from the script)",
+                    step.value_pos["shell"],
+                )
+        workdir = self.run_defaults.working_directory
+        if "working-directory" in step:
+            wpos = step.value_pos["working-directory"]
+            workdir = self.text(
+                step["working-directory"], wpos, f"{sp}.working-directory", STEP_LEVEL
+            )
+        step_id = step.get("id")
+        fields = {
+            "name": name[:200],
+            # A bad id or shell is reported on its own (by steps() or defaults).
+            "id": step_id if isinstance(step_id, str) and ID.match(step_id) else None,
+            "run": script,
+            "shell": shell if shell in SHELLS else None,
+            "working_directory": workdir,
+            "env": self.env(step, "env", f"{sp}.env", STEP_LEVEL),
+            "if_expr": self.condition(step, "if", f"{sp}.if", STEP_LEVEL),
+            "timeout": self.minutes(step, "timeout-minutes", f"{sp}.timeout-minutes"),
+            "continue_on_error": self.flag(step, "continue-on-error", f"{sp}.continue-on-error"),
+        }
+        return self.model(StepSpec, sp, pos, **fields) if self.ok else None
+
+    def checkout(self, step: MarkedMap, sp: str) -> CheckoutSpec | None:
+        uses, upos = step["uses"], step.value_pos["uses"]
+        if not isinstance(uses, str) or not CHECKOUT_ACTION.match(uses):
+            self.error(
+                f"{sp}.uses: action {uses!r} is not supported; ci-pool runs only run: steps "
+                "and its built-in checkout (uses: actions/checkout@v4); install tools in a "
+                "run: step or in the capability's image",
+                upos,
+            )
+            return None
+        for key in step:
+            if key not in CHECKOUT_STEP_KEYS:
+                self.error(
+                    f"{sp}.{key}: the built-in checkout takes only {', '.join(CHECKOUT_STEP_KEYS)}",
+                    step.key_pos[key],
+                )
+        options = step.get("with")
+        if options is None:
+            return CheckoutSpec()
+        if not isinstance(options, MarkedMap):
+            self.error(
+                f"{sp}.with: must be a mapping of {', '.join(CHECKOUT_INPUTS)}",
+                step.value_pos["with"],
+            )
+            return None
+        values: dict[str, Any] = {}
+        for key, raw in options.items():
+            kwhere, vpos = f"{sp}.with.{key}", options.value_pos[key]
+            if key not in CHECKOUT_INPUTS:
+                self.error(
+                    f"{kwhere}: not supported by the built-in checkout; it supports "
+                    f"{', '.join(CHECKOUT_INPUTS)}",
+                    options.key_pos[key],
+                )
+                continue
+            value = self.known(raw, vpos, kwhere)
+            if value is not MISSING:
+                values[key.replace("-", "_")] = self.checkout_input(key, value, kwhere, vpos)
+        return (
+            self.model(CheckoutSpec, f"{sp}.with", step.value_pos["with"], **values)
+            if self.ok
+            else None
+        )
+
+    def checkout_input(self, key: str, value: Any, where: str, pos: Pos) -> Any:
+        text = value.lower() if isinstance(value, str) else value
+        if key == "fetch-depth":
+            depth = int(text) if isinstance(text, str) and text.isdigit() else text
+            if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
+                return depth
+            self.error(f"{where}: must be a whole number (0 for the whole history)", pos)
+        elif key == "ref":
+            try:
+                if isinstance(value, str):
+                    return check_ref(value)
+                self.error(f"{where}: must be a branch, tag or commit SHA", pos)
+            except ValueError as exc:
+                self.error(f"{where}: {exc}", pos)
+        elif text in (True, False, "true", "false") or (
+            key == "submodules" and text == "recursive"
+        ):
+            return text in (True, "true", "recursive")
+        else:
+            allowed = "true, false or recursive" if key == "submodules" else "true or false"
+            self.error(f"{where}: must be {allowed}", pos)
+        return None
