@@ -1,0 +1,45 @@
+"""One attempt of a job on this runner: what it carries and accumulates on its way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ci_pool.core.capabilities import Capability
+from ci_pool.core.specs import Evidence
+from ci_pool.store import Job
+from ci_pool.worker.jobfiles import JobDir
+from ci_pool.worker.logs import LogWriter
+from ci_pool.worker.monitor import JobMonitor
+
+
+@dataclass
+class StepDirs:
+    """The job's step scripts (read-only to the job) and the files its steps write back,
+    both held open so a replaced path changes nothing."""
+
+    scripts: JobDir
+    files: JobDir
+
+    def close(self) -> None:
+        self.scripts.close()
+        self.files.close()
+
+
+@dataclass
+class Attempt:
+    """Everything one attempt of a job accumulates on its way."""
+
+    job: Job
+    cap: Capability | None
+    runner_id: str
+    logw: LogWriter
+    monitor: JobMonitor
+    secrets: dict[str, str]
+    evidence: Evidence = field(default_factory=Evidence)
+    dirs: StepDirs | None = None
+    commands: list[str] = field(default_factory=list)
+
+    def note(self, **values: Any) -> None:
+        """Add facts to the attempt's evidence record."""
+        self.evidence = self.evidence.model_copy(update=values)
