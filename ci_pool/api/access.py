@@ -19,8 +19,8 @@ from ci_pool.exceptions import AccessDenied, NotFound
 from ci_pool.service.pool import Pool
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline
-from ci_pool.store.repository import RETRYABLE_STATES
 from ci_pool.store.tokens import ApiToken
+from ci_pool.store.transitions import RETRYABLE_STATES
 
 Visible = Callable[[Job], bool]
 #: How a pipeline job's reason begins when policy denied another job of its pipeline.

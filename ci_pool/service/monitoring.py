@@ -30,8 +30,8 @@ from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.service.pool import Pool
 from ci_pool.service.views import runner_state
 from ci_pool.settings import Settings, get_settings
+from ci_pool.store.engine import seconds_between
 from ci_pool.store.models import Job
-from ci_pool.store.repository import seconds_between
 
 #: Upper bounds (seconds) of the histogram buckets; ``+Inf`` is always added.
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)

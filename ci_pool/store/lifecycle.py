@@ -1,0 +1,206 @@
+"""A job's life through its fenced transitions: submission, claims and leases, heartbeats,
+closing an attempt under the retry policy, and cancellation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ci_pool import defaults
+from ci_pool.core.retry import AfterAttempt, Next, lost_reason
+from ci_pool.core.specs import Evidence, JobState
+from ci_pool.exceptions import NotFound
+from ci_pool.store.jobs import JobQueries
+from ci_pool.store.models import Job, NewJob, utcnow
+from ci_pool.store.transitions import close_running_attempt, fenced_transition, insert_job
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What a worker gets when it claims a job."""
+
+    job: Job
+    #: The attempt that was found abandoned (lease expired) and taken over, if any.
+    took_over: int | None = None
+
+
+class JobLifecycle(JobQueries):
+    """Writes that move a job through its states, each fenced so only its owner succeeds."""
+
+    def add_job(self, new: NewJob) -> Job:
+        """Write a submitted job in ``queued`` (or its ``state``) with its first audit row."""
+        return self.create_job(**new.columns())
+
+    def create_job(self, **fields: Any) -> Job:
+        """Write a job row from its columns in ``queued`` (or the given ``state``) with its
+        first audit row."""
+        with self.session() as s:
+            return insert_job(s, utcnow(), JobState(fields.pop("state", JobState.QUEUED)), fields)
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        attempt: int | None = None,
+        from_state: JobState | None = None,
+        runner_id: str | None = None,
+        reason: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> Job | None:
+        """Move a job to ``to`` if its current state allows it (and it is still at
+        ``attempt`` / in ``from_state``, when given); None when the fence did not match."""
+        where = [Job.attempt == attempt] if attempt is not None else []
+        if from_state is not None:
+            where.append(Job.state == from_state.value)
+        with self.session() as s:
+            return fenced_transition(
+                s, job_id, to, where=where, runner_id=runner_id, reason=reason, values=values
+            )
+
+    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:
+        """Fenced claim: ``queued`` -> ``running``; a ``running`` job whose lease expired is
+        first closed as ``error/runner_lost`` (``close_attempt``) and taken over when the
+        retry policy re-queues it."""
+        took_over = None
+        with self.session() as s:
+            row = s.execute(
+                select(Job.state, Job.attempt, Job.runner_id).where(Job.id == job_id)
+            ).first()
+            now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
+            if row is None or row.state not in (JobState.QUEUED.value, JobState.RUNNING.value):
+                return None
+            if row.state == JobState.RUNNING.value:
+                closed = close_running_attempt(
+                    s,
+                    job_id,
+                    row.attempt,
+                    JobState.ERROR,
+                    now=now,
+                    where=[Job.lease_until < now],
+                    runner_id=runner_id,
+                    reason=lost_reason(row.runner_id),
+                )
+                if closed is None or closed[1].next is not Next.REQUEUE:
+                    return None
+                took_over = row.attempt
+            job = fenced_transition(
+                s,
+                job_id,
+                JobState.RUNNING,
+                where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
+                runner_id=runner_id,
+                values={
+                    "attempt": Job.attempt + 1,
+                    "runner_id": runner_id,
+                    "lease_until": now + timedelta(seconds=lease_ttl),
+                    "started_at": now,
+                    "finished_at": None,
+                    "exit_code": None,
+                    "reason": None,
+                },
+            )
+            return Claim(job, took_over) if job is not None else None
+
+    def close_attempt(
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        runner_id: str | None,
+        reason: str | None = None,
+        lease_expired: bool = False,
+        values: dict[str, Any] | None = None,
+        backoff: float = defaults.RETRY_BACKOFF,
+    ) -> tuple[Job, AfterAttempt] | None:
+        """Close a running attempt in ``state`` and apply the retry policy to it, in one
+        transaction: back to ``queued``, ``cancelled``, or left as it is. None when the
+        fence (that attempt, still running, and with ``lease_expired`` its lease past)
+        did not match."""
+        with self.session() as s:
+            now = utcnow()
+            where = [Job.lease_until < now] if lease_expired else []
+            return close_running_attempt(
+                s,
+                job_id,
+                attempt,
+                state,
+                now=now,
+                where=where,
+                runner_id=runner_id,
+                reason=reason,
+                values=values,
+                backoff=backoff,
+            )
+
+    def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None:
+        """Extend the lease of the attempt we own. Returns cancel_requested, or None when
+        the job is no longer ours (cancelled while queued, or taken over)."""
+        now = utcnow()
+        with self.session() as s:
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state == JobState.RUNNING.value,
+                    Job.attempt == attempt,
+                )
+                .values(lease_until=now + timedelta(seconds=lease_ttl))
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        state: JobState,
+        *,
+        runner_id: str | None,
+        exit_code: int | None = None,
+        reason: str | None = None,
+        evidence: Evidence | None = None,
+        backoff: float = defaults.RETRY_BACKOFF,
+    ) -> Job | None:
+        """Close an attempt we own with its outcome (``close_attempt``); the job as the
+        retry policy left it."""
+        closed = self.close_attempt(
+            job_id,
+            attempt,
+            state,
+            runner_id=runner_id,
+            reason=reason,
+            values={"exit_code": exit_code, "evidence": evidence},
+            backoff=backoff,
+        )
+        return None if closed is None else closed[0]
+
+    def request_cancel(self, job_id: str, by: str | None = None) -> Job:
+        """Cancel a job: at once when it is not running, else flag it for its worker."""
+        with self.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            if JobState(job.state) in (JobState.QUEUED, JobState.BLOCKED, JobState.ERROR):
+                done = fenced_transition(
+                    s,
+                    job_id,
+                    JobState.CANCELLED,
+                    reason=f"cancelled by {by or 'user'}",
+                    values={"cancel_requested": True, "finished_at": utcnow()},
+                )
+                if done is not None:
+                    return done
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+        return self.get_job(job_id)

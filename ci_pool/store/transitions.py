@@ -1,0 +1,140 @@
+"""Fenced job transitions: every state change is one fenced UPDATE plus one audit row, in
+the caller's transaction, so two workers can never both own a job."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session
+
+from ci_pool import defaults
+from ci_pool.core.retry import AfterAttempt, Next, after_attempt
+from ci_pool.core.specs import FINAL_STATES, RETRY_TRANSITIONS, JobState, sources_of
+from ci_pool.store.models import Job, JobEvent, utcnow
+
+#: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
+#: stay rejected: a retry is not a way around policy).
+RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
+
+
+def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
+    """A new job row in ``state`` plus its first audit row, in the caller's transaction."""
+    job = Job(
+        id=fields.pop("id", None) or uuid.uuid4().hex[:16],
+        state=state.value,
+        attempt=0,
+        created_at=now,
+        updated_at=now,
+        queued_at=now if state is JobState.QUEUED else None,
+        finished_at=now if state in FINAL_STATES else None,
+        **fields,
+    )
+    s.add(job)
+    s.flush()
+    s.add(
+        JobEvent(
+            job_id=job.id,
+            attempt=0,
+            from_state=None,
+            to_state=state.value,
+            at=now,
+            reason=job.reason,
+        )
+    )
+    return job
+
+
+def fenced_transition(
+    s: Session,
+    job_id: str,
+    to: JobState,
+    *,
+    where: Iterable[ColumnElement[bool]] = (),
+    runner_id: str | None = None,
+    reason: str | None = None,
+    values: dict[str, Any] | None = None,
+    operator: bool = False,
+) -> Job | None:
+    """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
+    table, or by the operator's retry table with ``operator``), plus its audit row."""
+    now = utcnow()
+    before = s.execute(select(Job.state, Job.attempt).where(Job.id == job_id)).first()
+    if before is None or JobState(before.state) not in sources_of(to, operator=operator):
+        return None
+    vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if reason is not None:
+        vals["reason"] = reason
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == before.state, *where)
+        .values(**vals)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    job = s.scalars(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).one()
+    s.add(
+        JobEvent(
+            job_id=job_id,
+            attempt=job.attempt,
+            from_state=before.state,
+            to_state=to.value,
+            at=now,
+            runner_id=runner_id,
+            reason=reason,
+        )
+    )
+    return job
+
+
+def close_running_attempt(
+    s: Session,
+    job_id: str,
+    attempt: int,
+    state: JobState,
+    *,
+    now: datetime,
+    where: list[ColumnElement[bool]],
+    runner_id: str | None,
+    reason: str | None,
+    values: dict[str, Any] | None = None,
+    backoff: float = defaults.RETRY_BACKOFF,
+) -> tuple[Job, AfterAttempt] | None:
+    """Close a running attempt in ``state`` and follow the retry policy's decision (back to
+    ``queued``, ``cancelled``, or left as it is), in the caller's transaction."""
+    job = fenced_transition(
+        s,
+        job_id,
+        state,
+        where=[Job.attempt == attempt, Job.state == JobState.RUNNING.value, *where],
+        runner_id=runner_id,
+        reason=reason,
+        values={"finished_at": now, "lease_until": None, **(values or {})},
+    )
+    if job is None:
+        return None
+    decision = after_attempt(
+        state, job.attempt, job.max_attempts, job.cancel_requested, backoff=backoff
+    )
+    follow = None
+    if decision.next is Next.REQUEUE:
+        follow = fenced_transition(
+            s,
+            job_id,
+            JobState.QUEUED,
+            where=[Job.attempt == attempt],
+            runner_id=runner_id,
+            reason=decision.reason,
+            values={"queued_at": now},
+        )
+    elif decision.next is Next.CANCEL:
+        follow = fenced_transition(
+            s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
+        )
+    return follow or job, decision
