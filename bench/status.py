@@ -272,7 +272,7 @@ def time_status(settings: Settings, runs: int) -> dict[str, Any]:
     for _ in range(runs):
         t0 = time.perf_counter()
         pool = Pool(settings)
-        rows = pool.status()
+        rows = [r.model_dump() for r in pool.status()]
         cold.append(time.perf_counter() - t0)
         pool.store.close()
         pool.redis.close()

@@ -326,5 +326,5 @@ def queues(pool: PoolDep, token: ReadToken) -> QueuesPublic:
     """Per capability: depth, oldest wait, running, workers, last hour's jobs (a token
     limited to some capabilities: those alone)."""
     mine = token.capabilities
-    rows = [r for r in pool.status() if mine is None or r["capability"] in mine]
-    return QueuesPublic.model_validate({"data": rows})
+    rows = [r for r in pool.status() if mine is None or r.capability in mine]
+    return QueuesPublic.model_validate({"data": [r.model_dump() for r in rows]})

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
+from ci_pool.service.views import QueueStatus
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
 MAX_INT = 2**31 - 1
@@ -155,18 +156,8 @@ class PipelinePublic(BaseModel):
     jobs: list[PipelineJobPublic]
 
 
-class QueuePublic(BaseModel):
-    capability: str
-    queued: int
-    blocked: int
-    oldest_wait_s: float | None
-    running: int
-    workers: int | None
-    slots: int | None
-    finished_1h: int
-    failed_1h: int
-    p50_s: float | None
-    p95_s: float | None
+class QueuePublic(QueueStatus):
+    """One capability's queue (``ci-pool status``)."""
 
 
 class QueuesPublic(BaseModel):

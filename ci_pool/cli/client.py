@@ -34,7 +34,7 @@ from ci_pool.exceptions import (
     PolicyDenied,
 )
 from ci_pool.service.pool import Pool
-from ci_pool.service.views import RunnerStatus, job_dict, pipeline_dict, summary
+from ci_pool.service.views import QueueStatus, RunnerStatus, job_dict, pipeline_dict, summary
 from ci_pool.settings import Settings
 
 JSON = dict[str, Any]
@@ -67,7 +67,7 @@ class PoolClient(Protocol):
     def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
         """Copy a job's artifacts under ``dest``, each checked against its sha256."""
 
-    def status(self) -> list[JSON]:
+    def status(self) -> list[QueueStatus]:
         """The rows of ``ci-pool status``: one per capability."""
 
     def waiting(self, job_id: str) -> str | None:
@@ -157,7 +157,7 @@ class LocalClient:
         self.pool.get(job_id)
         return self.pool.download_artifacts(job_id, dest, attempt)
 
-    def status(self) -> list[JSON]:
+    def status(self) -> list[QueueStatus]:
         return self.pool.status()
 
     def waiting(self, job_id: str) -> str | None:
@@ -430,9 +430,8 @@ class HttpClient:
                     fh.write(chunk)
         return digest.hexdigest()
 
-    def status(self) -> list[JSON]:
-        rows: list[JSON] = self._json("GET", "/v1/queues")["data"]
-        return rows
+    def status(self) -> list[QueueStatus]:
+        return [QueueStatus.model_validate(r) for r in self._json("GET", "/v1/queues")["data"]]
 
     def waiting(self, job_id: str) -> str | None:
         why = self.job(job_id).get("waiting")

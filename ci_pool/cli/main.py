@@ -354,43 +354,53 @@ def scale(
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs."""
+    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs.
+
+    Exits 3 when the broker does not answer (worker counts are then unknown)."""
     rows = _client().status()
     if as_json:
-        out.print_json(json.dumps(rows))
-        return
-    table = Table(
-        "capability",
-        "queued",
-        "oldest wait",
-        "blocked",
-        "running",
-        "workers",
-        "slots",
-        "done 1h",
-        "failed 1h",
-        "p50",
-        "p95",
-    )
-    for r in rows:
+        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+    else:
+        table = Table(
+            "capability",
+            "queued",
+            "oldest wait",
+            "blocked",
+            "running",
+            "workers",
+            "slots",
+            "done 1h",
+            "failed 1h",
+            "error 1h",
+            "p50",
+            "p95",
+        )
 
-        def fmt(v: Any, unit: str = "") -> str:
+        def fmt(v: object, unit: str = "") -> str:
             return "-" if v is None else f"{v}{unit}"
 
-        table.add_row(
-            r["capability"],
-            str(r["queued"]),
-            fmt(r["oldest_wait_s"], "s"),
-            str(r["blocked"]),
-            str(r["running"]),
-            fmt(r["workers"]),
-            fmt(r["slots"]),
-            str(r["finished_1h"]),
-            str(r["failed_1h"]),
-            fmt(r["p50_s"], "s"),
-            fmt(r["p95_s"], "s"),
+        for r in rows:
+            table.add_row(
+                r.capability,
+                str(r.queued),
+                fmt(r.oldest_wait_s, "s"),
+                str(r.blocked),
+                str(r.running),
+                fmt(r.workers),
+                fmt(r.slots),
+                str(r.finished_1h),
+                str(r.failed_1h),
+                str(r.errors_1h),
+                fmt(r.p50_s, "s"),
+                fmt(r.p95_s, "s"),
+            )
+        out.print(table)
+    if any(r.workers is None for r in rows):
+        err.print(
+            "the broker did not answer: worker counts are unknown; check CI_POOL_BROKER_URL "
+            "and that redis-server runs"
         )
-    out.print(table)
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 import time
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -26,7 +24,7 @@ from ci_pool.exceptions import (
 )
 from ci_pool.service import waiting
 from ci_pool.service.base import PoolBase
-from ci_pool.service.views import RunnerStatus, runner_statuses
+from ci_pool.service.views import QueueStatus, RunnerStatus, queue_statuses, runner_statuses
 from ci_pool.store import Job
 from ci_pool.store.models import Artifact
 from ci_pool.store.models import Pipeline as PipelineRow
@@ -58,7 +56,7 @@ class Inspection(PoolBase):
         ``visible``, naming no other job it refuses."""
         return waiting.why_waiting(self, job, visible)
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[QueueStatus]:
         """Per capability: queue depth, oldest wait, running, workers, last hour's jobs."""
         now = datetime.now(UTC)
         summary = self.store.pool_summary(now - timedelta(hours=1))
@@ -66,33 +64,7 @@ class Inspection(PoolBase):
             runners: list[RunnerInfo] | None = self.runners()
         except redis.RedisError:
             runners = None
-        rows = []
-        for name in sorted(set(self.settings.capabilities) | set(summary)):
-            info = summary.get(name, {"states": {}, "oldest_queued": None, "durations": []})
-            states = info["states"]
-            mine = [r for r in runners or [] if r.capability == name]
-            durations = sorted(info["durations"])
-            oldest = info["oldest_queued"]
-            rows.append(
-                {
-                    "capability": name,
-                    "queued": states.get("queued", 0),
-                    "blocked": states.get("blocked", 0),
-                    "oldest_wait_s": round((now - oldest).total_seconds(), 1) if oldest else None,
-                    "running": states.get("running", 0),
-                    "workers": None if runners is None else len(mine),
-                    "slots": None if runners is None else sum(r.concurrency for r in mine),
-                    "finished_1h": sum(v for k, v in states.items() if k.startswith("finished_")),
-                    "failed_1h": sum(
-                        v
-                        for k, v in states.items()
-                        if k.startswith("finished_") and k != "finished_succeeded"
-                    ),
-                    "p50_s": _percentile(durations, 50),
-                    "p95_s": _percentile(durations, 95),
-                }
-            )
-        return rows
+        return queue_statuses(self.settings.capabilities, summary, runners, now)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> Job:
         """Block until the job reaches a final state (or ``timeout`` seconds pass)."""
@@ -181,11 +153,3 @@ class Inspection(PoolBase):
                             yield None, line
                     return
                 yield None
-
-
-def _percentile(values: list[float], pct: int) -> float | None:
-    """Nearest-rank percentile of sorted values."""
-    if not values:
-        return None
-    rank = max(0, min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1))
-    return round(values[rank], 2)

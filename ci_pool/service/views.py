@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -172,3 +173,75 @@ def runner_statuses(
                 )
             )
     return rows
+
+
+class QueueStatus(BaseModel):
+    """One capability's queue as ``ci-pool status`` and ``GET /v1/queues`` show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    capability: str
+    queued: int
+    blocked: int
+    #: Seconds the oldest queued job has waited, or None when none waits.
+    oldest_wait_s: float | None
+    running: int
+    #: Live workers and their slots; None when the broker (the runner registry) is down.
+    workers: int | None
+    slots: int | None
+    #: Jobs that ended in the last hour; of those, builds that failed or timed out, and
+    #: attempts that ended in an infrastructure error.
+    finished_1h: int
+    failed_1h: int
+    errors_1h: int = 0
+    #: Run time percentiles of the last hour's jobs, in seconds.
+    p50_s: float | None
+    p95_s: float | None
+
+
+def queue_statuses(
+    capabilities: Iterable[str],
+    summary: Mapping[str, Mapping[str, Any]],
+    runners: list[RunnerInfo] | None,
+    now: datetime,
+) -> list[QueueStatus]:
+    """One row per capability (configured or seen in the store), from the store's
+    ``pool_summary`` and the live runners (None: the broker did not answer)."""
+    rows = []
+    for name in sorted(set(capabilities) | set(summary)):
+        info = summary.get(name, {"states": {}, "oldest_queued": None, "durations": []})
+        states: Mapping[str, int] = info["states"]
+        mine = [r for r in runners or [] if r.capability == name]
+        durations = sorted(info["durations"])
+        oldest = info["oldest_queued"]
+
+        rows.append(
+            QueueStatus(
+                capability=name,
+                queued=states.get("queued", 0),
+                blocked=states.get("blocked", 0),
+                oldest_wait_s=round((now - oldest).total_seconds(), 1) if oldest else None,
+                running=states.get("running", 0),
+                workers=None if runners is None else len(mine),
+                slots=None if runners is None else sum(r.concurrency for r in mine),
+                finished_1h=sum(v for k, v in states.items() if k.startswith("finished_")),
+                failed_1h=_ended(states, "failed", "timed_out"),
+                errors_1h=_ended(states, "error"),
+                p50_s=_percentile(durations, 50),
+                p95_s=_percentile(durations, 95),
+            )
+        )
+    return rows
+
+
+def _ended(states: Mapping[str, int], *final: str) -> int:
+    """Jobs of the window that ended in one of the ``final`` states."""
+    return sum(states.get(f"finished_{state}", 0) for state in final)
+
+
+def _percentile(values: list[float], pct: int) -> float | None:
+    """Nearest-rank percentile of sorted values."""
+    if not values:
+        return None
+    rank = max(0, min(len(values) - 1, math.ceil(pct / 100 * len(values)) - 1))
+    return round(values[rank], 2)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from ci_pool.embedded import RedisServer
+from ci_pool.embedded import RedisServer, free_port
 from tests.conftest import GitServer, Harness, Worker, isolated_harness
 
 pytestmark = pytest.mark.integration
@@ -68,3 +70,18 @@ def test_explain_a_job_waiting_out_its_retry_backoff(
         assert "waiting out the retry backoff before attempt 2" in text
     finally:
         h.stop()
+
+
+def test_status_says_so_and_exits_3_when_the_broker_is_down(harness: Harness) -> None:
+    env = {**harness.env(), "CI_POOL_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    res = subprocess.run(
+        [sys.executable, "-m", "ci_pool", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "linux" in res.stdout  # the store's side of the table is still shown
+    assert "the broker did not answer" in res.stderr and "Traceback" not in res.stderr

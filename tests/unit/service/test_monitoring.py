@@ -317,3 +317,28 @@ def test_flower_credentials_from_env_or_option(
     argv = flower_argv(5555, "127.0.0.1", "ops:pw")
     assert argv[0] == "flower"
     assert {"--address=127.0.0.1", "--port=5555", "--basic_auth=ops:pw"} <= set(argv)
+
+
+def test_queue_status_counts_infra_errors_apart_from_failed_builds() -> None:
+    from ci_pool.service.views import queue_statuses
+
+    now = datetime.now(UTC)
+    summary = {
+        "linux": {
+            "states": {
+                "queued": 2,
+                "finished_succeeded": 3,
+                "finished_failed": 1,
+                "finished_timed_out": 1,
+                "finished_error": 2,
+            },
+            "oldest_queued": now - timedelta(seconds=30),
+            "durations": [1.0, 2.0, 3.0],
+        }
+    }
+    rows = {r.capability: r for r in queue_statuses(["linux", "iso"], summary, None, now)}
+    linux = rows["linux"]
+    assert (linux.finished_1h, linux.failed_1h, linux.errors_1h) == (7, 2, 2)
+    assert (linux.queued, linux.oldest_wait_s, linux.p50_s) == (2, 30.0, 2.0)
+    assert (linux.workers, linux.slots) == (None, None)  # the broker did not answer
+    assert rows["iso"].queued == 0 and rows["iso"].p50_s is None
