@@ -77,7 +77,7 @@ def test_steps_run_in_order_on_the_checkout_and_the_first_failure_ends_the_job(
     lines = log_lines(harness, job.id)
     assert lines.index("first") < lines.index("second")
     assert "1.2.3" in lines and "third" not in lines
-    assert job.evidence["mode"] == ("docker" if capability == "linux" else "host")
+    assert job.evidence.mode == ("docker" if capability == "linux" else "host")
     assert_nothing_left(harness, job, docker_client)
 
 
