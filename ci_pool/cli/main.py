@@ -352,6 +352,10 @@ def scale(
         print(line)
 
 
+STATUS_COLUMNS: tuple[str, ...] = ("capability", "queued", "oldest wait", "blocked", "running")
+STATUS_COLUMNS += ("workers", "slots", "done 1h", "failed 1h", "error 1h", "p50", "p95")
+
+
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs.
@@ -361,20 +365,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
     else:
-        table = Table(
-            "capability",
-            "queued",
-            "oldest wait",
-            "blocked",
-            "running",
-            "workers",
-            "slots",
-            "done 1h",
-            "failed 1h",
-            "error 1h",
-            "p50",
-            "p95",
-        )
+        table = Table(*STATUS_COLUMNS)
 
         def fmt(v: object, unit: str = "") -> str:
             return "-" if v is None else f"{v}{unit}"
