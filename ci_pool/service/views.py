@@ -1,9 +1,10 @@
-"""The public views of jobs and pipelines: the CLI's ``--json`` and the API's bodies."""
+"""The read model: job, pipeline, runner and queue views for the CLI, the API and the metrics."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -157,19 +158,10 @@ def runner_statuses(
             jobs = list(running.get(r.runner_id, []))
             rows.append(
                 RunnerStatus(
-                    runner_id=r.runner_id,
-                    capability=r.capability,
-                    queue=r.queue,
-                    host=r.host,
-                    pid=r.pid,
-                    concurrency=r.concurrency,
-                    version=r.version,
-                    started_at=r.started_at,
-                    last_seen=r.last_seen,
+                    **asdict(r),
                     state=runner_state(r, len(jobs), lost=is_lost),
                     jobs=jobs,
                     draining=r.extra.get("draining") or None,
-                    extra=dict(r.extra),
                 )
             )
     return rows
