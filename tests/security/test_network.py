@@ -37,13 +37,25 @@ _SEEN: list[tuple[str, str]] = []
 _RECORDING = threading.Event()
 
 
+#: Addresses these tests name that must never be reached, whatever the code under test does:
+#: the guard below stops the connection or the git process before it starts, so a regression
+#: fails the test without sending a packet off this machine.
+_FORBIDDEN = ("169.254", "fe80", "2852039166", "0.0.0.0", "::ffff:169")
+
+
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if not _RECORDING.is_set():
         return
     if event == "socket.connect":
-        _SEEN.append(("connect", str(args[1])))
+        address = str(args[1])
+        _SEEN.append(("connect", address))
     elif event == "subprocess.Popen":
-        _SEEN.append(("exec", " ".join(str(a) for a in (args[1] or [args[0]]))))
+        address = " ".join(str(a) for a in (args[1] or [args[0]]))
+        _SEEN.append(("exec", address))
+    else:
+        return
+    if any(bad in address for bad in _FORBIDDEN):
+        raise PermissionError(f"test guard: refusing to reach {address}")
 
 
 sys.addaudithook(_audit)
