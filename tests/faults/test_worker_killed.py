@@ -56,14 +56,16 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     )
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip()
-    # Kill once the job's first line is live and a log flush interval has passed:
-    # a crash may lose at most the last second of log, never what was flushed before it.
+    # Kill once the job's first line is live and flushed to the store: a crash may lose at
+    # most the last second of log, never what was flushed before it.
     deadline = time.monotonic() + 60
     while "attempt 1" not in [
         f.get("l") for _, f in follow_stream(pool.redis, job_id, block_ms=100)
     ]:
         assert time.monotonic() < deadline, "job never started"
-    time.sleep(1.2)
+    while "attempt 1" not in pool.store.read_log(job_id, attempt=1).splitlines():
+        assert time.monotonic() < deadline, "the first line never reached the store"
+        time.sleep(0.05)
     assert pool.get(job_id).state == JobState.RUNNING.value
     assert pool.get(job_id).runner_id == first.runner_id
     first.kill()  # SIGKILL to the worker and its pool children: no cleanup runs
