@@ -21,7 +21,7 @@ from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
 
 DEMO_IMAGE = "ci-pool/demo:latest"
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo-app"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo-app"
 if not EXAMPLE.is_dir():  # installed without the source tree: run from a checkout
     EXAMPLE = Path.cwd() / "examples" / "demo-app"
 
