@@ -59,7 +59,9 @@ def test_running_container_is_labelled_limited_unprivileged_and_offline(
 def test_logs_follow_streams_live_with_step_markers_and_timestamps(
     harness: Harness, git_server: GitServer, linux_worker: Worker
 ) -> None:
-    job_id = harness.submit(git_server, "echo first; sleep 2; echo second", capability="linux")
+    # The gap is long enough for `logs -f` to start (a second or more on a loaded machine)
+    # before "second" is written, so the two lines must arrive apart to pass.
+    job_id = harness.submit(git_server, "echo first; sleep 6; echo second", capability="linux")
     seen: list[tuple[float, str]] = []
     with subprocess.Popen(
         [sys.executable, "-m", "ci_pool", "logs", job_id, "-f"],
