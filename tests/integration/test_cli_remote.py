@@ -115,7 +115,9 @@ def test_submit_wait_show_and_logs_match(
 def test_logs_follow_streams_while_the_job_runs(
     harness: Harness, git_server: GitServer, linux_worker: Worker, remote: Remote
 ) -> None:
-    job_id = submit_with(remote.cli, git_server, "echo first-line; sleep 3; echo second-line")
+    # Long enough that `logs -f` (started after the submit returns) sees the job running
+    # even on a loaded machine.
+    job_id = submit_with(remote.cli, git_server, "echo first-line; sleep 8; echo second-line")
     with subprocess.Popen(
         [sys.executable, "-m", "ci_pool", "logs", "-f", job_id],
         env=remote.env(),
