@@ -42,7 +42,8 @@ def test_status_counts_queue_workers_and_recent_jobs(
 def test_explain_all_workers_busy_names_what_holds_them(
     harness: Harness, git_server: GitServer, android_worker: Worker
 ) -> None:
-    busy = harness.submit(git_server, "sleep 4", capability="android")
+    # Busy for longer than two CLI calls take on a loaded machine.
+    busy = harness.submit(git_server, "sleep 12", capability="android")
     pool = harness.pool()
     harness.wait_state(busy, "running")
     waiting = harness.submit(git_server, "true", capability="android")
