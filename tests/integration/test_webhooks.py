@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -109,6 +110,8 @@ class Hooks:
 @pytest.fixture(scope="module")
 def hook_repo(git_server: GitServer) -> HookRepo:
     bare = git_server.base / "hooks.git"
+    # Module-scoped and shared with the security tests: each module gets the repo afresh.
+    shutil.rmtree(bare, ignore_errors=True)
     sha = make_repo(bare, FILES)
 
     def git(*args: str) -> str:
