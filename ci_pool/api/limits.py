@@ -10,25 +10,11 @@ handed on to the application unchanged.
 
 from __future__ import annotations
 
-import itertools
-import re
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ci_pool.api.errors import error_response
+from ci_pool.core.jsontext import json_depth
 from ci_pool.defaults import MAX_JSON_DEPTH
-
-#: Quoted JSON strings (their brackets do not nest anything).
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-#: Every byte but the four brackets, deleted before counting the nesting.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def json_depth(body: bytes) -> int:
-    """How deeply the arrays and objects of a JSON text nest (of any text, read as JSON)."""
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(_STEP[b] for b in brackets), default=0)
 
 
 def limit_for(path: str, max_body: int) -> int:

@@ -20,10 +20,12 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ci_pool.core.jsontext import json_depth
 from ci_pool.core.policy import SecretUnavailable, Submitter, read_secret_source
 from ci_pool.core.specs import check_ref, check_repo_url, is_sha
 from ci_pool.core.triggers import push_trigger
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.defaults import MAX_JSON_DEPTH
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.git import GitRunner
 from ci_pool.service.pool import Pool
@@ -180,14 +182,18 @@ class PushPayload(BaseModel):
 def load_body(body: bytes, content_type: str) -> Any:
     """The JSON of a delivery, sent as JSON or as GitHub's form-encoded ``payload=`` field."""
     try:
+        text = body
         if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode(), strict_parsing=True)
             if "payload" not in fields:
                 raise InputError("a form-encoded delivery needs a payload field", field="payload")
-            return json.loads(fields["payload"][0])
-        return json.loads(body)
-    except RecursionError:
-        raise InputError("the body is nested too deeply to be a push event", field="body") from None
+            text = fields["payload"][0].encode()
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise InputError(
+                f"the body is nested too deeply to be a push event (over {MAX_JSON_DEPTH} levels)",
+                field="body",
+            )
+        return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         if isinstance(exc, InputError):
             raise

@@ -162,3 +162,10 @@ def test_any_signature_header_is_accepted_or_a_401(
 def test_a_deeply_nested_body_is_an_input_error(provider: str) -> None:
     with pytest.raises(InputError, match="nested"):
         parse(b"[" * 100_000 + b"]" * 100_000, "application/json")
+
+
+def test_a_deeply_nested_form_encoded_payload_is_an_input_error() -> None:
+    # The API's body check sees only %5B here; the parser measures the decoded payload.
+    payload = urlencode({"payload": "[" * 100 + "]" * 100})
+    with pytest.raises(InputError, match="nested"):
+        parse(payload.encode(), "application/x-www-form-urlencoded")
