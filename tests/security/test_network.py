@@ -460,16 +460,21 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_store_file_is_private_in_a_private_home(harness: Harness, tmp_path: Path) -> None:
-    env = harness.env()
-    fresh = tmp_path / "fresh" / "home"
-    (tmp_path / "fresh").mkdir(mode=0o755)
-    env["CI_POOL_HOME"] = str(fresh)
+def open_store(env: dict[str, str]) -> None:
+    """A CLI command that opens (and, the first time, creates) the store of ``env``'s home."""
     res = subprocess.run(
         [sys.executable, "-m", "ci_pool", "token", "list"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
+
+
+def test_store_file_is_private_in_a_private_home(harness: Harness, tmp_path: Path) -> None:
+    env = harness.env()
+    fresh = tmp_path / "fresh" / "home"
+    (tmp_path / "fresh").mkdir(mode=0o755)
+    env["CI_POOL_HOME"] = str(fresh)
+    open_store(env)
     assert _mode(fresh) == 0o700
     assert _mode(fresh / "ci-pool.db") == 0o600
 
@@ -480,11 +485,7 @@ def test_store_file_is_private_in_a_private_home(harness: Harness, tmp_path: Pat
     (old / "ci-pool.db").write_bytes((fresh / "ci-pool.db").read_bytes())
     os.chmod(old / "ci-pool.db", 0o644)
     env["CI_POOL_HOME"] = str(old)
-    res = subprocess.run(
-        [sys.executable, "-m", "ci_pool", "token", "list"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    open_store(env)
     assert _mode(old) == 0o700
     assert _mode(old / "ci-pool.db") == 0o600
     for side in ("ci-pool.db-wal", "ci-pool.db-shm"):
