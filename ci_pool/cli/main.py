@@ -26,7 +26,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ci_pool.broker.app import send_run_job
 from ci_pool.cli import api as cli_api
 from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import provision as cli_provision
@@ -410,13 +409,10 @@ def _reaper(pool: Pool) -> Reaper:
     except CIPoolError:
         pass
 
-    def publish(capability: str, job_id: str) -> None:
-        send_run_job(pool.celery, pool.settings.capabilities[capability], job_id)
-
     return Reaper(
         pool.store,
         pool.redis,
-        publish,
+        pool.publish,
         resend_after=pool.settings.resend_after,
         unacked_grace=pool.settings.resend_unacked_after,
         remove_containers=remove,

@@ -7,7 +7,7 @@ from functools import cached_property
 import redis
 from celery import Celery
 
-from ci_pool.broker.app import create_celery
+from ci_pool.broker.app import create_celery, send_run_job
 from ci_pool.remotes import LookupLimit
 from ci_pool.settings import Settings
 from ci_pool.store import Store
@@ -38,3 +38,7 @@ class PoolBase:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.broker_url, socket_timeout=10)
+
+    def publish(self, capability: str, job_id: str) -> None:
+        """Send ``run_job(job_id)`` to the queue of ``capability``."""
+        send_run_job(self.celery, self.settings.capabilities[capability], job_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ci_pool.broker.app import send_run_job
 from ci_pool.broker.runners import RunnerInfo, drain_key
 from ci_pool.core.capabilities import route
 from ci_pool.core.specs import (
@@ -44,7 +43,7 @@ class Operations(Submission):
         if job.pipeline_id:
             self.retry_pipeline(job.pipeline_id)
         elif self.store.reset_for_retry(None, self.settings.max_attempts, job_id=job.id):
-            send_run_job(self.celery, self.settings.capabilities[job.capability], job.id)
+            self.publish(job.capability, job.id)
         else:
             raise InputError(
                 f"job {job.id} is {job.state}; only failed, timed-out, cancelled or errored "

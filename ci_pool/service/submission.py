@@ -129,10 +129,7 @@ class Submission(Inspection):
         return job
 
     def scheduler(self) -> PipelineScheduler:
-        def publish(capability: str, job_id: str) -> None:
-            send_run_job(self.celery, self.settings.capabilities[capability], job_id)
-
-        return PipelineScheduler(self.store, publish)
+        return PipelineScheduler(self.store, self.publish)
 
     def submit_pipeline(
         self,
