@@ -24,6 +24,7 @@ import redis
 import sqlalchemy.exc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ci_pool.cli import api as cli_api
@@ -38,7 +39,7 @@ from ci_pool.service.pool import Pool
 from ci_pool.service.reaper import Reaper
 from ci_pool.service.views import job_dict as job_dict
 from ci_pool.settings import get_settings
-from ci_pool.worker.tasks import Limits
+from ci_pool.worker.lifecycle import Limits
 
 app = typer.Typer(
     name="ci-pool",
@@ -248,7 +249,8 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 
 @app.command()
 def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Workers with their state (online, busy, draining, lost), jobs and last heartbeat."""
+    """Workers with their state (online, busy, draining, unhealthy, lost), jobs and last
+    heartbeat; an unhealthy runner says why and what fixes it."""
     rows = _client().runners()
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
@@ -259,7 +261,7 @@ def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         table.add_row(
             r.runner_id,
             r.capability,
-            r.state,
+            escape(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
             r.host,
             str(r.concurrency),
             ", ".join(r.jobs) or "-",

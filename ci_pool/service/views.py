@@ -111,7 +111,7 @@ def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
     }
 
 
-RunnerState = Literal["online", "busy", "draining", "lost"]
+RunnerState = Literal["online", "busy", "draining", "unhealthy", "lost"]
 
 
 class RunnerStatus(BaseModel):
@@ -134,15 +134,19 @@ class RunnerStatus(BaseModel):
     jobs: list[str] = Field(default_factory=list)
     #: Why it is draining ("drained", "max-jobs", ...), or None.
     draining: str | None = None
+    #: Why it takes no job now (its Docker engine is down, its image is missing), or None.
+    unhealthy: str | None = None
     #: What the runner reports about itself: its capability image and that image's id.
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
 def runner_state(runner: RunnerInfo, running: int, *, lost: bool = False) -> RunnerState:
-    """``lost`` (stopped heartbeating), ``draining``, ``busy`` (every slot taken) or
-    ``online`` (live with a free slot)."""
+    """``lost`` (stopped heartbeating), ``unhealthy`` (cannot run jobs now), ``draining``,
+    ``busy`` (every slot taken) or ``online`` (live with a free slot)."""
     if lost:
         return "lost"
+    if runner.extra.get("unhealthy"):
+        return "unhealthy"
     if runner.extra.get("draining"):
         return "draining"
     return "busy" if running >= runner.concurrency else "online"
@@ -162,6 +166,7 @@ def runner_statuses(
                     state=runner_state(r, len(jobs), lost=is_lost),
                     jobs=jobs,
                     draining=r.extra.get("draining") or None,
+                    unhealthy=r.extra.get("unhealthy") or None,
                 )
             )
     return rows

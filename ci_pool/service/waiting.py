@@ -46,8 +46,16 @@ def why_waiting(pool: Inspection, job: Job, visible: Visible | None = None) -> s
             f"no worker is serving capability {job.capability!r} (queue {job.queue!r}); "
             f"start one with: ci-pool worker --capability {job.capability}"
         )
-    draining = [r for r in serving if r.extra.get("draining")]
-    slots = sum(r.concurrency for r in serving if r not in draining)
+    unhealthy = [r for r in serving if r.extra.get("unhealthy")]
+    if len(unhealthy) == len(serving):
+        return (
+            "; ".join(
+                f"runner {r.runner_id} {r.extra['unhealthy']}" for r in unhealthy[:SHOWN_BUSY]
+            )
+            + "; it runs when a runner is healthy again"
+        )
+    taking = [r for r in serving if not r.extra.get("draining") and r not in unhealthy]
+    slots = sum(r.concurrency for r in taking)
     busy = pool.store.list_jobs(states=[JobState.RUNNING], capability=job.capability)
     if len(busy) >= slots:
         return _busy(busy, len(serving), slots, job.capability, visible)

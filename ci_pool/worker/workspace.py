@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ci_pool.core.specs import ArtifactEntry
-from ci_pool.exceptions import CheckoutError, ExecutorError, InputError
+from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.git import CheckoutRequest, checkout, resolve_ref
 from ci_pool.settings import Settings
 from ci_pool.store import Store
@@ -74,18 +74,20 @@ def clean_up(
     image: str,
 ) -> None:
     """Close the execution and remove the attempt's directory; say what could not be."""
+    # Nothing here may escape the task: what cannot be removed now (the engine went away)
+    # is swept by the runner once its engine answers again.
     if execution is not None:
         try:
             execution.close()
-        except ExecutorError as exc:
-            logw.line(f"##[ci-pool] cleanup: {exc}")
+        except Exception as exc:
+            logw.line(f"##[ci-pool] cleanup: {exc}; the runner removes it later")
     shutil.rmtree(root, ignore_errors=True)
     if root.exists() and executor is not None:
         # Files the build made as another user (root in the container): remove them
         # the way they were made.
         try:
             executor.remove_tree(root, image)
-        except ExecutorError as exc:
+        except Exception as exc:
             logw.line(f"##[ci-pool] cleanup: {exc}")
     if root.exists():
         logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from ci_pool.core.capabilities import Capability
 
+#: Why a runner whose container engine does not answer takes no job.
+ENGINE_DOWN = "cannot reach its Docker engine: start dockerd (or set DOCKER_HOST)"
+
 #: How each ``shell:`` runs a step script ($1); None means bash where there is one, else sh.
 SHELLS = {
     "bash": 'exec 2>&1; exec bash --noprofile --norc -eo pipefail "$1"',
@@ -96,9 +99,20 @@ class Executor(abc.ABC):
         """Remove a workspace the runner's own user cannot (files made by another user)."""
         shutil.rmtree(path, ignore_errors=True)
 
-    def remove_leftovers(self, job_id: str) -> int:
-        """Remove whatever an earlier attempt of this job left behind; returns a count."""
+    def remove_leftovers(self, job_id: str, attempt: int | None = None) -> int:
+        """Remove whatever earlier attempts of this job (or only ``attempt``) left behind;
+        returns a count."""
         return 0
+
+    def health(self, capability: Capability) -> str | None:
+        """Why this runner cannot run ``capability``'s jobs now (engine down, image
+        missing), with what fixes it; None when it can."""
+        return None
+
+    def job_leftovers(self) -> list[tuple[str, int]]:
+        """(job id, attempt) of every job container still here; the runner's sweep removes
+        those of attempts that have ended."""
+        return []
 
 
 def launcher(shell: str | None) -> str:

@@ -9,14 +9,27 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 from docker.types import Mount
 
 from ci_pool import defaults
+from ci_pool.core.capabilities import Capability
 from ci_pool.exceptions import ExecutorError
-from ci_pool.worker.executors.base import Execution, Executor, JobContext, launcher
+from ci_pool.worker.executors.base import (
+    ENGINE_DOWN,
+    Execution,
+    Executor,
+    JobContext,
+    launcher,
+)
 
 #: PID 1 of a job container: idles until stopped; steps run beside it via exec.
 _KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+
+
+#: What the engine raises when it fails or goes away (docker-py lets a dropped
+#: connection through as a ``requests`` error).
+ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
 
 
 def _memory_bytes(value: str) -> int:
@@ -83,7 +96,7 @@ class DockerExecution(Execution):
                 f"image {image!r} of capability {self.ctx.capability.name!r} is not on this "
                 "runner; build it from worker_images/ or set the capability's image"
             ) from None
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
 
     scripts_path = defaults.CONTAINER_SCRIPTS
@@ -116,7 +129,7 @@ class DockerExecution(Execution):
             for chunk in api.exec_start(exec_id, stream=True):
                 on_output(chunk)
             code = api.exec_inspect(exec_id).get("ExitCode")
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             if self._stopping.is_set():
                 return 137
             raise ExecutorError(f"docker exec failed: {exc}") from exc
@@ -129,7 +142,7 @@ class DockerExecution(Execution):
         """Signal every process in the container but PID 1 (the steps and their children)."""
         try:
             self.container.exec_run(["kill", f"-{sig}", "-1"], detach=True)
-        except docker.errors.DockerException:
+        except ENGINE_ERRORS:
             pass
 
     def interrupt(self, grace: float) -> None:
@@ -148,7 +161,7 @@ class DockerExecution(Execution):
         self._step_done.wait(timeout=grace)
         try:
             self.container.kill()
-        except docker.errors.DockerException:
+        except ENGINE_ERRORS:
             pass
 
     def close(self) -> None:
@@ -158,7 +171,7 @@ class DockerExecution(Execution):
             self.container.remove(force=True, v=True)
         except docker.errors.NotFound:
             pass
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise ExecutorError(
                 f"could not remove container {self.container.id[:12]}: {exc}"
             ) from exc
@@ -186,7 +199,7 @@ class DockerExecutor(Executor):
         try:
             client = docker.from_env(timeout=60)
             client.ping()
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise ExecutorError(f"no Docker engine answers: {exc}") from exc
         return cls(client)
 
@@ -207,19 +220,46 @@ class DockerExecutor(Executor):
                 labels={defaults.LABEL_JOB: "cleanup"},
             )
             path.rmdir()
-        except (docker.errors.DockerException, OSError) as exc:
+        except (*ENGINE_ERRORS, OSError) as exc:
             raise ExecutorError(f"could not remove {path} through a container: {exc}") from exc
 
-    def remove_leftovers(self, job_id: str) -> int:
+    def remove_leftovers(self, job_id: str, attempt: int | None = None) -> int:
+        labels = [f"{defaults.LABEL_JOB}={job_id}"]
+        if attempt is not None:
+            labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
         try:
-            found = self.client.containers.list(
-                all=True, filters={"label": f"{defaults.LABEL_JOB}={job_id}"}
-            )
+            found = self.client.containers.list(all=True, filters={"label": labels})
             for container in found:
                 container.remove(force=True, v=True)
-        except docker.errors.DockerException as exc:
+        except ENGINE_ERRORS as exc:
             raise ExecutorError(f"could not remove leftover containers: {exc}") from exc
         return len(found)
+
+    def health(self, capability: Capability) -> str | None:
+        image = capability.image
+        try:
+            self.client.ping()
+            if image:
+                self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            return f"lacks image {image}: run `ci-pool images build {capability.name}`"
+        except ENGINE_ERRORS:
+            return ENGINE_DOWN
+        return None
+
+    def job_leftovers(self) -> list[tuple[str, int]]:
+        try:
+            found = self.client.containers.list(
+                all=True, filters={"label": [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT]}
+            )
+        except ENGINE_ERRORS:
+            return []
+        pairs = set()
+        for c in found:
+            attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
+            if attempt.isdigit():
+                pairs.add((str(c.labels[defaults.LABEL_JOB]), int(attempt)))
+        return sorted(pairs)
 
 
 def image_identity(image: str) -> dict[str, Any]:
@@ -233,7 +273,7 @@ def image_identity(image: str) -> dict[str, Any]:
             client.close()
     except docker.errors.ImageNotFound:
         return {"image_error": f"image {image} is not present on this runner"}
-    except docker.errors.DockerException as exc:
+    except ENGINE_ERRORS as exc:
         return {"image_error": f"Docker engine unavailable: {type(exc).__name__}"}
     return {"image_id": img.id, "image_digests": list(img.attrs.get("RepoDigests") or [])}
 
@@ -242,6 +282,6 @@ def docker_available() -> bool:
     """Whether a Docker engine answers here."""
     try:
         docker.from_env(timeout=5).ping()
-    except docker.errors.DockerException:
+    except ENGINE_ERRORS:
         return False
     return True

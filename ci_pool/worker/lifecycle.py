@@ -1,0 +1,213 @@
+"""The worker's life beside its Celery consumer: registration heartbeats, health, drain
+and limits, and the sweep of containers that ended attempts left behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
+from ci_pool.core.capabilities import Capability
+from ci_pool.core.specs import JobState
+from ci_pool.exceptions import ExecutorError, NotFound
+from ci_pool.settings import Settings
+from ci_pool.store import Store
+from ci_pool.worker.executors.base import ENGINE_DOWN, Executor
+
+log = logging.getLogger(__name__)
+#: Seconds between sweeps for containers of ended attempts that a cleanup left behind.
+SWEEP_INTERVAL = 60.0
+
+
+class Health:
+    """Whether this runner can run a capability's jobs now: its Docker engine answers and
+    the capability's image is here. A verdict is kept ``ttl`` seconds."""
+
+    def __init__(self, cap: Capability, executor: Callable[[Capability], Executor], ttl: float):
+        self.cap, self._executor, self.ttl = cap, executor, ttl
+        self.executor: Executor | None = None
+        self._verdict: str | None = None
+        self._until = 0.0
+
+    def reason(self) -> str | None:
+        """Why the runner cannot run the capability's jobs (with what fixes it), or None."""
+        if self.cap.mode != "docker":
+            return None
+        now = time.monotonic()
+        if now >= self._until:
+            self._verdict, self._until = self._ask(), now + self.ttl
+        return self._verdict
+
+    def _ask(self) -> str | None:
+        if self.executor is None:
+            try:
+                self.executor = self._executor(self.cap)
+            except ExecutorError:
+                return ENGINE_DOWN
+        return self.executor.health(self.cap)
+
+    def forget(self) -> None:
+        """Ask again next time (an attempt just ended in an infrastructure error)."""
+        self._until = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits of an ephemeral worker (a disposable runner container)."""
+
+    max_jobs: int | None = None
+    idle_timeout: float | None = None
+    max_lifetime: float | None = None
+
+
+class Lifecycle(threading.Thread):
+    """Keeps this worker's registration alive in Redis, and ends the worker when it is
+    drained or reaches a limit: stop consuming, let the running job finish, exit."""
+
+    def __init__(
+        self,
+        consumer: Any,
+        registry: RunnerRegistry,
+        info: RunnerInfo,
+        interval: float,
+        limits: Limits,
+    ):
+        super().__init__(name="ci-pool-lifecycle", daemon=True)
+        self.consumer, self.registry, self.info = consumer, registry, info
+        self.interval, self.limits = interval, limits
+        self.settings: Settings = consumer.app.conf.ci_pool_settings
+        self.store = Store(self.settings.resolved_store_url)
+        self.cap = self.settings.capabilities[info.capability]
+        self.health = Health(self.cap, _docker_executor, ttl=0.0)
+        self.stopped = threading.Event()
+        self.leaving: str | None = None
+        #: Why the runner cannot run jobs now (engine down, image missing), or None.
+        self.unhealthy: str | None = None
+        self.consuming = True
+        self.started = self.last_busy = time.monotonic()
+        self.last_sweep = -SWEEP_INTERVAL
+
+    def run(self) -> None:
+        last_beat = 0.0
+        while not self.stopped.wait(min(self.interval, 0.5)):
+            try:
+                if time.monotonic() - last_beat >= self.interval:
+                    self._beat()
+                    last_beat = time.monotonic()
+                self.check()
+            except Exception:  # Redis or the store is down for a moment: try again
+                log.warning("runner lifecycle check failed; retrying", exc_info=True)
+
+    def _beat(self) -> None:
+        try:
+            concurrency = int(self.consumer.pool.num_processes)
+        except (AttributeError, TypeError, ValueError):
+            concurrency = self.info.concurrency
+        extra = {
+            **self.info.extra,
+            "draining": self.leaving or "",
+            "unhealthy": self.unhealthy or "",
+        }
+        self.registry.heartbeat(replace(self.info, concurrency=concurrency, extra=extra))
+
+    def _reason(self, running: int) -> str | None:
+        now, lim = time.monotonic(), self.limits
+        if self.registry.redis.exists(drain_key(self.info.runner_id)):
+            return "drained"
+        if (
+            lim.max_jobs is not None
+            and self.store.count_claims(self.info.runner_id) >= lim.max_jobs
+        ):
+            return f"--max-jobs {lim.max_jobs} reached"
+        if lim.max_lifetime is not None and now - self.started >= lim.max_lifetime:
+            return f"--max-lifetime {lim.max_lifetime:g}s reached"
+        if (
+            lim.idle_timeout is not None
+            and not running
+            and now - self.last_busy >= lim.idle_timeout
+        ):
+            return f"idle for --idle-timeout {lim.idle_timeout:g}s"
+        return None
+
+    def _sweep(self) -> None:
+        """Remove the containers of ended attempts that their cleanup could not remove
+        (the engine was gone when the attempt ended)."""
+        self.last_sweep = time.monotonic()
+        executor = self.health.executor
+        if executor is None:
+            return
+        for job_id, attempt in executor.job_leftovers():
+            try:
+                job = self.store.get_job(job_id)
+            except NotFound:
+                continue  # another pool's job on a shared engine
+            # Only a running job's current attempt is alive; every other container of
+            # the job belongs to an attempt that has ended.
+            if job.state is JobState.RUNNING and job.attempt <= attempt:
+                continue
+            try:
+                removed = executor.remove_leftovers(job_id, attempt)
+            except ExecutorError as exc:
+                log.warning("runner %s: sweep: %s", self.info.runner_id, exc)
+                return
+            if removed:
+                log.warning(
+                    "runner %s: removed the container of ended attempt %d of job %s",
+                    self.info.runner_id,
+                    attempt,
+                    job_id,
+                )
+
+    def _consume(self, on: bool) -> None:
+        if on == self.consuming:
+            return
+        control = self.consumer.app.control
+        switch = control.add_consumer if on else control.cancel_consumer
+        switch(self.info.queue, destination=[self.consumer.hostname])
+        self.consuming = on
+
+    def check(self) -> None:
+        running = self.store.count_running(self.info.runner_id)
+        if running:
+            self.last_busy = time.monotonic()
+        changed = False
+        if self.leaving is None:
+            reason = self._reason(running)
+            if reason is not None:
+                self.leaving, changed = reason, True
+                log.warning("runner %s: %s; taking no new job", self.info.runner_id, reason)
+        elif self.leaving == "drained" and not self.registry.redis.exists(
+            drain_key(self.info.runner_id)
+        ):
+            self.leaving, changed = None, True  # undrained before the running job ended
+        health = self.health.reason()
+        if health != self.unhealthy:
+            if health:
+                log.warning(
+                    "runner %s: unhealthy: %s; taking no new job", self.info.runner_id, health
+                )
+            else:
+                log.warning("runner %s: healthy again; taking jobs", self.info.runner_id)
+                self.last_sweep = -SWEEP_INTERVAL  # sweep what the outage left, at once
+            self.unhealthy, changed = health, True
+        if health is None and time.monotonic() - self.last_sweep >= SWEEP_INTERVAL:
+            self._sweep()
+        if changed:
+            self._consume(self.leaving is None and self.unhealthy is None)
+            self._beat()
+        if self.leaving is not None and not running:
+            log.warning("runner %s: exiting (%s)", self.info.runner_id, self.leaving)
+            self.stopped.set()
+            os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown
+
+
+def _docker_executor(cap: Capability) -> Executor:
+    from ci_pool.worker.executors.docker import DockerExecutor
+
+    return DockerExecutor.from_env()
