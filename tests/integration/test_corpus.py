@@ -162,9 +162,15 @@ def merged(name: str) -> bool:
     return FEATURES[name].merged
 
 
+def run_of(key: str) -> tuple[str, str]:
+    """An E2E key's file and event: ``FILE`` runs on push, ``FILE@EVENT`` on that event."""
+    file, _, event = key.partition("@")
+    return file, event or "push"
+
+
 def expect_for(file: str, at_parse: bool) -> Any:
-    """``file`` as a pytest param, xfail while a feature it needs is missing."""
-    needs = missing(file, at_parse)
+    """``file`` (or an E2E key) as a pytest param, xfail while a feature it needs is missing."""
+    needs = missing(run_of(file)[0], at_parse)
     if not needs:
         return file
     return pytest.param(
@@ -256,6 +262,8 @@ def test_corpus_is_large_enough_and_indexed() -> None:
     assert not unindexed, f"files missing from tests/corpus/INDEX.md: {unindexed}"
     listed = {f for feature in FEATURES.values() for f in feature.files}
     assert listed <= set(FILES), listed - set(FILES)
+    run = {run_of(key)[0] for key in E2E}
+    assert run <= set(FILES), run - set(FILES)
 
 
 @pytest.mark.parametrize("file", [expect_for(f, at_parse=True) for f in FILES])
@@ -349,6 +357,15 @@ E2E: dict[str, Promise] = {
         "succeeded",
         {"smoke": "succeeded", "full-suite": "skipped", "summary": "succeeded"},
         {"smoke": ("smoke on push",), "summary": ("full suite was skipped",)},
+    ),
+    "github/schedule-nightly.yml@schedule": Promise(
+        "succeeded",
+        {"smoke": "succeeded", "full-suite": "succeeded", "summary": "succeeded"},
+        {
+            "smoke": ("smoke on schedule",),
+            "full-suite": ("full suite",),
+            "summary": ("full suite was success",),
+        },
     ),
     "gitea/go-test.yaml": Promise(
         "succeeded",
@@ -496,14 +513,15 @@ def corpus_pool(
         # What ``ci-pool run --detach`` does, in this process: a CLI start per file costs
         # seconds on a loaded machine, and the CLI's own checks are covered by validate.
         submitter = h.pool()
-        for file in E2E:
+        for key in E2E:
+            file, event = run_of(key)
             text = (CORPUS / file).read_text()
             try:
-                row = submitter.submit_pipeline(text, file, pool.app_url, "main", "push")
+                row = submitter.submit_pipeline(text, file, pool.app_url, "main", event)
             except CIPoolError as exc:
-                pool.refused[file] = str(exc)
+                pool.refused[key] = str(exc)
             else:
-                pool.submitted[file] = row.id
+                pool.submitted[key] = row.id
         yield pool
     finally:
         h.stop()
@@ -521,11 +539,11 @@ def finished_pipeline(pool: CorpusPool, pipeline_id: str, timeout: float = 150) 
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("file", [expect_for(f, at_parse=False) for f in E2E])
-def test_corpus_file_runs_end_to_end(corpus_pool: CorpusPool, file: str) -> None:
-    assert file not in corpus_pool.refused, f"refused: {corpus_pool.refused[file]}"
-    submitted = corpus_pool.submitted[file]
-    promise = E2E[file]
+@pytest.mark.parametrize("key", [expect_for(k, at_parse=False) for k in E2E])
+def test_corpus_file_runs_end_to_end(corpus_pool: CorpusPool, key: str) -> None:
+    assert key not in corpus_pool.refused, f"refused: {corpus_pool.refused[key]}"
+    submitted = corpus_pool.submitted[key]
+    promise = E2E[key]
     row, jobs = finished_pipeline(corpus_pool, submitted)
     facts = {"sha": corpus_pool.sha, "version": VERSION}
     by_key = {j.key: j for j in jobs}
@@ -533,18 +551,18 @@ def test_corpus_file_runs_end_to_end(corpus_pool: CorpusPool, file: str) -> None
     assert {k: j.state for k, j in by_key.items()} == promise.jobs, summary
     assert row.state == promise.state, summary
     store = corpus_pool.harness.pool().store
-    for key, lines in promise.lines.items():
-        log = store.read_log(by_key[key].id)
+    for job_key, lines in promise.lines.items():
+        log = store.read_log(by_key[job_key].id)
         got = log.splitlines()
         for line in lines:
-            assert line.format(**facts) in got, f"{key}: {line!r} not in log:\n{log}"
-    for key, texts in promise.absent.items():
-        log = store.read_log(by_key[key].id)
+            assert line.format(**facts) in got, f"{job_key}: {line!r} not in log:\n{log}"
+    for job_key, texts in promise.absent.items():
+        log = store.read_log(by_key[job_key].id)
         for text in texts:
-            assert text not in log, f"{key}: {text!r} must not be in the log"
-    for key, texts in promise.shown.items():
-        res = corpus_pool.harness.cli("show", by_key[key].id, "--json")
+            assert text not in log, f"{job_key}: {text!r} must not be in the log"
+    for job_key, texts in promise.shown.items():
+        res = corpus_pool.harness.cli("show", by_key[job_key].id, "--json")
         assert res.returncode == 0, res.stderr
         shown = json.dumps(json.loads(res.stdout))
         for text in texts:
-            assert json.dumps(text.format(**facts))[1:-1] in shown, f"{key}: {text!r} not shown"
+            assert json.dumps(text.format(**facts))[1:-1] in shown, f"{job_key}: {text!r} not shown"
