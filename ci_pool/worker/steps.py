@@ -62,7 +62,7 @@ def run_step(
     logw.line(f"##[step] {index} {step.name or 'run'}")
     try:
         name, env, run = write_step(index, step, ctx, status, dirs, execution)
-    except JobFileRefused as exc:
+    except (JobFileRefused, ValueError) as exc:  # ValueError: an expression that failed
         logw.line(f"##[ci-pool] step {index} not run: {exc}")
         return 1, False
     att.commands.append(run)
