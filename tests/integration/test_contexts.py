@@ -64,7 +64,8 @@ jobs:
           echo "inputs level=${{ inputs.level }} dry=${{ inputs.dry }} count=${{ inputs.count }}"
           echo "vars=${{ vars.GREETING }} env-vars=$FROM_VARS unset=[${{ vars.NOPE }}]"
           echo "runner=${{ runner.os }}/${{ runner.arch }} name=${{ runner.name }}"
-          echo "strategy=${{ strategy.job-index }}/${{ strategy.job-total }} ff=${{ strategy.fail-fast }}"
+          echo "strategy=${{ strategy.job-index }}/${{ strategy.job-total }} \
+            ff=${{ strategy.fail-fast }}"
           echo "job=${{ job.status }} id-set=${{ job.container.id != '' }}"
           echo "server=${{ github.server_url }} ws=${{ github.workspace }} job=${{ github.job }}"
           echo "alias=${{ forgejo.sha == github.sha }} run=${{ github.run_number }}"
@@ -149,7 +150,7 @@ def test_a_dispatch_run_shows_every_context_and_variable(
         assert "vars=hello-vars env-vars=hello-vars unset=[]" in lines
         runner_id = rows[key].runner_id
         assert re.search(rf"^runner=Linux/(X64|ARM64) name={re.escape(runner_id)}$", log, re.M)
-        assert f"strategy={index}/2 ff=true" in lines
+        assert f"strategy={index}/2 ff=true" in {" ".join(x.split()) for x in lines}
         assert "job=success id-set=true" in lines
         assert "server=https://127.0.0.1 ws=/workspace job=show" in lines
         assert "alias=true run=1" in lines
