@@ -107,7 +107,10 @@ def evaluate(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") 
             return left if truthy(left) else evaluate(node.right, ctx, status)
         return compare(node.op, left, evaluate(node.right, ctx, status))
     args = [evaluate(a, ctx, status) for a in node.args]
-    return call(node.function, args, status, getattr(ctx, "hash_files", None))
+    value = call(node.function, args, status, getattr(ctx, "hash_files", None))
+    for key in node.path:
+        value = lookup(value, key)
+    return value
 
 
 def condition(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") -> bool:
@@ -152,8 +155,12 @@ def fold(expr: Expr, known: Mapping[str, Any]) -> Expr:
         runtime = STATUS_FUNCTIONS | RUNNER_FUNCTIONS
         if expr.function not in runtime and all(isinstance(a, Literal) for a in args):
             try:
-                return Literal(evaluate(Call(expr.name, args), {}), expr.offset)
+                value = evaluate(Call(expr.name, args, path=expr.path), {})
             except ValueError:
                 pass  # left for the runtime to report, as it would without folding
-        return Call(expr.name, args, expr.offset)
+            else:
+                # Objects and arrays have no literal syntax: the call stays for the runtime.
+                if is_scalar(value):
+                    return Literal(value, expr.offset)
+        return Call(expr.name, args, expr.offset, expr.path)
     return expr
