@@ -69,7 +69,7 @@ def test_inputs_only_for_workflow_dispatch() -> None:
     assert dispatch_inputs(ON, {}, "push") == {}
     with pytest.raises(InputError, match="only to a workflow_dispatch run"):
         dispatch_inputs(ON, {"version": "1"}, "push")
-    with pytest.raises(InputError, match="no on.workflow_dispatch trigger"):
+    with pytest.raises(InputError, match=r"no on\.workflow_dispatch trigger"):
         dispatch_inputs({"push": None}, {"version": "1"}, "workflow_dispatch")
     assert dispatch_inputs(["push", "workflow_dispatch"], {}, "workflow_dispatch") == {}
 
