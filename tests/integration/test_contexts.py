@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,51 @@ def test_bad_inputs_are_refused_naming_the_input(
     for word in words:
         assert word in res.stderr, res.stderr
     assert "pipeline " not in res.stderr  # nothing was submitted
+
+
+def test_the_api_takes_dispatch_inputs_and_refuses_bad_ones(
+    pool: Harness, git_server: GitServer
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from ci_pool.api.app import create_app
+    from tests.integration.test_api import assert_error, auth, make_token
+
+    token = make_token(pool, "submit", "read")
+    workflow = (
+        "on:\n  workflow_dispatch:\n    inputs:\n      count: {type: number, required: true}\n"
+        "jobs:\n  a:\n    runs-on: linux\n    steps:\n"
+        '      - run: echo "count=${{ inputs.count }} vars=${{ vars.GREETING }}"\n'
+    )
+    body = {
+        "workflow": workflow,
+        "file": "dispatch.yml",
+        "repo": git_server.url("acme/app.git"),
+        "ref": "main",
+        "event": "workflow_dispatch",
+    }
+    with TestClient(create_app(pool.settings())) as client:
+        res = client.post(
+            "/v1/pipelines", json={**body, "inputs": {"count": "x"}}, headers=auth(token)
+        )
+        assert_error(res, 422, "invalid_input", "inputs.count")
+        assert "'x' is not a number" in res.json()["error"]["message"]
+        res = client.post("/v1/pipelines", json={**body, "inputs": {"n": "1"}}, headers=auth(token))
+        assert_error(res, 422, "invalid_input", "inputs.n")
+        too_many = {f"i{n}": "1" for n in range(26)}
+        res = client.post("/v1/pipelines", json={**body, "inputs": too_many}, headers=auth(token))
+        assert res.status_code == 422 and "Traceback" not in res.text
+        res = client.post(
+            "/v1/pipelines", json={**body, "inputs": {"count": "7"}}, headers=auth(token)
+        )
+        assert res.status_code == 201, res.text
+        pid = res.json()["id"]
+        deadline = time.monotonic() + 90
+        while (shown := client.get(f"/v1/pipelines/{pid}", headers=auth(token)).json())[
+            "state"
+        ] == "running":
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.2)
+    assert shown["state"] == "succeeded", shown
+    log = pool.pool().store.read_log(shown["jobs"][0]["id"])
+    assert "count=7 vars=hello-vars" in log.splitlines()
