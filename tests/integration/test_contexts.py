@@ -235,6 +235,16 @@ def test_the_api_takes_dispatch_inputs_and_refuses_bad_ones(
         "on:\n  workflow_dispatch:\n    inputs:\n      count: {type: number, required: true}\n"
         "jobs:\n  a:\n    runs-on: linux\n    steps:\n"
         '      - run: echo "count=${{ inputs.count }} vars=${{ vars.GREETING }}"\n'
+        "      - run: exit 3\n"
+        "        continue-on-error: true\n"
+        "      - run: exit 1\n"
+        "      - if: always()\n"
+        '        run: echo "status=${{ job.status }}"\n'
+        "  go:\n    runs-on: linux\n"
+        "    if: inputs.count == 7 && vars.GREETING == 'hello-vars' && github.event.inputs.count\n"
+        "    steps: [{run: echo yes}]\n"
+        "  skip:\n    runs-on: linux\n    if: gitea.repository_owner != 'acme'\n"
+        "    steps: [{run: echo no}]\n"
     )
     body = {
         "workflow": workflow,
@@ -265,6 +275,12 @@ def test_the_api_takes_dispatch_inputs_and_refuses_bad_ones(
         ] == "running":
             assert time.monotonic() < deadline, shown
             time.sleep(0.2)
-    assert shown["state"] == "succeeded", shown
-    log = pool.pool().store.read_log(shown["jobs"][0]["id"])
-    assert "count=7 vars=hello-vars" in log.splitlines()
+    jobs = {j["key"]: j for j in shown["jobs"]}
+    assert (jobs["a"]["state"], jobs["go"]["state"], jobs["skip"]["state"]) == (
+        "failed",
+        "succeeded",
+        "skipped",
+    ), shown
+    lines = pool.pool().store.read_log(jobs["a"]["id"]).splitlines()
+    assert "count=7 vars=hello-vars" in lines
+    assert "status=failure" in lines
