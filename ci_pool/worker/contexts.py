@@ -152,7 +152,11 @@ def expression_context(store: Store, att: Attempt, places: JobPlaces) -> express
         keys = set(job.needs or ())
         refs = {r.job_ref for r in rows if r.key in keys}
         ctx["needs"] = scheduler.needs_context(rows, refs)
-    ctx["env"] = {str(k): expressions.render(str(v), ctx) for k, v in job.env.items()}
+    # A workflow job's env holds templates; a job submitted on its own has plain values.
+    ctx["env"] = {
+        str(k): expressions.render(str(v), ctx) if job.pipeline_id else str(v)
+        for k, v in job.env.items()
+    }
     return ctx
 
 
