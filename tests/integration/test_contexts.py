@@ -284,3 +284,31 @@ def test_the_api_takes_dispatch_inputs_and_refuses_bad_ones(
     lines = pool.pool().store.read_log(jobs["a"]["id"]).splitlines()
     assert "count=7 vars=hello-vars" in lines
     assert "status=failure" in lines
+
+
+def test_host_mode_paths_are_the_runners_own(
+    harness: Harness, git_server: GitServer, tmp_path: Path
+) -> None:
+    """On a host-mode runner (iso) the workspace, temp and event paths are host paths that
+    exist, and the workspace is where the steps run."""
+    harness.start_worker("iso")
+    pool_ = harness.pool()
+    pipe = pool_.submit_pipeline(
+        "on: push\njobs:\n  host:\n    runs-on: iso\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "      - run: |\n"
+        '          test "$GITHUB_WORKSPACE" = "$(pwd)" && echo "workspace is cwd"\n'
+        '          test "${{ github.workspace }}" = "$GITHUB_WORKSPACE" && echo "same ws"\n'
+        '          test -d "$RUNNER_TEMP" && test -d "$RUNNER_TOOL_CACHE" && echo "dirs ok"\n'
+        '          test -r VERSION && echo "checkout here"\n'
+        '          echo "event=$(cat "$GITHUB_EVENT_PATH") os=$RUNNER_OS"\n',
+        "host.yml",
+        git_server.url(),
+        "main",
+    )
+    (job,) = pool_.store.pipeline_jobs(pipe.id)
+    job = pool_.wait(job.id, timeout=120)
+    lines = pool_.store.read_log(job.id).splitlines()
+    assert job.state == "succeeded", lines
+    for line in ("workspace is cwd", "same ws", "dirs ok", "checkout here", "event={} os=Linux"):
+        assert line in lines, lines
