@@ -37,6 +37,8 @@ from ci_pool.service.pool import Pool
 from ci_pool.service.views import QueueStatus, RunnerStatus, job_dict, pipeline_dict, summary
 from ci_pool.settings import Settings
 
+#: A workflow_dispatch run's inputs (``run --input``).
+Inputs = dict[str, str] | None
 JSON = dict[str, Any]
 
 
@@ -77,13 +79,7 @@ class PoolClient(Protocol):
         """Why a job is not running yet, or how it ended, in one sentence."""
 
     def submit_pipeline(
-        self,
-        text: str,
-        file: str,
-        repo: str,
-        ref: str,
-        event: str,
-        inputs: dict[str, str] | None = None,
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
     ) -> JSON:
         """Run a workflow (``inputs``: a workflow_dispatch run's); the pipeline's view."""
 
@@ -177,13 +173,7 @@ class LocalClient:
         return _explain(view, view["lease_until"] or "-")
 
     def submit_pipeline(
-        self,
-        text: str,
-        file: str,
-        repo: str,
-        ref: str,
-        event: str,
-        inputs: dict[str, str] | None = None,
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
     ) -> JSON:
         row = self.pool.submit_pipeline(text, file, repo, ref, event, inputs=inputs)
         return self.pipeline(row.id)
@@ -460,13 +450,7 @@ class HttpClient:
     # -- pipelines ---------------------------------------------------------------------
 
     def submit_pipeline(
-        self,
-        text: str,
-        file: str,
-        repo: str,
-        ref: str,
-        event: str,
-        inputs: dict[str, str] | None = None,
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
     ) -> JSON:
         body: JSON = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
         if inputs:
