@@ -253,3 +253,13 @@ def test_json_values_fold_when_scalar_and_stay_for_the_runtime_otherwise() -> No
     assert first == "echo 2\n"
     assert second == 'echo ${{ join(fromJSON(\'["x", "y"]\'), env.SEP) }}\n'
     assert render(second, {"env": {"SEP": "-"}}) == "echo x-y\n"
+
+
+@pytest.mark.parametrize(
+    "text", ["fromJSON(env.X).a[0]", "fromJSON(env.X)['a b'].c", "toJSON(fromJSON(env.X).a)"]
+)
+def test_properties_of_a_call_write_back_as_they_parse(text: str) -> None:
+    from ci_pool.core.workflow.expressions import parse, unparse
+
+    assert unparse(parse(text)) == text
+    assert parse(unparse(parse(text))) == parse(text)
