@@ -119,3 +119,22 @@ MAX_SECRETS = 50
 MAX_JOB_SPEC_BYTES = 512 * 1024
 #: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
 MAX_PIPELINE_BYTES = 8 * 1024 * 1024
+
+# -- workflow contexts (github, runner, vars, inputs, secrets) and their bounds -----------
+#: ``fromJSON()``'s text, in bytes (its nesting is bounded by MAX_JSON_DEPTH).
+MAX_FROM_JSON_BYTES = 256 * 1024
+#: ``[vars]`` in ci-pool.toml: entries, and bytes of one value.
+MAX_VARS = 500
+MAX_VAR_VALUE_BYTES = 48 * 1024
+#: ``workflow_dispatch`` inputs given to one run: entries, and bytes of one value.
+MAX_INPUTS = 25
+MAX_INPUT_VALUE_BYTES = 64 * 1024
+#: ``github.event``: the payload a pipeline keeps for its jobs, as JSON bytes.
+MAX_EVENT_BYTES = 1024 * 1024
+#: ``hashFiles()``: files hashed per call, and directories walked, before it fails.
+HASH_FILES_MAX_FILES = 100_000
+HASH_FILES_MAX_DIRS = 50_000
+#: The forge token capability secret behind ``github.token`` and ``secrets.GITHUB_TOKEN``.
+FORGE_TOKEN_SECRET = "GITHUB_TOKEN"
+#: What the runner reports as ``runner.os`` / ``RUNNER_OS``.
+RUNNER_OS = "Linux"

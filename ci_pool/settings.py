@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from functools import lru_cache
@@ -126,6 +127,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=defaults.MAX_BODY_BYTES, ge=1024)
     #: Resolve the ref to a commit at submit time (``git ls-remote``).
     resolve_refs: bool = True
+    #: ``[vars]``: configuration variables, read by workflows as ``vars.NAME`` (names like
+    #: environment variable names; each value at most MAX_VAR_VALUE_BYTES).
+    vars: dict[str, str] = Field(default_factory=dict, max_length=defaults.MAX_VARS)
     capabilities: dict[str, Capability] = Field(
         default_factory=lambda: {n: Capability(**d) for n, d in merge_capabilities(None).items()}
     )
@@ -149,6 +153,19 @@ class Settings(BaseSettings):
         if not isinstance(value, dict):
             raise ValueError("must be a table of [capabilities.<name>] tables")
         return merge_capabilities(value)
+
+    @field_validator("vars")
+    @classmethod
+    def _vars(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", name):
+                raise ValueError(
+                    f"{name!r} is not a variable name: letters, digits and _, not starting "
+                    "with a digit"
+                )
+            if len(text.encode()) > defaults.MAX_VAR_VALUE_BYTES:
+                raise ValueError(f"{name}: the value is over {defaults.MAX_VAR_VALUE_BYTES} bytes")
+        return value
 
     @field_validator("git_hosts")
     @classmethod

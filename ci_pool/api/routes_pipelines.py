@@ -63,7 +63,9 @@ def create_pipeline(
     )
 
     def create() -> str:
-        return pool.submit_pipeline(text, body.file, body.repo, body.ref, body.event, who=who).id
+        return pool.submit_pipeline(
+            text, body.file, body.repo, body.ref, body.event, who=who, inputs=body.inputs
+        ).id
 
     return public(once(pool, token.name, idempotency_key, "pipeline", raw, response, create), pool)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
+from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
 from ci_pool.service.views import QueueStatus
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
@@ -126,6 +127,10 @@ class PipelineCreate(BaseModel):
     repo: str
     ref: str = "HEAD"
     event: str = Field(default="push", pattern=r"^[a-z_]{1,64}$")
+    #: A ``workflow_dispatch`` run's inputs, checked against the workflow's declared ones.
+    inputs: dict[str, Annotated[str, Field(max_length=MAX_INPUT_VALUE_BYTES)]] = Field(
+        default_factory=dict, max_length=MAX_INPUTS
+    )
 
 
 class PipelineJobPublic(BaseModel):

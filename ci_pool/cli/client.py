@@ -37,6 +37,8 @@ from ci_pool.service.pool import Pool
 from ci_pool.service.views import QueueStatus, RunnerStatus, job_dict, pipeline_dict, summary
 from ci_pool.settings import Settings
 
+#: A workflow_dispatch run's inputs (``run --input``).
+Inputs = dict[str, str] | None
 JSON = dict[str, Any]
 
 
@@ -76,8 +78,10 @@ class PoolClient(Protocol):
     def explain(self, job_id: str) -> str:
         """Why a job is not running yet, or how it ended, in one sentence."""
 
-    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
-        """Run a workflow; the pipeline's view."""
+    def submit_pipeline(
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+    ) -> JSON:
+        """Run a workflow (``inputs``: a workflow_dispatch run's); the pipeline's view."""
 
     def pipeline(self, pipeline_id: str) -> JSON:
         """The pipeline's view with each of its jobs."""
@@ -168,8 +172,10 @@ class LocalClient:
         view = {**job_dict(job), "waiting": self.pool.why_waiting(job)}
         return _explain(view, view["lease_until"] or "-")
 
-    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
-        row = self.pool.submit_pipeline(text, file, repo, ref, event)
+    def submit_pipeline(
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+    ) -> JSON:
+        row = self.pool.submit_pipeline(text, file, repo, ref, event, inputs=inputs)
         return self.pipeline(row.id)
 
     def pipeline(self, pipeline_id: str) -> JSON:
@@ -443,8 +449,12 @@ class HttpClient:
 
     # -- pipelines ---------------------------------------------------------------------
 
-    def submit_pipeline(self, text: str, file: str, repo: str, ref: str, event: str) -> JSON:
-        body = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
+    def submit_pipeline(
+        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+    ) -> JSON:
+        body: JSON = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
+        if inputs:
+            body["inputs"] = inputs
         view: JSON = self._json("POST", "/v1/pipelines", json=body, headers=self._signature(body))
         return view
 

@@ -136,18 +136,47 @@ def run(
     file: Annotated[Path, typer.Argument(help="Workflow file (.github/workflows/*.yml).")],
     repo: Annotated[str, typer.Option(help="Repository URL.")],
     ref: Annotated[str, typer.Option(help="Branch, tag or commit SHA.")] = "HEAD",
-    event: Annotated[str, typer.Option(help="github.event_name for if: conditions.")] = "push",
+    event: Annotated[
+        str,
+        typer.Option(
+            help="github.event_name for if: conditions (default: push, or "
+            "workflow_dispatch with --input)."
+        ),
+    ] = "",
+    input_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            help="A workflow_dispatch input as NAME=VALUE (repeatable), checked against "
+            "on.workflow_dispatch.inputs.",
+        ),
+    ] = None,
     detach: Annotated[bool, typer.Option(help="Print the pipeline id and return.")] = False,
 ) -> None:
     """Submit a workflow as a pipeline, show live progress, exit with its result."""
+    inputs = _inputs(input_ or [])
+    event = event or ("workflow_dispatch" if inputs else "push")
     client = connect(get_settings())
-    view = client.submit_pipeline(_read(file), str(file), repo, ref, event)
+    view = client.submit_pipeline(_read(file), str(file), repo, ref, event, inputs)
     if detach:
         print(view["id"])
         return
     err.print(f"pipeline {view['id']}: {len(view['jobs'])} job(s)")
     final = follow_pipeline(client, view["id"], out)
     raise typer.Exit(PIPELINE_EXIT.get(final["state"], 3))
+
+
+def _inputs(given: list[str]) -> dict[str, str]:
+    """``--input NAME=VALUE`` options as a mapping; a malformed one is a usage error."""
+    inputs: dict[str, str] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"{item!r} is not NAME=VALUE", field="--input")
+        if name in inputs:
+            raise InputError(f"input {name!r} is given twice", field="--input")
+        inputs[name] = value
+    return inputs
 
 
 def validate(

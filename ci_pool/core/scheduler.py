@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState, github_repository
+from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState
 from ci_pool.core.workflow import expressions
+from ci_pool.core.workflow.contexts import GITHUB_ALIASES
+from ci_pool.core.workflow.run_context import RunFacts, github_context
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +207,19 @@ class PipelineScheduler:
     def advance(self, pipeline_id: str) -> PipelineState | None:
         """Queue, skip or cancel what is due; close the pipeline when every job is final."""
         pipeline = self.store.get_pipeline(pipeline_id)
+        facts = pipeline.context or RunFacts()
+        github = github_context(
+            repo=pipeline.repo,
+            ref=pipeline.ref,
+            sha=pipeline.commit_sha or "",
+            event_name=pipeline.event,
+            facts=facts,
+            run_id=pipeline.id,
+        )
         base_ctx = {
-            "github": {
-                "ref": pipeline.ref
-                if pipeline.ref.startswith("refs/")
-                else f"refs/heads/{pipeline.ref}",
-                "sha": pipeline.commit_sha or "",
-                "event_name": pipeline.event,
-                "repository": github_repository(pipeline.repo),
-            },
+            **{name: github for name in ("github", *GITHUB_ALIASES)},
+            "vars": dict(facts.vars),
+            "inputs": dict(facts.inputs),
             "env": dict(pipeline.env or {}),
         }
         for _ in range(1000):  # each round finalises at least one job; bounded anyway

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
+
+from pydantic import ValidationError
 
 from ci_pool.broker.app import send_run_job
 from ci_pool.core.capabilities import Capability, route
@@ -17,7 +21,9 @@ from ci_pool.core.specs import (
     check_repo_url,
     is_sha,
 )
+from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.exceptions import (
     BrokerError,
     InputError,
@@ -140,8 +146,15 @@ class Submission(Inspection):
         event: str = "push",
         commit: str | None = None,
         who: Submitter | None = None,
+        inputs: Mapping[str, str] | None = None,
+        payload: dict[str, Any] | None = None,
+        actor: str = "",
     ) -> PipelineRow:
-        """Parse a workflow, check every job, write the pipeline whole, queue its roots."""
+        """Parse a workflow, check every job, write the pipeline whole, queue its roots.
+
+        ``inputs`` are a ``workflow_dispatch`` run's, checked against the inputs the
+        workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
+        started the run."""
         try:
             check_repo_url(repo, allow_local=self.settings.allow_local_repos)
         except ValueError as exc:
@@ -158,6 +171,7 @@ class Submission(Inspection):
         pipe = parse_workflow(
             text, file, self.settings.capabilities, self.settings.max_jobs_per_pipeline
         )
+        facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
         who = who or Submitter()
         caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
@@ -202,6 +216,7 @@ class Submission(Inspection):
                 "commit_sha": sha,
                 "event": event,
                 "env": {},
+                "context": facts,
                 **({"state": "rejected"} if first else {}),
             },
             jobs,
@@ -210,6 +225,24 @@ class Submission(Inspection):
             raise first.recorded(pipeline_id=row.id)
         self.scheduler().advance(row.id)
         return row
+
+    def run_facts(
+        self,
+        on: Any,
+        event: str,
+        inputs: Mapping[str, str],
+        payload: dict[str, Any] | None,
+        actor: str,
+    ) -> RunFacts:
+        """What the run's contexts hold beyond its repository, ref and commit."""
+        typed = dispatch_inputs(on, inputs, event)
+        if payload is None:
+            payload = {"inputs": typed} if event == DISPATCH else {}
+        try:
+            return RunFacts(event=payload, inputs=typed, vars=self.settings.vars, actor=actor)
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise InputError(msg, field="event") from None
 
     def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
         """One pipeline job as written, its spec admitted at ``repo`` and ``ref``."""

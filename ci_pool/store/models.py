@@ -21,6 +21,7 @@ from ci_pool.core.specs import (
     PipelineState,
     StepSpec,
 )
+from ci_pool.core.workflow.run_context import RunFacts
 
 
 def utcnow() -> datetime:
@@ -268,6 +269,8 @@ class Pipeline(Base):
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
     event: Mapped[str] = mapped_column(String(64), default="push")
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The event payload, dispatch inputs, vars, actor and run number its jobs see.
+    context: Mapped[RunFacts | None] = mapped_column(SpecType(RunFacts), default=None)
     state: Mapped[PipelineState] = mapped_column(StateType(PipelineState))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ci_pool.core.specs import JobState, PipelineState
 from ci_pool.exceptions import NotFound
@@ -35,6 +35,14 @@ class PipelineQueries(Database):
             **pipeline,
         )
         with self.session() as s:
+            if row.context is not None:
+                # github.run_number: this run's place among the runs of the same file.
+                earlier = s.scalar(
+                    select(func.count())
+                    .select_from(Pipeline)
+                    .where(Pipeline.repo == row.repo, Pipeline.file == row.file)
+                )
+                row.context = row.context.model_copy(update={"run_number": (earlier or 0) + 1})
             s.add(row)
             s.flush()
             for new in jobs:

@@ -5,19 +5,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.masking import Masker
-from ci_pool.core.policy import resolve_secrets
 from ci_pool.core.specs import Evidence, JobState
 from ci_pool.exceptions import CIPoolError
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
-from ci_pool.worker.contexts import expression_context, job_env
+from ci_pool.worker.contexts import (
+    JobPlaces,
+    expression_context,
+    job_env,
+    job_secrets,
+    prepare_places,
+)
 from ci_pool.worker.executors.base import Execution, Executor, JobContext
 from ci_pool.worker.jobfiles import JobDir
 from ci_pool.worker.logs import LogWriter
@@ -54,9 +60,11 @@ class JobRunner:
             return None
         job = claim.job
         cap = self.settings.capabilities.get(job.capability)
-        secrets, secret_error = {}, None
+        secrets: dict[str, str] = {}
+        missing: list[str] = []
+        secret_error = None
         try:
-            secrets = resolve_secrets(cap, job.secrets) if cap else {}
+            secrets, missing = job_secrets(cap, job) if cap else ({}, [])
         except CIPoolError as exc:
             secret_error = exc
         logw = LogWriter(
@@ -71,6 +79,11 @@ class JobRunner:
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
             f"{runner_id} ({job.capability})"
         )
+        for name in missing:
+            logw.line(
+                f"##[warning]secret {name!r} is not offered by capability {job.capability!r}; "
+                "the job sees it as empty"
+            )
         if claim.took_over is not None:
             logw.line(
                 f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over"
@@ -127,6 +140,9 @@ class JobRunner:
             files.mkdir(exist_ok=True)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
             workspace.check_out(att, src, self.settings)
+            places = JobPlaces.of(cap, root)
+            contexts = expression_context(self.store, att, places)
+            prepare_places(att, places, contexts)
             ctx = JobContext(
                 job_id=job.id,
                 attempt=job.attempt,
@@ -135,7 +151,7 @@ class JobRunner:
                 workspace=src,
                 scripts=scripts,
                 files=files,
-                env=job_env(att),
+                env=job_env(att, contexts),
                 image=job.image or cap.image,
             )
             execution = executor.execution(ctx)
@@ -143,7 +159,8 @@ class JobRunner:
             att.monitor.execution = execution
             execution.start()
             att.note(**execution.describe())
-            outcome = self._run_steps(att, execution)
+            contexts["job"]["container"]["id"] = att.evidence.container_id or ""
+            outcome = self._run_steps(att, execution, contexts)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 workspace.collect_artifacts(att, src, self.settings, self.store)
             return outcome
@@ -157,9 +174,8 @@ class JobRunner:
                 att.dirs.close()
             workspace.clean_up(executor, execution, root, logw, job.image or cap.image)
 
-    def _run_steps(self, att: Attempt, execution: Execution) -> Outcome:
+    def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
         """Run the steps in the job's expression context; store its outputs; the outcome."""
-        ctx = expression_context(self.store, att)
         failed = steps.run_steps(att, execution, ctx)
         att.note(command="\n".join(att.commands))
         self.recorder.record_outputs(att, ctx, "failure" if failed else "success")

@@ -23,6 +23,8 @@ def run_steps(att: Attempt, execution: Execution, ctx: dict[str, Any]) -> StepFa
         if monitor.stop_reason is not None:
             break
         status = "failure" if failed else "success"
+        if isinstance(ctx.get("job"), dict):
+            ctx["job"]["status"] = status  # job.status, as the next step sees it
         if not should_run(step, ctx, status):
             logw.line(f"##[step] {index} {step.name or 'run'} skipped")
             continue
@@ -62,7 +64,7 @@ def run_step(
     logw.line(f"##[step] {index} {step.name or 'run'}")
     try:
         name, env, run = write_step(index, step, ctx, status, dirs, execution)
-    except JobFileRefused as exc:
+    except (JobFileRefused, ValueError) as exc:  # ValueError: an expression that failed
         logw.line(f"##[ci-pool] step {index} not run: {exc}")
         return 1, False
     att.commands.append(run)

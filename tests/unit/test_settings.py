@@ -275,3 +275,25 @@ def test_resolved_store_url_and_workspace(tmp_path: Path) -> None:
     s2 = load_settings(None, store_url="postgresql://db/ci", workspace_root=tmp_path / "ws")
     assert s2.resolved_store_url == "postgresql://db/ci"
     assert s2.resolved_workspace_root == (tmp_path / "ws").resolve()
+
+
+# -- [vars] -------------------------------------------------------------------------------
+
+
+def test_vars_table(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, '[vars]\nDEPLOY_HOST = "staging"\n_X1 = ""\n'))
+    assert s.vars == {"DEPLOY_HOST": "staging", "_X1": ""}
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[vars]\n"1BAD" = "x"\n', "'1BAD' is not a variable name"),
+        ('[vars]\n"A-B" = "x"\n', "'A-B' is not a variable name"),
+        (f'[vars]\nBIG = "{"x" * (48 * 1024 + 1)}"\n', "BIG: the value is over 49152 bytes"),
+        ("[vars]\nN = 3\n", "vars.N"),
+    ],
+)
+def test_bad_vars_are_named(tmp_path: Path, text: str, words: str) -> None:
+    err = config_error(write(tmp_path, text))
+    assert words in str(err), str(err)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ci_pool.core.workflow.expressions import (
     FUNCTIONS,
+    RUNNER_FUNCTIONS,
     STATUS_FUNCTIONS,
     Call,
     Expr,
@@ -35,30 +36,99 @@ from ci_pool.core.workflow.expressions import (
     walk,
 )
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source
+from ci_pool.defaults import FORGE_TOKEN_SECRET
 
-#: What ``github.*`` offers (the runtime fills them from the job and pipeline rows).
-GITHUB_PROPERTIES = ("event_name", "job", "ref", "repository", "run_id", "sha")
-CONTEXTS = ("github", "env", "matrix", "needs", "steps")
-# Which contexts each place may use. "matrix" alone means: known when the file is parsed.
+#: What ``github.*`` offers (the runtime fills them from the job and pipeline rows);
+#: ``github.event`` is the event's payload, read to any depth.
+GITHUB_PROPERTIES = (
+    "action",
+    "actor",
+    "base_ref",
+    "event",
+    "event_name",
+    "event_path",
+    "head_ref",
+    "job",
+    "ref",
+    "ref_name",
+    "ref_type",
+    "repository",
+    "repository_owner",
+    "run_attempt",
+    "run_id",
+    "run_number",
+    "server_url",
+    "sha",
+    "token",
+    "workspace",
+)
+#: ``gitea.*`` and ``forgejo.*`` are the same context as ``github.*``.
+GITHUB_ALIASES = ("gitea", "forgejo")
+RUNNER_PROPERTIES = ("arch", "name", "os", "temp", "tool_cache")
+JOB_PROPERTIES = ("container", "services", "status")
+STRATEGY_PROPERTIES = ("fail-fast", "job-index", "job-total", "max-parallel")
+CONTEXTS = (
+    "github",
+    *GITHUB_ALIASES,
+    "env",
+    "vars",
+    "inputs",
+    "secrets",
+    "matrix",
+    "strategy",
+    "needs",
+    "steps",
+    "runner",
+    "job",
+)
+_GITHUB = frozenset({"github", *GITHUB_ALIASES})
+# Which contexts each place may use (GitHub's table of context availability). "matrix"
+# alone means: known when the file is parsed.
 PARSE_TIME = frozenset({"matrix"})
-JOB_LEVEL = frozenset({"github", "needs", "matrix"})
-STEP_LEVEL = frozenset({"github", "needs", "matrix", "env", "steps"})
-WORKFLOW_LEVEL = frozenset({"github"})
+#: A job's ``if:`` and name; the pool evaluates these before any runner has the job.
+JOB_LEVEL = _GITHUB | {"needs", "matrix", "strategy", "vars", "inputs"}
+#: A job's ``env:`` (rendered on the runner, before its steps).
+JOB_ENV = JOB_LEVEL | {"secrets"}
+STEP_LEVEL = JOB_ENV | {"env", "steps", "runner", "job"}
+WORKFLOW_LEVEL = _GITHUB | {"vars", "inputs", "secrets"}
 #: Returned for a value that could not be read (its error is already reported).
 MISSING: Any = object()
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FUNCTION_NAMES = {n.lower(): n for n in ("contains", "startsWith", "endsWith", "format")}
-_CONTEXT_HINTS = {
-    "inputs": "inputs are not supported (no workflow_call or workflow_dispatch inputs); "
-    "pass values with env:",
-    "secrets": "the secrets context is not supported; secrets granted to the capability "
-    "reach the job as environment variables: use $NAME in run:",
-    "vars": "configuration variables are not supported; use env:",
-    "job": "the job context is not supported; use env: or the job's steps",
-    "runner": "the runner context is not supported; use CI_POOL_* environment variables",
-    "strategy": "the strategy context is not supported; use matrix.*",
+_FUNCTION_NAMES = {
+    n.lower(): n
+    for n in (
+        "contains",
+        "startsWith",
+        "endsWith",
+        "format",
+        "join",
+        "toJSON",
+        "fromJSON",
+        "hashFiles",
+    )
 }
+
+
+def referenced_secrets(templates: Iterable[str], conditions: Iterable[str]) -> tuple[str, ...]:
+    """The capability secrets a job's values name (``secrets.X``; ``github.token`` is
+    ``GITHUB_TOKEN``), in first-use order: the only secrets its runner resolves."""
+    exprs: list[Expr] = []
+    for text in templates:
+        if "${{" in text:
+            exprs += [p for p in parse_template(text) if not isinstance(p, str)]
+    exprs += [parse(c) for c in conditions if c]
+    names: dict[str, None] = {}
+    for expr in exprs:
+        for node in walk(expr):
+            if not isinstance(node, Ref) or len(node.path) < 2:
+                continue
+            prop = str(node.path[1])
+            if node.context == "secrets":
+                names[prop] = None
+            elif node.context in _GITHUB and prop.lower() == "token":
+                names[FORGE_TOKEN_SECRET] = None
+    return tuple(names)
 
 
 class ValueReader:
@@ -79,6 +149,16 @@ class ValueReader:
         self.job_id = job_id
         self.ok = True
         self.step_ids: frozenset[str] = frozenset()  # step ids visible to the value being read
+        #: ``strategy.*`` of this cell, substituted like the matrix where it is known.
+        self.strategy_values: dict[str, Any] | None = None
+
+    @property
+    def folded(self) -> dict[str, Any]:
+        """The contexts known when parsing: the cell's matrix (and strategy)."""
+        known: dict[str, Any] = {"matrix": self.cell}
+        if self.strategy_values is not None:
+            known["strategy"] = self.strategy_values
+        return known
 
     def error(self, message: str, pos: Pos | None) -> None:
         self.ok = False
@@ -93,15 +173,13 @@ class ValueReader:
             if isinstance(node, Ref):
                 problem = self._ref_problem(node, contexts)
             elif isinstance(node, Call):
-                problem = self._call_problem(node, status)
+                problem = self._call_problem(node, status, contexts)
             if problem:
                 problems.append((f"{where}: {problem}", node.offset))
         return problems
 
     def _ref_problem(self, ref: Ref, contexts: frozenset[str]) -> str | None:
         name, path, shown = ref.context, ref.path, unparse(ref)
-        if name in _CONTEXT_HINTS:
-            return f"'{shown}': {_CONTEXT_HINTS[name]}"
         if name not in CONTEXTS:
             return f"unknown context '{path[0]}'; ci-pool supports {', '.join(CONTEXTS)}"
         if name not in contexts:
@@ -111,13 +189,21 @@ class ValueReader:
                 else ""
             )
             return (
-                f"'{shown}': {name} is not available here{when}; use {', '.join(sorted(contexts))}"
+                f"'{shown}': {name} is not available here{when}; use "
+                f"{', '.join(sorted(contexts - set(GITHUB_ALIASES)))}"
             )
         prop = str(path[1]).lower() if len(path) > 1 else ""
-        if name == "github" and (len(path) != 2 or prop not in GITHUB_PROPERTIES):
-            return f"'{shown}': ci-pool supports github.{', github.'.join(GITHUB_PROPERTIES)}"
-        if name == "env" and len(path) != 2:
-            return f"'{shown}': use env.NAME"
+        if name in _GITHUB and len(path) > 1:
+            deep = prop == "event" or (prop == "event_path" and len(path) == 2)
+            if prop not in GITHUB_PROPERTIES or (len(path) > 2 and not deep):
+                return f"'{shown}': {name} has {name}.{f', {name}.'.join(GITHUB_PROPERTIES)}"
+        if name in ("env", "vars", "inputs", "secrets") and len(path) != 2:
+            return f"'{shown}': use {name}.NAME"
+        fixed = {"runner": RUNNER_PROPERTIES, "strategy": STRATEGY_PROPERTIES}
+        if name in fixed and (len(path) != 2 or prop not in fixed[name]):
+            return f"'{shown}': {name} has {name}.{f', {name}.'.join(fixed[name])}"
+        if name == "job" and len(path) > 1 and prop not in JOB_PROPERTIES:
+            return f"'{shown}': job has job.{', job.'.join(JOB_PROPERTIES)}"
         if name == "matrix":
             return self._matrix_problem(shown, path)
         if name == "needs":
@@ -161,13 +247,18 @@ class ValueReader:
             return None
         return f"'{shown}': use steps.{step}.outputs.NAME, .outcome or .conclusion"
 
-    def _call_problem(self, call: Call, status: bool) -> str | None:
+    def _call_problem(self, call: Call, status: bool, contexts: frozenset[str]) -> str | None:
         name = call.function
         if name not in FUNCTIONS:
             known = ", ".join([*_FUNCTION_NAMES.values(), *sorted(STATUS_FUNCTIONS)])
             return f"function {call.name}() is not supported; ci-pool supports: {known}"
         if name in STATUS_FUNCTIONS and not status:
             return f"{call.name}() may be used only in if:"
+        if name in RUNNER_FUNCTIONS and "runner" not in contexts:
+            return (
+                f"{call.name}() reads the runner's workspace, so it may be used only in a "
+                "step (run, env, with, if) or a job's outputs"
+            )
         low, high = FUNCTIONS[name]
         if not low <= len(call.args) <= high:
             count = str(low) if low == high else f"{low} to {high}"
@@ -204,7 +295,7 @@ class ValueReader:
         ]
         if not self._report(problems, value, pos):
             return None
-        return tuple(p if isinstance(p, str) else fold(p, {"matrix": self.cell}) for p in parts)
+        return tuple(p if isinstance(p, str) else fold(p, self.folded) for p in parts)
 
     def text(self, value: Any, pos: Pos, where: str, contexts: frozenset[str]) -> str:
         """A template string for the runtime, with the matrix substituted."""
@@ -260,7 +351,7 @@ class ValueReader:
             return None
         # GitHub's implicit ``success() &&`` (no status function called) is the runtime's:
         # it also skips a job whose needs were skipped, which success() alone cannot see.
-        folded = fold(expr, {"matrix": self.cell})
+        folded = fold(expr, self.folded)
         if isinstance(folded, Literal):
             return "true" if truthy(folded.value) else "false"
         return unparse(folded)

@@ -49,6 +49,8 @@ class Call:
     name: str  # as written; function names are case-insensitive
     args: tuple[Expr, ...]
     offset: int = 0
+    #: Properties read from the result: ``fromJSON(x).a[0]``.
+    path: tuple[str | int, ...] = ()
 
     @property
     def function(self) -> str:
@@ -226,12 +228,16 @@ class _Parser:
                 self.take()
                 args.append(self.binary(1))
         self.expect(")")
-        call = self.built(Call(name.text, tuple(args), name.offset), *args)
+        path = self.path([])
+        call = self.built(Call(name.text, tuple(args), name.offset, tuple(path)), *args)
         assert isinstance(call, Call)
         return call
 
     def ref(self, root: _Token) -> Ref:
-        path: list[str | int] = [root.text]
+        return Ref(tuple(self.path([root.text])), root.offset)
+
+    def path(self, path: list[str | int]) -> list[str | int]:
+        """``.name`` and ``[index]`` parts after a reference or a call, added to ``path``."""
         while self.peek().text in (".", "["):
             if self.take().text == ".":
                 tok = self.take()
@@ -248,7 +254,7 @@ class _Parser:
             else:
                 raise ExpressionError("an index must be a string or integer literal", tok.offset)
             self.expect("]")
-        return Ref(tuple(path), root.offset)
+        return path
 
 
 def parse(text: str, base: int = 0) -> Expr:
@@ -326,18 +332,22 @@ def _precedence(expr: Expr) -> int:
     return 5 if isinstance(expr, Not) else 6
 
 
+def _path_text(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for key in path:
+        plain = isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key)
+        text += f".{key}" if plain else f"[{_literal_text(key)}]"
+    return text
+
+
 def unparse(expr: Expr) -> str:
     """Expression text that parses back to the same tree."""
     if isinstance(expr, Literal):
         return _literal_text(expr.value)
     if isinstance(expr, Ref):
-        text = str(expr.path[0])
-        for key in expr.path[1:]:
-            plain = isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key)
-            text += f".{key}" if plain else f"[{_literal_text(key)}]"
-        return text
+        return str(expr.path[0]) + _path_text(expr.path[1:])
     if isinstance(expr, Call):
-        return f"{expr.name}({', '.join(unparse(a) for a in expr.args)})"
+        return f"{expr.name}({', '.join(unparse(a) for a in expr.args)})" + _path_text(expr.path)
     if isinstance(expr, Not):
         inner = unparse(expr.operand)
         return f"!{inner}" if _precedence(expr.operand) >= 5 else f"!({inner})"

@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
+
+from ci_pool.core.jsontext import json_depth
+from ci_pool.defaults import MAX_FROM_JSON_BYTES, MAX_JSON_DEPTH
 
 Scalar: TypeAlias = str | int | float | bool | None
 
 #: Functions that read the status of the job or of the earlier steps; only in ``if:``.
 STATUS_FUNCTIONS = frozenset({"success", "failure", "always", "cancelled"})
+#: Functions that read the runner's workspace: evaluated only where the steps run.
+RUNNER_FUNCTIONS = frozenset({"hashfiles"})
 #: Every function, by lower-case name (GitHub's names are case-insensitive), to its arity.
 FUNCTIONS: dict[str, tuple[int, int]] = {
     "success": (0, 0),
@@ -26,6 +31,10 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "startswith": (2, 2),
     "endswith": (2, 2),
     "format": (1, 64),
+    "join": (1, 2),
+    "tojson": (1, 1),
+    "fromjson": (1, 1),
+    "hashfiles": (1, 32),
 }
 #: The status a job or step condition is evaluated in (what ``success()`` etc. look at).
 STATUSES = ("success", "failure", "cancelled")
@@ -135,8 +144,33 @@ def _format(fmt: str, args: list[Any]) -> str:
     return re.sub(r"\{\{|\}\}|\{(\d+)\}", sub, fmt)
 
 
-def call(name: str, args: list[Any], status: str) -> Any:
-    """Call the function ``name`` (lower case); ``status`` is what the status functions see."""
+def _join(items: Any, sep: Any) -> str:
+    if not isinstance(items, list):
+        return to_text(items)
+    return to_text(sep).join(to_text(i) for i in items)
+
+
+def _from_json(text: Any) -> Any:
+    """GitHub's ``fromJSON``: the value of a JSON text, within the depth and size bounds."""
+    raw = to_text(text)
+    if len(raw.encode()) > MAX_FROM_JSON_BYTES:
+        raise ValueError(f"fromJSON(): the text is over {MAX_FROM_JSON_BYTES} bytes")
+    if json_depth(raw.encode()) > MAX_JSON_DEPTH:
+        raise ValueError(f"fromJSON(): the JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ValueError(f"fromJSON(): {raw[:60]!r} is not JSON") from None
+
+
+def call(
+    name: str,
+    args: list[Any],
+    status: str,
+    hash_files: Callable[[list[str]], str] | None = None,
+) -> Any:
+    """Call the function ``name`` (lower case); ``status`` is what the status functions see,
+    ``hash_files`` is the runner's ``hashFiles`` (None where no workspace exists)."""
     if name in STATUS_FUNCTIONS:
         return True if name == "always" else status == name
     if name == "contains":
@@ -150,6 +184,16 @@ def call(name: str, args: list[Any], status: str) -> Any:
         return to_text(args[0]).casefold().endswith(to_text(args[1]).casefold())
     if name == "format":
         return _format(to_text(args[0]), args[1:])
+    if name == "join":
+        return _join(args[0], args[1] if len(args) > 1 else ",")
+    if name == "tojson":
+        return json.dumps(args[0], indent=2)
+    if name == "fromjson":
+        return _from_json(args[0])
+    if name == "hashfiles":
+        if hash_files is None:
+            raise ValueError("hashFiles() is evaluated only on the runner, in a step")
+        return hash_files([to_text(a) for a in args])
     raise ValueError(f"unknown function {name}()")
 
 

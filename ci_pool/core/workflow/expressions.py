@@ -11,7 +11,7 @@ and parser are in ``expression_syntax``, GitHub's value semantics and the functi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ci_pool.core.workflow.expression_syntax import (
@@ -32,6 +32,7 @@ from ci_pool.core.workflow.expression_syntax import (
 )
 from ci_pool.core.workflow.expression_values import (
     FUNCTIONS,
+    RUNNER_FUNCTIONS,
     STATUS_FUNCTIONS,
     STATUSES,
     Scalar,
@@ -47,10 +48,12 @@ from ci_pool.core.workflow.expression_values import (
 
 __all__ = [
     "FUNCTIONS",
+    "RUNNER_FUNCTIONS",
     "STATUSES",
     "STATUS_FUNCTIONS",
     "Binary",
     "Call",
+    "Contexts",
     "Expr",
     "ExpressionError",
     "Literal",
@@ -75,6 +78,12 @@ __all__ = [
 ]
 
 
+class Contexts(dict[str, Any]):
+    """The contexts of a running job, with the runner's ``hashFiles`` over its workspace."""
+
+    hash_files: Callable[[list[str]], str] | None = None
+
+
 def evaluate(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") -> Any:
     """The value of an expression; ``ctx`` maps context names (``github``, ``env``...) to data.
 
@@ -97,7 +106,11 @@ def evaluate(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") 
         if node.op == "||":
             return left if truthy(left) else evaluate(node.right, ctx, status)
         return compare(node.op, left, evaluate(node.right, ctx, status))
-    return call(node.function, [evaluate(a, ctx, status) for a in node.args], status)
+    args = [evaluate(a, ctx, status) for a in node.args]
+    value = call(node.function, args, status, getattr(ctx, "hash_files", None))
+    for key in node.path:
+        value = lookup(value, key)
+    return value
 
 
 def condition(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") -> bool:
@@ -139,10 +152,15 @@ def fold(expr: Expr, known: Mapping[str, Any]) -> Expr:
         return Binary(expr.op, left, right, expr.offset)
     if isinstance(expr, Call):
         args = tuple(fold(a, known) for a in expr.args)
-        if expr.function not in STATUS_FUNCTIONS and all(isinstance(a, Literal) for a in args):
+        runtime = STATUS_FUNCTIONS | RUNNER_FUNCTIONS
+        if expr.function not in runtime and all(isinstance(a, Literal) for a in args):
             try:
-                return Literal(evaluate(Call(expr.name, args), {}), expr.offset)
+                value = evaluate(Call(expr.name, args, path=expr.path), {})
             except ValueError:
                 pass  # left for the runtime to report, as it would without folding
-        return Call(expr.name, args, expr.offset)
+            else:
+                # Objects and arrays have no literal syntax: the call stays for the runtime.
+                if is_scalar(value):
+                    return Literal(value, expr.offset)
+        return Call(expr.name, args, expr.offset, expr.path)
     return expr

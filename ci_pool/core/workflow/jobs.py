@@ -10,7 +10,14 @@ from typing import Any, NamedTuple
 from ci_pool.core.capabilities import IGNORED_LABELS, Capability, route
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import CheckoutSpec, JobSpec
-from ci_pool.core.workflow.contexts import JOB_LEVEL, MISSING, PARSE_TIME, STEP_LEVEL
+from ci_pool.core.workflow.contexts import (
+    JOB_ENV,
+    JOB_LEVEL,
+    MISSING,
+    PARSE_TIME,
+    STEP_LEVEL,
+    referenced_secrets,
+)
 from ci_pool.core.workflow.matrix import Strategy, label
 from ci_pool.core.workflow.schema import CONTAINER_KEYS, ID, JOB_KEYS, check_keys, one_or_many
 from ci_pool.core.workflow.steps import RunDefaults, StepReader
@@ -60,13 +67,20 @@ class JobBuilder(StepReader):
         self.path = f"jobs.{job_id}"
         # Errors that depend on the matrix values say which cell they are about.
         self.cell_note = f" (matrix: {label(cell)})" if strategy.keys is not None else ""
+        index = next((i for i, c in enumerate(strategy.cells) if c is cell), 0)
+        self.strategy_values = {
+            "fail-fast": strategy.fail_fast,
+            "job-index": index,
+            "job-total": len(strategy.cells),
+            "max-parallel": strategy.max_parallel or len(strategy.cells),
+        }
 
     def build(self, key: str, needs: tuple[str, ...]) -> PipelineJob | None:
         d, p = self.data, self.path
         check_keys(self.src, d, p, "job", JOB_KEYS)
         routed = self.runs_on()
         if_expr = self.condition(d, "if", f"{p}.if", JOB_LEVEL)
-        env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_LEVEL)}
+        env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_ENV)}
         container = self.container()
         steps, checkout = self.steps()
         self.step_ids = frozenset(s.id for s in steps if s.id)
@@ -76,6 +90,12 @@ class JobBuilder(StepReader):
         continue_on_error = self.flag(d, "continue-on-error", f"{p}.continue-on-error")
         if not self.ok or routed is None:
             return None
+        templates = [
+            *env.values(),
+            *outputs.values(),
+            *(t for s in steps for t in (s.run, s.working_directory or "", *s.env.values())),
+        ]
+        secrets = referenced_secrets(templates, [if_expr or "", *(s.if_expr or "" for s in steps)])
         spec = self.model(
             JobSpec,
             p,
@@ -90,6 +110,7 @@ class JobBuilder(StepReader):
             image=container.image if container else None,
             checkout=checkout or CheckoutSpec(),
             steps=steps,
+            secrets=secrets,
         )
         if spec is None:
             return None

@@ -37,8 +37,8 @@ UNSUPPORTED = {
     "capability, whose secrets and allowed refs the operator configures",
     "job.uses": "reusable workflows are not supported; copy the called jobs into this file",
     "job.with": "with: belongs to reusable workflows, which are not supported",
-    "job.secrets": "secrets: belongs to reusable workflows; capability secrets arrive as "
-    "environment variables",
+    "job.secrets": "secrets: belongs to reusable workflows, which are not supported; read "
+    "the capability's secrets as ${{ secrets.NAME }}",
     "job.defaults": "defaults are supported at the top level only (defaults.run)",
     "container.credentials": "registry credentials are configured by the operator, not "
     "the workflow",

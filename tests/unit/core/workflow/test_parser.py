@@ -358,29 +358,23 @@ def step(lines: str) -> str:
 
 # Errors inside steps and values: (step lines, (line, column), words).
 STEP_CASES = {
-    "inputs": (
-        "- run: echo ${{ inputs.version }}\n",
-        (6, 23),
-        ["steps[1].run:", "'inputs.version'", "inputs are not supported", "env:"],
+    "secrets whole": (
+        "- run: make\n  env:\n    ALL: ${{ toJSON(secrets) }}\n",
+        (8, 27),
+        ["steps[1].env.ALL:", "use secrets.NAME"],
     ),
-    "secrets": (
-        "- run: make\n  env:\n    TOKEN: ${{ secrets.TOKEN }}\n",
-        (8, 22),
-        ["steps[1].env.TOKEN:", "$NAME"],
-    ),
-    "vars": ("- run: echo ${{ vars.X }}\n", (6, 23), ["configuration variables"]),
     "unknown context": ("- run: echo ${{ foo.bar }}\n", (6, 23), ["unknown context 'foo'"]),
     "github property": (
-        "- run: echo ${{ github.actor }}\n",
+        "- run: echo ${{ github.actorr }}\n",
         (6, 23),
-        ["'github.actor'", "github.ref", "github.sha"],
+        ["'github.actorr'", "github.ref", "github.repository_owner"],
     ),
-    "fromJSON": (
-        "- run: echo ${{ fromJSON('[1]') }}\n",
+    "runner property": ("- run: echo ${{ runner.cpu }}\n", (6, 23), ["runner.os, runner.temp"]),
+    "unknown function": (
+        "- run: echo ${{ toYAML('[1]') }}\n",
         (6, 23),
-        ["fromJSON() is not supported", "contains, startsWith"],
+        ["toYAML() is not supported", "fromJSON, hashFiles"],
     ),
-    "hashFiles": ("- if: hashFiles('go.sum') != ''\n  run: x\n", (6, 13), ["hashFiles()"]),
     "status outside if": ("- run: echo ${{ success() }}\n", (6, 23), ["only in if:"]),
     "arity": ("- run: echo ${{ contains('a') }}\n", (6, 23), ["contains() takes 2 arguments"]),
     "format string": ("- run: echo ${{ format('{1}', 'a') }}\n", (6, 23), ["uses {1}"]),
@@ -495,7 +489,7 @@ def test_step_errors(case: str) -> None:
 
 
 def test_error_in_a_block_scalar_points_into_the_block() -> None:
-    err = one_error(step("- run: |\n    make\n    echo ${{ inputs.x }}\n"))
+    err = one_error(step("- run: |\n    make\n    echo ${{ runner.x }}\n"))
     assert (err.line, err.column) == (8, 20)
 
 
@@ -732,7 +726,7 @@ def test_every_error_of_a_file_is_reported_in_file_order() -> None:
         services: {db: {image: postgres}}
         steps:
           - uses: actions/setup-node@v4
-          - run: echo ${{ inputs.x }}
+          - run: echo ${{ runner.x }}
             bogus: 1
       test:
         needs: [build, lint]
