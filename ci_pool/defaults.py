@@ -119,3 +119,13 @@ MAX_SECRETS = 50
 MAX_JOB_SPEC_BYTES = 512 * 1024
 #: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
 MAX_PIPELINE_BYTES = 8 * 1024 * 1024
+
+#: Commit statuses: posts of one status before it is given up (over about 7 minutes with
+#: the default backoff: 30, 60, 120, 240 s), and the seconds a forge has to answer a post.
+STATUS_ATTEMPTS = 5
+STATUS_BACKOFF = 30.0
+STATUS_TIMEOUT = 10.0
+#: A status being sent is held this long, so two senders never post one job's at once.
+STATUS_LEASE = 60.0
+#: Rows one beat sweep sends.
+STATUS_SWEEP_BATCH = 100
