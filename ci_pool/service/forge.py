@@ -215,7 +215,7 @@ class StatusSender:
         wait = self.settings.status_backoff * 2 ** (tries - 1)
         failed(self.store, taken, text, wait)
         log.info(
-            "job %s: commit status %s not sent (%s); attempt %d/%d in %.0fs",
+            "job %s: commit status %s not sent (%s); attempt %d/%d in %gs",
             taken.job_id,
             context or "-",
             text,
