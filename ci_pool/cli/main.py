@@ -412,9 +412,11 @@ def _reaper(pool: Pool) -> Reaper:
     except CIPoolError:
         pass
 
-    from ci_pool.service.forge import StatusSender
+    statuses = None
+    if pool.settings.forges:
+        from ci_pool.service.forge import StatusSender
 
-    statuses = StatusSender(pool.settings, pool.store).sweep if pool.settings.forges else None
+        statuses = StatusSender(pool.settings, pool.store).sweep
     return Reaper(
         pool.store,
         pool.redis,
