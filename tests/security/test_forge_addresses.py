@@ -90,6 +90,7 @@ class Listener:
     def __init__(self) -> None:
         self.port = free_port()
         self.connections = 0
+        self.code = 201
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,7 +99,8 @@ class Listener:
                 super().setup()
 
             def do_POST(self) -> None:
-                self.send_response(201)
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(listener.code)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -182,3 +184,27 @@ def test_a_metadata_address_is_refused_before_any_socket_connects(
     row = outbox_row(store, job_id)
     assert row is not None and row.gave_up
     assert "169.254.169.254 is a link-local, metadata" in (row.last_error or "")
+
+
+def test_a_refused_token_is_given_up_at_once_and_never_logged(
+    tmp_path: Path,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("FORGE_TOKEN", "secret-forge-token-3")
+    listener.code = 401
+    settings = load_settings(
+        forge_config(tmp_path, f"http://127.0.0.1:{listener.port}/api/v1"),
+        home=tmp_path,
+        allow_loopback_git=True,
+    )
+    store, job_id = job_with_status(tmp_path)
+    with caplog.at_level("INFO", logger="ci_pool.service.forge"):
+        assert StatusSender(settings, store).deliver(job_id) is False
+    assert listener.connections == 1
+    row = outbox_row(store, job_id)
+    assert row is not None and row.gave_up and row.tries == 1
+    assert row.last_error == f"127.0.0.1:{listener.port} answered HTTP 401"
+    assert f"job {job_id}: commit status ci-pool/build given up after 1 attempt(s)" in caplog.text
+    assert "secret-forge-token-3" not in caplog.text
