@@ -50,7 +50,7 @@ def refusal(address: str, *, allow_loopback: bool) -> str | None:
     return None
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -79,7 +79,7 @@ def check_host_pattern(pattern: str) -> str:
         raise ValueError(f"{pattern!r}: the port must be a number from 1 to 65535 or *")
     if host != "*":
         name = host.removeprefix("*.")
-        if _is_ip(name):
+        if is_ip(name):
             if name != host:
                 raise ValueError(f"{pattern!r}: '*.' goes before a domain name, not an address")
         elif not name or not all(_HOST_LABEL.match(label) for label in name.split(".")):

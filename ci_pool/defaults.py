@@ -138,3 +138,12 @@ HASH_FILES_MAX_DIRS = 50_000
 FORGE_TOKEN_SECRET = "GITHUB_TOKEN"
 #: What the runner reports as ``runner.os`` / ``RUNNER_OS``.
 RUNNER_OS = "Linux"
+#: Commit statuses: posts of one status before it is given up (over about 7 minutes with
+#: the default backoff: 30, 60, 120, 240 s), and the seconds a forge has to answer a post.
+STATUS_ATTEMPTS = 5
+STATUS_BACKOFF = 30.0
+STATUS_TIMEOUT = 10.0
+#: A status being sent is held this long, so two senders never post one job's at once.
+STATUS_LEASE = 60.0
+#: Rows one beat sweep sends.
+STATUS_SWEEP_BATCH = 100

@@ -15,8 +15,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ci_pool import defaults
-from ci_pool.addresses import check_host_pattern
+from ci_pool.addresses import check_host_pattern, host_matches, is_ip, refusal, split_host_port
 from ci_pool.core.capabilities import Capability, merge_capabilities
+from ci_pool.core.forges import Forge
 from ci_pool.exceptions import ConfigError
 
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("_TOML_DATA", default={})  # noqa: B039
@@ -133,6 +134,17 @@ class Settings(BaseSettings):
     capabilities: dict[str, Capability] = Field(
         default_factory=lambda: {n: Capability(**d) for n, d in merge_capabilities(None).items()}
     )
+    # Commit statuses on the forge (README "Results on the forge").
+    #: ``[forges."<host>"]`` by the host (or ``host:port``) of the repository URLs: kind,
+    #: api_url and token ("env:VAR" or "file:/path"). Hosts must be in ``git_hosts``.
+    forges: dict[str, Forge] = Field(default_factory=dict)
+    #: The URL users reach the API at; a commit status links to the job there.
+    public_url: str = ""
+    #: Posts of one status before it is given up, the wait before the second one (doubled
+    #: for each next one), and the seconds a forge has to answer one post.
+    status_attempts: int = Field(default=defaults.STATUS_ATTEMPTS, ge=1, le=20)
+    status_backoff: float = Field(default=defaults.STATUS_BACKOFF, ge=0)
+    status_timeout: float = Field(default=defaults.STATUS_TIMEOUT, gt=0)
 
     @classmethod
     def settings_customise_sources(
@@ -190,7 +202,25 @@ class Settings(BaseSettings):
                     f"capabilities {queues[cap.queue]} and {cap.name} share queue {cap.queue!r}"
                 )
             queues[cap.queue] = cap.name
+        self._check_forges()
         return self
+
+    def _check_forges(self) -> None:
+        for key, forge in self.forges.items():
+            host, port = split_host_port(key.lower())
+            if not host or (port is not None and not port.isdigit()):
+                raise ValueError(f"forges.{key}: the key is a repository host or host:port")
+            api_host, api_port = forge.api_host
+            for what, name, num in (("", host, int(port or 0)), (".api_url", api_host, api_port)):
+                if not host_matches(self.git_hosts, name, num):
+                    raise ValueError(
+                        f"forges.{key}{what}: {name} is not in the git_hosts setting; add it "
+                        "there first"
+                    )
+            if is_ip(api_host):
+                why = refusal(api_host, allow_loopback=self.allow_loopback_git)
+                if why is not None:
+                    raise ValueError(f"forges.{key}.api_url is refused: {why}")
 
     @property
     def resolved_store_url(self) -> str:

@@ -309,6 +309,9 @@ def worker(
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
+    from ci_pool.service.forge import worker_notifier
+
+    capp.conf.ci_pool_status_notifier = worker_notifier(settings)
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     capp.worker_main(
         [
@@ -411,6 +414,11 @@ def _reaper(pool: Pool) -> Reaper:
     except CIPoolError:
         pass
 
+    statuses = None
+    if pool.settings.forges:
+        from ci_pool.service.forge import StatusSender
+
+        statuses = StatusSender(pool.settings, pool.store).sweep
     return Reaper(
         pool.store,
         pool.redis,
@@ -418,6 +426,7 @@ def _reaper(pool: Pool) -> Reaper:
         resend_after=pool.settings.resend_after,
         unacked_grace=pool.settings.resend_unacked_after,
         remove_containers=remove,
+        statuses=statuses,
     )
 
 
@@ -434,7 +443,8 @@ def beat(
             err.print(
                 f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
                 f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
-                f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced",
+                f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
+                f"{done.statuses} commit status(es) sent",
                 soft_wrap=True,
             )
         if once:

@@ -7,7 +7,8 @@
   persistence) gets its message again;
 - a running pipeline whose blocked jobs wait on needs that have ended is advanced;
 - Idempotency-Keys past their lifetime are forgotten, and webhook content keys past the
-  replay window.
+  replay window;
+- commit statuses still due on their forge are sent (``statuses``, see ``service.forge``).
 
 The store is the source of truth, so every step is a fenced transition: a reaper running
 beside a live worker, or two reapers, can never run a job twice.
@@ -51,6 +52,7 @@ class Sweep:
     resent: list[str] = field(default_factory=list)
     advanced: list[str] = field(default_factory=list)
     forgotten_keys: int = 0
+    statuses: int = 0
 
 
 class Reaper:
@@ -66,6 +68,7 @@ class Reaper:
         remove_containers: Callable[[str], int] | None = None,
         unacked_grace: float = defaults.RETRY_BACKOFF_MAX + 30,
         webhook_replay_window: float = defaults.WEBHOOK_REPLAY_WINDOW,
+        statuses: Callable[[], int] | None = None,
     ):
         self.store = store
         self.broker = broker
@@ -76,6 +79,8 @@ class Reaper:
         #: countdown in its worker); older ones of queued jobs are sent again.
         self.unacked_grace = unacked_grace
         self.webhook_replay_window = webhook_replay_window
+        #: Sends the commit statuses due; returns how many reached their forge.
+        self.statuses = statuses
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -84,6 +89,11 @@ class Reaper:
         self._stalled_pipelines(done)
         done.forgotten_keys = forget_expired(self.store)
         done.forgotten_keys += forget_content_keys(self.store, self.webhook_replay_window)
+        if self.statuses is not None:
+            try:
+                done.statuses = self.statuses()
+            except Exception:  # a forge or its outbox never stops the reaper's other work
+                log.exception("sending commit statuses failed")
         return done
 
     def _expired_leases(self, done: Sweep) -> None:

@@ -15,6 +15,7 @@ from ci_pool import defaults
 from ci_pool.core.retry import AfterAttempt, Next, after_attempt
 from ci_pool.core.specs import FINAL_STATES, RETRY_TRANSITIONS, JobState, sources_of
 from ci_pool.store.models import Job, JobEvent, utcnow
+from ci_pool.store.outbox import note_change
 
 #: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
 #: stay rejected: a retry is not a way around policy).
@@ -45,6 +46,7 @@ def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any
             reason=job.reason,
         )
     )
+    note_change(s, job, now)
     return job
 
 
@@ -90,6 +92,7 @@ def fenced_transition(
             reason=reason,
         )
     )
+    note_change(s, job, now)
     return job
 
 

@@ -43,6 +43,7 @@ class JobRunner:
         redis_client: redis.Redis | None,
         executors: Callable[[Capability], Executor],
         requeue: Callable[[Capability, str, float], None],
+        notify: Callable[[str], None] | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -50,6 +51,8 @@ class JobRunner:
         self.executors = executors
         self.requeue = requeue
         self.recorder = OutcomeRecorder(settings, store, requeue)
+        #: Told each change of a job's state (commit statuses); returns at once.
+        self.notify = notify
 
     def run(self, job_id: str, runner_id: str) -> JobState | None:
         """Claim and run one job; returns its final state, or None if there was nothing
@@ -59,6 +62,7 @@ class JobRunner:
             log.info("job %s: nothing to claim (already taken or finished)", job_id)
             return None
         job = claim.job
+        self._notify(job.id)
         cap = self.settings.capabilities.get(job.capability)
         secrets: dict[str, str] = {}
         missing: list[str] = []
@@ -113,7 +117,17 @@ class JobRunner:
                 outcome = self._execute(att, claim.took_over)
         finally:
             monitor.finish()
-        return self.recorder.record(att, outcome)
+        state = self.recorder.record(att, outcome)
+        self._notify(job.id)
+        return state
+
+    def _notify(self, job_id: str) -> None:
+        if self.notify is None:
+            return
+        try:
+            self.notify(job_id)
+        except Exception:  # reporting never fails a job
+            log.exception("job %s: could not hand its state to the status sender", job_id)
 
     def advance_pipeline(self, pipeline_id: str) -> None:
         """Queue the dependents whose needs just ended (or skip them)."""

@@ -62,7 +62,10 @@ def _runtime(app: Celery, pid: int) -> _Runtime:
     def requeue(cap: Capability, job_id: str, countdown: float) -> None:
         send_run_job(app, cap, job_id, countdown)
 
-    runner = JobRunner(settings, store, client, executor_for, requeue)
+    # Set by ``ci-pool worker`` when forges are configured: builds the status notifier.
+    notifier = getattr(app.conf, "ci_pool_status_notifier", None)
+    notify = notifier(store) if notifier is not None else None
+    runner = JobRunner(settings, store, client, executor_for, requeue, notify)
     cap_name = getattr(app.conf, "ci_pool_capability", None)
     cap = settings.capabilities.get(cap_name) if cap_name else None
     health = Health(cap, executor_for, ttl=1.0) if cap else None
