@@ -119,3 +119,8 @@ MAX_SECRETS = 50
 MAX_JOB_SPEC_BYTES = 512 * 1024
 #: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
 MAX_PIPELINE_BYTES = 8 * 1024 * 1024
+
+#: Characters of a concurrency group's name, as evaluated at submit.
+MAX_CONCURRENCY_GROUP = 400
+#: Tries of a concurrency group claim that lost a race with another writer of the group.
+CONCURRENCY_CLAIM_TRIES = 8

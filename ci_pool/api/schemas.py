@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
 from ci_pool.service.views import QueueStatus
 
@@ -87,6 +88,8 @@ class JobPublic(BaseModel):
     lease_until: str | None = None
     evidence: Evidence | None
     waiting: str | None = None
+    #: Its job-level concurrency group (name, cancel_in_progress), if any.
+    concurrency: ConcurrencyGroup | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None
 
@@ -141,6 +144,7 @@ class PipelineJobPublic(BaseModel):
     outputs: dict[str, Any]
     started_at: str | None
     finished_at: str | None
+    concurrency: ConcurrencyGroup | None = None
 
 
 class PipelinePublic(BaseModel):
@@ -153,6 +157,8 @@ class PipelinePublic(BaseModel):
     commit_sha: str | None
     created_at: str
     finished_at: str | None
+    #: Its workflow-level concurrency group (name, cancel_in_progress), if any.
+    concurrency: ConcurrencyGroup | None = None
     jobs: list[PipelineJobPublic]
 
 

@@ -78,8 +78,11 @@ def _elapsed(job: dict[str, Any]) -> str:
 
 
 def _table(client: PoolClient, view: dict[str, Any]) -> Group:
+    group = view.get("concurrency")
+    title = f"pipeline {view['id']} {view['name']} [{view['state']}]"
     table = Table(
-        title=f"pipeline {view['id']} {view['name']} [{view['state']}]", title_justify="left"
+        title=title + (f" concurrency group {group['name']}" if group else ""),
+        title_justify="left",
     )
     for col in ("job", "state", "capability", "runner", "elapsed", "note"):
         table.add_column(col)
@@ -87,7 +90,7 @@ def _table(client: PoolClient, view: dict[str, Any]) -> Group:
     for j in view["jobs"]:
         style = _STYLE.get(j["state"], "white")
         note = j["reason"] or ""
-        if j["state"] == JobState.QUEUED.value:
+        if j["state"] in (JobState.QUEUED.value, JobState.BLOCKED.value):
             note = client.waiting(j["id"]) or ""
         table.add_row(
             j["key"] or j["id"],

@@ -138,3 +138,26 @@ def close_running_attempt(
             s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
         )
     return follow or job, decision
+
+
+def cancel_job(s: Session, job_id: str, reason: str) -> Job | None:
+    """Cancel a job in the caller's transaction: at once when it is not running (the job),
+    else flag it for its worker, which stops and removes its container (None)."""
+    state = s.scalar(select(Job.state).where(Job.id == job_id))
+    if state in (JobState.QUEUED, JobState.BLOCKED, JobState.ERROR):
+        done = fenced_transition(
+            s,
+            job_id,
+            JobState.CANCELLED,
+            reason=reason,
+            values={"cancel_requested": True, "finished_at": utcnow()},
+        )
+        if done is not None:
+            return done
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
+    return None
