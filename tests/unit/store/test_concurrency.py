@@ -180,7 +180,7 @@ def test_a_job_level_group_holds_only_that_job(pool: RecordingPool) -> None:
 def test_a_reaper_pass_starts_a_waiting_run_whose_release_was_missed(
     pool: RecordingPool,
 ) -> None:
-    first, a = submit(pool, workflow(GROUP))
+    _, a = submit(pool, workflow(GROUP))
     second, b = submit(pool, workflow(GROUP))
     got = pool.store.claim(a.id, "runner-a", 30)
     assert got is not None
