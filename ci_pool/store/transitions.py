@@ -107,7 +107,13 @@ def close_running_attempt(
     backoff: float = defaults.RETRY_BACKOFF,
 ) -> tuple[Job, AfterAttempt] | None:
     """Close a running attempt in ``state`` and follow the retry policy's decision (back to
-    ``queued``, ``cancelled``, or left as it is), in the caller's transaction."""
+    ``queued``, ``cancelled``, or left as it is), in the caller's transaction. A cancelled
+    attempt keeps the reason its cancel was requested with (``cancel_job``)."""
+    if state is JobState.CANCELLED:
+        requested = s.scalar(
+            select(Job.reason).where(Job.id == job_id, Job.cancel_requested.is_(True))
+        )
+        reason = requested or reason
     job = fenced_transition(
         s,
         job_id,
@@ -154,10 +160,11 @@ def cancel_job(s: Session, job_id: str, reason: str) -> Job | None:
         )
         if done is not None:
             return done
+    # The reason is kept for the attempt's close, which its worker writes once stopped.
     s.execute(
         update(Job)
         .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
-        .values(cancel_requested=True)
+        .values(cancel_requested=True, reason=reason)
         .execution_options(synchronize_session=False)
     )
     return None

@@ -143,10 +143,13 @@ def test_cancel_in_progress_stops_the_running_one_and_leaves_no_container(
     while not containers_of(docker_client, a):
         assert time.monotonic() < deadline, "the first job's container never appeared"
         time.sleep(0.1)
-    _, b = submit(pool, git_server, workflow("cip", "echo newer", cancel=True))
+    second, b = submit(pool, git_server, workflow("cip", "echo newer", cancel=True))
 
     stopped = wait_final(pool, a, timeout=60)
     assert stopped.state == "cancelled"
+    assert stopped.reason == (
+        f"cancelled by pipeline {second} in concurrency group cip (cancel-in-progress)"
+    )
     assert show(harness, first)["state"] == "cancelled"
     assert containers_of(docker_client, a) == []
     newer = wait_final(pool, b)

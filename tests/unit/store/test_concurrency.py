@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from ci_pool.core.concurrency import ConcurrencyGroup, Verdict, pipeline_member
 from ci_pool.core.specs import JobState
 from ci_pool.exceptions import InputError
 from ci_pool.service.pool import Pool
+from ci_pool.service.reaper import Reaper
 from ci_pool.settings import load_settings
 from ci_pool.store import Job, Store
 
 REPO = "git://127.0.0.1/org/app.git"
+LOST_A = "runner_lost: no heartbeat from runner-a since the lease ended"
 SHA = "a" * 40
 
 
@@ -146,14 +149,20 @@ def test_cancel_in_progress_of_a_running_holder_waits_for_its_worker(
     first, a = submit(pool, wf)
     got = pool.store.claim(a.id, "runner-a", 30)
     assert got is not None
-    _, b = submit(pool, wf)
+    second, b = submit(pool, wf)
     assert pool.store.get_job(a.id).cancel_requested
     assert pool.store.get_job(b.id).state is JobState.BLOCKED
     assert pool.why_waiting(pool.store.get_job(b.id)) == (
         f"waiting for concurrency group g (held by pipeline {first}, which is being "
         "cancelled: cancel-in-progress)"
     )
-    pool.store.finish(a.id, got.job.attempt, JobState.CANCELLED, runner_id="runner-a")
+    # Its worker stops it and records the attempt cancelled, with the reason it was asked.
+    pool.store.finish(
+        a.id, got.job.attempt, JobState.CANCELLED, runner_id="runner-a", reason="cancelled"
+    )
+    assert pool.store.get_job(a.id).reason == (
+        f"cancelled by pipeline {second} in concurrency group g (cancel-in-progress)"
+    )
     pool.scheduler().advance(first)
     assert pool.store.get_job(b.id).state is JobState.QUEUED
 
@@ -189,6 +198,30 @@ def test_a_reaper_pass_starts_a_waiting_run_whose_release_was_missed(
     assert pool.store.get_job(b.id).state is JobState.BLOCKED
     assert "was released by pipeline" in (pool.why_waiting(pool.store.get_job(b.id)) or "")
     pool.scheduler().advance(second)  # what the reaper does for every running pipeline
+    assert pool.store.get_job(b.id).state is JobState.QUEUED
+
+
+def test_a_holder_lost_with_its_runner_releases_the_group_on_the_reaper_pass(
+    store: Store, tmp_path: Path
+) -> None:
+    pool = RecordingPool(load_settings(None, home=tmp_path / "home", max_attempts=1), store)
+    pool.published = []
+    _, a = submit(pool, workflow(GROUP))
+    _, b = submit(pool, workflow(GROUP))
+    assert pool.store.claim(a.id, "runner-a", 0.05) is not None
+    time.sleep(0.2)  # the lease runs out: runner-a is gone
+    done = Reaper(pool.store, None, pool.publish).sweep()  # type: ignore[arg-type]
+    assert done.lost == [a.id]
+    lost = pool.store.get_job(a.id)
+    assert (lost.state, lost.reason) == (JobState.ERROR, LOST_A)
+    assert pool.store.get_job(b.id).state is JobState.QUEUED
+    assert pool.published == [a.id, b.id]
+
+
+def test_a_cancelled_holder_job_releases_the_group_at_once(pool: RecordingPool) -> None:
+    _, a = submit(pool, workflow(GROUP))
+    _, b = submit(pool, workflow(GROUP))
+    assert pool.cancel(a.id, by="alice").state == "cancelled"
     assert pool.store.get_job(b.id).state is JobState.QUEUED
 
 
