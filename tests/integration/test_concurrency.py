@@ -11,13 +11,16 @@ import time
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.defaults import CONTAINER_WORKSPACE
 from ci_pool.service.pool import Pool
 from tests.conftest import GitServer, Harness, Worker, containers_of
+from tests.integration.test_api import assert_error, auth, client, make_token
 
 pytestmark = pytest.mark.integration
+__all__ = ["client"]
 
 #: A step that runs until the test lets it end (``release``), however loaded the machine
 #: (two minutes at most, so a failing test does not hold a worker slot for long).
@@ -177,3 +180,28 @@ def test_a_job_level_group_holds_one_job_at_a_time(
     done_a, done_b = wait_final(pool, a), wait_final(pool, b)
     assert (done_a.state, done_b.state) == (JobState.SUCCEEDED, JobState.SUCCEEDED)
     assert done_b.started_at >= done_a.finished_at
+
+
+def test_the_api_shows_the_group_and_refuses_one_that_is_empty_for_the_run(
+    harness: Harness, git_server: GitServer, linux_worker: Worker, client: TestClient
+) -> None:
+    token = make_token(harness, "submit", "read")
+    pool = harness.pool()
+    before = len(pool.store.running_pipelines())
+    body = {
+        "workflow": workflow("${{ github.head_ref }}", "echo never"),
+        "file": "deploy.yml",
+        "repo": git_server.url(),
+        "ref": "main",
+    }
+    res = client.post("/v1/pipelines", json=body, headers=auth(token))
+    assert_error(res, 422, "invalid_input", "concurrency")
+    assert "is empty for this run" in res.json()["error"]["message"]
+    assert len(pool.store.running_pipelines()) == before
+
+    body["workflow"] = workflow("api-${{ github.ref_name }}", "echo api")
+    res = client.post("/v1/pipelines", json=body, headers=auth(token))
+    assert res.status_code == 201, res.text
+    view = res.json()
+    assert view["concurrency"] == {"name": "api-main", "cancel_in_progress": False}
+    assert wait_final(pool, view["jobs"][0]["id"]).state == "succeeded"
