@@ -218,6 +218,31 @@ def test_a_holder_lost_with_its_runner_releases_the_group_on_the_reaper_pass(
     assert pool.published == [a.id, b.id]
 
 
+def test_schedulers_racing_over_a_released_group_start_the_waiting_run_once(
+    pool: RecordingPool,
+) -> None:
+    first, a = submit(pool, workflow(GROUP))
+    second, b = submit(pool, workflow(GROUP))
+    got = pool.store.claim(a.id, "runner-a", 30)
+    assert got is not None
+    pool.store.finish(a.id, got.job.attempt, JobState.SUCCEEDED, runner_id="runner-a")
+    start = threading.Barrier(4)
+
+    def beat(pipeline_id: str) -> None:  # workers and beats advancing at the same moment
+        start.wait()
+        pool.scheduler().advance(pipeline_id)
+
+    threads = [threading.Thread(target=beat, args=(p,)) for p in (first, second) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert pool.published.count(b.id) == 1, pool.published
+    assert pool.store.get_job(b.id).state is JobState.QUEUED
+    queued = [e for e in pool.store.events(b.id) if e.to_state == "queued"]
+    assert len(queued) == 1
+
+
 def test_a_cancelled_holder_job_releases_the_group_at_once(pool: RecordingPool) -> None:
     _, a = submit(pool, workflow(GROUP))
     _, b = submit(pool, workflow(GROUP))
