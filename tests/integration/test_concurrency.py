@@ -94,7 +94,12 @@ def test_a_second_run_of_a_group_waits_and_starts_after_the_first(
     assert view["concurrency"] == {"name": "two-refs/heads/main", "cancel_in_progress": False}
     assert view["jobs"][0]["state"] == "blocked"
     table = harness.cli("pipeline", "show", second)
-    assert "concurrency group two-refs/heads/main" in table.stdout
+    assert f"pipeline {second} deploy [running] concurrency group two-refs/heads/main" in (
+        table.stdout
+    )
+    assert f"waiting for concurrency group two-refs/heads/main (held by pipeline {first})" in (
+        table.stdout
+    )
     assert pool.get(b).state == "blocked"
 
     release(docker_client, a)
