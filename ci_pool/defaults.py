@@ -147,3 +147,7 @@ STATUS_TIMEOUT = 10.0
 STATUS_LEASE = 60.0
 #: Rows one beat sweep sends.
 STATUS_SWEEP_BATCH = 100
+#: Characters of a concurrency group's name, as evaluated at submit.
+MAX_CONCURRENCY_GROUP = 400
+#: Tries of a concurrency group claim that lost a race with another writer of the group.
+CONCURRENCY_CLAIM_TRIES = 8

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
 from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
 from ci_pool.service.views import QueueStatus
@@ -88,6 +89,8 @@ class JobPublic(BaseModel):
     lease_until: str | None = None
     evidence: Evidence | None
     waiting: str | None = None
+    #: Its job-level concurrency group (name, cancel_in_progress), if any.
+    concurrency: ConcurrencyGroup | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None
 
@@ -146,6 +149,7 @@ class PipelineJobPublic(BaseModel):
     outputs: dict[str, Any]
     started_at: str | None
     finished_at: str | None
+    concurrency: ConcurrencyGroup | None = None
 
 
 class PipelinePublic(BaseModel):
@@ -158,6 +162,8 @@ class PipelinePublic(BaseModel):
     commit_sha: str | None
     created_at: str
     finished_at: str | None
+    #: Its workflow-level concurrency group (name, cancel_in_progress), if any.
+    concurrency: ConcurrencyGroup | None = None
     jobs: list[PipelineJobPublic]
 
 

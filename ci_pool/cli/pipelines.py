@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -78,8 +79,12 @@ def _elapsed(job: dict[str, Any]) -> str:
 
 
 def _table(client: PoolClient, view: dict[str, Any]) -> Group:
+    group = view.get("concurrency")
+    title = f"pipeline {view['id']} {view['name']} [{view['state']}]"
     table = Table(
-        title=f"pipeline {view['id']} {view['name']} [{view['state']}]", title_justify="left"
+        # Names come from the workflow file: shown as written, never read as markup.
+        title=escape(title + (f" concurrency group {group['name']}" if group else "")),
+        title_justify="left",
     )
     for col in ("job", "state", "capability", "runner", "elapsed", "note"):
         table.add_column(col)
@@ -87,7 +92,9 @@ def _table(client: PoolClient, view: dict[str, Any]) -> Group:
     for j in view["jobs"]:
         style = _STYLE.get(j["state"], "white")
         note = j["reason"] or ""
-        if j["state"] == JobState.QUEUED.value:
+        # A blocked job's note is asked for only where a concurrency group may hold it.
+        grouped = j["state"] == JobState.BLOCKED.value and (group or j.get("concurrency"))
+        if j["state"] == JobState.QUEUED.value or grouped:
             note = client.waiting(j["id"]) or ""
         table.add_row(
             j["key"] or j["id"],
@@ -95,7 +102,7 @@ def _table(client: PoolClient, view: dict[str, Any]) -> Group:
             j["capability"],
             j["runner_id"] or "",
             _elapsed(j),
-            note,
+            Text(note),
         )
         if j["state"] == JobState.RUNNING.value:
             last = client.log(j["id"]).splitlines()[-3:]

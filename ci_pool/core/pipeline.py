@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_pool.core.concurrency import Concurrency
 from ci_pool.core.specs import JobSpec
 from ci_pool.core.workflow.yaml_source import MarkedMap, Source
 from ci_pool.defaults import MAX_JOB_SPEC_BYTES, MAX_PIPELINE_BYTES
@@ -59,6 +60,8 @@ class PipelineJob:
     max_parallel: int | None = None
     #: The cells of one matrix share fail-fast and max-parallel; the job id (the default).
     matrix_group: str = ""
+    #: Job-level ``concurrency:`` (the cell's matrix substituted), evaluated at submit.
+    concurrency: Concurrency | None = None
 
     def __post_init__(self) -> None:
         if not self.matrix_group:
@@ -74,6 +77,8 @@ class Pipeline:
     #: The ``on:`` section as written; recorded, not enforced.
     on: Any
     jobs: tuple[PipelineJob, ...]
+    #: Workflow-level ``concurrency:``, evaluated at submit.
+    concurrency: Concurrency | None = None
 
     def job(self, key: str) -> PipelineJob:
         """The job with this key."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ci_pool.core.concurrency import Verdict, job_member, pipeline_member
 from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState
 from ci_pool.core.workflow import expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
@@ -198,15 +199,59 @@ def view(job: Any) -> JobView:
 
 class PipelineScheduler:
     """Applies ``decide`` to the store until nothing changes; safe to run from several
-    workers at once, since every change is a fenced transition."""
+    workers at once, since every change is a fenced transition.
+
+    Concurrency groups gate it: a pipeline with a workflow-level group queues nothing until
+    it holds its group, a job with a job-level group is queued only once it holds its own.
+    When a member of a group ends, the pipeline of the member waiting for that group is
+    advanced next, so it starts from the same pass."""
 
     def __init__(self, store: Any, publish: Publish):
         self.store = store
         self.publish = publish
 
     def advance(self, pipeline_id: str) -> PipelineState | None:
-        """Queue, skip or cancel what is due; close the pipeline when every job is final."""
+        """Queue, skip or cancel what is due; close the pipeline when every job is final;
+        then advance the pipelines waiting for a concurrency group this one released."""
+        todo, seen = [pipeline_id], set()
+        result = None
+        while todo:
+            current = todo.pop(0)
+            if current in seen:
+                continue
+            seen.add(current)
+            done, follow = self._advance_one(current)
+            if current == pipeline_id:
+                result = done
+            todo.extend(follow)
+        return result
+
+    def _advance_one(self, pipeline_id: str) -> tuple[PipelineState | None, list[str]]:
         pipeline = self.store.get_pipeline(pipeline_id)
+        follow: list[str] = []
+        rows = self.store.pipeline_jobs(pipeline_id)
+        live = any(JobState(r.state) not in FINAL_STATES for r in rows)
+        holds = True
+        if pipeline.concurrency is not None and live:
+            got = self.store.claim_group(
+                pipeline_member(pipeline_id), pipeline.repo, pipeline.concurrency
+            )
+            follow.extend(got.touched)
+            holds = got.verdict is Verdict.RUN
+        if holds and live:
+            self._schedule(pipeline, follow)
+        rows = self.store.pipeline_jobs(pipeline_id)
+        result = pipeline_result([view(r) for r in rows])
+        if result is not None:
+            self.store.finish_pipeline(pipeline_id, result.value)
+        ended = [job_member(r.id) for r in rows if r.concurrency and r.state in FINAL_STATES]
+        if pipeline.concurrency is not None and result is not None:
+            ended.append(pipeline_member(pipeline_id))
+        follow.extend(self.store.released_waiters(ended))
+        return result, [p for p in follow if p != pipeline_id]
+
+    def _schedule(self, pipeline: Any, follow: list[str]) -> None:
+        """The rounds of ``decide`` over one pipeline whose group (if any) it holds."""
         facts = pipeline.context or RunFacts()
         github = github_context(
             repo=pipeline.repo,
@@ -215,6 +260,7 @@ class PipelineScheduler:
             event_name=pipeline.event,
             facts=facts,
             run_id=pipeline.id,
+            workflow=pipeline.name or "",
         )
         base_ctx = {
             **{name: github for name in ("github", *GITHUB_ALIASES)},
@@ -223,19 +269,27 @@ class PipelineScheduler:
             "env": dict(pipeline.env or {}),
         }
         for _ in range(1000):  # each round finalises at least one job; bounded anyway
-            rows = self.store.pipeline_jobs(pipeline_id)
+            rows = self.store.pipeline_jobs(pipeline.id)
             jobs = [view(r) for r in rows]
             todo = decide(jobs, base_ctx)
             if not todo:
                 break
-            caps = {r.id: r.capability for r in rows}
+            by_id = {r.id: r for r in rows}
             for job_id, reason in todo.cancel:
                 self.store.request_cancel(job_id, by=reason)
             for job_id, reason in todo.skip:
                 self.store.transition(
                     job_id, JobState.SKIPPED, from_state=JobState.BLOCKED, reason=reason
                 )
+            again = False
             for job_id in todo.queue:
+                row = by_id[job_id]
+                if row.concurrency is not None:
+                    got = self.store.claim_group(job_member(job_id), row.repo, row.concurrency)
+                    follow.extend(got.touched)
+                    again = again or pipeline.id in got.touched
+                    if got.verdict is not Verdict.RUN:
+                        continue  # waits for its group; the group's release advances us
                 done = self.store.transition(
                     job_id,
                     JobState.QUEUED,
@@ -243,10 +297,6 @@ class PipelineScheduler:
                     values={"queued_at": datetime.now(UTC)},
                 )
                 if done is not None:
-                    self.publish(caps[job_id], job_id)
-            if not todo.skip and not todo.cancel:
+                    self.publish(row.capability, job_id)
+            if not todo.skip and not todo.cancel and not again:
                 break  # queued jobs change nothing more until they end
-        result = pipeline_result([view(r) for r in self.store.pipeline_jobs(pipeline_id)])
-        if result is not None:
-            self.store.finish_pipeline(pipeline_id, result.value)
-        return result

@@ -104,4 +104,10 @@ class Operations(Submission):
         return lines
 
     def cancel(self, job_id: str, by: str | None = None) -> Job:
-        return self.store.request_cancel(job_id, by)
+        """Cancel a job; a pipeline job that ended at once lets its pipeline move on (its
+        dependents skipped, a concurrency group it held released)."""
+        job = self.store.request_cancel(job_id, by)
+        if job.pipeline_id and JobState(job.state) in FINAL_STATES:
+            self.scheduler().advance(job.pipeline_id)
+            job = self.get(job_id)
+        return job

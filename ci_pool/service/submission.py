@@ -9,8 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ci_pool.broker.app import send_run_job
+from ci_pool.core import concurrency
 from ci_pool.core.capabilities import Capability, route
-from ci_pool.core.pipeline import PipelineJob
+from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
+from ci_pool.core.pipeline import Pipeline, PipelineJob
 from ci_pool.core.policy import Submitter, check_access, check_policy, check_secret_names
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import (
@@ -196,6 +198,9 @@ class Submission(Inspection):
                 jobs[i] = replace(jobs[i], spec=spec)
         first = next(iter(denials.values()), None)
         jobs = [replace(new, commit_sha=sha) for new in jobs]
+        pipeline_id = self.store.new_pipeline_id()
+        at_submit = SubmitFacts(repo, ref, sha or "", event, pipe.name, pipeline_id, facts)
+        group, jobs = concurrency_groups(pipe, jobs, at_submit)
         if first is not None:
             # Policy is checked before anything runs: one denied job rejects the pipeline.
             why = f"pipeline rejected: job {next(iter(denials))} was {first}"
@@ -209,6 +214,8 @@ class Submission(Inspection):
             ]
         row = self.store.create_pipeline(
             {
+                "id": pipeline_id,
+                "concurrency": group,
                 "name": pipe.name,
                 "file": file,
                 "repo": repo,
@@ -264,6 +271,20 @@ class Submission(Inspection):
             max_attempts=self.settings.max_attempts,
             graph=job,
         )
+
+
+def concurrency_groups(
+    pipe: Pipeline, jobs: list[NewJob], facts: SubmitFacts
+) -> tuple[ConcurrencyGroup | None, list[NewJob]]:
+    """The workflow's concurrency group and each job's, evaluated for this run."""
+    group = concurrency.resolve(pipe.concurrency, facts, "concurrency")
+    out = []
+    for job, new in zip(pipe.jobs, jobs, strict=True):
+        where = f"jobs.{job.job_id}.concurrency"
+        mine = concurrency.resolve(job.concurrency, facts, where, job.matrix)
+        concurrency.check_no_deadlock(group, mine, where)
+        out.append(replace(new, concurrency=mine))
+    return group, out
 
 
 def _redact(url: str) -> str:

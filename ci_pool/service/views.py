@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ci_pool.broker.runners import RunnerInfo
+from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline as PipelineRow
 
@@ -23,6 +24,11 @@ DETAIL_KEYS = ("waiting", "artifacts", "events")
 
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _group(group: ConcurrencyGroup | None) -> dict[str, Any] | None:
+    """A concurrency group as the views show it: its name and cancel-in-progress."""
+    return None if group is None else group.model_dump(mode="json")
 
 
 def job_dict(
@@ -53,6 +59,7 @@ def job_dict(
         "finished_at": _ts(job.finished_at),
         "lease_until": _ts(job.lease_until),
         "evidence": None if job.evidence is None else job.evidence.model_dump(mode="json"),
+        "concurrency": _group(job.concurrency),
     }
     if pool is not None:
         data["waiting"] = pool.why_waiting(job, visible)
@@ -91,6 +98,7 @@ def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
         "commit_sha": row.commit_sha,
         "created_at": row.created_at.isoformat(),
         "finished_at": _ts(row.finished_at),
+        "concurrency": _group(row.concurrency),
         "jobs": [
             {
                 "id": j.id,
@@ -105,6 +113,7 @@ def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
                 "outputs": j.outputs,
                 "started_at": _ts(j.started_at),
                 "finished_at": _ts(j.finished_at),
+                "concurrency": _group(j.concurrency),
             }
             for j in jobs
         ],

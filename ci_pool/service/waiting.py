@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ci_pool.core.concurrency import ConcurrencyGroup, job_member, pipeline_member, split_member
 from ci_pool.core.specs import FINAL_STATES, JobState
+from ci_pool.exceptions import NotFound
 from ci_pool.store import Job
 
 if TYPE_CHECKING:
@@ -89,9 +91,54 @@ def _busy(
     )
 
 
+def _holder_words(pool: Inspection, holder: str, visible: Visible | None) -> tuple[str, bool]:
+    """The holder of a group in words, and whether it has yet to end."""
+    kind, ident = split_member(holder)
+    if kind == "pipeline":
+        jobs = pool.store.pipeline_jobs(ident)
+        live = any(JobState(j.state) not in FINAL_STATES for j in jobs)
+        shown = visible is None or any(visible(j) for j in jobs)
+        return (f"pipeline {ident}" if shown else "a pipeline outside this token's limits"), live
+    try:
+        held = pool.store.get_job(ident)
+    except NotFound:
+        return f"job {ident}", False
+    live = JobState(held.state) not in FINAL_STATES
+    if visible is not None and not visible(held):
+        return "a job outside this token's limits", live
+    return f"job {held.key or held.name} ({held.id}) of pipeline {held.pipeline_id}", live
+
+
+def _group_wait(
+    pool: Inspection, repo: str, group: ConcurrencyGroup, me: str, visible: Visible | None
+) -> str | None:
+    """Why ``me`` waits for its concurrency group, or None when it does not (yet)."""
+    slot = pool.store.concurrency_slot(repo, group.name)
+    if slot is None or slot.holder is None or slot.holder == me:
+        return None
+    words, live = _holder_words(pool, slot.holder, visible)
+    if not live:
+        return (
+            f"concurrency group {group.name} was released by {words}; the scheduler starts "
+            "it on its next pass"
+        )
+    if group.cancel_in_progress:
+        return (
+            f"waiting for concurrency group {group.name} (held by {words}, which is being "
+            "cancelled: cancel-in-progress)"
+        )
+    return f"waiting for concurrency group {group.name} (held by {words})"
+
+
 def _why_blocked(pool: Inspection, job: Job, visible: Visible | None) -> str:
     if not job.pipeline_id:
         return "blocked"
+    pipeline = pool.store.get_pipeline(job.pipeline_id)
+    if pipeline.concurrency is not None:
+        me = pipeline_member(pipeline.id)
+        why = _group_wait(pool, pipeline.repo, pipeline.concurrency, me, visible)
+        if why is not None:
+            return why
     by_key = {j.key: j for j in pool.store.pipeline_jobs(job.pipeline_id)}
     needed = [
         by_key[k]
@@ -104,4 +151,8 @@ def _why_blocked(pool: Inspection, job: Job, visible: Visible | None) -> str:
         pending.append(f"{others} job(s) outside this token's limits")
     if pending:
         return "its needs are still running: " + ", ".join(pending)
+    if job.concurrency is not None:
+        why = _group_wait(pool, job.repo, job.concurrency, job_member(job.id), visible)
+        if why is not None:
+            return why
     return "its needs have ended; the scheduler queues or skips it on its next pass"

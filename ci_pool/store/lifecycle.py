@@ -15,7 +15,12 @@ from ci_pool.core.specs import Evidence, JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.models import Job, NewJob, utcnow
-from ci_pool.store.transitions import close_running_attempt, fenced_transition, insert_job
+from ci_pool.store.transitions import (
+    cancel_job,
+    close_running_attempt,
+    fenced_transition,
+    insert_job,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,23 +189,9 @@ class JobLifecycle(JobQueries):
     def request_cancel(self, job_id: str, by: str | None = None) -> Job:
         """Cancel a job: at once when it is not running, else flag it for its worker."""
         with self.session() as s:
-            job = s.get(Job, job_id)
-            if job is None:
+            if s.get(Job, job_id) is None:
                 raise NotFound(f"no job with id {job_id!r}")
-            if JobState(job.state) in (JobState.QUEUED, JobState.BLOCKED, JobState.ERROR):
-                done = fenced_transition(
-                    s,
-                    job_id,
-                    JobState.CANCELLED,
-                    reason=f"cancelled by {by or 'user'}",
-                    values={"cancel_requested": True, "finished_at": utcnow()},
-                )
-                if done is not None:
-                    return done
-            s.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
-                .values(cancel_requested=True)
-                .execution_options(synchronize_session=False)
-            )
+            done = cancel_job(s, job_id, f"cancelled by {by or 'user'}")
+            if done is not None:
+                return done
         return self.get_job(job_id)

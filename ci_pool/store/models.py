@@ -11,6 +11,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text,
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import (
     STORED,
@@ -104,6 +105,8 @@ class NewJob:
     state: JobState | None = None
     reason: str | None = None
     graph: PipelineJob | None = None
+    #: Job-level ``concurrency``, as evaluated at submit.
+    concurrency: ConcurrencyGroup | None = None
 
     def columns(self) -> dict[str, Any]:
         """The job row's columns."""
@@ -125,6 +128,7 @@ class NewJob:
             "image": spec.image,
             "checkout": spec.checkout,
             "reason": self.reason,
+            "concurrency": self.concurrency,
         }
         if self.state is not None:
             row["state"] = self.state
@@ -195,6 +199,10 @@ class Job(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     evidence: Mapped[Evidence | None] = mapped_column(SpecType(Evidence), default=None)
+    #: Job-level concurrency group (pipeline jobs only), as evaluated at submit.
+    concurrency: Mapped[ConcurrencyGroup | None] = mapped_column(
+        SpecType(ConcurrencyGroup), default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -274,3 +282,23 @@ class Pipeline(Base):
     state: Mapped[PipelineState] = mapped_column(StateType(PipelineState))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Workflow-level concurrency group, as evaluated at submit.
+    concurrency: Mapped[ConcurrencyGroup | None] = mapped_column(
+        SpecType(ConcurrencyGroup), default=None
+    )
+
+
+class ConcurrencySlot(Base):
+    """One concurrency group of one repository: the member that holds it and the member
+    waiting for it (``pipeline:<id>`` or ``job:<id>``). Whether each has ended is read from
+    its own rows; this row is the fence two claims of the group race on."""
+
+    __tablename__ = "concurrency_groups"
+
+    #: ``core.concurrency.group_key`` of the repository and the group's name.
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    holder: Mapped[str | None] = mapped_column(String(48), default=None, index=True)
+    pending: Mapped[str | None] = mapped_column(String(48), default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

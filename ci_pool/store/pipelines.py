@@ -21,6 +21,7 @@ class PipelineQueries(Database):
 
     def create_pipeline(self, pipeline: dict[str, Any], jobs: Sequence[NewJob]) -> Pipeline:
         """A pipeline and all its jobs (``blocked``), in one transaction: all or nothing.
+        Its id is ``pipeline["id"]`` when given (``new_pipeline_id``), else a new one.
 
         A pipeline refused by policy is written ``rejected`` whole: each job carries its
         ``state`` and ``reason``."""
@@ -28,7 +29,7 @@ class PipelineQueries(Database):
         pipeline = dict(pipeline)
         state = pipeline.pop("state", "running")
         row = Pipeline(
-            id=uuid.uuid4().hex[:16],
+            id=pipeline.pop("id", None) or self.new_pipeline_id(),
             state=state,
             created_at=now,
             finished_at=None if state == "running" else now,
@@ -49,6 +50,11 @@ class PipelineQueries(Database):
                 fields = {**new.columns(), "pipeline_id": row.id}
                 insert_job(s, now, JobState(fields.pop("state", JobState.BLOCKED)), fields)
         return row
+
+    @staticmethod
+    def new_pipeline_id() -> str:
+        """An id for a pipeline about to be created, when its values need it first."""
+        return uuid.uuid4().hex[:16]
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
         with self.session(write=False) as s:

@@ -5,6 +5,7 @@ workers can never both own a job."""
 from __future__ import annotations
 
 from ci_pool.store.attempts import AttemptRecords
+from ci_pool.store.concurrency import ConcurrencyQueries
 from ci_pool.store.engine import make_engine, seconds_between
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.lifecycle import Claim, JobLifecycle
@@ -14,5 +15,5 @@ from ci_pool.store.transitions import RETRYABLE_STATES
 __all__ = ["RETRYABLE_STATES", "Claim", "Store", "make_engine", "seconds_between"]
 
 
-class Store(JobLifecycle, JobQueries, PipelineQueries, AttemptRecords):
+class Store(JobLifecycle, JobQueries, PipelineQueries, AttemptRecords, ConcurrencyQueries):
     """Repository functions over the jobs, events, logs, artifacts and pipelines tables."""

@@ -110,7 +110,13 @@ def close_running_attempt(
     backoff: float = defaults.RETRY_BACKOFF,
 ) -> tuple[Job, AfterAttempt] | None:
     """Close a running attempt in ``state`` and follow the retry policy's decision (back to
-    ``queued``, ``cancelled``, or left as it is), in the caller's transaction."""
+    ``queued``, ``cancelled``, or left as it is), in the caller's transaction. A cancelled
+    attempt keeps the reason its cancel was requested with (``cancel_job``)."""
+    if state is JobState.CANCELLED:
+        requested = s.scalar(
+            select(Job.reason).where(Job.id == job_id, Job.cancel_requested.is_(True))
+        )
+        reason = requested or reason
     job = fenced_transition(
         s,
         job_id,
@@ -141,3 +147,27 @@ def close_running_attempt(
             s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
         )
     return follow or job, decision
+
+
+def cancel_job(s: Session, job_id: str, reason: str) -> Job | None:
+    """Cancel a job in the caller's transaction: at once when it is not running (the job),
+    else flag it for its worker, which stops and removes its container (None)."""
+    state = s.scalar(select(Job.state).where(Job.id == job_id))
+    if state in (JobState.QUEUED, JobState.BLOCKED, JobState.ERROR):
+        done = fenced_transition(
+            s,
+            job_id,
+            JobState.CANCELLED,
+            reason=reason,
+            values={"cancel_requested": True, "finished_at": utcnow()},
+        )
+        if done is not None:
+            return done
+    # The reason is kept for the attempt's close, which its worker writes once stopped.
+    s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.RUNNING.value)
+        .values(cancel_requested=True, reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return None

@@ -107,10 +107,11 @@ def expression_context(store: Store, att: Attempt, places: JobPlaces) -> express
     """Every context of this job (``steps`` grows as the steps run); ``env`` is the job's
     own env rendered in the others."""
     job = att.job
-    event, facts = "push", RunFacts()
+    event, facts, workflow = "push", RunFacts(), ""
     if job.pipeline_id:
         pipeline = store.get_pipeline(job.pipeline_id)
         event, facts = pipeline.event, pipeline.context or RunFacts()
+        workflow = pipeline.name or ""
     github = github_context(
         repo=job.repo,
         ref=job.ref,
@@ -123,6 +124,7 @@ def expression_context(store: Store, att: Attempt, places: JobPlaces) -> express
         workspace=places.workspace,
         event_path=places.event_path,
         token=att.secrets.get(defaults.FORGE_TOKEN_SECRET, ""),
+        workflow=workflow,
     )
     ctx = expressions.Contexts(
         {name: github for name in ("github", *GITHUB_ALIASES)},
@@ -193,6 +195,7 @@ def job_env(att: Attempt, ctx: dict[str, Any]) -> dict[str, str]:
         "GITHUB_ACTOR": github["actor"],
         "GITHUB_SERVER_URL": github["server_url"],
         "GITHUB_JOB": github["job"],
+        "GITHUB_WORKFLOW": github["workflow"],
         "GITHUB_HEAD_REF": github["head_ref"],
         "GITHUB_BASE_REF": github["base_ref"],
         "RUNNER_OS": runner["os"],

@@ -60,6 +60,7 @@ GITHUB_PROPERTIES = (
     "server_url",
     "sha",
     "token",
+    "workflow",
     "workspace",
 )
 #: ``gitea.*`` and ``forgejo.*`` are the same context as ``github.*``.

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 from ci_pool.core.capabilities import IGNORED_LABELS, Capability, route
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import CheckoutSpec, JobSpec
+from ci_pool.core.workflow.concurrency import ConcurrencyReader
 from ci_pool.core.workflow.contexts import (
     JOB_ENV,
     JOB_LEVEL,
@@ -88,7 +89,9 @@ class JobBuilder(StepReader):
         name = self.name(key)
         timeout = self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes")
         continue_on_error = self.flag(d, "continue-on-error", f"{p}.continue-on-error")
-        if not self.ok or routed is None:
+        group = ConcurrencyReader(self.src, f"{p}.concurrency", self.cell, self.strategy.keys)
+        concurrency = group.read(d)
+        if not self.ok or not group.ok or routed is None:
             return None
         templates = [
             *env.values(),
@@ -127,6 +130,7 @@ class JobBuilder(StepReader):
             container_options=container.options if container else None,
             fail_fast=self.strategy.fail_fast,
             max_parallel=self.strategy.max_parallel,
+            concurrency=concurrency,
         )
 
     def name(self, key: str) -> str:

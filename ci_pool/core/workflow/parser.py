@@ -34,6 +34,7 @@ from ci_pool.core.pipeline import (
     find_cycles,
     topological_order,
 )
+from ci_pool.core.workflow.concurrency import ConcurrencyReader
 from ci_pool.core.workflow.contexts import WORKFLOW_LEVEL, ValueReader
 from ci_pool.core.workflow.jobs import JobBuilder, Workflow
 from ci_pool.core.workflow.matrix import cell_keys, read_strategies
@@ -179,6 +180,7 @@ def _parse(
     run_defaults = _defaults(src, data)
     top = ValueReader(src, {})
     env = top.env(data, "env", "env", WORKFLOW_LEVEL)
+    concurrency = ConcurrencyReader(src, "concurrency").read(data)
     jobs = _jobs(src, data)
     ids = list(jobs)
     valid = {j: job for j, job in jobs.items() if isinstance(job, MarkedMap)}
@@ -212,4 +214,5 @@ def _parse(
     errors = src.errors
     if errors:
         return None, errors
-    return Pipeline(str(name), file, on, tuple(j for j in built if j is not None)), []
+    jobs_built = tuple(j for j in built if j is not None)
+    return Pipeline(str(name), file, on, jobs_built, concurrency), []

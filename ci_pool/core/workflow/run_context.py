@@ -107,6 +107,7 @@ def github_context(
     workspace: str = "",
     event_path: str = "",
     token: str = "",
+    workflow: str = "",
 ) -> dict[str, Any]:
     """``github.*`` (also ``gitea.*`` and ``forgejo.*``) of a run, or of one job of it."""
     full_ref, ref_name, ref_type = ref_facts(ref)
@@ -134,5 +135,6 @@ def github_context(
         "server_url": server_url(repo),
         "sha": sha,
         "token": token,
+        "workflow": workflow,
         "workspace": workspace,
     }

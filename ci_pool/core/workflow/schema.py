@@ -7,10 +7,10 @@ from typing import Any
 
 from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
 
-WORKFLOW_KEYS = ("name", "on", "env", "defaults", "jobs")
+WORKFLOW_KEYS = ("name", "on", "env", "defaults", "jobs", "concurrency")
 JOB_KEYS = (
     "name", "runs-on", "needs", "if", "env", "timeout-minutes", "continue-on-error",
-    "container", "strategy", "outputs", "steps",
+    "container", "strategy", "outputs", "steps", "concurrency",
 )  # fmt: skip
 STEP_KEYS = (
     "name", "id", "run", "shell", "working-directory", "env", "if", "timeout-minutes",
@@ -28,9 +28,7 @@ ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 UNSUPPORTED = {
     "workflow.run-name": "run names are not supported; name the workflow with name",
     "workflow.permissions": "there is no GITHUB_TOKEN to scope; remove it",
-    "workflow.concurrency": "concurrency groups are not supported; use ci-pool cancel",
     "job.permissions": "there is no GITHUB_TOKEN to scope; remove it",
-    "job.concurrency": "concurrency groups are not supported; use strategy.max-parallel",
     "job.services": "service containers are not supported; start the service in a run: "
     "step, or run on a capability whose image provides it",
     "job.environment": "deployment environments are not supported; run on the deploy "

@@ -287,7 +287,6 @@ def test_not_a_workflow(text: str, words: str) -> None:
 CASES = {
     "run-name": ("run-name: x\n" + MINIMAL, (1, 1), ["run-name:", "A workflow may have: name, on"]),
     "permissions": ("permissions: read-all\n" + MINIMAL, (1, 1), ["permissions:", "GITHUB_TOKEN"]),
-    "concurrency": ("concurrency: ci\n" + MINIMAL, (1, 1), ["concurrency:", "ci-pool cancel"]),
     "services": (
         MINIMAL + "    services:\n      db:\n        image: postgres\n",
         (6, 5),
