@@ -9,10 +9,12 @@ from ci_pool.store.engine import make_engine, seconds_between
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.lifecycle import Claim, JobLifecycle
 from ci_pool.store.pipelines import PipelineQueries
+from ci_pool.store.reports import StepReports
 from ci_pool.store.transitions import RETRYABLE_STATES
 
 __all__ = ["RETRYABLE_STATES", "Claim", "Store", "make_engine", "seconds_between"]
 
 
-class Store(JobLifecycle, JobQueries, PipelineQueries, AttemptRecords):
-    """Repository functions over the jobs, events, logs, artifacts and pipelines tables."""
+class Store(JobLifecycle, JobQueries, PipelineQueries, AttemptRecords, StepReports):
+    """Repository functions over the jobs, events, logs, artifacts, pipelines, step
+    summaries and annotations tables."""
