@@ -82,7 +82,7 @@ class Masker:
         start = end = -1
         for found in self._pattern.finditer(text):
             s, e = found.start(), found.start() + len(found.group(1))
-            if s > end:
+            if s >= end:
                 if end > start:
                     yield start, end
                 start, end = s, e
