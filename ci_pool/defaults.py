@@ -151,3 +151,30 @@ STATUS_SWEEP_BATCH = 100
 MAX_CONCURRENCY_GROUP = 400
 #: Tries of a concurrency group claim that lost a race with another writer of the group.
 CONCURRENCY_CLAIM_TRIES = 8
+#: Files and workflow commands of a job's steps ($GITHUB_ENV, $GITHUB_PATH,
+#: $GITHUB_STEP_SUMMARY, ::add-mask::, ::error::...), bounded as in GitHub Actions.
+#: $GITHUB_ENV and $GITHUB_PATH read back per step (bytes); past it the step fails.
+STEP_ENV_MAX_BYTES = 1024 * 1024
+#: Markdown kept per step summary (bytes); past it the summary is cut, with a notice.
+STEP_SUMMARY_MAX_BYTES = 1024 * 1024
+#: Step summaries kept per job attempt; later ones are dropped, with a notice.
+MAX_STEP_SUMMARIES = 20
+#: Annotations kept per kind (error, warning, notice) per step, and per job attempt.
+ANNOTATIONS_PER_STEP = 10
+ANNOTATIONS_PER_JOB = 50
+#: Characters kept of an annotation's message, and of its title and file.
+ANNOTATION_MAX_CHARS = 4096
+ANNOTATION_FIELD_MAX_CHARS = 1024
+#: Values one job may add with ``::add-mask::`` (each makes every later line cost more).
+MAX_ADDED_MASKS = 500
+#: Names a step cannot set through $GITHUB_ENV: the runner's own facts and files, and
+#: NODE_OPTIONS (refused by Actions too). Matched case-insensitively; ``*`` ends a prefix.
+RESERVED_ENV_NAMES = (
+    "CI_POOL_*",
+    "GITHUB_ENV",
+    "GITHUB_PATH",
+    "GITHUB_OUTPUT",
+    "GITHUB_STATE",
+    "GITHUB_STEP_SUMMARY",
+    "NODE_OPTIONS",
+)

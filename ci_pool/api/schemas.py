@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ci_pool.core.commands import Annotation
 from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
 from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
@@ -62,6 +63,18 @@ class EventPublic(BaseModel):
     reason: str | None
 
 
+class AnnotationPublic(Annotation):
+    """An error, warning or notice a step of the job's latest attempt printed."""
+
+
+class StepSummaryPublic(BaseModel):
+    """The markdown a step of the job's latest attempt wrote to $GITHUB_STEP_SUMMARY."""
+
+    step: int
+    name: str
+    markdown: str = Field(description="GitHub-flavoured markdown, as the step wrote it.")
+
+
 class JobPublic(BaseModel):
     """The public view of a job (the same fields as ``ci-pool show --json``)."""
 
@@ -93,6 +106,8 @@ class JobPublic(BaseModel):
     concurrency: ConcurrencyGroup | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None
+    annotations: list[AnnotationPublic] | None = None
+    summaries: list[StepSummaryPublic] | None = None
 
 
 class JobAck(BaseModel):

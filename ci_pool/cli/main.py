@@ -31,6 +31,7 @@ from ci_pool.cli import api as cli_api
 from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli.client import PoolClient, connect
+from ci_pool.cli.jobview import show_reports
 from ci_pool.core.capabilities import route
 from ci_pool.core.specs import FINAL_STATES, WAIT_EXIT_CODES, JobState
 from ci_pool.exceptions import CIPoolError, InputError
@@ -168,7 +169,8 @@ def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """A job's state, timings, runner and history; says why it waits when queued."""
+    """A job's state, timings, runner and history, the annotations and step summaries
+    (markdown) of its latest attempt; says why it waits when queued."""
     data = _client().job(job_id)
     if as_json:
         out.print_json(json.dumps(data))
@@ -208,6 +210,7 @@ def show(
             + (f"  on {e['runner_id']}" if e["runner_id"] else "")
             + (f"  ({e['reason']})" if e["reason"] else "")
         )
+    show_reports(out, data)
 
 
 @app.command()

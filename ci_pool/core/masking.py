@@ -1,10 +1,14 @@
-"""Secret masking: every form of a secret value that can reach a log becomes ``***``."""
+"""Secret masking: every form of a secret value that can reach a log becomes ``***``.
+
+Masks only ever grow: a value added later (``::add-mask::``) is masked from then on, and
+no mask can shorten another. Where masked forms overlap, the union of all of them is
+replaced, so a mask that covers only part of a secret cannot leave the rest showing."""
 
 from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -40,30 +44,72 @@ def secret_forms(value: str) -> set[str]:
 
 
 class Masker:
-    """Replaces every known secret form in a line; longest forms first."""
+    """Replaces every known secret form in a line (the union of overlapping ones)."""
 
     def __init__(self, secrets: Iterable[str] = ()):
-        forms: set[str] = set()
+        self._forms: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.longest = 0
         for value in secrets:
-            forms |= secret_forms(value)
-        ordered = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+            self._forms |= secret_forms(value)
+        self._compile()
+
+    def _compile(self) -> None:
+        ordered = sorted(self._forms, key=len, reverse=True)
+        # A lookahead matches at every position, overlapping ones included; longest first,
+        # so each position reports the longest form that starts there.
+        alternatives = "|".join(map(re.escape, ordered))
+        self._pattern = re.compile(f"(?=({alternatives}))") if ordered else None
         self.longest = max((len(f) for f in ordered), default=0)
+
+    def add(self, value: str) -> bool:
+        """Mask ``value`` (in all its forms) from now on; False if it is too short to mask."""
+        forms = secret_forms(value)
+        if not forms:
+            return False
+        if not forms <= self._forms:
+            self._forms |= forms
+            self._compile()
+        return True
 
     def __bool__(self) -> bool:
         return self._pattern is not None
 
+    def _spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """The merged ranges of ``text`` covered by some secret form, in order."""
+        if self._pattern is None:
+            return
+        start = end = -1
+        for found in self._pattern.finditer(text):
+            s, e = found.start(), found.start() + len(found.group(1))
+            if s >= end:
+                if end > start:
+                    yield start, end
+                start, end = s, e
+            else:
+                end = max(end, e)
+        if end > start:
+            yield start, end
+
     def safe_cut(self, text: str, cut: int) -> int:
-        """``cut``, or an earlier index if a secret form in ``text`` spans it: text split
-        there is masked the same piece by piece as whole (the matches of the whole text
-        are literals, none crossing the cut)."""
-        if self._pattern is not None:
-            for found in self._pattern.finditer(text):
-                if found.start() >= cut:
-                    break
-                if found.end() > cut:
-                    return found.start()
+        """``cut``, or an earlier index if a masked range of ``text`` spans it: text split
+        there is masked the same piece by piece as whole."""
+        for start, end in self._spans(text):
+            if start >= cut:
+                break
+            if end > cut:
+                return start
         return cut
 
     def mask(self, text: str) -> str:
-        return self._pattern.sub(MASK, text) if self._pattern else text
+        if self._pattern is None:
+            return text
+        pieces: list[str] = []
+        done = 0
+        for start, end in self._spans(text):
+            pieces += [text[done:start], MASK]
+            done = end
+        if not pieces:
+            return text
+        pieces.append(text[done:])
+        return "".join(pieces)

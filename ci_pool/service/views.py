@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ci_pool.service.inspection import Inspection
 
 #: Keys of a job's view that only the detailed view (``show``) carries.
-DETAIL_KEYS = ("waiting", "artifacts", "events")
+DETAIL_KEYS = ("waiting", "artifacts", "events", "annotations", "summaries")
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -35,7 +35,7 @@ def job_dict(
     job: Job, pool: Inspection | None = None, visible: Callable[[Job], bool] | None = None
 ) -> dict[str, Any]:
     """The public view of a job; with ``pool``, also why it waits (naming no job that
-    ``visible`` refuses), artifacts and history."""
+    ``visible`` refuses), artifacts, history, annotations and step summaries."""
     data: dict[str, Any] = {
         "id": job.id,
         "name": job.name,
@@ -77,6 +77,15 @@ def job_dict(
                 "reason": e.reason,
             }
             for e in pool.store.events(job.id)
+        ]
+        # What the latest attempt's steps reported: annotations, and step summaries as
+        # the markdown they wrote.
+        data["annotations"] = [
+            a.model_dump(mode="json") for a in pool.store.annotations(job.id, job.attempt)
+        ]
+        data["summaries"] = [
+            {"step": s.step, "name": s.name, "markdown": s.markdown}
+            for s in pool.store.summaries(job.id, job.attempt)
         ]
     return data
 

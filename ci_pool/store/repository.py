@@ -10,10 +10,14 @@ from ci_pool.store.engine import make_engine, seconds_between
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.lifecycle import Claim, JobLifecycle
 from ci_pool.store.pipelines import PipelineQueries
+from ci_pool.store.reports import StepReports
 from ci_pool.store.transitions import RETRYABLE_STATES
 
 __all__ = ["RETRYABLE_STATES", "Claim", "Store", "make_engine", "seconds_between"]
 
 
-class Store(JobLifecycle, JobQueries, PipelineQueries, AttemptRecords, ConcurrencyQueries):
-    """Repository functions over the jobs, events, logs, artifacts and pipelines tables."""
+class Store(
+    JobLifecycle, JobQueries, PipelineQueries, AttemptRecords, ConcurrencyQueries, StepReports
+):
+    """Repository functions over the jobs, events, logs, artifacts, pipelines, concurrency
+    groups, step summaries and annotations tables."""

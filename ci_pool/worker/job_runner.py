@@ -78,6 +78,7 @@ class JobRunner:
             job.attempt,
             masker=Masker(secrets.values()),
             max_bytes=self.settings.log_max_bytes,
+            debug=str(job.env.get("ACTIONS_STEP_DEBUG", "")).lower() == "true",
         )
         logw.line(
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
@@ -190,7 +191,7 @@ class JobRunner:
 
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
         """Run the steps in the job's expression context; store its outputs; the outcome."""
-        failed = steps.run_steps(att, execution, ctx)
+        failed = steps.run_steps(att, execution, ctx, self.store)
         att.note(command="\n".join(att.commands))
         self.recorder.record_outputs(att, ctx, "failure" if failed else "success")
         return steps_outcome(att, failed)

@@ -1,4 +1,6 @@
-"""Job logs: each line to a Redis stream as it happens, and in chunks to the store."""
+"""Job logs: each line to a Redis stream as it happens, and in chunks to the store; the
+workflow commands in a step's output (``::add-mask::``, ``::group::``, ``::error::``...)
+applied on the way."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import redis
 
 from ci_pool import defaults
 from ci_pool.broker.logstream import stream_key
+from ci_pool.core.commands import Annotation, CommandReader
 from ci_pool.core.masking import Masker
 from ci_pool.store import Store
 
@@ -34,12 +37,15 @@ class LogWriter:
         max_bytes: int = defaults.LOG_MAX_BYTES,
         flush_interval: float = defaults.LOG_FLUSH_INTERVAL,
         flush_bytes: int = defaults.LOG_FLUSH_BYTES,
+        debug: bool = False,
     ):
         self.redis = client
         self.store = store
         self.job_id = job_id
         self.attempt = attempt
         self.masker = masker or Masker()
+        #: Reads the workflow commands of the job's output (not of ci-pool's own lines).
+        self.commands = CommandReader(self.masker, debug=debug)
         self.head_limit = max_bytes // 2
         self.tail_limit = max_bytes - self.head_limit
         self.flush_interval = flush_interval
@@ -71,7 +77,10 @@ class LogWriter:
                 cut = self.masker.safe_cut(self._partial, len(self._partial) - keep)
                 lines.append(self._partial[:cut])
                 self._partial = self._partial[cut:]
-            self._emit([line.removesuffix("\r") for line in lines])
+            shown: list[str] = []
+            for line in lines:
+                shown += self.commands.feed(line.removesuffix("\r"))
+            self._emit(shown)
             self._maybe_flush()
 
     def line(self, text: str) -> None:
@@ -79,6 +88,21 @@ class LogWriter:
         with self._lock:
             self._emit(text.split("\n"))
             self._maybe_flush()
+
+    def begin_step(self, index: int) -> None:
+        """Output from now on is step ``index``'s (its annotations name it)."""
+        with self._lock:
+            self._emit(self.commands.begin_step(index))
+
+    def end_step(self) -> list[Annotation]:
+        """The step's output ended: its last line even without a newline, the end of its
+        open group; the annotations it made."""
+        with self._lock:
+            rest, self._partial = self._partial, ""
+            if rest:
+                self._emit(self.commands.feed(rest.removesuffix("\r")))
+            self._emit(self.commands.end_step())
+            return self.commands.take()
 
     def _emit(self, lines: list[str]) -> None:
         if not lines:
@@ -149,7 +173,7 @@ class LogWriter:
             rest = self._partial + self._decoder.decode(b"", final=True)
             self._partial = ""
             if rest:
-                self._emit([rest])
+                self._emit(self.commands.feed(rest))
             if self.dropped_bytes:
                 self._buffer.append(
                     f"##[ci-pool] log truncated: {self.dropped_bytes} bytes over the "

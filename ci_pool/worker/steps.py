@@ -1,4 +1,5 @@
-"""The steps of one attempt: rendering each into a script, running it, reading its outputs."""
+"""The steps of one attempt: rendering each into a script, running it, reading back its
+files (outputs, environment, path, summary) and the annotations its output made."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import shlex
 import time
 from typing import Any
 
-from ci_pool import defaults
+from ci_pool.core.envfiles import parse_key_values
 from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import JobFileRefused
-from ci_pool.worker.attempt import Attempt, StepDirs
+from ci_pool.store import Store
+from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.outcome import StepFailure
+from ci_pool.worker.stepfiles import StepFiles
 
 
-def run_steps(att: Attempt, execution: Execution, ctx: dict[str, Any]) -> StepFailure | None:
+def run_steps(
+    att: Attempt, execution: Execution, ctx: dict[str, Any], store: Store
+) -> StepFailure | None:
     """Run the job's steps in order until the job is stopped; the first hard failure."""
     logw, monitor = att.logw, att.monitor
+    files = StepFiles(store)
     failed: StepFailure | None = None
     for index, step in enumerate(att.job.steps, start=1):
         if monitor.stop_reason is not None:
@@ -28,7 +34,7 @@ def run_steps(att: Attempt, execution: Execution, ctx: dict[str, Any]) -> StepFa
         if not should_run(step, ctx, status):
             logw.line(f"##[step] {index} {step.name or 'run'} skipped")
             continue
-        code, timed_out = run_step(att, execution, index, step, ctx, status)
+        code, timed_out = run_step(att, execution, index, step, ctx, status, files)
         if code == 0 and not timed_out:
             continue
         if step.continue_on_error:
@@ -56,6 +62,7 @@ def run_step(
     step: StepSpec,
     ctx: dict[str, Any],
     status: str,
+    files: StepFiles,
 ) -> tuple[int, bool]:
     """Write, run and read back one step; its exit code and whether it timed out.
     A file the step left that the runner refuses to read fails the step."""
@@ -63,7 +70,11 @@ def run_step(
     assert dirs is not None
     logw.line(f"##[step] {index} {step.name or 'run'}")
     try:
-        name, env, run = write_step(index, step, ctx, status, dirs, execution)
+        run = render_step(step, ctx, status)
+        env = {**files.env, **render_env(step, ctx, status)}
+        env.update(files.prepare(dirs, index, execution.files_path))
+        name = f"step-{index}.sh"
+        dirs.scripts.create(name, (files.path_prefix() + run + "\n").encode())
     except (JobFileRefused, ValueError) as exc:  # ValueError: an expression that failed
         logw.line(f"##[ci-pool] step {index} not run: {exc}")
         return 1, False
@@ -73,17 +84,18 @@ def run_step(
     token = monitor.begin_step(timeout)
     # bash (the default) falls back to sh in images without bash.
     shell = None if step.shell == "bash" else step.shell
-    code = execution.run_step(name, logw.write, env=env, shell=shell)
-    timed_out = monitor.end_step(token)
-    took = time.monotonic() - started
-    outputs: dict[str, str] = {}
-    refused: JobFileRefused | None = None
+    logw.begin_step(index)
     try:
-        outputs = parse_outputs(dirs.files.read(f"output-{index}", defaults.STEP_OUTPUT_MAX_BYTES))
-    except JobFileRefused as exc:
-        refused = exc
+        code = execution.run_step(name, logw.write, env=env, shell=shell)
+    finally:
+        annotations = logw.end_step()
+        timed_out = monitor.end_step(token)
+        if annotations:
+            files.store.add_annotations(att.job.id, att.job.attempt, annotations)
+    took = time.monotonic() - started
+    outputs, failures = files.read_back(att, index, step, ctx)
     if step.id:
-        ok = code == 0 and refused is None
+        ok = code == 0 and not failures
         ctx["steps"][step.id] = {
             "outputs": outputs,
             "outcome": "success" if ok else "failure",
@@ -92,50 +104,27 @@ def run_step(
         logw.line(f"##[step] {index} timed out after {timeout}s")
     else:
         logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
-    if refused is not None:
-        logw.line(f"##[ci-pool] step {index} failed: $GITHUB_OUTPUT {refused}")
+    for failure in failures:
+        logw.line(f"##[ci-pool] step {index} failed: {failure}")
+    if failures:
         code = code or 1
     return code, timed_out
 
 
-def write_step(
-    index: int,
-    step: StepSpec,
-    ctx: dict[str, Any],
-    status: str,
-    dirs: StepDirs,
-    execution: Execution,
-) -> tuple[str, dict[str, str], str]:
-    """Render the step's templates into its script; returns (script, env, text)."""
+def render_step(step: StepSpec, ctx: dict[str, Any], status: str) -> str:
+    """The step's script with its templates rendered (and its working directory)."""
     run = expressions.render(step.run, ctx, status)
-    env = {k: expressions.render(v, ctx, status) for k, v in step.env.items()}
     workdir = step.working_directory
     if workdir:
         run = f"cd -- {shlex.quote(expressions.render(workdir, ctx, status))}\n{run}"
-    name = f"step-{index}.sh"
-    dirs.scripts.create(name, (run + "\n").encode())
-    dirs.files.replace(f"output-{index}")
-    env["GITHUB_OUTPUT"] = f"{execution.files_path}/output-{index}"
-    return name, env, run
+    return run
+
+
+def render_env(step: StepSpec, ctx: dict[str, Any], status: str) -> dict[str, str]:
+    """The step's own ``env``, rendered."""
+    return {k: expressions.render(v, ctx, status) for k, v in step.env.items()}
 
 
 def parse_outputs(data: bytes) -> dict[str, str]:
     """``name=value`` lines and ``name<<DELIM`` ... ``DELIM`` blocks, as GitHub writes them."""
-    values: dict[str, str] = {}
-    lines = data.decode(errors="replace").splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
-            name, delim = line.split("<<", 1)
-            block = []
-            i += 1
-            while i < len(lines) and lines[i] != delim:
-                block.append(lines[i])
-                i += 1
-            values[name] = "\n".join(block)
-        elif "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value
-        i += 1
-    return values
+    return parse_key_values(data).values

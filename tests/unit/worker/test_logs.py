@@ -327,3 +327,15 @@ def test_a_secret_straddling_the_long_line_cut_is_masked(
     assert secret[:into] not in stored and "***" in stored
     live = "".join(lines(client, job_id))
     assert secret not in live
+
+
+def test_a_mask_over_part_of_a_secret_cannot_leave_the_rest_readable() -> None:
+    """Leftmost-first replacement would turn ``Zs3cre`` + secret into ``***t/Token...``."""
+    secret = "s3cret/Token+for-tests"
+    masker = Masker([secret])
+    masker.add("Z" + secret[:5])
+    masker.add(secret[5:] + "tail")
+    assert masker.mask(f"one Z{secret}") == "one ***"
+    assert masker.mask(f"two {secret}tail") == "two ***"
+    assert masker.mask(secret * 3) == "*********"  # back to back: one mask each
+    assert masker.safe_cut(f"ab Z{secret}", 6) == 3
