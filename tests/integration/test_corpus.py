@@ -77,7 +77,7 @@ FEATURES: dict[str, Feature] = {
     ),
     "concurrency": Feature(
         "conc",
-        False,
+        True,
         True,
         (
             "github/concurrency-job.yml",
@@ -90,7 +90,7 @@ FEATURES: dict[str, Feature] = {
     # server_url, event, head_ref/base_ref...) and the gitea.* / forgejo.* aliases.
     "github-context": Feature(
         "ctx",
-        False,
+        True,
         True,
         (
             "github/github-context-full.yml",
@@ -102,14 +102,14 @@ FEATURES: dict[str, Feature] = {
         ),
     ),
     # github.workflow (the most common concurrency group) is in no slice's list yet.
-    "github-workflow": Feature("none yet", False, True, ("github/concurrency-workflow.yml",)),
+    "github-workflow": Feature("conc", True, True, ("github/concurrency-workflow.yml",)),
     # GITHUB_*, RUNNER_* variables as Actions sets them (scripts only: validate passes).
     "github-env-vars": Feature(
-        "ctx", False, False, ("github/github-env-vars.yml", "github/env-files.yml")
+        "ctx", True, False, ("github/github-env-vars.yml", "github/env-files.yml")
     ),
     "secrets-context": Feature(
         "ctx",
-        False,
+        True,
         True,
         (
             "github/release-tags.yml",
@@ -119,19 +119,19 @@ FEATURES: dict[str, Feature] = {
         ),
     ),
     "vars-context": Feature(
-        "ctx", False, True, ("github/vars-config.yml", "gitea/vars-deploy.yaml")
+        "ctx", True, True, ("github/vars-config.yml", "gitea/vars-deploy.yaml")
     ),
-    "inputs-context": Feature("ctx", False, True, ("github/workflow-dispatch-inputs.yml",)),
+    "inputs-context": Feature("ctx", True, True, ("github/workflow-dispatch-inputs.yml",)),
     "runner-job-strategy-context": Feature(
         "ctx",
-        False,
+        True,
         True,
         ("github/hashfiles-cache-key.yml", "github/runner-job-strategy.yml", "gitea/demo.yaml"),
     ),
     # toJSON (of a whole context too), fromJSON (indexed), join, hashFiles.
     "functions": Feature(
         "ctx",
-        False,
+        True,
         True,
         (
             "github/dynamic-matrix-fromjson.yml",
@@ -141,8 +141,8 @@ FEATURES: dict[str, Feature] = {
     ),
     # strategy.matrix from fromJSON(needs.*.outputs.*), expanded when the needs have run.
     "dynamic-matrix": Feature("none yet", False, True, ("github/dynamic-matrix-fromjson.yml",)),
-    "env-files": Feature("files", False, False, ("github/env-files.yml",)),
-    "workflow-commands": Feature("files", False, False, ("github/workflow-commands.yml",)),
+    "env-files": Feature("files", True, False, ("github/env-files.yml",)),
+    "workflow-commands": Feature("files", True, False, ("github/workflow-commands.yml",)),
     "label-case": Feature("route", False, True, ("github/self-hosted-linux-x64.yml",)),
     "default-capability": Feature("route", False, True, ("github/self-hosted-bare.yml",)),
     "yaml-tab-comment": Feature("route", False, True, ("github/tab-comment.yml",)),

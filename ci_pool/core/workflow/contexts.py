@@ -219,7 +219,7 @@ class ValueReader:
         if self.matrix_keys is None:
             return f"'{shown}': job {self.job_id!r} has no strategy.matrix"
         if len(path) < 2:
-            return f"'{shown}': use matrix.KEY"
+            return None  # the whole matrix (toJSON(matrix)): an object for the runtime
         if str(path[1]).lower() not in {k.lower() for k in self.matrix_keys}:
             keys = ", ".join(sorted(self.matrix_keys)) or "none"
             return f"'{shown}': the matrix has no key {path[1]!r}; its keys are: {keys}"
