@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ci_pool import defaults
 from ci_pool.addresses import check_host_pattern
+from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.exceptions import ConfigError
 
@@ -129,6 +130,8 @@ class Settings(BaseSettings):
     capabilities: dict[str, Capability] = Field(
         default_factory=lambda: {n: Capability(**d) for n, d in merge_capabilities(None).items()}
     )
+    #: The capability of workflow jobs whose only label is ``self-hosted`` (None: refused).
+    default_capability: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -173,7 +176,24 @@ class Settings(BaseSettings):
                     f"capabilities {queues[cap.queue]} and {cap.name} share queue {cap.queue!r}"
                 )
             queues[cap.queue] = cap.name
+        if self.default_capability is not None and self.default_capability not in (
+            self.capabilities
+        ):
+            raise ValueError(
+                f"default_capability {self.default_capability!r} is not a capability; "
+                f"capabilities that exist: {', '.join(sorted(self.capabilities))}"
+            )
         return self
+
+    @property
+    def admission(self) -> Admission:
+        """The rules every job is admitted by: routing, time limit, image, job count."""
+        return Admission(
+            self.capabilities,
+            self.default_capability,
+            self.max_job_timeout,
+            self.max_jobs_per_pipeline,
+        )
 
     @property
     def resolved_store_url(self) -> str:

@@ -25,6 +25,7 @@ import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ci_pool.cli import api as cli_api
 from ci_pool.cli import pipelines as cli_pipelines
@@ -48,8 +49,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Scripts and pipes get whole table rows, not a squeeze to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Text from files, jobs and servers is printed as is: no rich markup, no :emoji: codes
+# (``file.yml:100:21`` is not "file.yml💯21"); styles are given as Text.
+out = Console(
+    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def _pool() -> Pool:
@@ -174,8 +179,12 @@ def show(
         return
     style = _STATE_STYLE.get(data["state"], "white")
     out.print(
-        f"[bold]job {data['id']}[/bold]  [{style}]{data['state']}[/{style}]"
-        + (f"  exit {data['exit_code']}" if data["exit_code"] is not None else "")
+        Text.assemble(
+            (f"job {data['id']}", "bold"),
+            "  ",
+            (data["state"], style),
+            f"  exit {data['exit_code']}" if data["exit_code"] is not None else "",
+        )
     )
     rows = [
         ("name", data["name"]),
@@ -195,7 +204,7 @@ def show(
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:
-        out.print(f"  [yellow]waiting    {data['waiting']}[/yellow]")
+        out.print(Text(f"  waiting    {data['waiting']}", style="yellow"))
     if data["artifacts"]:
         out.print("  artifacts")
         for a in data["artifacts"]:
@@ -297,8 +306,11 @@ def worker(
 
         if not docker_available():
             err.print(
-                f"[yellow]warning:[/yellow] no Docker engine answers; jobs of "
-                f"{cap.name!r} will end in error until one does"
+                Text.assemble(
+                    ("warning:", "yellow"),
+                    f" no Docker engine answers; jobs of {cap.name!r} will end in error "
+                    "until one does",
+                )
             )
     from ci_pool.broker.app import create_celery
 
@@ -466,20 +478,26 @@ def main() -> None:
     try:
         app()
     except CIPoolError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
         err.print(
-            f"[red]error:[/red] the broker is unreachable ({exc}); check "
-            "CI_POOL_BROKER_URL and that redis-server runs",
+            Text.assemble(
+                ("error:", "red"),
+                f" the broker is unreachable ({exc}); check CI_POOL_BROKER_URL and that "
+                "redis-server runs",
+            ),
             soft_wrap=True,
         )
         sys.exit(3)
     except sqlalchemy.exc.OperationalError as exc:
         err.print(
-            f"[red]error:[/red] the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL",
+            Text.assemble(
+                ("error:", "red"),
+                f" the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL",
+            ),
             soft_wrap=True,
         )
         sys.exit(3)

@@ -44,12 +44,12 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert s.visibility_timeout == defaults.VISIBILITY_TIMEOUT
     assert s.max_job_timeout == defaults.MAX_JOB_TIMEOUT
     assert s.allow_local_repos is False
-    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_no_file_at_all_gives_defaults() -> None:
     s = load_settings()
-    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_default_capabilities(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_override_image_keeps_the_rest(tmp_path: Path) -> None:
     assert caps["linux"].image == "example/linux:2"
     assert caps["linux"].label_set == {"linux", "x64"}
     assert caps["android"].image == "ci-pool/android:latest"
-    assert set(caps) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(caps) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_add_a_capability(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_add_a_capability(tmp_path: Path) -> None:
         "32g",
     )
     assert gpu.labels == ("gpu", "cuda")
-    assert {"linux", "android", "flutter-web", "iso", "deploy"} < set(caps)
+    assert {"linux", "android", "flutter-web", "iso", "deploy", "audit"} < set(caps)
 
 
 def test_top_level_values(tmp_path: Path) -> None:
