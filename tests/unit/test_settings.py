@@ -275,3 +275,34 @@ def test_resolved_store_url_and_workspace(tmp_path: Path) -> None:
     s2 = load_settings(None, store_url="postgresql://db/ci", workspace_root=tmp_path / "ws")
     assert s2.resolved_store_url == "postgresql://db/ci"
     assert s2.resolved_workspace_root == (tmp_path / "ws").resolve()
+
+
+# -- routing: labels and the default capability -----------------------------------------
+
+
+def test_toml_labels_add_to_a_capability_and_can_replace_them(tmp_path: Path) -> None:
+    s = load_settings(
+        write(
+            tmp_path,
+            '[capabilities.linux]\nlabels = ["gpu"]\n\n'
+            '[capabilities.android]\nlabels = ["phone"]\nreplace_labels = true\n',
+        )
+    )
+    assert s.capabilities["linux"].labels == ("linux", "x64", "gpu")
+    assert s.capabilities["android"].labels == ("phone",)
+
+
+def test_default_capability_routes_self_hosted_only_jobs(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, 'default_capability = "linux"\nmax_job_timeout = 600\n'))
+    assert s.admission.default_capability == "linux"
+    assert s.admission.max_job_timeout == 600
+    assert s.admission.route(labels=["self-hosted"]).name == "linux"
+
+
+def test_default_capability_must_exist(tmp_path: Path) -> None:
+    path = write(tmp_path, 'default_capability = "gpu"\n')
+    err = config_error(path)
+    assert str(err) == (
+        f"{path}: default_capability 'gpu' is not a capability; capabilities that exist: "
+        "android, audit, deploy, flutter-web, iso, linux"
+    )
