@@ -86,9 +86,7 @@ def test_validate_passes_exactly_the_image_overrides_run_accepts(
     assert job_count(harness) == before
 
     # A capability that allows overrides: validate passes it and run accepts it.
-    allowing = json.dumps(
-        {"linux": {"image": busybox_image, "allow_container_override": True}}
-    )
+    allowing = json.dumps({"linux": {"image": busybox_image, "allow_container_override": True}})
     val = cli(harness, "validate", str(wf), CI_POOL_CAPABILITIES=allowing)
     assert (val.returncode, val.stderr) == (0, "1 file(s) valid\n")
     res = run(harness, git_server, wf, CI_POOL_CAPABILITIES=allowing)
