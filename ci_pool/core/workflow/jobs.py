@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ci_pool.core.admission import Admission
-from ci_pool.core.capabilities import Capability
+from ci_pool.core.capabilities import IGNORED_LABELS, Capability
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import CheckoutSpec, JobSpec
 from ci_pool.core.workflow.contexts import JOB_LEVEL, MISSING, PARSE_TIME, STEP_LEVEL
@@ -160,14 +160,15 @@ class JobBuilder(StepReader):
         try:
             cap = self.wf.admission.route(labels=labels)
         except CapabilityNotFound as exc:
-            wanted = sorted({x.lower() for x in labels} - {"self-hosted"})
+            wanted = sorted({x.lower() for x in labels} - IGNORED_LABELS)
+            which = "the label" if len(wanted) == 1 else "all of the labels"
             hosted = (
                 " (ci-pool has no GitHub-hosted runners)"
                 if any("-latest" in x for x in labels)
                 else ""
             )
             self.error(
-                f"{where}: no capability has the label(s) {', '.join(wanted)}{hosted}; "
+                f"{where}: no capability has {which} {', '.join(wanted)}{hosted}; "
                 f"capabilities that exist: {caps}{exc.hint}",
                 pos,
             )

@@ -44,7 +44,7 @@ def test_positions_and_file_text_are_printed_verbatim(tmp_path: Path, bad: str) 
     assert res.returncode == 1
     assert res.stdout == ""
     assert res.stderr == (
-        "wf.yml:100:21: jobs.build.runs-on: no capability has the label(s) gpu; capabilities "
+        "wf.yml:100:21: jobs.build.runs-on: no capability has the label gpu; capabilities "
         "that exist: android, audit, deploy, flutter-web, iso, linux; to route it, map the "
         'label in ci-pool.toml: [capabilities.<name>] labels = ["gpu"] (labels add to the '
         "capability's own)\n"

@@ -37,7 +37,7 @@ def test_an_error_in_every_matrix_cell_is_reported_once_with_a_count() -> None:
         """
     )
     assert errors == [
-        "wf.yml:3:14: jobs.build.runs-on: no capability has the label(s) macos; capabilities "
+        "wf.yml:3:14: jobs.build.runs-on: no capability has the label macos; capabilities "
         "that exist: android, audit, deploy, flutter-web, iso, linux; to route it, map the "
         'label in ci-pool.toml: [capabilities.<name>] labels = ["macos"] (labels add to the '
         "capability's own) (in 20 matrix cells)"
