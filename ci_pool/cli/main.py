@@ -48,9 +48,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
-# Text from files, jobs and servers is printed as is: no rich markup, no :emoji: codes
-# (``file.yml:100:21`` is not "file.yml💯21"); styles are given as Text.
+# Whole table rows for pipes; text from files and jobs printed as is (no markup, no
+# :emoji: codes: ``file.yml:100:21`` is not "file.yml💯21"), styles given as Text.
 out = Console(
     highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
 )
@@ -473,33 +472,27 @@ app.add_typer(cli_provision.provision_app, name="provision")
 app.command("api")(cli_api.api)
 
 
+def _error(message: str) -> None:
+    err.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
+
+
 def main() -> None:
     """Console entry point: errors become one line and a meaningful exit code."""
     try:
         app()
     except CIPoolError as exc:
-        err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
+        _error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-        err.print(
-            Text.assemble(
-                ("error:", "red"),
-                f" the broker is unreachable ({exc}); check CI_POOL_BROKER_URL and that "
-                "redis-server runs",
-            ),
-            soft_wrap=True,
+        _error(
+            f"the broker is unreachable ({exc}); check CI_POOL_BROKER_URL and that "
+            "redis-server runs"
         )
         sys.exit(3)
     except sqlalchemy.exc.OperationalError as exc:
-        err.print(
-            Text.assemble(
-                ("error:", "red"),
-                f" the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL",
-            ),
-            soft_wrap=True,
-        )
+        _error(f"the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL")
         sys.exit(3)
 
 
