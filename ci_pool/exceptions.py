@@ -63,12 +63,15 @@ class WorkflowError(InputError):
 class CapabilityNotFound(InputError):
     """No capability matches the requested name or labels."""
 
-    def __init__(self, wanted: str, existing: list[str]):
+    def __init__(self, wanted: str, existing: list[str], hint: str = ""):
         self.wanted = wanted
         self.existing = existing
+        #: How to make it route (ci-pool.toml lines), starting with "; ".
+        self.hint = hint
         super().__init__(
             f"no capability matches {wanted!r}; capabilities that exist: "
-            + ", ".join(sorted(existing)),
+            + ", ".join(sorted(existing))
+            + hint,
             field="capability",
         )
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ci_pool import defaults
 from ci_pool.addresses import check_host_pattern, host_matches, is_ip, refusal, split_host_port
+from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.core.forges import Forge
 from ci_pool.exceptions import ConfigError
@@ -145,6 +146,8 @@ class Settings(BaseSettings):
     status_attempts: int = Field(default=defaults.STATUS_ATTEMPTS, ge=1, le=20)
     status_backoff: float = Field(default=defaults.STATUS_BACKOFF, ge=0)
     status_timeout: float = Field(default=defaults.STATUS_TIMEOUT, gt=0)
+    #: The capability of workflow jobs whose only label is ``self-hosted`` (None: refused).
+    default_capability: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -203,6 +206,13 @@ class Settings(BaseSettings):
                 )
             queues[cap.queue] = cap.name
         self._check_forges()
+        if self.default_capability is not None and self.default_capability not in (
+            self.capabilities
+        ):
+            raise ValueError(
+                f"default_capability {self.default_capability!r} is not a capability; "
+                f"capabilities that exist: {', '.join(sorted(self.capabilities))}"
+            )
         return self
 
     def _check_forges(self) -> None:
@@ -221,6 +231,16 @@ class Settings(BaseSettings):
                 why = refusal(api_host, allow_loopback=self.allow_loopback_git)
                 if why is not None:
                     raise ValueError(f"forges.{key}.api_url is refused: {why}")
+
+    @property
+    def admission(self) -> Admission:
+        """The rules every job is admitted by: routing, time limit, image, job count."""
+        return Admission(
+            self.capabilities,
+            self.default_capability,
+            self.max_job_timeout,
+            self.max_jobs_per_pipeline,
+        )
 
     @property
     def resolved_store_url(self) -> str:

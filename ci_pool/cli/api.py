@@ -18,8 +18,8 @@ from ci_pool.settings import get_settings
 from ci_pool.store import tokens
 
 token_app = typer.Typer(help="API bearer tokens (only their SHA-256 is stored).")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def _lifetime(text: str) -> timedelta:

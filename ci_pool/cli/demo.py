@@ -37,7 +37,8 @@ def _demo_image(console: Console) -> str | None:
     except Exception as exc:
         console.print(
             f"[yellow]No Docker engine answers ({type(exc).__name__}); running the "
-            "steps on the host instead (capability mode = host).[/yellow]"
+            "steps on the host instead (capability mode = host).[/yellow]",
+            markup=True,
         )
         return None
     try:
@@ -49,7 +50,8 @@ def _demo_image(console: Console) -> str | None:
     if not busybox:
         console.print(
             "[yellow]Docker answers but busybox is not installed to build the demo "
-            "image; running the steps on the host instead.[/yellow]"
+            "image; running the steps on the host instead.[/yellow]",
+            markup=True,
         )
         return None
     build_busybox_image(client, DEMO_IMAGE, busybox)
@@ -116,7 +118,10 @@ def _submit_and_follow(
     with console.status("starting a worker for capability 'linux'..."):
         while not pool.runners("linux"):
             if worker.poll() is not None or time.monotonic() > deadline:
-                console.print("[red]the worker did not start; see .ci-pool/demo/worker.log[/red]")
+                console.print(
+                    "[red]the worker did not start; see .ci-pool/demo/worker.log[/red]",
+                    markup=True,
+                )
                 return 3
             time.sleep(0.1)
     console.print(f"worker online: {pool.runners('linux')[0].runner_id}")
@@ -134,7 +139,9 @@ def _submit_and_follow(
         allow_local_repos=False,
     )
     job = pool.submit(spec)
-    console.print(f"submitted job [bold]{job.id}[/bold] for commit {sha[:12]}; live log:")
+    console.print(
+        f"submitted job [bold]{job.id}[/bold] for commit {sha[:12]}; live log:", markup=True
+    )
     for _ts, line in pool.follow(job.id):
         console.print(Text.assemble(("  | ", "dim"), line), soft_wrap=True)
     job = pool.wait(job.id)
@@ -149,7 +156,8 @@ def _submit_and_follow(
     style = "green" if job.state == JobState.SUCCEEDED.value else "red"
     console.print(
         f"job {job.id} [{style}]{job.state}[/{style}] exit {job.exit_code} on "
-        f"{job.runner_id}: picked up in {waited * 1000:.0f} ms, ran {ran:.2f} s"
+        f"{job.runner_id}: picked up in {waited * 1000:.0f} ms, ran {ran:.2f} s",
+        markup=True,
     )
     if job.state == JobState.SUCCEEDED.value:
         return 0

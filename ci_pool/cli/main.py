@@ -26,6 +26,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ci_pool.cli import api as cli_api
 from ci_pool.cli import pipelines as cli_pipelines
@@ -49,9 +50,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Whole table rows for pipes; text from files and jobs printed as is (no markup, no
+# :emoji: codes: ``file.yml:100:21`` is not "file.yml💯21"), styles given as Text.
+out = Console(
+    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def _pool() -> Pool:
@@ -177,8 +181,12 @@ def show(
         return
     style = _STATE_STYLE.get(data["state"], "white")
     out.print(
-        f"[bold]job {data['id']}[/bold]  [{style}]{data['state']}[/{style}]"
-        + (f"  exit {data['exit_code']}" if data["exit_code"] is not None else "")
+        Text.assemble(
+            (f"job {data['id']}", "bold"),
+            "  ",
+            (data["state"], style),
+            f"  exit {data['exit_code']}" if data["exit_code"] is not None else "",
+        )
     )
     rows = [
         ("name", data["name"]),
@@ -198,7 +206,7 @@ def show(
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:
-        out.print(f"  [yellow]waiting    {data['waiting']}[/yellow]")
+        out.print(Text(f"  waiting    {data['waiting']}", style="yellow"))
     if data["artifacts"]:
         out.print("  artifacts")
         for a in data["artifacts"]:
@@ -302,8 +310,11 @@ def worker(
 
         if not docker_available():
             err.print(
-                f"[yellow]warning:[/yellow] no Docker engine answers; jobs of "
-                f"{cap.name!r} will end in error until one does"
+                Text.assemble(
+                    ("warning:", "yellow"),
+                    f" no Docker engine answers; jobs of {cap.name!r} will end in error "
+                    "until one does",
+                )
             )
     from ci_pool.broker.app import create_celery
 
@@ -476,27 +487,27 @@ app.add_typer(cli_provision.provision_app, name="provision")
 app.command("api")(cli_api.api)
 
 
+def _error(message: str) -> None:
+    err.print(Text.assemble(("error:", "red"), f" {message}"), soft_wrap=True)
+
+
 def main() -> None:
     """Console entry point: errors become one line and a meaningful exit code."""
     try:
         app()
     except CIPoolError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        _error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-        err.print(
-            f"[red]error:[/red] the broker is unreachable ({exc}); check "
-            "CI_POOL_BROKER_URL and that redis-server runs",
-            soft_wrap=True,
+        _error(
+            f"the broker is unreachable ({exc}); check CI_POOL_BROKER_URL and that "
+            "redis-server runs"
         )
         sys.exit(3)
     except sqlalchemy.exc.OperationalError as exc:
-        err.print(
-            f"[red]error:[/red] the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL",
-            soft_wrap=True,
-        )
+        _error(f"the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL")
         sys.exit(3)
 
 

@@ -27,8 +27,11 @@ from ci_pool.settings import get_settings
 
 pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
 # Scripts and pipes get whole table rows, not a squeeze to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
+# Text from files, jobs and servers is printed as is: no rich markup, no :emoji: codes.
+out = Console(
+    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 _STYLE = {
     "succeeded": "green",
@@ -198,12 +201,10 @@ def validate(
         except WorkflowError as exc:
             found = [exc]
         else:
-            found = validate_workflow(
-                text, str(file), settings.capabilities, settings.max_jobs_per_pipeline
-            )
+            found = validate_workflow(text, str(file), settings.admission)
         for error in found:
             count += 1
-            err.print(str(error), soft_wrap=True, markup=False)
+            err.print(str(error), soft_wrap=True)
     if count:
         err.print(f"{count} error(s) in {len(files)} file(s)")
         raise typer.Exit(1)

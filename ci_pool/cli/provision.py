@@ -22,8 +22,8 @@ provision_app = typer.Typer(
     "what the audit log lists was changed).",
     no_args_is_help=True,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _print(record: dict[str, Any], as_json: bool, text: str) -> None:

@@ -48,6 +48,8 @@ class Capability(BaseModel):
     #: Submissions must be signed (HMAC, see ``signing_keys``) or come from a token limited
     #: to this capability; the local operator's CLI is exempt.
     require_signature: bool = False
+    #: ``labels`` in ci-pool.toml add to a built-in capability's labels; true replaces them.
+    replace_labels: bool = False
 
     @field_validator("repos", "refs")
     @classmethod
@@ -100,8 +102,8 @@ class Capability(BaseModel):
 
     @property
     def label_set(self) -> frozenset[str]:
-        """Labels this capability answers to, its own name included."""
-        return frozenset((self.name, *self.labels))
+        """Labels this capability answers to (lower-case), its own name included."""
+        return frozenset(label.lower() for label in (self.name, *self.labels))
 
 
 #: Protected branches and release tags: what the privileged capabilities build by default.
@@ -121,7 +123,7 @@ DEFAULT_CAPABILITIES: dict[str, dict[str, Any]] = {
     "flutter-web": {"image": "ci-pool/flutter-web:latest", "labels": ["flutter", "web"]},
     "iso": {
         "mode": "host",
-        "labels": ["iso"],
+        "labels": ["iso", "privileged"],
         "privileged": True,
         "default_timeout": 7200,
         **_STRICT,
@@ -132,31 +134,67 @@ DEFAULT_CAPABILITIES: dict[str, dict[str, Any]] = {
         "network": "host",
         **_STRICT,
     },
+    # Checks that build nothing to ship (licence, dependency and security audits).
+    "audit": {"image": "ci-pool/linux:latest", "labels": ["audit"]},
 }
 
 
 def merge_capabilities(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Lay the configured capability tables over the built-in defaults."""
+    """Lay the configured capability tables over the built-in defaults.
+
+    ``labels`` given for a built-in capability add to its own (so ``labels = ["gpu"]`` on
+    linux still routes ``linux`` and ``x64``); ``replace_labels = true`` replaces them."""
     merged = {name: {"name": name, "queue": name, **d} for name, d in DEFAULT_CAPABILITIES.items()}
     for name, table in (overrides or {}).items():
         if isinstance(table, Capability):
             table = table.model_dump()
         if not isinstance(table, Mapping):
             raise ValueError(f"capabilities.{name} must be a table")
+        table = dict(table)
+        builtin = DEFAULT_CAPABILITIES.get(name, {}).get("labels", [])
+        labels = table.get("labels")
+        if builtin and isinstance(labels, list | tuple) and not table.get("replace_labels"):
+            table["labels"] = [*builtin, *(x for x in labels if x not in builtin)]
         merged.setdefault(name, {"name": name, "queue": name}).update(table)
         merged[name]["name"] = name
     return merged
+
+
+def _toml_hint(capabilities: Mapping[str, Capability], wanted: frozenset[str]) -> str:
+    """How to route ``wanted`` labels: the ci-pool.toml lines that map them."""
+    # The capability that already has the most of them is the likely home of the rest;
+    # GitHub's Linux runner labels (ubuntu-latest, ubuntu-24.04) belong on linux.
+    best = max(
+        sorted(capabilities.values(), key=lambda c: c.name),
+        key=lambda c: len(wanted & c.label_set),
+        default=None,
+    )
+    name, missing = "<name>", sorted(wanted)
+    if best is not None and wanted & best.label_set:
+        name, missing = best.name, sorted(wanted - best.label_set)
+    elif "linux" in capabilities and any(x.startswith(("ubuntu", "debian")) for x in wanted):
+        name = "linux"
+    listed = ", ".join(f'"{x}"' for x in missing)
+    return (
+        f"; to route it, map the label in ci-pool.toml: [capabilities.{name}] "
+        f"labels = [{listed}] (labels add to the capability's own)"
+    )
 
 
 def route(
     capabilities: Mapping[str, Capability],
     capability: str | None = None,
     labels: Iterable[str] = (),
+    default: str | None = None,
 ) -> Capability:
-    """Pick the capability for a job from its name and/or labels; never a default."""
-    wanted = frozenset(labels) - IGNORED_LABELS
+    """Pick the capability for a job from its name and/or labels (case-insensitive).
+
+    A job labelled only ``self-hosted`` goes to ``default`` when there is one; nothing
+    else ever falls back to a default."""
+    given = frozenset(label.lower() for label in labels)
+    wanted = given - IGNORED_LABELS
     if capability is not None:
-        cap = capabilities.get(capability)
+        cap = capabilities.get(capability.lower())
         if cap is None:
             raise CapabilityNotFound(capability, list(capabilities))
         missing = wanted - cap.label_set
@@ -168,6 +206,17 @@ def route(
             )
         return cap
     if not wanted:
+        if given and default is not None:
+            if default not in capabilities:
+                raise CapabilityNotFound(default, list(capabilities))
+            return capabilities[default]
+        if given:
+            raise InputError(
+                "needs a label besides self-hosted: one of "
+                f"{', '.join(sorted(capabilities))}; or route such jobs with "
+                'default_capability = "<name>" at the top of ci-pool.toml',
+                field="labels",
+            )
         raise InputError("give a capability or at least one label", field="capability")
     # An exact name match wins; otherwise exactly one capability must carry every label.
     matches = [c for c in capabilities.values() if wanted <= c.label_set]
@@ -177,9 +226,13 @@ def route(
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise CapabilityNotFound("labels " + ",".join(sorted(wanted)), list(capabilities))
+        raise CapabilityNotFound(
+            "labels " + ",".join(sorted(wanted)),
+            list(capabilities),
+            hint=_toml_hint(capabilities, wanted),
+        )
     raise InputError(
-        f"labels {sorted(wanted)} match several capabilities "
-        f"({', '.join(sorted(c.name for c in matches))}); name one with --capability",
+        f"labels {', '.join(sorted(wanted))} match several capabilities "
+        f"({', '.join(sorted(c.name for c in matches))}); add the name of one to the labels",
         field="labels",
     )

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ci_pool.broker.app import send_run_job
 from ci_pool.core import concurrency
-from ci_pool.core.capabilities import Capability, route
+from ci_pool.core.capabilities import Capability
 from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
 from ci_pool.core.pipeline import Pipeline, PipelineJob
 from ci_pool.core.policy import Submitter, check_access, check_policy, check_secret_names
@@ -59,20 +59,8 @@ class Submission(Inspection):
         """Everything that can refuse a job, done before anything is written. Input and
         access errors raise; a policy denial is returned, to be recorded ``rejected``.
         The spec comes back with its checkout ref pinned (``admit_checkout``)."""
-        cap = route(self.settings.capabilities, spec.capability, spec.labels)
+        cap, timeout = self.settings.admission.admit(spec)
         check_access(who, cap.name, spec.repo)
-        timeout = spec.timeout or min(cap.default_timeout, self.settings.max_job_timeout)
-        if timeout > self.settings.max_job_timeout:
-            raise InputError(
-                f"{timeout}s is above the pool's limit of {self.settings.max_job_timeout}s",
-                field="timeout",
-            )
-        if spec.image and spec.image != cap.image and not cap.allow_container_override:
-            raise InputError(
-                f"capability {cap.name!r} runs only its own image ({cap.image or 'host mode'}); "
-                "drop the image override or use a capability with allow_container_override",
-                field="image",
-            )
         check_secret_names(cap, spec.secrets)
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
@@ -170,9 +158,7 @@ class Submission(Inspection):
             check_event(event)
         except ValueError as exc:
             raise InputError(str(exc), field="event") from None
-        pipe = parse_workflow(
-            text, file, self.settings.capabilities, self.settings.max_jobs_per_pipeline
-        )
+        pipe = parse_workflow(text, file, self.settings.admission)
         facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
         who = who or Submitter()
         caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
@@ -252,22 +238,17 @@ class Submission(Inspection):
             raise InputError(msg, field="event") from None
 
     def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
-        """One pipeline job as written, its spec admitted at ``repo`` and ``ref``."""
-        cap = self.settings.capabilities[job.spec.capability or ""]
+        """One pipeline job as written, its spec admitted at ``repo`` and ``ref`` (the parser
+        has reported any problem already, at its line)."""
         spec = job.spec.model_copy(
             update={"repo": repo, "ref": ref, "name": job.spec.name or job.key}
         )
-        if spec.image and spec.image != cap.image and not cap.allow_container_override:
-            raise InputError(
-                f"job {job.key!r}: capability {cap.name!r} runs only its own image; "
-                "remove container: or use a capability that allows overrides",
-                field=f"jobs.{job.job_id}.container",
-            )
+        cap, timeout = self.settings.admission.admit(spec)
         return NewJob(
             spec=spec,
             capability=cap.name,
             queue=cap.queue,
-            timeout_s=min(spec.timeout or cap.default_timeout, self.settings.max_job_timeout),
+            timeout_s=timeout,
             max_attempts=self.settings.max_attempts,
             graph=job,
         )

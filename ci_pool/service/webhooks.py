@@ -406,9 +406,7 @@ def _submit(
 ) -> list[tuple[str, str]]:
     """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
     try:
-        on = parse_workflow(
-            text, path, pool.settings.capabilities, pool.settings.max_jobs_per_pipeline
-        ).on
+        on = parse_workflow(text, path, pool.settings.admission).on
         why = push_trigger(on, push.kind, push.name, push.changed)
         if why is not None:
             skipped.append((path, why))

@@ -143,9 +143,9 @@ FEATURES: dict[str, Feature] = {
     "dynamic-matrix": Feature("none yet", False, True, ("github/dynamic-matrix-fromjson.yml",)),
     "env-files": Feature("files", True, False, ("github/env-files.yml",)),
     "workflow-commands": Feature("files", True, False, ("github/workflow-commands.yml",)),
-    "label-case": Feature("route", False, True, ("github/self-hosted-linux-x64.yml",)),
-    "default-capability": Feature("route", False, True, ("github/self-hosted-bare.yml",)),
-    "yaml-tab-comment": Feature("route", False, True, ("github/tab-comment.yml",)),
+    "label-case": Feature("route", True, True, ("github/self-hosted-linux-x64.yml",)),
+    "default-capability": Feature("route", True, True, ("github/self-hosted-bare.yml",)),
+    "yaml-tab-comment": Feature("route", True, True, ("github/tab-comment.yml",)),
 }
 
 

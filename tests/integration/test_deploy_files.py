@@ -41,7 +41,7 @@ def test_compose_file_is_valid_and_has_a_worker_per_capability() -> None:
     assert res.returncode == 0, res.stderr
     config = yaml.safe_load(res.stdout)
     services = config["services"]
-    for cap in ("linux", "android", "flutter-web", "iso", "deploy"):
+    for cap in ("linux", "android", "flutter-web", "iso", "deploy", "audit"):
         worker = services[f"worker-{cap}"]
         assert worker["command"] == ["worker", "--capability", cap]
         # The nested executor needs the Docker socket; host mode (iso) gets none.

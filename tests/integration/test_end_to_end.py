@@ -178,7 +178,7 @@ def test_capability_without_worker_stays_queued_and_show_says_why(
 @pytest.mark.parametrize(
     ("args", "field", "hint"),
     [
-        (["--capability", "gpu"], "capability", "android, deploy, flutter-web, iso, linux"),
+        (["--capability", "gpu"], "capability", "android, audit, deploy, flutter-web, iso, linux"),
         (["--repo", "not a url"], "repo", "URL"),
         (["--repo", "--upload-pack=touch /tmp/pwned"], "repo", "git option"),
         (["--repo", "file:///etc"], "repo", "local repositories are refused"),

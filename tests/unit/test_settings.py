@@ -44,12 +44,12 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert s.visibility_timeout == defaults.VISIBILITY_TIMEOUT
     assert s.max_job_timeout == defaults.MAX_JOB_TIMEOUT
     assert s.allow_local_repos is False
-    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_no_file_at_all_gives_defaults() -> None:
     s = load_settings()
-    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(s.capabilities) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_default_capabilities(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_override_image_keeps_the_rest(tmp_path: Path) -> None:
     assert caps["linux"].image == "example/linux:2"
     assert caps["linux"].label_set == {"linux", "x64"}
     assert caps["android"].image == "ci-pool/android:latest"
-    assert set(caps) == {"linux", "android", "flutter-web", "iso", "deploy"}
+    assert set(caps) == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
 
 
 def test_add_a_capability(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_add_a_capability(tmp_path: Path) -> None:
         "32g",
     )
     assert gpu.labels == ("gpu", "cuda")
-    assert {"linux", "android", "flutter-web", "iso", "deploy"} < set(caps)
+    assert {"linux", "android", "flutter-web", "iso", "deploy", "audit"} < set(caps)
 
 
 def test_top_level_values(tmp_path: Path) -> None:
@@ -297,3 +297,34 @@ def test_vars_table(tmp_path: Path) -> None:
 def test_bad_vars_are_named(tmp_path: Path, text: str, words: str) -> None:
     err = config_error(write(tmp_path, text))
     assert words in str(err), str(err)
+
+
+# -- routing: labels and the default capability -----------------------------------------
+
+
+def test_toml_labels_add_to_a_capability_and_can_replace_them(tmp_path: Path) -> None:
+    s = load_settings(
+        write(
+            tmp_path,
+            '[capabilities.linux]\nlabels = ["gpu"]\n\n'
+            '[capabilities.android]\nlabels = ["phone"]\nreplace_labels = true\n',
+        )
+    )
+    assert s.capabilities["linux"].labels == ("linux", "x64", "gpu")
+    assert s.capabilities["android"].labels == ("phone",)
+
+
+def test_default_capability_routes_self_hosted_only_jobs(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, 'default_capability = "linux"\nmax_job_timeout = 600\n'))
+    assert s.admission.default_capability == "linux"
+    assert s.admission.max_job_timeout == 600
+    assert s.admission.route(labels=["self-hosted"]).name == "linux"
+
+
+def test_default_capability_must_exist(tmp_path: Path) -> None:
+    path = write(tmp_path, 'default_capability = "gpu"\n')
+    err = config_error(path)
+    assert str(err) == (
+        f"{path}: default_capability 'gpu' is not a capability; capabilities that exist: "
+        "android, audit, deploy, flutter-web, iso, linux"
+    )

@@ -149,7 +149,11 @@ class ValueReader:
         self.needs = needs or {}
         self.job_id = job_id
         self.ok = True
-        self.step_ids: frozenset[str] = frozenset()  # step ids visible to the value being read
+        #: Step ids visible to the value being read; None when the steps could not be read.
+        self.step_ids: frozenset[str] | None = frozenset()
+        #: The matrix cell being read ("linux, 3.12"), None outside a matrix: errors say
+        #: which cells they are found in.
+        self.cell_label: str | None = None
         #: ``strategy.*`` of this cell, substituted like the matrix where it is known.
         self.strategy_values: dict[str, Any] | None = None
 
@@ -163,7 +167,7 @@ class ValueReader:
 
     def error(self, message: str, pos: Pos | None) -> None:
         self.ok = False
-        self.src.error(message, pos)
+        self.src.error(message, pos, self.cell_label)
 
     def _check(
         self, expr: Expr, where: str, contexts: frozenset[str], status: bool
@@ -239,6 +243,8 @@ class ValueReader:
 
     def _steps_problem(self, shown: str, path: tuple[str | int, ...]) -> str | None:
         step = str(path[1]) if len(path) > 1 else ""
+        if self.step_ids is None:
+            return None
         if step not in self.step_ids:
             seen = ", ".join(sorted(self.step_ids)) or "none"
             return f"'{shown}': no earlier step has id {step!r} (ids before this point: {seen})"

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ci_pool.core.capabilities import IGNORED_LABELS, Capability, route
+from ci_pool.core.admission import Admission
+from ci_pool.core.capabilities import IGNORED_LABELS, Capability
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import CheckoutSpec, JobSpec
 from ci_pool.core.workflow.concurrency import ConcurrencyReader
@@ -40,11 +41,15 @@ class _Container(NamedTuple):
 class Workflow:
     """What every job of a file shares."""
 
-    capabilities: Mapping[str, Capability]
+    admission: Admission
     env: dict[str, str]
     run: RunDefaults
     #: Job id -> declared output names, for checking ``needs.<id>.outputs.<name>``.
     outputs: dict[str, frozenset[str]]
+
+    @property
+    def capabilities(self) -> Mapping[str, Capability]:
+        return self.admission.capabilities
 
 
 class JobBuilder(StepReader):
@@ -66,8 +71,8 @@ class JobBuilder(StepReader):
         self.wf, self.data, self.pos, self.strategy = wf, data, pos, strategy
         self.run_defaults = wf.run
         self.path = f"jobs.{job_id}"
-        # Errors that depend on the matrix values say which cell they are about.
-        self.cell_note = f" (matrix: {label(cell)})" if strategy.keys is not None else ""
+        # Errors in a matrix job say which cells they are about.
+        self.cell_label = label(cell) if strategy.keys is not None else None
         index = next((i for i, c in enumerate(strategy.cells) if c is cell), 0)
         self.strategy_values = {
             "fail-fast": strategy.fail_fast,
@@ -84,7 +89,6 @@ class JobBuilder(StepReader):
         env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_ENV)}
         container = self.container()
         steps, checkout = self.steps()
-        self.step_ids = frozenset(s.id for s in steps if s.id)
         outputs = self.outputs()
         name = self.name(key)
         timeout = self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes")
@@ -115,7 +119,7 @@ class JobBuilder(StepReader):
             steps=steps,
             secrets=secrets,
         )
-        if spec is None:
+        if spec is None or not self.admit(spec):
             return None
         return PipelineJob(
             key=key,
@@ -132,6 +136,17 @@ class JobBuilder(StepReader):
             max_parallel=self.strategy.max_parallel,
             concurrency=concurrency,
         )
+
+    def admit(self, spec: JobSpec) -> bool:
+        """The pool's admission rules (``ci_pool.core.admission``), each problem reported at
+        the key it comes from."""
+        d, p = self.data, self.path
+        places = {"timeout": "timeout-minutes", "image": "container"}
+        _, problems = self.wf.admission.check(spec)
+        for problem in problems:
+            key = places.get(problem.field, "runs-on")
+            self.error(f"{p}.{key}: {problem.message}", d.value_pos.get(key, self.pos))
+        return not problems
 
     def name(self, key: str) -> str:
         if "name" not in self.data:
@@ -164,36 +179,27 @@ class JobBuilder(StepReader):
                 if isinstance(label_, str) and label_:
                     labels.append(label_)
                 elif label_ is not MISSING:
-                    self.error(f"{where}: labels must be non-empty strings{self.cell_note}", ipos)
+                    self.error(f"{where}: labels must be non-empty strings", ipos)
         if not self.ok:
             return None
-        wanted = set(labels) - IGNORED_LABELS
         try:
-            cap = route(self.wf.capabilities, labels=labels)
-        except CapabilityNotFound:
+            cap = self.wf.admission.route(labels=labels)
+        except CapabilityNotFound as exc:
+            wanted = sorted({x.lower() for x in labels} - IGNORED_LABELS)
+            which = "the label" if len(wanted) == 1 else "all of the labels"
             hosted = (
                 " (ci-pool has no GitHub-hosted runners)"
                 if any("-latest" in x for x in labels)
                 else ""
             )
             self.error(
-                f"{where}: no capability has the label(s) {', '.join(sorted(wanted))}"
-                f"{self.cell_note}{hosted}; capabilities that exist: {caps}",
+                f"{where}: no capability has {which} {', '.join(wanted)}{hosted}; "
+                f"capabilities that exist: {caps}{exc.hint}",
                 pos,
             )
             return None
-        except InputError:
-            if not wanted:
-                self.error(f"{where}: needs a label besides self-hosted: one of {caps}", pos)
-            else:
-                several = sorted(
-                    c.name for c in self.wf.capabilities.values() if wanted <= c.label_set
-                )
-                self.error(
-                    f"{where}: labels {', '.join(sorted(wanted))} match several capabilities"
-                    f" ({', '.join(several)}){self.cell_note}; add the name of one",
-                    pos,
-                )
+        except InputError as exc:
+            self.error(f"{where}: {str(exc).removeprefix(f'{exc.field}: ')}", pos)
             return None
         return cap.name, tuple(labels)
 
@@ -225,7 +231,7 @@ class JobBuilder(StepReader):
         if image is MISSING:
             return None
         if not isinstance(image, str) or not _IMAGE.match(image):
-            self.error(f"{where}: must be an image name such as debian:12{self.cell_note}", pos)
+            self.error(f"{where}: must be an image name such as debian:12", pos)
             return None
         return _Container(image, env, options)
 

@@ -24,7 +24,9 @@ What is resolved when parsing, and what is left for the runtime:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
+from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.pipeline import (
     Pipeline,
@@ -41,7 +43,6 @@ from ci_pool.core.workflow.matrix import cell_keys, read_strategies
 from ci_pool.core.workflow.schema import ID, SHELLS, WORKFLOW_KEYS, check_keys, one_or_many
 from ci_pool.core.workflow.steps import RunDefaults
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source, plain
-from ci_pool.defaults import MAX_JOBS_PER_PIPELINE
 from ci_pool.exceptions import WorkflowError
 
 __all__ = [
@@ -57,14 +58,17 @@ __all__ = [
 def parse_workflow(
     text: str,
     file: str,
-    capabilities: Mapping[str, Capability],
-    max_jobs: int = MAX_JOBS_PER_PIPELINE,
+    pool: Admission | Mapping[str, Capability],
+    max_jobs: int | None = None,
 ) -> Pipeline:
     """The pipeline of a workflow file; raises WorkflowErrors listing every problem.
 
-    ``max_jobs`` bounds the jobs it may have, matrix cells counted (``max_jobs_per_pipeline``).
+    Each job is admitted by ``pool``'s rules (``Settings.admission``: routing, time limit,
+    image), so a file that parses is one the pool accepts, policy aside. A bare capability
+    table takes the built-in limits. ``max_jobs`` overrides ``pool.max_jobs``, the jobs a
+    file may have, matrix cells counted (``max_jobs_per_pipeline``).
     """
-    pipeline, errors = _parse(text, file, capabilities, max_jobs)
+    pipeline, errors = _parse(text, file, _rules(pool, max_jobs))
     if errors or pipeline is None:
         raise WorkflowErrors(errors)
     return pipeline
@@ -73,11 +77,16 @@ def parse_workflow(
 def validate_workflow(
     text: str,
     file: str,
-    capabilities: Mapping[str, Capability],
-    max_jobs: int = MAX_JOBS_PER_PIPELINE,
+    pool: Admission | Mapping[str, Capability],
+    max_jobs: int | None = None,
 ) -> list[WorkflowError]:
     """Every problem of a workflow file, in file order; empty when it is valid."""
-    return _parse(text, file, capabilities, max_jobs)[1]
+    return _parse(text, file, _rules(pool, max_jobs))[1]
+
+
+def _rules(pool: Admission | Mapping[str, Capability], max_jobs: int | None) -> Admission:
+    rules = Admission.of(pool)
+    return rules if max_jobs is None else replace(rules, max_jobs=max_jobs)
 
 
 def _needs(src: Source, job_id: str, job: MarkedMap, job_ids: list[str]) -> list[str]:
@@ -155,9 +164,7 @@ def _jobs(src: Source, data: MarkedMap) -> MarkedMap:
     return jobs
 
 
-def _parse(
-    text: str, file: str, capabilities: Mapping[str, Capability], max_jobs: int
-) -> tuple[Pipeline | None, list[WorkflowError]]:
+def _parse(text: str, file: str, rules: Admission) -> tuple[Pipeline | None, list[WorkflowError]]:
     src = Source(file, text)
     data = src.load()
     if data is None and not src.errors:
@@ -196,8 +203,8 @@ def _parse(
         j: frozenset(job["outputs"]) if isinstance(job.get("outputs"), MarkedMap) else frozenset()
         for j, job in valid.items()
     }
-    wf = Workflow(capabilities, env, run_defaults, outputs)
-    strategies = read_strategies(src, jobs, valid, max_jobs)
+    wf = Workflow(rules, env, run_defaults, outputs)
+    strategies = read_strategies(src, jobs, valid, rules.max_jobs)
     if strategies is None:
         return None, src.errors
     keys = {j: cell_keys(j, s.cells, s.keys is not None) for j, s in strategies.items()}

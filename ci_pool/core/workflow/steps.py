@@ -41,8 +41,6 @@ class StepReader(ValueReader):
     data: MarkedMap
     pos: Pos
     path: str
-    #: Appended to errors that depend on the matrix values: which cell they are about.
-    cell_note: str
 
     def model(self, cls: type[_Model], where: str, pos: Pos, **fields: Any) -> _Model | None:
         """``cls(**fields)``, or None with the first problem reported at ``where``."""
@@ -52,7 +50,7 @@ class StepReader(ValueReader):
             first = exc.errors()[0]
             loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
             message = str(first["msg"]).removeprefix("Value error, ")
-            self.error(f"{where}{loc}: {message}{self.cell_note}", pos)
+            self.error(f"{where}{loc}: {message}", pos)
             return None
 
     def steps(self) -> tuple[tuple[StepSpec, ...], CheckoutSpec | None]:
@@ -63,6 +61,7 @@ class StepReader(ValueReader):
             self.error(
                 f"{where}: a job needs a list of steps (run: or uses: actions/checkout)", pos
             )
+            self.step_ids = None  # unknown: references to steps are not checked
             return (), None
         if len(value) > MAX_STEPS:
             self.error(
@@ -108,6 +107,9 @@ class StepReader(ValueReader):
                 ids.add(str(step_id))
         if not steps and self.ok:
             self.error(f"{where}: the job has no run: steps", self.data.value_pos["steps"])
+        # Every id given, a rejected step's too: its error is reported once, not again at
+        # each reference to it.
+        self.step_ids = frozenset(ids)
         return tuple(steps), checkout
 
     def run_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:

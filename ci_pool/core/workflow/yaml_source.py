@@ -188,6 +188,46 @@ def plain(value: Any) -> Any:
     return value
 
 
+# A line ending in a block scalar header (``run: |``, ``- >-``, ``key: |2  # note``).
+_BLOCK_HEADER = re.compile(r"(?:^|[ \t])[|>][1-9+-]{0,2}[ \t]*(?:#.*)?$")
+_BLANK_OR_COMMENT = re.compile(r"^[ \t]*(?:#.*)?$")
+
+
+def _tabs_before_comments(text: str) -> str:
+    """YAML 1.2 lets tabs separate a comment (or nothing) from the start of a line; LibYAML
+    takes them for indentation and stops. Those tabs become spaces, one for one, so every
+    line and column stays where it was; block scalars (scripts) are left as written, except
+    a tab-only line inside one that cannot be content (it is indentation, then nothing)."""
+    if "\t" not in text:
+        return text
+    lines = text.split("\n")
+    block: int | None = None  # the indentation of the line that opened a block scalar
+    for i, line in enumerate(lines):
+        body = line.rstrip("\r")
+        indent = len(body) - len(body.lstrip(" "))
+        blank = not body.strip(" \t")
+        if block is not None:
+            if blank and "\t" in body and len(body) <= block + 1:
+                lines[i] = line.replace("\t", " ")
+            if blank or indent > block:
+                continue
+            block = None
+        if "\t" in body and _BLANK_OR_COMMENT.match(body):
+            lead = len(body) - len(body.lstrip(" \t"))
+            lines[i] = " " * lead + line[lead:]
+        elif _BLOCK_HEADER.search(body):
+            block = indent
+    return "\n".join(lines)
+
+
+def _cells_note(cells: list[str]) -> str:
+    if len(cells) == 1:
+        return f" (matrix: {cells[0]})"
+    if len(cells) <= 3:
+        return f" (in {len(cells)} matrix cells: {' | '.join(cells)})"
+    return f" (in {len(cells)} matrix cells)"
+
+
 class Source:
     """One workflow file being read: its lines, and every error found in it so far."""
 
@@ -195,14 +235,18 @@ class Source:
         self.file = file
         self.text = text
         self.lines = text.splitlines()
-        self._errors: dict[tuple[int, int, str], WorkflowError] = {}
+        #: (line, column, message) -> the matrix cells it was found in (None: not a cell's).
+        self._errors: dict[tuple[int, int, str], list[str] | None] = {}
 
-    def error(self, message: str, pos: Pos | None) -> None:
-        """Record an error; the same message at the same place is kept once."""
+    def error(self, message: str, pos: Pos | None, cell: str | None = None) -> None:
+        """Record an error; the same message at the same place is kept once, with the
+        matrix ``cell`` it was found in: repeats across cells are counted, not repeated."""
         line, column = (pos.line, pos.column) if pos else (0, 0)
         key = (line, column, message)
         if key not in self._errors:
-            self._errors[key] = WorkflowError(message, file=self.file, line=line, column=column)
+            self._errors[key] = None if cell is None else [cell]
+        elif cell is not None and (cells := self._errors[key]) is not None and cell not in cells:
+            cells.append(cell)
 
     def check_keys(
         self,
@@ -224,8 +268,15 @@ class Source:
 
     @property
     def errors(self) -> list[WorkflowError]:
-        """Errors in file order."""
-        return [self._errors[k] for k in sorted(self._errors)]
+        """Errors in file order, each saying in which matrix cells it was found."""
+        found = []
+        for line, column, message in sorted(self._errors):
+            cells = self._errors[line, column, message]
+            if cells:
+                first, nl, rest = message.partition("\n")
+                message = f"{first}{_cells_note(cells)}{nl}{rest}"
+            found.append(WorkflowError(message, file=self.file, line=line, column=column))
+        return found
 
     def _over_bounds(self) -> bool:
         """Report a text too large or holding control characters (each line once)."""
@@ -264,7 +315,7 @@ class Source:
         if self._over_bounds():
             return None
         try:
-            loader = _Loader(self.text)  # the reader checks the characters here
+            loader = _Loader(_tabs_before_comments(self.text))  # the reader checks characters
         except yaml.YAMLError as exc:
             self.error(f"not valid YAML: {exc}", Pos(1, 1))
             return None

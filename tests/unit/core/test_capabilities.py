@@ -95,7 +95,12 @@ def test_self_hosted_is_ignored(caps: dict[str, Capability]) -> None:
 def test_only_self_hosted_is_no_label_at_all(caps: dict[str, Capability]) -> None:
     with pytest.raises(InputError) as info:
         route(caps, labels=["self-hosted"])
-    assert info.value.field == "capability"
+    assert info.value.field == "labels"
+    assert str(info.value) == (
+        "labels: needs a label besides self-hosted: one of android, audit, deploy, "
+        'flutter-web, iso, linux; or route such jobs with default_capability = "<name>" at '
+        "the top of ci-pool.toml"
+    )
 
 
 def test_neither_name_nor_labels(caps: dict[str, Capability]) -> None:
@@ -157,7 +162,7 @@ def test_merge_none_gives_the_defaults() -> None:
     assert (
         set(merged)
         == set(DEFAULT_CAPABILITIES)
-        == {"linux", "android", "flutter-web", "iso", "deploy"}
+        == {"linux", "android", "flutter-web", "iso", "deploy", "audit"}
     )
     for name, table in merged.items():
         assert table["name"] == name
@@ -256,3 +261,93 @@ def test_capability_is_frozen() -> None:
     cap = Capability(name="x", queue="x", image="i")
     with pytest.raises(ValidationError):
         cap.image = "other"  # type: ignore[misc]
+
+
+# -- routing labels as workflows write them ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [["Linux"], ["self-hosted", "Linux", "X64"], ["SELF-HOSTED", "LINUX"], ["x64", "LiNuX"]],
+)
+def test_labels_match_whatever_their_case(caps: dict[str, Capability], labels: list[str]) -> None:
+    assert route(caps, labels=labels).name == "linux"
+
+
+def test_configured_labels_in_any_case_match(caps: dict[str, Capability]) -> None:
+    mixed = caps_from({"linux": {"labels": ["GPU"]}})
+    assert route(mixed, labels=["gpu"]).name == "linux"
+    assert route(mixed, capability="Linux", labels=["Gpu"]).name == "linux"
+
+
+def test_configured_labels_add_to_the_defaults() -> None:
+    merged = caps_from({"linux": {"labels": ["gpu", "x64"]}})
+    assert merged["linux"].labels == ("linux", "x64", "gpu")
+    # The built-in labels still route, and so does the new one.
+    for labels in (["linux"], ["x64"], ["gpu"], ["self-hosted", "linux", "gpu"]):
+        assert route(merged, labels=labels).name == "linux"
+
+
+def test_replace_labels_keeps_only_the_configured_ones() -> None:
+    merged = caps_from({"linux": {"labels": ["gpu"], "replace_labels": True}})
+    assert merged["linux"].labels == ("gpu",)
+    with pytest.raises(CapabilityNotFound):
+        route(merged, labels=["x64"])
+    assert route(merged, labels=["gpu"]).name == "linux"
+
+
+def test_a_dumped_capability_merges_back_to_itself() -> None:
+    """Workers get their capability as JSON (CI_POOL_CAPABILITIES): it must not change."""
+    for table in ({"labels": ["gpu"]}, {"labels": ["gpu"], "replace_labels": True}):
+        once = caps_from({"linux": table})["linux"]
+        again = caps_from({"linux": once.model_dump()})["linux"]
+        assert again == once
+
+
+def test_default_capability_takes_jobs_labelled_only_self_hosted(
+    caps: dict[str, Capability],
+) -> None:
+    assert route(caps, labels=["self-hosted"], default="linux").name == "linux"
+    assert route(caps, labels=["Self-Hosted"], default="audit").name == "audit"
+    # Only those: other labels route as always, and no labels at all is still an error.
+    assert route(caps, labels=["self-hosted", "android"], default="linux").name == "android"
+    with pytest.raises(InputError, match="give a capability or at least one label"):
+        route(caps, default="linux")
+    with pytest.raises(CapabilityNotFound):
+        route(caps, labels=["self-hosted", "macos"], default="linux")
+
+
+def test_the_design_documents_labels_route(caps: dict[str, Capability]) -> None:
+    assert route(caps, labels=["self-hosted", "iso", "privileged"]).name == "iso"
+    assert route(caps, labels=["privileged"]).name == "iso"
+    assert route(caps, labels=["self-hosted", "audit"]).name == "audit"
+    audit = caps["audit"]
+    assert (audit.refs, audit.repos, audit.require_signature) == (None, None, False)
+    assert audit.image == caps["linux"].image and audit.mode == "docker"
+
+
+def test_an_unknown_label_says_how_to_map_it(caps: dict[str, Capability]) -> None:
+    with pytest.raises(CapabilityNotFound) as info:
+        route(caps, labels=["self-hosted", "Linux", "GPU"])
+    assert str(info.value) == (
+        "capability: no capability matches 'labels gpu,linux'; capabilities that exist: "
+        "android, audit, deploy, flutter-web, iso, linux; to route it, map the label in "
+        'ci-pool.toml: [capabilities.linux] labels = ["gpu"] (labels add to the '
+        "capability's own)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "snippet"),
+    [
+        (["macos"], '[capabilities.<name>] labels = ["macos"]'),
+        (["ubuntu-latest"], '[capabilities.linux] labels = ["ubuntu-latest"]'),
+        (["android", "arm64"], '[capabilities.android] labels = ["arm64"]'),
+    ],
+)
+def test_the_mapping_hint_names_the_likely_capability(
+    caps: dict[str, Capability], labels: list[str], snippet: str
+) -> None:
+    with pytest.raises(CapabilityNotFound) as info:
+        route(caps, labels=labels)
+    assert info.value.hint.endswith(f"{snippet} (labels add to the capability's own)")
