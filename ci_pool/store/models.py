@@ -21,6 +21,7 @@ from ci_pool.core.specs import (
     PipelineState,
     StepSpec,
 )
+from ci_pool.core.triggers import TriggerEvent
 
 
 def utcnow() -> datetime:
@@ -271,3 +272,6 @@ class Pipeline(Base):
     state: Mapped[PipelineState] = mapped_column(StateType(PipelineState))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: What started it (``github.event``, head/base refs, the pull request policy); None
+    #: for pipelines submitted before triggers were kept.
+    trigger: Mapped[TriggerEvent | None] = mapped_column(SpecType(TriggerEvent), default=None)
