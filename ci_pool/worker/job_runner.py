@@ -45,6 +45,15 @@ class JobRunner:
         self.requeue = requeue
         self.recorder = OutcomeRecorder(settings, store, requeue)
 
+    def _secrets_withheld(self, pipeline_id: str | None) -> str:
+        """Why the job's pipeline gets no secrets (a pull request's policy), or ""."""
+        if pipeline_id is None:
+            return ""
+        trigger = self.store.get_pipeline(pipeline_id).trigger
+        if trigger is None or trigger.secrets_allowed:
+            return ""
+        return f"{trigger.event_name} #{trigger.number}" if trigger.number else trigger.event_name
+
     def run(self, job_id: str, runner_id: str) -> JobState | None:
         """Claim and run one job; returns its final state, or None if there was nothing
         to claim (a duplicate delivery, a cancelled job, a live lease elsewhere)."""
@@ -55,8 +64,9 @@ class JobRunner:
         job = claim.job
         cap = self.settings.capabilities.get(job.capability)
         secrets, secret_error = {}, None
+        withheld = self._secrets_withheld(job.pipeline_id)
         try:
-            secrets = resolve_secrets(cap, job.secrets) if cap else {}
+            secrets = resolve_secrets(cap, job.secrets) if cap and not withheld else {}
         except CIPoolError as exc:
             secret_error = exc
         logw = LogWriter(
@@ -71,6 +81,8 @@ class JobRunner:
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
             f"{runner_id} ({job.capability})"
         )
+        if withheld:
+            logw.line(f"##[ci-pool] {withheld}: this job gets no capability secrets")
         if claim.took_over is not None:
             logw.line(
                 f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over"
