@@ -120,8 +120,7 @@ MAX_JOB_SPEC_BYTES = 512 * 1024
 #: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
 MAX_PIPELINE_BYTES = 8 * 1024 * 1024
 
-#: Triggers: how old a schedule slot ``beat`` still starts (seconds), how often registered
-#: repositories' workflows are read again for their schedules, and how many are registered.
+#: Triggers: how old a schedule slot ``beat`` still starts (seconds), and how many
+#: repositories may be registered for schedules.
 SCHEDULE_CATCHUP = 300.0
-SCHEDULE_RESCAN = 300.0
 MAX_REPOSITORIES = 500

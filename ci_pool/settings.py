@@ -130,9 +130,6 @@ class Settings(BaseSettings):
     #: A schedule slot this many seconds old is still started by ``beat`` (one that beat
     #: was down for longer is skipped, as GitHub skips it).
     schedule_catchup: float = Field(default=defaults.SCHEDULE_CATCHUP, ge=60, le=86400)
-    #: Registered repositories' workflows are read again this often (seconds) for their
-    #: ``on.schedule`` crons, or at once when their ref moves.
-    schedule_rescan: float = Field(default=defaults.SCHEDULE_RESCAN, ge=0)
     #: Jobs one pipeline may have, matrix cells counted; a workflow with more is refused.
     max_jobs_per_pipeline: int = Field(default=defaults.MAX_JOBS_PER_PIPELINE, ge=1)
     #: Bytes of one API request body (413 past it); ``/v1/pipelines`` takes twice this.

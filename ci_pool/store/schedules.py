@@ -167,3 +167,17 @@ def slots_of(store: Store, repo_id: str) -> list[ScheduleSlot]:
     with store.session(write=False) as s:
         q = select(ScheduleSlot).where(ScheduleSlot.repo_id == repo_id)
         return list(s.scalars(q.order_by(ScheduleSlot.slot)))
+
+
+def release_slot(store: Store, repo_id: str, file: str, cron: str, slot: datetime) -> None:
+    """Give a claimed slot back (it started nothing), so a later tick may claim it."""
+    with store.session() as s:
+        s.execute(
+            delete(ScheduleSlot).where(
+                ScheduleSlot.repo_id == repo_id,
+                ScheduleSlot.file == file,
+                ScheduleSlot.cron == cron,
+                ScheduleSlot.slot == slot,
+                ScheduleSlot.pipeline_id.is_(None),
+            )
+        )

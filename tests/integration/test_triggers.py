@@ -8,10 +8,12 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -280,3 +282,63 @@ def test_a_tag_push_runs_the_tag_workflow_with_its_ref_type(
     assert row.trigger.actor == "maintainer" and row.trigger.secrets_allowed
     [job] = harness.pool().store.pipeline_jobs(row.id)
     assert "releasing 1.2.3 at v2.0.0" in job_log(harness, job.id)
+
+
+def test_two_beats_over_a_due_slot_start_exactly_one_pipeline(
+    harness: Harness, git_server: GitServer, linux_worker: Worker
+) -> None:
+    bare = git_server.base / "trig-sched.git"
+    shutil.rmtree(bare, ignore_errors=True)
+    make_repo(bare, APP_FILES)
+    url = git_server.url("trig-sched.git")
+    res = harness.cli("repos", "add", url, "--ref", "main")
+    assert res.returncode == 0, res.stderr
+    assert f"registered {url} at main" in res.stdout
+    # The slot is the current minute, written after the registration (slots before it
+    # never run); beat still starts it for schedule_catchup seconds.
+    now = datetime.now(UTC)
+    cron = f"{now.minute} {now.hour} * * *"
+    nightly = (
+        "name: nightly\non:\n  schedule:\n"
+        f"    - cron: '{cron}'\n    - cron: '0 0 30 2 *'\n"
+        "jobs:\n  build:\n    runs-on: linux\n    steps:\n"
+        '      - run: echo "scheduled run of $CI_POOL_COMMIT_SHA"\n'
+    )
+    sha = make_repo(bare, {".github/workflows/nightly.yml": nightly}, "nightly")
+
+    beats = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ci_pool", "beat", "--once"],
+            env=harness.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [b.communicate(timeout=120) for b in beats]
+    assert [b.returncode for b in beats] == [0, 0], outputs
+    started = [line for _, errs in outputs for line in errs.splitlines() if "started" in line]
+    assert len(started) == 1, outputs
+
+    again = harness.cli("beat", "--once")
+    assert again.returncode == 0 and "started" not in again.stderr, again.stderr
+
+    store = harness.pool().store
+    with store.session(write=False) as s:
+        rows = list(s.scalars(select(PipelineRow).where(PipelineRow.repo == url)))
+    assert len(rows) == 1
+    row = wait_pipeline(harness, rows[0].id)
+    assert (row.state, row.event, row.commit_sha) == ("succeeded", "schedule", sha)
+    assert row.trigger is not None and row.trigger.schedule == cron
+    slot = datetime.fromisoformat(row.trigger.slot)
+    assert (slot.hour, slot.minute) == (now.hour, now.minute)
+    [job] = store.pipeline_jobs(row.id)
+    assert f"scheduled run of {sha}" in job_log(harness, job.id)
+
+    listed = harness.cli("repos", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [r for r in json.loads(listed.stdout) if r["url"] == url]
+    assert entry["scanned_commit"] == sha
+    assert {s["cron"] for s in entry["schedules"]} == {cron, "0 0 30 2 *"}
+    assert harness.cli("repos", "remove", url).returncode == 0
