@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 import ci_pool.store.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
 from ci_pool.api import (
     errors,
+    routes_dispatch,
     routes_hooks,
     routes_jobs,
     routes_pipelines,
@@ -36,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_dispatch.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
     app.include_router(routes_runners.router)

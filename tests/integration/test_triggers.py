@@ -26,6 +26,7 @@ from ci_pool.service import webhooks
 from ci_pool.settings import load_settings
 from ci_pool.store.models import Pipeline as PipelineRow
 from tests.conftest import APP_FILES, SECRET_VALUE, GitServer, Harness, Worker
+from tests.integration.test_api import auth, make_token
 
 pytestmark = pytest.mark.integration
 
@@ -82,8 +83,24 @@ jobs:
     steps:
       - run: echo "releasing $(cat VERSION) at $CI_POOL_REF"
 """
+MANUAL = """\
+name: manual
+on:
+  workflow_dispatch:
+    inputs:
+      target:
+        required: true
+      level:
+        default: info
+jobs:
+  go:
+    runs-on: linux
+    steps:
+      - run: echo "dispatched by hand"
+"""
 BASE_FILES = {
     **APP_FILES,
+    ".gitea/workflows/manual.yml": MANUAL,
     ".gitea/workflows/pr-ci.yml": PR_CI,
     ".gitea/workflows/pr-deploy.yml": PR_DEPLOY,
     ".gitea/workflows/pr-docs.yml": PR_DOCS,
@@ -342,3 +359,33 @@ def test_two_beats_over_a_due_slot_start_exactly_one_pipeline(
     assert entry["scanned_commit"] == sha
     assert {s["cron"] for s in entry["schedules"]} == {cron, "0 0 30 2 *"}
     assert harness.cli("repos", "remove", url).returncode == 0
+
+
+def test_workflow_dispatch_runs_the_repositorys_file_with_inputs(
+    harness: Harness, forge: Forge, linux_worker: Worker
+) -> None:
+    headers = auth(make_token(harness, "submit", "read"))
+    url = f"{forge.api}/v1/pipelines/dispatch"
+    body = {"repo": forge.base_url, "ref": "main", "workflow": "manual.yml"}
+    res = httpx.post(url, json={**body, "inputs": {"target": "staging"}}, headers=headers)
+    assert res.status_code == 201, res.text
+    row = wait_pipeline(harness, res.json()["id"])
+    assert (row.state, row.event, row.commit_sha) == (
+        "succeeded",
+        "workflow_dispatch",
+        forge.base_sha,
+    )
+    assert row.trigger is not None
+    assert row.trigger.inputs == {"target": "staging", "level": "info"}
+    assert row.trigger.payload["inputs"] == {"target": "staging", "level": "info"}
+
+    missing = httpx.post(url, json=body, headers=headers)
+    assert missing.status_code == 422 and "requires input 'target'" in missing.text
+    unknown = httpx.post(url, json={**body, "inputs": {"target": "x", "colour": "red"}},
+                         headers=headers)  # fmt: skip
+    assert unknown.status_code == 422 and "declares no input colour" in unknown.text
+    push_only = httpx.post(url, json={**body, "workflow": "release.yml"}, headers=headers)
+    assert push_only.status_code == 422
+    assert "does not include workflow_dispatch" in push_only.text
+    nowhere = httpx.post(url, json={**body, "workflow": "nope.yml"}, headers=headers)
+    assert nowhere.status_code == 404
