@@ -79,3 +79,22 @@ def test_a_large_payload_keeps_only_its_scalars() -> None:
     kept = bounded_payload(large)
     assert kept == {"action": "opened", "ci_pool_truncated": True}
     assert TriggerEvent(payload=kept).payload == kept
+
+
+def test_validate_refuses_a_bad_cron_with_its_place() -> None:
+    from ci_pool.core.capabilities import Capability, merge_capabilities
+    from ci_pool.core.workflow.parser import parse_workflow
+    from ci_pool.exceptions import InputError
+
+    caps = {n: Capability(**d) for n, d in merge_capabilities(None).items()}
+    text = (
+        "on:\n  schedule:\n    - cron: '0 4 * * 1'\n    - cron: '*/0 * * * *'\n"
+        "jobs:\n  a:\n    runs-on: linux\n    steps:\n      - run: echo hi\n"
+    )
+    with pytest.raises(InputError) as exc:
+        parse_workflow(text, "nightly.yml", caps, 10)
+    message = str(exc.value)
+    assert "nightly.yml:2:3" in message
+    assert "on.schedule[1].cron minute '*/0': the step after '/' must be a number" in message
+    ok = text.replace("*/0", "*/10")
+    assert parse_workflow(ok, "nightly.yml", caps, 10).on["schedule"][1] == {"cron": "*/10 * * * *"}
