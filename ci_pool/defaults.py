@@ -178,3 +178,7 @@ RESERVED_ENV_NAMES = (
     "GITHUB_STEP_SUMMARY",
     "NODE_OPTIONS",
 )
+#: Triggers: how old a schedule slot ``beat`` still starts (seconds), and how many
+#: repositories may be registered for schedules.
+SCHEDULE_CATCHUP = 300.0
+MAX_REPOSITORIES = 500

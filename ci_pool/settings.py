@@ -123,6 +123,16 @@ class Settings(BaseSettings):
     #: The same push (provider, repository, ref, before, after) delivered again within this
     #: many seconds, under any delivery id, is refused (409) and starts nothing.
     webhook_replay_window: float = Field(default=defaults.WEBHOOK_REPLAY_WINDOW, gt=0)
+    # -- triggers: pull requests and schedules --
+    #: Capabilities a pull request's jobs may run on; unset: every capability that is not
+    #: strict (privileged, host mode, signed-only, or with a repos/refs allowlist). A job
+    #: of a pull request routed elsewhere is ``rejected`` with the reason.
+    pull_request_capabilities: list[str] | None = None
+    #: Whether a pull request's jobs receive capability secrets (off: none at all).
+    pull_request_secrets: bool = False
+    #: A schedule slot this many seconds old is still started by ``beat`` (one that beat
+    #: was down for longer is skipped, as GitHub skips it).
+    schedule_catchup: float = Field(default=defaults.SCHEDULE_CATCHUP, ge=60, le=86400)
     #: Jobs one pipeline may have, matrix cells counted; a workflow with more is refused.
     max_jobs_per_pipeline: int = Field(default=defaults.MAX_JOBS_PER_PIPELINE, ge=1)
     #: Bytes of one API request body (413 past it); ``/v1/pipelines`` takes twice this.

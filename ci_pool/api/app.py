@@ -10,7 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import ci_pool.store.tokens  # noqa: F401  (registers the api_tokens table for init_schema)
-from ci_pool.api import errors, routes_hooks, routes_jobs, routes_pipelines, routes_runners
+from ci_pool.api import (
+    errors,
+    routes_dispatch,
+    routes_hooks,
+    routes_jobs,
+    routes_pipelines,
+    routes_repos,
+    routes_runners,
+)
 from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.limits import BodyLimit
 from ci_pool.api.routes_jobs import ERRORS_AS_JSON
@@ -29,9 +37,11 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, max_body=settings.max_body_bytes)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_dispatch.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
     app.include_router(routes_runners.router)
+    app.include_router(routes_repos.router)
 
     # Health checks get threads of their own: the shared pool of request threads may be
     # full of submits waiting on slow git servers, and /healthz must still answer.

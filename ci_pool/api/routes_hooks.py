@@ -1,5 +1,6 @@
-"""``/v1/hooks/gitea`` and ``/v1/hooks/github``: push webhooks. No bearer token: the HMAC
-signature over the raw body is the authentication, checked before the body is parsed."""
+"""``/v1/hooks/gitea``, ``/v1/hooks/github`` and ``/v1/hooks/forgejo``: push and pull
+request webhooks. No bearer token: the HMAC signature over the raw body is the
+authentication, checked before the body is parsed."""
 
 from __future__ import annotations
 
@@ -109,3 +110,16 @@ async def github_hook(request: Request, response: Response, pool: PoolDep) -> Ho
     """A GitHub delivery signed in ``X-Hub-Signature-256``; a push runs the matching
     workflows of ``.github/workflows/`` at the pushed commit."""
     return await _receive("github", request, response, pool)
+
+
+@router.post(
+    "/forgejo",
+    status_code=202,
+    response_model=HookReceived,
+    responses={200: {"model": HookReceived, "description": "A ping: pong."}},
+    openapi_extra=_BODY,
+)
+async def forgejo_hook(request: Request, response: Response, pool: PoolDep) -> HookReceived:
+    """A Forgejo delivery signed in ``X-Forgejo-Signature``; workflows are read from
+    ``.forgejo/workflows/`` (else ``.gitea/``, else ``.github/``)."""
+    return await _receive("forgejo", request, response, pool)

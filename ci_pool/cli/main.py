@@ -31,6 +31,7 @@ from rich.text import Text
 from ci_pool.cli import api as cli_api
 from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import provision as cli_provision
+from ci_pool.cli import repos as cli_repos
 from ci_pool.cli.client import PoolClient, connect
 from ci_pool.cli.jobview import show_reports
 from ci_pool.core.capabilities import route
@@ -448,11 +449,14 @@ def _reaper(pool: Pool) -> Reaper:
 def beat(
     once: Annotated[bool, typer.Option(help="One sweep, print what it did, exit.")] = False,
 ) -> None:
-    """Run the reaper: lost runners' jobs re-queued, lost messages re-sent, pipelines advanced."""
+    """Run the reaper (lost runners' jobs re-queued, lost messages re-sent, pipelines
+    advanced) and the schedules of registered repositories (``ci-pool repos``)."""
     pool = _pool()
     reaper = _reaper(pool)
+    schedules = cli_repos.schedules(pool)
     while True:
         done = reaper.sweep()
+        cli_repos.tick(schedules, err)
         if once or done.lost or done.resent or done.advanced:
             err.print(
                 f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
@@ -484,6 +488,7 @@ app.command()(cli_pipelines.retry)
 app.add_typer(cli_pipelines.pipeline_app, name="pipeline")
 app.add_typer(cli_api.token_app, name="token")
 app.add_typer(cli_provision.provision_app, name="provision")
+app.add_typer(cli_repos.repos_app, name="repos")
 app.command("api")(cli_api.api)
 
 

@@ -235,3 +235,42 @@ def resolve_secrets(cap: Capability, names: Iterable[str]) -> dict[str, str]:
         name: read_secret_source(cap.secrets[name], f"secret {name}")
         for name in check_secret_names(cap, names)
     }
+
+
+# -- pull requests -------------------------------------------------------------------------
+
+
+def is_strict(cap: Capability) -> bool:
+    """A capability that guards something: privileged or on the host, signed submissions
+    only, or a repository or ref allowlist (``iso``, ``deploy``)."""
+    return (
+        cap.privileged
+        or cap.mode == "host"
+        or cap.require_signature
+        or cap.repos is not None
+        or cap.refs is not None
+    )
+
+
+def check_pull_request(cap: Capability, allowed: Iterable[str] | None) -> None:
+    """The pull request policy: a pull request's job runs only on a capability listed in
+    ``pull_request_capabilities``, or, when that setting is unset, on a capability that is
+    not strict. PolicyDenied (the job is ``rejected``) otherwise."""
+    if allowed is not None:
+        names = tuple(allowed)
+        if cap.name in names:
+            return
+        raise PolicyDenied(
+            f"pull requests run only on capabilities {', '.join(names) or 'none'} "
+            f"(pull_request_capabilities), not {cap.name!r}",
+            rule="pull_request_capabilities",
+            field="runs-on",
+        )
+    if is_strict(cap):
+        raise PolicyDenied(
+            f"capability {cap.name!r} does not run pull requests: it is privileged or guarded "
+            "by an allowlist or signatures, and a pull request's code is untrusted; run it "
+            "from a push to an allowed branch, or list it in pull_request_capabilities",
+            rule="pull_request_capabilities",
+            field="runs-on",
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +13,13 @@ from ci_pool.core import concurrency
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
 from ci_pool.core.pipeline import Pipeline, PipelineJob
-from ci_pool.core.policy import Submitter, check_access, check_policy, check_secret_names
+from ci_pool.core.policy import (
+    Submitter,
+    check_access,
+    check_policy,
+    check_pull_request,
+    check_secret_names,
+)
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import (
     JobSpec,
@@ -23,6 +29,7 @@ from ci_pool.core.specs import (
     check_repo_url,
     is_sha,
 )
+from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.core.workflow.run_context import RunFacts
@@ -139,41 +146,41 @@ class Submission(Inspection):
         inputs: Mapping[str, str] | None = None,
         payload: dict[str, Any] | None = None,
         actor: str = "",
+        trigger: TriggerEvent | None = None,
     ) -> PipelineRow:
         """Parse a workflow, check every job, write the pipeline whole, queue its roots.
 
         ``inputs`` are a ``workflow_dispatch`` run's, checked against the inputs the
         workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
-        started the run."""
-        try:
-            check_repo_url(repo, allow_local=self.settings.allow_local_repos)
-        except ValueError as exc:
-            raise InputError(str(exc), field="repo") from None
-        try:
-            if ref != "HEAD":
-                check_ref(ref)
-        except ValueError as exc:
-            raise InputError(str(exc), field="ref") from None
-        try:
-            check_event(event)
-        except ValueError as exc:
-            raise InputError(str(exc), field="event") from None
+        started the run. ``trigger`` is kept with the pipeline; a pull request's
+        (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
+        capabilities it allows."""
+        self._check_target(repo, ref, event)
         pipe = parse_workflow(text, file, self.settings.admission)
+        if trigger is not None:
+            payload = trigger.payload if payload is None else payload
+            actor = actor or trigger.actor
         facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
         who = who or Submitter()
         caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
             check_access(who, cap.name, repo)
-        jobs = [self._pipeline_job(job, repo, ref) for job in pipe.jobs]
+        jobs = [self._pipeline_job(job, repo, ref, trigger) for job in pipe.jobs]
         if commit is not None and not is_sha(commit):
             raise InputError(f"{commit!r} is not a full commit id", field="commit")
-        strict = any(cap.refs is not None for cap in caps)
+        denials = self._trigger_denials(pipe.jobs, caps, trigger)
+        strict = any(
+            cap.refs is not None
+            for job, cap in zip(pipe.jobs, caps, strict=True)
+            if job.key not in denials
+        )
         if commit is None:
             sha, refs = self.locate(repo, ref, strict)
         else:  # the ref still names what was pushed, whatever it points at now
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
-        denials = {}
         for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
+            if job.key in denials:
+                continue
             field = f"jobs.{job.job_id}.steps.with.ref"
             try:
                 check_policy(cap, repo, refs, who)
@@ -207,9 +214,10 @@ class Submission(Inspection):
                 "repo": repo,
                 "ref": ref,
                 "commit_sha": sha,
-                "event": event,
+                "event": trigger.event_name if trigger else event,
                 "env": {},
                 "context": facts,
+                "trigger": trigger,
                 **({"state": "rejected"} if first else {}),
             },
             jobs,
@@ -237,12 +245,49 @@ class Submission(Inspection):
             msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise InputError(msg, field="event") from None
 
-    def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
+    def _check_target(self, repo: str, ref: str, event: str) -> None:
+        """The repository, ref and event name of a submission; InputError naming the field."""
+        try:
+            check_repo_url(repo, allow_local=self.settings.allow_local_repos)
+        except ValueError as exc:
+            raise InputError(str(exc), field="repo") from None
+        try:
+            if ref != "HEAD":
+                check_ref(ref)
+        except ValueError as exc:
+            raise InputError(str(exc), field="ref") from None
+        try:
+            check_event(event)
+        except ValueError as exc:
+            raise InputError(str(exc), field="event") from None
+
+    def _trigger_denials(
+        self,
+        jobs: Sequence[PipelineJob],
+        caps: Sequence[Capability],
+        trigger: TriggerEvent | None,
+    ) -> dict[str, PolicyDenied]:
+        """The jobs the pull request policy refuses (none for other events)."""
+        if trigger is None or trigger.event_name != "pull_request":
+            return {}
+        denials: dict[str, PolicyDenied] = {}
+        for job, cap in zip(jobs, caps, strict=True):
+            try:
+                check_pull_request(cap, self.settings.pull_request_capabilities)
+            except PolicyDenied as denied:
+                denials[job.key] = denied
+        return denials
+
+    def _pipeline_job(
+        self, job: PipelineJob, repo: str, ref: str, trigger: TriggerEvent | None = None
+    ) -> NewJob:
         """One pipeline job as written, its spec admitted at ``repo`` and ``ref`` (the parser
-        has reported any problem already, at its line)."""
-        spec = job.spec.model_copy(
-            update={"repo": repo, "ref": ref, "name": job.spec.name or job.key}
-        )
+        has reported any problem already, at its line); without its secrets when the
+        trigger withholds them."""
+        update: dict[str, object] = {"repo": repo, "ref": ref, "name": job.spec.name or job.key}
+        if trigger is not None and not trigger.secrets_allowed:
+            update["secrets"] = ()
+        spec = job.spec.model_copy(update=update)
         cap, timeout = self.settings.admission.admit(spec)
         return NewJob(
             spec=spec,

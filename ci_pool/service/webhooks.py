@@ -1,5 +1,6 @@
-"""Push webhooks from Gitea and GitHub: check the HMAC signature, refuse replayed deliveries,
-read the repository's workflows at the pushed commit and submit those the push triggers.
+"""Webhooks from Gitea, Forgejo and GitHub: check the HMAC signature, refuse replayed
+deliveries, read the repository's workflows at the pushed commit (or a pull request's head,
+see ``pull_requests``) and submit those the event triggers.
 
 Deliveries are recorded (and replays refused, by delivery id and by content) in
 ``ci_pool.store.deliveries`` before anything is submitted.
@@ -23,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ci_pool.core.jsontext import json_depth
 from ci_pool.core.policy import SecretUnavailable, Submitter, read_secret_source
 from ci_pool.core.specs import check_ref, check_repo_url, is_sha
-from ci_pool.core.triggers import push_trigger
+from ci_pool.core.triggers import TriggerEvent, bounded_payload, push_trigger
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.defaults import MAX_JSON_DEPTH
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.git import GitRunner
 from ci_pool.service.pool import Pool
+from ci_pool.service.pull_requests import parse_pull_request, run_workflows
 from ci_pool.settings import Settings
 from ci_pool.store.deliveries import HookRefused as HookRefused
 from ci_pool.store.deliveries import Push as Push
@@ -37,8 +39,10 @@ from ci_pool.store.deliveries import forget, record_delivery, set_pipelines
 
 log = logging.getLogger("ci_pool.service.webhooks")
 
-Provider = Literal["gitea", "github"]
-PROVIDERS: tuple[Provider, ...] = ("gitea", "github")
+Provider = Literal["gitea", "github", "forgejo"]
+PROVIDERS: tuple[Provider, ...] = ("gitea", "github", "forgejo")
+#: Events a provider names for a pull request (Gitea may name the new-commits one apart).
+PULL_REQUEST_EVENTS = frozenset({"pull_request", "pull_request_sync"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,13 @@ HEADERS: dict[Provider, _Headers] = {
         "x-github-delivery",
         "sha256=",
         (".github/workflows",),
+    ),
+    "forgejo": _Headers(
+        "x-forgejo-signature",
+        "x-forgejo-event",
+        "x-forgejo-delivery",
+        "",
+        (".forgejo/workflows", ".gitea/workflows", ".github/workflows"),
     ),
 }
 
@@ -100,7 +111,7 @@ def verify_signature(
         raise HookRefused(
             401,
             "unauthorized",
-            f"the {name} header is missing; set the webhook's secret in {provider.title()}",
+            f"the {name} header is missing; set the webhook's secret in {_who(provider)}",
         )
     digest = given.strip()
     if spec.prefix:
@@ -127,6 +138,10 @@ def verify_signature(
 
 def _header_title(name: str) -> str:
     return "-".join("GitHub" if p == "github" else p.title() for p in name.split("-"))
+
+
+def _who(provider: str) -> str:
+    return {"github": "GitHub", "gitea": "Gitea", "forgejo": "Forgejo"}[provider]
 
 
 # -- payloads ---------------------------------------------------------------------------------
@@ -349,6 +364,8 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     if event == "ping":
         record_delivery(pool.store, provider, delivery, event)
         return HookResult(delivery, event, 200, "pong")
+    if event in PULL_REQUEST_EVENTS:
+        return _pull_request(pool, provider, delivery, data)
     if event != "push":
         record_delivery(pool.store, provider, delivery, event[:64] or "unknown")
         return HookResult(
@@ -366,9 +383,10 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
         forget(pool.store, provider, delivery)
         raise
     result = HookResult(delivery, event, 202, "", skipped=list(workflows.skipped))
+    trigger = push_event(push, workflows.commit, data)
     for path, text in workflows.files:
         result.pipelines += _submit(
-            pool, push, workflows.commit, path, text, result.skipped, _submitter(provider)
+            pool, push, workflows.commit, path, text, result.skipped, _submitter(provider), trigger
         )
     set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
     dirs = " or ".join(d + "/" for d in spec.workflow_dirs)
@@ -389,6 +407,46 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     return result
 
 
+def push_event(push: Push, commit: str, data: Any) -> TriggerEvent:
+    """The facts of a push kept with its pipelines (``github.ref_type``, ``github.event``)."""
+    pusher = data.get("pusher") if isinstance(data, dict) else None
+    actor = pusher.get("login") or pusher.get("name") if isinstance(pusher, dict) else ""
+    return TriggerEvent(
+        event_name="push",
+        ref=push.ref,
+        ref_type=push.kind,
+        ref_name=push.name,
+        sha=commit,
+        actor=str(actor or "")[:255],
+        payload=bounded_payload(data),
+    )
+
+
+def _pull_request(pool: Pool, provider: Provider, delivery: str, data: Any) -> HookResult:
+    """Run the workflows of a pull request's head commit that it triggers."""
+    pr = parse_pull_request(data, pool.settings)
+    window = pool.settings.webhook_replay_window
+    record_delivery(
+        pool.store, provider, delivery, "pull_request", pr.as_push(), replay_window=window
+    )
+    try:
+        workflows = fetch_workflows(pool.settings, provider, pr.head_repo, pr.head_sha)
+    except CIPoolError:
+        forget(pool.store, provider, delivery)
+        raise
+    result = HookResult(delivery, "pull_request", 202, "", skipped=list(workflows.skipped))
+    result.pipelines = run_workflows(
+        pool, provider, pr, workflows.commit, workflows.files, data, result.skipped
+    )
+    set_pipelines(pool.store, provider, delivery, [pid for _, pid in result.pipelines])
+    result.message = (
+        f"pull request #{pr.number} {pr.action}: {len(result.pipelines)} pipeline(s) started, "
+        f"{len(result.skipped)} workflow(s) skipped"
+    )
+    log.info("webhook %s delivery %s: %s", provider, delivery, result.message)
+    return result
+
+
 def _submitter(provider: str) -> Submitter:
     """A verified delivery counts as signed (by the provider's webhook secret); the
     capabilities' repository and ref allowlists still apply."""
@@ -403,6 +461,7 @@ def _submit(
     text: str,
     skipped: list[tuple[str, str]],
     who: Submitter,
+    trigger: TriggerEvent,
 ) -> list[tuple[str, str]]:
     """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
     try:
@@ -412,7 +471,7 @@ def _submit(
             skipped.append((path, why))
             return []
         row = pool.submit_pipeline(
-            text, file=path, repo=push.repo, ref=push.name, event="push", commit=commit, who=who
+            text, file=path, repo=push.repo, ref=push.name, commit=commit, who=who, trigger=trigger
         )
     except CIPoolError as exc:
         log.info("webhook: workflow %s not run: %s", path, exc)

@@ -22,6 +22,7 @@ from ci_pool.core.specs import (
     PipelineState,
     StepSpec,
 )
+from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.run_context import RunFacts
 
 
@@ -286,6 +287,9 @@ class Pipeline(Base):
     concurrency: Mapped[ConcurrencyGroup | None] = mapped_column(
         SpecType(ConcurrencyGroup), default=None
     )
+    #: What started it (``github.event``, head/base refs, the pull request policy); None
+    #: for pipelines submitted before triggers were kept.
+    trigger: Mapped[TriggerEvent | None] = mapped_column(SpecType(TriggerEvent), default=None)
 
 
 class ConcurrencySlot(Base):

@@ -54,6 +54,15 @@ class JobRunner:
         #: Told each change of a job's state (commit statuses); returns at once.
         self.notify = notify
 
+    def _secrets_withheld(self, pipeline_id: str | None) -> str:
+        """Why the job's pipeline gets no secrets (a pull request's policy), or ""."""
+        if pipeline_id is None:
+            return ""
+        trigger = self.store.get_pipeline(pipeline_id).trigger
+        if trigger is None or trigger.secrets_allowed:
+            return ""
+        return f"{trigger.event_name} #{trigger.number}" if trigger.number else trigger.event_name
+
     def run(self, job_id: str, runner_id: str) -> JobState | None:
         """Claim and run one job; returns its final state, or None if there was nothing
         to claim (a duplicate delivery, a cancelled job, a live lease elsewhere)."""
@@ -67,8 +76,10 @@ class JobRunner:
         secrets: dict[str, str] = {}
         missing: list[str] = []
         secret_error = None
+        withheld = self._secrets_withheld(job.pipeline_id)
         try:
-            secrets, missing = job_secrets(cap, job) if cap else ({}, [])
+            if cap and not withheld:
+                secrets, missing = job_secrets(cap, job)
         except CIPoolError as exc:
             secret_error = exc
         logw = LogWriter(
@@ -84,6 +95,8 @@ class JobRunner:
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
             f"{runner_id} ({job.capability})"
         )
+        if withheld:
+            logw.line(f"##[ci-pool] {withheld}: this job gets no capability secrets")
         for name in missing:
             logw.line(
                 f"##[warning]secret {name!r} is not offered by capability {job.capability!r}; "

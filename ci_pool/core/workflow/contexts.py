@@ -116,9 +116,16 @@ def referenced_secrets(templates: Iterable[str], conditions: Iterable[str]) -> t
     ``GITHUB_TOKEN``), in first-use order: the only secrets its runner resolves."""
     exprs: list[Expr] = []
     for text in templates:
-        if "${{" in text:
-            exprs += [p for p in parse_template(text) if not isinstance(p, str)]
-    exprs += [parse(c) for c in conditions if c]
+        try:  # a value that does not parse is reported where it is read
+            if "${{" in text:
+                exprs += [p for p in parse_template(text) if not isinstance(p, str)]
+        except ExpressionError:
+            continue
+    for cond in conditions:
+        try:
+            exprs += [parse(cond)] if cond else []
+        except ExpressionError:
+            continue
     names: dict[str, None] = {}
     for expr in exprs:
         for node in walk(expr):

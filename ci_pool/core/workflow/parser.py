@@ -36,6 +36,7 @@ from ci_pool.core.pipeline import (
     find_cycles,
     topological_order,
 )
+from ci_pool.core.triggers import schedule_crons
 from ci_pool.core.workflow.concurrency import ConcurrencyReader
 from ci_pool.core.workflow.contexts import WORKFLOW_LEVEL, ValueReader
 from ci_pool.core.workflow.jobs import JobBuilder, Workflow
@@ -184,6 +185,12 @@ def _parse(text: str, file: str, rules: Admission) -> tuple[Pipeline | None, lis
         or (isinstance(on, list) and all(isinstance(e, str) for e in on))
     ):
         src.error("on: must be an event name, a list of them or a mapping", data.value_pos["on"])
+    else:
+        try:
+            schedule_crons(on)
+        except ValueError as exc:
+            src.error(f"{exc} (cron: minute hour day-of-month month day-of-week, in UTC)",
+                      data.value_pos["on"])  # fmt: skip
     run_defaults = _defaults(src, data)
     top = ValueReader(src, {})
     env = top.env(data, "env", "env", WORKFLOW_LEVEL)
