@@ -119,3 +119,10 @@ MAX_SECRETS = 50
 MAX_JOB_SPEC_BYTES = 512 * 1024
 #: All jobs of one pipeline (matrix cells and aliases repeat what the file holds once).
 MAX_PIPELINE_BYTES = 8 * 1024 * 1024
+
+# Checkout steps (``uses: actions/checkout``).
+#: Patterns one checkout's ``sparse-checkout`` may list.
+MAX_SPARSE_PATTERNS = 200
+#: The file (in the job's read-only scripts directory) a persisted checkout credential
+#: helper reads; ``{n}`` is the step's index.
+CREDENTIAL_FILE = "git-credential-{n}"

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from ci_pool.core.capabilities import IGNORED_LABELS, Capability, route
 from ci_pool.core.pipeline import PipelineJob
-from ci_pool.core.specs import CheckoutSpec, JobSpec
+from ci_pool.core.specs import JobSpec
 from ci_pool.core.workflow.contexts import JOB_LEVEL, MISSING, PARSE_TIME, STEP_LEVEL
 from ci_pool.core.workflow.matrix import Strategy, label
 from ci_pool.core.workflow.schema import CONTAINER_KEYS, ID, JOB_KEYS, check_keys, one_or_many
@@ -68,7 +68,7 @@ class JobBuilder(StepReader):
         if_expr = self.condition(d, "if", f"{p}.if", JOB_LEVEL)
         env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_LEVEL)}
         container = self.container()
-        steps, checkout = self.steps()
+        steps = self.steps()
         self.step_ids = frozenset(s.id for s in steps if s.id)
         outputs = self.outputs()
         name = self.name(key)
@@ -88,7 +88,6 @@ class JobBuilder(StepReader):
             env={**container.env, **env} if container else env,
             timeout=timeout,
             image=container.image if container else None,
-            checkout=checkout or CheckoutSpec(),
             steps=steps,
         )
         if spec is None:

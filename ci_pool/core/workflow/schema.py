@@ -16,8 +16,11 @@ STEP_KEYS = (
     "name", "id", "run", "shell", "working-directory", "env", "if", "timeout-minutes",
     "continue-on-error", "uses", "with",
 )  # fmt: skip
-CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with")
-CHECKOUT_INPUTS = ("fetch-depth", "submodules", "lfs", "ref")
+CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with", "if", "continue-on-error")
+CHECKOUT_INPUTS = (
+    "repository", "ref", "path", "fetch-depth", "filter", "sparse-checkout",
+    "sparse-checkout-cone-mode", "submodules", "lfs", "clean", "persist-credentials",
+)  # fmt: skip
 CONTAINER_KEYS = ("image", "env", "options")
 SHELLS = ("bash", "sh")
 
