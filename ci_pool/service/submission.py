@@ -10,6 +10,7 @@ from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.policy import Submitter, check_access, check_policy, check_secret_names
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import (
+    CheckoutSpec,
     JobSpec,
     JobState,
     check_event,
@@ -24,6 +25,7 @@ from ci_pool.exceptions import (
     PolicyDenied,
 )
 from ci_pool.git import resolve
+from ci_pool.remotes import check_remote
 from ci_pool.service.inspection import Inspection
 from ci_pool.store import Job, NewJob
 from ci_pool.store.models import Pipeline as PipelineRow
@@ -69,30 +71,83 @@ class Submission(Inspection):
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
             check_policy(cap, spec.repo, refs, who)
-            spec = self.admit_checkout(spec, cap, who, "checkout.ref")
+            spec = self.admit_checkout(spec, cap, who, "")
         except PolicyDenied as denied:
             return spec, cap, timeout, sha, denied
         return spec, cap, timeout, sha, None
 
-    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, field: str) -> JobSpec:
-        """A checkout ``ref`` other than the job's is held to the capability's rules like
-        the job's ref, and pinned to the commit it names now (where refs are resolved)."""
-        ref = spec.checkout.ref
-        if ref is None:
-            return spec
+    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, path: str) -> JobSpec:
+        """Every checkout of a job (the implicit one, and each checkout step) held to the
+        capability's rules like the job's own repository and ref, its server to
+        ``git_hosts``, and pinned to the commit it names now (where refs are resolved).
+        ``path`` is the job's place in a workflow (``jobs.<id>``), "" for a job of its own."""
+        if path:
+            field = f"{path}.steps.with.{{key}}"
+        else:
+            field = "checkout.{key}"
+        checkout = self._admit(spec.checkout, spec.repo, cap, who, field)
+        steps = list(spec.steps)
+        for i, step in enumerate(steps):
+            if step.checkout is not None:
+                where = f"{path}.steps[{i}].with.{{key}}" if path else f"steps.{i}.checkout.{{key}}"
+                admitted = self._admit(step.checkout, spec.repo, cap, who, where)
+                steps[i] = step.model_copy(update={"checkout": admitted})
+        return spec.model_copy(update={"checkout": checkout, "steps": tuple(steps)})
+
+    def _admit(
+        self, options: CheckoutSpec, repo: str, cap: Capability, who: Submitter, field: str
+    ) -> CheckoutSpec:
         try:
-            sha, refs = self.locate(spec.repo, ref, cap.refs is not None)
+            url = options.repo_url(repo)
+            if url != repo:
+                check_repo_url(url, allow_local=self.settings.allow_local_repos)
+                check_remote(url, self.settings)
+        except ValueError as exc:
+            raise InputError(f"repository: {exc}", field=field.format(key="repository")) from None
+        except InputError as exc:  # RemoteRefused: before any connection
+            raise InputError(str(exc), field=field.format(key="repository")) from None
+        ref = options.ref
+        if ref is None and url == repo:
+            return options
+        strict = cap.refs is not None
+        if ref is not None and "${{" in ref:
+            if strict:
+                raise InputError(
+                    f"checkout ref {ref!r} is an expression; capability {cap.name!r} checks "
+                    "refs against its allowed refs when the job is submitted: write the ref "
+                    "by name",
+                    field=field.format(key="ref"),
+                )
+            self._check(cap, url, None, who, ref, field)
+            return options
+        name = ref or "HEAD"
+        try:
+            sha, refs = self.locate(url, name, strict)
         except InputError as exc:
-            raise InputError(str(exc), field=field) from None
+            raise InputError(str(exc), field=field.format(key="ref")) from None
+        self._check(cap, url, refs, who, name, field)
+        return options if sha is None else options.model_copy(update={"ref": sha})
+
+    @staticmethod
+    def _check(
+        cap: Capability,
+        url: str,
+        refs: list[str] | None,
+        who: Submitter,
+        ref: str,
+        field: str,
+    ) -> None:
         try:
-            check_policy(cap, spec.repo, refs, who)
+            check_policy(cap, url, refs, who)
         except PolicyDenied as denied:
+            key = "repository" if denied.rule.endswith(".repos") else "ref"
             raise PolicyDenied(
-                f"checkout ref {ref!r}: {denied.detail}", rule=denied.rule, field=field
+                f"checkout ref {ref!r}: {denied.detail}"
+                if key == "ref"
+                else f"checkout repository {url!r}: {denied.detail}",
+                rule=denied.rule,
+                field=field.format(key=key),
             ) from None
-        if sha is None:
-            return spec
-        return spec.model_copy(update={"checkout": spec.checkout.model_copy(update={"ref": sha})})
 
     def submit(self, spec: JobSpec, who: Submitter | None = None) -> Job:
         """Validate, write the job ``queued`` and publish it to its capability's queue.
@@ -172,10 +227,9 @@ class Submission(Inspection):
             sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
         denials = {}
         for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
-            field = f"jobs.{job.job_id}.steps.with.ref"
             try:
                 check_policy(cap, repo, refs, who)
-                spec = self.admit_checkout(jobs[i].spec, cap, who, field)
+                spec = self.admit_checkout(jobs[i].spec, cap, who, f"jobs.{job.job_id}")
             except PolicyDenied as denied:
                 denials[job.key] = denied
             else:
