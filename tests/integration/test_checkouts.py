@@ -36,20 +36,19 @@ GIT_ENV = {
 
 def branch(bare: Path, name: str, files: dict[str, str]) -> None:
     """Add branch ``name`` (from main) with ``files`` changed to a repo made by make_repo."""
-    work = bare.parent / (bare.name + ".work")
+    work = bare.parent / (bare.name + ".branch")
 
     def git(*args: str) -> None:
-        subprocess.run(
-            ["git", "-C", str(work), *args], env=GIT_ENV, check=True, capture_output=True
-        )
+        subprocess.run(["git", *args], env=GIT_ENV, check=True, capture_output=True)
 
-    git("checkout", "-q", "-B", name, "main")
+    git("clone", "-q", "-b", "main", str(bare), str(work))
+    git("-C", str(work), "checkout", "-q", "-b", name)
     for rel, content in files.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
         (work / rel).write_text(content)
-    git("add", "-A")
-    git("commit", "-q", "-m", name)
-    git("push", "-q", "origin", name)
+    git("-C", str(work), "add", "-A")
+    git("-C", str(work), "commit", "-q", "-m", name)
+    git("-C", str(work), "push", "-q", "origin", name)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +68,7 @@ def run(h: Harness, repo: str, wf: Path, ref: str = "release") -> tuple[int, dic
     """``ci-pool run`` of a workflow; its exit code, the pipeline and its one job's log."""
     res = h.cli("run", str(wf), "--repo", repo, "--ref", ref, timeout=240)
     assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("pipeline "), res.stderr
     pid = res.stderr.split()[1].rstrip(":")
     shown = h.cli("pipeline", "show", pid, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -82,7 +82,7 @@ jobs:
   build:
     runs-on: linux
     steps:
-      - run: echo "entries before any checkout: $(ls -A | wc -l)"
+      - run: echo "entries before any checkout=$(ls -A | wc -l)"
       - uses: actions/checkout@v4
       - run: cat README
       - name: Library docs
@@ -108,7 +108,7 @@ def test_two_checkouts_each_at_its_place_with_path_ref_filter_and_sparse(
     assert code == 0, log
     assert pipe["jobs"][0]["state"] == "succeeded"
     # The first step ran before anything was checked out.
-    assert "entries before any checkout: 0" in log
+    assert "entries before any checkout=0" in log
     # The job's own repository at the pipeline's ref; the library at the ref the expression
     # names (release, not its default branch), only the sparse directory of it.
     assert "app release" in log and "app main" not in log
@@ -132,13 +132,13 @@ def test_a_symlinked_checkout_path_is_refused_and_not_followed(
         "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n"
         f"      - run: ln -s {outside} deps\n"
         "      - uses: actions/checkout@v4\n        with: {repository: co/lib, path: deps/lib}\n"
-        "      - run: echo not reached\n"
+        "      - run: echo reached-$((1+2))\n"
     )
     code, pipe, log = run(harness, repos["app"], wf)
     assert code == 1, log
     assert pipe["jobs"][0]["state"] == "failed"
     assert "checkout refused: path 'deps/lib': deps is a symlink" in log
-    assert "not reached" not in log
+    assert "reached-3" not in log
     assert list(outside.iterdir()) == []
 
 
@@ -182,13 +182,9 @@ def credential_pool(
     secret = session_dir / "ck-git-token"
     secret.write_text(f"ci-bot:{TOKEN}\n")
     prefix = git_server.url("").rstrip("/") + "/"
-    h = isolated_harness(
-        session_dir / "ck-creds",
-        redis_server,
-        busybox_image,
-        11,
-        git_credentials=json.dumps({prefix: f"file:{secret}"}),
-    )
+    h = isolated_harness(session_dir / "ck-creds", redis_server, busybox_image, 11)
+    with h.config.open("a") as config:
+        config.write(f'\n[git_credentials]\n"{prefix}" = "file:{secret}"\n')
     h.start_worker("linux")
     yield h
     h.stop()
@@ -214,7 +210,7 @@ def test_persisted_credentials_are_masked_job_scoped_and_gone_after_the_job(
     code, pipe, log = run(h, repos["app"], wf)
     assert code == 0, log
     assert "plain helpers: 0" in log
-    assert "kept helper: !f() { test" in log and "git-credential-2" in log
+    assert 'kept helper: "!f() { test' in log and "git-credential-2" in log
     # The job could read its credential; the log shows it masked.
     assert "credential file: username=ci-bot password=***" in log
     assert TOKEN not in log

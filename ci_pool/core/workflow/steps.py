@@ -241,10 +241,10 @@ class StepReader(ValueReader):
             if isinstance(value, str):
                 return tuple(line.strip() for line in value.splitlines() if line.strip())
             self.error(f"{where}: must be a string of patterns, one per line", pos)
-        elif text in (True, False, "true", "false") or (
-            key == "submodules" and text == "recursive"
-        ):
-            return text in (True, "true", "recursive")
+        elif isinstance(text, bool):  # not 1 or 0, which equal True and False
+            return text
+        elif text in ("true", "false") or (key == "submodules" and text == "recursive"):
+            return text in ("true", "recursive")
         else:
             allowed = "true, false or recursive" if key == "submodules" else "true or false"
             self.error(f"{where}: must be {allowed}", pos)
