@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
+from ci_pool.core.specs import CheckoutSpec, EnvironmentSpec, Evidence, JobSpec, StepSpec
 from ci_pool.service.views import QueueStatus
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
@@ -86,6 +86,10 @@ class JobPublic(BaseModel):
     #: While running: until when its worker's lease holds (it heartbeats to extend it).
     lease_until: str | None = None
     evidence: Evidence | None
+    #: ``permissions:`` (scope -> level; ``*`` for read-all/write-all) and ``environment:``
+    #: of a workflow job, as recorded.
+    permissions: dict[str, str] | None = None
+    environment: EnvironmentSpec | None = None
     waiting: str | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None
@@ -146,6 +150,9 @@ class PipelineJobPublic(BaseModel):
 class PipelinePublic(BaseModel):
     id: str
     name: str
+    #: ``run-name`` as rendered at submit (the display name); null without one.
+    run_name: str | None = None
+    permissions: dict[str, str] | None = None
     file: str
     state: str
     repo: str

@@ -24,6 +24,7 @@ import redis
 import sqlalchemy.exc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ci_pool.cli import api as cli_api
@@ -162,6 +163,20 @@ def wait(
     raise typer.Exit(_exit_code(job))
 
 
+def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """``permissions`` and ``environment`` rows of a workflow job that set them."""
+    rows = []
+    if data.get("permissions") is not None:
+        granted = data["permissions"]
+        text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
+        rows.append(("permissions", escape(text.replace("*: ", "all: "))))
+    if data.get("environment"):
+        env = data["environment"]
+        shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
+        rows.append(("environment", escape(shown)))
+    return rows
+
+
 @app.command()
 def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
@@ -192,6 +207,7 @@ def show(
         ("finished", data["finished_at"] or "-"),
         ("reason", data["reason"] or "-"),
     ]
+    rows += _recorded(data)
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -79,7 +80,9 @@ def _elapsed(job: dict[str, Any]) -> str:
 
 def _table(client: PoolClient, view: dict[str, Any]) -> Group:
     table = Table(
-        title=f"pipeline {view['id']} {view['name']} [{view['state']}]", title_justify="left"
+        title=f"pipeline {view['id']} {escape(view.get('run_name') or view['name'])} "
+        f"[{view['state']}]",
+        title_justify="left",
     )
     for col in ("job", "state", "capability", "runner", "elapsed", "note"):
         table.add_column(col)

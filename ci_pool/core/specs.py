@@ -419,6 +419,22 @@ class StepSpec(BaseModel):
         return self
 
 
+#: ``permissions:`` as recorded: scope -> level; ``read-all``/``write-all`` are ``{"*": ...}``.
+Permissions = dict[
+    Annotated[str, Field(pattern=r"^(\*|[a-z][a-z-]{0,63})$")], Literal["read", "write", "none"]
+]
+
+
+class EnvironmentSpec(BaseModel):
+    """A job's ``environment:`` (a deployment environment), recorded and shown. Policy may
+    bind secrets to it (``core.policy.environment_secret_names``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(default=None, max_length=2000)
+
+
 def check_artifact_glob(pattern: str) -> str:
     """A glob relative to the workspace that cannot climb out of it."""
     if not pattern or pattern.startswith(("/", "~")) or "\\" in pattern:
@@ -454,6 +470,9 @@ class JobSpec(BaseModel):
     #: The implicit checkout before the first step, for a job none of whose steps is a
     #: checkout (a job submitted on its own; a workflow job without actions/checkout).
     checkout: CheckoutSpec = Field(default_factory=CheckoutSpec)
+    #: ``permissions:`` of the job (or the workflow's), recorded; None when not given.
+    permissions: Permissions | None = None
+    environment: EnvironmentSpec | None = None
 
     @property
     def checks_out_in_steps(self) -> bool:

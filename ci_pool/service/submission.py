@@ -16,8 +16,10 @@ from ci_pool.core.specs import (
     check_event,
     check_ref,
     check_repo_url,
+    github_repository,
     is_sha,
 )
+from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import (
     BrokerError,
@@ -247,9 +249,12 @@ class Submission(Inspection):
                 )
                 for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
             ]
+        run_name = self._run_name(pipe.run_name, repo, ref, sha, event)
         row = self.store.create_pipeline(
             {
                 "name": pipe.name,
+                "run_name": run_name,
+                "permissions": pipe.permissions,
                 "file": file,
                 "repo": repo,
                 "ref": ref,
@@ -264,6 +269,27 @@ class Submission(Inspection):
             raise first.recorded(pipeline_id=row.id)
         self.scheduler().advance(row.id)
         return row
+
+    @staticmethod
+    def _run_name(
+        template: str | None, repo: str, ref: str, sha: str | None, event: str
+    ) -> str | None:
+        """``run-name`` rendered over what is known at submit (github.*, inputs.*)."""
+        if template is None:
+            return None
+        full = ref if ref.startswith("refs/") or ref == "HEAD" else f"refs/heads/{ref}"
+        github = {
+            "ref": full,
+            "ref_name": full.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+            "sha": sha or "",
+            "repository": github_repository(repo),
+            "repository_owner": github_repository(repo).partition("/")[0],
+            "event_name": event,
+        }
+        try:
+            return render(template, {"github": github, "inputs": {}})[:200] or None
+        except ExpressionError as exc:
+            raise InputError(f"run-name: {exc}", field="run-name") from None
 
     def _pipeline_job(self, job: PipelineJob, repo: str, ref: str) -> NewJob:
         """One pipeline job as written, its spec admitted at ``repo`` and ``ref``."""

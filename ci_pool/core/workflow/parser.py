@@ -35,13 +35,16 @@ from ci_pool.core.pipeline import (
     topological_order,
 )
 from ci_pool.core.workflow.contexts import WORKFLOW_LEVEL, ValueReader
-from ci_pool.core.workflow.jobs import JobBuilder, Workflow
+from ci_pool.core.workflow.jobs import JobBuilder, Workflow, read_permissions
 from ci_pool.core.workflow.matrix import cell_keys, read_strategies
 from ci_pool.core.workflow.schema import ID, SHELLS, WORKFLOW_KEYS, check_keys, one_or_many
 from ci_pool.core.workflow.steps import RunDefaults
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source, plain
 from ci_pool.defaults import MAX_JOBS_PER_PIPELINE
 from ci_pool.exceptions import WorkflowError
+
+#: ``run-name`` is rendered when the pipeline is submitted: github (and inputs) only.
+RUN_NAME_LEVEL = WORKFLOW_LEVEL | {"inputs"}
 
 __all__ = [
     "Pipeline",
@@ -194,7 +197,16 @@ def _parse(
         j: frozenset(job["outputs"]) if isinstance(job.get("outputs"), MarkedMap) else frozenset()
         for j, job in valid.items()
     }
-    wf = Workflow(capabilities, env, run_defaults, outputs)
+    permissions = read_permissions(src, data, "permissions")
+    run_name = None
+    if "run-name" in data:
+        pos = data.value_pos["run-name"]
+        raw = data["run-name"]
+        if isinstance(raw, str) and raw.strip():
+            run_name = top.text(raw, pos, "run-name", RUN_NAME_LEVEL)[:200]
+        else:
+            src.error("run-name: must be a non-empty string", pos)
+    wf = Workflow(capabilities, env, run_defaults, outputs, permissions)
     strategies = read_strategies(src, jobs, valid, max_jobs)
     if strategies is None:
         return None, src.errors
@@ -212,4 +224,5 @@ def _parse(
     errors = src.errors
     if errors:
         return None, errors
-    return Pipeline(str(name), file, on, tuple(j for j in built if j is not None)), []
+    jobs_built = tuple(j for j in built if j is not None)
+    return Pipeline(str(name), file, on, jobs_built, run_name, permissions), []
