@@ -90,6 +90,8 @@ def run_step(
     except JobFileRefused as exc:
         logw.line(f"##[ci-pool] step {index} not run: {exc}")
         return 1, False
+    if att.evidence.commit_sha:  # the commit a checkout step put in the workspace
+        env.setdefault("CI_POOL_COMMIT_SHA", att.evidence.commit_sha)
     att.commands.append(run)
     started = time.monotonic()
     timeout = step.timeout

@@ -223,3 +223,30 @@ def test_persisted_credentials_are_masked_job_scoped_and_gone_after_the_job(
     for path in store_file.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_run_name_permissions_and_environment_are_recorded_and_shown(
+    harness: Harness, linux_worker: Worker, repos: dict[str, str], tmp_path: Path
+) -> None:
+    wf = tmp_path / "recorded.yml"
+    wf.write_text(
+        "name: deploy\nrun-name: Deploy ${{ github.ref }} on ${{ github.event_name }}\n"
+        "permissions: read-all\non: push\njobs:\n  ship:\n    runs-on: linux\n"
+        "    permissions: {contents: write, id-token: none}\n"
+        "    environment: {name: production, url: 'https://example.org/[app]'}\n"
+        "    steps:\n      - uses: actions/checkout@v4\n      - run: cat README\n"
+    )
+    code, pipe, log = run(harness, repos["app"], wf)
+    assert code == 0, log
+    assert pipe["run_name"] == "Deploy refs/heads/release on push"
+    assert pipe["name"] == "deploy" and pipe["permissions"] == {"*": "read"}
+    job_id = pipe["jobs"][0]["id"]
+    shown = harness.cli("show", job_id, "--json")
+    data = json.loads(shown.stdout)
+    assert data["permissions"] == {"contents": "write", "id-token": "none"}
+    assert data["environment"] == {"name": "production", "url": "https://example.org/[app]"}
+    text = harness.cli("show", job_id).stdout
+    assert "permissions contents: write, id-token: none" in text
+    assert "environment production (https://example.org/[app])" in text
+    table = harness.cli("pipeline", "show", pipe["id"]).stdout
+    assert "Deploy refs/heads/release on push" in table
