@@ -164,16 +164,16 @@ def wait(
 
 
 def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """``permissions`` and ``environment`` rows of a workflow job that set them."""
+    """The ``permissions`` (as scopes) and ``environment`` rows of a workflow job."""
     rows = []
     if data.get("permissions") is not None:
         granted = data["permissions"]
         text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
-        rows.append(("permissions", escape(text.replace("*: ", "all: "))))
+        rows.append(("scopes", escape(text.replace("*: ", "all: "))))
     if data.get("environment"):
         env = data["environment"]
         shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
-        rows.append(("environment", escape(shown)))
+        rows.append(("deploys to", escape(shown)))
     return rows
 
 

@@ -83,8 +83,8 @@ def run_checkout(
     except (ValueError, InputError) as exc:
         logw.line(f"##[ci-pool] step {index} checkout refused: {exc}")
         return 1
-    shown = options.path or "the workspace"
-    logw.line(f"##[ci-pool] checkout {url} {commit} into {shown}")
+    into = f" into {options.path}" if options.path else ""
+    logw.line(f"##[ci-pool] checkout {url} {commit}{into}")
     result = checkout(
         CheckoutRequest(
             repo=url,

@@ -246,7 +246,7 @@ def test_run_name_permissions_and_environment_are_recorded_and_shown(
     assert data["permissions"] == {"contents": "write", "id-token": "none"}
     assert data["environment"] == {"name": "production", "url": "https://example.org/[app]"}
     text = harness.cli("show", job_id).stdout
-    assert "permissions contents: write, id-token: none" in text
-    assert "environment production (https://example.org/[app])" in text
+    assert "scopes     contents: write, id-token: none" in text
+    assert "deploys to production (https://example.org/[app])" in text
     table = harness.cli("pipeline", "show", pipe["id"]).stdout
     assert "Deploy refs/heads/release on push" in table
