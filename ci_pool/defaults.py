@@ -182,3 +182,9 @@ RESERVED_ENV_NAMES = (
 #: repositories may be registered for schedules.
 SCHEDULE_CATCHUP = 300.0
 MAX_REPOSITORIES = 500
+# Checkout steps (``uses: actions/checkout``).
+#: Patterns one checkout's ``sparse-checkout`` may list.
+MAX_SPARSE_PATTERNS = 200
+#: The file (in the job's read-only scripts directory) a persisted checkout credential
+#: helper reads; ``{n}`` is the step's index.
+CREDENTIAL_FILE = "git-credential-{n}"

@@ -46,6 +46,11 @@ class CheckoutRequest:
     fetch_depth: int = 1
     submodules: bool = False
     lfs: bool = False
+    #: Partial clone filter; None uses the pool's ``checkout_filter``.
+    filter: str | None = None
+    #: Sparse-checkout patterns (directories in cone mode); empty checks out everything.
+    sparse: tuple[str, ...] = ()
+    cone: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,25 +97,12 @@ class GitRunner:
     @classmethod
     def for_settings(cls, settings: Settings, repo: str) -> GitRunner:
         """A runner for one repository whose server passed ``check_remote`` (RemoteRefused,
-        before any connection, otherwise). Only the credentials whose prefix this
-        repository's URL (as given, or as rewritten to the internal server) starts with are
-        read."""
-        checked = check_remote(repo, settings)
-        pinned: list[str] = []
-        if checked is not None and checked[0].scheme in ("http", "https"):
-            remote, addresses = checked
-            listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
-            pinned.append(f"{remote.host}:{remote.port}:{listed}")
-        urls = [repo]
-        for public, internal in settings.git_url_rewrites.items():
-            if repo.startswith(public):
-                urls.append(internal + repo[len(public) :])
-        wanted = {
-            prefix: source
-            for prefix, source in settings.git_credentials.items()
-            if any(u.startswith(prefix) for u in urls)
-        }
-        return cls(settings.git_url_rewrites, wanted, pinned=pinned)
+        before any connection, otherwise), with only the credentials meant for it."""
+        return cls(
+            settings.git_url_rewrites,
+            _credentials_for(settings, repo),
+            pinned=_pins(settings, repo),
+        )
 
     def run(
         self, *args: str, cwd: Path | None = None, check: bool = True, timeout: float | None = None
@@ -144,6 +136,44 @@ class GitRunner:
         if check and proc.returncode != 0:
             raise CheckoutError(f"git {verb} failed: {self.masker.mask(_last_line(proc.stderr))}")
         return proc
+
+
+def _pins(settings: Settings, repo: str) -> list[str]:
+    """``http.curloptResolve`` entries: the addresses the server was checked on (RemoteRefused,
+    before any connection, for a server outside ``git_hosts``)."""
+    checked = check_remote(repo, settings)
+    pinned: list[str] = []
+    if checked is not None and checked[0].scheme in ("http", "https"):
+        remote, addresses = checked
+        listed = ",".join(f"[{a}]" if ":" in a else a for a in addresses)
+        pinned.append(f"{remote.host}:{remote.port}:{listed}")
+    return pinned
+
+
+def _credentials_for(settings: Settings, repo: str) -> dict[str, str]:
+    """The ``git_credentials`` whose prefix this repository's URL (as given, or as
+    rewritten to the internal server) starts with: the only ones read for it."""
+    urls = [repo]
+    for public, internal in settings.git_url_rewrites.items():
+        if repo.startswith(public):
+            urls.append(internal + repo[len(public) :])
+    return {
+        prefix: source
+        for prefix, source in settings.git_credentials.items()
+        if any(u.startswith(prefix) for u in urls)
+    }
+
+
+def clone_credential(settings: Settings, repo: str) -> tuple[str, str] | None:
+    """The user name and password a job's clone of ``repo`` used (the longest matching
+    prefix's), for a credential helper the job may keep; None when it used none."""
+    found = _credentials_for(settings, repo)
+    if not found:
+        return None
+    prefix = max(found, key=len)
+    value = read_secret_source(found[prefix], f"git credential for {prefix}")
+    user, _, password = value.partition(":") if ":" in value else ("x-access-token", "", value)
+    return user, password
 
 
 #: Key prefix in ``remote_refs`` results for symbolic refs: "symref:HEAD" -> "refs/heads/main".
@@ -245,7 +275,10 @@ def checkout(
 
 def _tree_entry(root: Path, req: CheckoutRequest, mirror: bool) -> Path:
     # Trees checked out from a mirror carry alternates pointing at it: not interchangeable.
-    flavour = f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}|{mirror}"
+    flavour = (
+        f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}|{mirror}|{req.filter}|"
+        f"{req.cone}|{chr(0).join(req.sparse)}"
+    )
     return root / f"{hashlib.sha256(flavour.encode()).hexdigest()[:16]}-{req.commit}"
 
 
@@ -294,6 +327,10 @@ def _checkout(
     dest = str(req.dest)
     git.run("init", "-q", dest)
     git.run("-C", dest, "config", "remote.origin.url", req.repo)
+    if req.sparse:
+        cone = "--cone" if req.cone else "--no-cone"
+        git.run("-C", dest, "sparse-checkout", "set", cone, *req.sparse)
+        log(f"sparse checkout: {' '.join(req.sparse)}")
     if settings.mirror_cache:
         mirror = _refresh_mirror(git, settings.resolved_mirror_root, req.repo, req.commit, log)
         with _locked(mirror, exclusive=False):
@@ -309,8 +346,9 @@ def _checkout(
         fetch = ["-C", dest, "fetch", "-q", "--no-tags"]
         if req.fetch_depth:
             fetch.append(f"--depth={req.fetch_depth}")
-        if settings.checkout_filter:
-            fetch.append(f"--filter={settings.checkout_filter}")
+        fetch_filter = req.filter or settings.checkout_filter
+        if fetch_filter:
+            fetch.append(f"--filter={fetch_filter}")
         git.run(*fetch, "--end-of-options", "origin", req.commit)
         git.run(
             "-C",

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ci_pool.core.commands import Annotation
 from ci_pool.core.concurrency import ConcurrencyGroup
-from ci_pool.core.specs import CheckoutSpec, Evidence, JobSpec, StepSpec
+from ci_pool.core.specs import CheckoutSpec, EnvironmentSpec, Evidence, JobSpec, StepSpec
 from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
 from ci_pool.service.views import QueueStatus
 
@@ -101,6 +101,10 @@ class JobPublic(BaseModel):
     #: While running: until when its worker's lease holds (it heartbeats to extend it).
     lease_until: str | None = None
     evidence: Evidence | None
+    #: ``permissions:`` (scope -> level; ``*`` for read-all/write-all) and ``environment:``
+    #: of a workflow job, as recorded.
+    permissions: dict[str, str] | None = None
+    environment: EnvironmentSpec | None = None
     waiting: str | None = None
     #: Its job-level concurrency group (name, cancel_in_progress), if any.
     concurrency: ConcurrencyGroup | None = None
@@ -170,6 +174,9 @@ class PipelineJobPublic(BaseModel):
 class PipelinePublic(BaseModel):
     id: str
     name: str
+    #: ``run-name`` as rendered at submit (the display name); null without one.
+    run_name: str | None = None
+    permissions: dict[str, str] | None = None
     file: str
     state: str
     repo: str

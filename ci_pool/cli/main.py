@@ -169,6 +169,20 @@ def wait(
     raise typer.Exit(_exit_code(job))
 
 
+def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``permissions`` (as scopes) and ``environment`` rows of a workflow job."""
+    rows = []
+    if data.get("permissions") is not None:
+        granted = data["permissions"]
+        text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
+        rows.append(("scopes", escape(text.replace("*: ", "all: "))))
+    if data.get("environment"):
+        env = data["environment"]
+        shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
+        rows.append(("deploys to", escape(shown)))
+    return rows
+
+
 @app.command()
 def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
@@ -204,6 +218,7 @@ def show(
         ("finished", data["finished_at"] or "-"),
         ("reason", data["reason"] or "-"),
     ]
+    rows += _recorded(data)
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:

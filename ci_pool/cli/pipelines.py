@@ -83,10 +83,12 @@ def _elapsed(job: dict[str, Any]) -> str:
 
 def _table(client: PoolClient, view: dict[str, Any]) -> Group:
     group = view.get("concurrency")
-    title = f"pipeline {view['id']} {view['name']} [{view['state']}]"
     table = Table(
         # Names come from the workflow file: shown as written, never read as markup.
-        title=escape(title + (f" concurrency group {group['name']}" if group else "")),
+        title=escape(
+            f"pipeline {view['id']} {view.get('run_name') or view['name']} [{view['state']}]"
+            + (f" concurrency group {group['name']}" if group else "")
+        ),
         title_justify="left",
     )
     for col in ("job", "state", "capability", "runner", "elapsed", "note"):

@@ -79,6 +79,11 @@ class Pipeline:
     jobs: tuple[PipelineJob, ...]
     #: Workflow-level ``concurrency:``, evaluated at submit.
     concurrency: Concurrency | None = None
+    #: ``run-name``: a template over github.* (and inputs.*), rendered at submit into the
+    #: pipeline's display name.
+    run_name: str | None = None
+    #: The workflow's ``permissions:`` (recorded; each job carries its own or these).
+    permissions: dict[str, str] | None = None
 
     def job(self, key: str) -> PipelineJob:
         """The job with this key."""

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.globs import glob_match
+from ci_pool.core.specs import EnvironmentSpec
 from ci_pool.exceptions import AccessDenied, InfraError, InputError, PolicyDenied
 
 #: ``X-CI-Pool-Signature: keyid=<id>,t=<unix seconds>,nonce=<hex>,sha256=<hex>``
@@ -274,3 +275,13 @@ def check_pull_request(cap: Capability, allowed: Iterable[str] | None) -> None:
             rule="pull_request_capabilities",
             field="runs-on",
         )
+
+
+def environment_secret_names(
+    cap: Capability, environment: EnvironmentSpec | None
+) -> tuple[str, ...]:
+    """The place where a deployment ``environment:`` binds secrets: the capability secrets a
+    job in ``environment`` gets besides the ones it names. None are bound to environments
+    yet, so a job's secrets are the same whatever its environment."""
+    del cap, environment
+    return ()

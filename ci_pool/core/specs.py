@@ -6,7 +6,7 @@ import json
 import re
 from enum import Enum
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -15,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ci_pool import defaults as d
@@ -239,19 +240,146 @@ def check_event(event: str) -> str:
 STORED = "stored"
 
 
-class StepSpec(BaseModel):
-    """One shell step of a job, as parsed from a workflow or submitted on its own.
+_FILTER = re.compile(r"^(?:blob:none|blob:limit=[0-9]{1,12}[kmg]?|tree:[0-9]{1,6})$")
+#: ``owner/name`` (more parts allowed, as Gitea subgroups): a repository on the job's server.
+_REPO_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)+$")
 
-    Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``);
-    the runner renders them. ``if_expr`` is an expression: None means ``success()``, and one
-    that calls no status function means ``success() && (...)``, as in GitHub."""
+
+def check_workspace_path(path: str) -> str:
+    """A directory relative to the workspace that cannot leave it: no absolute path, no
+    ``~``, no ``..`` part. ``""`` (or ``.``) is the workspace itself."""
+    if any(c < " " or c == "\x7f" for c in path) or "\\" in path:
+        raise ValueError(f"{path!r} must be a plain relative path (no control characters or \\)")
+    if path.startswith(("/", "~")):
+        raise ValueError(
+            f"{path!r} is absolute; give a path relative to the workspace, such as src/lib"
+        )
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{path!r} climbs out of the workspace ('..'); give a path inside it")
+    if len(path) > 500:
+        raise ValueError("the path is over 500 characters")
+    return "/".join(parts)
+
+
+def check_checkout_ref(ref: str) -> str:
+    """A checkout ref: a literal ref (``check_ref``) or a ``${{ }}`` template the runner
+    renders and checks then."""
+    if "${{" in ref:
+        expressions.parse_template(ref)
+        return ref
+    return check_ref(ref)
+
+
+class CheckoutSpec(BaseModel):
+    """One checkout (``uses: actions/checkout``): which repository and commit, how much of
+    it (defaults: one commit, no blobs up front), and where in the workspace."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Commits of history; 0 means the whole history.
+    fetch_depth: int = Field(default=1, ge=0, le=2**31 - 1)
+    #: ``true`` and ``recursive`` both mean submodules, recursively.
+    submodules: bool = False
+    lfs: bool = False
+    #: Resolved and checked out instead of the job's commit; None keeps the job's commit
+    #: (or the default branch of another ``repository``). May be a ``${{ }}`` template.
+    ref: str | None = Field(default=None, max_length=1000)
+    #: Another repository: ``owner/name`` on the job's git server, or a URL on a host in
+    #: ``git_hosts``. None is the job's own repository.
+    repository: str | None = Field(default=None, max_length=1000)
+    #: Directory inside the workspace ("" is the workspace itself).
+    path: str = ""
+    #: Partial clone filter (``blob:none``, ``blob:limit=1m``, ``tree:0``); None: the pool's.
+    filter: str | None = None
+    sparse_checkout: tuple[Annotated[str, Field(min_length=1, max_length=1000)], ...] = Field(
+        default=(), max_length=d.MAX_SPARSE_PATTERNS
+    )
+    sparse_checkout_cone_mode: bool = True
+    #: Leave a job-scoped credential helper for the clone credential in the repository's
+    #: git config (removed with the job's directory).
+    persist_credentials: bool = False
+    #: Empty the target directory before checking out.
+    clean: bool = True
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (info.context or {}).get(STORED):
+            return value
+        return check_checkout_ref(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_workspace_path(value)
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: str | None) -> str | None:
+        if value is not None and not _FILTER.match(value):
+            raise ValueError(
+                f"{value!r} is not a filter ci-pool passes to git; use blob:none, "
+                "blob:limit=<n>[kmg] or tree:<depth>"
+            )
+        return value
+
+    @field_validator("sparse_checkout")
+    @classmethod
+    def _sparse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if pattern.startswith("-") or any(c < " " for c in pattern):
+                raise ValueError(
+                    f"{pattern!r}: sparse-checkout patterns are paths, one per line, not "
+                    "starting with '-'"
+                )
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is None or _REPO_PATH.match(value):
+            return value
+        # A URL: its form here, its host against git_hosts when submitted.
+        check_repo_url(value, allow_local=False)
+        return value
+
+    def repo_url(self, job_repo: str) -> str:
+        """The URL this checkout fetches: the job's repository, ``owner/name`` on the job's
+        server, or the URL given."""
+        name = self.repository
+        if name is None:
+            return job_repo
+        if not _REPO_PATH.match(name):
+            return name
+        suffix = ".git" if job_repo.endswith(".git") and not name.endswith(".git") else ""
+        if "://" in job_repo:
+            parts = urlsplit(job_repo)
+            return urlunsplit((parts.scheme, parts.netloc, f"/{name}{suffix}", "", ""))
+        if _SCP_LIKE.match(job_repo):
+            return f"{job_repo.split(':', 1)[0]}:{name}{suffix}"
+        raise ValueError(
+            f"repository {name!r} is relative to the job's git server, and the job's "
+            "repository is a local path; give a full URL"
+        )
+
+
+class StepSpec(BaseModel):
+    """One step of a job, as parsed from a workflow or submitted on its own: a shell script
+    (``run``) or a checkout (``checkout``), exactly one of them.
+
+    Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``,
+    the checkout's ``ref``); the runner renders them. ``if_expr`` is an expression: None
+    means ``success()``, and one that calls no status function means ``success() && (...)``,
+    as in GitHub."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(default="run", max_length=200)
     #: Set to read the step's outputs and outcome as ``steps.<id>``.
     id: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)
-    run: str = Field(min_length=1, max_length=d.MAX_SCRIPT_BYTES)
+    run: str = Field(default="", max_length=d.MAX_SCRIPT_BYTES)
+    checkout: CheckoutSpec | None = None
     #: None runs bash where the image has it, else sh.
     shell: Literal["bash", "sh"] | None = None
     working_directory: str | None = None
@@ -274,25 +402,37 @@ class StepSpec(BaseModel):
             expressions.parse(value)  # an ExpressionError is a ValueError naming the problem
         return value
 
+    @field_validator("run")
+    @classmethod
+    def _run(cls, value: str, info: ValidationInfo) -> str:
+        # A checkout step is stored with run "" (never given one).
+        if not value and not (info.context or {}).get(STORED):
+            raise ValueError("must be a non-empty script")
+        return value
 
-class CheckoutSpec(BaseModel):
-    """How much of the repository a job gets (defaults: one commit, no blobs up front), and
-    which commit: ``ref`` (a branch, tag or SHA) instead of the submitted one when set."""
+    @model_validator(mode="after")
+    def _kind(self) -> StepSpec:
+        if self.checkout is None and not self.run:
+            raise ValueError("run: a step needs a non-empty script (or a checkout)")
+        if self.checkout is not None and self.run:
+            raise ValueError("a step is either run: or a checkout, not both")
+        return self
+
+
+#: ``permissions:`` as recorded: scope -> level; ``read-all``/``write-all`` are ``{"*": ...}``.
+Permissions = dict[
+    Annotated[str, Field(pattern=r"^(\*|[a-z][a-z-]{0,63})$")], Literal["read", "write", "none"]
+]
+
+
+class EnvironmentSpec(BaseModel):
+    """A job's ``environment:`` (a deployment environment), recorded and shown. Policy may
+    bind secrets to it (``core.policy.environment_secret_names``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: Commits of history; 0 means the whole history.
-    fetch_depth: int = Field(default=1, ge=0)
-    #: ``true`` and ``recursive`` both mean submodules, recursively.
-    submodules: bool = False
-    lfs: bool = False
-    #: Resolved and checked out instead of the job's commit; None keeps the job's commit.
-    ref: str | None = None
-
-    @field_validator("ref")
-    @classmethod
-    def _ref(cls, value: str | None) -> str | None:
-        return None if value is None else check_ref(value)
+    name: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(default=None, max_length=2000)
 
 
 def check_artifact_glob(pattern: str) -> str:
@@ -327,7 +467,17 @@ class JobSpec(BaseModel):
     )
     #: Image override; only where the capability allows it.
     image: str | None = Field(default=None, min_length=1, max_length=500)
+    #: The implicit checkout before the first step, for a job none of whose steps is a
+    #: checkout (a job submitted on its own; a workflow job without actions/checkout).
     checkout: CheckoutSpec = Field(default_factory=CheckoutSpec)
+    #: ``permissions:`` of the job (or the workflow's), recorded; None when not given.
+    permissions: Permissions | None = None
+    environment: EnvironmentSpec | None = None
+
+    @property
+    def checks_out_in_steps(self) -> bool:
+        """Whether the job's checkouts are steps of their own (then ``checkout`` is unused)."""
+        return any(step.checkout is not None for step in self.steps)
 
     @field_validator("artifacts")
     @classmethod

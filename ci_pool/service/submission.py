@@ -22,14 +22,17 @@ from ci_pool.core.policy import (
 )
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import (
+    CheckoutSpec,
     JobSpec,
     JobState,
     check_event,
     check_ref,
     check_repo_url,
+    github_repository,
     is_sha,
 )
 from ci_pool.core.triggers import TriggerEvent
+from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.core.workflow.run_context import RunFacts
@@ -39,6 +42,7 @@ from ci_pool.exceptions import (
     PolicyDenied,
 )
 from ci_pool.git import resolve
+from ci_pool.remotes import check_remote
 from ci_pool.service.inspection import Inspection
 from ci_pool.store import Job, NewJob
 from ci_pool.store.models import Pipeline as PipelineRow
@@ -72,30 +76,83 @@ class Submission(Inspection):
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
             check_policy(cap, spec.repo, refs, who)
-            spec = self.admit_checkout(spec, cap, who, "checkout.ref")
+            spec = self.admit_checkout(spec, cap, who, "")
         except PolicyDenied as denied:
             return spec, cap, timeout, sha, denied
         return spec, cap, timeout, sha, None
 
-    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, field: str) -> JobSpec:
-        """A checkout ``ref`` other than the job's is held to the capability's rules like
-        the job's ref, and pinned to the commit it names now (where refs are resolved)."""
-        ref = spec.checkout.ref
-        if ref is None:
-            return spec
+    def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, path: str) -> JobSpec:
+        """Every checkout of a job (the implicit one, and each checkout step) held to the
+        capability's rules like the job's own repository and ref, its server to
+        ``git_hosts``, and pinned to the commit it names now (where refs are resolved).
+        ``path`` is the job's place in a workflow (``jobs.<id>``), "" for a job of its own."""
+        if path:
+            field = f"{path}.steps.with.{{key}}"
+        else:
+            field = "checkout.{key}"
+        checkout = self._admit(spec.checkout, spec.repo, cap, who, field)
+        steps = list(spec.steps)
+        for i, step in enumerate(steps):
+            if step.checkout is not None:
+                where = f"{path}.steps[{i}].with.{{key}}" if path else f"steps.{i}.checkout.{{key}}"
+                admitted = self._admit(step.checkout, spec.repo, cap, who, where)
+                steps[i] = step.model_copy(update={"checkout": admitted})
+        return spec.model_copy(update={"checkout": checkout, "steps": tuple(steps)})
+
+    def _admit(
+        self, options: CheckoutSpec, repo: str, cap: Capability, who: Submitter, field: str
+    ) -> CheckoutSpec:
         try:
-            sha, refs = self.locate(spec.repo, ref, cap.refs is not None)
+            url = options.repo_url(repo)
+            if url != repo:
+                check_repo_url(url, allow_local=self.settings.allow_local_repos)
+                check_remote(url, self.settings)
+        except ValueError as exc:
+            raise InputError(f"repository: {exc}", field=field.format(key="repository")) from None
+        except InputError as exc:  # RemoteRefused: before any connection
+            raise InputError(str(exc), field=field.format(key="repository")) from None
+        ref = options.ref
+        if ref is None and url == repo:
+            return options
+        strict = cap.refs is not None
+        if ref is not None and "${{" in ref:
+            if strict:
+                raise InputError(
+                    f"checkout ref {ref!r} is an expression; capability {cap.name!r} checks "
+                    "refs against its allowed refs when the job is submitted: write the ref "
+                    "by name",
+                    field=field.format(key="ref"),
+                )
+            self._check(cap, url, None, who, ref, field)
+            return options
+        name = ref or "HEAD"
+        try:
+            sha, refs = self.locate(url, name, strict)
         except InputError as exc:
-            raise InputError(str(exc), field=field) from None
+            raise InputError(str(exc), field=field.format(key="ref")) from None
+        self._check(cap, url, refs, who, name, field)
+        return options if sha is None else options.model_copy(update={"ref": sha})
+
+    @staticmethod
+    def _check(
+        cap: Capability,
+        url: str,
+        refs: list[str] | None,
+        who: Submitter,
+        ref: str,
+        field: str,
+    ) -> None:
         try:
-            check_policy(cap, spec.repo, refs, who)
+            check_policy(cap, url, refs, who)
         except PolicyDenied as denied:
+            key = "repository" if denied.rule.endswith(".repos") else "ref"
             raise PolicyDenied(
-                f"checkout ref {ref!r}: {denied.detail}", rule=denied.rule, field=field
+                f"checkout ref {ref!r}: {denied.detail}"
+                if key == "ref"
+                else f"checkout repository {url!r}: {denied.detail}",
+                rule=denied.rule,
+                field=field.format(key=key),
             ) from None
-        if sha is None:
-            return spec
-        return spec.model_copy(update={"checkout": spec.checkout.model_copy(update={"ref": sha})})
 
     def submit(self, spec: JobSpec, who: Submitter | None = None) -> Job:
         """Validate, write the job ``queued`` and publish it to its capability's queue.
@@ -181,10 +238,9 @@ class Submission(Inspection):
         for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
             if job.key in denials:
                 continue
-            field = f"jobs.{job.job_id}.steps.with.ref"
             try:
                 check_policy(cap, repo, refs, who)
-                spec = self.admit_checkout(jobs[i].spec, cap, who, field)
+                spec = self.admit_checkout(jobs[i].spec, cap, who, f"jobs.{job.job_id}")
             except PolicyDenied as denied:
                 denials[job.key] = denied
             else:
@@ -205,11 +261,14 @@ class Submission(Inspection):
                 )
                 for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
             ]
+        run_name = self._run_name(pipe.run_name, repo, ref, sha, event)
         row = self.store.create_pipeline(
             {
                 "id": pipeline_id,
                 "concurrency": group,
                 "name": pipe.name,
+                "run_name": run_name,
+                "permissions": pipe.permissions,
                 "file": file,
                 "repo": repo,
                 "ref": ref,
@@ -277,6 +336,27 @@ class Submission(Inspection):
             except PolicyDenied as denied:
                 denials[job.key] = denied
         return denials
+
+    @staticmethod
+    def _run_name(
+        template: str | None, repo: str, ref: str, sha: str | None, event: str
+    ) -> str | None:
+        """``run-name`` rendered over what is known at submit (github.*, inputs.*)."""
+        if template is None:
+            return None
+        full = ref if ref.startswith("refs/") or ref == "HEAD" else f"refs/heads/{ref}"
+        github = {
+            "ref": full,
+            "ref_name": full.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+            "sha": sha or "",
+            "repository": github_repository(repo),
+            "repository_owner": github_repository(repo).partition("/")[0],
+            "event_name": event,
+        }
+        try:
+            return render(template, {"github": github, "inputs": {}})[:200] or None
+        except ExpressionError as exc:
+            raise InputError(f"run-name: {exc}", field="run-name") from None
 
     def _pipeline_job(
         self, job: PipelineJob, repo: str, ref: str, trigger: TriggerEvent | None = None

@@ -60,6 +60,8 @@ def job_dict(
         "lease_until": _ts(job.lease_until),
         "evidence": None if job.evidence is None else job.evidence.model_dump(mode="json"),
         "concurrency": _group(job.concurrency),
+        "permissions": job.permissions,
+        "environment": None if job.environment is None else job.environment.model_dump(),
     }
     if pool is not None:
         data["waiting"] = pool.why_waiting(job, visible)
@@ -100,6 +102,8 @@ def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
     return {
         "id": row.id,
         "name": row.name,
+        "run_name": row.run_name,
+        "permissions": row.permissions,
         "file": row.file,
         "state": row.state,
         "repo": row.repo,

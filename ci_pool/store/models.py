@@ -16,6 +16,7 @@ from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.specs import (
     STORED,
     CheckoutSpec,
+    EnvironmentSpec,
     Evidence,
     JobSpec,
     JobState,
@@ -128,6 +129,8 @@ class NewJob:
             "artifacts": list(spec.artifacts),
             "image": spec.image,
             "checkout": spec.checkout,
+            "permissions": spec.permissions,
+            "environment": spec.environment,
             "reason": self.reason,
             "concurrency": self.concurrency,
         }
@@ -178,6 +181,11 @@ class Job(Base):
     artifacts: Mapped[list[Any]] = mapped_column(JSON, default=list)
     image: Mapped[str | None] = mapped_column(String(500), default=None)
     checkout: Mapped[CheckoutSpec] = mapped_column(SpecType(CheckoutSpec), default=CheckoutSpec)
+    #: ``permissions:`` and ``environment:`` as written (recorded and shown).
+    permissions: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    environment: Mapped[EnvironmentSpec | None] = mapped_column(
+        SpecType(EnvironmentSpec), default=None
+    )
     # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
     # keys of the jobs it needs, its condition and its matrix values.
     job_ref: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -280,6 +288,9 @@ class Pipeline(Base):
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: The event payload, dispatch inputs, vars, actor and run number its jobs see.
     context: Mapped[RunFacts | None] = mapped_column(SpecType(RunFacts), default=None)
+    #: ``run-name`` rendered at submit: the display name; None shows ``name``.
+    run_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    permissions: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     state: Mapped[PipelineState] = mapped_column(StateType(PipelineState))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import Evidence
+from ci_pool.settings import Settings
 from ci_pool.store import Job
 from ci_pool.worker.jobfiles import JobDir
 from ci_pool.worker.logs import LogWriter
@@ -38,6 +40,9 @@ class Attempt:
     secrets: dict[str, str]
     evidence: Evidence = field(default_factory=Evidence)
     dirs: StepDirs | None = None
+    #: The job's workspace on this host (checkout steps write into it).
+    workspace: Path | None = None
+    settings: Settings | None = None
     commands: list[str] = field(default_factory=list)
 
     def note(self, **values: Any) -> None:

@@ -209,5 +209,5 @@ def job_env(att: Attempt, ctx: dict[str, Any]) -> dict[str, str]:
         "CI_POOL_CAPABILITY": job.capability,
         "CI_POOL_REPO": job.repo,
         "CI_POOL_REF": job.ref,
-        "CI_POOL_COMMIT_SHA": att.evidence.commit_sha or "",
+        "CI_POOL_COMMIT_SHA": att.evidence.commit_sha or job.commit_sha or "",
     }

@@ -167,6 +167,7 @@ class JobRunner:
             scripts.mkdir(parents=True, exist_ok=True)
             files.mkdir(exist_ok=True)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
+            att.workspace, att.settings = src, self.settings
             workspace.check_out(att, src, self.settings)
             places = JobPlaces.of(cap, root)
             contexts = expression_context(self.store, att, places)

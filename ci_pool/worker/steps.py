@@ -12,6 +12,7 @@ from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import JobFileRefused
 from ci_pool.store import Store
+from ci_pool.worker import workspace
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.outcome import StepFailure
@@ -34,7 +35,10 @@ def run_steps(
         if not should_run(step, ctx, status):
             logw.line(f"##[step] {index} {step.name or 'run'} skipped")
             continue
-        code, timed_out = run_step(att, execution, index, step, ctx, status, files)
+        if step.checkout is not None:
+            code, timed_out = run_checkout_step(att, execution, index, step, ctx, status), False
+        else:
+            code, timed_out = run_step(att, execution, index, step, ctx, status, files)
         if code == 0 and not timed_out:
             continue
         if step.continue_on_error:
@@ -53,6 +57,27 @@ def should_run(step: StepSpec, ctx: dict[str, Any], status: str) -> bool:
     expr = expressions.parse(cond)
     ok = expressions.condition(expr, ctx, status)
     return ok if expressions.uses_status_function(expr) else ok and status == "success"
+
+
+def run_checkout_step(
+    att: Attempt,
+    execution: Execution,
+    index: int,
+    step: StepSpec,
+    ctx: dict[str, Any],
+    status: str,
+) -> int:
+    """A checkout at its place among the steps (``workspace.run_checkout``)."""
+    assert att.settings is not None
+    att.logw.line(f"##[step] {index} {step.name}")
+    started = time.monotonic()
+    code = workspace.run_checkout(
+        att, index, step, ctx, status, att.settings, execution.scripts_path
+    )
+    if step.id:
+        ctx["steps"][step.id] = {"outputs": {}, "outcome": "success" if code == 0 else "failure"}
+    att.logw.line(f"##[step] {index} exit {code} in {time.monotonic() - started:.2f}s")
+    return code
 
 
 def run_step(
@@ -78,6 +103,8 @@ def run_step(
     except (JobFileRefused, ValueError) as exc:  # ValueError: an expression that failed
         logw.line(f"##[ci-pool] step {index} not run: {exc}")
         return 1, False
+    if att.evidence.commit_sha:  # the commit a checkout step put in the workspace
+        env.setdefault("CI_POOL_COMMIT_SHA", att.evidence.commit_sha)
     att.commands.append(run)
     started = time.monotonic()
     timeout = step.timeout

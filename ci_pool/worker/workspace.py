@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import time
 from pathlib import Path
+from typing import Any
 
-from ci_pool.core.specs import ArtifactEntry
+from ci_pool import defaults
+from ci_pool.core.masking import Masker
+from ci_pool.core.specs import ArtifactEntry, CheckoutSpec, StepSpec, check_ref
+from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import CheckoutError, InputError
-from ci_pool.git import CheckoutRequest, checkout, resolve_ref
+from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import artifacts
@@ -18,8 +24,12 @@ from ci_pool.worker.logs import LogWriter
 
 
 def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
-    """Check the job's commit (or its checkout's own ref) out into the workspace."""
+    """The implicit checkout of a job none of whose steps is a checkout: the job's commit
+    (or its checkout's own ref) into the workspace, before the first step."""
     job, options = att.job, att.job.checkout
+    if any(step.checkout is not None for step in job.steps):
+        workspace.mkdir(parents=True, exist_ok=True)
+        return
     t0 = time.monotonic()
     commit = job.commit_sha or job.ref
     if options.ref is not None:
@@ -47,6 +57,139 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
         checkout_s=round(time.monotonic() - t0, 3),
         checkout_via=result.via,
     )
+
+
+def run_checkout(
+    att: Attempt,
+    index: int,
+    step: StepSpec,
+    ctx: dict[str, Any],
+    status: str,
+    settings: Settings,
+    scripts_path: str,
+) -> int:
+    """A checkout step at its place among the steps: 0, or 1 with the reason in the log
+    for what the job itself got wrong (a ref it renders, a path it made a symlink).
+    Infra failures (the server, git) raise CheckoutError, as the implicit checkout does."""
+    options, job, logw = step.checkout, att.job, att.logw
+    assert options is not None and att.workspace is not None
+    t0 = time.monotonic()
+    try:
+        url = options.repo_url(job.repo)
+        commit = _commit(att, url, options, ctx, status, settings)
+        dest = _target(att.workspace, options.path)
+        if options.clean:
+            _empty(dest)
+    except (ValueError, InputError) as exc:
+        logw.line(f"##[ci-pool] step {index} checkout refused: {exc}")
+        return 1
+    into = f" into {options.path}" if options.path else ""
+    logw.line(f"##[ci-pool] checkout {url} {commit}{into}")
+    result = checkout(
+        CheckoutRequest(
+            repo=url,
+            commit=commit,
+            dest=dest,
+            fetch_depth=options.fetch_depth,
+            submodules=options.submodules,
+            lfs=options.lfs,
+            filter=options.filter,
+            sparse=options.sparse_checkout,
+            cone=options.sparse_checkout_cone_mode,
+        ),
+        settings,
+        log=lambda line: logw.line(f"##[ci-pool] {line}"),
+    )
+    if options.persist_credentials:
+        _persist_credential(att, index, url, dest, settings, scripts_path)
+    took = round(time.monotonic() - t0, 3)
+    if url == job.repo and att.evidence.commit_sha is None:
+        att.note(commit_sha=result.sha, checkout_via=result.via)
+    att.note(checkout_s=round((att.evidence.checkout_s or 0) + took, 3))
+    return 0
+
+
+def _commit(
+    att: Attempt,
+    url: str,
+    options: CheckoutSpec,
+    ctx: dict[str, Any],
+    status: str,
+    settings: Settings,
+) -> str:
+    """The commit to check out: the job's own for its repository, the default branch of
+    another, or the (rendered) ``ref``, pinned to a commit now."""
+    job = att.job
+    ref = options.ref
+    if ref is not None and "${{" in ref:
+        rendered = expressions.render(ref, ctx, status)
+        try:
+            ref = check_ref(rendered)
+        except ValueError as exc:
+            raise ValueError(f"ref {rendered!r} (from {options.ref}) {exc}") from None
+    if ref is None:
+        return (job.commit_sha or job.ref) if url == job.repo else "HEAD"
+    try:
+        return resolve_ref(url, ref, settings)
+    except InputError as exc:
+        raise InputError(f"ref {ref!r}: {exc}") from None
+
+
+def _target(workspace: Path, rel: str) -> Path:
+    """The directory ``rel`` of the workspace, made where missing. Every part must be a
+    real directory: a symlink an earlier step left there is refused, never followed."""
+    here = workspace
+    for part in (p for p in rel.split("/") if p):
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            here.mkdir()
+            continue
+        if not stat.S_ISDIR(mode):
+            raise ValueError(
+                f"path {rel!r}: {here.relative_to(workspace)} is a symlink or a file, "
+                "not a directory"
+            )
+    return here
+
+
+def _empty(dest: Path) -> None:
+    """``clean``: remove what is in ``dest`` (links themselves, never their targets)."""
+    for entry in os.scandir(dest):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError as exc:
+            raise ValueError(
+                f"clean: could not remove {entry.name!r} ({exc.strerror}); set clean: false "
+                "or check out into another path"
+            ) from None
+
+
+def _persist_credential(
+    att: Attempt, index: int, url: str, dest: Path, settings: Settings, scripts_path: str
+) -> None:
+    """``persist-credentials: true``: a credential helper in the checkout's git config for
+    the clone's own credential. The credential sits in the job's read-only scripts
+    directory, which is removed with the job; the helper names only that file, and the
+    log masks the credential from here on."""
+    found = clone_credential(settings, url)
+    if found is None:
+        att.logw.line("##[ci-pool] persist-credentials: the clone used no credential")
+        return
+    user, password = found
+    assert att.dirs is not None
+    name = defaults.CREDENTIAL_FILE.format(n=index)
+    att.dirs.scripts.create(name, f"username={user}\npassword={password}\n".encode())
+    att.logw.masker = Masker([*att.secrets.values(), password, f"{user}:{password}"])
+    helper = f"!f() {{ test \"$1\" = get && cat '{scripts_path}/{name}'; }}; f"
+    GitRunner.for_settings(settings, url).run(
+        "-C", str(dest), "config", f"credential.{url}.helper", helper
+    )
+    att.logw.line("##[ci-pool] persist-credentials: a credential helper is set for this job")
 
 
 def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: Store) -> None:

@@ -300,7 +300,7 @@ def test_a_checkout_ref_is_held_to_the_capability_refs_and_pinned(
 
     body = {"workflow": workflow("feature"), "repo": repos["tools"], "ref": "main"}
     res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
-    assert_error(res, 403, "rejected", "jobs.ship.steps.with.ref")
+    assert_error(res, 403, "rejected", "jobs.ship.steps[0].with.ref")
     message = res.json()["error"]["message"]
     assert "checkout ref 'feature'" in message and "capabilities.deploy.refs" in message
     assert "refs/heads/feature" in message
@@ -325,13 +325,13 @@ def test_a_checkout_ref_is_held_to_the_capability_refs_and_pinned(
     res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
     assert res.status_code == 201, res.text
     (row,) = strict.pool().store.pipeline_jobs(res.json()["id"])
-    assert row.checkout.ref == tag
+    assert row.steps[0].checkout is not None and row.steps[0].checkout.ref == tag
 
     # A checkout ref the repository does not have is an input error; nothing is written.
     before = job_count(strict)
     body = {"workflow": workflow("nope"), "repo": repos["tools"], "ref": "main"}
     res = client.post("/v1/pipelines", json=body, headers=signed(tok, body))
-    assert_error(res, 422, "invalid_input", "jobs.ship.steps.with.ref")
+    assert_error(res, 422, "invalid_input", "jobs.ship.steps[0].with.ref")
     assert "'nope' is not a branch, tag or ref" in res.json()["error"]["message"]
     assert job_count(strict) == before
 

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import IGNORED_LABELS, Capability
 from ci_pool.core.pipeline import PipelineJob
-from ci_pool.core.specs import CheckoutSpec, JobSpec
+from ci_pool.core.specs import EnvironmentSpec, JobSpec
 from ci_pool.core.workflow.concurrency import ConcurrencyReader
 from ci_pool.core.workflow.contexts import (
     JOB_ENV,
@@ -21,12 +21,49 @@ from ci_pool.core.workflow.contexts import (
     referenced_secrets,
 )
 from ci_pool.core.workflow.matrix import Strategy, label
-from ci_pool.core.workflow.schema import CONTAINER_KEYS, ID, JOB_KEYS, check_keys, one_or_many
+from ci_pool.core.workflow.schema import (
+    CONTAINER_KEYS,
+    ENVIRONMENT_KEYS,
+    ID,
+    JOB_KEYS,
+    PERMISSION_SCOPES,
+    check_keys,
+    one_or_many,
+)
 from ci_pool.core.workflow.steps import RunDefaults, StepReader
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source
 from ci_pool.exceptions import CapabilityNotFound, InputError
 
 _IMAGE = re.compile(r"^[A-Za-z0-9][^\s]*$")
+_LEVELS = ("read", "write", "none")
+
+
+def read_permissions(src: Source, data: MarkedMap, where: str) -> dict[str, str] | None:
+    """``permissions:`` (``read-all``, ``write-all``, ``{}`` or scope: read|write|none), as
+    recorded on the pipeline and its jobs; None when not given."""
+    if "permissions" not in data:
+        return None
+    value, pos = data["permissions"], data.value_pos["permissions"]
+    if value in ("read-all", "write-all"):
+        return {"*": str(value).removesuffix("-all")}
+    if not isinstance(value, MarkedMap):
+        src.error(
+            f"{where}: must be read-all, write-all or a mapping of scope to read, write or none",
+            pos,
+        )
+        return None
+    out: dict[str, str] = {}
+    for scope, level in value.items():
+        if scope not in PERMISSION_SCOPES:
+            src.error(
+                f"{where}.{scope}: not a permission scope; scopes: {', '.join(PERMISSION_SCOPES)}",
+                value.key_pos[scope],
+            )
+        elif level not in _LEVELS:
+            src.error(f"{where}.{scope}: must be read, write or none", value.value_pos[scope])
+        else:
+            out[scope] = str(level)
+    return out
 
 
 class _Container(NamedTuple):
@@ -46,6 +83,8 @@ class Workflow:
     run: RunDefaults
     #: Job id -> declared output names, for checking ``needs.<id>.outputs.<name>``.
     outputs: dict[str, frozenset[str]]
+    #: The workflow's ``permissions:``; a job's own replaces it.
+    permissions: dict[str, str] | None = None
 
     @property
     def capabilities(self) -> Mapping[str, Capability]:
@@ -88,13 +127,15 @@ class JobBuilder(StepReader):
         if_expr = self.condition(d, "if", f"{p}.if", JOB_LEVEL)
         env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_ENV)}
         container = self.container()
-        steps, checkout = self.steps()
+        steps = self.steps()
         outputs = self.outputs()
         name = self.name(key)
         timeout = self.minutes(d, "timeout-minutes", f"{p}.timeout-minutes")
         continue_on_error = self.flag(d, "continue-on-error", f"{p}.continue-on-error")
         group = ConcurrencyReader(self.src, f"{p}.concurrency", self.cell, self.strategy.keys)
         concurrency = group.read(d)
+        permissions = read_permissions(self.src, d, f"{p}.permissions")
+        environment = self.environment()
         if not self.ok or not group.ok or routed is None:
             return None
         templates = [
@@ -115,9 +156,10 @@ class JobBuilder(StepReader):
             env={**container.env, **env} if container else env,
             timeout=timeout,
             image=container.image if container else None,
-            checkout=checkout or CheckoutSpec(),
             steps=steps,
             secrets=secrets,
+            permissions=self.wf.permissions if permissions is None else permissions,
+            environment=environment,
         )
         if spec is None or not self.admit(spec):
             return None
@@ -202,6 +244,27 @@ class JobBuilder(StepReader):
             self.error(f"{where}: {str(exc).removeprefix(f'{exc.field}: ')}", pos)
             return None
         return cap.name, tuple(labels)
+
+    def environment(self) -> EnvironmentSpec | None:
+        """``environment:``, a name or ``{name, url}``; expressions stay for the runtime."""
+        d, where = self.data, f"{self.path}.environment"
+        if d.get("environment") is None:
+            return None
+        value, pos = d["environment"], d.value_pos["environment"]
+        url = None
+        if isinstance(value, MarkedMap):
+            check_keys(self.src, value, where, "environment", ENVIRONMENT_KEYS)
+            if "url" in value:
+                url = self.text(value["url"], value.value_pos["url"], f"{where}.url", JOB_LEVEL)
+            if "name" not in value:
+                self.error(f"{where}: needs name:", pos)
+                return None
+            value, pos, where = value["name"], value.value_pos["name"], f"{where}.name"
+        if not isinstance(value, str) or not value.strip():
+            self.error(f"{where}: must be the name of an environment", pos)
+            return None
+        name = self.text(value, pos, where, JOB_LEVEL)
+        return self.model(EnvironmentSpec, where, pos, name=name, url=url or None)
 
     def container(self) -> _Container | None:
         d, where = self.data, f"{self.path}.container"

@@ -39,12 +39,15 @@ from ci_pool.core.pipeline import (
 from ci_pool.core.triggers import schedule_crons
 from ci_pool.core.workflow.concurrency import ConcurrencyReader
 from ci_pool.core.workflow.contexts import WORKFLOW_LEVEL, ValueReader
-from ci_pool.core.workflow.jobs import JobBuilder, Workflow
+from ci_pool.core.workflow.jobs import JobBuilder, Workflow, read_permissions
 from ci_pool.core.workflow.matrix import cell_keys, read_strategies
 from ci_pool.core.workflow.schema import ID, SHELLS, WORKFLOW_KEYS, check_keys, one_or_many
 from ci_pool.core.workflow.steps import RunDefaults
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source, plain
 from ci_pool.exceptions import WorkflowError
+
+#: ``run-name`` is rendered when the pipeline is submitted: github (and inputs) only.
+RUN_NAME_LEVEL = WORKFLOW_LEVEL | {"inputs"}
 
 __all__ = [
     "Pipeline",
@@ -165,6 +168,18 @@ def _jobs(src: Source, data: MarkedMap) -> MarkedMap:
     return jobs
 
 
+def _run_name(src: Source, top: ValueReader, data: MarkedMap) -> str | None:
+    """``run-name``: a template rendered at submit into the pipeline's display name."""
+    if "run-name" not in data:
+        return None
+    pos = data.value_pos["run-name"]
+    raw = data["run-name"]
+    if isinstance(raw, str) and raw.strip():
+        return top.text(raw, pos, "run-name", RUN_NAME_LEVEL)[:200]
+    src.error("run-name: must be a non-empty string", pos)
+    return None
+
+
 def _parse(text: str, file: str, rules: Admission) -> tuple[Pipeline | None, list[WorkflowError]]:
     src = Source(file, text)
     data = src.load()
@@ -210,7 +225,9 @@ def _parse(text: str, file: str, rules: Admission) -> tuple[Pipeline | None, lis
         j: frozenset(job["outputs"]) if isinstance(job.get("outputs"), MarkedMap) else frozenset()
         for j, job in valid.items()
     }
-    wf = Workflow(rules, env, run_defaults, outputs)
+    permissions = read_permissions(src, data, "permissions")
+    run_name = _run_name(src, top, data)
+    wf = Workflow(rules, env, run_defaults, outputs, permissions)
     strategies = read_strategies(src, jobs, valid, rules.max_jobs)
     if strategies is None:
         return None, src.errors
@@ -229,4 +246,5 @@ def _parse(text: str, file: str, rules: Admission) -> tuple[Pipeline | None, lis
     if errors:
         return None, errors
     jobs_built = tuple(j for j in built if j is not None)
-    return Pipeline(str(name), file, on, jobs_built, concurrency), []
+    pipeline = Pipeline(str(name), file, on, jobs_built, concurrency)
+    return replace(pipeline, run_name=run_name, permissions=permissions), []

@@ -7,17 +7,28 @@ from typing import Any
 
 from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
 
-WORKFLOW_KEYS = ("name", "on", "env", "defaults", "jobs", "concurrency")
+WORKFLOW_KEYS = ("name", "run-name", "on", "permissions", "env", "defaults", "jobs", "concurrency")
 JOB_KEYS = (
     "name", "runs-on", "needs", "if", "env", "timeout-minutes", "continue-on-error",
-    "container", "strategy", "outputs", "steps", "concurrency",
+    "container", "strategy", "outputs", "steps", "permissions", "environment", "concurrency",
 )  # fmt: skip
+#: ``permissions:`` scopes as GitHub and Gitea define them (recorded, not enforced: the
+#: pool hands out no token of its own).
+PERMISSION_SCOPES = (
+    "actions", "attestations", "checks", "contents", "deployments", "discussions",
+    "id-token", "issues", "models", "packages", "pages", "pull-requests",
+    "repository-projects", "security-events", "statuses",
+)  # fmt: skip
+ENVIRONMENT_KEYS = ("name", "url")
 STEP_KEYS = (
     "name", "id", "run", "shell", "working-directory", "env", "if", "timeout-minutes",
     "continue-on-error", "uses", "with",
 )  # fmt: skip
-CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with")
-CHECKOUT_INPUTS = ("fetch-depth", "submodules", "lfs", "ref")
+CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with", "if", "continue-on-error")
+CHECKOUT_INPUTS = (
+    "repository", "ref", "path", "fetch-depth", "filter", "sparse-checkout",
+    "sparse-checkout-cone-mode", "submodules", "lfs", "clean", "persist-credentials",
+)  # fmt: skip
 CONTAINER_KEYS = ("image", "env", "options")
 SHELLS = ("bash", "sh")
 
@@ -26,13 +37,8 @@ ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # Known keys ci-pool does not support, by "<level>.<key>": why, and what to do instead.
 UNSUPPORTED = {
-    "workflow.run-name": "run names are not supported; name the workflow with name",
-    "workflow.permissions": "there is no GITHUB_TOKEN to scope; remove it",
-    "job.permissions": "there is no GITHUB_TOKEN to scope; remove it",
     "job.services": "service containers are not supported; start the service in a run: "
     "step, or run on a capability whose image provides it",
-    "job.environment": "deployment environments are not supported; run on the deploy "
-    "capability, whose secrets and allowed refs the operator configures",
     "job.uses": "reusable workflows are not supported; copy the called jobs into this file",
     "job.with": "with: belongs to reusable workflows, which are not supported",
     "job.secrets": "secrets: belongs to reusable workflows, which are not supported; read "

@@ -1,4 +1,4 @@
-"""A job's steps: run: steps and the built-in checkout, read into StepSpecs and a CheckoutSpec."""
+"""A job's steps: run: steps and the built-in checkout, read into StepSpecs in file order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ci_pool.core.specs import CheckoutSpec, StepSpec, check_ref
+from ci_pool.core.specs import CheckoutSpec, StepSpec
 from ci_pool.core.workflow.contexts import MISSING, STEP_LEVEL, ValueReader
 from ci_pool.core.workflow.schema import (
     CHECKOUT_INPUTS,
@@ -53,7 +53,8 @@ class StepReader(ValueReader):
             self.error(f"{where}{loc}: {message}", pos)
             return None
 
-    def steps(self) -> tuple[tuple[StepSpec, ...], CheckoutSpec | None]:
+    def steps(self) -> tuple[StepSpec, ...]:
+        """The job's steps in file order; each ``uses: actions/checkout`` is a checkout step."""
         where = f"{self.path}.steps"
         value = self.data.get("steps")
         if not isinstance(value, MarkedList) or not value:
@@ -62,15 +63,14 @@ class StepReader(ValueReader):
                 f"{where}: a job needs a list of steps (run: or uses: actions/checkout)", pos
             )
             self.step_ids = None  # unknown: references to steps are not checked
-            return (), None
+            return ()
         if len(value) > MAX_STEPS:
             self.error(
                 f"{where}: {len(value)} steps; the limit is {MAX_STEPS} per job",
                 self.data.value_pos["steps"],
             )
-            return (), None
+            return ()
         steps: list[StepSpec] = []
-        checkout: CheckoutSpec | None = None
         ids: set[str] = set()
         for i, (step, pos) in enumerate(zip(value, value.pos, strict=True)):
             sp = f"{where}[{i}]"
@@ -78,19 +78,15 @@ class StepReader(ValueReader):
                 self.error(f"{sp}: a step must be a mapping with run: or uses:", pos)
                 continue
             self.step_ids = frozenset(ids)
+            built: StepSpec | None = None
             if "uses" in step:
-                if checkout is not None and CHECKOUT_ACTION.match(str(step["uses"])):
-                    self.error(
-                        f"{sp}.uses: a job has one checkout; remove this step",
-                        step.value_pos["uses"],
-                    )
-                checkout = self.checkout(step, sp) or checkout
+                built = self.checkout_step(step, sp, pos)
             elif "run" in step:
                 built = self.run_step(step, sp, pos)
-                if built is not None:
-                    steps.append(built)
             else:
                 self.error(f"{sp}: a step needs run: (or uses: actions/checkout@v4)", pos)
+            if built is not None:
+                steps.append(built)
             step_id = step.get("id")
             if step_id is not None:
                 if not isinstance(step_id, str) or not ID.match(step_id):
@@ -105,12 +101,12 @@ class StepReader(ValueReader):
                         step.value_pos["id"],
                     )
                 ids.add(str(step_id))
-        if not steps and self.ok:
+        if not any(s.checkout is None for s in steps) and self.ok:
             self.error(f"{where}: the job has no run: steps", self.data.value_pos["steps"])
         # Every id given, a rejected step's too: its error is reported once, not again at
         # each reference to it.
         self.step_ids = frozenset(ids)
-        return tuple(steps), checkout
+        return tuple(steps)
 
     def run_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
         check_keys(self.src, step, sp, "step", STEP_KEYS)
@@ -159,6 +155,23 @@ class StepReader(ValueReader):
         }
         return self.model(StepSpec, sp, pos, **fields) if self.ok else None
 
+    def checkout_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
+        checkout = self.checkout(step, sp)
+        if checkout is None:
+            return None
+        name = "Checkout" if checkout.repository is None else f"Checkout {checkout.repository}"
+        if "name" in step:
+            name = self.text(step["name"], step.value_pos["name"], f"{sp}.name", STEP_LEVEL)
+        step_id = step.get("id")
+        fields = {
+            "name": name[:200],
+            "id": step_id if isinstance(step_id, str) and ID.match(step_id) else None,
+            "checkout": checkout,
+            "if_expr": self.condition(step, "if", f"{sp}.if", STEP_LEVEL),
+            "continue_on_error": self.flag(step, "continue-on-error", f"{sp}.continue-on-error"),
+        }
+        return self.model(StepSpec, sp, pos, **fields) if self.ok else None
+
     def checkout(self, step: MarkedMap, sp: str) -> CheckoutSpec | None:
         uses, upos = step["uses"], step.value_pos["uses"]
         if not isinstance(uses, str) or not CHECKOUT_ACTION.match(uses):
@@ -185,6 +198,7 @@ class StepReader(ValueReader):
             )
             return None
         values: dict[str, Any] = {}
+        ok = self.ok
         for key, raw in options.items():
             kwhere, vpos = f"{sp}.with.{key}", options.value_pos[key]
             if key not in CHECKOUT_INPUTS:
@@ -194,14 +208,25 @@ class StepReader(ValueReader):
                     options.key_pos[key],
                 )
                 continue
-            value = self.known(raw, vpos, kwhere)
-            if value is not MISSING:
+            if key == "ref":  # known at run time: github.*, env.*, steps.*, needs.*
+                value = self.text(raw, vpos, kwhere, STEP_LEVEL) if raw is not None else None
+            else:
+                value = self.known(raw, vpos, kwhere)
+            if value is not MISSING and value is not None and value != "":
                 values[key.replace("-", "_")] = self.checkout_input(key, value, kwhere, vpos)
-        return (
-            self.model(CheckoutSpec, f"{sp}.with", step.value_pos["with"], **values)
-            if self.ok
-            else None
-        )
+        if not self.ok or not ok:
+            return None
+        for key in list(values):
+            where, vpos = (
+                f"{sp}.with.{key.replace('_', '-')}",
+                options.value_pos[key.replace("_", "-")],
+            )
+            try:
+                CheckoutSpec(**{key: values[key]})
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                self.error(f"{where}: {message}", vpos)
+        return CheckoutSpec(**values) if self.ok else None
 
     def checkout_input(self, key: str, value: Any, where: str, pos: Pos) -> Any:
         text = value.lower() if isinstance(value, str) else value
@@ -210,17 +235,18 @@ class StepReader(ValueReader):
             if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
                 return depth
             self.error(f"{where}: must be a whole number (0 for the whole history)", pos)
-        elif key == "ref":
-            try:
-                if isinstance(value, str):
-                    return check_ref(value)
-                self.error(f"{where}: must be a branch, tag or commit SHA", pos)
-            except ValueError as exc:
-                self.error(f"{where}: {exc}", pos)
-        elif text in (True, False, "true", "false") or (
-            key == "submodules" and text == "recursive"
-        ):
-            return text in (True, "true", "recursive")
+        elif key in ("ref", "repository", "path", "filter"):
+            if isinstance(value, str):
+                return value.strip() if key != "path" else value
+            self.error(f"{where}: must be a string", pos)
+        elif key == "sparse-checkout":
+            if isinstance(value, str):
+                return tuple(line.strip() for line in value.splitlines() if line.strip())
+            self.error(f"{where}: must be a string of patterns, one per line", pos)
+        elif isinstance(text, bool):  # not 1 or 0, which equal True and False
+            return text
+        elif text in ("true", "false") or (key == "submodules" and text == "recursive"):
+            return text in ("true", "recursive")
         else:
             allowed = "true, false or recursive" if key == "submodules" else "true or false"
             self.error(f"{where}: must be {allowed}", pos)

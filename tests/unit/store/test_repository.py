@@ -190,7 +190,12 @@ def test_specs_are_stored_as_plain_json(store: Store) -> None:
     with store.engine.connect() as conn:
         steps, checkout = conn.execute(stmt, {"id": job.id}).one()
     assert steps[0]["run"] == "make" and steps[0]["shell"] == "sh"
-    assert checkout == {"fetch_depth": 1, "submodules": False, "lfs": True, "ref": "v1.0"}
+    assert {k: checkout[k] for k in ("fetch_depth", "submodules", "lfs", "ref")} == {
+        "fetch_depth": 1,
+        "submodules": False,
+        "lfs": True,
+        "ref": "v1.0",
+    }
     assert store.get_job(job.id).checkout.ref == "v1.0"
 
 
@@ -226,9 +231,9 @@ def test_checkout_ref_and_steps_survive_parse_submit_store_and_claim(
     (row,) = store.pipeline_jobs(pipe.id)
     store.transition(row.id, JobState.QUEUED)
     job = claim(store, row.id).job  # what the runner reads
-    assert job.checkout == CheckoutSpec(fetch_depth=0, ref="release/1.2")
+    assert job.steps[0].checkout == CheckoutSpec(fetch_depth=0, ref="release/1.2")
     assert job.steps == parsed.spec.steps
-    step = job.steps[0]
+    step = job.steps[1]
     assert (step.id, step.shell, step.working_directory, step.env, step.timeout) == (
         "make",
         "sh",

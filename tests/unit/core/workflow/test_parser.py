@@ -15,6 +15,7 @@ from ci_pool.core.specs import CheckoutSpec
 from ci_pool.core.workflow.expressions import condition, render
 from ci_pool.core.workflow.parser import (
     Pipeline,
+    PipelineJob,
     WorkflowErrors,
     parse_workflow,
     topological_order,
@@ -61,6 +62,11 @@ def test_corpus_is_valid(name: str) -> None:
     assert validate_workflow((WORKFLOWS / name).read_text(), name, CAPS) == []
 
 
+def checkouts(job: PipelineJob) -> list[CheckoutSpec]:
+    """The job's checkout steps, in order."""
+    return [s.checkout for s in job.spec.steps if s.checkout is not None]
+
+
 def test_release_pipeline() -> None:
     p = load("release.yml")
     assert p.name == "release"
@@ -83,24 +89,25 @@ def test_release_pipeline() -> None:
     assert linux.spec.name == "Linux build and tests"
     assert linux.spec.labels == ("self-hosted", "linux", "x64")
     assert linux.spec.timeout == 30 * 60
-    assert linux.spec.checkout == CheckoutSpec(fetch_depth=0, submodules=True)
+    assert checkouts(linux) == [CheckoutSpec(fetch_depth=0, submodules=True)]
     assert linux.outputs == {"version": "${{ steps.version.outputs.version }}"}
     assert linux.spec.env == {"APP_NAME": "demo-app", "RELEASE_CHANNEL": "stable"}
-    # The checkout step is not a shell step.
+    # The checkout is a step of its own, at its place in the file.
     assert [s.name for s in linux.spec.steps] == [
+        "Check out",
         'Run echo "version=$(cat VERSION)" >> "$GITHUB_OUTPUT"',
         "Unit tests",
     ]
-    assert linux.spec.steps[0].id == "version"
-    assert linux.spec.steps[1].run == "make deps\nmake test\n"
-    assert linux.spec.steps[1].env == {"GOFLAGS": "-mod=vendor"}
+    assert linux.spec.steps[1].id == "version"
+    assert linux.spec.steps[2].run == "make deps\nmake test\n"
+    assert linux.spec.steps[2].env == {"GOFLAGS": "-mod=vendor"}
     assert p.job("android").spec.env["VERSION"] == "${{ needs.linux.outputs.version }}"
     assert p.job("android").need_ids == ("linux",)
-    assert p.job("android").spec.checkout == CheckoutSpec(lfs=True)
-    assert p.job("iso").spec.steps[0].timeout == 100 * 60
+    assert checkouts(p.job("android")) == [CheckoutSpec(lfs=True)]
+    assert p.job("iso").spec.steps[1].timeout == 100 * 60
     deploy = p.job("deploy")
     assert deploy.if_expr == "startsWith(github.ref, 'refs/tags/v')"
-    assert deploy.spec.steps[0].name == "Ship ${{ github.ref }}"
+    assert deploy.spec.steps[1].name == "Ship ${{ github.ref }}"
     assert [j.key for j in topological_order(p)] == [
         "linux",
         "android",
@@ -134,11 +141,11 @@ def test_matrix_workflow_graph_and_cells() -> None:
     assert tests[0].spec.name == "test 3.11 on linux"  # names that show the matrix get no suffix
     assert all(j.fail_fast is False and j.max_parallel == 2 for j in tests)
     assert {j.matrix_group for j in tests} == {"test"}
-    assert tests[0].spec.steps[0].run == "tox -e py3.11" and tests[0].spec.steps[0].env == {
+    assert tests[0].spec.steps[1].run == "tox -e py3.11" and tests[0].spec.steps[1].env == {
         "PY": "3.11"
     }
     # The matrix part of an if: is decided per cell; the rest is left for the runtime.
-    assert [j.spec.steps[1].if_expr for j in tests] == [
+    assert [j.spec.steps[2].if_expr for j in tests] == [
         "github.event_name == 'push'",
         "github.event_name == 'push'",
         "false",
@@ -204,14 +211,14 @@ def test_gitea_style_file() -> None:
     assert p.on == ["push", "pull_request"]
     assert graph(p) == {"check": (), "release": ("check",)}
     check = p.job("check")
-    assert check.spec.checkout == CheckoutSpec(fetch_depth=1, ref="main")
-    assert [s.shell for s in check.spec.steps] == ["sh", "bash"]
-    assert check.spec.steps[1].env == {"CGO_ENABLED": "0"}
+    assert checkouts(check) == [CheckoutSpec(fetch_depth=1, ref="main")]
+    assert [s.shell for s in check.spec.steps[1:]] == ["sh", "bash"]
+    assert check.spec.steps[2].env == {"CGO_ENABLED": "0"}
     assert check.spec.env == {"GOPROXY": "https://proxy.golang.org"}
     release = p.job("release")
-    assert release.spec.checkout == CheckoutSpec()
+    assert checkouts(release) == [CheckoutSpec()]
     ctx = {"github": {"sha": "f00", "repository": "org/app"}}
-    assert render(release.spec.steps[0].run, ctx) == 'echo "releasing f00 of org/app"'
+    assert render(release.spec.steps[1].run, ctx) == 'echo "releasing f00 of org/app"'
 
 
 # -- YAML --------------------------------------------------------------------------------
@@ -289,19 +296,11 @@ def test_not_a_workflow(text: str, words: str) -> None:
 
 # Each case: a workflow, the (line, column) of the one error, and words the error must have.
 CASES = {
-    "run-name": ("run-name: x\n" + MINIMAL, (1, 1), ["run-name:", "A workflow may have: name, on"]),
-    "permissions": ("permissions: read-all\n" + MINIMAL, (1, 1), ["permissions:", "GITHUB_TOKEN"]),
     "services": (
         MINIMAL + "    services:\n      db:\n        image: postgres\n",
         (6, 5),
         ["jobs.build.services:", "service containers are not supported", "A job may have"],
     ),
-    "environment": (
-        MINIMAL + "    environment: production\n",
-        (6, 5),
-        ["jobs.build.environment:", "deploy capability"],
-    ),
-    "job permissions": (MINIMAL + "    permissions: {}\n", (6, 5), ["jobs.build.permissions:"]),
     "job defaults": (MINIMAL + "    defaults: {}\n", (6, 5), ["top level only"]),
     "reusable workflow": (
         "jobs:\n  call:\n    uses: org/repo/.github/workflows/ci.yml@main\n    runs-on: linux\n"
@@ -424,17 +423,22 @@ STEP_CASES = {
     "checkout with token": (
         "- uses: actions/checkout@v4\n  with:\n    token: ${{ secrets.X }}\n",
         (8, 11),
-        ["with.token: not supported by the built-in checkout", "fetch-depth, submodules, lfs, ref"],
+        ["with.token: not supported by the built-in checkout", "repository, ref, path"],
     ),
-    "checkout with path": (
-        "- uses: actions/checkout@v4\n  with: {path: src}\n",
-        (7, 16),
-        ["with.path"],
+    "checkout path out of the workspace": (
+        "- uses: actions/checkout@v4\n  with: {path: ../../x}\n",
+        (7, 22),
+        ["with.path: '../../x' climbs out of the workspace"],
     ),
-    "checkout if": (
-        "- uses: actions/checkout@v4\n  if: always()\n",
+    "checkout absolute path": (
+        "- uses: actions/checkout@v4\n  with: {path: /etc}\n",
+        (7, 22),
+        ["with.path: '/etc' is absolute"],
+    ),
+    "checkout shell": (
+        "- uses: actions/checkout@v4\n  shell: sh\n",
         (7, 9),
-        ["steps[1].if: the built-in checkout takes only name, id, uses, with"],
+        ["steps[1].shell: the built-in checkout takes only name, id, uses, with, if"],
     ),
     "checkout depth": (
         "- uses: actions/checkout@v4\n  with: {fetch-depth: -1}\n",
@@ -450,11 +454,6 @@ STEP_CASES = {
         "- uses: actions/checkout@v4\n  with: {submodules: maybe}\n",
         (7, 28),
         ["true, false or recursive"],
-    ),
-    "two checkouts": (
-        "- uses: actions/checkout@v4\n- uses: actions/checkout@v3\n",
-        (7, 15),
-        ["a job has one checkout"],
     ),
     "timeout": ("- run: x\n  timeout-minutes: soon\n", (7, 26), ["positive number of minutes"]),
     "continue-on-error": ("- run: x\n  continue-on-error: maybe\n", (7, 28), ["true or false"]),
@@ -722,7 +721,7 @@ def test_needs_as_a_string_and_duplicates() -> None:
 
 def test_every_error_of_a_file_is_reported_in_file_order() -> None:
     text = """\
-    permissions: read-all
+    permissions: admin
     jobs:
       build:
         runs-on: ubuntu-latest
@@ -738,7 +737,7 @@ def test_every_error_of_a_file_is_reported_in_file_order() -> None:
     """
     found = errors(text)
     assert [(e.line, e.column) for e in found] == [
-        (1, 1),
+        (1, 14),
         (4, 14),
         (5, 5),
         (7, 15),
@@ -789,6 +788,7 @@ def test_if_literals_and_defaults() -> None:
     assert p.jobs[0].spec.steps[0].if_expr == "github.ref == 'refs/heads/main'"
     assert p.jobs[0].spec.steps[0].name == "Run make"
     assert p.jobs[0].if_expr is None and p.jobs[0].spec.checkout == CheckoutSpec()
+    assert not p.jobs[0].spec.checks_out_in_steps
 
 
 def test_step_timeouts_and_flags_from_the_matrix() -> None:
