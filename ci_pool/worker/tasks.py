@@ -87,8 +87,8 @@ def run_job(self: Task, job_id: str) -> str | None:
         # one stops consuming until it is healthy again).
         raise Reject(f"runner {runner_id} unhealthy: {why}", requeue=True)
     state = rt.runner.run(job_id, runner_id)
-    if state is JobState.ERROR and rt.health:
-        rt.health.forget()
+    if rt.health and state not in (JobState.SUCCEEDED, JobState.FAILED):
+        rt.health.forget()  # it may have ended on the engine going away: ask again
     return state.value if state else None
 
 

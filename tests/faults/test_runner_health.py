@@ -197,6 +197,9 @@ def _containers(engine: SecondEngine, job_id: str) -> list[Any]:
         client.close()
 
 
+# docker-py may keep a pooled socket to the engine that was killed under it.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_engine_dying_mid_job_errors_at_once_and_the_runner_waits_for_it(
     own_pool: Harness, git_server: GitServer, engine: SecondEngine
 ) -> None:
