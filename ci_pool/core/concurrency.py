@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ci_pool import defaults as d
 from ci_pool.core.workflow import expressions
+from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
 from ci_pool.exceptions import InputError
 
@@ -157,7 +158,7 @@ class SubmitFacts:
             workflow=self.workflow,
         )
         return {
-            "github": github,
+            **{name: github for name in ("github", *GITHUB_ALIASES)},
             "inputs": dict(self.facts.inputs),
             "vars": dict(self.facts.vars),
         }

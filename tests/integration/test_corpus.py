@@ -50,7 +50,7 @@ FEATURES: dict[str, Feature] = {
     # permissions, run-name, environment accepted and recorded.
     "accepted-keys": Feature(
         "checkout",
-        False,
+        True,
         True,
         (
             "github/checkout-options.yml",
@@ -66,7 +66,7 @@ FEATURES: dict[str, Feature] = {
     # expression, several checkouts per job, each at its place among the steps.
     "checkout-options": Feature(
         "checkout",
-        False,
+        True,
         True,
         (
             "github/checkout-late.yml",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ci_pool.core.concurrency import Concurrency
+from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.expressions import (
     FUNCTIONS,
     STATUS_FUNCTIONS,
@@ -133,7 +134,7 @@ class ConcurrencyReader:
                 listed = ", ".join(sorted(self.matrix_keys or ())) or "none"
                 return f"'{shown}': the job's matrix has no such key (its keys: {listed})"
             return None
-        if name == "github":
+        if name in ("github", *GITHUB_ALIASES):
             prop = str(path[1]).lower() if len(path) > 1 else ""
             if prop in SUBMIT_GITHUB and (len(path) == 2 or prop == "event"):
                 return None
