@@ -101,13 +101,13 @@ class JobPublic(BaseModel):
     #: While running: until when its worker's lease holds (it heartbeats to extend it).
     lease_until: str | None = None
     evidence: Evidence | None
+    #: Its job-level concurrency group (name, cancel_in_progress), if any.
+    concurrency: ConcurrencyGroup | None = None
     #: ``permissions:`` (scope -> level; ``*`` for read-all/write-all) and ``environment:``
     #: of a workflow job, as recorded.
     permissions: dict[str, str] | None = None
     environment: EnvironmentSpec | None = None
     waiting: str | None = None
-    #: Its job-level concurrency group (name, cancel_in_progress), if any.
-    concurrency: ConcurrencyGroup | None = None
     artifacts: list[ArtifactPublic] | None = None
     events: list[EventPublic] | None = None
     annotations: list[AnnotationPublic] | None = None
