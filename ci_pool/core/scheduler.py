@@ -11,7 +11,7 @@ from typing import Any
 
 from ci_pool.core.concurrency import Verdict, job_member, pipeline_member
 from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState
-from ci_pool.core.workflow import expressions
+from ci_pool.core.workflow import dynamic_matrix, expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
 
@@ -46,6 +46,8 @@ class JobView:
     max_parallel: int | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
+    #: A matrix computed at run time, as written, while this job is its cells' template.
+    matrix_template: Any = None
 
     @property
     def result(self) -> str | None:
@@ -61,9 +63,13 @@ class Decisions:
     queue: list[str] = field(default_factory=list)
     skip: list[tuple[str, str]] = field(default_factory=list)
     cancel: list[tuple[str, str]] = field(default_factory=list)
+    #: Dynamic matrix templates to expand: (job id, the cells of its matrix).
+    expand: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    #: Jobs that cannot run at all: (job id, why), e.g. a matrix output that is no matrix.
+    fail: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.queue or self.skip or self.cancel)
+        return bool(self.queue or self.skip or self.cancel or self.expand or self.fail)
 
 
 def group_result(cells: Sequence[JobView]) -> str:
@@ -128,6 +134,20 @@ def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tup
     return False, f"needs {', '.join(bad)} did not succeed"
 
 
+def _expansion(job: JobView, ctx: Mapping[str, Any], out: Decisions) -> None:
+    """A dynamic matrix whose needs have ended: its cells, no cells (skipped), or why its
+    value is not a matrix (failed)."""
+    try:
+        cells = dynamic_matrix.resolve(job.matrix_template, ctx)
+    except dynamic_matrix.MatrixProblem as exc:
+        out.fail.append((job.id, f"the matrix is not valid: {exc}"))
+        return
+    if not cells:
+        out.skip.append((job.id, "the matrix computed at run time has no combinations"))
+    else:
+        out.expand.append((job.id, cells))
+
+
 def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
     """What to do now with the blocked jobs of one pipeline (pure)."""
     out = Decisions(cancel=_fail_fast(jobs))
@@ -156,6 +176,9 @@ def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
             continue
         if not run:
             out.skip.append((job.id, why))
+            continue
+        if job.matrix_template is not None:
+            _expansion(job, ctx, out)
             continue
         if job.max_parallel is not None and active.get(job.job_ref, 0) >= job.max_parallel:
             continue  # max-parallel: waits for a sibling to finish
@@ -194,6 +217,7 @@ def view(job: Any) -> JobView:
         max_parallel=job.max_parallel,
         outputs=job.outputs or {},
         env=job.env or {},
+        matrix_template=job.matrix_template,
     )
 
 
@@ -281,7 +305,7 @@ class PipelineScheduler:
                 self.store.transition(
                     job_id, JobState.SKIPPED, from_state=JobState.BLOCKED, reason=reason
                 )
-            again = False
+            again = self._expand(todo, by_id)
             for job_id in todo.queue:
                 row = by_id[job_id]
                 if row.concurrency is not None:
@@ -300,3 +324,30 @@ class PipelineScheduler:
                     self.publish(row.capability, job_id)
             if not todo.skip and not todo.cancel and not again:
                 break  # queued jobs change nothing more until they end
+
+    def _expand(self, todo: Decisions, by_id: Mapping[str, Any]) -> bool:
+        """Expand or fail the dynamic matrices ``decide`` found due; whether any changed."""
+        for job_id, reason in todo.fail:
+            self.store.transition(
+                job_id,
+                JobState.FAILED,
+                from_state=JobState.BLOCKED,
+                reason=reason,
+                values={"finished_at": datetime.now(UTC)},
+            )
+        for job_id, cells in todo.expand:
+            row = by_id[job_id]
+            template = dynamic_matrix.MatrixTemplate(
+                key=row.key or row.id,
+                name=row.name,
+                env=row.env or {},
+                steps=tuple(row.steps),
+                if_expr=row.if_expr,
+                outputs=row.outputs_spec or {},
+                checkout=row.checkout,
+                environment=row.environment,
+                fail_fast=bool(row.fail_fast),
+                max_parallel=row.max_parallel,
+            )
+            self.store.expand_matrix(job_id, dynamic_matrix.cells_of(template, cells))
+        return bool(todo.fail or todo.expand)
