@@ -65,7 +65,7 @@ def test_an_empty_list_skips_the_job() -> None:
         (
             {"matrix": "not json"},
             WHOLE,
-            "needs.plan.outputs.matrix) }} could not be evaluated: fromJSON(): 'not json' is not JSON",
+            "could not be evaluated: fromJSON(): 'not json' is not JSON",
         ),
         ({"matrix": '["a"]'}, WHOLE, "gave ['a'], not a mapping"),
         ({"list": '{"a": 1}'}, AXIS, "strategy.matrix.target: ${{ fromJSON(needs.plan"),
