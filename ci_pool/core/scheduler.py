@@ -14,6 +14,7 @@ from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState
 from ci_pool.core.workflow import dynamic_matrix, expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
+from ci_pool.defaults import MAX_JOBS_PER_PIPELINE
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +135,33 @@ def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tup
     return False, f"needs {', '.join(bad)} did not succeed"
 
 
-def _expansion(job: JobView, ctx: Mapping[str, Any], out: Decisions) -> None:
+def _expansion(job: JobView, ctx: Mapping[str, Any], out: Decisions, room: int | None) -> None:
     """A dynamic matrix whose needs have ended: its cells, no cells (skipped), or why its
-    value is not a matrix (failed)."""
+    value is not a matrix (failed). ``room``: how many jobs the pipeline may still add."""
     try:
         cells = dynamic_matrix.resolve(job.matrix_template, ctx)
     except dynamic_matrix.MatrixProblem as exc:
         out.fail.append((job.id, f"the matrix is not valid: {exc}"))
         return
-    if not cells:
+    if room is not None and len(cells) - 1 > room:
+        out.fail.append(
+            (
+                job.id,
+                f"the matrix is not valid: its {len(cells)} cells would take the pipeline "
+                "past max_jobs_per_pipeline",
+            )
+        )
+    elif not cells:
         out.skip.append((job.id, "the matrix computed at run time has no combinations"))
     else:
         out.expand.append((job.id, cells))
 
 
-def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
-    """What to do now with the blocked jobs of one pipeline (pure)."""
+def decide(
+    jobs: Sequence[JobView], base_ctx: Mapping[str, Any], max_jobs: int | None = None
+) -> Decisions:
+    """What to do now with the blocked jobs of one pipeline (pure); ``max_jobs`` bounds
+    the jobs it may have once a dynamic matrix is expanded."""
     out = Decisions(cancel=_fail_fast(jobs))
     cancelled = {jid for jid, _ in out.cancel}
     by_key = {j.key: j for j in jobs}
@@ -178,7 +190,8 @@ def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
             out.skip.append((job.id, why))
             continue
         if job.matrix_template is not None:
-            _expansion(job, ctx, out)
+            room = None if max_jobs is None else max_jobs - len(jobs)
+            _expansion(job, ctx, out, room)
             continue
         if job.max_parallel is not None and active.get(job.job_ref, 0) >= job.max_parallel:
             continue  # max-parallel: waits for a sibling to finish
@@ -230,9 +243,11 @@ class PipelineScheduler:
     When a member of a group ends, the pipeline of the member waiting for that group is
     advanced next, so it starts from the same pass."""
 
-    def __init__(self, store: Any, publish: Publish):
+    def __init__(self, store: Any, publish: Publish, max_jobs: int = MAX_JOBS_PER_PIPELINE) -> None:
         self.store = store
         self.publish = publish
+        #: ``max_jobs_per_pipeline``: a dynamic matrix may not take a pipeline past it.
+        self.max_jobs = max_jobs
 
     def advance(self, pipeline_id: str) -> PipelineState | None:
         """Queue, skip or cancel what is due; close the pipeline when every job is final;
@@ -295,7 +310,7 @@ class PipelineScheduler:
         for _ in range(1000):  # each round finalises at least one job; bounded anyway
             rows = self.store.pipeline_jobs(pipeline.id)
             jobs = [view(r) for r in rows]
-            todo = decide(jobs, base_ctx)
+            todo = decide(jobs, base_ctx, self.max_jobs)
             if not todo:
                 break
             by_id = {r.id: r for r in rows}

@@ -174,3 +174,10 @@ def test_a_matrix_expression_may_read_only_its_own_needs_github_vars_inputs() ->
         "bad.yml:22:12: jobs.b2.strategy.matrix.v: an expression must be the whole value of "
         "a matrix key",
     ]
+
+
+def test_cells_may_not_take_the_pipeline_past_its_job_limit() -> None:
+    jobs = [plan({"list": '["a", "b", "c"]'}), build(AXIS)]
+    assert decide(jobs, CTX, max_jobs=4).expand
+    ((_, reason),) = decide(jobs, CTX, max_jobs=3).fail
+    assert "its 3 cells would take the pipeline past max_jobs_per_pipeline" in reason
