@@ -62,6 +62,9 @@ class PipelineJob:
     matrix_group: str = ""
     #: Job-level ``concurrency:`` (the cell's matrix substituted), evaluated at submit.
     concurrency: Concurrency | None = None
+    #: A matrix computed at run time (``dynamic_matrix``), as written: this job is then the
+    #: template its cells are made from once its needs have ended.
+    dynamic_matrix: Any = None
 
     def __post_init__(self) -> None:
         if not self.matrix_group:

@@ -11,9 +11,10 @@ from typing import Any
 
 from ci_pool.core.concurrency import Verdict, job_member, pipeline_member
 from ci_pool.core.specs import FINAL_STATES, JobState, PipelineState
-from ci_pool.core.workflow import expressions
+from ci_pool.core.workflow import dynamic_matrix, expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
+from ci_pool.defaults import MAX_JOBS_PER_PIPELINE
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class JobView:
     max_parallel: int | None = None
     outputs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, Any] = field(default_factory=dict)
+    #: A matrix computed at run time, as written, while this job is its cells' template.
+    matrix_template: Any = None
 
     @property
     def result(self) -> str | None:
@@ -61,9 +64,13 @@ class Decisions:
     queue: list[str] = field(default_factory=list)
     skip: list[tuple[str, str]] = field(default_factory=list)
     cancel: list[tuple[str, str]] = field(default_factory=list)
+    #: Dynamic matrix templates to expand: (job id, the cells of its matrix).
+    expand: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    #: Jobs that cannot run at all: (job id, why), e.g. a matrix output that is no matrix.
+    fail: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.queue or self.skip or self.cancel)
+        return bool(self.queue or self.skip or self.cancel or self.expand or self.fail)
 
 
 def group_result(cells: Sequence[JobView]) -> str:
@@ -128,8 +135,33 @@ def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tup
     return False, f"needs {', '.join(bad)} did not succeed"
 
 
-def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
-    """What to do now with the blocked jobs of one pipeline (pure)."""
+def _expansion(job: JobView, ctx: Mapping[str, Any], out: Decisions, room: int | None) -> None:
+    """A dynamic matrix whose needs have ended: its cells, no cells (skipped), or why its
+    value is not a matrix (failed). ``room``: how many jobs the pipeline may still add."""
+    try:
+        cells = dynamic_matrix.resolve(job.matrix_template, ctx)
+    except dynamic_matrix.MatrixProblem as exc:
+        out.fail.append((job.id, f"the matrix is not valid: {exc}"))
+        return
+    if room is not None and len(cells) - 1 > room:
+        out.fail.append(
+            (
+                job.id,
+                f"the matrix is not valid: its {len(cells)} cells would take the pipeline "
+                "past max_jobs_per_pipeline",
+            )
+        )
+    elif not cells:
+        out.skip.append((job.id, "the matrix computed at run time has no combinations"))
+    else:
+        out.expand.append((job.id, cells))
+
+
+def decide(
+    jobs: Sequence[JobView], base_ctx: Mapping[str, Any], max_jobs: int | None = None
+) -> Decisions:
+    """What to do now with the blocked jobs of one pipeline (pure); ``max_jobs`` bounds
+    the jobs it may have once a dynamic matrix is expanded."""
     out = Decisions(cancel=_fail_fast(jobs))
     cancelled = {jid for jid, _ in out.cancel}
     by_key = {j.key: j for j in jobs}
@@ -156,6 +188,10 @@ def decide(jobs: Sequence[JobView], base_ctx: Mapping[str, Any]) -> Decisions:
             continue
         if not run:
             out.skip.append((job.id, why))
+            continue
+        if job.matrix_template is not None:
+            room = None if max_jobs is None else max_jobs - len(jobs)
+            _expansion(job, ctx, out, room)
             continue
         if job.max_parallel is not None and active.get(job.job_ref, 0) >= job.max_parallel:
             continue  # max-parallel: waits for a sibling to finish
@@ -194,6 +230,7 @@ def view(job: Any) -> JobView:
         max_parallel=job.max_parallel,
         outputs=job.outputs or {},
         env=job.env or {},
+        matrix_template=job.matrix_template,
     )
 
 
@@ -206,9 +243,11 @@ class PipelineScheduler:
     When a member of a group ends, the pipeline of the member waiting for that group is
     advanced next, so it starts from the same pass."""
 
-    def __init__(self, store: Any, publish: Publish):
+    def __init__(self, store: Any, publish: Publish, max_jobs: int = MAX_JOBS_PER_PIPELINE) -> None:
         self.store = store
         self.publish = publish
+        #: ``max_jobs_per_pipeline``: a dynamic matrix may not take a pipeline past it.
+        self.max_jobs = max_jobs
 
     def advance(self, pipeline_id: str) -> PipelineState | None:
         """Queue, skip or cancel what is due; close the pipeline when every job is final;
@@ -271,7 +310,7 @@ class PipelineScheduler:
         for _ in range(1000):  # each round finalises at least one job; bounded anyway
             rows = self.store.pipeline_jobs(pipeline.id)
             jobs = [view(r) for r in rows]
-            todo = decide(jobs, base_ctx)
+            todo = decide(jobs, base_ctx, self.max_jobs)
             if not todo:
                 break
             by_id = {r.id: r for r in rows}
@@ -281,7 +320,7 @@ class PipelineScheduler:
                 self.store.transition(
                     job_id, JobState.SKIPPED, from_state=JobState.BLOCKED, reason=reason
                 )
-            again = False
+            again = self._expand(todo, by_id)
             for job_id in todo.queue:
                 row = by_id[job_id]
                 if row.concurrency is not None:
@@ -300,3 +339,30 @@ class PipelineScheduler:
                     self.publish(row.capability, job_id)
             if not todo.skip and not todo.cancel and not again:
                 break  # queued jobs change nothing more until they end
+
+    def _expand(self, todo: Decisions, by_id: Mapping[str, Any]) -> bool:
+        """Expand or fail the dynamic matrices ``decide`` found due; whether any changed."""
+        for job_id, reason in todo.fail:
+            self.store.transition(
+                job_id,
+                JobState.FAILED,
+                from_state=JobState.BLOCKED,
+                reason=reason,
+                values={"finished_at": datetime.now(UTC)},
+            )
+        for job_id, cells in todo.expand:
+            row = by_id[job_id]
+            template = dynamic_matrix.MatrixTemplate(
+                key=row.key or row.id,
+                name=row.name,
+                env=row.env or {},
+                steps=tuple(row.steps),
+                if_expr=row.if_expr,
+                outputs=row.outputs_spec or {},
+                checkout=row.checkout,
+                environment=row.environment,
+                fail_fast=bool(row.fail_fast),
+                max_parallel=row.max_parallel,
+            )
+            self.store.expand_matrix(job_id, dynamic_matrix.cells_of(template, cells))
+        return bool(todo.fail or todo.expand)

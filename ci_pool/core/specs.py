@@ -26,7 +26,7 @@ from ci_pool.exceptions import InputError
 class JobState(str, Enum):
     """Where a job is. Comments say what may follow each state."""
 
-    BLOCKED = "blocked"  # -> queued, skipped, cancelled
+    BLOCKED = "blocked"  # -> queued, skipped, cancelled, failed (a bad dynamic matrix)
     QUEUED = "queued"  # -> running, rejected, cancelled, error (broker down at submit)
     RUNNING = "running"  # -> succeeded, failed, timed_out, cancelled, error
     SUCCEEDED = "succeeded"  # final
@@ -59,7 +59,9 @@ class PipelineState(str, Enum):
 
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.BLOCKED: frozenset({JobState.QUEUED, JobState.SKIPPED, JobState.CANCELLED}),
+    JobState.BLOCKED: frozenset(
+        {JobState.QUEUED, JobState.SKIPPED, JobState.CANCELLED, JobState.FAILED}
+    ),
     JobState.QUEUED: frozenset(
         {JobState.RUNNING, JobState.REJECTED, JobState.CANCELLED, JobState.ERROR}
     ),

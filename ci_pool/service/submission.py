@@ -189,7 +189,7 @@ class Submission(Inspection):
         return job
 
     def scheduler(self) -> PipelineScheduler:
-        return PipelineScheduler(self.store, self.publish)
+        return PipelineScheduler(self.store, self.publish, self.settings.max_jobs_per_pipeline)
 
     def submit_pipeline(
         self,

@@ -147,6 +147,7 @@ class NewJob:
                 fail_fast=graph.fail_fast,
                 max_parallel=graph.max_parallel,
                 outputs_spec=dict(graph.outputs),
+                matrix_template=graph.dynamic_matrix,
             )
         return row
 
@@ -199,6 +200,11 @@ class Job(Base):
     #: Output name -> template (as written), and the values the job produced.
     outputs_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: A matrix computed at run time, as written, while this job is the template of its
+    #: cells (``core.workflow.dynamic_matrix``); None once expanded, and for other jobs.
+    matrix_template: Mapped[Any] = mapped_column(
+        JSON(none_as_null=True), default=None, nullable=True
+    )
     state: Mapped[JobState] = mapped_column(StateType(JobState))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)

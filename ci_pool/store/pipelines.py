@@ -10,10 +10,31 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from ci_pool.core.specs import JobState, PipelineState
+from ci_pool.core.workflow.dynamic_matrix import MatrixCell
 from ci_pool.exceptions import NotFound
 from ci_pool.store.engine import Database
 from ci_pool.store.models import Job, NewJob, Pipeline, utcnow
 from ci_pool.store.transitions import RETRYABLE_STATES, fenced_transition, insert_job
+
+#: Columns a dynamic matrix's cell does not take from its template.
+_NOT_COPIED = frozenset(
+    {"id", "state", "attempt", "created_at", "updated_at", "queued_at", "finished_at"}
+    | {"started_at", "reason", "exit_code", "evidence", "runner_id", "lease_until"}
+)
+
+
+def _cell_columns(cell: MatrixCell) -> dict[str, Any]:
+    return {
+        "key": cell.key,
+        "name": cell.name,
+        "matrix": dict(cell.matrix),
+        "env": dict(cell.env),
+        "steps": tuple(cell.steps),
+        "if_expr": cell.if_expr,
+        "outputs_spec": dict(cell.outputs),
+        "checkout": cell.checkout,
+        "environment": cell.environment,
+    }
 
 
 class PipelineQueries(Database):
@@ -131,6 +152,56 @@ class PipelineQueries(Database):
                 if done is not None:
                     again.append(done)
         return again
+
+    def expand_matrix(self, template_id: str, cells: Sequence[MatrixCell]) -> bool:
+        """Turn a dynamic matrix's template job into its cells (``blocked``), in one
+        transaction: the template row becomes the first cell, the others are new rows, and
+        the jobs that needed the template now need every cell. Fenced on the template
+        still being ``blocked`` and unexpanded, so of two schedulers racing one expands;
+        False for the other (and when there are no cells)."""
+        if not cells:
+            return False
+        first, rest = cells[0], cells[1:]
+        with self.session() as s:
+            template = s.get(Job, template_id)
+            if template is None or template.pipeline_id is None:
+                return False
+            old_key = template.key
+            res = s.execute(
+                update(Job)
+                .where(
+                    Job.id == template_id,
+                    Job.state == JobState.BLOCKED.value,
+                    Job.matrix_template.is_not(None),
+                )
+                .values(matrix_template=None, updated_at=utcnow(), **_cell_columns(first))
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            s.refresh(template)
+            copied = {
+                c.key: getattr(template, c.key)
+                for c in Job.__table__.columns
+                if c.key not in _NOT_COPIED
+            }
+            now = utcnow()
+            for cell in rest:
+                insert_job(s, now, JobState.BLOCKED, {**copied, **_cell_columns(cell)})
+            keys = [c.key for c in cells]
+            dependents = s.scalars(
+                select(Job).where(Job.pipeline_id == template.pipeline_id, Job.id != template_id)
+            )
+            for job in list(dependents):
+                if old_key in (job.needs or []):
+                    needs = [k for n in job.needs for k in (keys if n == old_key else [n])]
+                    s.execute(
+                        update(Job)
+                        .where(Job.id == job.id)
+                        .values(needs=needs)
+                        .execution_options(synchronize_session=False)
+                    )
+        return True
 
     def running_pipelines(self) -> list[str]:
         """Ids of the pipelines that have not ended."""

@@ -123,6 +123,8 @@ class OutcomeRecorder:
             self.requeue(self.settings.capabilities[capability], job_id, 0)
 
         try:
-            scheduler.PipelineScheduler(self.store, publish).advance(pipeline_id)
+            scheduler.PipelineScheduler(
+                self.store, publish, self.settings.max_jobs_per_pipeline
+            ).advance(pipeline_id)
         except Exception:  # the job's own outcome is recorded; the reaper can advance later
             log.exception("advancing pipeline %s failed", pipeline_id)

@@ -140,7 +140,7 @@ FEATURES: dict[str, Feature] = {
         ),
     ),
     # strategy.matrix from fromJSON(needs.*.outputs.*), expanded when the needs have run.
-    "dynamic-matrix": Feature("none yet", False, True, ("github/dynamic-matrix-fromjson.yml",)),
+    "dynamic-matrix": Feature("dynmat", True, True, ("github/dynamic-matrix-fromjson.yml",)),
     "env-files": Feature("files", True, False, ("github/env-files.yml",)),
     "workflow-commands": Feature("files", True, False, ("github/workflow-commands.yml",)),
     "label-case": Feature("route", True, True, ("github/self-hosted-linux-x64.yml",)),
@@ -448,6 +448,14 @@ E2E: dict[str, Promise] = {
         "succeeded",
         {"build": "succeeded", "list-form": "succeeded"},
         {"build": ("built on a Linux X64 runner",), "list-form": ("list form routed",)},
+    ),
+    "github/dynamic-matrix-fromjson.yml": Promise(
+        "succeeded",
+        {"plan": "succeeded", "build (x86_64)": "succeeded", "build (aarch64)": "succeeded"},
+        {
+            "build (x86_64)": ("building for x86_64",),
+            "build (aarch64)": ("building for aarch64",),
+        },
     ),
     "github/self-hosted-bare.yml": Promise(
         "succeeded", {"build": "succeeded"}, {"build": ("built on the default runner",)}

@@ -163,10 +163,14 @@ class ValueReader:
         self.cell_label: str | None = None
         #: ``strategy.*`` of this cell, substituted like the matrix where it is known.
         self.strategy_values: dict[str, Any] | None = None
+        #: True when the matrix is computed at run time: ``matrix.*`` stays in templates.
+        self.matrix_later = False
 
     @property
     def folded(self) -> dict[str, Any]:
         """The contexts known when parsing: the cell's matrix (and strategy)."""
+        if self.matrix_later:
+            return {}
         known: dict[str, Any] = {"matrix": self.cell}
         if self.strategy_values is not None:
             known["strategy"] = self.strategy_values
@@ -322,6 +326,18 @@ class ValueReader:
             return value
         parts = self.template(value, pos, where, PARSE_TIME)
         if parts is None:
+            return MISSING
+        if self.matrix_later and any(
+            isinstance(n, Ref) and n.context == "matrix"
+            for p in parts
+            if not isinstance(p, str)
+            for n in walk(p)
+        ):
+            self.error(
+                f"{where}: must be known when the workflow is parsed; this job's matrix is "
+                "computed at run time, so it cannot use matrix.* here",
+                pos,
+            )
             return MISSING
         known = {"matrix": self.cell}
         try:

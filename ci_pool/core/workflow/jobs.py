@@ -20,6 +20,7 @@ from ci_pool.core.workflow.contexts import (
     STEP_LEVEL,
     referenced_secrets,
 )
+from ci_pool.core.workflow.dynamic_matrix import DYNAMIC_MATRIX_LEVEL
 from ci_pool.core.workflow.matrix import Strategy, label
 from ci_pool.core.workflow.schema import (
     CONTAINER_KEYS,
@@ -119,6 +120,14 @@ class JobBuilder(StepReader):
             "job-total": len(strategy.cells),
             "max-parallel": strategy.max_parallel or len(strategy.cells),
         }
+        if strategy.dynamic is not None:
+            self.matrix_later, self.strategy_values = True, None
+
+    def dynamic_matrix(self) -> None:
+        """Check the expressions of a matrix computed at run time: only needs (of this job),
+        github, vars and inputs, when the needs have ended."""
+        for where, text, pos in self.strategy.expressions:
+            self.template(text, pos, where, DYNAMIC_MATRIX_LEVEL)
 
     def build(self, key: str, needs: tuple[str, ...]) -> PipelineJob | None:
         d, p = self.data, self.path
@@ -136,6 +145,7 @@ class JobBuilder(StepReader):
         concurrency = group.read(d)
         permissions = read_permissions(self.src, d, f"{p}.permissions")
         environment = self.environment()
+        self.dynamic_matrix()
         if not self.ok or not group.ok or routed is None:
             return None
         templates = [
@@ -177,6 +187,7 @@ class JobBuilder(StepReader):
             fail_fast=self.strategy.fail_fast,
             max_parallel=self.strategy.max_parallel,
             concurrency=concurrency,
+            dynamic_matrix=self.strategy.dynamic,
         )
 
     def admit(self, spec: JobSpec) -> bool:

@@ -136,6 +136,10 @@ class Strategy:
     max_parallel: int | None = None
     #: False when ``strategy.matrix`` is not a mapping: references to it go unchecked.
     readable: bool = True
+    #: A matrix computed at run time (``dynamic_matrix``), as written in plain form, with
+    #: where each of its expressions is: (path, text, position). None for a static matrix.
+    dynamic: Any = None
+    expressions: tuple[tuple[str, str, Pos], ...] = ()
 
 
 def _has_expression(value: Any) -> bool:
@@ -222,6 +226,34 @@ def _matrix(
     return cells, keys
 
 
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, str) and "${{" in value
+
+
+def _is_dynamic(matrix: Any) -> bool:
+    if _is_expression(matrix):
+        return True
+    return isinstance(matrix, MarkedMap) and any(_is_expression(v) for v in matrix.values())
+
+
+def _dynamic(src: Source, matrix: Any, pos: Pos, path: str) -> tuple[tuple[str, str, Pos], ...]:
+    """Check the written parts of a matrix computed at run time; its expressions."""
+    if isinstance(matrix, str):
+        return ((path, matrix, pos),)
+    found: list[tuple[str, str, Pos]] = []
+    for key, value in matrix.items():
+        vpos, kpath = matrix.value_pos[key], f"{path}.{key}"
+        if _is_expression(value):
+            found.append((kpath, value, vpos))
+        elif _has_expression(value):
+            src.error(f"{kpath}: an expression must be the whole value of a matrix key", vpos)
+        elif key in ("include", "exclude"):
+            _entries(src, value, vpos, kpath)
+        elif not isinstance(value, MarkedList) or not value:
+            src.error(f"{kpath}: must be a non-empty list of values", vpos)
+    return tuple(found)
+
+
 def read_strategy(src: Source, job: MarkedMap, path: str) -> Strategy:
     """The matrix cells of a job (one empty cell without a matrix) and its strategy."""
     if "strategy" not in job:
@@ -246,7 +278,13 @@ def read_strategy(src: Source, job: MarkedMap, path: str) -> Strategy:
     if "matrix" not in strategy:
         src.error(f"{path}: has no matrix:; ci-pool's strategy is a matrix", spos)
         return Strategy([{}], None)
-    cells, keys = _matrix(src, strategy["matrix"], strategy.value_pos["matrix"], f"{path}.matrix")
+    matrix, mpos = strategy["matrix"], strategy.value_pos["matrix"]
+    if _is_dynamic(matrix):
+        found = _dynamic(src, matrix, mpos, f"{path}.matrix")
+        return Strategy(
+            [{}], None, fail_fast is not False, max_parallel, False, plain(matrix), found
+        )
+    cells, keys = _matrix(src, matrix, mpos, f"{path}.matrix")
     # An invalid matrix still gets one (empty) cell, so its steps are checked too.
     return Strategy(
         cells or [{}], keys or frozenset(), fail_fast is not False, max_parallel, keys is not None

@@ -369,8 +369,10 @@ def test_sources_of() -> None:
     assert sources_of(S.ERROR) == {S.QUEUED, S.RUNNING}
     assert sources_of(S.SKIPPED) == {S.BLOCKED}
     assert sources_of(S.REJECTED) == {S.QUEUED}
-    for final in (S.SUCCEEDED, S.FAILED, S.TIMED_OUT):
+    for final in (S.SUCCEEDED, S.TIMED_OUT):
         assert sources_of(final) == {S.RUNNING}
+    # A job whose matrix, computed at run time, is not a matrix fails without running.
+    assert sources_of(S.FAILED) == {S.RUNNING, S.BLOCKED}
     for target in JobState:
         assert sources_of(target) == {s for s in JobState if target in TRANSITIONS[s]}
 
