@@ -189,7 +189,11 @@ def _existing(path: Path) -> Path:
     return Path("/")
 
 
-def disk_checks(settings: Settings) -> list[Check]:
+def disk_checks(
+    settings: Settings,
+    warn_below: int = defaults.DOCTOR_DISK_WARN_BYTES,
+    fail_below: int = defaults.DOCTOR_DISK_FAIL_BYTES,
+) -> list[Check]:
     """Free space where jobs check out, mirrors are kept and artifacts are stored."""
     roots = {
         "workspace": settings.resolved_workspace_root,
@@ -205,12 +209,12 @@ def disk_checks(settings: Settings) -> list[Check]:
             what, "artifact_root"
         )
         fix = f"free space there, or point {setting} at a larger disk"
-        if free < defaults.DOCTOR_DISK_FAIL_BYTES:
+        if free < fail_below:
             status = Status.FAIL
-            detail += f" (under {defaults.DOCTOR_DISK_FAIL_BYTES / gib:g} GiB)"
-        elif free < defaults.DOCTOR_DISK_WARN_BYTES:
+            detail += f" (under {fail_below / gib:g} GiB)"
+        elif free < warn_below:
             status = Status.WARN
-            detail += f" (under {defaults.DOCTOR_DISK_WARN_BYTES / gib:g} GiB)"
+            detail += f" (under {warn_below / gib:g} GiB)"
         else:
             status, fix = Status.OK, ""
         checks.append(Check(f"disk {what}", status, detail, fix))
