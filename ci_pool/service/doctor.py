@@ -83,18 +83,18 @@ def broker_check(settings: Settings) -> tuple[Check, redis.Redis | None]:
         )
         client.ping()
         version = client.info("server").get("redis_version", "?")
-    except redis.AuthenticationError as exc:
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        if not isinstance(exc, redis.AuthenticationError) and not any(
+            word in str(exc) for word in ("NOAUTH", "WRONGPASS", "authenticated")
+        ):
+            return Check("broker", Status.FAIL, f"{url} answered an error: {exc}", BROKER_FIX), None
+        has_password = urlsplit(settings.broker_url).password is not None
+        why = "refused the user or password in the URL" if has_password else "needs a password"
         return Check(
-            "broker", Status.FAIL, f"{url} refused the credentials: {exc}",
-            "put the broker's password in CI_POOL_BROKER_URL (redis://:PASSWORD@host:port/db)",
+            "broker", Status.FAIL, f"{url} {why}",
+            "put the broker's password in CI_POOL_BROKER_URL (redis://:PASSWORD@host:port/db, "
+            "or redis://USER:PASSWORD@... for an ACL user)",
         ), None  # fmt: skip
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            return Check(
-                "broker", Status.FAIL, f"{url} needs a password: {exc}",
-                "put the broker's password in CI_POOL_BROKER_URL (redis://:PASSWORD@host:port/db)",
-            ), None  # fmt: skip
-        return Check("broker", Status.FAIL, f"{url} answered an error: {exc}", BROKER_FIX), None
     except (redis.RedisError, ValueError, OSError) as exc:
         return Check("broker", Status.FAIL, f"cannot reach {url}: {exc}", BROKER_FIX), None
     return Check("broker", Status.OK, f"{url} answers PING (Redis {version})"), client

@@ -5,9 +5,12 @@ each fail with the command that fixes them."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import pytest
 from alembic import command
 
 from ci_pool import defaults
-from ci_pool.embedded import RedisServer, free_port
+from ci_pool.embedded import RedisServer, free_port, redis_server_binary
 from ci_pool.store.engine import make_engine
 from ci_pool.store.migrate import HEAD, config
 from tests.conftest import FAST_TIMINGS, Harness, write_config
@@ -149,3 +152,53 @@ def test_a_missing_capability_image_fails_naming_images_build(
     assert res.returncode == 1
     assert "fail image linux" in " ".join(res.stdout.split())
     assert "fix: ci-pool images build linux" in res.stdout
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[tuple[int, str]]:
+    """A redis-server of its own on loopback that requires a password."""
+    port, password = free_port(), f"pw-{uuid.uuid4().hex[:12]}"
+    (tmp_path / "redis-auth").mkdir()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path / "redis-auth"), "--requirepass", password],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        yield port, password
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_broker_check_is_authenticated(
+    tmp_path: Path, redis_with_password: tuple[int, str], busybox_image: str
+) -> None:
+    port, password = redis_with_password
+    h = _pool(tmp_path / "pool", f"redis://127.0.0.1:{port}/0", busybox_image)
+    rc, checks, _ = _checks(h, "--submitter")
+    assert rc == 1 and checks["broker"]["status"] == "fail"
+    assert "needs a password" in checks["broker"]["detail"]
+    assert "redis://:PASSWORD@" in checks["broker"]["fix"]
+
+    _, checks, out = _checks(
+        h, "--submitter", CI_POOL_BROKER_URL=f"redis://:wrong-{password}@127.0.0.1:{port}/0"
+    )
+    assert checks["broker"]["status"] == "fail" and password not in out
+    assert "refused the user or password" in checks["broker"]["detail"]
+
+    _, checks, out = _checks(
+        h, "--submitter", CI_POOL_BROKER_URL=f"redis://:{password}@127.0.0.1:{port}/0"
+    )
+    assert checks["broker"]["status"] == "ok"
+    assert f"redis://:***@127.0.0.1:{port}/0 answers PING" in checks["broker"]["detail"]
+    assert checks["clock"]["status"] == "ok"
+    assert password not in out
