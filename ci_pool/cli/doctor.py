@@ -39,8 +39,9 @@ def doctor(
         typer.Option("--capability", "-c", help="Check only this capability's runner needs."),
     ] = None,
 ) -> None:
-    """Check this machine: broker, store, clock, git, disk, Docker, images, cgroups and
-    nested-Docker overhead; each ok/warn/fail with the command that fixes it.
+    """Check this machine for the pool; each finding ok/warn/fail with its fix.
+
+    Broker, store, clock, git, disk, Docker, images, cgroups, nested-Docker overhead.
 
     Exits 0 when nothing fails, 1 otherwise."""
     from ci_pool.service.doctor import Status, run_checks
@@ -68,20 +69,25 @@ def doctor(
 def build(
     capabilities: Annotated[
         list[str] | None,
-        typer.Argument(help="Capabilities to build (default: every one that runs in Docker)."),
+        typer.Argument(
+            metavar="CAP",
+            help="Capabilities to build (default: every one that runs in Docker).",
+        ),
     ] = None,
     offline: Annotated[
         bool,
         typer.Option(
+            "--offline",
             help="Pull nothing: linux is built from this machine's busybox when its base "
-            "image is not here; other images need their base image here."
+            "image is not here; other images need their base image here.",
         ),
     ] = False,
 ) -> None:
-    """Build worker_images/<capability>/Dockerfile and tag it as the capability's image.
+    """Build worker_images/CAP/Dockerfile, tagged as the capability's image.
 
-    Without registry access the linux image falls back to a small image around this
-    machine's static busybox, and says so. Exits 0 when every build succeeded, 1 otherwise."""
+    Offline, linux falls back to a small image of this machine's busybox, and says so.
+
+    Exits 0 when every build succeeded, 1 otherwise."""
     import docker
 
     from ci_pool.service.images import ENGINE_ERRORS, ImageBuilder, worker_images_dir
