@@ -188,3 +188,21 @@ MAX_SPARSE_PATTERNS = 200
 #: The file (in the job's read-only scripts directory) a persisted checkout credential
 #: helper reads; ``{n}`` is the step's index.
 CREDENTIAL_FILE = "git-credential-{n}"
+# -- doctor and images --
+#: Free space under the workspace, mirror and artifact roots: warn below, fail below.
+DOCTOR_DISK_WARN_BYTES = 5 * 1024**3
+DOCTOR_DISK_FAIL_BYTES = 1 * 1024**3
+#: Seconds of clock difference with the broker's ``TIME`` above which doctor warns.
+DOCTOR_CLOCK_SKEW_WARN = 2.0
+#: Oldest git the runners and submitters may use (partial clone, protocol v2 by default).
+GIT_MIN_VERSION = (2, 30)
+#: Nested Docker slower than host mode by more than this ratio: advise ``mode = "host"``.
+DOCTOR_OVERHEAD_WARN = 1.30
+#: Runs of the overhead workload in each mode (the median of each is compared).
+DOCTOR_BENCH_RUNS = 3
+#: The busybox image the overhead workload runs in (built here, nothing is pulled).
+DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
+#: Label on images ``ci-pool images build`` makes: what each was built from.
+LABEL_IMAGE_SOURCE = "ci-pool.image.source"
+#: Label on the short-lived container of doctor's overhead workload.
+LABEL_DOCTOR = "ci-pool.doctor"

@@ -188,10 +188,12 @@ BUSYBOX_DOCKERFILE = (
 )
 
 
-def build_busybox_image(client: Any, tag: str, busybox: str) -> str:
+def build_busybox_image(
+    client: Any, tag: str, busybox: str, labels: dict[str, str] | None = None
+) -> str:
     """Build a tiny image FROM scratch around a static busybox (nothing is pulled)."""
     with tempfile.TemporaryDirectory() as ctx:
         shutil.copy(busybox, Path(ctx) / "busybox")
         (Path(ctx) / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
-        client.images.build(path=ctx, tag=tag, rm=True)
+        client.images.build(path=ctx, tag=tag, rm=True, labels=labels or {})
     return tag

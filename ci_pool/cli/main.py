@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ci_pool.cli import api as cli_api
+from ci_pool.cli import doctor as cli_doctor
 from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
@@ -505,6 +506,9 @@ app.add_typer(cli_api.token_app, name="token")
 app.add_typer(cli_provision.provision_app, name="provision")
 app.add_typer(cli_repos.repos_app, name="repos")
 app.command("api")(cli_api.api)
+app.command()(cli_doctor.doctor)
+app.add_typer(cli_doctor.images_app, name="images")
+app.add_typer(cli_doctor.db_app, name="db")
 
 
 def _error(message: str) -> None:

@@ -92,9 +92,14 @@ class DockerExecution(Execution):
             self.container = self.client.containers.create(**self._create_kwargs())
             self.container.start()
         except docker.errors.ImageNotFound:
+            cap = self.ctx.capability
+            fix = (
+                f"run `ci-pool images build {cap.name}` or set the capability's image"
+                if image == cap.image
+                else "pull or build it on the runner"
+            )
             raise ExecutorError(
-                f"image {image!r} of capability {self.ctx.capability.name!r} is not on this "
-                "runner; build it from worker_images/ or set the capability's image"
+                f"image {image!r} of capability {cap.name!r} is not on this runner; {fix}"
             ) from None
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
