@@ -92,7 +92,10 @@ _STATE_STYLE = {
 
 @app.command()
 def submit(
-    repo: Annotated[str, typer.Option(help="Repository URL (https://, ssh://, git://).")],
+    repo: Annotated[
+        str,
+        typer.Option(help="Repository URL: https://, http://, ssh://, git:// or user@host:path."),
+    ],
     run: Annotated[list[str], typer.Option(help="Shell command(s); each --run is one step.")],
     ref: Annotated[str, typer.Option(help="Branch, tag or commit SHA.")] = "HEAD",
     capability: Annotated[str | None, typer.Option(help="Capability (queue) to run on.")] = None,
