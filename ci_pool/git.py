@@ -134,7 +134,7 @@ class GitRunner:
                 raise
         proc = subprocess.CompletedProcess(child.args, child.returncode, out, errs)
         if check and proc.returncode != 0:
-            raise CheckoutError(f"git {verb} failed: {self.masker.mask(_last_line(proc.stderr))}")
+            raise CheckoutError(f"git {verb} failed: {self.masker.mask(git_error(proc.stderr))}")
         return proc
 
 
@@ -206,6 +206,20 @@ def full_refs(ref: str, found: dict[str, str]) -> list[str]:
     return [n for n in (f"refs/heads/{ref}", f"refs/tags/{ref}") if n in found]
 
 
+def is_local_repo(repo: str) -> bool:
+    """A path or ``file://`` URL on this machine, not a server."""
+    return repo.startswith(("/", ".", "file:"))
+
+
+def repo_transport(repo: str) -> str:
+    """How a repository is reached, for the evidence record: the URL's scheme (https, ssh,
+    git, http), "file" for a path or file:// on this machine, "ssh" for user@host:path."""
+    if is_local_repo(repo):
+        return "file"
+    scheme, sep, _ = repo.partition("://")
+    return scheme.lower() if sep else "ssh"
+
+
 def remote_refs(
     repo: str, ref: str, settings: Settings, timeout: float | None = None
 ) -> dict[str, str]:
@@ -231,9 +245,12 @@ def remote_refs(
         log.warning("git ls-remote %s %s: no answer within %.0fs", repo, ref, timeout)
         raise refused from None
     if proc.returncode != 0:
-        log.warning(
-            "git ls-remote %s %s failed: %s", repo, ref, git.masker.mask(_last_line(proc.stderr))
-        )
+        why = git.masker.mask(git_error(proc.stderr))
+        log.warning("git ls-remote %s %s failed: %s", repo, ref, why)
+        if is_local_repo(repo):
+            # A path on this machine (allowed by the operator): git's answer reveals no
+            # other service, and it is the only way to know what is wrong with the path.
+            raise InputError(f"cannot read {repo}: {why}", field="repo")
         raise refused
     found: dict[str, str] = {}
     for line in proc.stdout.splitlines():
@@ -291,7 +308,7 @@ def _copy_tree(src: Path, dest: Path) -> None:
         check=False,
     )
     if proc.returncode != 0:
-        raise CheckoutError(f"copying the cached tree failed: {_last_line(proc.stderr)}")
+        raise CheckoutError(f"copying the cached tree failed: {git_error(proc.stderr)}")
 
 
 def _evict(root: Path, keep: int) -> None:
@@ -447,6 +464,22 @@ def _kill_group(child: subprocess.Popen[str]) -> None:
     child.wait()
 
 
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
+#: git's error lines start with one of these; lines without one continue the last message.
+_GIT_MESSAGE_PREFIXES = ("fatal:", "error:", "warning:", "remote:", "hint:")
+
+
+def git_error(text: str, limit: int = 1000) -> str:
+    """git's whole error on one line: each ``fatal:``/``error:`` message with its
+    continuation lines ("Please make sure ... and the repository exists."), joined by "; "
+    and capped at ``limit`` characters. Progress lines (``\r``) are dropped."""
+    messages: list[str] = []
+    for raw in text.split("\n"):
+        line = raw.rsplit("\r", 1)[-1].strip()
+        if not line:
+            continue
+        if messages and not line.startswith(_GIT_MESSAGE_PREFIXES):
+            messages[-1] += " " + line
+        else:
+            messages.append(line)
+    whole = "; ".join(messages) or "no output"
+    return whole if len(whole) <= limit else whole[: limit - 3] + "..."

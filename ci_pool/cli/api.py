@@ -6,16 +6,17 @@ import json
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ci_pool.exceptions import CapabilityNotFound, InputError
-from ci_pool.service.pool import Pool
-from ci_pool.settings import get_settings
-from ci_pool.store import tokens
+
+if TYPE_CHECKING:
+    from ci_pool.service.pool import Pool
+    from ci_pool.store.tokens import ApiToken
 
 token_app = typer.Typer(help="API bearer tokens (only their SHA-256 is stored).")
 out = Console(highlight=False, markup=False, emoji=False)
@@ -44,6 +45,7 @@ def api(
     """Serve the HTTP API (uvicorn). Off loopback it needs an API token to exist, and TLS
     or --behind-proxy."""
     from ci_pool.api.server import serve
+    from ci_pool.settings import get_settings
 
     serve(
         get_settings(),
@@ -54,6 +56,14 @@ def api(
         behind_proxy=behind_proxy,
         proxy_ips=proxy_ips,
     )
+
+
+def _pool() -> Pool:
+    """The local pool (tokens live in its store)."""
+    from ci_pool.service.pool import Pool
+    from ci_pool.settings import get_settings
+
+    return Pool(get_settings())
 
 
 def _csv(values: list[str] | None) -> list[str] | None:
@@ -78,16 +88,19 @@ def create(
         typer.Option(help="Limit submissions to repositories matching these globs: 'org/*'."),
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Lifetime: 12h, 90d.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """Create a token; its plaintext is printed once and never stored."""
-    settings = get_settings()
+    from ci_pool.store import tokens
+
+    pool = _pool()
+    settings = pool.settings
     caps = _csv(capability)
     for cap in caps or ():
         if cap not in settings.capabilities:
             raise CapabilityNotFound(cap, list(settings.capabilities))
     plaintext, row = tokens.create_token(
-        Pool(settings).store,
+        pool.store,
         name,
         _csv(scope) or [],
         _lifetime(expires) if expires else None,
@@ -102,9 +115,13 @@ def create(
 
 
 @token_app.command("list")
-def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """The tokens: name, scopes, created, expires, revoked (never the token)."""
-    rows = tokens.list_tokens(Pool(get_settings()).store)
+    from ci_pool.store import tokens
+
+    rows = tokens.list_tokens(_pool().store)
     if as_json:
         out.print_json(json.dumps([_token_dict(r) for r in rows]))
         return
@@ -125,11 +142,13 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @token_app.command("revoke")
 def revoke(name: Annotated[str, typer.Argument(help="Token name.")]) -> None:
     """Revoke a token at once."""
-    tokens.revoke(Pool(get_settings()).store, name)
+    from ci_pool.store import tokens
+
+    tokens.revoke(_pool().store, name)
     err.print(f"token {name!r} revoked")
 
 
-def _token_dict(row: tokens.ApiToken) -> dict[str, object]:
+def _token_dict(row: ApiToken) -> dict[str, object]:
     return {
         "name": row.name,
         "scopes": row.scopes,
@@ -141,7 +160,7 @@ def _token_dict(row: tokens.ApiToken) -> dict[str, object]:
     }
 
 
-def _limits(row: tokens.ApiToken) -> str:
+def _limits(row: ApiToken) -> str:
     parts = []
     if row.capabilities is not None:
         parts.append("capabilities " + ",".join(row.capabilities))

@@ -14,10 +14,8 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
-
-import httpx
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
@@ -33,9 +31,15 @@ from ci_pool.exceptions import (
     NotFound,
     PolicyDenied,
 )
-from ci_pool.service.pool import Pool
 from ci_pool.service.views import QueueStatus, RunnerStatus, job_dict, pipeline_dict, summary
 from ci_pool.settings import Settings
+
+if TYPE_CHECKING:
+    # Each client imports its own stack when made: local commands never load httpx,
+    # remote ones never the local pool (Celery, the Docker-side services).
+    import httpx
+
+    from ci_pool.service.pool import Pool
 
 #: A workflow_dispatch run's inputs (``run --input``).
 Inputs = dict[str, str] | None
@@ -109,6 +113,8 @@ def connect(settings: Settings) -> PoolClient:
     """The API client when ``api_url`` is set, else the local pool."""
     if settings.api_url:
         return HttpClient(settings)
+    from ci_pool.service.pool import Pool
+
     return LocalClient(Pool(settings))
 
 
@@ -262,6 +268,8 @@ class HttpClient:
     """The HTTP API at ``settings.api_url``, with ``settings.api_token`` as bearer token."""
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None):
+        import httpx
+
         self.url = check_api_url(settings.api_url)
         self.settings = settings
         headers = {"User-Agent": f"ci-pool/{__version__}"}
@@ -284,6 +292,8 @@ class HttpClient:
     @contextlib.contextmanager
     def _reaching(self) -> Iterator[None]:
         """Network failures become InfraError naming the API's address."""
+        import httpx
+
         try:
             yield
         except httpx.TimeoutException as exc:
@@ -377,6 +387,8 @@ class HttpClient:
         """The job's Server-Sent Events: ``line`` events, then one ``end``."""
         # The server sends a keep-alive every second while the job is quiet, so a stream
         # silent for the whole answer timeout means the server or the network is gone.
+        import httpx
+
         timeout = httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT)
         path = self._job_path(job_id, "logs")
         ended = False

@@ -2,7 +2,7 @@
 go through the HTTP API when CI_POOL_API_URL is set (with CI_POOL_API_TOKEN), else
 straight to the local store and broker.
 
-Exit codes: 0 ok; 1 the job failed (``wait`` exits with the job's own exit code);
+Exit codes: 0 ok; 1 the job failed (wait exits with the job's own exit code);
 2 bad usage or input; 3 infrastructure error (broker, store, Docker, git server);
 124 the job timed out; 130 the job was cancelled.
 """
@@ -11,39 +11,30 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import sys
-import time
-import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import kombu.exceptions
-import redis
-import sqlalchemy.exc
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+# Only typer, rich and light modules at import time: `--help` and the job commands start
+# without the API, provisioning, Celery or Docker. Each command imports what it uses.
 from ci_pool.cli import api as cli_api
 from ci_pool.cli import doctor as cli_doctor
 from ci_pool.cli import pipelines as cli_pipelines
+from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
-from ci_pool.cli.client import PoolClient, connect
 from ci_pool.cli.jobview import show_reports
-from ci_pool.core.capabilities import route
-from ci_pool.core.specs import FINAL_STATES, WAIT_EXIT_CODES, JobState
 from ci_pool.exceptions import CIPoolError, InputError
-from ci_pool.service import monitoring
-from ci_pool.service.pool import Pool
-from ci_pool.service.reaper import Reaper
-from ci_pool.service.views import job_dict as job_dict
-from ci_pool.settings import get_settings
-from ci_pool.worker.lifecycle import Limits
+
+if TYPE_CHECKING:
+    from ci_pool.cli.client import PoolClient
 
 app = typer.Typer(
     name="ci-pool",
@@ -51,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 # Whole table rows for pipes; text from files and jobs printed as is (no markup, no
 # :emoji: codes: ``file.yml:100:21`` is not "file.yml💯21"), styles given as Text.
@@ -60,12 +52,11 @@ out = Console(
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
-def _pool() -> Pool:
-    return Pool(get_settings())
-
-
 def _client() -> PoolClient:
     """The API when CI_POOL_API_URL is set, else the local store and broker."""
+    from ci_pool.cli.client import connect
+    from ci_pool.settings import get_settings
+
     return connect(get_settings())
 
 
@@ -102,7 +93,10 @@ _STATE_STYLE = {
 
 @app.command()
 def submit(
-    repo: Annotated[str, typer.Option(help="Repository URL (https://, ssh://, git://).")],
+    repo: Annotated[
+        str,
+        typer.Option(help="Repository URL: https://, http://, ssh://, git:// or user@host:path."),
+    ],
     run: Annotated[list[str], typer.Option(help="Shell command(s); each --run is one step.")],
     ref: Annotated[str, typer.Option(help="Branch, tag or commit SHA.")] = "HEAD",
     capability: Annotated[str | None, typer.Option(help="Capability (queue) to run on.")] = None,
@@ -147,6 +141,8 @@ def submit(
 
 
 def _exit_code(job: dict[str, Any]) -> int:
+    from ci_pool.core.specs import WAIT_EXIT_CODES, JobState
+
     if job["state"] == JobState.FAILED.value:
         return int(job["exit_code"] or 1)
     return WAIT_EXIT_CODES.get(JobState(job["state"]), 3)
@@ -156,16 +152,29 @@ def _exit_code(job: dict[str, Any]) -> int:
 def wait(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     timeout: Annotated[str | None, typer.Option(help="Give up after this long (exit 3).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Block until the job ends; exit with its exit code (124 timed out, 130 cancelled)."""
-    job = _client().wait(job_id, timeout=_duration(timeout) if timeout else None)
+    """Block until the job ends; exit with its exit code (124 timed out, 130 cancelled).
+
+    With --timeout it exits 3 when the job has not ended by then, saying its state and
+    why it has not started or finished."""
+    from ci_pool.core.specs import FINAL_STATES, JobState
+
+    client = _client()
+    seconds = _duration(timeout) if timeout else None
+    job = client.wait(job_id, timeout=seconds)
+    final = JobState(job["state"]) in FINAL_STATES
     if as_json:
         out.print_json(json.dumps(job))
-    else:
+    elif final:
         reason = f": {job['reason']}" if job["reason"] else ""
         err.print(f"job {job['id']} {job['state']}{reason}")
-    if JobState(job["state"]) not in FINAL_STATES:
+    if not final:
+        err.print(
+            f"timed out after {seconds} s waiting for job {job['id']}, still {job['state']}; "
+            + client.explain(job["id"]),
+            soft_wrap=True,
+        )
         raise typer.Exit(3)
     raise typer.Exit(_exit_code(job))
 
@@ -187,10 +196,12 @@ def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
 @app.command()
 def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """A job's state, timings, runner and history, the annotations and step summaries
-    (markdown) of its latest attempt; says why it waits when queued."""
+    """A job's state, timings, runner and history.
+
+    Also the annotations and step summaries (markdown) of its latest attempt, and why it
+    waits when queued."""
     data = _client().job(job_id)
     if as_json:
         out.print_json(json.dumps(data))
@@ -247,7 +258,7 @@ def logs(
         bool, typer.Option(help="With -f: prefix each line with the time it was written.")
     ] = True,
 ) -> None:
-    """Print a job's log (``-f`` follows it live, with timestamps, until the job ends)."""
+    """Print a job's log (-f follows it live, with timestamps, until the job ends)."""
     client = _client()
     if follow:
         for ts, line in client.follow(job_id):
@@ -276,7 +287,9 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 
 
 @app.command()
-def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def runners(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """Workers with their state (online, busy, draining, unhealthy, lost), jobs and last
     heartbeat; an unhealthy runner says why and what fixes it."""
     rows = _client().runners()
@@ -296,71 +309,6 @@ def runners(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             f"{now - r.last_seen:.1f}s ago",
         )
     out.print(table)
-
-
-@app.command()
-def worker(
-    capability: Annotated[str, typer.Option(help="Capability whose queue to consume.")],
-    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
-    pool_impl: Annotated[
-        str, typer.Option("--pool", help="Celery pool: prefork|threads|solo")
-    ] = "prefork",
-    max_jobs: Annotated[
-        int | None, typer.Option(min=1, help="Exit after this many jobs (ephemeral runner).")
-    ] = None,
-    idle_timeout: Annotated[
-        float | None, typer.Option(min=0, help="Exit after this many idle seconds.")
-    ] = None,
-    max_lifetime: Annotated[
-        float | None, typer.Option(min=0, help="Take no job after this many seconds; exit.")
-    ] = None,
-) -> None:
-    """Run a Celery worker on one capability's queue.
-
-    With --max-jobs / --idle-timeout / --max-lifetime it exits cleanly at the limit: it
-    stops taking jobs, lets the running one finish, and exits 0 (disposable runners)."""
-    settings = get_settings()
-    cap = route(settings.capabilities, capability)
-    if cap.mode == "docker":
-        from ci_pool.worker.executors.docker import docker_available
-
-        if not docker_available():
-            err.print(
-                Text.assemble(
-                    ("warning:", "yellow"),
-                    f" no Docker engine answers; jobs of {cap.name!r} will end in error "
-                    "until one does",
-                )
-            )
-    from ci_pool.broker.app import create_celery
-
-    Pool(settings).store.init_schema()  # tables exist before any job is claimed
-    capp = create_celery(settings)
-    capp.conf.ci_pool_capability = cap.name
-    capp.conf.worker_concurrency = concurrency
-    capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
-    from ci_pool.service.forge import worker_notifier
-
-    capp.conf.ci_pool_status_notifier = worker_notifier(settings)
-    node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-    capp.worker_main(
-        [
-            "worker",
-            "-Q",
-            cap.queue,
-            "-c",
-            str(concurrency),
-            "-n",
-            node,
-            "-l",
-            loglevel,
-            "-P",
-            pool_impl,
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
 
 
 @app.command()
@@ -392,7 +340,9 @@ STATUS_COLUMNS += ("workers", "slots", "done 1h", "failed 1h", "error 1h", "p50"
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs.
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
@@ -435,57 +385,6 @@ def explain(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     print(_client().explain(job_id))
 
 
-def _reaper(pool: Pool) -> Reaper:
-    """A reaper for this pool; removes leftover containers when Docker answers here."""
-    remove = None
-    try:
-        from ci_pool.worker.executors.docker import DockerExecutor
-
-        remove = DockerExecutor.from_env().remove_leftovers
-    except CIPoolError:
-        pass
-
-    statuses = None
-    if pool.settings.forges:
-        from ci_pool.service.forge import StatusSender
-
-        statuses = StatusSender(pool.settings, pool.store).sweep
-    return Reaper(
-        pool.store,
-        pool.redis,
-        pool.publish,
-        resend_after=pool.settings.resend_after,
-        unacked_grace=pool.settings.resend_unacked_after,
-        remove_containers=remove,
-        statuses=statuses,
-    )
-
-
-@app.command()
-def beat(
-    once: Annotated[bool, typer.Option(help="One sweep, print what it did, exit.")] = False,
-) -> None:
-    """Run the reaper (lost runners' jobs re-queued, lost messages re-sent, pipelines
-    advanced) and the schedules of registered repositories (``ci-pool repos``)."""
-    pool = _pool()
-    reaper = _reaper(pool)
-    schedules = cli_repos.schedules(pool)
-    while True:
-        done = reaper.sweep()
-        cli_repos.tick(schedules, err)
-        if once or done.lost or done.resent or done.advanced:
-            err.print(
-                f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
-                f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
-                f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
-                f"{done.statuses} commit status(es) sent",
-                soft_wrap=True,
-            )
-        if once:
-            return
-        time.sleep(pool.settings.reap_interval)
-
-
 @app.command()
 def demo(
     keep: Annotated[bool, typer.Option(help="Leave the demo repo and store in place.")] = True,
@@ -496,9 +395,15 @@ def demo(
     raise typer.Exit(run_demo(out))
 
 
+# Commands and sub-apps of other modules. A module registered here keeps its module-level
+# imports to typer, rich, the standard library and light ci_pool modules (exceptions,
+# defaults); what it needs from the store, broker, API or Docker it imports inside its
+# commands (tests/unit/cli/test_startup.py checks it).
 app.command()(cli_pipelines.run)
-app.command()(monitoring.metrics)
-app.command()(monitoring.flower)
+app.command()(cli_processes.worker)
+app.command()(cli_processes.beat)
+app.command()(cli_processes.metrics)
+app.command()(cli_processes.flower)
 app.command()(cli_pipelines.validate)
 app.command()(cli_pipelines.retry)
 app.add_typer(cli_pipelines.pipeline_app, name="pipeline")
@@ -524,15 +429,39 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except (redis.RedisError, kombu.exceptions.OperationalError) as exc:
-        _error(
+    except Exception as exc:
+        message = _unreachable(exc)
+        if message is None:
+            raise
+        _error(message)
+        sys.exit(3)
+
+
+def _unreachable(exc: Exception) -> str | None:
+    """What to say when ``exc`` means the broker or the store does not answer, else None.
+
+    Only the client libraries a command has imported can have raised, so the check never
+    imports one."""
+    broker_errors: list[type[BaseException]] = []
+    if "redis" in sys.modules:
+        import redis
+
+        broker_errors.append(redis.RedisError)
+    if "kombu" in sys.modules:
+        import kombu.exceptions
+
+        broker_errors.append(kombu.exceptions.OperationalError)
+    if isinstance(exc, tuple(broker_errors)):
+        return (
             f"the broker is unreachable ({exc}); check CI_POOL_BROKER_URL and that "
             "redis-server runs"
         )
-        sys.exit(3)
-    except sqlalchemy.exc.OperationalError as exc:
-        _error(f"the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL")
-        sys.exit(3)
+    if "sqlalchemy" in sys.modules:
+        import sqlalchemy.exc
+
+        if isinstance(exc, sqlalchemy.exc.OperationalError):
+            return f"the store is unreachable ({exc.orig}); check CI_POOL_STORE_URL"
+    return None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -17,13 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ci_pool.cli.client import PoolClient, connect
-from ci_pool.core.specs import FINAL_STATES, JobState
-from ci_pool.core.workflow.parser import validate_workflow
 from ci_pool.defaults import MAX_WORKFLOW_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
-from ci_pool.service.views import pipeline_dict as pipeline_dict
-from ci_pool.settings import get_settings
+
+if TYPE_CHECKING:
+    from ci_pool.cli.client import PoolClient
 
 pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
 # Scripts and pipes get whole table rows, not a squeeze to 80 columns.
@@ -73,6 +71,14 @@ def _read(file: Path) -> str:
         ) from None
 
 
+def _client() -> PoolClient:
+    """The API when CI_POOL_API_URL is set, else the local store and broker."""
+    from ci_pool.cli.client import connect
+    from ci_pool.settings import get_settings
+
+    return connect(get_settings())
+
+
 def _elapsed(job: dict[str, Any]) -> str:
     if not job["started_at"]:
         return ""
@@ -82,6 +88,8 @@ def _elapsed(job: dict[str, Any]) -> str:
 
 
 def _table(client: PoolClient, view: dict[str, Any]) -> Group:
+    from ci_pool.core.specs import JobState
+
     group = view.get("concurrency")
     table = Table(
         # Names come from the workflow file: shown as written, never read as markup.
@@ -119,6 +127,8 @@ def _table(client: PoolClient, view: dict[str, Any]) -> Group:
 def follow_pipeline(client: PoolClient, pipeline_id: str, console: Console) -> dict[str, Any]:
     """Show progress until the pipeline ends: a live table on a terminal, else one line
     per job state change. Returns the pipeline's final view."""
+    from ci_pool.core.specs import FINAL_STATES, JobState
+
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4) as live:
             while True:
@@ -168,7 +178,7 @@ def run(
     """Submit a workflow as a pipeline, show live progress, exit with its result."""
     inputs = _inputs(input_ or [])
     event = event or ("workflow_dispatch" if inputs else "push")
-    client = connect(get_settings())
+    client = _client()
     view = client.submit_pipeline(_read(file), str(file), repo, ref, event, inputs)
     if detach:
         print(view["id"])
@@ -195,6 +205,9 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
 ) -> None:
     """Check workflow files without running them; every error is listed (exit 0 or 1)."""
+    from ci_pool.core.workflow.parser import validate_workflow
+    from ci_pool.settings import get_settings
+
     settings = get_settings()
     count = 0
     for file in files:
@@ -216,10 +229,10 @@ def validate(
 @pipeline_app.command("show")
 def pipeline_show(
     pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """A pipeline's jobs, their states, runners and results."""
-    client = connect(get_settings())
+    client = _client()
     view = client.pipeline(pipeline_id)
     if as_json:
         out.print_json(json.dumps(view))
@@ -230,7 +243,7 @@ def pipeline_show(
 @pipeline_app.command("cancel")
 def pipeline_cancel(pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.")]) -> None:
     """Cancel every job of the pipeline that has not ended."""
-    view = connect(get_settings()).cancel_pipeline(pipeline_id)
+    view = _client().cancel_pipeline(pipeline_id)
     print(f"pipeline {view['id']} {view['state']}")
 
 
@@ -239,7 +252,7 @@ def retry(
     detach: Annotated[bool, typer.Option(help="Do not follow the re-run.")] = False,
 ) -> None:
     """Re-run the failed, cancelled and skipped jobs of a pipeline; passed jobs are kept."""
-    client = connect(get_settings())
+    client = _client()
     pipeline_id, again = client.retry_pipeline(pipeline_id)
     err.print(f"pipeline {pipeline_id}: re-running {again} job(s)")
     if not again or detach:

@@ -9,11 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ci_pool.provision import apply as apply_mod
-from ci_pool.provision import plan as plan_mod
-from ci_pool.provision import remove as remove_mod
-from ci_pool.provision.templates import TEMPLATES_DIR
-from ci_pool.settings import get_settings
+#: Seconds apply and rotate wait for a new worker's heartbeat (ci_pool.provision.apply's
+#: default, which tests/unit/cli/test_startup.py keeps equal).
+HEARTBEAT_TIMEOUT = 300.0
 
 provision_app = typer.Typer(
     help="Provision runner containers on Incus hosts over SSH: plan (a dry run that reads no "
@@ -53,18 +51,24 @@ def plan(
             "only its presence is checked here (default: <home>/provision/credentials.env)."
         ),
     ] = None,
-    image: Annotated[str, typer.Option(help="Incus image with cloud-init.")] = (
-        plan_mod.DEFAULT_IMAGE
-    ),
+    image: Annotated[
+        str | None,
+        typer.Option(help="Incus image with cloud-init (default: images:debian/12/cloud)."),
+    ] = None,
     package: Annotated[
         str, typer.Option(help="pip requirement or wheel URL of ci-pool for the runners.")
     ] = "",
-    templates: Annotated[Path, typer.Option(help="provisioning/ template directory.")] = (
-        TEMPLATES_DIR
-    ),
+    templates: Annotated[
+        Path | None,
+        typer.Option(help="Template directory (default: provisioning/ of this ci-pool)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Observe the host and print what apply would do (changes nothing, reads no secret)."""
+    from ci_pool.provision import plan as plan_mod
+    from ci_pool.provision.templates import TEMPLATES_DIR
+    from ci_pool.settings import get_settings
+
     settings = get_settings()
     result = plan_mod.make_plan(
         settings,
@@ -77,9 +81,9 @@ def plan(
             known_hosts=known_hosts,
             identity=identity,
             credentials=credentials or settings.home / "provision" / "credentials.env",
-            image=image,
+            image=image or plan_mod.DEFAULT_IMAGE,
             package=package,
-            templates=templates,
+            templates=templates or TEMPLATES_DIR,
         ),
     )
     _print(result, as_json, plan_mod.format_plan(result))
@@ -98,10 +102,13 @@ def apply(
     confirm: Annotated[bool, typer.Option(help="Really change the host.")] = False,
     heartbeat_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for new workers to heartbeat.")
-    ] = apply_mod.HEARTBEAT_TIMEOUT,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    ] = HEARTBEAT_TIMEOUT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """Apply a plan exactly as shown; refused if the host changed since."""
+    from ci_pool.provision import apply as apply_mod
+    from ci_pool.settings import get_settings
+
     record = apply_mod.apply(
         get_settings(), plan_id, confirm=confirm, heartbeat_timeout=heartbeat_timeout
     )
@@ -115,9 +122,12 @@ def remove(
     timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for its running jobs.")
     ] = 3600.0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """Drain a runner, wait for its jobs, delete its container and revoke its token."""
+    from ci_pool.provision import remove as remove_mod
+    from ci_pool.settings import get_settings
+
     record = remove_mod.remove(get_settings(), runner, confirm=confirm, timeout=timeout)
     text = record.get("text") or (
         f"{record['container']} removed: drained {', '.join(record['drained']) or '-'}, "
@@ -130,10 +140,16 @@ def remove(
 def rotate(
     runner: Annotated[str, typer.Argument(help="Container name (or a live runner id on it).")],
     confirm: Annotated[bool, typer.Option(help="Really rotate.")] = False,
-    heartbeat_timeout: Annotated[float, typer.Option(min=1)] = apply_mod.HEARTBEAT_TIMEOUT,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    heartbeat_timeout: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds to wait for the worker to heartbeat with the new token."),
+    ] = HEARTBEAT_TIMEOUT,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """Give a runner a new token; the old one is revoked once the worker heartbeats."""
+    from ci_pool.provision import remove as remove_mod
+    from ci_pool.settings import get_settings
+
     record = remove_mod.rotate(
         get_settings(), runner, confirm=confirm, heartbeat_timeout=heartbeat_timeout
     )

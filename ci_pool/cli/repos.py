@@ -12,14 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ci_pool.settings import get_settings
-
-repos_app = typer.Typer(help=__doc__, no_args_is_help=True)
+repos_app = typer.Typer(
+    help="Repositories registered for schedules: ci-pool beat runs their workflows' "
+    "on.schedule crons at the registered ref.",
+    no_args_is_help=True,
+)
 out = Console(highlight=False)
 
 
 def _remote() -> Any:
     from ci_pool.cli.client import HttpClient
+    from ci_pool.settings import get_settings
 
     settings = get_settings()
     return HttpClient(settings) if settings.api_url else None
@@ -27,6 +30,7 @@ def _remote() -> Any:
 
 def _local() -> Any:
     from ci_pool.service.pool import Pool
+    from ci_pool.settings import get_settings
 
     return Pool(get_settings())
 
@@ -55,7 +59,9 @@ def add(
 
 
 @repos_app.command("list")
-def list_cmd(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
     """Registered repositories and the schedules beat last read from them."""
     client = _remote()
     if client is not None:

@@ -13,6 +13,7 @@ from ci_pool.core.capabilities import Capability
 from ci_pool.core.masking import Masker
 from ci_pool.core.specs import Evidence, JobState
 from ci_pool.exceptions import CIPoolError
+from ci_pool.git import repo_transport
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import steps, workspace
@@ -122,7 +123,7 @@ class JobRunner:
             job_id=job.id,
             runner_id=runner_id,
             attempt=job.attempt,
-            transport=job.repo.split("://", 1)[0] if "://" in job.repo else "ssh",
+            transport=repo_transport(job.repo),
         )
         try:
             if secret_error is not None:

@@ -1,0 +1,187 @@
+"""The long-running processes of a pool: ``worker``, ``beat``, ``metrics`` and ``flower``
+(registered in ci_pool.cli.main). Their heavy imports (Celery, the store, Docker) happen
+inside the commands, so the rest of the CLI starts without them."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from ci_pool.service.pool import Pool
+    from ci_pool.service.reaper import Reaper
+
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def worker(
+    capability: Annotated[str, typer.Option(help="Capability whose queue to consume.")],
+    concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    pool_impl: Annotated[
+        str, typer.Option("--pool", help="Celery pool: prefork, threads or solo.")
+    ] = "prefork",
+    max_jobs: Annotated[
+        int | None, typer.Option(min=1, help="Exit after this many jobs (ephemeral runner).")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None, typer.Option(min=0, help="Exit after this many idle seconds.")
+    ] = None,
+    max_lifetime: Annotated[
+        float | None, typer.Option(min=0, help="Take no job after this many seconds; exit.")
+    ] = None,
+) -> None:
+    """Run a Celery worker on one capability's queue.
+
+    With --max-jobs, --idle-timeout or --max-lifetime it exits cleanly at the limit: it
+    stops taking jobs, lets the running one finish, and exits 0 (disposable runners)."""
+    from ci_pool.broker.app import create_celery
+    from ci_pool.core.capabilities import route
+    from ci_pool.service.forge import worker_notifier
+    from ci_pool.service.pool import Pool
+    from ci_pool.settings import get_settings
+    from ci_pool.worker.lifecycle import Limits
+
+    settings = get_settings()
+    cap = route(settings.capabilities, capability)
+    if cap.mode == "docker":
+        from ci_pool.worker.executors.docker import docker_available
+
+        if not docker_available():
+            err.print(
+                Text.assemble(
+                    ("warning:", "yellow"),
+                    f" no Docker engine answers; jobs of {cap.name!r} will end in error "
+                    "until one does",
+                )
+            )
+    Pool(settings).store.init_schema()  # tables exist before any job is claimed
+    capp = create_celery(settings)
+    capp.conf.ci_pool_capability = cap.name
+    capp.conf.worker_concurrency = concurrency
+    capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
+    capp.conf.ci_pool_status_notifier = worker_notifier(settings)
+    node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    capp.worker_main(
+        [
+            "worker",
+            "-Q",
+            cap.queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            node,
+            "-l",
+            loglevel,
+            "-P",
+            pool_impl,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+def _reaper(pool: Pool) -> Reaper:
+    """A reaper for this pool; removes leftover containers when Docker answers here."""
+    from ci_pool.exceptions import CIPoolError
+    from ci_pool.service.reaper import Reaper
+
+    remove = None
+    try:
+        from ci_pool.worker.executors.docker import DockerExecutor
+
+        remove = DockerExecutor.from_env().remove_leftovers
+    except CIPoolError:
+        pass
+
+    statuses = None
+    if pool.settings.forges:
+        from ci_pool.service.forge import StatusSender
+
+        statuses = StatusSender(pool.settings, pool.store).sweep
+    return Reaper(
+        pool.store,
+        pool.redis,
+        pool.publish,
+        resend_after=pool.settings.resend_after,
+        unacked_grace=pool.settings.resend_unacked_after,
+        remove_containers=remove,
+        statuses=statuses,
+    )
+
+
+def beat(
+    once: Annotated[bool, typer.Option(help="One sweep, print what it did, exit.")] = False,
+) -> None:
+    """Run the reaper (lost runners' jobs re-queued, lost messages re-sent, pipelines
+    advanced) and the schedules of registered repositories (see ci-pool repos)."""
+    from ci_pool.cli import repos as cli_repos
+    from ci_pool.service.pool import Pool
+    from ci_pool.settings import get_settings
+
+    pool = Pool(get_settings())
+    reaper = _reaper(pool)
+    schedules = cli_repos.schedules(pool)
+    while True:
+        done = reaper.sweep()
+        cli_repos.tick(schedules, err)
+        if once or done.lost or done.resent or done.advanced:
+            err.print(
+                f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
+                f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
+                f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
+                f"{done.statuses} commit status(es) sent",
+                soft_wrap=True,
+            )
+        if once:
+            return
+        time.sleep(pool.settings.reap_interval)
+
+
+def metrics(
+    serve_port: Annotated[
+        int | None,
+        typer.Option(
+            "--serve",
+            metavar="PORT",
+            min=1,
+            max=65535,
+            help="Serve GET /metrics on this port until interrupted, instead of printing once.",
+        ),
+    ] = None,
+    address: Annotated[
+        str, typer.Option(help="Loopback address to serve on with --serve (no TLS, no auth).")
+    ] = "127.0.0.1",
+) -> None:
+    """Pool metrics for Prometheus: queue depth, waits, durations, runners, broker."""
+    from ci_pool.service import monitoring
+
+    monitoring.metrics(serve_port, address)
+
+
+def flower(
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 5555).")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Listen address (default 127.0.0.1; others need TLS in front)."),
+    ] = None,
+    basic_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--basic-auth",
+            metavar="USER:PASSWORD",
+            help="Credentials; prefer CI_POOL_FLOWER_AUTH, a command line is visible to all.",
+        ),
+    ] = None,
+) -> None:
+    """Run Flower on the pool's broker: basic auth required, loopback by default."""
+    from ci_pool.service import monitoring
+    from ci_pool.settings import get_settings
+
+    raise typer.Exit(monitoring.flower_command(get_settings(), port, address, basic_auth))
