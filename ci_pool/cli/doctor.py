@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ci_pool.settings import get_settings
-
 images_app = typer.Typer(help="Job images of the capabilities.", no_args_is_help=True)
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 out = Console(highlight=False, markup=False, emoji=False)
@@ -45,6 +43,7 @@ def doctor(
 
     Exits 0 when nothing fails, 1 otherwise."""
     from ci_pool.service.doctor import Status, run_checks
+    from ci_pool.settings import get_settings
 
     settings = get_settings()
     checks = run_checks(
@@ -91,6 +90,7 @@ def build(
     import docker
 
     from ci_pool.service.images import ENGINE_ERRORS, ImageBuilder, worker_images_dir
+    from ci_pool.settings import get_settings
 
     settings = get_settings()
     try:
@@ -135,6 +135,7 @@ def upgrade() -> None:
     """Create the store or bring its schema to the newest migration."""
     from ci_pool.service.doctor import redact
     from ci_pool.service.pool import Pool
+    from ci_pool.settings import get_settings
     from ci_pool.store.migrate import HEAD
 
     settings = get_settings()
