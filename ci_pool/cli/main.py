@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -185,11 +184,11 @@ def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
     if data.get("permissions") is not None:
         granted = data["permissions"]
         text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
-        rows.append(("scopes", escape(text.replace("*: ", "all: "))))
+        rows.append(("scopes", str(text.replace("*: ", "all: "))))
     if data.get("environment"):
         env = data["environment"]
         shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
-        rows.append(("deploys to", escape(shown)))
+        rows.append(("deploys to", str(shown)))
     return rows
 
 
@@ -302,7 +301,7 @@ def runners(
         table.add_row(
             r.runner_id,
             r.capability,
-            escape(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
+            str(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
             r.host,
             str(r.concurrency),
             ", ".join(r.jobs) or "-",

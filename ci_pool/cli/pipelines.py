@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -93,7 +92,7 @@ def _table(client: PoolClient, view: dict[str, Any]) -> Group:
     group = view.get("concurrency")
     table = Table(
         # Names come from the workflow file: shown as written, never read as markup.
-        title=escape(
+        title=str(
             f"pipeline {view['id']} {view.get('run_name') or view['name']} [{view['state']}]"
             + (f" concurrency group {group['name']}" if group else "")
         ),
