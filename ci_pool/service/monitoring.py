@@ -15,10 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Annotated, Any
+from typing import Any
 
 import redis
-import typer
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -326,22 +325,9 @@ def metrics_server(pool: Pool, port: int, address: str = "127.0.0.1") -> Threadi
     return server
 
 
-def metrics(
-    serve_port: Annotated[
-        int | None,
-        typer.Option(
-            "--serve",
-            metavar="PORT",
-            min=1,
-            max=65535,
-            help="Serve GET /metrics on this port until interrupted, instead of printing once.",
-        ),
-    ] = None,
-    address: Annotated[
-        str, typer.Option(help="Loopback address to serve on with --serve (no TLS, no auth).")
-    ] = "127.0.0.1",
-) -> None:
-    """Pool metrics for Prometheus: queue depth, waits, durations, runners, broker."""
+def metrics(serve_port: int | None = None, address: str = "127.0.0.1") -> None:
+    """Print the pool's metrics once, or serve GET /metrics on ``serve_port`` (the body
+    of ``ci-pool metrics``)."""
     pool = Pool(get_settings())
     if serve_port is None:
         sys.stdout.write(render_metrics(pool))
@@ -417,22 +403,3 @@ def flower_command(
     app = create_celery(settings)
     code = app.start(flower_argv(port, address, credentials))
     return int(code or 0)
-
-
-def flower(
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 5555).")] = None,
-    address: Annotated[
-        str | None,
-        typer.Option(help="Listen address (default 127.0.0.1; others need TLS in front)."),
-    ] = None,
-    basic_auth: Annotated[
-        str | None,
-        typer.Option(
-            "--basic-auth",
-            metavar="USER:PASSWORD",
-            help=f"Credentials; prefer {FLOWER_AUTH_ENV}, a command line is visible to all.",
-        ),
-    ] = None,
-) -> None:
-    """Run Flower on the pool's broker: basic auth required, loopback by default."""
-    raise typer.Exit(flower_command(get_settings(), port, address, basic_auth))

@@ -27,15 +27,15 @@ pytestmark = pytest.mark.integration
 
 CREDENTIALS = "ops:flower-test-pw"
 
-# Until `metrics` and `flower` are registered in ci_pool.cli.main, run the same command functions
-# from a bare typer app, with cli.main's handling of CIPoolError.
+# The `metrics` and `flower` command functions in a bare typer app, with cli.main's handling of
+# CIPoolError.
 _RUNNER = """
 import sys, typer
-from ci_pool.service import monitoring
+from ci_pool.cli import processes
 from ci_pool.exceptions import CIPoolError
 app = typer.Typer(pretty_exceptions_enable=False)
-app.command()(monitoring.metrics)
-app.command()(monitoring.flower)
+app.command()(processes.metrics)
+app.command()(processes.flower)
 try:
     app()
 except CIPoolError as exc:
