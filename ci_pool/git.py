@@ -19,8 +19,8 @@ from pathlib import Path
 
 from ci_pool import defaults
 from ci_pool.core.masking import Masker
+from ci_pool.core.names import is_sha
 from ci_pool.core.policy import read_secret_source
-from ci_pool.core.specs import is_sha
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.remotes import check_remote
 from ci_pool.settings import Settings

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ci_pool.core.cron import CronError, parse_cron
 from ci_pool.core.globs import glob_match
-from ci_pool.core.specs import EVENT_PATTERN
+from ci_pool.core.names import EVENT_PATTERN
 from ci_pool.defaults import GLOB_MAX_LENGTH
 
 

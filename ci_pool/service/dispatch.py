@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ci_pool.core.names import check_ref, check_repo_url
 from ci_pool.core.policy import Submitter
-from ci_pool.core.specs import check_ref, check_repo_url
 from ci_pool.core.triggers import TriggerEvent, dispatch_trigger
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import InputError, NotFound

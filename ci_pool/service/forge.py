@@ -36,8 +36,9 @@ from ci_pool.core.forges import (
     job_link,
     status_state,
 )
+from ci_pool.core.names import repository_name
 from ci_pool.core.policy import read_secret_source
-from ci_pool.core.specs import JobState, repository_name
+from ci_pool.core.specs import JobState
 from ci_pool.exceptions import CIPoolError, NotFound
 from ci_pool.remotes import effective_url, remote_of
 from ci_pool.settings import Settings

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ci_pool.core.names import check_ref, check_repo_url, is_sha
 from ci_pool.core.policy import Submitter
-from ci_pool.core.specs import check_ref, check_repo_url, is_sha
 from ci_pool.core.triggers import TriggerEvent, bounded_payload, pr_action, pull_request_trigger
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import CIPoolError, InputError

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ci_pool.core.cron import parse_cron
+from ci_pool.core.names import check_ref, check_repo_url
 from ci_pool.core.policy import Submitter
-from ci_pool.core.specs import check_ref, check_repo_url
 from ci_pool.core.triggers import TriggerEvent, schedule_crons
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.defaults import MAX_REPOSITORIES

@@ -12,6 +12,7 @@ from ci_pool.broker.app import send_run_job
 from ci_pool.core import concurrency
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
+from ci_pool.core.names import check_event, check_ref, check_repo_url, github_repository, is_sha
 from ci_pool.core.pipeline import Pipeline, PipelineJob
 from ci_pool.core.policy import (
     Submitter,
@@ -21,16 +22,7 @@ from ci_pool.core.policy import (
     check_secret_names,
 )
 from ci_pool.core.scheduler import PipelineScheduler
-from ci_pool.core.specs import (
-    CheckoutSpec,
-    JobSpec,
-    JobState,
-    check_event,
-    check_ref,
-    check_repo_url,
-    github_repository,
-    is_sha,
-)
+from ci_pool.core.specs import CheckoutSpec, JobSpec, JobState
 from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs

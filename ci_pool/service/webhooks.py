@@ -22,8 +22,8 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pool.core.jsontext import json_depth
+from ci_pool.core.names import check_ref, check_repo_url, is_sha
 from ci_pool.core.policy import SecretUnavailable, Submitter, read_secret_source
-from ci_pool.core.specs import check_ref, check_repo_url, is_sha
 from ci_pool.core.triggers import TriggerEvent, bounded_payload, push_trigger
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.defaults import MAX_JSON_DEPTH

@@ -11,7 +11,8 @@ from typing import Any
 
 from ci_pool import defaults
 from ci_pool.core.masking import Masker
-from ci_pool.core.specs import ArtifactEntry, CheckoutSpec, StepSpec, check_ref
+from ci_pool.core.names import check_ref
+from ci_pool.core.specs import ArtifactEntry, CheckoutSpec, StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref

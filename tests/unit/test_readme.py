@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ci_pool.core.specs import REMOTE_SCHEMES
+from ci_pool.core.names import REMOTE_SCHEMES
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

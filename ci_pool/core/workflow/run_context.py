@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ci_pool.core.specs import github_repository, is_sha
+from ci_pool.core.names import github_repository, is_sha
 from ci_pool.defaults import MAX_EVENT_BYTES
 
 

@@ -6,17 +6,13 @@ from typing import Any
 
 import pytest
 
+from ci_pool.core.names import check_ref, check_repo_url, github_repository, is_sha, repository_name
 from ci_pool.core.specs import (
     FINAL_STATES,
     TRANSITIONS,
     JobSpec,
     JobState,
-    check_ref,
-    check_repo_url,
-    github_repository,
-    is_sha,
     parse_job_spec,
-    repository_name,
     sources_of,
 )
 from ci_pool.exceptions import InputError
