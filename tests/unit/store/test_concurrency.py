@@ -10,11 +10,9 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from ci_pool.core.concurrency import ConcurrencyGroup, Verdict, pipeline_member
 from ci_pool.core.specs import JobState
@@ -23,39 +21,11 @@ from ci_pool.service.pool import Pool
 from ci_pool.service.reaper import Reaper
 from ci_pool.settings import load_settings
 from ci_pool.store import Job, Store
+from tests.unit.store.conftest import RecordingPool
 
 REPO = "git://127.0.0.1/org/app.git"
 LOST_A = "runner_lost: no heartbeat from runner-a since the lease ended"
 SHA = "a" * 40
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path}/s.db")
-    else:
-        s = Store(request.getfixturevalue("postgres_url"))
-        with s.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    s.init_schema()
-    yield s
-    s.close()
-
-
-class RecordingPool(Pool):
-    """A pool whose publish records the jobs it would send to the broker."""
-
-    published: list[str]
-
-    def publish(self, capability: str, job_id: str) -> None:
-        self.published.append(job_id)
-
-
-@pytest.fixture
-def pool(store: Store, tmp_path: Path) -> RecordingPool:
-    p = RecordingPool(load_settings(None, home=tmp_path / "home"), store)
-    p.published = []
-    return p
 
 
 def workflow(concurrency: str, job_concurrency: str = "") -> str:

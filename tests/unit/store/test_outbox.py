@@ -4,30 +4,11 @@ at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from sqlalchemy import text
-
 from ci_pool.core.specs import JobState
 from ci_pool.store import Job, Store
 from ci_pool.store.outbox import delivered, due, failed, outbox_row, take
 
 SHA = "3249d9655d98e761ab861a41e22da4076c82bddd"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path}/s.db")
-    else:
-        s = Store(request.getfixturevalue("postgres_url"))
-        with s.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    s.init_schema()
-    yield s
-    s.close()
 
 
 def new_job(store: Store, sha: str | None = SHA) -> Job:

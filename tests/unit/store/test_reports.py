@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from ci_pool.core.commands import Annotation
 from ci_pool.store import Store
-from tests.unit.store.test_repository import new_job, store
-
-__all__ = ["store"]
+from tests.unit.store.test_repository import new_job
 
 
 def test_summaries_and_annotations_are_kept_per_attempt_in_order(store: Store) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,6 @@ from ci_pool.store.models import utcnow
 S = JobState
 TINY_LEASE = 0.05
 LOST_A = "runner_lost: no heartbeat from runner-a since the lease ended"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The same suite on both backends (PostgreSQL is what a multi-host pool uses)."""
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path}/s.db")
-    else:
-        s = Store(request.getfixturevalue("postgres_url"))
-        with s.engine.begin() as conn:  # an empty database, migrations included
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    s.init_schema()
-    yield s
-    s.close()
 
 
 def new_job(store: Store, **over: Any) -> Job:
