@@ -5,7 +5,6 @@ processes."""
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from sqlalchemy import select
 from ci_pool.api.server import make_server, running
 from ci_pool.embedded import free_port, make_repo
 from ci_pool.service import webhooks
-from ci_pool.settings import load_settings
 from ci_pool.store.models import Pipeline as PipelineRow
 from tests.conftest import APP_FILES, SECRET_VALUE, GitServer, Harness, Worker
 from tests.integration.test_api import auth, make_token
+from tests.integration.test_webhooks import webhook_settings
 
 pytestmark = pytest.mark.integration
 
@@ -133,17 +132,7 @@ def forge(
     for key in ("uploadpack.allowFilter", "uploadpack.allowAnySHA1InWant"):
         subprocess.run(["git", "-C", str(fork), "config", key, "true"], check=True)
     head_sha = make_repo(fork, {"feature.txt": "only in the fork\n"}, "feature")
-    keys = tmp_path_factory.mktemp("trig-secrets")
-    values = {p: secrets.token_urlsafe(24) for p in webhooks.PROVIDERS}
-    for provider, value in values.items():
-        (keys / provider).write_text(value + "\n")
-    settings = load_settings(
-        harness.config,
-        broker_url=harness.redis_url,
-        home=harness.root / "home",
-        **harness.overrides,
-        webhook_secrets={p: f"file:{keys / p}" for p in webhooks.PROVIDERS},
-    )
+    settings, values = webhook_settings(harness, tmp_path_factory.mktemp("trig-secrets"))
     port = free_port()
     with running(make_server(settings, "127.0.0.1", port, log_level="warning")):
         yield Forge(

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -124,12 +125,9 @@ def hook_repo(git_server: GitServer) -> HookRepo:
     return HookRepo(git_server.url("hooks.git"), sha, git("rev-parse", "v1.0.0"))
 
 
-@pytest.fixture(scope="module")
-def hooks(
-    harness: Harness, hook_repo: HookRepo, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Hooks]:
-    """The API with a fresh secret per provider, generated now and kept in files."""
-    keys = tmp_path_factory.mktemp("hook-secrets")
+def webhook_settings(harness: Harness, keys: Path) -> tuple[Settings, dict[str, str]]:
+    """The pool's settings with a fresh secret per provider, generated now and kept in
+    files under ``keys``; the secrets by provider."""
     values = {p: secrets.token_urlsafe(24) for p in webhooks.PROVIDERS}
     for provider, value in values.items():
         (keys / provider).write_text(value + "\n")
@@ -140,6 +138,15 @@ def hooks(
         **harness.overrides,
         webhook_secrets={p: f"file:{keys / p}" for p in webhooks.PROVIDERS},
     )
+    return settings, values
+
+
+@pytest.fixture(scope="module")
+def hooks(
+    harness: Harness, hook_repo: HookRepo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hooks]:
+    """The API with a fresh secret per provider, generated now and kept in files."""
+    settings, values = webhook_settings(harness, tmp_path_factory.mktemp("hook-secrets"))
     with TestClient(create_app(settings)) as client:
         yield Hooks(client, settings, values, hook_repo)
 
