@@ -21,7 +21,7 @@ out = Console(highlight=False)
 
 
 def _remote() -> Any:
-    from ci_pool.cli.client import HttpClient
+    from ci_pool.cli.http_client import HttpClient
     from ci_pool.settings import get_settings
 
     settings = get_settings()

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from ci_pool.cli.client import HttpClient, check_api_url, connect
+from ci_pool.cli.client import connect
+from ci_pool.cli.http_client import HttpClient, check_api_url
 from ci_pool.core.policy import SIGNATURE_HEADER, verify_signature
 from ci_pool.exceptions import (
     AccessDenied,
