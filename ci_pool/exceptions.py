@@ -180,3 +180,8 @@ class ExecutorError(InfraError):
 
 class ProvisioningError(CIPoolError):
     """Provisioning a runner container failed."""
+
+
+class ActionError(CIPoolError):
+    """A ``uses:`` action cannot be found, read or run as written (a missing input, an
+    unsupported ``runs.using``, a file it names that is not there): the step fails."""

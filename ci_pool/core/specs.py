@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from ci_pool import defaults as d
+from ci_pool.core.actions import parse_uses
 from ci_pool.core.names import SCP_LIKE, check_env_names, check_ref, check_repo_url
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import InputError
@@ -248,7 +249,7 @@ class CheckoutSpec(BaseModel):
 
 class StepSpec(BaseModel):
     """One step of a job, as parsed from a workflow or submitted on its own: a shell script
-    (``run``) or a checkout (``checkout``), exactly one of them.
+    (``run``), a checkout (``checkout``) or an action (``uses``), exactly one of them.
 
     Strings may still hold ``${{ }}`` templates (``run``, env values, ``working_directory``,
     the checkout's ``ref``); the runner renders them. ``if_expr`` is an expression: None
@@ -262,6 +263,14 @@ class StepSpec(BaseModel):
     id: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$", max_length=100)
     run: str = Field(default="", max_length=d.MAX_SCRIPT_BYTES)
     checkout: CheckoutSpec | None = None
+    #: An action other than the checkout, as written (``owner/repo@ref``, ``./path``,
+    #: ``docker://image``); ``core.actions.parse_uses`` reads it.
+    uses: str | None = Field(default=None, max_length=1000)
+    #: The action's ``with:`` inputs, as templates the runner renders.
+    inputs: dict[
+        Annotated[str, Field(min_length=1, max_length=100)],
+        Annotated[str, Field(max_length=d.MAX_SCRIPT_BYTES)],
+    ] = Field(default_factory=dict, max_length=100)
     #: None runs bash where the image has it, else sh.
     shell: Literal["bash", "sh"] | None = None
     working_directory: str | None = None
@@ -284,20 +293,22 @@ class StepSpec(BaseModel):
             expressions.parse(value)  # an ExpressionError is a ValueError naming the problem
         return value
 
-    @field_validator("run")
+    @field_validator("uses")
     @classmethod
-    def _run(cls, value: str, info: ValidationInfo) -> str:
-        # A checkout step is stored with run "" (never given one).
-        if not value and not (info.context or {}).get(STORED):
-            raise ValueError("must be a non-empty script")
+    def _uses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_uses(value)  # a ValueError says what is wrong
         return value
 
     @model_validator(mode="after")
     def _kind(self) -> StepSpec:
-        if self.checkout is None and not self.run:
-            raise ValueError("run: a step needs a non-empty script (or a checkout)")
-        if self.checkout is not None and self.run:
-            raise ValueError("a step is either run: or a checkout, not both")
+        kinds = sum((bool(self.run), self.checkout is not None, self.uses is not None))
+        if kinds == 0:
+            raise ValueError("run: a step needs a non-empty script (or a checkout or uses:)")
+        if kinds > 1:
+            raise ValueError("a step is one of run:, a checkout or uses:, not several")
+        if self.inputs and self.uses is None:
+            raise ValueError("with: inputs belong to uses: steps")
         return self
 
 

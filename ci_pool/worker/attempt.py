@@ -44,6 +44,9 @@ class Attempt:
     workspace: Path | None = None
     settings: Settings | None = None
     commands: list[str] = field(default_factory=list)
+    #: Work actions left for after the job's steps (``actions.PostStep``), in the order it
+    #: was registered; run in reverse.
+    posts: list[Any] = field(default_factory=list)
 
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""

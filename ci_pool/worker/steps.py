@@ -12,7 +12,7 @@ from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import JobFileRefused
 from ci_pool.store import Store
-from ci_pool.worker import workspace
+from ci_pool.worker import actions, workspace
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.outcome import StepFailure
@@ -37,6 +37,10 @@ def run_steps(
             continue
         if step.checkout is not None:
             code, timed_out = run_checkout_step(att, execution, index, step, ctx, status), False
+        elif step.uses is not None:
+            code, timed_out = actions.run_action_step(
+                att, execution, index, step, ctx, status, files
+            )
         else:
             code, timed_out = run_step(att, execution, index, step, ctx, status, files)
         if code == 0 and not timed_out:
@@ -46,6 +50,22 @@ def run_steps(
             continue
         if failed is None:
             failed = StepFailure(index, code, timed_out)
+    return run_posts(att, failed)
+
+
+def run_posts(att: Attempt, failed: StepFailure | None) -> StepFailure | None:
+    """The work actions left for after the steps, latest first, also after a failure or a
+    cancel; a post step that fails fails the job if nothing failed before it."""
+    status = (
+        "cancelled" if att.monitor.stop_reason is not None else ("failure" if failed else "success")
+    )
+    for post in reversed(att.posts):
+        att.logw.line(f"##[step] post {post.name}")
+        started = time.monotonic()
+        code = post.run(status)
+        att.logw.line(f"##[step] post exit {code} in {time.monotonic() - started:.2f}s")
+        if code != 0 and failed is None:
+            failed = StepFailure(len(att.job.steps) + 1, code, False)
     return failed
 
 

@@ -64,7 +64,7 @@ jobs:
   a:
     runs-on: linux
     steps:
-      - uses: actions/setup-node@v4
+      - uses: actions/setup-node
 """
 GITHUB = """\
 name: gh
@@ -227,7 +227,9 @@ def test_gitea_push_runs_the_matching_workflow_on_a_worker(
     assert ran == [".gitea/workflows/ci.yml"]
     assert set(skipped) == {".gitea/workflows/release.yaml", ".gitea/workflows/broken.yml"}
     assert "only tags" in skipped[".gitea/workflows/release.yaml"]
-    assert "actions/setup-node@v4" in skipped[".gitea/workflows/broken.yml"]
+    assert (
+        "'actions/setup-node' is not an action reference" in skipped[".gitea/workflows/broken.yml"]
+    )
     assert res.json()["message"] == "1 pipeline(s) started, 2 workflow(s) skipped"
 
     pipeline_id = res.json()["pipelines"][0]["pipeline_id"]

@@ -24,6 +24,9 @@ STEP_KEYS = (
     "name", "id", "run", "shell", "working-directory", "env", "if", "timeout-minutes",
     "continue-on-error", "uses", "with",
 )  # fmt: skip
+ACTION_STEP_KEYS = (
+    "name", "id", "uses", "with", "env", "if", "timeout-minutes", "continue-on-error",
+)  # fmt: skip
 CHECKOUT_STEP_KEYS = ("name", "id", "uses", "with", "if", "continue-on-error")
 CHECKOUT_INPUTS = (
     "repository", "ref", "path", "fetch-depth", "filter", "sparse-checkout",

@@ -1,4 +1,5 @@
-"""A job's steps: run: steps and the built-in checkout, read into StepSpecs in file order."""
+"""A job's steps: run: steps, the built-in checkout and actions (uses:), read into StepSpecs
+in file order."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ci_pool.core.actions import parse_uses
 from ci_pool.core.specs import CheckoutSpec, StepSpec
 from ci_pool.core.workflow.contexts import MISSING, STEP_LEVEL, ValueReader
 from ci_pool.core.workflow.schema import (
+    ACTION_STEP_KEYS,
     CHECKOUT_INPUTS,
     CHECKOUT_STEP_KEYS,
     ID,
@@ -79,12 +82,14 @@ class StepReader(ValueReader):
                 continue
             self.step_ids = frozenset(ids)
             built: StepSpec | None = None
-            if "uses" in step:
+            if "uses" in step and self.is_checkout(step["uses"]):
                 built = self.checkout_step(step, sp, pos)
+            elif "uses" in step:
+                built = self.action_step(step, sp, pos)
             elif "run" in step:
                 built = self.run_step(step, sp, pos)
             else:
-                self.error(f"{sp}: a step needs run: (or uses: actions/checkout@v4)", pos)
+                self.error(f"{sp}: a step needs run: or uses:", pos)
             if built is not None:
                 steps.append(built)
             step_id = step.get("id")
@@ -102,7 +107,7 @@ class StepReader(ValueReader):
                     )
                 ids.add(str(step_id))
         if not any(s.checkout is None for s in steps) and self.ok:
-            self.error(f"{where}: the job has no run: steps", self.data.value_pos["steps"])
+            self.error(f"{where}: the job has no run: or uses: steps", self.data.value_pos["steps"])
         # Every id given, a rejected step's too: its error is reported once, not again at
         # each reference to it.
         self.step_ids = frozenset(ids)
@@ -111,7 +116,7 @@ class StepReader(ValueReader):
     def run_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
         check_keys(self.src, step, sp, "step", STEP_KEYS)
         if "with" in step:
-            self.error(f"{sp}.with: with: is only for uses: actions/checkout", step.key_pos["with"])
+            self.error(f"{sp}.with: with: belongs to uses: steps", step.key_pos["with"])
         run = step["run"]
         if not isinstance(run, str) or not run.strip():
             self.error(f"{sp}.run: must be a non-empty script", step.value_pos["run"])
@@ -172,16 +177,55 @@ class StepReader(ValueReader):
         }
         return self.model(StepSpec, sp, pos, **fields) if self.ok else None
 
-    def checkout(self, step: MarkedMap, sp: str) -> CheckoutSpec | None:
+    @staticmethod
+    def is_checkout(uses: object) -> bool:
+        """Whether ``uses:`` names actions/checkout, which ci-pool runs itself."""
+        return isinstance(uses, str) and CHECKOUT_ACTION.match(uses) is not None
+
+    def action_step(self, step: MarkedMap, sp: str, pos: Pos) -> StepSpec | None:
+        """``uses:`` an action: the reference is checked now; the action itself is fetched
+        and read by the runner."""
+        check_keys(self.src, step, sp, "step", ACTION_STEP_KEYS)
         uses, upos = step["uses"], step.value_pos["uses"]
-        if not isinstance(uses, str) or not CHECKOUT_ACTION.match(uses):
-            self.error(
-                f"{sp}.uses: action {uses!r} is not supported; ci-pool runs only run: steps "
-                "and its built-in checkout (uses: actions/checkout@v4); install tools in a "
-                "run: step or in the capability's image",
-                upos,
-            )
+        if not isinstance(uses, str):
+            self.error(f"{sp}.uses: must be an action reference such as owner/repo@v1", upos)
             return None
+        try:
+            parse_uses(uses)
+        except ValueError as exc:
+            self.error(f"{sp}.uses: {exc}", upos)
+            return None
+        inputs: dict[str, str] = {}
+        options = step.get("with")
+        if options is not None and not isinstance(options, MarkedMap):
+            self.error(f"{sp}.with: must be a mapping of the action's inputs", upos)
+        elif options is not None:
+            for key, raw in options.items():
+                vpos = options.value_pos[key]
+                if isinstance(raw, bool):
+                    raw = "true" if raw else "false"
+                elif raw is None:
+                    raw = ""
+                elif isinstance(raw, int | float):
+                    raw = str(raw)
+                inputs[str(key)] = self.text(raw, vpos, f"{sp}.with.{key}", STEP_LEVEL)
+        name = f"Run {uses}"
+        if "name" in step:
+            name = self.text(step["name"], step.value_pos["name"], f"{sp}.name", STEP_LEVEL)
+        step_id = step.get("id")
+        fields = {
+            "name": name[:200],
+            "id": step_id if isinstance(step_id, str) and ID.match(step_id) else None,
+            "uses": uses,
+            "inputs": inputs,
+            "env": self.env(step, "env", f"{sp}.env", STEP_LEVEL),
+            "if_expr": self.condition(step, "if", f"{sp}.if", STEP_LEVEL),
+            "timeout": self.minutes(step, "timeout-minutes", f"{sp}.timeout-minutes"),
+            "continue_on_error": self.flag(step, "continue-on-error", f"{sp}.continue-on-error"),
+        }
+        return self.model(StepSpec, sp, pos, **fields) if self.ok else None
+
+    def checkout(self, step: MarkedMap, sp: str) -> CheckoutSpec | None:
         for key in step:
             if key not in CHECKOUT_STEP_KEYS:
                 self.error(

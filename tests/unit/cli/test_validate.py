@@ -48,9 +48,9 @@ def test_positions_and_file_text_are_printed_verbatim(tmp_path: Path, bad: str) 
         "that exist: android, audit, deploy, flutter-web, iso, linux; to route it, map the "
         'label in ci-pool.toml: [capabilities.<name>] labels = ["gpu"] (labels add to the '
         "capability's own)\n"
-        "two.yml:5:15: jobs.x.steps[0].uses: action '[red]:smile:@v1' is not supported; "
-        "ci-pool runs only run: steps and its built-in checkout (uses: actions/checkout@v4); "
-        "install tools in a run: step or in the capability's image\n"
+        "two.yml:5:15: jobs.x.steps[0].uses: '[red]:smile:@v1' is not an action reference; "
+        "give owner/repo@ref, owner/repo/path@ref, https://host/owner/repo@ref, "
+        "./path/in/the/workspace or docker://image\n"
         "2 error(s) in 2 file(s)\n"
     )
 

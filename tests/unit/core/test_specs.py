@@ -54,7 +54,9 @@ def test_minimal_spec_defaults() -> None:
 
 def test_steps_are_required() -> None:
     assert input_error(steps=[]).field == "steps"
-    assert input_error(steps=[{"run": ""}]).field == "steps.0.run"
+    err = input_error(steps=[{"run": ""}])
+    assert err.field == "steps.0"
+    assert "a step needs a non-empty script" in str(err)
 
 
 def test_unknown_field_rejected() -> None:
@@ -63,7 +65,16 @@ def test_unknown_field_rejected() -> None:
 
 
 def test_unknown_step_field_rejected() -> None:
-    err = input_error(steps=[{"run": "x", "uses": "actions/checkout@v4"}])
+    err = input_error(steps=[{"run": "x", "uzes": "actions/checkout@v4"}])
+    assert err.field == "steps.0.uzes"
+
+
+def test_a_step_is_run_or_uses_not_both() -> None:
+    err = input_error(steps=[{"run": "x", "uses": "actions/cache@v4"}])
+    assert "one of run:, a checkout or uses:, not several" in str(err)
+    err = input_error(steps=[{"run": "x", "inputs": {"a": "b"}}])
+    assert "with: inputs belong to uses: steps" in str(err)
+    err = input_error(steps=[{"uses": "../x@v1"}])
     assert err.field == "steps.0.uses"
 
 

@@ -93,7 +93,7 @@ def test_a_rejected_step_causes_no_knock_on_errors() -> None:
               node: ${{ steps.node.outputs.node-version }}
             steps:
               - id: node
-                uses: actions/setup-node@v4
+                uses: actions/setup-node
               - id: version
                 run: echo v=1 >> "$GITHUB_OUTPUT"
                 shell: pwsh
@@ -101,7 +101,7 @@ def test_a_rejected_step_causes_no_knock_on_errors() -> None:
         """
     )
     assert len(errors) == 2, errors
-    assert errors[0].startswith("wf.yml:9:15: jobs.build.steps[0].uses: action ")
+    assert errors[0].startswith("wf.yml:9:15: jobs.build.steps[0].uses: 'actions/setup-node' is")
     assert errors[1].startswith("wf.yml:12:16: jobs.build.steps[1].shell: 'pwsh'")
     assert not any("no earlier step has id" in e for e in errors)
 
