@@ -1,6 +1,24 @@
 """Actions on the runner (``uses:`` steps other than the checkout): the built-in ones run in
 the runner itself; the others are fetched, read from their ``action.yml`` and run by kind."""
 
-from ci_pool.worker.actions.call import BUILTINS, ActionCall, PostStep, builtin, run_action_step
+from ci_pool.worker.actions.call import (
+    BUILTINS,
+    KINDS,
+    ActionCall,
+    PostStep,
+    builtin,
+    kind,
+    run_action_step,
+)
+from ci_pool.worker.actions.load import LoadedAction
 
-__all__ = ["BUILTINS", "ActionCall", "PostStep", "builtin", "run_action_step"]
+__all__ = [
+    "BUILTINS",
+    "KINDS",
+    "ActionCall",
+    "LoadedAction",
+    "PostStep",
+    "builtin",
+    "kind",
+    "run_action_step",
+]

@@ -12,6 +12,8 @@ from ci_pool.core.actions import ActionRef, parse_uses
 from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import ActionError, JobFileRefused
+from ci_pool.worker.actions import fetch
+from ci_pool.worker.actions.load import LoadedAction, load_local
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.stepfiles import StepFiles
@@ -75,16 +77,63 @@ class PostStep:
     run: Callable[[str], int]  # given the job's status; returns an exit code
 
 
-def _fetched(call: ActionCall) -> int:
-    """Actions that are not built in; fetching them is not available on this runner."""
-    raise ActionError(
-        f"action {call.ref} is not built into ci-pool and this runner cannot fetch actions"
-    )
+#: Runs an action of one ``runs.using`` kind (``composite``, ``node20``, ``docker``; and
+#: ``docker-image`` for ``uses: docker://``, which has no action.yml).
+KindRunner = Callable[[ActionCall, "LoadedAction | None"], int]
+KINDS: dict[str, KindRunner] = {}
 
 
-#: Runs an action that is not built in (fetched from ``actions_url``, a host, or the
-#: workspace); replaced where fetching is available.
-run_fetched: list[Builtin] = [_fetched]
+def kind(*usings: str) -> Callable[[KindRunner], KindRunner]:
+    """Register a function as the runner of actions using ``usings``."""
+
+    def register(fn: KindRunner) -> KindRunner:
+        for using in usings:
+            KINDS[using] = fn
+        return fn
+
+    return register
+
+
+def run_loaded(call: ActionCall) -> int:
+    """An action that is not built in: found (workspace or fetched), its inputs completed
+    from action.yml, run by its kind."""
+    ref = call.ref
+    loaded: LoadedAction | None = None
+    if ref.kind == "docker":
+        using = "docker-image"
+    else:
+        if ref.kind == "local":
+            loaded = load_local(ref, call.att.workspace, call.execution.workspace_path)
+        else:
+            loaded = fetch.fetch(call)
+        using = loaded.definition.runs.using
+        call.inputs = complete_inputs(call, loaded)
+    runner = KINDS.get(using)
+    if runner is None:
+        raise ActionError(f"action {ref}: this runner cannot run actions using {using!r}")
+    return runner(call, loaded)
+
+
+def complete_inputs(call: ActionCall, loaded: LoadedAction) -> dict[str, str]:
+    """The inputs the action declares, each from ``with:`` or its default (rendered); the
+    log warns of a required input not given and of inputs the action does not declare."""
+    given = {k.lower(): v for k, v in call.inputs.items()}
+    declared = loaded.definition.inputs
+    known = {name.lower() for name in declared}
+    for name in given:
+        if name not in known:
+            call.line(f"##[warning]action {call.ref} has no input {name!r}; it is ignored")
+    inputs: dict[str, str] = {}
+    for name, spec in declared.items():
+        if name.lower() in given:
+            inputs[name] = given[name.lower()]
+        elif spec.default is not None:
+            inputs[name] = expressions.render(spec.default, call.ctx, call.status)
+        else:
+            inputs[name] = ""
+            if spec.required:
+                call.line(f"##[warning]input {name!r} of action {call.ref} is required")
+    return inputs
 
 
 def run_action_step(
@@ -112,8 +161,8 @@ def run_action_step(
     token = monitor.begin_step(step.timeout)
     try:
         handler = BUILTINS.get(ref.name) if ref.kind == "remote" else None
-        code = (handler or run_fetched[0])(call)
-    except (ActionError, JobFileRefused) as exc:
+        code = (handler or run_loaded)(call)
+    except (ActionError, JobFileRefused, ValueError) as exc:  # ValueError: an expression
         logw.line(f"##[error]{exc}")
         code = 1
     finally:

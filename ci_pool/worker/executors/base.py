@@ -61,6 +61,8 @@ class Execution(abc.ABC):
     scripts_path: str = ""
     #: Where the job sees the ``files`` directory ($GITHUB_OUTPUT and the like).
     files_path: str = ""
+    #: Where the job sees its workspace.
+    workspace_path: str = ""
 
     @abc.abstractmethod
     def run_step(

@@ -106,6 +106,7 @@ class DockerExecution(Execution):
 
     scripts_path = defaults.CONTAINER_SCRIPTS
     files_path = defaults.CONTAINER_FILES
+    workspace_path = defaults.CONTAINER_WORKSPACE
 
     def run_step(
         self,

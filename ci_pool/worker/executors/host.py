@@ -33,6 +33,10 @@ class HostExecution(Execution):
     def files_path(self) -> str:  # type: ignore[override]
         return str(self.ctx.files)
 
+    @property
+    def workspace_path(self) -> str:  # type: ignore[override]
+        return str(self.ctx.workspace)
+
     def run_step(
         self,
         script_name: str,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ci_pool.core.actions import parse_uses
+from ci_pool.core.actions import parse_uses, read_definition
 from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.core.workflow.parser import parse_workflow, validate_workflow
+from ci_pool.exceptions import ActionError
 
 CAPS = {n: Capability(**d) for n, d in merge_capabilities(None).items()}
 
@@ -85,3 +86,43 @@ def test_uses_steps_keep_their_inputs_as_templates_and_bad_ones_point_at_the_lin
         "overwrite": "true",
     }
     assert steps[2].uses == "./local/action"
+
+
+def test_an_action_file_is_read_with_its_inputs_outputs_and_runs() -> None:
+    action = read_definition(
+        "name: setup\ninputs:\n  version:\n    default: 20\n    required: true\n"
+        "outputs:\n  path:\n    value: ${{ steps.s.outputs.p }}\n"
+        "runs:\n  using: node20\n  main: dist/index.js\n  post: dist/post.js\n"
+        "  post-if: always()\n",
+        "setup/action.yml",
+    )
+    assert action.inputs["version"].default == "20" and action.inputs["version"].required
+    assert action.outputs["path"].value == "${{ steps.s.outputs.p }}"
+    assert (action.runs.using, action.runs.main, action.runs.post_if) == (
+        "node20",
+        "dist/index.js",
+        "always()",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "runs:\n  using: node12\n  main: x.js\n",
+            "a/action.yml:2:10: runs.using: 'node12' is not supported; ci-pool runs actions "
+            "using composite, node16, node20, node24, docker",
+        ),
+        (
+            "runs:\n  using: node20\n",
+            "a/action.yml:2:3: runs: runs.main is required for using: node20",
+        ),
+        ("runs:\n  using: node20\n  main: ../../etc/x.js\n", "must be a path inside the action"),
+        ("name: x\n", "a/action.yml: runs: Field required"),
+        ("runs: [", "a/action.yml:1:8: not valid YAML"),
+    ],
+)
+def test_a_bad_action_file_says_where(text: str, problem: str) -> None:
+    with pytest.raises(ActionError) as err:
+        read_definition(text, "a/action.yml")
+    assert problem in str(err.value)
