@@ -187,6 +187,26 @@ class Settings(BaseSettings):
     def resolved_cache_dir(self) -> Path:
         return (self.cache_dir or self.home / "cache").resolve()
 
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: str) -> str:
+        if value and (not value.startswith("s3://") or not value[5:].split("/", 1)[0]):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix (empty: cache_dir)")
+        return value
+
+    @field_validator("cache_s3_endpoint")
+    @classmethod
+    def _cache_endpoint(cls, value: str) -> str:
+        if not value:
+            return value
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL of the S3-compatible server")
+        host, _ = split_host_port(value.split("://", 1)[1].split("/", 1)[0])
+        why = refusal(host.strip("[]"), allow_loopback=True) if is_ip(host.strip("[]")) else None
+        if why:
+            raise ValueError(f"is refused: {why}")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

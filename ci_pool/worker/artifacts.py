@@ -87,49 +87,58 @@ def collect(workspace: Path, patterns: list[str], dest: Path, max_bytes: int) ->
     return collect_selection(workspace, Selection(tuple(patterns)), dest, max_bytes)
 
 
+def selected_names(root: Path, sel: Selection, unmatched: list[str] | None = None) -> Iterator[str]:
+    """Workspace-relative names ``sel`` selects, each once, ``.git`` left out; patterns
+    that match nothing are added to ``unmatched``."""
+    seen: set[str] = set(sel.skip)
+    for pattern in sel.patterns:
+        check_artifact_glob(pattern)
+        matched = False
+        for rel in _names(root, pattern):
+            if rel == ".git" or rel.startswith(".git/") or rel in seen or sel.excluded(rel):
+                continue
+            seen.add(rel)
+            matched = True
+            yield rel
+        if not matched and unmatched is not None:
+            unmatched.append(pattern)
+
+
 def collect_selection(workspace: Path, sel: Selection, dest: Path, max_bytes: int) -> Collected:
     """Copy every regular file ``sel`` selects to ``dest`` under its stored name, at most
     ``max_bytes`` in all."""
     root = workspace.resolve()
     files: dict[str, ArtifactFile] = {}
     problems: list[str] = []
-    seen: set[str] = set(sel.skip)
+    unmatched: list[str] = []
     left = max_bytes
     with JobDir(root) as wdir:
-        for pattern in sel.patterns:
-            check_artifact_glob(pattern)
-            matched = False
-            for rel in _names(root, pattern):
-                if rel.startswith(".git/") or rel in seen or sel.excluded(rel):
-                    continue
-                seen.add(rel)
-                matched = True
-                if sel.max_files is not None and len(files) >= sel.max_files:
-                    problems.append(
-                        f"more than {sel.max_files} files matched; the files after "
-                        f"{max(files)} are not collected"
-                    )
-                    return Collected(sorted(files.values(), key=lambda f: f.path), problems)
-                name = sel.stored_name(rel)
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with target.open("wb") as out:
-                        size, sha256 = wdir.copy(rel, out, left)
-                except JobFileRefused as exc:
-                    target.unlink(missing_ok=True)
-                    problems.append(f"{exc}; not collected")
-                    continue
-                if size > left:
-                    target.unlink(missing_ok=True)
-                    problems.append(
-                        f"{rel}: goes past the artifact_max_bytes limit of {max_bytes} bytes "
-                        "for the job; it and the files after it are not collected"
-                    )
-                    return Collected(sorted(files.values(), key=lambda f: f.path), problems)
-                left -= size
-                os.chmod(target, 0o644)
-                files[name] = ArtifactFile(name, size, sha256)
-            if not matched:
-                problems.append(f"{pattern}: no file matched")
+        for rel in selected_names(root, sel, unmatched):
+            if sel.max_files is not None and len(files) >= sel.max_files:
+                problems.append(
+                    f"more than {sel.max_files} files matched; {rel} and the files after it "
+                    "are not collected"
+                )
+                break
+            name = sel.stored_name(rel)
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with target.open("wb") as out:
+                    size, sha256 = wdir.copy(rel, out, left)
+            except JobFileRefused as exc:
+                target.unlink(missing_ok=True)
+                problems.append(f"{exc}; not collected")
+                continue
+            if size > left:
+                target.unlink(missing_ok=True)
+                problems.append(
+                    f"{rel}: goes past the artifact_max_bytes limit of {max_bytes} bytes "
+                    "for the job; it and the files after it are not collected"
+                )
+                break
+            left -= size
+            os.chmod(target, 0o644)
+            files[name] = ArtifactFile(name, size, sha256)
+    problems += [f"{pattern}: no file matched" for pattern in unmatched]
     return Collected(sorted(files.values(), key=lambda f: f.path), problems)

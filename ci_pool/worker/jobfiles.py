@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from ci_pool.exceptions import JobFileRefused
 
@@ -128,6 +128,18 @@ class JobDir:
             raise JobFileRefused(rel, f"is {_kind(st.st_mode)}, not a regular file")
         return fd, st
 
+    def readlink(self, rel: str) -> str | None:
+        """The target of ``rel`` if it is a symlink (never followed), else None."""
+        parent, name = self._parent(rel)
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            return os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else None
+        except OSError as exc:
+            raise JobFileRefused(rel, f"cannot be read ({exc.strerror})") from None
+        finally:
+            if parent != self.fd:
+                os.close(parent)
+
     def read(self, rel: str, cap: int) -> bytes:
         """The whole content of the regular file ``rel``, refused past ``cap`` bytes."""
         fd, _st = self.open_regular(rel)
@@ -203,7 +215,9 @@ class JobDir:
             raise JobFileRefused(rel, "is a directory; not replaced")
         os.unlink(name, dir_fd=parent)
 
-    def write_file(self, rel: str, src: BinaryIO, limit: int, mode: int = 0o644) -> tuple[int, str]:
+    def write_file(
+        self, rel: str, src: IO[bytes], limit: int, mode: int = 0o644
+    ) -> tuple[int, str]:
         """Write ``src`` (at most ``limit`` bytes past which it stops) as the file ``rel``,
         creating its directories; what had that name (a file, a symlink) is replaced.
         Returns (size, sha256) of what was written."""
