@@ -102,6 +102,9 @@ def upload(call: ActionCall) -> int:
     found = artifacts.collect_selection(
         _workspace(call), sel, dest, max(0, settings.artifact_max_bytes - used)
     )
+    for problem in found.problems:
+        if not problem.endswith(": no file matched"):
+            call.line(f"##[warning]{problem}")
     if not found.files:
         shutil.rmtree(dest, ignore_errors=True)
         message = f"No files were found with the provided path: {call.input('path').strip()}"
@@ -110,9 +113,6 @@ def upload(call: ActionCall) -> int:
         if when_none == "warn":
             call.line(f"##[warning]{message}. No artifacts will be uploaded.")
         return 0
-    for problem in found.problems:
-        if not problem.endswith(": no file matched"):
-            call.line(f"##[warning]{problem}")
     stored = [artifacts.ArtifactFile(f"{name}/{f.path}", f.size, f.sha256) for f in found.files]
     store.add_artifacts(job.id, job.attempt, stored, name=name)
     call.att.note_artifacts(stored)
