@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from ci_pool import defaults
-from ci_pool.exceptions import ActionError, InfraError
+from ci_pool.exceptions import ActionError, ConfigError, InfraError
 from ci_pool.settings import Settings
 from ci_pool.worker import artifacts, cache_archive
 from ci_pool.worker.actions.call import ActionCall, PostStep, builtin
@@ -224,17 +224,23 @@ def save(call: ActionCall, backend: CacheBackend, req: CacheRequest) -> None:
         )
 
 
+#: What the pool cache raises when it cannot be reached or is misconfigured: a warning, the
+#: job goes on (as Actions does when its cache service fails).
+_UNAVAILABLE = (InfraError, ConfigError)
+
+
 def _cache_step(call: ActionCall) -> int:
     """``actions/cache``: restore now; save in a post step when the key missed and the
     job succeeded."""
     settings = _settings(call)
     req = _request(call, settings)
-    backend = open_backend(settings)
     try:
+        backend = open_backend(settings)
         hit = restore(call, backend, req)
-    except InfraError as exc:
+    except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to restore: {exc}")
-        hit = False
+        call.outputs.setdefault("cache-hit", "false")
+        return 0
     if hit:
         return 0
 
@@ -244,7 +250,7 @@ def _cache_step(call: ActionCall) -> int:
             return 0
         try:
             save(call, backend, req)
-        except InfraError as exc:
+        except _UNAVAILABLE as exc:
             call.line(f"##[warning]Failed to save: {exc}")
         except ActionError as exc:
             call.line(f"##[warning]{exc}")
@@ -259,7 +265,7 @@ def _restore_step(call: ActionCall) -> int:
     req = _request(call, settings)
     try:
         restore(call, open_backend(settings), req)
-    except InfraError as exc:
+    except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to restore: {exc}")
         call.outputs.setdefault("cache-hit", "false")
     return 0
@@ -270,7 +276,7 @@ def _save_step(call: ActionCall) -> int:
     req = _request(call, settings)
     try:
         save(call, open_backend(settings), req)
-    except InfraError as exc:
+    except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to save: {exc}")
     return 0
 

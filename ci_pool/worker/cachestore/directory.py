@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from ci_pool.exceptions import InfraError
 from ci_pool.worker.cachestore.base import CacheBackend, CacheEntry
 
 
@@ -22,7 +23,10 @@ class DirectoryCache(CacheBackend):
     def __init__(self, root: Path):
         self.root = root
         self.where = f"directory {root}"
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InfraError(f"pool cache {self.where}: {exc.strerror}") from None
 
     def _paths(self, name: str) -> tuple[Path, Path]:
         digest = hashlib.sha256(name.encode()).hexdigest()

@@ -34,9 +34,12 @@ class S3Cache(CacheBackend):
         keys: dict[str, Any] = {}
         if credentials is not None:
             keys = {"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
-        self.client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint or None, region_name=region, config=_TIMEOUTS, **keys
-        )
+        try:
+            self.client: Any = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint or None, region_name=region, config=_TIMEOUTS, **keys
+            )
+        except (BotoCoreError, ValueError) as exc:
+            raise InfraError(f"pool cache {self.where}: {exc}") from None
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         try:
