@@ -10,6 +10,7 @@ following a symlink, and the bytes and files restored are capped."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import posixpath
@@ -54,8 +55,10 @@ def _writer(out: IO[bytes], compression: str) -> Iterator[tarfile.TarFile]:
             with tarfile.open(fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 yield tar
     else:
-        with tarfile.open(fileobj=out, mode="w|gz", format=tarfile.PAX_FORMAT) as tar:
-            yield tar
+        # Level 6 (gzip's own default): tarfile's 9 takes several times longer for ~1% less.
+        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as gout:
+            with tarfile.open(fileobj=gout, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                yield tar
 
 
 def pack(

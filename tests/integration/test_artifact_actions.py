@@ -101,8 +101,13 @@ jobs:
       - run: |
           echo "miss hit=${{ steps.miss.outputs.cache-hit }}" \
             "matched=[${{ steps.miss.outputs.cache-matched-key }}]"
+      - uses: actions/download-artifact@v4
+        with:
+          pattern: bun*
+          path: all
       - run: |
           cat got/app.txt got/sub/b.txt
+          cat all/bundle/sub/b.txt
           test ! -e got/x.log && echo "no log file"
           echo "download path ${{ steps.down.outputs.download-path }}"
 """
@@ -145,7 +150,7 @@ def test_job_a_uploads_job_b_downloads_on_another_worker(
     assert "exact hit=true" in use_log
     assert f"prefix hit=false matched=deps-{pid}" in use_log
     assert "miss hit=false matched=[]" in use_log
-    assert ["hello", "deep", "no log file"] == [
+    assert ["hello", "deep", "deep", "no log file"] == [
         line for line in use_log if line in ("hello", "deep", "no log file")
     ]
     assert "download path /workspace/got" in use_log
