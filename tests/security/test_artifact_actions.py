@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +74,43 @@ def test_artifact_names_paths_and_planted_links_are_refused(
     assert list(outside.iterdir()) == []
     shown = json.loads(harness.cli("show", job.id, "--json").stdout)
     assert [a["path"] for a in shown["artifacts"]] == ["good/a.txt"]
+
+
+def test_stored_artifact_paths_that_leave_the_workspace_are_refused(tmp_path: Path) -> None:
+    """A tampered artifact index (a path with ``..`` or an absolute one) writes nothing."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from ci_pool.exceptions import ActionError
+    from ci_pool.settings import Settings
+    from ci_pool.worker.actions.artifact_actions import _write_artifact
+    from ci_pool.worker.jobfiles import JobDir
+
+    settings = Settings(home=tmp_path, artifact_root=tmp_path / "store")
+    stored = tmp_path / "store" / "j1" / "1" / "good"
+    stored.mkdir(parents=True)
+    (stored / "a.txt").write_bytes(b"hi\n")
+    (tmp_path / "store" / "j1" / "1" / "evil.txt").write_bytes(b"hi\n")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    call: Any = SimpleNamespace(att=SimpleNamespace(settings=settings))
+    sha = hashlib.sha256(b"hi\n").hexdigest()
+
+    def row(path: str) -> Any:
+        return SimpleNamespace(path=path, job_id="j1", attempt=1, size=3, sha256=sha)
+
+    with JobDir(workspace) as wdir:
+        assert _write_artifact(call, wdir, [row("good/a.txt")], "good", "out") == 3
+        for path in ("good/../evil.txt", "/good/a.txt", "other/a.txt", "good"):
+            with pytest.raises(ActionError, match="is refused"):
+                _write_artifact(call, wdir, [row(path)], "good", "out2")
+        with pytest.raises(ActionError, match="does not match its sha256"):
+            _write_artifact(
+                call,
+                wdir,
+                [SimpleNamespace(**{**vars(row("good/a.txt")), "sha256": "0" * 64})],
+                "good",
+                "out3",
+            )
+    assert (workspace / "out" / "a.txt").read_text() == "hi\n"
+    assert not (workspace / "out2").exists()

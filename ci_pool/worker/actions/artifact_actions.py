@@ -153,6 +153,8 @@ def download(call: ActionCall) -> int:
     job, store = call.att.job, _store(call)
     name = call.input("name").strip()
     pattern = call.input("pattern").strip()
+    if len(pattern) > defaults.GLOB_MAX_LENGTH:
+        raise ActionError(f"input pattern: longer than {defaults.GLOB_MAX_LENGTH} characters")
     merge = _flag(call, "merge-multiple")
     target = workspace_paths(call, call.input("path") or ".", "path", single=True).base
     if name:

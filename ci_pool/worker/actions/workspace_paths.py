@@ -29,6 +29,10 @@ class Paths:
 def _relative(call: ActionCall, raw: str, field: str) -> str:
     """One path or glob made relative to the workspace."""
     path = raw.strip()
+    if len(path) > defaults.GLOB_MAX_LENGTH:
+        raise ActionError(
+            f"input {field}: {path[:40]!r}... is longer than {defaults.GLOB_MAX_LENGTH} characters"
+        )
     workspace = str(call.ctx["github"]["workspace"]).rstrip("/")
     if path == "~" or path.startswith("~/"):
         path = path[2:]
