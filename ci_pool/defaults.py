@@ -206,3 +206,21 @@ DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
 LABEL_IMAGE_SOURCE = "ci-pool.image.source"
 #: Label on the short-lived container of doctor's overhead workload.
 LABEL_DOCTOR = "ci-pool.doctor"
+# -- built-in artifact and cache actions --
+#: Files one ``actions/upload-artifact`` step may store (``artifact_max_files``).
+ARTIFACT_MAX_FILES = 10_000
+#: Longest artifact name and cache key (GitHub's own limits).
+ARTIFACT_NAME_MAX = 255
+CACHE_KEY_MAX = 512
+#: Restore keys one ``actions/cache`` step may list.
+CACHE_MAX_RESTORE_KEYS = 10
+#: Paths one ``actions/cache`` step may list.
+CACHE_MAX_PATHS = 50
+#: The pool cache: total bytes, and one entry's uncompressed bytes and files.
+CACHE_MAX_BYTES = 10 * 1024**3
+CACHE_ENTRY_MAX_BYTES = 2 * 1024**3
+CACHE_ENTRY_MAX_FILES = 100_000
+CACHE_DEFAULT_BRANCH = "main"
+CACHE_S3_REGION = "us-east-1"
+#: Layout version of the cache's object names (bumped when it changes).
+CACHE_LAYOUT = "v1"

@@ -158,6 +158,54 @@ class Settings(BaseSettings):
     status_timeout: float = Field(default=defaults.STATUS_TIMEOUT, gt=0)
     #: The capability of workflow jobs whose only label is ``self-hosted`` (None: refused).
     default_capability: str | None = None
+    # Built-in artifact and cache actions (README "Artifacts and caches in workflows").
+    #: Files one ``actions/upload-artifact`` step may store.
+    artifact_max_files: int = Field(default=defaults.ARTIFACT_MAX_FILES, ge=1)
+    #: The pool cache of ``actions/cache`` on one host (default: ``home/cache``); runners on
+    #: several hosts share an S3 bucket instead (``cache_url``).
+    cache_dir: Path | None = None
+    #: ``s3://bucket/prefix``: the pool cache in an S3-compatible bucket (empty: ``cache_dir``).
+    cache_url: str = ""
+    #: The S3 endpoint (an S3-compatible server such as MinIO or Ceph); empty: AWS.
+    cache_s3_endpoint: str = ""
+    cache_s3_region: str = defaults.CACHE_S3_REGION
+    #: ``env:VAR`` or ``file:/path`` holding ``ACCESS_KEY:SECRET_KEY``; empty: boto3's own
+    #: credential chain (environment, instance profile).
+    cache_s3_credentials: str = ""
+    #: Bytes the pool cache may hold; past it the least recently used entries are removed.
+    cache_max_bytes: int = Field(default=defaults.CACHE_MAX_BYTES, ge=1)
+    #: Bytes (uncompressed) and files one cache entry may hold.
+    cache_entry_max_bytes: int = Field(default=defaults.CACHE_ENTRY_MAX_BYTES, ge=1)
+    cache_entry_max_files: int = Field(default=defaults.CACHE_ENTRY_MAX_FILES, ge=1)
+    #: The branch whose caches every branch may restore, when the event does not name the
+    #: repository's default branch.
+    cache_default_branch: str = defaults.CACHE_DEFAULT_BRANCH
+    #: ``zstd`` or ``gzip`` archives for new cache entries (both are read).
+    cache_compression: str = Field(default="zstd", pattern="^(zstd|gzip)$")
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return (self.cache_dir or self.home / "cache").resolve()
+
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, value: str) -> str:
+        if value and (not value.startswith("s3://") or not value[5:].split("/", 1)[0]):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix (empty: cache_dir)")
+        return value
+
+    @field_validator("cache_s3_endpoint")
+    @classmethod
+    def _cache_endpoint(cls, value: str) -> str:
+        if not value:
+            return value
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL of the S3-compatible server")
+        host, _ = split_host_port(value.split("://", 1)[1].split("/", 1)[0])
+        why = refusal(host.strip("[]"), allow_loopback=True) if is_ip(host.strip("[]")) else None
+        if why:
+            raise ValueError(f"is refused: {why}")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -275,6 +275,9 @@ class Artifact(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The name it was uploaded under (``actions/upload-artifact``; its path starts with
+    #: ``<name>/``), None for the files of the job's ``artifacts:`` paths.
+    name: Mapped[str | None] = mapped_column(String(255), default=None, index=True)
 
     __table_args__ = (Index("ix_artifacts_job", "job_id", "attempt", "path", unique=True),)
 

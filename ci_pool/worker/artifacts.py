@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ci_pool.core.globs import glob_match
 from ci_pool.core.specs import check_artifact_glob
 from ci_pool.exceptions import JobFileRefused
 from ci_pool.worker.jobfiles import JobDir
@@ -57,42 +58,87 @@ def _linked_ancestor(root: Path, match: Path) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which workspace files to collect and under what names: ``patterns`` (globs relative
+    to the workspace), minus what ``exclude`` matches (a file, or a directory above it);
+    stored names are relative to ``base`` (a workspace directory, ``""`` for the root)."""
+
+    patterns: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    base: str = ""
+    #: At most this many files (past it, collection stops and says so).
+    max_files: int | None = None
+    #: Workspace names not to collect (already stored under the same name).
+    skip: frozenset[str] = frozenset()
+
+    def excluded(self, rel: str) -> bool:
+        parts = rel.split("/")
+        names = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        return any(glob_match(p, n) for p in self.exclude for n in names)
+
+    def stored_name(self, rel: str) -> str:
+        return rel[len(self.base) + 1 :] if self.base else rel
+
+
 def collect(workspace: Path, patterns: list[str], dest: Path, max_bytes: int) -> Collected:
     """Copy every regular file matching ``patterns`` to ``dest`` (same relative paths),
     at most ``max_bytes`` in all (the ``artifact_max_bytes`` setting)."""
+    return collect_selection(workspace, Selection(tuple(patterns)), dest, max_bytes)
+
+
+def selected_names(root: Path, sel: Selection, unmatched: list[str] | None = None) -> Iterator[str]:
+    """Workspace-relative names ``sel`` selects, each once, ``.git`` left out; patterns
+    that match nothing are added to ``unmatched``."""
+    seen: set[str] = set(sel.skip)
+    for pattern in sel.patterns:
+        check_artifact_glob(pattern)
+        matched = False
+        for rel in _names(root, pattern):
+            if rel == ".git" or rel.startswith(".git/") or rel in seen or sel.excluded(rel):
+                continue
+            seen.add(rel)
+            matched = True
+            yield rel
+        if not matched and unmatched is not None:
+            unmatched.append(pattern)
+
+
+def collect_selection(workspace: Path, sel: Selection, dest: Path, max_bytes: int) -> Collected:
+    """Copy every regular file ``sel`` selects to ``dest`` under its stored name, at most
+    ``max_bytes`` in all."""
     root = workspace.resolve()
     files: dict[str, ArtifactFile] = {}
     problems: list[str] = []
-    seen: set[str] = set()
+    unmatched: list[str] = []
     left = max_bytes
     with JobDir(root) as wdir:
-        for pattern in patterns:
-            check_artifact_glob(pattern)
-            matched = False
-            for rel in _names(root, pattern):
-                if rel.startswith(".git/") or rel in seen:
-                    continue
-                seen.add(rel)
-                matched = True
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with target.open("wb") as out:
-                        size, sha256 = wdir.copy(rel, out, left)
-                except JobFileRefused as exc:
-                    target.unlink(missing_ok=True)
-                    problems.append(f"{exc}; not collected")
-                    continue
-                if size > left:
-                    target.unlink(missing_ok=True)
-                    problems.append(
-                        f"{rel}: goes past the artifact_max_bytes limit of {max_bytes} bytes "
-                        "for the job; it and the files after it are not collected"
-                    )
-                    return Collected(sorted(files.values(), key=lambda f: f.path), problems)
-                left -= size
-                os.chmod(target, 0o644)
-                files[rel] = ArtifactFile(rel, size, sha256)
-            if not matched:
-                problems.append(f"{pattern}: no file matched")
+        for rel in selected_names(root, sel, unmatched):
+            if sel.max_files is not None and len(files) >= sel.max_files:
+                problems.append(
+                    f"more than {sel.max_files} files matched; {rel} and the files after it "
+                    "are not collected"
+                )
+                break
+            name = sel.stored_name(rel)
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with target.open("wb") as out:
+                    size, sha256 = wdir.copy(rel, out, left)
+            except JobFileRefused as exc:
+                target.unlink(missing_ok=True)
+                problems.append(f"{exc}; not collected")
+                continue
+            if size > left:
+                target.unlink(missing_ok=True)
+                problems.append(
+                    f"{rel}: goes past the artifact_max_bytes limit of {max_bytes} bytes "
+                    "for the job; it and the files after it are not collected"
+                )
+                break
+            left -= size
+            os.chmod(target, 0o644)
+            files[name] = ArtifactFile(name, size, sha256)
+    problems += [f"{pattern}: no file matched" for pattern in unmatched]
     return Collected(sorted(files.values(), key=lambda f: f.path), problems)

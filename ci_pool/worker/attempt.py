@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ci_pool.core.capabilities import Capability
-from ci_pool.core.specs import Evidence
+from ci_pool.core.specs import ArtifactEntry, Evidence
 from ci_pool.settings import Settings
 from ci_pool.store import Job
 from ci_pool.worker.jobfiles import JobDir
@@ -51,3 +52,8 @@ class Attempt:
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""
         self.evidence = self.evidence.model_copy(update=values)
+
+    def note_artifacts(self, files: Iterable[Any]) -> None:
+        """Add stored files (with path, size and sha256) to the evidence's artifacts."""
+        new = [ArtifactEntry(path=f.path, size=f.size, sha256=f.sha256) for f in files]
+        self.note(artifacts=(*(self.evidence.artifacts or ()), *new))

@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from ci_pool.exceptions import JobFileRefused
 
@@ -40,9 +40,18 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _parts(rel: str) -> list[str]:
+def safe_parts(rel: str) -> list[str] | None:
+    """The components of a relative path that stays inside its directory (no ``..``,
+    nothing absolute, no NUL), or None."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or rel.startswith("/"):
+    if not parts or ".." in parts or rel.startswith("/") or "\0" in rel:
+        return None
+    return parts
+
+
+def _parts(rel: str) -> list[str]:
+    parts = safe_parts(rel)
+    if parts is None:
         raise JobFileRefused(rel, "is not a path inside the directory")
     return parts
 
@@ -119,6 +128,18 @@ class JobDir:
             raise JobFileRefused(rel, f"is {_kind(st.st_mode)}, not a regular file")
         return fd, st
 
+    def readlink(self, rel: str) -> str | None:
+        """The target of ``rel`` if it is a symlink (never followed), else None."""
+        parent, name = self._parent(rel)
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            return os.readlink(name, dir_fd=parent) if stat.S_ISLNK(st.st_mode) else None
+        except OSError as exc:
+            raise JobFileRefused(rel, f"cannot be read ({exc.strerror})") from None
+        finally:
+            if parent != self.fd:
+                os.close(parent)
+
     def read(self, rel: str, cap: int) -> bytes:
         """The whole content of the regular file ``rel``, refused past ``cap`` bytes."""
         fd, _st = self.open_regular(rel)
@@ -160,6 +181,78 @@ class JobDir:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
             fh.write(data)
+
+    def makedirs(self, rel: str) -> int:
+        """An fd of the directory ``rel`` below this one (the caller closes it), created
+        component by component; a symlink or a file on the way is refused, never followed."""
+        fd = os.dup(self.fd)
+        for name in _parts(rel) if rel not in ("", ".") else []:
+            try:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise JobFileRefused(
+                        rel, f"{name} is not a directory (symlinks are not followed)"
+                    ) from None
+                raise JobFileRefused(rel, f"cannot be created ({exc.strerror})") from None
+            os.close(fd)
+            fd = nfd
+        return fd
+
+    def _clear(self, parent: int, name: str, rel: str) -> None:
+        """Remove what has ``name`` in ``parent`` unless it is a directory (a symlink is
+        removed, never followed)."""
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise JobFileRefused(rel, "is a directory; not replaced")
+        os.unlink(name, dir_fd=parent)
+
+    def write_file(
+        self, rel: str, src: IO[bytes], limit: int, mode: int = 0o644
+    ) -> tuple[int, str]:
+        """Write ``src`` (at most ``limit`` bytes past which it stops) as the file ``rel``,
+        creating its directories; what had that name (a file, a symlink) is replaced.
+        Returns (size, sha256) of what was written."""
+        parts = _parts(rel)
+        parent = self.makedirs("/".join(parts[:-1]))
+        try:
+            self._clear(parent, parts[-1], rel)
+            try:
+                fd = os.open(parts[-1], _CREATE_FLAGS, mode, dir_fd=parent)
+            except OSError as exc:
+                raise JobFileRefused(rel, f"cannot be written ({exc.strerror})") from None
+        finally:
+            os.close(parent)
+        digest = hashlib.sha256()
+        written = 0
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            while written <= limit and (block := src.read(min(_CHUNK, limit + 1 - written))):
+                written += len(block)
+                out.write(block)
+                digest.update(block)
+        return written, digest.hexdigest()
+
+    def symlink(self, rel: str, target: str) -> None:
+        """Make ``rel`` a symlink to ``target`` (which the caller has checked), replacing a
+        file or symlink of that name."""
+        parts = _parts(rel)
+        parent = self.makedirs("/".join(parts[:-1]))
+        try:
+            self._clear(parent, parts[-1], rel)
+            os.symlink(target, parts[-1], dir_fd=parent)
+        except OSError as exc:
+            raise JobFileRefused(rel, f"cannot be made a link ({exc.strerror})") from None
+        finally:
+            os.close(parent)
 
     def replace(self, rel: str, mode: int = 0o644) -> None:
         """Remove whatever has the name ``rel`` (a symlink is removed, never followed) and

@@ -12,7 +12,7 @@ from typing import Any
 from ci_pool import defaults
 from ci_pool.core.masking import Masker
 from ci_pool.core.names import check_ref
-from ci_pool.core.specs import ArtifactEntry, CheckoutSpec, StepSpec
+from ci_pool.core.specs import CheckoutSpec, StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
@@ -197,17 +197,18 @@ def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: 
     """Copy the job's artifact paths out of the workspace and record them."""
     job = att.job
     dest = settings.resolved_artifact_root / job.id / str(job.attempt)
-    found = artifacts.collect(workspace, list(job.artifacts), dest, settings.artifact_max_bytes)
+    # Named artifacts (``actions/upload-artifact``) of this attempt keep their names and
+    # count against the same limit.
+    uploaded = store.artifacts(job.id, job.attempt)
+    sel = artifacts.Selection(tuple(job.artifacts), skip=frozenset(a.path for a in uploaded))
+    left = max(0, settings.artifact_max_bytes - sum(a.size for a in uploaded))
+    found = artifacts.collect_selection(workspace, sel, dest, left)
     for problem in found.problems:
         att.logw.line(f"##[ci-pool] artifacts: {problem}")
     for f in found.files:
         att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
     store.add_artifacts(job.id, job.attempt, found.files)
-    att.note(
-        artifacts=tuple(
-            ArtifactEntry(path=f.path, size=f.size, sha256=f.sha256) for f in found.files
-        )
-    )
+    att.note_artifacts(found.files)
 
 
 def clean_up(
