@@ -206,3 +206,13 @@ DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
 LABEL_IMAGE_SOURCE = "ci-pool.image.source"
 #: Label on the short-lived container of doctor's overhead workload.
 LABEL_DOCTOR = "ci-pool.doctor"
+# -- actions fetched from a forge (``uses: owner/repo@ref``) --
+#: Bytes one fetched action may take (its git objects, then its files); past it the
+#: fetch is refused and the step fails.
+ACTION_MAX_BYTES = 200 * 1024**2
+#: Seconds one action fetch may take.
+ACTION_FETCH_TIMEOUT = 120.0
+#: The directory of the per-runner action cache under ``home``.
+ACTIONS_CACHE_DIR = "actions"
+#: Where a fetched action's files are copied in the job's read-only scripts directory.
+ACTIONS_IN_SCRIPTS = "actions"

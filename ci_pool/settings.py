@@ -158,6 +158,16 @@ class Settings(BaseSettings):
     status_timeout: float = Field(default=defaults.STATUS_TIMEOUT, gt=0)
     #: The capability of workflow jobs whose only label is ``self-hosted`` (None: refused).
     default_capability: str | None = None
+    # Actions (README "Actions").
+    #: The forge that mirrors public actions: ``uses: owner/repo@ref`` is fetched from
+    #: ``<actions_url>/owner/repo`` (an https://, http://, git:// base; file:// only with
+    #: ``allow_local_repos``). Its host must pass ``git_hosts`` like any repository's.
+    actions_url: str | None = None
+    #: The per-runner cache of fetched actions, one directory per commit (default
+    #: ``home/actions``).
+    actions_cache: Path | None = None
+    #: Bytes one fetched action may take; a larger one is refused.
+    action_max_bytes: int = Field(default=defaults.ACTION_MAX_BYTES, ge=1024)
 
     @classmethod
     def settings_customise_sources(
@@ -271,6 +281,10 @@ class Settings(BaseSettings):
     @property
     def resolved_mirror_root(self) -> Path:
         return (self.mirror_root or self.home / "mirrors").resolve()
+
+    @property
+    def resolved_actions_cache(self) -> Path:
+        return (self.actions_cache or self.home / defaults.ACTIONS_CACHE_DIR).resolve()
 
 
 def _config_path(explicit: str | Path | None) -> Path | None:
