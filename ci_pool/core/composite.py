@@ -37,3 +37,12 @@ def read_action(text: str, file: str) -> tuple[ActionDefinition, tuple[StepSpec,
     if definition.runs.using != "composite":
         return definition, ()
     return definition, composite_steps(text, file)
+
+
+def local_uses(steps: tuple[StepSpec, ...]) -> list[str]:
+    """The ``./path`` actions the steps name (each path once, in order), as written."""
+    found: list[str] = []
+    for step in steps:
+        if step.uses is not None and step.uses.startswith("./") and step.uses not in found:
+            found.append(step.uses)
+    return found
