@@ -84,12 +84,12 @@ class ActionCache:
         work = tmp / "tree"
         where = str(work)
         try:
-            git.run("init", "-q", where)
+            git.run("init", "-q", "--template=", where)
             git.run(
                 "-C", where, "fetch", "-q", "--no-tags", "--depth=1",
                 "--end-of-options", url, sha, timeout=self.timeout,
             )  # fmt: skip
-            self._bound(work / ".git", label, "its git objects")
+            self._bound(work / ".git" / "objects", label, "its git objects")
             git.run(
                 "-C", where, "-c", "advice.detachedHead=false",
                 "checkout", "-q", "--detach", "FETCH_HEAD",

@@ -49,6 +49,18 @@ def check_pinned(ref: ActionRef, cap: Capability | None) -> None:
             raise ActionError(f"{why} (capability {cap.name!r})")
 
 
+def source(ref: ActionRef, settings: Settings, cap: Capability | None) -> tuple[str, GitRunner]:
+    """Where a repository action comes from and git set up for that server, after every
+    check that needs no connection: the pin policy, the URL, ``git_hosts`` and the
+    server's addresses (ActionError, before anything is contacted)."""
+    check_pinned(ref, cap)
+    url = action_url(ref, settings)
+    try:
+        return url, GitRunner.for_settings(settings, url)
+    except (InputError, CheckoutError) as exc:  # RemoteRefused: no connection was made
+        raise ActionError(f"action {ref}: {str(exc).removeprefix('repo: ')}") from None
+
+
 def resolve_commit(ref: ActionRef, url: str, settings: Settings) -> str:
     """The commit ``ref.ref`` names at ``url`` now (a full SHA stands for itself)."""
     if is_sha(ref.ref):
@@ -67,12 +79,7 @@ def fetch(call: ActionCall) -> LoadedAction:
     if att.settings is None or att.dirs is None:
         raise ActionError(f"action {ref}: this runner cannot fetch actions here")
     settings = att.settings
-    check_pinned(ref, att.cap)
-    url = action_url(ref, settings)
-    try:
-        git = GitRunner.for_settings(settings, url)
-    except (InputError, CheckoutError) as exc:  # RemoteRefused: no connection was made
-        raise ActionError(f"action {ref}: {str(exc).removeprefix('repo: ')}") from None
+    url, git = source(ref, settings, att.cap)
     sha = resolve_commit(ref, url, settings)
     cache = ActionCache(settings.resolved_actions_cache, settings.action_max_bytes)
     entry, fetched = cache.get(git, url, sha, str(ref))
