@@ -70,6 +70,9 @@ class ActionCache:
         with locked(self.root / f"{sha}.lock"):
             if entry.is_dir():  # fetched by another job while this one waited
                 return entry, False
+            # Under the lock, a temporary directory of this commit is a dead fetch's.
+            for stale in self.root.glob(f".fetch-{sha[:12]}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{sha[:12]}-", dir=self.root))
             try:
                 tree = self._fetch(git, url, sha, tmp, label)
