@@ -169,6 +169,18 @@ class Settings(BaseSettings):
     #: Bytes one fetched action may take; a larger one is refused.
     action_max_bytes: int = Field(default=defaults.ACTION_MAX_BYTES, ge=1024)
 
+    @field_validator("actions_url")
+    @classmethod
+    def _actions_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^(https?|git|ssh|file)://[^\s]+$", value):
+            raise ValueError(
+                f"{value!r} is not a base URL: give https://host[/path] (or http://, git://, "
+                "ssh://; file:// with allow_local_repos)"
+            )
+        return value.rstrip("/")
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -12,8 +12,8 @@ import pytest
 
 from ci_pool.core.actions import parse_uses
 from ci_pool.core.capabilities import Capability, merge_capabilities
-from ci_pool.exceptions import ActionError
-from ci_pool.settings import Settings
+from ci_pool.exceptions import ActionError, ConfigError
+from ci_pool.settings import Settings, load_settings
 from ci_pool.worker.actions.fetch import source
 
 
@@ -85,6 +85,11 @@ def test_local_action_sources_need_allow_local_repos_and_actions_url_is_required
     with pytest.raises(ActionError) as err:
         source(ref, Settings(actions_url=None), None)
     assert "this pool has no actions_url; set actions_url (CI_POOL_ACTIONS_URL)" in str(err.value)
+    # A value that is no base URL is a configuration error naming the key.
+    with pytest.raises(ConfigError) as config:
+        load_settings(None, actions_url="--upload-pack=touch /tmp/x")
+    assert config.value.key == "actions_url"
+    assert "is not a base URL" in str(config.value)
 
 
 def test_a_strict_capability_runs_only_pinned_actions(listener: socket.socket) -> None:
