@@ -105,6 +105,7 @@ def run_loaded(call: ActionCall) -> int:
     ref = call.ref
     loaded: LoadedAction | None = None
     if ref.kind == "docker":
+        fetch.check_pinned(ref, call.att.cap)  # a composite action may name any image
         using = "docker-image"
     else:
         if ref.kind == "local":
