@@ -224,3 +224,14 @@ CACHE_DEFAULT_BRANCH = "main"
 CACHE_S3_REGION = "us-east-1"
 #: Layout version of the cache's object names (bumped when it changes).
 CACHE_LAYOUT = "v1"
+
+# -- actions fetched from a forge (``uses: owner/repo@ref``) --
+#: Bytes one fetched action may take (its git objects, then its files); past it the
+#: fetch is refused and the step fails.
+ACTION_MAX_BYTES = 200 * 1024**2
+#: Seconds one action fetch may take.
+ACTION_FETCH_TIMEOUT = 120.0
+#: The directory of the per-runner action cache under ``home``.
+ACTIONS_CACHE_DIR = "actions"
+#: Where a fetched action's files are copied in the job's read-only scripts directory.
+ACTIONS_IN_SCRIPTS = "actions"

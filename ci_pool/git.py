@@ -238,9 +238,12 @@ def remote_refs(
         log.warning("git ls-remote %s %s: %s", repo, ref, exc)
         raise refused from None
     try:
+        # ``<ref>^{}`` too: an annotated tag's peeled line (the commit it names) matches
+        # only a pattern of its own.
         proc = git.run(
-            "ls-remote", "--symref", "--end-of-options", repo, ref, check=False, timeout=timeout
-        )
+            "ls-remote", "--symref", "--end-of-options", repo, ref, f"{ref}^{{}}",
+            check=False, timeout=timeout,
+        )  # fmt: skip
     except CheckoutError:
         log.warning("git ls-remote %s %s: no answer within %.0fs", repo, ref, timeout)
         raise refused from None

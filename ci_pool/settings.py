@@ -207,6 +207,29 @@ class Settings(BaseSettings):
             raise ValueError(f"is refused: {why}")
         return value
 
+    # Actions (README "Actions").
+    #: The forge that mirrors public actions: ``uses: owner/repo@ref`` is fetched from
+    #: ``<actions_url>/owner/repo`` (an https://, http://, git:// base; file:// only with
+    #: ``allow_local_repos``). Its host must pass ``git_hosts`` like any repository's.
+    actions_url: str | None = None
+    #: The per-runner cache of fetched actions, one directory per commit (default
+    #: ``home/actions``).
+    actions_cache: Path | None = None
+    #: Bytes one fetched action may take; a larger one is refused.
+    action_max_bytes: int = Field(default=defaults.ACTION_MAX_BYTES, ge=1024)
+
+    @field_validator("actions_url")
+    @classmethod
+    def _actions_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.match(r"^(https?|git|ssh|file)://[^\s]+$", value):
+            raise ValueError(
+                f"{value!r} is not a base URL: give https://host[/path] (or http://, git://, "
+                "ssh://; file:// with allow_local_repos)"
+            )
+        return value.rstrip("/")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -319,6 +342,10 @@ class Settings(BaseSettings):
     @property
     def resolved_mirror_root(self) -> Path:
         return (self.mirror_root or self.home / "mirrors").resolve()
+
+    @property
+    def resolved_actions_cache(self) -> Path:
+        return (self.actions_cache or self.home / defaults.ACTIONS_CACHE_DIR).resolve()
 
 
 def _config_path(explicit: str | Path | None) -> Path | None:

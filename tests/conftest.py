@@ -274,7 +274,9 @@ def harness(
     """The shared pool for integration tests (Redis db 0)."""
     root = session_dir / "pool"
     root.mkdir()
-    h = Harness(root, redis_server.url, dict(FAST_TIMINGS))
+    # Repository actions (uses: owner/repo@ref) come from the test git server.
+    actions_url = git_server.url("").rstrip("/")
+    h = Harness(root, redis_server.url, {**FAST_TIMINGS, "actions_url": actions_url})
     (root / "api-token").write_text(SECRET_VALUE + "\n")
     (root / "deploy-key").write_text("deploy-only-secret-value\n")
     write_config(

@@ -179,7 +179,7 @@ def wait(
 
 
 def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``permissions`` (as scopes) and ``environment`` rows of a workflow job."""
+    """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job."""
     rows = []
     if data.get("permissions") is not None:
         granted = data["permissions"]
@@ -189,6 +189,9 @@ def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
         env = data["environment"]
         shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
         rows.append(("deploys to", str(shown)))
+    # The commit each fetched action ran at.
+    for uses, sha in ((data.get("evidence") or {}).get("actions") or {}).items():
+        rows.append(("action", f"{uses} @ {sha}"))
     return rows
 
 

@@ -203,19 +203,25 @@ def _inputs(given: list[str]) -> dict[str, str]:
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
 ) -> None:
-    """Check workflow files without running them; every error is listed (exit 0 or 1)."""
+    """Check workflow files without running them; every error is listed (exit 0 or 1).
+
+    Run inside the repository, it also reads the local actions (uses: ./path) they name."""
+    from ci_pool.cli.local_actions import check_local_actions
     from ci_pool.core.workflow.parser import validate_workflow
     from ci_pool.settings import get_settings
 
     settings = get_settings()
     count = 0
     for file in files:
+        found: list[WorkflowError | str]
         try:
             text = _read(file)
         except WorkflowError as exc:
             found = [exc]
         else:
-            found = validate_workflow(text, str(file), settings.admission)
+            found = [*validate_workflow(text, str(file), settings.admission)]
+            if not found:
+                found = [*check_local_actions(file, text, settings.admission)]
         for error in found:
             count += 1
             err.print(str(error), soft_wrap=True)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ci_pool.core.names import check_ref
+from ci_pool.core.names import check_ref, is_sha
 from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source, plain
 from ci_pool.exceptions import ActionError
 
@@ -98,6 +98,22 @@ def parse_uses(text: str) -> ActionRef:
     return ActionRef(
         "remote", path=path, owner=m["owner"], repo=m["repo"], ref=ref, base_url=base_url
     )
+
+
+def pin_problem(ref: ActionRef) -> str | None:
+    """Why ``ref`` is not pinned to content that cannot change (None when it is): a
+    repository action needs a full commit SHA, an image a ``@sha256:`` digest."""
+    if ref.kind == "remote" and not is_sha(ref.ref):
+        return (
+            f"{ref} is not pinned: this capability runs actions only at a full commit SHA "
+            f"(require_pinned_actions); write {ref.owner}/{ref.repo}@<40-hex commit>"
+        )
+    if ref.kind == "docker" and "@sha256:" not in ref.image:
+        return (
+            f"{ref} is not pinned: this capability runs images only by digest "
+            "(require_pinned_actions); write docker://image@sha256:<digest>"
+        )
+    return None
 
 
 #: ``runs.using`` values ci-pool runs.

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ci_pool.core.actions import parse_uses, pin_problem
 from ci_pool.core.capabilities import Capability, route
 from ci_pool.core.specs import JobSpec
 from ci_pool.defaults import MAX_JOB_TIMEOUT, MAX_JOBS_PER_PIPELINE
@@ -84,6 +85,20 @@ class Admission:
             "capability with allow_container_override = true",
         )
 
+    def pins(self, spec: JobSpec, cap: Capability) -> list[Problem]:
+        """On a capability with ``require_pinned_actions``, every action a step names must
+        be pinned (``core.actions.pin_problem``); the field is ``steps[i].uses``."""
+        if not cap.require_pinned_actions:
+            return []
+        problems = []
+        for i, step in enumerate(spec.steps):
+            if step.uses is None:
+                continue
+            why = pin_problem(parse_uses(step.uses))
+            if why is not None:
+                problems.append(Problem(f"steps[{i}].uses", f"{why} (capability {cap.name!r})"))
+        return problems
+
     def check(self, spec: JobSpec) -> tuple[Admitted | None, list[Problem]]:
         """Every reason to refuse ``spec``; routing errors raise (they name their field)."""
         cap = self.route(spec.capability, spec.labels)
@@ -94,6 +109,7 @@ class Admission:
         image = self.image(spec.image, cap)
         if image is not None:
             problems.append(image)
+        problems += self.pins(spec, cap)
         if problems or isinstance(timeout, Problem):
             return None, problems
         return Admitted(cap, timeout), []

@@ -48,6 +48,9 @@ class Capability(BaseModel):
     #: Submissions must be signed (HMAC, see ``signing_keys``) or come from a token limited
     #: to this capability; the local operator's CLI is exempt.
     require_signature: bool = False
+    #: Actions (``uses: owner/repo@ref``, ``docker://image``) must be pinned to a full commit
+    #: SHA (an image to a ``@sha256:`` digest); true by default on iso and deploy.
+    require_pinned_actions: bool = False
     #: ``labels`` in ci-pool.toml add to a built-in capability's labels; true replaces them.
     replace_labels: bool = False
 
@@ -115,7 +118,12 @@ STRICT_REFS = (
 )
 #: ``iso`` (privileged) and ``deploy`` (holds keys) build no repository until the operator
 #: lists it, only protected refs, and only signed or specially scoped submissions.
-_STRICT: dict[str, Any] = {"repos": [], "refs": list(STRICT_REFS), "require_signature": True}
+_STRICT: dict[str, Any] = {
+    "repos": [],
+    "refs": list(STRICT_REFS),
+    "require_signature": True,
+    "require_pinned_actions": True,
+}
 
 DEFAULT_CAPABILITIES: dict[str, dict[str, Any]] = {
     "linux": {"image": "ci-pool/linux:latest", "labels": ["linux", "x64"]},

@@ -477,3 +477,6 @@ class Evidence(BaseModel):
     exit_code: int | None = None
     stdout_sample: str | None = None
     artifacts: tuple[ArtifactEntry, ...] | None = None
+    #: The actions fetched for the job's ``uses:`` steps: each as written -> the commit it
+    #: ran at.
+    actions: dict[str, str] | None = None

@@ -39,7 +39,7 @@ class StepFiles:
     path: list[str] = field(default_factory=list)
     summaries: int = 0
 
-    def prepare(self, dirs: StepDirs, index: int, files_path: str) -> dict[str, str]:
+    def prepare(self, dirs: StepDirs, index: int | str, files_path: str) -> dict[str, str]:
         """Make the step's files empty (whatever the job left under their names is
         removed, not followed); the variables that name them."""
         for stem in FILES.values():
@@ -54,40 +54,45 @@ class StepFiles:
         return f"PATH='{joined}':\"$PATH\"; export PATH\n"
 
     def read_back(
-        self, att: Attempt, index: int, step: StepSpec, ctx: dict[str, Any]
+        self,
+        att: Attempt,
+        index: int,
+        step: StepSpec,
+        ctx: dict[str, Any],
+        key: str | None = None,
     ) -> tuple[dict[str, str], list[str]]:
         """Read what step ``index`` wrote; its outputs, and why it fails (a file the runner
-        refuses to read, a malformed $GITHUB_ENV) if it does."""
+        refuses to read, a malformed $GITHUB_ENV) if it does. ``key`` names the files of a
+        step inside a composite action (``3.1``); its summary counts as step ``index``'s."""
         assert att.dirs is not None
+        name = key or str(index)
         files = att.dirs.files
         failures: list[str] = []
         outputs: dict[str, str] = {}
         try:
             outputs = parse_key_values(
-                files.read(f"output-{index}", defaults.STEP_OUTPUT_MAX_BYTES)
+                files.read(f"output-{name}", defaults.STEP_OUTPUT_MAX_BYTES)
             ).values
         except JobFileRefused as exc:
             failures.append(f"$GITHUB_OUTPUT {exc}")
         try:
-            self._apply_env(
-                att, index, files.read(f"env-{index}", defaults.STEP_ENV_MAX_BYTES), ctx
-            )
+            self._apply_env(att, name, files.read(f"env-{name}", defaults.STEP_ENV_MAX_BYTES), ctx)
         except JobFileRefused as exc:
             failures.append(f"$GITHUB_ENV {exc}")
         except ValueError as exc:
-            failures.append(f"$GITHUB_ENV env-{index}: {exc}")
+            failures.append(f"$GITHUB_ENV env-{name}: {exc}")
         try:
-            for entry in path_entries(files.read(f"path-{index}", defaults.STEP_ENV_MAX_BYTES)):
+            for entry in path_entries(files.read(f"path-{name}", defaults.STEP_ENV_MAX_BYTES)):
                 self.path.insert(0, entry)
         except JobFileRefused as exc:
             failures.append(f"$GITHUB_PATH {exc}")
         try:
-            self._keep_summary(att, index, step)
+            self._keep_summary(att, name, step, index)
         except JobFileRefused as exc:
             failures.append(f"$GITHUB_STEP_SUMMARY {exc}")
         return outputs, failures
 
-    def _apply_env(self, att: Attempt, index: int, data: bytes, ctx: dict[str, Any]) -> None:
+    def _apply_env(self, att: Attempt, index: int | str, data: bytes, ctx: dict[str, Any]) -> None:
         values, refused, problems = env_updates(data)
         if problems:
             raise ValueError("; ".join(problems[:5]))
@@ -100,7 +105,9 @@ class StepFiles:
         if isinstance(ctx.get("env"), dict):
             ctx["env"].update(values)
 
-    def _keep_summary(self, att: Attempt, index: int, step: StepSpec) -> None:
+    def _keep_summary(
+        self, att: Attempt, index: int | str, step: StepSpec, summary_index: int
+    ) -> None:
         assert att.dirs is not None
         cap = defaults.STEP_SUMMARY_MAX_BYTES
         buf = io.BytesIO()
@@ -127,5 +134,5 @@ class StepFiles:
         self.summaries += 1
         job = att.job
         self.store.add_summary(
-            job.id, job.attempt, index, step.name or "run", att.logw.masker.mask(markdown)
+            job.id, job.attempt, summary_index, step.name or "run", att.logw.masker.mask(markdown)
         )

@@ -108,20 +108,28 @@ def run_step(
     ctx: dict[str, Any],
     status: str,
     files: StepFiles,
+    *,
+    label: str | None = None,
+    base_env: dict[str, str] | None = None,
 ) -> tuple[int, bool]:
     """Write, run and read back one step; its exit code and whether it timed out.
-    A file the step left that the runner refuses to read fails the step."""
+    A file the step left that the runner refuses to read fails the step.
+
+    A step of a composite action has its own ``label`` (``3.1``: the first step of the
+    action step 3), naming its script, files and log lines, and runs with the action
+    step's environment (``base_env``) under its own."""
     logw, monitor, dirs = att.logw, att.monitor, att.dirs
     assert dirs is not None
-    logw.line(f"##[step] {index} {step.name or 'run'}")
+    key = label or str(index)
+    logw.line(f"##[step] {key} {step.name or 'run'}")
     try:
         run = render_step(step, ctx, status)
-        env = {**files.env, **render_env(step, ctx, status)}
-        env.update(files.prepare(dirs, index, execution.files_path))
-        name = f"step-{index}.sh"
+        env = {**files.env, **(base_env or {}), **render_env(step, ctx, status)}
+        env.update(files.prepare(dirs, key, execution.files_path))
+        name = f"step-{key}.sh"
         dirs.scripts.create(name, (files.path_prefix() + run + "\n").encode())
     except (JobFileRefused, ValueError) as exc:  # ValueError: an expression that failed
-        logw.line(f"##[ci-pool] step {index} not run: {exc}")
+        logw.line(f"##[ci-pool] step {key} not run: {exc}")
         return 1, False
     if att.evidence.commit_sha:  # the commit a checkout step put in the workspace
         env.setdefault("CI_POOL_COMMIT_SHA", att.evidence.commit_sha)
@@ -140,7 +148,7 @@ def run_step(
         if annotations:
             files.store.add_annotations(att.job.id, att.job.attempt, annotations)
     took = time.monotonic() - started
-    outputs, failures = files.read_back(att, index, step, ctx)
+    outputs, failures = files.read_back(att, index, step, ctx, label)
     if step.id:
         ok = code == 0 and not failures
         ctx["steps"][step.id] = {
@@ -148,11 +156,11 @@ def run_step(
             "outcome": "success" if ok else "failure",
         }
     if timed_out:
-        logw.line(f"##[step] {index} timed out after {timeout}s")
+        logw.line(f"##[step] {key} timed out after {timeout}s")
     else:
-        logw.line(f"##[step] {index} exit {code} in {took:.2f}s")
+        logw.line(f"##[step] {key} exit {code} in {took:.2f}s")
     for failure in failures:
-        logw.line(f"##[ci-pool] step {index} failed: {failure}")
+        logw.line(f"##[ci-pool] step {key} failed: {failure}")
     if failures:
         code = code or 1
     return code, timed_out

@@ -3,6 +3,8 @@ git said, not only its last line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,15 @@ def test_git_error_joins_continuations_and_drops_progress() -> None:
 )
 def test_the_transport_of_a_repository(repo: str, transport: str) -> None:
     assert repo_transport(repo) == transport
+
+
+def test_an_annotated_tag_resolves_to_the_commit_it_names(tmp_path: Path) -> None:
+    sha = make_repo(tmp_path / "app.git", {"README": "x\n"})
+    env = {**os.environ, "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}
+    subprocess.run(
+        ["git", "-C", str(tmp_path / "app.git"), "tag", "-a", "v1", "-m", "v1", sha],
+        env=env,
+        check=True,
+    )
+    settings = load_settings(None, home=tmp_path / "home", allow_local_repos=True)
+    assert resolve_ref(str(tmp_path / "app.git"), "v1", settings) == sha

@@ -42,6 +42,10 @@ from ci_pool.defaults import FORGE_TOKEN_SECRET
 #: ``github.event`` is the event's payload, read to any depth.
 GITHUB_PROPERTIES = (
     "action",
+    # Inside an action (empty elsewhere): its directory, repository and ref.
+    "action_path",
+    "action_ref",
+    "action_repository",
     "actor",
     "base_ref",
     "event",

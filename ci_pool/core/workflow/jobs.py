@@ -32,7 +32,7 @@ from ci_pool.core.workflow.schema import (
     one_or_many,
 )
 from ci_pool.core.workflow.steps import RunDefaults, StepReader
-from ci_pool.core.workflow.yaml_source import MarkedMap, Pos, Source
+from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
 from ci_pool.exceptions import CapabilityNotFound, InputError
 
 _IMAGE = re.compile(r"^[A-Za-z0-9][^\s]*$")
@@ -197,9 +197,22 @@ class JobBuilder(StepReader):
         places = {"timeout": "timeout-minutes", "image": "container"}
         _, problems = self.wf.admission.check(spec)
         for problem in problems:
+            if problem.field.startswith("steps["):
+                self.error(f"{p}.{problem.field}: {problem.message}", self.step_pos(problem.field))
+                continue
             key = places.get(problem.field, "runs-on")
             self.error(f"{p}.{key}: {problem.message}", d.value_pos.get(key, self.pos))
         return not problems
+
+    def step_pos(self, field: str) -> Pos:
+        """Where ``steps[i].uses`` is written (the job's position when not found)."""
+        steps = self.data.get("steps")
+        index = int(field.removeprefix("steps[").partition("]")[0])
+        if isinstance(steps, MarkedList) and index < len(steps):
+            step = steps[index]
+            if isinstance(step, MarkedMap) and "uses" in step:
+                return step.value_pos["uses"]
+        return self.pos
 
     def name(self, key: str) -> str:
         if "name" not in self.data:

@@ -117,6 +117,9 @@ def github_context(
     )
     return {
         "action": "",
+        "action_path": "",
+        "action_ref": "",
+        "action_repository": "",
         "actor": _actor(facts),
         "base_ref": base_ref,
         "event": facts.event,

@@ -12,6 +12,7 @@ from ci_pool.worker.actions.call import (
     kind,
     run_action_step,
 )
+from ci_pool.worker.actions.composite import run_composite
 from ci_pool.worker.actions.load import LoadedAction
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "builtin",
     "kind",
     "run_action_step",
+    "run_composite",
 ]

@@ -37,6 +37,11 @@ class ActionCall:
     files: StepFiles
     #: What the action sets as its outputs (``steps.<id>.outputs``).
     outputs: dict[str, str] = field(default_factory=dict)
+    #: How many composite actions this call is inside (``MAX_ACTION_DEPTH`` bounds it).
+    depth: int = 0
+    #: The step's label in the log and its files' names: ``3``, or ``3.1`` for the first
+    #: step of the composite action run as step 3.
+    label: str = ""
 
     def line(self, text: str) -> None:
         """A line in the job's log."""
@@ -100,6 +105,7 @@ def run_loaded(call: ActionCall) -> int:
     ref = call.ref
     loaded: LoadedAction | None = None
     if ref.kind == "docker":
+        fetch.check_pinned(ref, call.att.cap)  # a composite action may name any image
         using = "docker-image"
     else:
         if ref.kind == "local":
@@ -144,19 +150,28 @@ def run_action_step(
     ctx: dict[str, Any],
     status: str,
     files: StepFiles,
+    *,
+    depth: int = 0,
+    label: str | None = None,
+    base_env: dict[str, str] | None = None,
 ) -> tuple[int, bool]:
-    """Run one ``uses:`` step; its exit code and whether it timed out."""
+    """Run one ``uses:`` step; its exit code and whether it timed out. Inside a composite
+    action: its ``depth``, ``label`` and the action step's environment (``base_env``)."""
     logw, monitor = att.logw, att.monitor
-    logw.line(f"##[step] {index} {step.name}")
+    key = label or str(index)
+    logw.line(f"##[step] {key} {step.name}")
     assert step.uses is not None
     try:
         ref = parse_uses(step.uses)
         inputs = {k: expressions.render(v, ctx, status) for k, v in step.inputs.items()}
-        env = {**files.env, **{k: expressions.render(v, ctx, status) for k, v in step.env.items()}}
+        own = {k: expressions.render(v, ctx, status) for k, v in step.env.items()}
+        env = {**files.env, **(base_env or {}), **own}
     except ValueError as exc:  # an expression that failed
-        logw.line(f"##[ci-pool] step {index} not run: {exc}")
+        logw.line(f"##[ci-pool] step {key} not run: {exc}")
         return 1, False
-    call = ActionCall(att, execution, index, step, ref, inputs, env, ctx, status, files)
+    call = ActionCall(
+        att, execution, index, step, ref, inputs, env, ctx, status, files, depth=depth, label=key
+    )
     started = time.monotonic()
     token = monitor.begin_step(step.timeout)
     try:
@@ -171,7 +186,7 @@ def run_action_step(
         ok = code == 0 and not timed_out
         ctx["steps"][step.id] = {"outputs": call.outputs, "outcome": "success" if ok else "failure"}
     if timed_out:
-        logw.line(f"##[step] {index} timed out after {step.timeout}s")
+        logw.line(f"##[step] {key} timed out after {step.timeout}s")
     else:
-        logw.line(f"##[step] {index} exit {code} in {time.monotonic() - started:.2f}s")
+        logw.line(f"##[step] {key} exit {code} in {time.monotonic() - started:.2f}s")
     return code, timed_out
