@@ -141,7 +141,7 @@ def build(client: Any, call: ActionCall, loaded: LoadedAction, dockerfile: str) 
             with JobDir(Path(tmp)) as top:
                 text = top.read(dockerfile, defaults.MAX_WORKFLOW_BYTES).decode()
         except (JobFileRefused, UnicodeDecodeError) as exc:
-            raise ActionError(f"action {call.ref}: runs.image {dockerfile}: {exc}") from None
+            raise ActionError(f"action {call.ref}: {exc}") from None
         try:
             bases = base_images(text, f"{call.ref}/{dockerfile}")
         except ValueError as exc:
