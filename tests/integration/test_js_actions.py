@@ -26,11 +26,12 @@ from tests.conftest import (
     OPEN_POLICY,
     GitServer,
     Harness,
+    Worker,
     containers_of,
     need,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 NODE_IMAGE = "ci-pool-test/node-libs:latest"
 TEST_LABEL = "ci-pool.test"
@@ -71,6 +72,7 @@ core.saveState('who', `state-${who}`);
 const where = process.env.GITHUB_ACTION_PATH.endsWith('/.github/actions/greet');
 console.log(`action=${process.env.GITHUB_ACTION} action-path-ok=${where}`);
 core.warning('greet warns');
+await core.summary.addRaw(`greeted ${who}`).write();
 """
 GREET_POST = """\
 import * as core from '@actions/core';
@@ -133,12 +135,6 @@ jobs:
   js-host:
     runs-on: iso
 {JS_STEPS}
-  no-node:
-    runs-on: android
-    steps:
-      - uses: actions/checkout@v4
-      - uses: ./.github/actions/greet
-        with: {{who: nobody}}
   box:
     runs-on: linux
     steps:
@@ -152,6 +148,10 @@ jobs:
           entrypoint: /bin/sh
           args: -c "echo color=$INPUT_COLOR >> $GITHUB_OUTPUT"
           color: blue
+      - uses: docker://{NODE_IMAGE}
+        timeout-minutes: 0.05
+        continue-on-error: true
+        with: {{entrypoint: /bin/sleep, args: "300"}}
       - run: |
           echo "box-out=${{{{ steps.box.outputs.result }}}} exported=$BOX_EXPORTED"
           echo "file=$(cat box-file.txt) img-out=${{{{ steps.img.outputs.color }}}}"
@@ -204,27 +204,8 @@ def build_node_libs_image(client: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def pool(
-    session_dir: Path,
-    redis_server: RedisServer,
-    busybox_image: str,
-    docker_client: Any,
-    git_server: GitServer,
-    actions_core: dict[str, bytes],
-) -> Iterator[Harness]:
-    import redis
-
-    build_node_libs_image(docker_client)
-    root = session_dir / "js-actions"
-    root.mkdir()
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    redis.Redis.from_url(url).flushdb()
-    h = Harness(root, url, dict(FAST_TIMINGS))
-    h.config.write_text(
-        f'[capabilities.linux]\nimage = "{NODE_IMAGE}"\nnode_runtime = "/usr"\n\n'
-        f'[capabilities.android]\nimage = "{busybox_image}"\n\n'
-        f"[capabilities.iso]\n{OPEN_POLICY}\n"
-    )
+def actions_repo(git_server: GitServer, actions_core: dict[str, bytes]) -> str:
+    """The repository holding the actions the workflows use; its URL."""
     busybox = Path(shutil.which("busybox") or "/bin/busybox").read_bytes()
     files: dict[str, str | bytes] = {
         "README.md": "actions app\n",
@@ -240,13 +221,43 @@ def pool(
         ".github/actions/box/post.sh": BOX_POST,
     }
     git_server.shas["acme/actions.git"] = make_repo(git_server.base / "acme" / "actions.git", files)
-    for capability in ("linux", "android", "iso"):
-        h.start_worker(capability, concurrency=2 if capability == "linux" else 1)
+    return git_server.url("acme/actions.git")
+
+
+@pytest.fixture(scope="module")
+def pool(
+    session_dir: Path, redis_server: RedisServer, docker_client: Any, actions_repo: str
+) -> Iterator[Harness]:
+    """linux: node's libraries in the image, node from node_runtime; iso: host mode."""
+    import redis
+
+    build_node_libs_image(docker_client)
+    root = session_dir / "js-actions"
+    root.mkdir()
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    h = Harness(root, url, dict(FAST_TIMINGS))
+    h.config.write_text(
+        f'[capabilities.linux]\nimage = "{NODE_IMAGE}"\nnode_runtime = "/usr"\n\n'
+        f"[capabilities.iso]\n{OPEN_POLICY}\n"
+    )
+    h.start_worker("linux", concurrency=2)
+    h.start_worker("iso")
     yield h
     h.stop()
     for image in docker_client.images.list(filters={"label": defaults.LABEL_ACTION_IMAGE}):
         docker_client.images.remove(image.id, force=True)
     docker_client.images.remove(NODE_IMAGE, force=True)
+
+
+def run_workflow(h: Harness, repo: str, text: str, tmp_path: Path) -> dict[str, Any]:
+    """Run a workflow at main of ``repo``; its jobs by key."""
+    wf = tmp_path / "actions.yml"
+    wf.write_text(text)
+    res = h.cli("run", str(wf), "--repo", repo, "--ref", "main", timeout=240)
+    assert "Traceback" not in res.stderr, res.stderr
+    pid = res.stderr.split()[1].rstrip(":")
+    return {r.key: r for r in h.pool().store.pipeline_jobs(pid)}
 
 
 def lines_of(log: str) -> list[str]:
@@ -273,33 +284,21 @@ def check_js_job(log: str, state: str) -> None:
 
 
 def test_javascript_and_container_actions_run_from_a_workflow(
-    pool: Harness, git_server: GitServer, docker_client: Any, tmp_path: Path
+    pool: Harness, actions_repo: str, docker_client: Any, tmp_path: Path
 ) -> None:
-    wf = tmp_path / "actions.yml"
-    wf.write_text(WORKFLOW)
-    res = pool.cli(
-        "run", str(wf), "--repo", git_server.url("acme/actions.git"), "--ref", "main",
-        timeout=170,
-    )  # fmt: skip
-    assert "Traceback" not in res.stderr, res.stderr
-    pid = res.stderr.split()[1].rstrip(":")
+    jobs = run_workflow(pool, actions_repo, WORKFLOW, tmp_path)
     store = pool.pool().store
-    jobs = {r.key: r for r in store.pipeline_jobs(pid)}
     logs = {key: store.read_log(job.id) for key, job in jobs.items()}
 
     for key in ("js-docker", "js-host"):
         check_js_job(logs[key], jobs[key].state)
+        # The summary and the annotation the action made are the job's, from step 2.
+        summaries = store.summaries(jobs[key].id)
+        assert [(x.step, x.markdown.strip()) for x in summaries] == [(2, "greeted world")]
+        notes = store.annotations(jobs[key].id)
+        assert [(a.level, a.message, a.step) for a in notes] == [("warning", "greet warns", 2)]
     assert jobs["js-docker"].evidence.mode == "docker"
     assert jobs["js-host"].evidence.mode == "host"
-
-    # No node on the capability: the step fails saying how to fix it.
-    assert jobs["no-node"].state == "failed", logs["no-node"]
-    assert (
-        "##[error]action ./.github/actions/greet runs on Node.js (node20) and capability "
-        "'android' has none: set node_runtime = \"/usr\" (a directory holding bin/node) under "
-        "[capabilities.android] in ci-pool.toml, or run the job in an image with node on its "
-        "PATH"
-    ) in logs["no-node"]
 
     box = lines_of(logs["box"])
     assert jobs["box"].state == "succeeded", logs["box"]
@@ -308,9 +307,31 @@ def test_javascript_and_container_actions_run_from_a_workflow(
     ) in box
     assert "box-out=box-hello exported=yes" in box
     assert "file=made-by-box hello img-out=blue" in box
+    # The container of a step past its timeout is stopped; the job goes on.
+    assert any(re.fullmatch(r"##\[step\] 4 timed out after \d+s", x) for x in box), box
     last = box.index("file=made-by-box hello img-out=blue")
     assert box.index("box post ran in /workspace") > last
     built = docker_client.images.list(filters={"label": defaults.LABEL_ACTION_IMAGE})
     assert len(built) == 1
     for job in jobs.values():
         assert containers_of(docker_client, job.id) == []
+
+
+def test_a_javascript_action_without_node_says_how_to_fix_it(
+    harness: Harness, linux_worker: Worker, actions_repo: str, tmp_path: Path
+) -> None:
+    """The shared pool's linux capability: busybox, no node_runtime."""
+    workflow = (
+        "on: push\njobs:\n  no-node:\n    runs-on: linux\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "      - uses: ./.github/actions/greet\n        with: {who: nobody}\n"
+    )
+    jobs = run_workflow(harness, actions_repo, workflow, tmp_path)
+    log = harness.pool().store.read_log(jobs["no-node"].id)
+    assert jobs["no-node"].state == "failed", log
+    assert (
+        "##[error]action ./.github/actions/greet runs on Node.js (node20) and capability "
+        "'linux' has none: set node_runtime = \"/usr\" (a directory holding bin/node) under "
+        "[capabilities.linux] in ci-pool.toml, or run the job in an image with node on its PATH"
+    ) in log.splitlines()
+    assert "pre phase ran" not in log

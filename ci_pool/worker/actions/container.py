@@ -23,7 +23,7 @@ from docker.types import Mount
 
 from ci_pool import defaults
 from ci_pool.core.workflow import expressions
-from ci_pool.exceptions import ActionError
+from ci_pool.exceptions import ActionError, JobFileRefused
 from ci_pool.worker import scripts
 from ci_pool.worker.actions import image as images
 from ci_pool.worker.actions.call import ActionCall, PostStep, kind
@@ -113,8 +113,8 @@ class ContainerAction:
                 defaults.POST_FILES_BASE + self.call.index,
                 outputs=False,
             )
-        except ActionError as exc:
-            self.call.line(f"##[error]{exc}")
+        except (ActionError, JobFileRefused) as exc:
+            self.call.line(f"##[error]post of {self.call.ref} not run: {exc}")
             return 1
 
     def holds(self, condition: str | None, status: str) -> bool:
