@@ -155,6 +155,13 @@ jobs:
       - run: |
           echo "box-out=${{{{ steps.box.outputs.result }}}} exported=$BOX_EXPORTED"
           echo "file=$(cat box-file.txt) img-out=${{{{ steps.img.outputs.color }}}}"
+  box-host:
+    runs-on: iso
+    steps:
+      - uses: actions/checkout@v4
+      - id: box
+        uses: ./.github/actions/box
+      - run: echo "host box-out=${{{{ steps.box.outputs.result }}}} file=$(cat box-file.txt)"
 """
 
 
@@ -311,6 +318,10 @@ def test_javascript_and_container_actions_run_from_a_workflow(
     assert any(re.fullmatch(r"##\[step\] 4 timed out after \d+s", x) for x in box), box
     last = box.index("file=made-by-box hello img-out=blue")
     assert box.index("box post ran in /workspace") > last
+    # In host mode too, beside the host's steps, seeing the same workspace.
+    host = lines_of(logs["box-host"])
+    assert jobs["box-host"].state == "succeeded", logs["box-host"]
+    assert "host box-out=box-boxed file=made-by-box boxed" in host
     built = docker_client.images.list(filters={"label": defaults.LABEL_ACTION_IMAGE})
     assert len(built) == 1
     for job in jobs.values():

@@ -9,10 +9,13 @@ so what was checked is what is built."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -151,17 +154,40 @@ def build(client: Any, call: ActionCall, loaded: LoadedAction, dockerfile: str) 
             present(client, call, base)
             digest.update(str(client.images.get(base).id).encode())
         tag = f"{defaults.ACTION_IMAGE_REPOSITORY}:{digest.hexdigest()[:40]}"
-        try:
-            client.images.get(tag)
-            call.line(f"##[ci-pool] action {call.ref}: image {tag} (built earlier)")
-            return tag
-        except docker.errors.ImageNotFound:
-            pass
-        except ENGINE_ERRORS as exc:
-            raise ActionError(f"action {call.ref}: the Docker engine failed: {exc}") from exc
-        call.line(f"##[ci-pool] action {call.ref}: building {tag} from {dockerfile}")
-        _build(client, call, cap, tmp, dockerfile, tag)
+        # Jobs on this runner that need the same image wait for one build of it.
+        with _build_lock(call, tag):
+            if _exists(client, call, tag):
+                call.line(f"##[ci-pool] action {call.ref}: image {tag} (built earlier)")
+                return tag
+            call.line(f"##[ci-pool] action {call.ref}: building {tag} from {dockerfile}")
+            _build(client, call, cap, tmp, dockerfile, tag)
     return tag
+
+
+def _exists(client: Any, call: ActionCall, tag: str) -> bool:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    except ENGINE_ERRORS as exc:
+        raise ActionError(f"action {call.ref}: the Docker engine failed: {exc}") from exc
+    return True
+
+
+@contextmanager
+def _build_lock(call: ActionCall, tag: str) -> Iterator[None]:
+    """An exclusive lock on building ``tag`` among the workers sharing this runner's
+    workspace root."""
+    settings = call.att.settings
+    root = settings.resolved_workspace_root if settings is not None else Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    name = f".ci-pool-build-{tag.rsplit(':', 1)[-1]}.lock"
+    fd = os.open(root / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _build(client: Any, call: ActionCall, cap: Capability, path: str, file: str, tag: str) -> None:
