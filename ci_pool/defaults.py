@@ -235,3 +235,17 @@ ACTION_FETCH_TIMEOUT = 120.0
 ACTIONS_CACHE_DIR = "actions"
 #: Where a fetched action's files are copied in the job's read-only scripts directory.
 ACTIONS_IN_SCRIPTS = "actions"
+
+
+#: Where a job container sees its capability's ``node_runtime`` (read-only).
+CONTAINER_NODE = "/ci-pool-node"
+#: Files of an action's ``post`` script: ``<stem>-<base + step>`` apart from any step's.
+POST_FILES_BASE = 100_000
+#: Bytes of a container action's directory copied as its build context, at most.
+ACTION_CONTEXT_MAX_BYTES = 256 * 1024 * 1024
+#: Files of a container action's directory, at most.
+ACTION_CONTEXT_MAX_FILES = 20_000
+#: Label on the images built from container actions' Dockerfiles (value: the action).
+LABEL_ACTION_IMAGE = "ci-pool.action-image"
+#: Repository of the images built from container actions (tagged by content hash).
+ACTION_IMAGE_REPOSITORY = "ci-pool-action"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ class GitDaemon(Service):
         return f"git://127.0.0.1:{self.port}/{name}"
 
 
-def make_repo(bare: Path, files: dict[str, str], message: str = "initial") -> str:
+def make_repo(bare: Path, files: Mapping[str, str | bytes], message: str = "initial") -> str:
     """Create (or add a commit to) a bare repository served by GitDaemon; returns the SHA."""
     env = {
         **os.environ,
@@ -172,8 +173,11 @@ def make_repo(bare: Path, files: dict[str, str], message: str = "initial") -> st
     for name, content in files.items():
         path = work / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        if name.endswith(".sh"):
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+        if name.endswith(".sh") or (isinstance(content, bytes) and content[:4] == b"\x7fELF"):
             path.chmod(0o755)
     git("-C", str(work), "add", "-A")
     git("-C", str(work), "commit", "-q", "--allow-empty", "-m", message)

@@ -76,7 +76,7 @@ class Admission:
 
     def image(self, image: str | None, cap: Capability) -> Problem | None:
         """A job may run in an image of its own only where the capability allows it."""
-        if not image or image == cap.image or cap.allow_container_override:
+        if not image or cap.allows_image(image):
             return None
         return Problem(
             "image",

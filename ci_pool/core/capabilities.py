@@ -53,6 +53,21 @@ class Capability(BaseModel):
     require_pinned_actions: bool = False
     #: ``labels`` in ci-pool.toml add to a built-in capability's labels; true replaces them.
     replace_labels: bool = False
+    #: A Node.js installation on the runner host (a directory holding ``bin/node``, such as
+    #: ``/usr``) that JavaScript actions run with: mounted read-only into job containers,
+    #: used as is in host mode. None: the ``node`` on the image's (or host's) PATH.
+    node_runtime: str | None = None
+
+    @field_validator("node_runtime")
+    @classmethod
+    def _absolute_runtime(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(
+                f'{value!r} must be an absolute directory holding bin/node, such as "/usr"'
+            )
+        return value.rstrip("/") or "/"
 
     @field_validator("repos", "refs")
     @classmethod
@@ -103,10 +118,22 @@ class Capability(BaseModel):
             raise ValueError("must be a size such as '512m' or '4g'")
         return value
 
+    def allows_image(self, image: str) -> bool:
+        """Whether jobs (and their actions) may run ``image``: the capability's own, or any
+        where ``allow_container_override`` is set."""
+        return self.allow_container_override or _tagged(image) == _tagged(self.image)
+
     @property
     def label_set(self) -> frozenset[str]:
         """Labels this capability answers to (lower-case), its own name included."""
         return frozenset(label.lower() for label in (self.name, *self.labels))
+
+
+def _tagged(image: str) -> str:
+    """``name`` as ``name:latest``, as Docker reads an image without a tag or digest."""
+    if not image or "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return f"{image}:latest"
 
 
 #: Protected branches and release tags: what the privileged capabilities build by default.

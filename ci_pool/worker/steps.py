@@ -12,7 +12,7 @@ from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import JobFileRefused
 from ci_pool.store import Store
-from ci_pool.worker import actions, workspace
+from ci_pool.worker import actions, scripts, workspace
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.outcome import StepFailure
@@ -139,14 +139,10 @@ def run_step(
     token = monitor.begin_step(timeout)
     # bash (the default) falls back to sh in images without bash.
     shell = None if step.shell == "bash" else step.shell
-    logw.begin_step(index)
     try:
-        code = execution.run_step(name, logw.write, env=env, shell=shell)
+        code = scripts.run_script(att, execution, index, name, env, shell, files.store)
     finally:
-        annotations = logw.end_step()
         timed_out = monitor.end_step(token)
-        if annotations:
-            files.store.add_annotations(att.job.id, att.job.attempt, annotations)
     took = time.monotonic() - started
     outputs, failures = files.read_back(att, index, step, ctx, label)
     if step.id:

@@ -15,6 +15,9 @@ from ci_pool.worker.actions.call import (
 from ci_pool.worker.actions.composite import run_composite
 from ci_pool.worker.actions.load import LoadedAction
 
+# The runners of each ``runs.using`` kind register themselves on import.
+from ci_pool.worker.actions import container, node  # noqa: F401  # isort: skip
+
 __all__ = [
     "BUILTINS",
     "KINDS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,15 @@ def _memory_bytes(value: str) -> int:
     if value[-1] in units:
         return int(value[:-1]) * units[value[-1]]
     return int(value)
+
+
+def runtime_mounts(cap: Capability) -> list[Mount]:
+    """The runner's tool installations a job container sees read-only: the capability's
+    ``node_runtime`` (when this host has it; else a JavaScript action says it is missing)."""
+    runtime = cap.node_runtime
+    if runtime and os.path.isdir(runtime):
+        return [Mount(defaults.CONTAINER_NODE, runtime, type="bind", read_only=True)]
+    return []
 
 
 class DockerExecution(Execution):
@@ -78,6 +88,7 @@ class DockerExecution(Execution):
             "stdin_open": False,
             "tty": False,
         }
+        kwargs["mounts"] += runtime_mounts(cap)
         if cap.pids_limit:
             kwargs["pids_limit"] = cap.pids_limit
         if cap.memory:
