@@ -4,11 +4,14 @@ internal network; cleanup on success, on cancel and by the runner's sweep."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,6 +24,7 @@ from tests.conftest import GitServer, Harness, isolated_harness
 pytestmark = pytest.mark.integration
 
 SERVICE_IMAGE = "ci-pool-test/svc-echo:latest"
+REGISTRY_PASSWORD = "reg-pw-" + uuid.uuid4().hex
 TEST_LABEL = "ci-pool.test-services"
 #: Shared with the corpus pool: this pool's capabilities have queues of their own.
 REDIS_DB = 12
@@ -29,6 +33,7 @@ CAPABILITIES = """
 image = "{image}"
 labels = ["svc"]
 allow_container_override = true
+secrets = {{ REG_PW = "file:{password}" }}
 
 [capabilities.svc-host]
 mode = "host"
@@ -64,9 +69,13 @@ def service_image(docker_client: Any, busybox_image: str, tmp_path_factory: Any)
 def svc_pool(
     session_dir: Path, redis_server: RedisServer, busybox_image: str, service_image: str
 ) -> Iterator[Harness]:
-    h = isolated_harness(session_dir / "services", redis_server, busybox_image, REDIS_DB)
+    # One attempt: a service that never becomes healthy is not worth a retry here.
+    h = isolated_harness(
+        session_dir / "services", redis_server, busybox_image, REDIS_DB, max_attempts=1
+    )
+    (h.root / "reg-pw").write_text(REGISTRY_PASSWORD + "\n")
     with h.config.open("a") as config:
-        config.write(CAPABILITIES.format(image=busybox_image))
+        config.write(CAPABILITIES.format(image=busybox_image, password=h.root / "reg-pw"))
     h.start_worker("svc", concurrency=2)
     yield h
     h.stop()
@@ -222,3 +231,51 @@ def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
     port = next(line for line in log.splitlines() if line.startswith("port="))
     assert port.removeprefix("port=").isdigit()
     assert left_of(docker_client, job_id) == ([], [])
+
+
+class _Registry(http.server.BaseHTTPRequestHandler):
+    """A registry on loopback that asks for a login and records the ones it is given."""
+
+    logins: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            self.logins.append(base64.b64decode(auth[6:]).decode())
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="ci-pool-test"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_container_credentials_reach_the_registry_pull_and_never_the_log(
+    svc_pool: Harness, git_server: GitServer, service_image: str
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    image = f"127.0.0.1:{server.server_address[1]}/private/app:1"
+    container = (
+        f"    container:\n      image: {image}\n      credentials:\n"
+        "        username: ci-bot\n        password: ${{ secrets.REG_PW }}\n"
+    )
+    steps = "      - run: echo never-runs\n"
+    try:
+        text = workflow("svc", steps, SERVICE.format(image=service_image), container)
+        pool, job_id = submit(svc_pool, git_server, text)
+        job = wait_final(pool, job_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert job.state.value == "error"
+    assert job.reason is not None and "could not be pulled with the job's credentials" in (
+        job.reason
+    )
+    # dockerd pulled with the login the runner rendered from the capability's secret.
+    assert f"ci-bot:{REGISTRY_PASSWORD}" in _Registry.logins
+    assert REGISTRY_PASSWORD not in job.reason
+    assert REGISTRY_PASSWORD not in pool.store.read_log(job_id)

@@ -196,9 +196,14 @@ class JobBuilder(ContainerReader):
             "services": "services",
         }
         _, problems = self.wf.admission.check(spec)
+        services = d.get("services")
         for problem in problems:
-            key = places.get(problem.field.split(".", 1)[0], "runs-on")
-            self.error(f"{p}.{key}: {problem.message}", d.value_pos.get(key, self.pos))
+            key, _, name = problem.field.partition(".")
+            key = places.get(key, "runs-on")
+            pos = d.value_pos.get(key, self.pos)
+            if key == "services" and isinstance(services, MarkedMap) and name in services:
+                key, pos = f"services.{name}", services.value_pos[name]
+            self.error(f"{p}.{key}: {problem.message}", pos)
         return not problems
 
     def name(self, key: str) -> str:
