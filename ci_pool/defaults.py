@@ -224,3 +224,5 @@ MAX_SERVICES = 10
 NETWORK_NO_HOST_ADDRESS = "com.docker.network.bridge.inhibit_ipv4"
 #: Label on a service container: the service's name (beside the job's labels).
 LABEL_SERVICE = "ci-pool.service"
+#: Network option naming the Linux bridge of a host job's service network.
+NETWORK_BRIDGE_NAME = "com.docker.network.bridge.name"

@@ -220,7 +220,9 @@ def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
     steps = (
         "      - run: >-\n"
         "          echo port=${{ job.services.echo.ports[5000] }};\n"
-        "          busybox nc 127.0.0.1 ${{ job.services.echo.ports[5000] }} </dev/null\n"
+        "          busybox nc 127.0.0.1 ${{ job.services.echo.ports[5000] }} </dev/null;\n"
+        "          bridge=cip$(printf %s-1 $CI_POOL_JOB_ID | busybox sha256sum | cut -c1-11);\n"
+        '          echo "forwarding=$(cat /proc/sys/net/ipv4/conf/$bridge/forwarding)"\n'
     )
     text = workflow("svc-host", steps, SERVICE.format(image=service_image))
     pool, job_id = submit(svc_pool, git_server, text)
@@ -228,6 +230,8 @@ def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
     log = pool.store.read_log(job_id)
     assert job.state.value == "succeeded", f"{job.reason}\n{log}"
     assert "hello from the service" in log.splitlines()
+    # The services' bridge keeps a host address for the relay but forwards nothing.
+    assert "forwarding=0" in log.splitlines(), log
     port = next(line for line in log.splitlines() if line.startswith("port="))
     assert port.removeprefix("port=").isdigit()
     assert left_of(docker_client, job_id) == ([], [])

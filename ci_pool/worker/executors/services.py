@@ -12,6 +12,7 @@ port of an internal network.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import stat
 import threading
@@ -114,6 +115,22 @@ class PortRelay:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
+def bridge_name(job_id: str, attempt: int) -> str:
+    """The Linux bridge of a host job's service network (at most 15 characters)."""
+    return "cip" + hashlib.sha256(f"{job_id}-{attempt}".encode()).hexdigest()[:11]
+
+
+def _stop_forwarding(bridge: str) -> str:
+    """Turn off IPv4 forwarding of packets that arrive on ``bridge``: the services of a host
+    job then reach the host's own addresses only. "off", or why it stays on."""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{bridge}/forwarding", "w") as knob:
+            knob.write("0")
+    except OSError as exc:
+        return f"host policy ({exc.strerror})"
+    return "off"
+
+
 class ServiceSet:
     """Starts, waits for and removes the services of one job attempt."""
 
@@ -125,10 +142,18 @@ class ServiceSet:
         self.relays: list[PortRelay] = []
         #: Service name -> container port -> loopback port (host jobs).
         self.ports: dict[str, dict[str, str]] = {}
+        #: A host job's network keeps a host address (the relays need it); its bridge
+        #: forwards nothing where the runner may say so.
+        self.bridge = bridge_name(ctx.job_id, ctx.attempt)
+        self.forwarding = ""
 
     def start(self, stopping: threading.Event) -> None:
         """Create the network and every service, then wait until all are ready."""
-        options = {} if self.host_job else {defaults.NETWORK_NO_HOST_ADDRESS: "true"}
+        options = (
+            {defaults.NETWORK_BRIDGE_NAME: self.bridge}
+            if self.host_job
+            else {defaults.NETWORK_NO_HOST_ADDRESS: "true"}
+        )
         try:
             self.network = self.client.networks.create(
                 self.network_name,
@@ -137,6 +162,8 @@ class ServiceSet:
                 labels=job_labels(self.ctx),
                 options=options,
             )
+            if self.host_job:
+                self.forwarding = _stop_forwarding(self.bridge)
             for service in self.ctx.services:
                 self.containers[service.name] = self._create(service)
             for container in self.containers.values():
