@@ -104,16 +104,17 @@ class DockerExecution(Execution):
             kwargs["network_mode"] = self.services.network_name
         return kwargs
 
-    def _start_services(self) -> None:
+    def _services_ready(self) -> None:
+        """Join the services' network (beside a named one) and wait for the services,
+        which started before the job container, so both start at once."""
         if self.services is None:
             return
-        self.services.start(self._stopping)
-        network = self.ctx.capability.network
-        if network not in ("none", "host") and self.container is not None:
+        if self.ctx.capability.network not in ("none", "host"):
             try:
                 self.services.network.connect(self.container)
             except ENGINE_ERRORS as exc:
                 raise ExecutorError(f"docker could not join the services' network: {exc}") from exc
+        self.services.ready(self._stopping)
 
     def _create(self) -> Any:
         kwargs = self._create_kwargs()
@@ -127,8 +128,8 @@ class DockerExecution(Execution):
 
     def start(self) -> None:
         image = self.ctx.image or self.ctx.capability.image
-        if self.services is not None and self.ctx.capability.network in ("none", "host"):
-            self._start_services()
+        if self.services is not None:
+            self.services.launch()
         try:
             self.container = self._create()
             self.container.start()
@@ -144,8 +145,7 @@ class DockerExecution(Execution):
             ) from None
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
-        if self.services is not None and self.ctx.capability.network not in ("none", "host"):
-            self._start_services()
+        self._services_ready()
 
     scripts_path = defaults.CONTAINER_SCRIPTS
     files_path = defaults.CONTAINER_FILES

@@ -149,6 +149,11 @@ class ServiceSet:
 
     def start(self, stopping: threading.Event) -> None:
         """Create the network and every service, then wait until all are ready."""
+        self.launch()
+        self.ready(stopping)
+
+    def launch(self) -> None:
+        """Create the network and start every service (without waiting for them)."""
         options = (
             {defaults.NETWORK_BRIDGE_NAME: self.bridge}
             if self.host_job
@@ -174,6 +179,9 @@ class ServiceSet:
             ) from None
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"docker could not start the job's services: {exc}") from exc
+
+    def ready(self, stopping: threading.Event) -> None:
+        """Wait until every service is ready; then relay the ports of a host job's."""
         self._wait(stopping)
         if self.host_job:
             self._relay()
