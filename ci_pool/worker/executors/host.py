@@ -127,7 +127,11 @@ class HostExecution(Execution):
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
         if self.services is not None:
-            self.services.close()
+            services, self.services = self.services, None
+            try:
+                services.close()
+            finally:
+                services.client.close()
 
 
 def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:

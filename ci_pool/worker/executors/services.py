@@ -419,11 +419,11 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
     if attempt is not None:
         labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
     try:
-        client = docker.from_env(timeout=10)
-        found = _labelled(client, labels)
-        for container in found:
-            container.remove(force=True, v=True)
-        return len(found) + remove_networks(client, labels)
+        with contextlib.closing(docker.from_env(timeout=10)) as client:
+            found = _labelled(client, labels)
+            for container in found:
+                container.remove(force=True, v=True)
+            return len(found) + remove_networks(client, labels)
     except ENGINE_ERRORS:
         return 0
 
@@ -431,11 +431,11 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
 def job_objects() -> list[tuple[str, int]]:
     """(job id, attempt) of the service containers and networks on the local engine."""
     try:
-        client = docker.from_env(timeout=10)
-        found = _labelled(client, [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT])
+        with contextlib.closing(docker.from_env(timeout=10)) as client:
+            found = _labelled(client, [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT])
+            pairs = set(network_leftovers(client))
     except ENGINE_ERRORS:
         return []
-    pairs = set(network_leftovers(client))
     for c in found:
         attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
         if attempt.isdigit():
