@@ -232,6 +232,8 @@ def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
     assert "hello from the service" in log.splitlines()
     # The services' bridge keeps a host address for the relay but forwards nothing.
     assert "forwarding=0" in log.splitlines(), log
+    assert job.evidence is not None and job.evidence.model_extra is not None
+    assert job.evidence.model_extra["service_forwarding"] == "off"
     port = next(line for line in log.splitlines() if line.startswith("port="))
     assert port.removeprefix("port=").isdigit()
     assert left_of(docker_client, job_id) == ([], [])

@@ -37,6 +37,10 @@ class HostExecution(Execution):
             self.services = ServiceSet(docker_client(), self.ctx, host_job=True)
             self.services.start(self._stopped)
 
+    def describe(self) -> dict[str, str]:
+        # Whether the services' bridge forwards (see ``ServiceSet.forwarding``).
+        return {} if self.services is None else {"service_forwarding": self.services.forwarding}
+
     def services_context(self) -> dict[str, Any]:
         return {} if self.services is None else self.services.context()
 
