@@ -249,3 +249,24 @@ ACTION_CONTEXT_MAX_FILES = 20_000
 LABEL_ACTION_IMAGE = "ci-pool.action-image"
 #: Repository of the images built from container actions (tagged by content hash).
 ACTION_IMAGE_REPOSITORY = "ci-pool-action"
+
+# -- services (``services:``) and job container settings (``container:``) --
+#: Health-check defaults of a service when its options give only ``--health-cmd``.
+SERVICE_HEALTH_INTERVAL = 10.0
+SERVICE_HEALTH_TIMEOUT = 5.0
+SERVICE_HEALTH_RETRIES = 3
+#: The longest a job waits for its services to be running and healthy, in seconds.
+SERVICE_START_TIMEOUT = 300.0
+#: Lines of a failed service's log shown in the job's reason.
+SERVICE_LOG_TAIL = 20
+#: Characters of one ``options:`` string.
+MAX_CONTAINER_OPTIONS = 2000
+#: Services of one job.
+MAX_SERVICES = 10
+#: Network option that leaves the host without an address on a job's service network:
+#: the containers on it then have no gateway, whatever the host's forwarding rules.
+NETWORK_NO_HOST_ADDRESS = "com.docker.network.bridge.inhibit_ipv4"
+#: Label on a service container: the service's name (beside the job's labels).
+LABEL_SERVICE = "ci-pool.service"
+#: Network option naming the Linux bridge of a host job's service network.
+NETWORK_BRIDGE_NAME = "com.docker.network.bridge.name"

@@ -99,6 +99,32 @@ class Admission:
                 problems.append(Problem(f"steps[{i}].uses", f"{why} (capability {cap.name!r})"))
         return problems
 
+    def services(self, spec: JobSpec, cap: Capability) -> list[Problem]:
+        """Service images follow the job image's rule; services need the Docker executor."""
+        problems = []
+        for service in spec.services:
+            problem = self.image(service.image, cap)
+            if problem is not None:
+                problems.append(
+                    Problem(
+                        f"services.{service.name}", f"service {service.name!r}: {problem.message}"
+                    )
+                )
+        creds = spec.container.credentials if spec.container else None
+        if creds is not None and creds.secret_name not in spec.secrets:
+            problems.append(
+                Problem(
+                    "container",
+                    f"credentials: the password's secret {creds.secret_name!r} must also be "
+                    "listed in secrets",
+                )
+            )
+        if spec.container is not None and cap.mode == "host" and spec.container.volumes:
+            problems.append(
+                Problem("container", f"capability {cap.name!r} runs on the host: it has no volumes")
+            )
+        return problems
+
     def check(self, spec: JobSpec) -> tuple[Admitted | None, list[Problem]]:
         """Every reason to refuse ``spec``; routing errors raise (they name their field)."""
         cap = self.route(spec.capability, spec.labels)
@@ -110,6 +136,7 @@ class Admission:
         if image is not None:
             problems.append(image)
         problems += self.pins(spec, cap)
+        problems += self.services(spec, cap)
         if problems or isinstance(timeout, Problem):
             return None, problems
         return Admitted(cap, timeout), []

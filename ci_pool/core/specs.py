@@ -21,6 +21,7 @@ from pydantic import (
 from ci_pool import defaults as d
 from ci_pool.core.actions import parse_uses
 from ci_pool.core.names import SCP_LIKE, check_env_names, check_ref, check_repo_url
+from ci_pool.core.services import ContainerSpec, ServiceSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import InputError
 
@@ -366,6 +367,10 @@ class JobSpec(BaseModel):
     #: ``permissions:`` of the job (or the workflow's), recorded; None when not given.
     permissions: Permissions | None = None
     environment: EnvironmentSpec | None = None
+    #: Sidecar containers (``services:``), each on the job's own network.
+    services: tuple[ServiceSpec, ...] = Field(default=(), max_length=d.MAX_SERVICES)
+    #: ``container:`` options, workspace volumes and registry login for ``image``.
+    container: ContainerSpec | None = None
 
     @property
     def checks_out_in_steps(self) -> bool:
@@ -381,6 +386,14 @@ class JobSpec(BaseModel):
     @classmethod
     def _ref(cls, value: str) -> str:
         return value if value == "HEAD" else check_ref(value)
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: tuple[ServiceSpec, ...]) -> tuple[ServiceSpec, ...]:
+        names = [s.name.lower() for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two services have the same name")
+        return value
 
     @field_validator("env")
     @classmethod

@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.pipeline import PipelineJob
+from ci_pool.core.services import ContainerSpec, ServiceSpec
 from ci_pool.core.specs import (
     STORED,
     CheckoutSpec,
@@ -131,6 +132,8 @@ class NewJob:
             "checkout": spec.checkout,
             "permissions": spec.permissions,
             "environment": spec.environment,
+            "services": spec.services,
+            "container": spec.container,
             "reason": self.reason,
             "concurrency": self.concurrency,
         }
@@ -187,6 +190,11 @@ class Job(Base):
     environment: Mapped[EnvironmentSpec | None] = mapped_column(
         SpecType(EnvironmentSpec), default=None
     )
+    #: ``services:`` and the ``container:`` settings beyond its image.
+    services: Mapped[tuple[ServiceSpec, ...] | None] = mapped_column(
+        SpecType(tuple[ServiceSpec, ...]), default=()
+    )
+    container: Mapped[ContainerSpec | None] = mapped_column(SpecType(ContainerSpec), default=None)
     # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
     # keys of the jobs it needs, its condition and its matrix values.
     job_ref: Mapped[str | None] = mapped_column(String(200), default=None)

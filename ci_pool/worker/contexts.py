@@ -26,6 +26,7 @@ from ci_pool import defaults
 from ci_pool.core import scheduler
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.policy import read_secret_source, resolve_secrets
+from ci_pool.core.services import ServiceSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
@@ -210,4 +211,25 @@ def job_env(att: Attempt, ctx: dict[str, Any]) -> dict[str, str]:
         "CI_POOL_REPO": job.repo,
         "CI_POOL_REF": job.ref,
         "CI_POOL_COMMIT_SHA": att.evidence.commit_sha or job.commit_sha or "",
+    }
+
+
+def service_specs(job: Job, ctx: dict[str, Any]) -> tuple[ServiceSpec, ...]:
+    """The job's services with their env rendered in the job's contexts."""
+    return tuple(
+        service.model_copy(
+            update={"env": {k: expressions.render(v, ctx) for k, v in service.env.items()}}
+        )
+        for service in job.services or ()
+    )
+
+
+def registry_auth(job: Job, ctx: dict[str, Any]) -> dict[str, str] | None:
+    """The rendered registry login of the job's ``container: credentials``, if any."""
+    creds = job.container.credentials if job.container else None
+    if creds is None:
+        return None
+    return {
+        "username": expressions.render(creds.username, ctx),
+        "password": expressions.render(creds.password, ctx),
     }

@@ -24,6 +24,8 @@ from ci_pool.worker.contexts import (
     job_env,
     job_secrets,
     prepare_places,
+    registry_auth,
+    service_specs,
 )
 from ci_pool.worker.executors.base import Execution, Executor, JobContext
 from ci_pool.worker.jobfiles import JobDir
@@ -183,6 +185,9 @@ class JobRunner:
                 files=files,
                 env=job_env(att, contexts),
                 image=job.image or cap.image,
+                services=service_specs(job, contexts),
+                container=job.container,
+                registry_auth=registry_auth(job, contexts),
             )
             execution = executor.execution(ctx)
             att.note(mode=execution.mode)
@@ -190,6 +195,7 @@ class JobRunner:
             execution.start()
             att.note(**execution.describe())
             contexts["job"]["container"]["id"] = att.evidence.container_id or ""
+            contexts["job"]["services"] = execution.services_context()
             outcome = self._run_steps(att, execution, contexts)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 workspace.collect_artifacts(att, src, self.settings, self.store)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import IGNORED_LABELS, Capability
@@ -16,14 +15,13 @@ from ci_pool.core.workflow.contexts import (
     JOB_ENV,
     JOB_LEVEL,
     MISSING,
-    PARSE_TIME,
     STEP_LEVEL,
     referenced_secrets,
 )
 from ci_pool.core.workflow.dynamic_matrix import DYNAMIC_MATRIX_LEVEL
+from ci_pool.core.workflow.job_containers import ContainerReader
 from ci_pool.core.workflow.matrix import Strategy, label
 from ci_pool.core.workflow.schema import (
-    CONTAINER_KEYS,
     ENVIRONMENT_KEYS,
     ID,
     JOB_KEYS,
@@ -31,11 +29,10 @@ from ci_pool.core.workflow.schema import (
     check_keys,
     one_or_many,
 )
-from ci_pool.core.workflow.steps import RunDefaults, StepReader
+from ci_pool.core.workflow.steps import RunDefaults
 from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
 from ci_pool.exceptions import CapabilityNotFound, InputError
 
-_IMAGE = re.compile(r"^[A-Za-z0-9][^\s]*$")
 _LEVELS = ("read", "write", "none")
 
 
@@ -67,14 +64,6 @@ def read_permissions(src: Source, data: MarkedMap, where: str) -> dict[str, str]
     return out
 
 
-class _Container(NamedTuple):
-    """The job's ``container:``: the image to run the steps in, its env and docker options."""
-
-    image: str
-    env: dict[str, str]
-    options: str | None
-
-
 @dataclass(frozen=True)
 class Workflow:
     """What every job of a file shares."""
@@ -92,7 +81,7 @@ class Workflow:
         return self.admission.capabilities
 
 
-class JobBuilder(StepReader):
+class JobBuilder(ContainerReader):
     """Builds the PipelineJob of one matrix cell of one workflow job."""
 
     def __init__(
@@ -136,6 +125,7 @@ class JobBuilder(StepReader):
         if_expr = self.condition(d, "if", f"{p}.if", JOB_LEVEL)
         env = {**self.wf.env, **self.env(d, "env", f"{p}.env", JOB_ENV)}
         container = self.container()
+        services = self.services()
         steps = self.steps()
         outputs = self.outputs()
         name = self.name(key)
@@ -152,7 +142,10 @@ class JobBuilder(StepReader):
             *env.values(),
             *outputs.values(),
             *(t for s in steps for t in (s.run, s.working_directory or "", *s.env.values())),
+            *(v for service in services for v in service.env.values()),
         ]
+        if container and container.spec and container.spec.credentials:
+            templates += [container.spec.credentials.username, container.spec.credentials.password]
         secrets = referenced_secrets(templates, [if_expr or "", *(s.if_expr or "" for s in steps)])
         spec = self.model(
             JobSpec,
@@ -170,6 +163,8 @@ class JobBuilder(StepReader):
             secrets=secrets,
             permissions=self.wf.permissions if permissions is None else permissions,
             environment=environment,
+            services=services,
+            container=container.spec if container else None,
         )
         if spec is None or not self.admit(spec):
             return None
@@ -194,14 +189,24 @@ class JobBuilder(StepReader):
         """The pool's admission rules (``ci_pool.core.admission``), each problem reported at
         the key it comes from."""
         d, p = self.data, self.path
-        places = {"timeout": "timeout-minutes", "image": "container"}
+        places = {
+            "timeout": "timeout-minutes",
+            "image": "container",
+            "container": "container",
+            "services": "services",
+        }
         _, problems = self.wf.admission.check(spec)
+        services = d.get("services")
         for problem in problems:
             if problem.field.startswith("steps["):
                 self.error(f"{p}.{problem.field}: {problem.message}", self.step_pos(problem.field))
                 continue
-            key = places.get(problem.field, "runs-on")
-            self.error(f"{p}.{key}: {problem.message}", d.value_pos.get(key, self.pos))
+            key, _, name = problem.field.partition(".")
+            key = places.get(key, "runs-on")
+            pos = d.value_pos.get(key, self.pos)
+            if key == "services" and isinstance(services, MarkedMap) and name in services:
+                key, pos = f"services.{name}", services.value_pos[name]
+            self.error(f"{p}.{key}: {problem.message}", pos)
         return not problems
 
     def step_pos(self, field: str) -> Pos:
@@ -289,38 +294,6 @@ class JobBuilder(StepReader):
             return None
         name = self.text(value, pos, where, JOB_LEVEL)
         return self.model(EnvironmentSpec, where, pos, name=name, url=url or None)
-
-    def container(self) -> _Container | None:
-        d, where = self.data, f"{self.path}.container"
-        if d.get("container") is None:
-            return None
-        value, pos = d["container"], d.value_pos["container"]
-        env: dict[str, str] = {}
-        options = None
-        if isinstance(value, MarkedMap):
-            check_keys(self.src, value, where, "container", CONTAINER_KEYS)
-            if "image" not in value:
-                self.error(f"{where}: needs image:", pos)
-                return None
-            env = self.env(value, "env", f"{where}.env", PARSE_TIME)
-            if "options" in value:
-                options = self.known(
-                    value["options"], value.value_pos["options"], f"{where}.options"
-                )
-                if not isinstance(options, str):
-                    self.error(
-                        f"{where}.options: must be a string of docker options",
-                        value.value_pos["options"],
-                    )
-                    options = None
-            value, pos, where = value["image"], value.value_pos["image"], f"{where}.image"
-        image = self.known(value, pos, where)
-        if image is MISSING:
-            return None
-        if not isinstance(image, str) or not _IMAGE.match(image):
-            self.error(f"{where}: must be an image name such as debian:12", pos)
-            return None
-        return _Container(image, env, options)
 
     def outputs(self) -> dict[str, str]:
         d, where = self.data, f"{self.path}.outputs"

@@ -11,6 +11,7 @@ WORKFLOW_KEYS = ("name", "run-name", "on", "permissions", "env", "defaults", "jo
 JOB_KEYS = (
     "name", "runs-on", "needs", "if", "env", "timeout-minutes", "continue-on-error",
     "container", "strategy", "outputs", "steps", "permissions", "environment", "concurrency",
+    "services",
 )  # fmt: skip
 #: ``permissions:`` scopes as GitHub and Gitea define them (recorded, not enforced: the
 #: pool hands out no token of its own).
@@ -32,7 +33,9 @@ CHECKOUT_INPUTS = (
     "repository", "ref", "path", "fetch-depth", "filter", "sparse-checkout",
     "sparse-checkout-cone-mode", "submodules", "lfs", "clean", "persist-credentials",
 )  # fmt: skip
-CONTAINER_KEYS = ("image", "env", "options")
+CONTAINER_KEYS = ("image", "env", "options", "volumes", "credentials")
+SERVICE_KEYS = ("image", "env", "ports", "options")
+CREDENTIAL_KEYS = ("username", "password")
 SHELLS = ("bash", "sh")
 
 #: Job, step and output ids.
@@ -40,17 +43,15 @@ ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # Known keys ci-pool does not support, by "<level>.<key>": why, and what to do instead.
 UNSUPPORTED = {
-    "job.services": "service containers are not supported; start the service in a run: "
-    "step, or run on a capability whose image provides it",
     "job.uses": "reusable workflows are not supported; copy the called jobs into this file",
     "job.with": "with: belongs to reusable workflows, which are not supported",
     "job.secrets": "secrets: belongs to reusable workflows, which are not supported; read "
     "the capability's secrets as ${{ secrets.NAME }}",
     "job.defaults": "defaults are supported at the top level only (defaults.run)",
-    "container.credentials": "registry credentials are configured by the operator, not "
-    "the workflow",
     "container.ports": "ports are not supported: job containers have no published ports",
-    "container.volumes": "volumes are not supported: the workspace is the only mount",
+    "service.volumes": "volumes are not supported on services: a service gets no mount",
+    "service.credentials": "registry credentials are supported for the job's container "
+    "only; a service's image must be on the runner",
 }
 
 

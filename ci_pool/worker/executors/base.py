@@ -7,8 +7,10 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ci_pool.core.capabilities import Capability
+from ci_pool.core.services import ContainerSpec, ServiceSpec
 
 #: Why a runner whose container engine does not answer takes no job.
 ENGINE_DOWN = "cannot reach its Docker engine: start dockerd (or set DOCKER_HOST)"
@@ -45,6 +47,12 @@ class JobContext:
     env: dict[str, str] = field(default_factory=dict)
     #: The image to run (the capability's, or the job's override where allowed).
     image: str = ""
+    #: The job's services, their env rendered.
+    services: tuple[ServiceSpec, ...] = ()
+    #: ``container:`` options, volumes and credentials.
+    container: ContainerSpec | None = None
+    #: The rendered registry login (``username``, ``password``) for pulling ``image``.
+    registry_auth: dict[str, str] | None = field(default=None, repr=False)
 
 
 class Execution(abc.ABC):
@@ -88,6 +96,10 @@ class Execution(abc.ABC):
 
     def describe(self) -> dict[str, str]:
         """Facts for the evidence record (image digest, container id, ...)."""
+        return {}
+
+    def services_context(self) -> dict[str, Any]:
+        """``job.services``: id, network and mapped ports of each service."""
         return {}
 
 

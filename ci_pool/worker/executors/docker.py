@@ -23,6 +23,13 @@ from ci_pool.worker.executors.base import (
     JobContext,
     launcher,
 )
+from ci_pool.worker.executors.services import (
+    ServiceSet,
+    container_settings,
+    network_leftovers,
+    pull_image,
+    remove_networks,
+)
 
 #: PID 1 of a job container: idles until stopped; steps run beside it via exec.
 _KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
@@ -60,6 +67,11 @@ class DockerExecution(Execution):
         self._stopping = threading.Event()
         self._step_done = threading.Event()
         self._step_done.set()
+        self.services = (
+            ServiceSet(client, ctx, host_job=ctx.capability.network == "host")
+            if ctx.services
+            else None
+        )
 
     def _create_kwargs(self) -> dict[str, Any]:
         cap = self.ctx.capability
@@ -95,12 +107,42 @@ class DockerExecution(Execution):
             kwargs["mem_limit"] = _memory_bytes(cap.memory)
         if cap.cpus:
             kwargs["nano_cpus"] = int(cap.cpus * 1e9)
+        extra = container_settings(self.ctx)
+        kwargs["mounts"] += extra.pop("mounts", [])
+        kwargs.update(extra)
+        if self.services is not None and cap.network == "none":
+            # The job's only network is the services' one, where they answer by name.
+            kwargs["network_mode"] = self.services.network_name
         return kwargs
+
+    def _services_ready(self) -> None:
+        """Join the services' network (beside a named one) and wait for the services,
+        which started before the job container, so both start at once."""
+        if self.services is None:
+            return
+        if self.ctx.capability.network not in ("none", "host"):
+            try:
+                self.services.network.connect(self.container)
+            except ENGINE_ERRORS as exc:
+                raise ExecutorError(f"docker could not join the services' network: {exc}") from exc
+        self.services.ready(self._stopping)
+
+    def _create(self) -> Any:
+        kwargs = self._create_kwargs()
+        try:
+            return self.client.containers.create(**kwargs)
+        except docker.errors.ImageNotFound:
+            if self.ctx.registry_auth is None:
+                raise
+        pull_image(self.client, kwargs["image"], self.ctx.registry_auth)
+        return self.client.containers.create(**kwargs)
 
     def start(self) -> None:
         image = self.ctx.image or self.ctx.capability.image
+        if self.services is not None:
+            self.services.launch()
         try:
-            self.container = self.client.containers.create(**self._create_kwargs())
+            self.container = self._create()
             self.container.start()
         except docker.errors.ImageNotFound:
             cap = self.ctx.capability
@@ -114,6 +156,7 @@ class DockerExecution(Execution):
             ) from None
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"docker could not start the job container: {exc}") from exc
+        self._services_ready()
 
     scripts_path = defaults.CONTAINER_SCRIPTS
     files_path = defaults.CONTAINER_FILES
@@ -182,17 +225,21 @@ class DockerExecution(Execution):
             pass
 
     def close(self) -> None:
-        if self.container is None:
-            return
-        try:
-            self.container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except ENGINE_ERRORS as exc:
-            raise ExecutorError(
-                f"could not remove container {self.container.id[:12]}: {exc}"
-            ) from exc
-        self.container = None
+        if self.container is not None:
+            try:
+                self.container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except ENGINE_ERRORS as exc:
+                raise ExecutorError(
+                    f"could not remove container {self.container.id[:12]}: {exc}"
+                ) from exc
+            self.container = None
+        if self.services is not None:
+            self.services.close()
+
+    def services_context(self) -> dict[str, Any]:
+        return {} if self.services is None else self.services.context()
 
     def describe(self) -> dict[str, str]:
         image = self.ctx.image or self.ctx.capability.image
@@ -248,9 +295,10 @@ class DockerExecutor(Executor):
             found = self.client.containers.list(all=True, filters={"label": labels})
             for container in found:
                 container.remove(force=True, v=True)
+            networks = remove_networks(self.client, labels)
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"could not remove leftover containers: {exc}") from exc
-        return len(found)
+        return len(found) + networks
 
     def health(self, capability: Capability) -> str | None:
         image = capability.image
@@ -276,6 +324,7 @@ class DockerExecutor(Executor):
             attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
             if attempt.isdigit():
                 pairs.add((str(c.labels[defaults.LABEL_JOB]), int(attempt)))
+        pairs.update(network_leftovers(self.client))
         return sorted(pairs)
 
 

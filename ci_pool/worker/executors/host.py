@@ -7,9 +7,13 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ci_pool.exceptions import ExecutorError
 from ci_pool.worker.executors.base import Execution, Executor, JobContext, launcher
+
+if TYPE_CHECKING:
+    from ci_pool.worker.executors.services import ServiceSet
 
 
 class HostExecution(Execution):
@@ -20,10 +24,25 @@ class HostExecution(Execution):
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._stopped = threading.Event()
+        self.services: ServiceSet | None = None
 
     def start(self) -> None:
         if not self.ctx.workspace.is_dir():
             raise ExecutorError(f"workspace {self.ctx.workspace} is missing")
+        if self.ctx.services:
+            # Services run in Docker beside the host job, reached on relayed loopback ports.
+            from ci_pool.worker.executors.services import ServiceSet, docker_client
+
+            self.services = ServiceSet(docker_client(), self.ctx, host_job=True)
+            self.services.start(self._stopped)
+
+    def describe(self) -> dict[str, str]:
+        # Whether the services' bridge forwards (see ``ServiceSet.forwarding``).
+        return {} if self.services is None else {"service_forwarding": self.services.forwarding}
+
+    def services_context(self) -> dict[str, Any]:
+        return {} if self.services is None else self.services.context()
 
     @property
     def scripts_path(self) -> str:  # type: ignore[override]
@@ -97,6 +116,7 @@ class HostExecution(Execution):
     def stop(self, grace: float) -> None:
         with self._lock:
             self._stopping = True
+        self._stopped.set()
         self._terminate(grace)
 
     def _terminate(self, grace: float) -> None:
@@ -114,6 +134,12 @@ class HostExecution(Execution):
         self._kill_group(signal.SIGKILL)
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
+        if self.services is not None:
+            services, self.services = self.services, None
+            try:
+                services.close()
+            finally:
+                services.client.close()
 
 
 def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:
@@ -124,3 +150,14 @@ def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:
 class HostExecutor(Executor):
     def execution(self, ctx: JobContext) -> Execution:
         return HostExecution(ctx)
+
+    def remove_leftovers(self, job_id: str, attempt: int | None = None) -> int:
+        """The services a lost host job left in Docker, when a Docker engine answers."""
+        from ci_pool.worker.executors.services import remove_job_objects
+
+        return remove_job_objects(job_id, attempt)
+
+    def job_leftovers(self) -> list[tuple[str, int]]:
+        from ci_pool.worker.executors.services import job_objects
+
+        return job_objects()

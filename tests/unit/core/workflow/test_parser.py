@@ -296,10 +296,10 @@ def test_not_a_workflow(text: str, words: str) -> None:
 
 # Each case: a workflow, the (line, column) of the one error, and words the error must have.
 CASES = {
-    "services": (
-        MINIMAL + "    services:\n      db:\n        image: postgres\n",
-        (6, 5),
-        ["jobs.build.services:", "service containers are not supported", "A job may have"],
+    "service volumes": (
+        MINIMAL + "    services:\n      db:\n        image: postgres\n        volumes: [a]\n",
+        (9, 9),
+        ["jobs.build.services.db.volumes:", "not supported on services", "A service may have"],
     ),
     "job defaults": (MINIMAL + "    defaults: {}\n", (6, 5), ["top level only"]),
     "reusable workflow": (
@@ -324,10 +324,10 @@ CASES = {
         ["jobs.build.steps[0].timeout: unknown key", "timeout-minutes"],
     ),
     "unknown job key": (MINIMAL + "    runs_on: linux\n", (6, 5), ["jobs.build.runs_on"]),
-    "container credentials": (
-        MINIMAL + "    container:\n      image: x\n      credentials: {username: u}\n",
-        (8, 7),
-        ["jobs.build.container.credentials:", "A container may have: image, env, options"],
+    "container credentials in clear": (
+        MINIMAL + "    container:\n      image: x\n      credentials: {username: u, password: p}\n",
+        (8, 20),
+        ["jobs.build.container.credentials.password:", "${{ secrets.NAME }}"],
     ),
     "container ports": (
         MINIMAL + "    container:\n      image: x\n      ports: [80]\n",
@@ -725,7 +725,7 @@ def test_every_error_of_a_file_is_reported_in_file_order() -> None:
     jobs:
       build:
         runs-on: ubuntu-latest
-        services: {db: {image: postgres}}
+        services: {db: {image: postgres, volumes: [a]}}
         steps:
           - uses: actions/setup-node
           - run: echo ${{ runner.x }}
@@ -739,7 +739,7 @@ def test_every_error_of_a_file_is_reported_in_file_order() -> None:
     assert [(e.line, e.column) for e in found] == [
         (1, 14),
         (4, 14),
-        (5, 5),
+        (5, 38),
         (7, 15),
         (8, 23),
         (9, 9),

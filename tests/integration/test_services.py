@@ -1,0 +1,287 @@
+"""``services:`` end to end: a TCP server in a service container reached by name from a
+container job and on a relayed loopback port from a host job; health checks; the job's
+internal network; cleanup on success, on cancel and by the runner's sweep."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from ci_pool import defaults
+from ci_pool.embedded import RedisServer
+from ci_pool.service.pool import Pool
+from ci_pool.store import Job
+from tests.conftest import GitServer, Harness, isolated_harness
+
+pytestmark = pytest.mark.integration
+
+SERVICE_IMAGE = "ci-pool-test/svc-echo:latest"
+REGISTRY_PASSWORD = "reg-pw-" + uuid.uuid4().hex
+TEST_LABEL = "ci-pool.test-services"
+#: Shared with the corpus pool: this pool's capabilities have queues of their own.
+REDIS_DB = 12
+CAPABILITIES = """
+[capabilities.svc]
+image = "{image}"
+labels = ["svc"]
+allow_container_override = true
+secrets = {{ REG_PW = "file:{password}" }}
+
+[capabilities.svc-host]
+mode = "host"
+labels = ["svc-host"]
+allow_container_override = true
+"""
+#: Answers each connection with $GREETING; healthy once it answers itself.
+SERVICE = """\
+      echo:
+        image: {image}
+        env:
+          GREETING: hello from the service
+        ports: ["5000"]
+        options: >-
+          --health-cmd "nc 127.0.0.1 5000 </dev/null | grep -q hello"
+          --health-interval 1s --health-retries 20
+"""
+
+
+@pytest.fixture(scope="module")
+def service_image(docker_client: Any, busybox_image: str, tmp_path_factory: Any) -> Iterator[str]:
+    ctx = tmp_path_factory.mktemp("svc-image")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {busybox_image}\n"
+        'CMD ["nc", "-ll", "-p", "5000", "-e", "sh", "-c", "echo $GREETING"]\n'
+    )
+    docker_client.images.build(path=str(ctx), tag=SERVICE_IMAGE, rm=True, labels={TEST_LABEL: "1"})
+    yield SERVICE_IMAGE
+    docker_client.images.remove(SERVICE_IMAGE, force=True)
+
+
+@pytest.fixture(scope="module")
+def svc_pool(
+    session_dir: Path, redis_server: RedisServer, busybox_image: str, service_image: str
+) -> Iterator[Harness]:
+    # One attempt: a service that never becomes healthy is not worth a retry here.
+    h = isolated_harness(
+        session_dir / "services", redis_server, busybox_image, REDIS_DB, max_attempts=1
+    )
+    (h.root / "reg-pw").write_text(REGISTRY_PASSWORD + "\n")
+    with h.config.open("a") as config:
+        config.write(CAPABILITIES.format(image=busybox_image, password=h.root / "reg-pw"))
+    h.start_worker("svc", concurrency=2)
+    yield h
+    h.stop()
+
+
+def workflow(runs_on: str, steps: str, service: str, container: str = "") -> str:
+    return (
+        f"on: push\njobs:\n  job:\n    runs-on: {runs_on}\n{container}"
+        f"    services:\n{service}    steps:\n{steps}"
+    )
+
+
+def submit(h: Harness, git: GitServer, text: str) -> tuple[Pool, str]:
+    pool = h.pool()
+    row = pool.submit_pipeline(text, "services.yml", git.url(), "main")
+    (job,) = pool.store.pipeline_jobs(row.id)
+    return pool, job.id
+
+
+def wait_final(pool: Pool, job_id: str, timeout: float = 120) -> Job:
+    deadline = time.monotonic() + timeout
+    while not (job := pool.get(job_id)).state.is_final or job.state.value == "error":
+        if job.state.value == "error" and job.attempt >= job.max_attempts:
+            return job
+        assert time.monotonic() < deadline, f"{job_id} still {job.state}"
+        time.sleep(0.1)
+    return job
+
+
+def left_of(docker_client: Any, job_id: str) -> tuple[list[Any], list[Any]]:
+    label = {"label": f"{defaults.LABEL_JOB}={job_id}"}
+    return docker_client.containers.list(all=True, filters=label), docker_client.networks.list(
+        filters=label
+    )
+
+
+def test_container_job_reaches_its_service_by_name_and_everything_is_removed(
+    svc_pool: Harness,
+    git_server: GitServer,
+    busybox_image: str,
+    service_image: str,
+    docker_client: Any,
+) -> None:
+    container = (
+        f"    container:\n      image: {busybox_image}\n"
+        "      options: -e FROM_OPTIONS=set-by-options\n"
+        "      volumes: [./cache:/mnt/cache]\n"
+    )
+    steps = (
+        "      - run: nc echo 5000 </dev/null\n"
+        '      - run: echo "port=${{ job.services.echo.ports[5000] }} '
+        'net=${{ job.services.echo.network }} opt=$FROM_OPTIONS"\n'
+        "      - run: echo kept > /mnt/cache/file && cat cache/file\n"
+    )
+    text = workflow("svc", steps, SERVICE.format(image=service_image), container)
+    pool, job_id = submit(svc_pool, git_server, text)
+    job = wait_final(pool, job_id)
+    log = pool.store.read_log(job_id)
+    assert job.state.value == "succeeded", f"{job.reason}\n{log}"
+    lines = log.splitlines()
+    assert "hello from the service" in lines
+    # A container job reaches services by name: no port is mapped for it.
+    assert f"port= net=ci-pool-{job_id}-1 opt=set-by-options" in lines
+    assert "kept" in lines  # the workspace volume is the workspace's ./cache
+    assert left_of(docker_client, job_id) == ([], [])
+
+
+def test_unhealthy_service_fails_the_job_as_error_naming_it(
+    svc_pool: Harness, git_server: GitServer, service_image: str, docker_client: Any
+) -> None:
+    service = (
+        f"      sick:\n        image: {service_image}\n"
+        '        options: --health-cmd "echo not-ready-yet; exit 1" --health-interval 1s '
+        "--health-retries 2\n"
+    )
+    pool, job_id = submit(
+        svc_pool, git_server, workflow("svc", "      - run: echo never-runs\n", service)
+    )
+    job = wait_final(pool, job_id)
+    assert job.state.value == "error"
+    assert job.reason is not None
+    assert "service 'sick' is unhealthy" in job.reason, job.reason
+    assert "not-ready-yet" in job.reason
+    assert "never-runs" not in pool.store.read_log(job_id)
+    assert left_of(docker_client, job_id) == ([], [])
+
+
+def test_job_network_is_internal_and_cancel_removes_services_and_network(
+    svc_pool: Harness, git_server: GitServer, service_image: str, docker_client: Any
+) -> None:
+    text = workflow("svc", "      - run: sleep 300\n", SERVICE.format(image=service_image))
+    pool, job_id = submit(svc_pool, git_server, text)
+    deadline = time.monotonic() + 60
+    while len(containers := left_of(docker_client, job_id)[0]) < 2:
+        assert time.monotonic() < deadline, "the job and its service never ran"
+        time.sleep(0.1)
+    (network,) = left_of(docker_client, job_id)[1]
+    attrs = network.attrs
+    assert attrs["Internal"] is True
+    # The host has no address on it: its containers have no gateway to anywhere.
+    assert attrs["Options"][defaults.NETWORK_NO_HOST_ADDRESS] == "true"
+    assert attrs["Labels"][defaults.LABEL_ATTEMPT] == "1"
+    by_role = {c.labels.get(defaults.LABEL_SERVICE, "job"): c for c in containers}
+    assert by_role["job"].attrs["HostConfig"]["NetworkMode"] == network.name
+    assert list(by_role["job"].attrs["NetworkSettings"]["Networks"]) == [network.name]
+    aliases = by_role["echo"].attrs["NetworkSettings"]["Networks"][network.name]["Aliases"]
+    assert "echo" in aliases
+    assert by_role["echo"].attrs["HostConfig"]["PortBindings"] in (None, {})
+    pool.cancel(job_id)
+    job = wait_final(pool, job_id)
+    assert job.state.value == "cancelled"
+    deadline = time.monotonic() + 30
+    while left_of(docker_client, job_id) != ([], []):
+        assert time.monotonic() < deadline, f"left behind: {left_of(docker_client, job_id)}"
+        time.sleep(0.1)
+
+
+def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
+    svc_pool: Harness, git_server: GitServer, service_image: str, docker_client: Any
+) -> None:
+    quick = workflow("svc", "      - run: 'true'\n", SERVICE.format(image=service_image))
+    pool, ended = submit(svc_pool, git_server, quick)
+    assert wait_final(pool, ended).state.value == "succeeded"
+    # What a runner lost mid-job leaves: a service and the job network of attempt 1.
+    labels = {defaults.LABEL_JOB: ended, defaults.LABEL_ATTEMPT: "1", TEST_LABEL: "1"}
+    net = docker_client.networks.create(
+        f"lost-{uuid.uuid4().hex[:8]}", internal=True, labels=labels
+    )
+    docker_client.containers.create(service_image, labels=labels, network=net.name)
+    try:
+        # A runner's first sweep starts with it; a host runner sweeps Docker too.
+        svc_pool.start_worker("svc-host")
+        deadline = time.monotonic() + 60
+        while left_of(docker_client, ended) != ([], []):
+            assert time.monotonic() < deadline, "the sweep left the lost attempt's services"
+            time.sleep(0.2)
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": TEST_LABEL}):
+            c.remove(force=True)
+        for n in docker_client.networks.list(filters={"label": TEST_LABEL}):
+            n.remove()
+    steps = (
+        "      - run: >-\n"
+        "          echo port=${{ job.services.echo.ports[5000] }};\n"
+        "          busybox nc 127.0.0.1 ${{ job.services.echo.ports[5000] }} </dev/null;\n"
+        "          bridge=cip$(printf %s-1 $CI_POOL_JOB_ID | busybox sha256sum | cut -c1-11);\n"
+        '          echo "forwarding=$(cat /proc/sys/net/ipv4/conf/$bridge/forwarding)"\n'
+    )
+    text = workflow("svc-host", steps, SERVICE.format(image=service_image))
+    pool, job_id = submit(svc_pool, git_server, text)
+    job = wait_final(pool, job_id)
+    log = pool.store.read_log(job_id)
+    assert job.state.value == "succeeded", f"{job.reason}\n{log}"
+    assert "hello from the service" in log.splitlines()
+    # The services' bridge keeps a host address for the relay but forwards nothing.
+    assert "forwarding=0" in log.splitlines(), log
+    assert job.evidence is not None and job.evidence.model_extra is not None
+    assert job.evidence.model_extra["service_forwarding"] == "off"
+    port = next(line for line in log.splitlines() if line.startswith("port="))
+    assert port.removeprefix("port=").isdigit()
+    assert left_of(docker_client, job_id) == ([], [])
+
+
+class _Registry(http.server.BaseHTTPRequestHandler):
+    """A registry on loopback that asks for a login and records the ones it is given."""
+
+    logins: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            self.logins.append(base64.b64decode(auth[6:]).decode())
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="ci-pool-test"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_container_credentials_reach_the_registry_pull_and_never_the_log(
+    svc_pool: Harness, git_server: GitServer, service_image: str
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    image = f"127.0.0.1:{server.server_address[1]}/private/app:1"
+    container = (
+        f"    container:\n      image: {image}\n      credentials:\n"
+        "        username: ci-bot\n        password: ${{ secrets.REG_PW }}\n"
+    )
+    steps = "      - run: echo never-runs\n"
+    try:
+        text = workflow("svc", steps, SERVICE.format(image=service_image), container)
+        pool, job_id = submit(svc_pool, git_server, text)
+        job = wait_final(pool, job_id)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert job.state.value == "error"
+    assert job.reason is not None and "could not be pulled with the job's credentials" in (
+        job.reason
+    )
+    # dockerd pulled with the login the runner rendered from the capability's secret.
+    assert f"ci-bot:{REGISTRY_PASSWORD}" in _Registry.logins
+    assert REGISTRY_PASSWORD not in job.reason
+    assert REGISTRY_PASSWORD not in pool.store.read_log(job_id)
