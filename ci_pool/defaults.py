@@ -206,3 +206,7 @@ DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
 LABEL_IMAGE_SOURCE = "ci-pool.image.source"
 #: Label on the short-lived container of doctor's overhead workload.
 LABEL_DOCTOR = "ci-pool.doctor"
+
+# -- workspaces over cached trees and the bench workload ----------------------------------
+#: An attempt's directory for the upper and work layers of its overlay workspaces.
+OVERLAY_LAYERS_DIR = "layers"
