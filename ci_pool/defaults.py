@@ -210,3 +210,8 @@ LABEL_DOCTOR = "ci-pool.doctor"
 # -- workspaces over cached trees and the bench workload ----------------------------------
 #: An attempt's directory for the upper and work layers of its overlay workspaces.
 OVERLAY_LAYERS_DIR = "layers"
+#: Seconds one run of the build-like workload (service/workload.py) may take.
+WORKLOAD_TIMEOUT = 600.0
+#: Doctor's build-like workload, in small: C files and Python test modules.
+DOCTOR_WORKLOAD_C_FILES = 8
+DOCTOR_WORKLOAD_TESTS = 1
