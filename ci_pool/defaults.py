@@ -210,6 +210,8 @@ LABEL_DOCTOR = "ci-pool.doctor"
 # -- workspaces over cached trees and the bench workload ----------------------------------
 #: An attempt's directory for the upper and work layers of its overlay workspaces.
 OVERLAY_LAYERS_DIR = "layers"
+#: Cached trees under this many bytes are copied rather than overlaid (see settings).
+TREE_OVERLAY_MIN_BYTES = 1 << 20
 #: Seconds one run of the build-like workload (service/workload.py) may take.
 WORKLOAD_TIMEOUT = 600.0
 #: Doctor's build-like workload, in small: C files and Python test modules.

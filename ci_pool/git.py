@@ -287,17 +287,17 @@ def checkout(
             layers = None
     with _locked(entry, exclusive=False):
         if (entry / "complete").exists():
-            trees.serve(entry, req.dest, layers)
+            how = trees.serve(entry, req.dest, layers, settings.tree_overlay_min_bytes)
             os.utime(entry / "complete")  # recently used: evicted last
-            log(f"checked out {req.commit} (cached tree{', overlay' if layers else ''})")
+            log(f"checked out {req.commit} (cached tree, {how})")
             return CheckoutResult(req.commit, "cache")
     if layers is not None:
         # The job's own checkout fills the cache: it is made into the pristine tree, and
         # the job works on an overlay of it, so filling costs one mount and no copy.
         with _locked(entry, exclusive=True):
-            if (entry / "complete").exists():
+            fresh = not (entry / "complete").exists()
+            if not fresh:
                 result = CheckoutResult(req.commit, "cache")
-                log(f"checked out {req.commit} (cached tree, overlay)")
             else:
                 shutil.rmtree(entry, ignore_errors=True)
                 entry.mkdir(parents=True)
@@ -306,8 +306,10 @@ def checkout(
                 except BaseException:
                     shutil.rmtree(entry, ignore_errors=True)
                     raise
+                trees.record_bytes(entry)
                 (entry / "complete").touch()
-            trees.serve(entry, req.dest, layers)
+            how = trees.serve(entry, req.dest, layers, settings.tree_overlay_min_bytes)
+            log(f"workspace: {'the new cached tree' if fresh else 'cached tree'}, {how}")
         trees.evict(root, settings.tree_cache_size)
         return result
     result = _checkout(req, settings, log)
@@ -316,6 +318,7 @@ def checkout(
             shutil.rmtree(entry, ignore_errors=True)
             entry.mkdir(parents=True)
             trees.copy_tree(req.dest, entry / "tree")
+            trees.record_bytes(entry)
             (entry / "complete").touch()
     trees.evict(root, settings.tree_cache_size)
     return result

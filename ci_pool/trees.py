@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -19,18 +20,43 @@ if TYPE_CHECKING:
     from ci_pool.git import CheckoutRequest
 
 
-def serve(entry: Path, dest: Path, layers: Path | None) -> None:
-    """The cached tree at ``dest``: an overlay with its upper layer in ``layers``, or a copy."""
+def serve(entry: Path, dest: Path, layers: Path | None, min_bytes: int = 0) -> str:
+    """The cached tree at ``dest``: an overlay with its upper layer in ``layers``, or a copy
+    (no ``layers``, or a tree under ``min_bytes``, which copies faster than an overlay
+    unmounts). Returns "overlay" or "copy"."""
+    if layers is not None and tree_bytes(entry) < min_bytes:
+        layers = None
     if layers is None:
         dest.mkdir(parents=True, exist_ok=True)
         copy_tree(entry / "tree", dest)
-        return
+        return "copy"
     if dest.exists() and any(dest.iterdir()):
         raise CheckoutError(f"the checkout's directory {dest} is not empty")
     try:
         overlay.mount(entry / "tree", layers, dest)
     except OSError as exc:
         raise CheckoutError(f"mounting the workspace overlay failed: {exc}") from None
+    return "overlay"
+
+
+def record_bytes(entry: Path) -> None:
+    """Note the size of the entry's tree (its files' bytes), read by ``tree_bytes``."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(entry / "tree"):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    (entry / "bytes").write_text(str(total))
+
+
+def tree_bytes(entry: Path) -> int:
+    """The recorded size of the entry's tree; unknown counts as big."""
+    try:
+        return int((entry / "bytes").read_text())
+    except (OSError, ValueError):
+        return 1 << 62
 
 
 def entry(root: Path, req: CheckoutRequest, mirror: bool) -> Path:

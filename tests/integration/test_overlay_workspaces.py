@@ -59,7 +59,9 @@ def test_same_commit_workspaces_are_separate_overlays_and_the_cache_stays_pristi
     base.mkdir()
     shas = [make_repo(base / "r.git", {**FILES, "f.txt": f"v{i}\n"}) for i in range(3)]
     daemon = GitDaemon.start(base)
-    settings = load_settings(None, home=tmp_path / "home", tree_cache_size=1)
+    settings = load_settings(
+        None, home=tmp_path / "home", tree_cache_size=1, tree_overlay_min_bytes=0
+    )
     url = daemon.url("r.git")
     w1, w2 = tmp_path / "job1" / "src", tmp_path / "job2" / "src"
     try:
@@ -102,6 +104,12 @@ def test_same_commit_workspaces_are_separate_overlays_and_the_cache_stays_pristi
             assert not os.path.ismount(w)
         checkout(CheckoutRequest(url, shas[1], tmp_path / "w4"), settings)
         assert not cached.exists()
+        # With the default threshold a tree this small is copied: faster than an unmount.
+        small = load_settings(None, home=tmp_path / "home", tree_cache_size=1)
+        w5 = tmp_path / "job5" / "src"
+        hit = checkout(CheckoutRequest(url, shas[1], w5, layers=w5.parent / "l"), small)
+        assert hit.via == "cache" and not os.path.ismount(w5)
+        assert (w5 / "f.txt").read_text() == "v1\n"
     finally:
         for job in tmp_path.glob("job*"):
             overlay.unmount_under(job)
