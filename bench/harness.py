@@ -129,6 +129,7 @@ def ci_pool_env(
         CI_POOL_STORE_URL=store_url,
         CI_POOL_HOME=str(home),
         CI_POOL_CONFIG=str(config),
+        CI_POOL_ALLOW_LOOPBACK_GIT="1",
         **extra,
     )
     return env
@@ -535,6 +536,8 @@ class Bench:
         self._old_handler = signal.signal(signal.SIGTERM, on_sigterm)
         for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
             del os.environ[key]  # the caller's settings must not leak into load_settings()
+        # Every git server of a benchmark listens on loopback, which a pool refuses by default.
+        os.environ["CI_POOL_ALLOW_LOOPBACK_GIT"] = "1"
         self._started = time.monotonic()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ci-pool-bench-{self.name}-"))
         self.machine = machine_info(self.tmp)
