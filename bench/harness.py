@@ -129,8 +129,7 @@ def ci_pool_env(
         CI_POOL_STORE_URL=store_url,
         CI_POOL_HOME=str(home),
         CI_POOL_CONFIG=str(config),
-        CI_POOL_ALLOW_LOOPBACK_GIT="1",
-        **extra,
+        **{"CI_POOL_ALLOW_LOOPBACK_GIT": "1", **extra},
     )
     return env
 
