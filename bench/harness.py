@@ -735,7 +735,7 @@ def summary_section(stem: str, report: dict[str, Any]) -> str:
 
 
 def _target_goal(t: dict[str, Any]) -> Any:
-    for key in ("target", "target_ms", "target_s", "target_bytes", "max_ms"):
+    for key in ("target", "target_ms", "target_s", "target_bytes", "max_ms", "limit_s"):
         if key in t:
             return t[key]
     return None
