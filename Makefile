@@ -35,6 +35,9 @@ fmt: $(PY)
 bench: $(PY)
 	$(PY) bench/dispatch.py
 	$(PY) bench/checkout.py
+	$(PY) bench/modes.py
+	$(PY) bench/throughput.py
+	if [ -f bench/docker.py ]; then $(PY) bench/docker.py; fi
 	$(PY) bench/pipeline.py
 	$(PY) bench/status.py
 	$(PY) bench/api.py

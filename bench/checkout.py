@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +40,7 @@ from harness import (
     save_figure,
 )
 
+from ci_pool import overlay
 from ci_pool.embedded import GitDaemon
 from ci_pool.git import CheckoutRequest, checkout, mirror_path
 from ci_pool.settings import Settings, load_settings
@@ -50,6 +51,7 @@ TARGET_WARM_BYTES = 1_000_000  # 1 MB (decimal), over the network, a few commits
 TARGET_WARM_OVER_WORKTREE = 1.2  # warm mirror wall time / `git worktree add` from the mirror
 TARGET_WARM_SPEEDUP = 5.0  # cold shallow+partial wall time / warm mirror (issue's original)
 TARGET_TREE_HIT_S = 0.5  # a second job at the same commit on the same runner
+TARGET_FLOOR_RATIO = 1.05  # shallow+partial bytes / the tip's packed size
 
 #: Plain git for the benchmark's own commands: no prompts, no user or system config.
 GIT_ENV = {
@@ -223,6 +225,7 @@ def repo_sizes(bare: Path, tip: str) -> dict[str, Any]:
     commits = int(git("-C", str(bare), "rev-list", "--count", tip))
     pack_bytes = int(counts["size-pack"]) * 1024
     return {
+        "tip_packed_bytes": tip_packed_bytes(bare, tip),
         "commits": commits,
         "history_objects": int(counts["in-pack"]) + int(counts["count"]),
         "history_pack_bytes": pack_bytes,
@@ -231,6 +234,27 @@ def repo_sizes(bare: Path, tip: str) -> dict[str, Any]:
         "tip_bytes": sum(sizes),
         "tip_mib": round(sum(sizes) / MIB, 1),
     }
+
+
+def tip_packed_bytes(bare: Path, tip: str) -> int:
+    """The floor for a depth-1 checkout: the size of a pack holding just the tip commit and
+    every tree and blob it reaches (what any client must receive to write the tree)."""
+    objects = git("-C", str(bare), "rev-list", "--objects", "--no-object-names", "-n1", tip)
+    proc = subprocess.Popen(
+        ["git", "-C", str(bare), "pack-objects", "--stdout", "-q"],
+        env=GIT_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(objects.encode() + b"\n")
+    proc.stdin.close()
+    total = 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    if proc.wait() != 0:
+        raise RuntimeError("git pack-objects of the tip failed")
+    return total
 
 
 # -- measurement -------------------------------------------------------------------------------
@@ -308,7 +332,7 @@ class Ctx:
         return self.series[name]
 
     def settings(self, home: Path, **overrides: Any) -> Settings:
-        return load_settings(self.config, home=home, **overrides)
+        return load_settings(self.config, home=home, allow_loopback_git=True, **overrides)
 
 
 def _expect(got: str, want: str, what: str) -> None:
@@ -341,11 +365,19 @@ def run_network(ctx: Ctx, name: str, description: str, **overrides: Any) -> None
 def _timed_checkout(
     ctx: Ctx, series: Series, req: CheckoutRequest, settings: Settings, via: str
 ) -> Any:
-    res = measure(ctx.proxy, series, lambda: checkout(req, settings))
+    """One checkout as a job makes it: with a directory for overlay layers beside the
+    workspace (used when the tree cache serves or fills it), unmounted afterwards."""
+    req = replace(req, layers=req.dest.with_name(req.dest.name + "-layers"))
+    try:
+        res = measure(ctx.proxy, series, lambda: checkout(req, settings))
+    finally:
+        overlay.unmount_under(req.dest)
     _expect(res.sha, req.commit, series.name)
     if res.via != via:
         raise RuntimeError(f"{series.name}: checkout via {res.via!r}, expected {via!r}")
     rmtree(req.dest)
+    assert req.layers is not None
+    rmtree(req.layers)
     return res
 
 
@@ -364,14 +396,15 @@ def run_mirror(ctx: Ctx) -> None:
     first = ctx.add(
         "mirror_first_time",
         "checkout() with mirror_cache on a runner without a mirror: git clone --mirror of "
-        "the whole history, checkout from the mirror, copy into the tree cache (one-off per "
+        "the whole history, checkout from the mirror into the tree cache (one-off per "
         "runner and repo)",
     )
     warm = ctx.add(
         "mirror_warm",
         f"checkout() with mirror_cache (tree cache on, as by default), mirror "
         f"{ctx.new_commits} commits behind: catch-up fetch over the network + init + "
-        "alternates + checkout of the new tip + copy of the tree into the tree cache",
+        "alternates + checkout of the new tip into the tree cache, the job's workspace an "
+        "overlay of it (no copy)",
     )
     warm_nc = ctx.add(
         "mirror_warm_no_tree_cache",
@@ -384,13 +417,19 @@ def run_mirror(ctx: Ctx) -> None:
     )
     hit = ctx.add(
         "tree_cache_hit",
-        "checkout() again at a commit this runner checked out before (defaults): a copy of "
-        "the cached pristine tree (cp -a --reflink=auto), no git",
+        "checkout() again at a commit this runner checked out before (defaults, as root): "
+        "an overlay mount over the cached pristine tree, no git, no copy",
+    )
+    hit_copy = ctx.add(
+        "tree_cache_hit_copy",
+        "the same with tree_overlay=False (or a runner that cannot mount): a copy of the "
+        "cached pristine tree (cp -a --reflink=auto)",
     )
     for i in range(ctx.repeat):
         home = ctx.tmp / f"mirror-home-{i}"
         settings = ctx.settings(home, mirror_cache=True)
         no_cache = ctx.settings(home, mirror_cache=True, tree_cache=False)
+        copying = ctx.settings(home, mirror_cache=True, tree_overlay=False)
         mirror = mirror_path(settings.resolved_mirror_root, ctx.url)
         req = CheckoutRequest(ctx.url, ctx.tip, ctx.tmp / f"mirror-first-{i}")
         _timed_checkout(ctx, first, req, settings, "mirror")
@@ -405,6 +444,8 @@ def run_mirror(ctx: Ctx) -> None:
         git("-C", str(mirror), "worktree", "remove", "--force", str(wt))
         req = CheckoutRequest(ctx.url, ctx.tip, ctx.tmp / f"tree-hit-{i}")
         _timed_checkout(ctx, hit, req, settings, "cache")
+        req = CheckoutRequest(ctx.url, ctx.tip, ctx.tmp / f"tree-hit-copy-{i}")
+        _timed_checkout(ctx, hit_copy, req, copying, "cache")
 
         _new_commits(ctx, mirror)
         req = CheckoutRequest(ctx.url, ctx.tip, ctx.tmp / f"mirror-warm-nc-{i}")
@@ -444,7 +485,7 @@ def _med(series: dict[str, dict[str, Any]], name: str, key: str = "median_s") ->
     return series.get(name, {}).get(key)
 
 
-def targets(series: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def targets(series: dict[str, dict[str, Any]], tip_packed: int | None = None) -> dict[str, Any]:
     """The design's checkout targets; each time target on the default configuration (tree
     cache on) and, as ``git_path_only_*``, with the tree cache off."""
     cold, cold_nc = (
@@ -458,11 +499,20 @@ def targets(series: dict[str, dict[str, Any]]) -> dict[str, Any]:
         _med(series, "network_shallow_partial", "median_bytes"),
     )
     warm_bytes = _med(series, "mirror_warm", "median_bytes")
+    floor = ratio(_med(series, "network_shallow_partial", "median_bytes"), tip_packed)
     over_wt, over_wt_nc = ratio(warm, wt), ratio(warm_nc, wt)
     speedup, speedup_nc = ratio(cold, warm), ratio(cold_nc, warm_nc)
     overhead = None if warm_nc is None or wt is None else round(warm_nc - wt, 4)
     fill = None if warm is None or warm_nc is None else round(warm - warm_nc, 4)
     return {
+        "shallow_partial_at_the_floor_le_1.05x_tip_packed": {
+            "series": "network_shallow_partial.median_bytes / repo.tip_packed_bytes (a pack of "
+            "the tip commit and every object it reaches: what any depth-1 checkout must move)",
+            "value": floor,
+            "tip_packed_bytes": tip_packed,
+            "target": TARGET_FLOOR_RATIO,
+            "holds": floor is not None and floor <= TARGET_FLOOR_RATIO,
+        },
         "shallow_partial_ge_10x_fewer_bytes_than_full_clone": {
             "series": "full_clone.median_bytes / network_shallow_partial.median_bytes",
             "value": bytes_ratio,
@@ -491,9 +541,10 @@ def targets(series: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "tree_cache_fill_s": fill,
             "note": "mirror_warm_no_tree_cache - worktree_add is the git path's fixed cost "
             "(git init, the catch-up fetch's round trips, a few git calls): 1.2x holds once "
-            "writing the tree takes 5x that. With the tree cache on (default), a miss also "
-            "copies the whole tree into the cache before checkout() returns, a cost that grows "
-            "with the tree like the worktree add itself",
+            "writing the tree takes 5x that. With the tree cache on (default) and overlays "
+            "available, a miss checks out straight into the cache and mounts the job's "
+            "overlay over it, so tree_cache_fill_s (mirror_warm - mirror_warm_no_tree_cache) "
+            "is a mount, not a copy of the tree",
         },
         "warm_mirror_ge_5x_faster_than_cold_shallow (issue's original, superseded)": {
             "series": "network_shallow_partial.median_s / mirror_warm.median_s",
@@ -527,6 +578,7 @@ _COLORS = {
     "mirror_warm_no_tree_cache": "yellowgreen",
     "worktree_add_from_mirror": "tab:blue",
     "tree_cache_hit": "tab:purple",
+    "tree_cache_hit_copy": "plum",
 }
 
 
@@ -573,9 +625,15 @@ def build_report(
     series = {name: s.summary() for name, s in ctx.series.items()}
     headline = [
         f"repo: {sizes['commits']} commits, history {sizes['history_pack_mib']} MiB packed, "
-        f"tip {sizes['tip_files']} files / {sizes['tip_mib']} MiB"
+        f"tip {sizes['tip_files']} files / {sizes['tip_mib']} MiB, "
+        f"{sizes['tip_packed_bytes'] / MIB:.1f} MiB packed (the floor of a depth-1 checkout)"
     ] + [
         f"{name}: median {s['median_s']:.3f} s, {s['median_bytes'] / MIB:.3f} MiB over the network"
+        + (
+            f" ({s['median_bytes'] / sizes['tip_packed_bytes']:.2f}x the floor)"
+            if name.startswith("network_") and sizes.get("tip_packed_bytes")
+            else ""
+        )
         for name, s in series.items()
     ]
     return {
@@ -629,7 +687,7 @@ def build_report(
                 _med(series, "network_shallow_partial"),
             ),
         },
-        "targets": targets(series),
+        "targets": targets(series, sizes.get("tip_packed_bytes")),
         "proxy_check": proxy_cost,
     }
 
@@ -707,7 +765,7 @@ def run(bench: Bench) -> None:
         "network_shallow_partial",
         "checkout() with defaults on a fresh runner: git init + fetch --depth=1 "
         "--filter=blob:none <sha> + checkout (the tip's blobs fetched lazily, one batch) "
-        "+ copy of the tree into the tree cache",
+        "into the tree cache, the job's workspace an overlay of it (no copy)",
     )
     log("ci-pool network checkout, depth 1, filter blob:none, no tree cache")
     run_network(

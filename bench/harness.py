@@ -47,7 +47,12 @@ RESULTS_DIR = BENCH_DIR / "results"
 QUICK_DIR = RESULTS_DIR / "quick"
 MIB = 1024 * 1024
 #: Order of the sections in summary.md; other results follow by name.
-SUMMARY_ORDER = ("dispatch", "checkout", "pipeline", "status", "api")
+SUMMARY_ORDER = (
+    "dispatch", "checkout", "checkout_large", "modes", "throughput", "docker", "pipeline",
+    "status", "api",
+)  # fmt: skip
+#: Benchmarks run by other means whose absence the summary table states.
+EXPECTED = ("docker",)
 
 
 class Stoppable(Protocol):
@@ -124,7 +129,7 @@ def ci_pool_env(
         CI_POOL_STORE_URL=store_url,
         CI_POOL_HOME=str(home),
         CI_POOL_CONFIG=str(config),
-        **extra,
+        **{"CI_POOL_ALLOW_LOOPBACK_GIT": "1", **extra},
     )
     return env
 
@@ -530,6 +535,8 @@ class Bench:
         self._old_handler = signal.signal(signal.SIGTERM, on_sigterm)
         for key in [k for k in os.environ if k.startswith("CI_POOL_")]:
             del os.environ[key]  # the caller's settings must not leak into load_settings()
+        # Every git server of a benchmark listens on loopback, which a pool refuses by default.
+        os.environ["CI_POOL_ALLOW_LOOPBACK_GIT"] = "1"
         self._started = time.monotonic()
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ci-pool-bench-{self.name}-"))
         self.machine = machine_info(self.tmp)
@@ -727,6 +734,55 @@ def summary_section(stem: str, report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _target_goal(t: dict[str, Any]) -> Any:
+    for key in ("target", "target_ms", "target_s", "target_bytes", "max_ms", "limit_s"):
+        if key in t:
+            return t[key]
+    return None
+
+
+def _fs_type(machine: dict[str, Any]) -> str:
+    """The filesystem type from the recorded ``df -T`` line (device, type, sizes...)."""
+    words = str(machine.get("tmp_filesystem") or "").split()
+    return words[1] if len(words) > 1 and "Type" not in words[1] else (words[-1:] or ["?"])[0]
+
+
+def _machine_line(reports: dict[str, dict[str, Any]]) -> str:
+    newest = max(
+        (r.get("machine", {}) for r in reports.values()),
+        key=lambda m: str(m.get("recorded_at") or ""),
+        default={},
+    )
+    mem = newest.get("mem_total_mib")
+    return (
+        f"Machine: {newest.get('nproc', '?')} CPUs ({newest.get('cpu', '?')}), "
+        f"{round(mem / 1024, 1) if mem else '?'} GiB, {newest.get('platform', '?')}, "
+        f"Python {newest.get('python', '?')}, temp dir on {_fs_type(newest)}. "
+        "Each run's load average is in its section below: other work on the machine skews "
+        "every figure.\n\n"
+    )
+
+
+def summary_table(order: list[str], reports: dict[str, dict[str, Any]], pngs: list[str]) -> str:
+    """One table of every target: figure, target, measured value, held or missed."""
+    rows = ["| benchmark | figure | target | measured | verdict |", "|---|---|---|---|---|"]
+    for name in order:
+        report = reports[name]
+        when = (report.get("machine", {}).get("recorded_at") or "")[:16]
+        quick = " (quick)" if report.get("quick") else ""
+        for figure, t in (report.get("targets") or {}).items():
+            verdict = "holds" if t.get("holds") else "**missed**"
+            rows.append(
+                f"| [{name}]({name}.json){quick} {when} | `{figure}` | {_target_goal(t)} | "
+                f"{_target_value(t)} | {verdict} |"
+            )
+    for name in EXPECTED:
+        if name not in reports:
+            rows.append(f"| {name} | (bench/{name}.py) | | not run | |")
+    links = ", ".join(f"[{p}]({p})" for p in pngs) or "none"
+    return _machine_line(reports) + "\n".join(rows) + f"\n\nFigures: {links}.\n\n"
+
+
 def refresh_summary(results_dir: Path) -> Path:
     """Rewrite ``summary.md`` from every ``*.json`` in ``results_dir``."""
     reports: dict[str, dict[str, Any]] = {}
@@ -743,6 +799,7 @@ def refresh_summary(results_dir: Path) -> Path:
         "Written by bench/harness.py from the JSON files in this directory each time a "
         "benchmark finishes; see bench/README.md for what each number means.\n\n"
     )
+    text += summary_table(order, reports, sorted(p.name for p in results_dir.glob("*.png")))
     text += "\n".join(summary_section(n, reports[n]) for n in order)
     path = results_dir / "summary.md"
     path.write_text(text)

@@ -270,3 +270,15 @@ NETWORK_NO_HOST_ADDRESS = "com.docker.network.bridge.inhibit_ipv4"
 LABEL_SERVICE = "ci-pool.service"
 #: Network option naming the Linux bridge of a host job's service network.
 NETWORK_BRIDGE_NAME = "com.docker.network.bridge.name"
+
+
+# -- workspaces over cached trees and the bench workload ----------------------------------
+#: An attempt's directory for the upper and work layers of its overlay workspaces.
+OVERLAY_LAYERS_DIR = "layers"
+#: Cached trees under this many bytes are copied rather than overlaid (see settings).
+TREE_OVERLAY_MIN_BYTES = 1 << 20
+#: Seconds one run of the build-like workload (service/workload.py) may take.
+WORKLOAD_TIMEOUT = 600.0
+#: Doctor's build-like workload, in small: C files and Python test modules.
+DOCTOR_WORKLOAD_C_FILES = 8
+DOCTOR_WORKLOAD_TESTS = 1

@@ -11,13 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ci_pool import defaults
+from ci_pool import defaults, overlay, trees
 from ci_pool.core.masking import Masker
 from ci_pool.core.names import is_sha
 from ci_pool.core.policy import read_secret_source
@@ -51,6 +50,10 @@ class CheckoutRequest:
     #: Sparse-checkout patterns (directories in cone mode); empty checks out everything.
     sparse: tuple[str, ...] = ()
     cone: bool = True
+    #: An empty directory outside ``dest`` for the job's overlay layers: with it, a cached
+    #: tree becomes the lower layer of an overlay mounted at ``dest`` (where the runner can
+    #: mount one) instead of being copied. The caller unmounts ``dest`` when the job ends.
+    layers: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,73 +273,58 @@ def checkout(
 ) -> CheckoutResult:
     """Check out exactly ``req.commit`` into ``req.dest``; failures are CheckoutErrors.
 
-    With the tree cache on, a commit this runner checked out before is copied from its
-    pristine cached tree (copy-on-write where the filesystem can) instead of fetched."""
+    With the tree cache on, a commit this runner checked out before comes from its pristine
+    cached tree: an overlay over it when ``req.layers`` is given and the runner can mount
+    one (one mount, whatever the tree's size), else a copy (copy-on-write where the
+    filesystem can)."""
     if not (settings.tree_cache and is_sha(req.commit)):
         return _checkout(req, settings, log)
-    entry = _tree_entry(settings.resolved_tree_root, req, settings.mirror_cache)
+    root = settings.resolved_tree_root
+    entry = trees.entry(root, req, settings.mirror_cache)
+    layers = req.layers if settings.tree_overlay else None
+    if layers is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        why_not = overlay.available(root)
+        if why_not is not None:
+            log(f"workspace: copying the cached tree ({why_not})")
+            layers = None
     with _locked(entry, exclusive=False):
         if (entry / "complete").exists():
-            req.dest.mkdir(parents=True, exist_ok=True)
-            _copy_tree(entry / "tree", req.dest)
+            how = trees.serve(entry, req.dest, layers, settings.tree_overlay_min_bytes)
             os.utime(entry / "complete")  # recently used: evicted last
-            log(f"checked out {req.commit} (cached tree)")
+            log(f"checked out {req.commit} (cached tree, {how})")
             return CheckoutResult(req.commit, "cache")
+    if layers is not None:
+        # The job's own checkout fills the cache: it is made into the pristine tree, and
+        # the job works on an overlay of it, so filling costs one mount and no copy.
+        with _locked(entry, exclusive=True):
+            fresh = not (entry / "complete").exists()
+            if not fresh:
+                result = CheckoutResult(req.commit, "cache")
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+                entry.mkdir(parents=True)
+                try:
+                    result = _checkout(replace(req, dest=entry / "tree"), settings, log)
+                except BaseException:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    raise
+                trees.record_bytes(entry)
+                (entry / "complete").touch()
+            how = trees.serve(entry, req.dest, layers, settings.tree_overlay_min_bytes)
+            log(f"workspace: {'the new cached tree' if fresh else 'cached tree'}, {how}")
+        trees.evict(root, settings.tree_cache_size)
+        return result
     result = _checkout(req, settings, log)
     with _locked(entry, exclusive=True):
         if not (entry / "complete").exists():
             shutil.rmtree(entry, ignore_errors=True)
             entry.mkdir(parents=True)
-            _copy_tree(req.dest, entry / "tree")
+            trees.copy_tree(req.dest, entry / "tree")
+            trees.record_bytes(entry)
             (entry / "complete").touch()
-    _evict(settings.resolved_tree_root, settings.tree_cache_size)
+    trees.evict(root, settings.tree_cache_size)
     return result
-
-
-def _tree_entry(root: Path, req: CheckoutRequest, mirror: bool) -> Path:
-    # Trees checked out from a mirror carry alternates pointing at it: not interchangeable.
-    flavour = (
-        f"{req.repo}|{req.fetch_depth}|{req.submodules}|{req.lfs}|{mirror}|{req.filter}|"
-        f"{req.cone}|{chr(0).join(req.sparse)}"
-    )
-    return root / f"{hashlib.sha256(flavour.encode()).hexdigest()[:16]}-{req.commit}"
-
-
-def _copy_tree(src: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        ["cp", "-a", "--reflink=auto", f"{src}/.", str(dest)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise CheckoutError(f"copying the cached tree failed: {git_error(proc.stderr)}")
-
-
-def _evict(root: Path, keep: int) -> None:
-    """Keep the ``keep`` most recently used trees; an entry in use holds a shared lock."""
-    entries = sorted(
-        (e for e in root.iterdir() if (e / "complete").exists()),
-        key=lambda e: (e / "complete").stat().st_mtime,
-        reverse=True,
-    )
-    # Half-written entries of a crashed runner are old and have no "complete" marker.
-    stale = [
-        e
-        for e in root.iterdir()
-        if e.is_dir() and not (e / "complete").exists() and time.time() - e.stat().st_mtime > 3600
-    ]
-    for entry in [*entries[keep:], *stale]:
-        lock = entry.with_suffix(".lock")
-        with open(lock, "a+b") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a job is copying it right now
-            # The lock file stays: unlinking it could let two processes lock different files.
-            shutil.rmtree(entry, ignore_errors=True)
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _checkout(

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     tree_cache: bool = True
     tree_cache_size: int = Field(default=8, ge=1)
     tree_root: Path | None = None
+    #: Serve a cached tree as an overlayfs workspace (the pristine tree as the lower layer,
+    #: the job's writes in its own upper layer): one mount, whatever the tree's size. Needs
+    #: root and overlayfs; without them, or when off, the tree is copied.
+    tree_overlay: bool = True
+    #: Trees smaller than this (bytes of their files) are copied: a small copy is faster than
+    #: the unmount an overlay costs when the job ends.
+    tree_overlay_min_bytes: int = Field(default=defaults.TREE_OVERLAY_MIN_BYTES, ge=0)
     #: Partial-clone filter for network checkouts ("" to fetch blobs with the commit).
     checkout_filter: str = "blob:none"
     #: Git credentials by URL prefix: prefix -> "env:VAR" or "file:/path" holding

@@ -264,6 +264,8 @@ FAST_TIMINGS = {
     "retry_backoff": 0.2,
     "allow_local_repos": "false",
     "allow_loopback_git": "true",
+    # Every job's same-commit workspace is an overlay, however small the test repository.
+    "tree_overlay_min_bytes": 0,
 }
 
 

@@ -1,24 +1,22 @@
 """Doctor's view of the Docker engine a runner uses: its version and storage driver, the
 capabilities' images, whether container limits hold, and what nesting costs against
-host mode on a short shell workload."""
+host mode on a small build-like workload."""
 
 from __future__ import annotations
 
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-from docker.types import Mount
 
 from ci_pool import defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.embedded import build_busybox_image
+from ci_pool.service import workload
 from ci_pool.service.doctor import Check, Status
 from ci_pool.service.images import ENGINE_ERRORS
 
@@ -26,13 +24,6 @@ ENGINE_FIX = (
     "start dockerd (systemctl start docker) or set DOCKER_HOST; or run the capability on "
     'the host: mode = "host" in its [capabilities.<name>] table'
 )
-#: The overhead workload: shell arithmetic, then small files written, read and removed.
-WORKLOAD = (
-    'i=0; while [ "$i" -lt 20000 ]; do i=$((i+1)); done; '
-    'n=0; while [ "$n" -lt 200 ]; do echo "$n" > "$1/f$n"; cat "$1/f$n" > /dev/null; '
-    'n=$((n+1)); done; rm -f "$1"/f*'
-)
-_KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 
 def engine_checks(caps: list[Capability], *, bench: bool = True) -> list[Check]:
@@ -107,20 +98,10 @@ def image_check(client: Any, cap: Capability) -> Check:
     return Check(name, Status.OK, detail)
 
 
-def _timed(run: Callable[[], None], runs: int) -> float:
-    """Median wall time of ``runs`` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def overhead_check(client: Any, runs: int = defaults.DOCTOR_BENCH_RUNS) -> Check:
-    """The same busybox shell workload in a container (files in a bind mount, like a
-    job's workspace) and on the host; nested Docker above the design's ratio is worth
-    running in host mode."""
+    """The same build-like workload (service/workload.py, in small) in a container (the
+    project in a bind mount, like a job's workspace) and on the host; nested Docker above
+    the design's ratio is worth running in host mode."""
     name = "docker overhead"
     busybox = shutil.which("busybox")
     if not busybox:
@@ -128,45 +109,26 @@ def overhead_check(client: Any, runs: int = defaults.DOCTOR_BENCH_RUNS) -> Check
             name, Status.WARN, "not measured: no busybox here to run the same shell in both",
             "apt-get install busybox-static (or skip with --skip-bench)",
         )  # fmt: skip
-    container = None
     try:
         try:
             client.images.get(defaults.DOCTOR_BENCH_IMAGE)
         except docker.errors.ImageNotFound:
             build_busybox_image(client, defaults.DOCTOR_BENCH_IMAGE, busybox)
-        with tempfile.TemporaryDirectory(prefix="ci-pool-doctor-") as tmp:
-            container = client.containers.run(
-                defaults.DOCTOR_BENCH_IMAGE, ["sh", "-c", _KEEPALIVE], detach=True,
-                network_mode="none", labels={defaults.LABEL_DOCTOR: "bench"},
-                mounts=[Mount("/bench", tmp, type="bind")],
-            )  # fmt: skip
-
-            def in_container() -> None:
-                res = container.exec_run(["sh", "-c", WORKLOAD, "sh", "/bench"])
-                if res.exit_code != 0:
-                    raise RuntimeError(f"the workload exited {res.exit_code} in the container")
-
-            def on_host() -> None:
-                subprocess.run(
-                    [busybox, "sh", "-c", WORKLOAD, "sh", tmp], check=True, timeout=120,
-                    capture_output=True,
-                )  # fmt: skip
-
-            nested = _timed(in_container, runs)
-            host = _timed(on_host, runs)
+        with tempfile.TemporaryDirectory(
+            prefix="ci-pool-doctor-", ignore_cleanup_errors=True
+        ) as tmp:
+            project = workload.write_project(
+                Path(tmp), defaults.DOCTOR_WORKLOAD_C_FILES, defaults.DOCTOR_WORKLOAD_TESTS
+            )
+            found = workload.compare(client, defaults.DOCTOR_BENCH_IMAGE, project, runs)
     except (*ENGINE_ERRORS, OSError, RuntimeError, subprocess.SubprocessError) as exc:
         return Check(name, Status.WARN, f"not measured: {exc}", "ci-pool doctor --skip-bench")
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except ENGINE_ERRORS:
-                pass
-    ratio = nested / host if host > 0 else 1.0
+    nested, host, ratio = found.nested, found.host, found.ratio
     detail = (
-        f"container {nested:.3f} s vs host {host:.3f} s per run (x{ratio:.2f}, median of {runs})"
+        f"container {nested:.3f} s vs host {host:.3f} s per run (x{ratio:.2f}, median of {runs}; "
+        f"{project.describe()})"
     )
-    if ratio > defaults.DOCTOR_OVERHEAD_WARN:
+    if found.degraded:
         return Check(
             name, Status.WARN, f"{detail}: nested Docker costs over "
             f"{(defaults.DOCTOR_OVERHEAD_WARN - 1) * 100:.0f} % here",

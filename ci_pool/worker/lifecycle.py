@@ -18,6 +18,7 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import ExecutorError, NotFound
 from ci_pool.settings import Settings
 from ci_pool.store import Store
+from ci_pool.worker import workspace
 from ci_pool.worker.executors.base import ENGINE_DOWN, Executor
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class Lifecycle(threading.Thread):
         """Remove the containers of ended attempts that their cleanup could not remove
         (the engine was gone when the attempt ended)."""
         self.last_sweep = time.monotonic()
+        self._sweep_workspaces()
         executor = self.health.executor
         if executor is None:
             return
@@ -163,6 +165,22 @@ class Lifecycle(threading.Thread):
                     attempt,
                     job_id,
                 )
+
+    def _sweep_workspaces(self) -> None:
+        """Unmount the overlay workspaces of attempts that ended without their cleanup."""
+
+        def alive(job_id: str, attempt: int) -> bool:
+            try:
+                job = self.store.get_job(job_id)
+            except NotFound:
+                return True  # another pool's job on a shared host: not ours to judge
+            return job.state is JobState.RUNNING and job.attempt <= attempt
+
+        root = self.settings.resolved_workspace_root
+        for name in workspace.sweep_overlays(root, alive):
+            log.warning(
+                "runner %s: unmounted the workspace of ended attempt %s", self.info.runner_id, name
+            )
 
     def _consume(self, on: bool) -> None:
         if on == self.consuming:

@@ -6,10 +6,11 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ci_pool import defaults
+from ci_pool import defaults, overlay
 from ci_pool.core.masking import Masker
 from ci_pool.core.names import check_ref
 from ci_pool.core.specs import CheckoutSpec, StepSpec
@@ -49,6 +50,7 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
             fetch_depth=options.fetch_depth,
             submodules=options.submodules,
             lfs=options.lfs,
+            layers=workspace.parent / defaults.OVERLAY_LAYERS_DIR,
         ),
         settings,
         log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
@@ -97,6 +99,7 @@ def run_checkout(
             filter=options.filter,
             sparse=options.sparse_checkout,
             cone=options.sparse_checkout_cone_mode,
+            layers=_step_layers(att, index, dest),
         ),
         settings,
         log=lambda line: logw.line(f"##[ci-pool] {line}"),
@@ -108,6 +111,16 @@ def run_checkout(
         att.note(commit_sha=result.sha, checkout_via=result.via)
     att.note(checkout_s=round((att.evidence.checkout_s or 0) + took, 3))
     return 0
+
+
+def _step_layers(att: Attempt, index: int, dest: Path) -> Path | None:
+    """Where a checkout step's overlay layers go, or None for a copy of the cached tree.
+    A container sees only what was mounted before it started, so an overlay mounted by a
+    step is for host jobs; an empty ``dest`` is needed as the mount point."""
+    assert att.workspace is not None
+    if att.evidence.mode != "host" or any(dest.iterdir()):
+        return None
+    return att.workspace.parent / defaults.OVERLAY_LAYERS_DIR / f"step-{index}"
 
 
 def _commit(
@@ -218,7 +231,8 @@ def clean_up(
     logw: LogWriter,
     image: str,
 ) -> None:
-    """Close the execution and remove the attempt's directory; say what could not be."""
+    """Close the execution, unmount the workspace's overlays and remove the attempt's
+    directory; say what could not be."""
     # Nothing here may escape the task: what cannot be removed now (the engine went away)
     # is swept by the runner once its engine answers again.
     if execution is not None:
@@ -226,6 +240,12 @@ def clean_up(
             execution.close()
         except Exception as exc:
             logw.line(f"##[ci-pool] cleanup: {exc}; the runner removes it later")
+    stuck = overlay.unmount_under(root)
+    if stuck:
+        # Removing the directory now would delete through the mount into the job's layer
+        # only, but the mount itself would stay: leave it to the runner's sweep.
+        logw.line(f"##[ci-pool] cleanup: could not unmount {stuck[0]}; the runner does later")
+        return
     shutil.rmtree(root, ignore_errors=True)
     if root.exists() and executor is not None:
         # Files the build made as another user (root in the container): remove them
@@ -236,3 +256,24 @@ def clean_up(
             logw.line(f"##[ci-pool] cleanup: {exc}")
     if root.exists():
         logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")
+
+
+def sweep_overlays(workspace_root: Path, alive: Callable[[str, int], bool]) -> list[str]:
+    """Unmount and remove the overlay workspaces of ended attempts (a worker killed before
+    its cleanup ran); ``alive(job_id, attempt)`` says which attempts still run. Returns
+    the attempt directories swept."""
+    swept: list[str] = []
+    attempts = {
+        point.relative_to(workspace_root).parts[0]
+        for point in overlay.mounted_under(workspace_root)
+        if point != workspace_root
+    }
+    for name in sorted(attempts):
+        job_id, _, attempt = name.rpartition("-")
+        if not job_id or not attempt.isdigit() or alive(job_id, int(attempt)):
+            continue
+        if overlay.unmount_under(workspace_root / name):
+            continue
+        shutil.rmtree(workspace_root / name, ignore_errors=True)
+        swept.append(name)
+    return swept

@@ -83,6 +83,8 @@ def test_a_ready_machine_passes_every_check(
     overhead = checks["docker overhead"]
     assert overhead["status"] in ("ok", "warn")  # a loaded machine may advise host mode
     assert "vs host" in overhead["detail"] and " (x" in overhead["detail"]
+    # The same build-like workload as bench/modes.py, in small.
+    assert "C files" in overhead["detail"] or "shell workload" in overhead["detail"]
     if overhead["status"] == "warn":
         assert 'mode = "host"' in overhead["fix"]
     # The workload's container is gone.

@@ -1,0 +1,401 @@
+#!/usr/bin/env python
+"""Throughput with concurrency: no-op host jobs on 2 workers x concurrency 2, with the
+store on SQLite and on PostgreSQL, against bare Celery with the same workers and
+concurrency in the same run; and where a no-op job's claim->finished time goes (cProfile
+of a solo-pool worker).
+
+    python bench/throughput.py [--jobs 400] [--profile-jobs 100] [--quick] [--out ...] [--keep]
+
+Everything runs on loopback in a temp dir (bench/harness.py): its own redis-server, git
+daemon, store and worker subprocesses. Each ci-pool job is a real job: fenced claim, a
+checkout at a full SHA (the runner's tree cache serves it after the first), one step
+`true` in host mode, the log, the outcome. Throughput is jobs / (last finished_at - first
+submit); bare Celery's is tasks / (last task start - first send), as in dispatch.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pstats
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+from dispatch import BARE_QUEUE, BARE_RESULTS_KEY, BENCH_DIR, CAPABILITY, CiPoolDriver
+from harness import (
+    Bench,
+    GitRepo,
+    Proc,
+    add_common_args,
+    ci_pool_env,
+    clean_env,
+    latency_stats,
+    logger,
+    pyplot,
+    save_figure,
+)
+
+from ci_pool.core.specs import JobState
+from ci_pool.service.pool import Pool
+from ci_pool.settings import load_settings
+
+WORKERS, CONCURRENCY = 2, 2
+TARGET_JOBS_PER_S = 100.0
+
+log = logger("throughput")
+
+#: The parts of one job on the runner, as (label, file suffix, function) in the profile.
+PARTS = [
+    ("job (JobRunner.run)", "worker/job_runner.py", "run"),
+    ("claim (fenced UPDATE)", "store/lifecycle.py", "claim"),
+    ("checkout (tree cache)", "worker/workspace.py", "check_out"),
+    ("expression context", "worker/contexts.py", "expression_context"),
+    ("steps (exec of `true`)", "worker/steps.py", "run_steps"),
+    ("cleanup (container/process, overlay unmount, rmtree)", "worker/workspace.py", "clean_up"),
+    ("record outcome", "worker/outcome.py", "record"),
+    ("status notify", "worker/job_runner.py", "_notify"),
+]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--jobs", type=int, default=400, help="jobs per burst (default 400)")
+    ap.add_argument("--profile-jobs", type=int, default=100, help="jobs profiled (default 100)")
+    ap.add_argument("--loglevel", default="WARNING")
+    add_common_args(ap, "throughput")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.jobs, args.profile_jobs = 40, 20
+    return args
+
+
+# -- bare Celery ---------------------------------------------------------------------------
+
+
+def run_bare(bench: Bench, broker_url: str, config: Path, n: int) -> dict[str, Any]:
+    import bare_celery_app
+
+    r = redis.Redis.from_url(broker_url, socket_timeout=None)
+    r.delete(BARE_RESULTS_KEY)
+    app = bare_celery_app.make_app(broker_url, str(config))
+    env = clean_env()
+    env.update(
+        BENCH_BROKER_URL=broker_url, BENCH_CONFIG=str(config), BENCH_QUEUE=BARE_QUEUE,
+        BENCH_RESULTS_KEY=BARE_RESULTS_KEY,
+        PYTHONPATH=":".join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH", "")) if p),
+    )  # fmt: skip
+    workers = [
+        bench.spawn(
+            f"bare-w{k}",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "bare_celery_app",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                str(CONCURRENCY),
+                "-Q",
+                BARE_QUEUE,
+                "-n",
+                f"bare{k}@{socket.gethostname()}",
+                "-l",
+                "WARNING",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env,
+        )
+        for k in range(WORKERS)
+    ]
+
+    def send(i: int) -> float:
+        t = time.time()
+        app.send_task(bare_celery_app.TASK_NAME, args=[i], queue=BARE_QUEUE, routing_key=BARE_QUEUE)
+        return t
+
+    def take(timeout: float) -> tuple[int, float]:
+        got = r.blpop([BARE_RESULTS_KEY], timeout=timeout)
+        if got is None:
+            for w in workers:
+                w.check()
+            raise RuntimeError(f"bare Celery task did not start within {timeout}s")
+        i, t = got[1].decode().split()
+        return int(i), float(t)
+
+    try:
+        for w in range(WORKERS * CONCURRENCY * 2):
+            send(-1 - w)
+        for _ in range(WORKERS * CONCURRENCY * 2):
+            take(60)
+        time.sleep(0.5)
+        sent = {i: send(i) for i in range(n)}
+        started: dict[int, float] = {}
+        while len(started) < n:
+            i, t = take(30)
+            started[i] = t
+    finally:
+        for w in workers:
+            w.stop()
+    span = max(started.values()) - min(sent.values())
+    return {
+        "description": f"bare Celery noop task, {WORKERS} workers x -c {CONCURRENCY} (prefork), "
+        f"{n} tasks sent back to back; throughput = n / (last start - first send)",
+        "n": n,
+        "throughput_per_s": round(n / span, 1),
+        "send_to_start": latency_stats([started[i] - sent[i] for i in range(n)]),
+    }
+
+
+# -- ci-pool -------------------------------------------------------------------------------
+
+
+def _workers(
+    bench: Bench, pool: Pool, tag: str, envs: list[dict[str, str]], *extra: str
+) -> list[Proc]:
+    cmd = [sys.executable, "-m", "ci_pool", "worker", "--capability", CAPABILITY,
+           "--loglevel", bench.args.loglevel, *extra]  # fmt: skip
+    procs = [bench.spawn(f"{tag}-w{k}", [*cmd], env) for k, env in enumerate(envs)]
+    pids = {p.pid for p in procs}
+    deadline = time.monotonic() + 90
+    while not pids <= {r.pid for r in pool.runners(CAPABILITY)}:
+        for p in procs:
+            p.check(" at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not register:\n{procs[0].tail()}")
+        time.sleep(0.05)
+    return procs
+
+
+def _burst(drv: CiPoolDriver, n: int, tag: str, worker: Proc) -> tuple[dict[str, float], list[Any]]:
+    submitted: dict[str, float] = {}
+    for i in range(n):
+        t0 = time.time()
+        submitted[drv.pool.submit(drv.spec(f"{tag}-{i}")).id] = t0
+    jobs = drv.wait_all(list(submitted), 300, worker, log)
+    return submitted, jobs
+
+
+def run_pool(
+    bench: Bench, broker_url: str, config: Path, repo: GitRepo, store: str, store_url: str
+) -> dict[str, Any]:
+    n = bench.args.jobs
+    home = bench.tmp / f"home-{store}"
+    settings = load_settings(
+        config,
+        broker_url=broker_url,
+        home=home,
+        store_url=store_url,
+        allow_local_repos=True,
+        allow_loopback_git=True,
+    )
+    pool = Pool(settings)
+    pool.store  # noqa: B018 - creates the schema before the workers open the store
+    drv = CiPoolDriver(pool, repo, broker_url)
+    envs = [
+        ci_pool_env(
+            broker_url=broker_url,
+            store_url=store_url,
+            home=home / f"runner-{k}",
+            config=config,
+            CI_POOL_ALLOW_LOCAL_REPOS="1",
+            CI_POOL_ALLOW_LOOPBACK_GIT="1",
+        )
+        for k in range(WORKERS)
+    ]
+    procs = _workers(bench, pool, store, envs, "--concurrency", str(CONCURRENCY))
+    try:
+        _burst(drv, WORKERS * CONCURRENCY * 3, f"{store}-warmup", procs[0])
+        time.sleep(0.5)
+        submitted, jobs = _burst(drv, n, store, procs[0])
+    finally:
+        for p in procs:
+            p.stop()
+    ok = [j for j in jobs if j.state == JobState.SUCCEEDED.value]
+    finished = [j.finished_at.timestamp() for j in ok]
+    span = max(finished) - min(submitted.values())
+    submit_span = max(submitted.values()) - min(submitted.values())
+    return {
+        "description": f"ci-pool no-op host jobs on {store}, {WORKERS} workers x --concurrency "
+        f"{CONCURRENCY} (prefork), {n} jobs submitted back to back with Pool.submit; "
+        "throughput = succeeded / (last finished_at - first submit)",
+        "n": n,
+        "succeeded": len(ok),
+        "throughput_per_s": round(len(ok) / span, 1) if ok else 0.0,
+        "submit_rate_per_s": round(n / submit_span, 1) if submit_span else None,
+        "claim_to_finished": latency_stats(
+            [(j.finished_at - j.started_at).total_seconds() for j in ok]
+        ),
+        "submit_to_claim": latency_stats([j.started_at.timestamp() - submitted[j.id] for j in ok]),
+    }
+
+
+def profile_worker(bench: Bench, broker_url: str, config: Path, repo: GitRepo) -> dict[str, Any]:
+    """One solo-pool worker under cProfile, jobs one at a time: per-job time per part."""
+    n = bench.args.profile_jobs
+    home = bench.tmp / "home-profile"
+    store_url = f"sqlite:///{home / 'ci-pool.db'}"
+    settings = load_settings(
+        config,
+        broker_url=broker_url,
+        home=home,
+        store_url=store_url,
+        allow_local_repos=True,
+        allow_loopback_git=True,
+    )
+    pool = Pool(settings)
+    pool.store  # noqa: B018
+    drv = CiPoolDriver(pool, repo, broker_url)
+    env = ci_pool_env(
+        broker_url=broker_url, store_url=store_url, home=home / "runner", config=config,
+        CI_POOL_ALLOW_LOCAL_REPOS="1", CI_POOL_ALLOW_LOOPBACK_GIT="1",
+    )  # fmt: skip
+    prof = bench.tmp / "worker.prof"
+    env["PYTHONPATH"] = ":".join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, str(BENCH_DIR / "profiled_worker.py"), str(prof), "worker",
+           "--capability", CAPABILITY, "--pool", "solo", "--loglevel", "WARNING"]  # fmt: skip
+    proc = bench.spawn("profiled-worker", cmd, env)
+    deadline = time.monotonic() + 90
+    while proc.pid not in {r.pid for r in pool.runners(CAPABILITY)}:
+        proc.check(" at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"profiled worker did not register:\n{proc.tail()}")
+        time.sleep(0.05)
+    claim_to_finished = []
+    try:
+        for i in range(n):
+            job = pool.submit(drv.spec(f"profile-{i}"))
+            drv.wait_eof(job.id, 60, proc)
+            got = drv.wait_final(job.id)
+            if got.finished_at is not None and got.started_at is not None:
+                claim_to_finished.append((got.finished_at - got.started_at).total_seconds())
+    finally:
+        proc.stop()
+    return {"claim_to_finished": latency_stats(claim_to_finished), **breakdown(prof, n)}
+
+
+def breakdown(prof: Path, n: int) -> dict[str, Any]:
+    """Per-job ms of each part (cumulative time / calls of the job), and the functions
+    with the most own time per job."""
+    if not prof.exists():
+        return {"parts_ms": {}, "note": "the profiled worker wrote no profile"}
+    stats = pstats.Stats(str(prof))
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    runs = sum(
+        v[1] for (f, _l, fn), v in raw.items() if f.endswith("worker/job_runner.py") and fn == "run"
+    )
+    runs = runs or n
+    parts: dict[str, float] = {}
+    for label, suffix, func in PARTS:
+        cum = sum(v[3] for (f, _l, fn), v in raw.items() if f.endswith(suffix) and fn == func)
+        parts[label] = round(cum / runs * 1000, 2)
+    named = sum(v for k, v in parts.items() if not k.startswith("job "))
+    parts["other (logs, monitor, settings, ...)"] = round(parts[PARTS[0][0]] - named, 2)
+    own = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:15]
+    return {
+        "jobs_profiled": runs,
+        "parts_ms": parts,
+        "top_own_time_ms_per_job": [
+            {"function": f"{Path(f).name}:{line}({fn})", "ms": round(v[2] / runs * 1000, 3)}
+            for (f, line, fn), v in own
+        ],
+        "note": "cProfile slows Python code about 1.5-2x, so the parts sum to more than the "
+        "unprofiled claim_to_finished; their shares are what matters",
+    }
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def plot(path: Path, report: dict[str, Any]) -> None:
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 4.2))
+    sides = {k: v for k, v in report["sides"].items() if "throughput_per_s" in v}
+    names = list(sides)
+    values = [sides[k]["throughput_per_s"] for k in names]
+    ax1.barh(names, values, color=["tab:grey", "tab:blue", "tab:green"][: len(names)])
+    for y, v in enumerate(values):
+        ax1.annotate(f"{v:.0f}/s", (v, y), xytext=(4, 0), textcoords="offset points", va="center")
+    ax1.axvline(TARGET_JOBS_PER_S, color="grey", linestyle=":")
+    ax1.set_xlabel(f"jobs (tasks) per second, {WORKERS} workers x concurrency {CONCURRENCY}")
+    ax1.set_title("throughput (dotted: 100 jobs/s target)")
+    parts = {
+        k: v for k, v in report["profile"].get("parts_ms", {}).items() if not k.startswith("job ")
+    }
+    ax2.barh(list(parts), list(parts.values()), color="tab:purple")
+    ax2.invert_yaxis()
+    ax2.set_xlabel("ms per no-op job (under cProfile)")
+    ax2.set_title("where claim -> finished goes")
+    save_figure(fig, path)
+
+
+def run(bench: Bench) -> None:
+    server = bench.redis()
+    broker = server.url
+    repo = bench.git_repo({"README.md": "throughput\n"})
+    config = bench.config(CAPABILITY)
+    n = bench.args.jobs
+    sides: dict[str, Any] = {}
+    log(f"bare Celery: {n} tasks")
+    sides["bare_celery"] = run_bare(bench, broker, config, n)
+    log(f"ci-pool on SQLite: {n} jobs")
+    sides["ci_pool_sqlite"] = run_pool(
+        bench, broker, config, repo, "sqlite", f"sqlite:///{bench.tmp / 'sqlite.db'}"
+    )
+    pg, why = bench.postgres()
+    if pg is not None:
+        log(f"ci-pool on PostgreSQL: {n} jobs")
+        sides["ci_pool_postgresql"] = run_pool(bench, broker, config, repo, "postgresql", pg.url)
+    else:
+        sides["ci_pool_postgresql"] = {"skipped": why}
+    log(f"profile: {bench.args.profile_jobs} jobs on a solo-pool worker under cProfile")
+    profile = profile_worker(bench, broker, config, repo)
+    bare = sides["bare_celery"]["throughput_per_s"]
+    sqlite = sides["ci_pool_sqlite"]["throughput_per_s"]
+    headline = [
+        f"{k}: {v['throughput_per_s']} jobs/s"
+        + (
+            f", claim->finished p50 {v['claim_to_finished']['p50_ms']} ms"
+            if k != "bare_celery"
+            else ""
+        )
+        for k, v in sides.items()
+        if "throughput_per_s" in v
+    ]
+    parts = profile.get("parts_ms", {})
+    headline.append(
+        "per no-op job under cProfile: " + ", ".join(f"{k} {v} ms" for k, v in parts.items())
+    )
+    report = {
+        "parameters": {"workers": WORKERS, "concurrency": CONCURRENCY, "jobs": n},
+        "headline": headline,
+        "sides": sides,
+        "profile": profile,
+        "targets": {
+            "sqlite_ge_100_jobs_per_s": {
+                "series": "ci_pool_sqlite.throughput_per_s",
+                "value": sqlite,
+                "target": TARGET_JOBS_PER_S,
+                "holds": sqlite >= TARGET_JOBS_PER_S,
+                "bare_celery_same_run": bare,
+            }
+        },
+    }
+    bench.write(report, lambda png: plot(png, report))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    with Bench("throughput", parse_args(argv)) as bench:
+        run(bench)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
