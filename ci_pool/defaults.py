@@ -206,3 +206,12 @@ DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
 LABEL_IMAGE_SOURCE = "ci-pool.image.source"
 #: Label on the short-lived container of doctor's overhead workload.
 LABEL_DOCTOR = "ci-pool.doctor"
+# -- testing uncommitted work (submit/run --sync) --
+#: Bytes of one sync payload (patch or gzipped snapshot) by default.
+SYNC_MAX_BYTES = 8 * 1024 * 1024
+#: A snapshot unpacks to at most this many times ``sync_max_bytes``, in at most
+#: SYNC_MAX_ENTRIES files, directories and symlinks.
+SYNC_UNPACK_FACTOR = 8
+SYNC_MAX_ENTRIES = 50_000
+#: Seconds the submitting side gives git to list the server's refs and build the payload.
+SYNC_GIT_TIMEOUT = 60.0

@@ -180,3 +180,9 @@ class ExecutorError(InfraError):
 
 class ProvisioningError(CIPoolError):
     """Provisioning a runner container failed."""
+
+
+class SyncRefused(CIPoolError):
+    """The local changes a job carries (``--sync``) cannot be applied: a patch that does not
+    apply, a snapshot that would write outside the workspace. The submission's doing: the
+    job fails, it is not retried."""

@@ -158,6 +158,10 @@ class Settings(BaseSettings):
     status_timeout: float = Field(default=defaults.STATUS_TIMEOUT, gt=0)
     #: The capability of workflow jobs whose only label is ``self-hosted`` (None: refused).
     default_capability: str | None = None
+    # Testing uncommitted work (``submit/run --sync``).
+    #: Bytes of one ``--sync`` payload (the patch, or the gzipped snapshot); a snapshot
+    #: unpacks to at most SYNC_UNPACK_FACTOR times this.
+    sync_max_bytes: int = Field(default=defaults.SYNC_MAX_BYTES, ge=1024)
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ from pydantic import (
 
 from ci_pool import defaults as d
 from ci_pool.core.names import SCP_LIKE, check_env_names, check_ref, check_repo_url
+from ci_pool.core.sync import SyncSource
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import InputError
 
@@ -183,6 +184,9 @@ class CheckoutSpec(BaseModel):
     persist_credentials: bool = False
     #: Empty the target directory before checking out.
     clean: bool = True
+    #: The submitter's local changes, applied on (``patch``) or instead of (``snapshot``)
+    #: the job's own checkout (``submit/run --sync``).
+    sync: SyncSource | None = None
 
     @field_validator("ref")
     @classmethod
@@ -466,3 +470,6 @@ class Evidence(BaseModel):
     exit_code: int | None = None
     stdout_sample: str | None = None
     artifacts: tuple[ArtifactEntry, ...] | None = None
+    #: ``--sync``: ``patch`` or ``snapshot``, and the sha256 of what was applied.
+    sync_mode: str | None = None
+    sync_sha256: str | None = None

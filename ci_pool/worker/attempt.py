@@ -44,6 +44,8 @@ class Attempt:
     workspace: Path | None = None
     settings: Settings | None = None
     commands: list[str] = field(default_factory=list)
+    #: The local changes the job carries (``--sync``), read from the store when claimed.
+    sync_data: bytes | None = None
 
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""
