@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ci_pool.broker.app import send_run_job
 from ci_pool.core import concurrency
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
@@ -191,6 +190,8 @@ class Submission(Inspection):
         )
         if denied is not None:
             raise denied.recorded(job_id=job.id)
+        from ci_pool.broker.app import send_run_job  # Celery: only when a job is sent
+
         try:
             send_run_job(self.celery, cap, job.id)
         except Exception as exc:
