@@ -37,7 +37,8 @@ from harness import (
     stop_procs,
 )
 
-from ci_pool.core.specs import Evidence, JobState
+from ci_pool.core.evidence import Evidence
+from ci_pool.core.specs import JobState
 from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
 from ci_pool.store import Job

@@ -282,3 +282,13 @@ WORKLOAD_TIMEOUT = 600.0
 #: Doctor's build-like workload, in small: C files and Python test modules.
 DOCTOR_WORKLOAD_C_FILES = 8
 DOCTOR_WORKLOAD_TESTS = 1
+
+# -- testing uncommitted work (submit/run --sync) --
+#: Bytes of one sync payload (patch or gzipped snapshot) by default.
+SYNC_MAX_BYTES = 8 * 1024 * 1024
+#: A snapshot unpacks to at most this many times ``sync_max_bytes``, in at most
+#: SYNC_MAX_ENTRIES files, directories and symlinks.
+SYNC_UNPACK_FACTOR = 8
+SYNC_MAX_ENTRIES = 50_000
+#: Seconds the submitting side gives git to list the server's refs and build the payload.
+SYNC_GIT_TIMEOUT = 60.0

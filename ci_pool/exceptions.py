@@ -185,3 +185,9 @@ class ProvisioningError(CIPoolError):
 class ActionError(CIPoolError):
     """A ``uses:`` action cannot be found, read or run as written (a missing input, an
     unsupported ``runs.using``, a file it names that is not there): the step fails."""
+
+
+class SyncRefused(CIPoolError):
+    """The local changes a job carries (``--sync``) cannot be applied: a patch that does not
+    apply, a snapshot that would write outside the workspace. The submission's doing: the
+    job fails, it is not retried."""

@@ -237,6 +237,13 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/")
 
+    # Testing uncommitted work (``submit/run --sync``).
+    #: Bytes of one ``--sync`` payload (the patch, or the gzipped snapshot); a snapshot
+    #: unpacks to at most SYNC_UNPACK_FACTOR times this.
+    sync_max_bytes: int = Field(default=defaults.SYNC_MAX_BYTES, ge=1024)
+    #: A repository URL on each git server ``doctor`` tries over git protocol v2.
+    doctor_git_urls: list[str] = Field(default_factory=list)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -18,6 +18,7 @@ from ci_pool.api import (
     routes_pipelines,
     routes_repos,
     routes_runners,
+    routes_sync,
 )
 from ci_pool.api.deps import PoolDep, ReadToken
 from ci_pool.api.limits import BodyLimit
@@ -35,13 +36,16 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.pool = Pool(settings)
     errors.install(app)
-    app.add_middleware(BodyLimit, max_body=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_body=settings.max_body_bytes, sync_max=settings.sync_max_bytes
+    )
     app.include_router(routes_jobs.router)
     app.include_router(routes_dispatch.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
     app.include_router(routes_runners.router)
     app.include_router(routes_repos.router)
+    app.include_router(routes_sync.router)
 
     # Health checks get threads of their own: the shared pool of request threads may be
     # full of submits waiting on slow git servers, and /healthz must still answer.

@@ -16,10 +16,15 @@ from ci_pool.api.errors import error_response
 from ci_pool.core.jsontext import json_depth
 from ci_pool.defaults import MAX_JSON_DEPTH
 
+#: Where local changes are uploaded (``--sync``): raw bytes, bounded by ``sync_max_bytes``.
+SYNC_PATH = "/v1/sync"
 
-def limit_for(path: str, max_body: int) -> int:
+
+def limit_for(path: str, max_body: int, sync_max: int | None = None) -> int:
     """Bytes a body to ``path`` may have: a workflow posted whole gets twice the setting,
-    a webhook delivery (whole pushes) five times."""
+    a webhook delivery (whole pushes) five times, a sync payload ``sync_max``."""
+    if sync_max is not None and path.rstrip("/") == SYNC_PATH:
+        return sync_max
     if path.rstrip("/") == "/v1/pipelines":
         return 2 * max_body
     if path.startswith("/v1/hooks/"):
@@ -34,20 +39,22 @@ class _TooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: reads each request body up to its limit, then replays it."""
 
-    def __init__(self, app: ASGIApp, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, sync_max: int | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.sync_max = sync_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = limit_for(scope["path"], self.max_body)
+        limit = limit_for(scope["path"], self.max_body, self.sync_max)
+        setting = "sync_max_bytes" if limit == self.sync_max else "max_body_bytes"
         too_large = error_response(
             413,
             "too_large",
             f"the request body is over {limit} bytes, the limit for {scope['path']} "
-            "(setting max_body_bytes)",
+            f"(setting {setting})",
         )
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
@@ -75,6 +82,8 @@ class BodyLimit:
 
 
 def _problem(path: str, body: bytes) -> str | None:
+    if path.rstrip("/") == SYNC_PATH:
+        return None  # bytes, not JSON
     if body and json_depth(body) > MAX_JSON_DEPTH:
         return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
     if not path.startswith("/v1/hooks/") and (b"\x00" in body or b"\\u0000" in body.lower()):

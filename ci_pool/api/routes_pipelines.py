@@ -64,7 +64,14 @@ def create_pipeline(
 
     def create() -> str:
         return pool.submit_pipeline(
-            text, body.file, body.repo, body.ref, body.event, who=who, inputs=body.inputs
+            text,
+            body.file,
+            body.repo,
+            body.ref,
+            body.event,
+            who=who,
+            inputs=body.inputs,
+            sync=body.sync,
         ).id
 
     return public(once(pool, token.name, idempotency_key, "pipeline", raw, response, create), pool)

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ci_pool.core.commands import Annotation
 from ci_pool.core.concurrency import ConcurrencyGroup
-from ci_pool.core.specs import CheckoutSpec, EnvironmentSpec, Evidence, JobSpec, StepSpec
+from ci_pool.core.evidence import Evidence
+from ci_pool.core.specs import CheckoutSpec, EnvironmentSpec, JobSpec, StepSpec
+from ci_pool.core.sync import SyncSource
 from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
 from ci_pool.service.views import QueueStatus
 
@@ -153,6 +155,8 @@ class PipelineCreate(BaseModel):
     inputs: dict[str, Annotated[str, Field(max_length=MAX_INPUT_VALUE_BYTES)]] = Field(
         default_factory=dict, max_length=MAX_INPUTS
     )
+    #: Local changes for every job's checkout, as ``POST /v1/sync`` answered.
+    sync: SyncSource | None = None
 
 
 class PipelineJobPublic(BaseModel):

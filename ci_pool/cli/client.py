@@ -66,10 +66,21 @@ class PoolClient(Protocol):
     def explain(self, job_id: str) -> str:
         """Why a job is not running yet, or how it ended, in one sentence."""
 
+    def upload_sync(self, mode: str, data: bytes) -> JSON:
+        """Keep a ``--sync`` payload; the ``SyncSource`` a job's checkout names it by."""
+
     def submit_pipeline(
-        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+        self,
+        text: str,
+        file: str,
+        repo: str,
+        ref: str,
+        event: str,
+        inputs: Inputs = None,
+        sync: JSON | None = None,
     ) -> JSON:
-        """Run a workflow (``inputs``: a workflow_dispatch run's); the pipeline's view."""
+        """Run a workflow (``inputs``: a workflow_dispatch run's, ``sync``: local changes
+        for every job); the pipeline's view."""
 
     def pipeline(self, pipeline_id: str) -> JSON:
         """The pipeline's view with each of its jobs."""
@@ -164,10 +175,30 @@ class LocalClient:
         view = {**job_dict(job), "waiting": self.pool.why_waiting(job)}
         return _explain(view, view["lease_until"] or "-")
 
+    def upload_sync(self, mode: str, data: bytes) -> JSON:
+        if len(data) > self.pool.settings.sync_max_bytes:
+            raise InputError(
+                f"the {mode} is {len(data)} bytes, over the limit of "
+                f"{self.pool.settings.sync_max_bytes} (setting sync_max_bytes)",
+                field="--sync",
+            )
+        source = self.pool.store.put_sync_payload("patch" if mode == "patch" else "snapshot", data)
+        return source.model_dump()
+
     def submit_pipeline(
-        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+        self,
+        text: str,
+        file: str,
+        repo: str,
+        ref: str,
+        event: str,
+        inputs: Inputs = None,
+        sync: JSON | None = None,
     ) -> JSON:
-        row = self.pool.submit_pipeline(text, file, repo, ref, event, inputs=inputs)
+        from ci_pool.core.sync import SyncSource
+
+        source = None if sync is None else SyncSource.model_validate(sync)
+        row = self.pool.submit_pipeline(text, file, repo, ref, event, inputs=inputs, sync=source)
         return self.pipeline(row.id)
 
     def pipeline(self, pipeline_id: str) -> JSON:

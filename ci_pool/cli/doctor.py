@@ -36,10 +36,19 @@ def doctor(
         list[str] | None,
         typer.Option("--capability", "-c", help="Check only this capability's runner needs."),
     ] = None,
+    git_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--git-url",
+            help="A repository URL whose git server must answer over protocol v2 "
+            "(repeatable; adds to the setting doctor_git_urls).",
+        ),
+    ] = None,
 ) -> None:
     """Check this machine for the pool; each finding ok/warn/fail with its fix.
 
-    Broker, store, clock, git, disk, Docker, images, cgroups, nested-Docker overhead.
+    Broker, store, clock, git (and protocol v2 to the git servers), disk, Docker, images,
+    cgroups, nested-Docker overhead.
 
     Exits 0 when nothing fails, 1 otherwise."""
     from ci_pool.service.doctor import Status, run_checks
@@ -47,7 +56,11 @@ def doctor(
 
     settings = get_settings()
     checks = run_checks(
-        settings, runner=not submitter, bench=not skip_bench, capabilities=capability or ()
+        settings,
+        runner=not submitter,
+        bench=not skip_bench,
+        capabilities=capability or (),
+        git_urls=git_url or (),
     )
     if as_json:
         print(json.dumps([c.as_dict() for c in checks], indent=2))

@@ -143,7 +143,7 @@ class HttpClient:
             return AccessDenied(message, field=field)
         if status == 404:
             return NotFound(message)
-        if status in (409, 422):
+        if status in (409, 413, 422):
             return InputError(message, field=field)
         if status == 503:
             cls = BrokerError if code == "broker_unavailable" else InfraError
@@ -281,12 +281,31 @@ class HttpClient:
 
     # -- pipelines ---------------------------------------------------------------------
 
+    def upload_sync(self, mode: str, data: bytes) -> JSON:
+        source: JSON = self._json(
+            "POST",
+            "/v1/sync",
+            params={"mode": mode},
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return source
+
     def submit_pipeline(
-        self, text: str, file: str, repo: str, ref: str, event: str, inputs: Inputs = None
+        self,
+        text: str,
+        file: str,
+        repo: str,
+        ref: str,
+        event: str,
+        inputs: Inputs = None,
+        sync: JSON | None = None,
     ) -> JSON:
         body: JSON = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
         if inputs:
             body["inputs"] = inputs
+        if sync:
+            body["sync"] = sync
         view: JSON = self._json("POST", "/v1/pipelines", json=body, headers=self._signature(body))
         return view
 

@@ -115,9 +115,28 @@ def submit(
     fetch_depth: Annotated[int, typer.Option(min=0, help="Commits of history; 0 = all.")] = 1,
     submodules: Annotated[bool, typer.Option(help="Check out submodules too.")] = False,
     lfs: Annotated[bool, typer.Option(help="Fetch Git LFS files.")] = False,
+    sync: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on the local worktree's uncommitted changes: patch (HEAD must be "
+            "pushed) or snapshot (the whole worktree)."
+        ),
+    ] = None,
+    worktree: Annotated[
+        Path, typer.Option(help="The git worktree --sync reads (default: here).")
+    ] = Path(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
+    client = _client()
+    checkout: dict[str, Any] = {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs}
+    if sync is not None:
+        from ci_pool.cli.worktree import send
+        from ci_pool.settings import get_settings
+
+        ref, checkout["sync"] = send(
+            client, sync, worktree, repo, ref, get_settings().sync_max_bytes
+        )
     body = {
         "repo": repo,
         "ref": ref,
@@ -130,9 +149,9 @@ def submit(
         "secrets": list(secret or ()),
         "artifacts": list(artifact or ()),
         "image": image,
-        "checkout": {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs},
+        "checkout": checkout,
     }
-    job = _client().submit_job(body)
+    job = client.submit_job(body)
     if as_json:
         out.print_json(json.dumps(job))
     else:
@@ -179,7 +198,8 @@ def wait(
 
 
 def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job."""
+    """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job, and
+    the local changes (``--sync``) its latest attempt ran on."""
     rows = []
     if data.get("permissions") is not None:
         granted = data["permissions"]
@@ -189,8 +209,11 @@ def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
         env = data["environment"]
         shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
         rows.append(("deploys to", str(shown)))
+    evidence = data.get("evidence") or {}
+    if evidence.get("sync_mode"):
+        rows.append(("sync", f"{evidence['sync_mode']} sha256 {evidence['sync_sha256']}"))
     # The commit each fetched action ran at.
-    for uses, sha in ((data.get("evidence") or {}).get("actions") or {}).items():
+    for uses, sha in (evidence.get("actions") or {}).items():
         rows.append(("action", f"{uses} @ {sha}"))
     return rows
 

@@ -173,12 +173,29 @@ def run(
         ),
     ] = None,
     detach: Annotated[bool, typer.Option(help="Print the pipeline id and return.")] = False,
+    sync: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on the local worktree's uncommitted changes: patch (HEAD must be "
+            "pushed) or snapshot (the whole worktree)."
+        ),
+    ] = None,
+    worktree: Annotated[
+        Path, typer.Option(help="The git worktree --sync reads (default: here).")
+    ] = Path(),
 ) -> None:
     """Submit a workflow as a pipeline, show live progress, exit with its result."""
     inputs = _inputs(input_ or [])
     event = event or ("workflow_dispatch" if inputs else "push")
     client = _client()
-    view = client.submit_pipeline(_read(file), str(file), repo, ref, event, inputs)
+    text = _read(file)
+    source = None
+    if sync is not None:
+        from ci_pool.cli.worktree import send
+        from ci_pool.settings import get_settings
+
+        ref, source = send(client, sync, worktree, repo, ref, get_settings().sync_max_bytes)
+    view = client.submit_pipeline(text, str(file), repo, ref, event, inputs, source)
     if detach:
         print(view["id"])
         return

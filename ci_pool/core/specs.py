@@ -22,6 +22,7 @@ from ci_pool import defaults as d
 from ci_pool.core.actions import parse_uses
 from ci_pool.core.names import SCP_LIKE, check_env_names, check_ref, check_repo_url
 from ci_pool.core.services import ContainerSpec, ServiceSpec
+from ci_pool.core.sync import SyncSource
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import InputError
 
@@ -185,6 +186,9 @@ class CheckoutSpec(BaseModel):
     persist_credentials: bool = False
     #: Empty the target directory before checking out.
     clean: bool = True
+    #: The submitter's local changes, applied on (``patch``) or instead of (``snapshot``)
+    #: the job's own checkout (``submit/run --sync``).
+    sync: SyncSource | None = None
 
     @field_validator("ref")
     @classmethod
@@ -451,45 +455,3 @@ def parse_job_spec(data: dict[str, object], *, allow_local_repos: bool) -> JobSp
     except ValueError as exc:
         raise InputError(str(exc), field="repo") from None
     return spec
-
-
-class ArtifactEntry(BaseModel):
-    """One collected file, as the evidence record lists it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: str
-    size: int
-    sha256: str
-
-
-class Evidence(BaseModel):
-    """What one attempt did and where: the record a job's outcome is judged by.
-
-    Fields are filled as the attempt goes (a job that fails at checkout has no ``mode``);
-    unknown keys of older records are kept, never dropped."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-
-    job_id: str | None = None
-    runner_id: str | None = None
-    attempt: int | None = None
-    #: How the repository was reached: the URL scheme ("ssh" for user@host:path).
-    transport: str | None = None
-    #: Which executor ran the steps: "docker" or "host".
-    mode: str | None = None
-    image: str | None = None
-    image_id: str | None = None
-    container_id: str | None = None
-    commit_sha: str | None = None
-    checkout_s: float | None = None
-    #: "network", "mirror" or "cache" (see ``runner.checkout.CheckoutResult``).
-    checkout_via: str | None = None
-    #: The rendered step scripts, one after the other.
-    command: str | None = None
-    exit_code: int | None = None
-    stdout_sample: str | None = None
-    artifacts: tuple[ArtifactEntry, ...] | None = None
-    #: The actions fetched for the job's ``uses:`` steps: each as written -> the commit it
-    #: ran at.
-    actions: dict[str, str] | None = None

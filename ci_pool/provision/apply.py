@@ -1,7 +1,8 @@
 """``ci-pool provision apply --plan-id ID --confirm``: carry out exactly the plan that was
 shown. The host is observed again first: if it (or the desired state) changed since the
-plan, apply refuses. New and adopted runners get their credentials over stdin and must
-heartbeat before apply reports success. Every outcome is an audit record."""
+plan, apply refuses. New and adopted runners get their credentials over stdin, must
+heartbeat and pass ``ci-pool doctor`` (run inside the container) before apply reports
+success. Every outcome is an audit record."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ci_pool.provision.credentials import (
 )
 from ci_pool.provision.incus import KEY_CAPABILITY, KEY_MANAGED, KEY_PLAN, Incus
 from ci_pool.provision.plan import PlanRequest, desired_state, observe, plan_id
+from ci_pool.provision.readiness import check_ready
 from ci_pool.provision.records import Records, Redactor, now_iso
 from ci_pool.provision.remove import retire
 from ci_pool.provision.ssh import SshSession
@@ -192,6 +194,8 @@ def apply(
                     run.step(action, rendered)
             waiter = wait or registry_wait(pool.redis, settings.runner_ttl)
             started = waiter(run.before, req.capability, heartbeat_timeout) if run.before else {}
+            # The readiness gate: each runner that got a credential passes doctor.
+            doctor = {name: check_ready(incus, name, run.cap) for name in run.issued}
         except (CIPoolError, redis.RedisError) as exc:
             revoke_tokens(pool.store, run.issued.values())
             message = redact(str(exc))
@@ -212,6 +216,7 @@ def apply(
             "runners": started,
             "tokens": sorted(run.issued.values()),
             "removed": run.removed,
+            "doctor": doctor,
             "evidence": incus.evidence,
         },
         redact,
@@ -245,6 +250,12 @@ def result_text(record: dict[str, Any]) -> str:
         return f"plan {record['plan_id']} was applied already at {record['at']}; nothing to do"
     lines = [f"plan {record['plan_id']} applied on {record['host']}"]
     lines += [f"  {name}: worker {rid} heartbeating" for name, rid in record["runners"].items()]
+    for name, checks in record.get("doctor", {}).items():
+        warned = [c["name"] for c in checks if c["status"] == "warn"]
+        lines.append(
+            f"  {name}: ci-pool doctor passed ({len(checks)} checks"
+            + (f"; warnings: {', '.join(warned)})" if warned else ")")
+        )
     lines += [f"  {r['container']}: removed" for r in record["removed"]]
     lines += [f"  token {t} issued (stored on the runner only)" for t in record["tokens"]]
     return "\n".join(lines)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
-from celery import Celery
 
-from ci_pool.broker.app import create_celery, send_run_job
 from ci_pool.remotes import LookupLimit
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.store.files import private_dir
+
+if TYPE_CHECKING:
+    # Celery and kombu load on the first message sent: reading commands never pay for them.
+    from celery import Celery
 
 
 class PoolBase:
@@ -33,6 +36,8 @@ class PoolBase:
 
     @cached_property
     def celery(self) -> Celery:
+        from ci_pool.broker.app import create_celery
+
         return create_celery(self.settings)
 
     @cached_property
@@ -41,4 +46,6 @@ class PoolBase:
 
     def publish(self, capability: str, job_id: str) -> None:
         """Send ``run_job(job_id)`` to the queue of ``capability``."""
+        from ci_pool.broker.app import send_run_job
+
         send_run_job(self.celery, self.settings.capabilities[capability], job_id)

@@ -181,6 +181,61 @@ def git_check() -> Check:
     return Check("git", Status.OK, text.strip())
 
 
+GIT_V2_FIX = (
+    "upgrade the git server to git >= 2.18 and leave protocol.version unset there (v2 is "
+    "the default since 2.26), or serve it with git daemon / git http-backend"
+)
+
+
+def git_protocol_checks(settings: Settings, urls: Iterable[str]) -> list[Check]:
+    """Each git server of ``urls`` (one repository URL per server) answers ``git
+    ls-remote`` over protocol v2 (what shallow, partial clones of one commit rely on):
+    ok with v2, warn with v0/v1, fail when refused by ``git_hosts`` or unreachable."""
+    from ci_pool.exceptions import CIPoolError
+    from ci_pool.git import GitRunner, git_error
+    from ci_pool.remotes import check_remote, remote_of
+
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for url in urls:
+        remote = remote_of(url)
+        host = remote.shown if remote is not None else url
+        if host in seen:
+            continue
+        seen.add(host)
+        name = f"git server {host}"
+        try:
+            check_remote(url, settings)
+            git = GitRunner.for_settings(settings, url)
+            git.env = {**git.env, "GIT_TRACE_PACKET": "1"}
+            proc = git.run(
+                "ls-remote", "--heads", "--end-of-options", url,
+                check=False, timeout=settings.ref_lookup_timeout,
+            )  # fmt: skip
+        except CIPoolError as exc:
+            fix = "add the host to git_hosts" if "git_hosts" in str(exc) else "check the URL"
+            checks.append(Check(name, Status.FAIL, f"{url}: {exc}", fix))
+            continue
+        trace = [line for line in proc.stderr.splitlines() if "packet:" in line]
+        said = "\n".join(line for line in proc.stderr.splitlines() if "packet:" not in line)
+        if proc.returncode != 0:
+            why = git.masker.mask(git_error(said))
+            checks.append(
+                Check(name, Status.FAIL, f"git ls-remote {url} failed: {why}",
+                      "check the URL, the server and its credentials (git_credentials)")
+            )  # fmt: skip
+            continue
+        if any(re.search(r"< version 2\b", line) for line in trace):
+            checks.append(Check(name, Status.OK, f"{url} answers over git protocol v2"))
+        else:
+            checks.append(
+                Check(name, Status.WARN,
+                      f"{url} answers over protocol v0/v1 only: every fetch lists all refs "
+                      "and one-commit clones are slower", GIT_V2_FIX)
+            )  # fmt: skip
+    return checks
+
+
 def _existing(path: Path) -> Path:
     """``path`` or its nearest existing parent (the file system it will be on)."""
     for candidate in (path, *path.parents):
@@ -247,9 +302,11 @@ def run_checks(
     runner: bool = True,
     bench: bool = True,
     capabilities: Iterable[str] = (),
+    git_urls: Iterable[str] = (),
 ) -> list[Check]:
     """Every check for a submitter and, with ``runner``, for a runner host of the named
-    (default: every) capability."""
+    (default: every) capability. ``git_urls`` adds to the setting ``doctor_git_urls``: a
+    repository on each git server to try over protocol v2."""
     checks = [home_check(settings)]
     broker, client = broker_check(settings)
     checks.append(broker)
@@ -257,6 +314,7 @@ def run_checks(
         checks.append(clock_check(client))
         client.close()
     checks += [store_check(settings), git_check()]
+    checks += git_protocol_checks(settings, [*settings.doctor_git_urls, *git_urls])
     if runner:
         from ci_pool.service.engine import engine_checks
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ci_pool.broker.app import send_run_job
 from ci_pool.core import concurrency
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.concurrency import ConcurrencyGroup, SubmitFacts
@@ -23,6 +22,7 @@ from ci_pool.core.policy import (
 )
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import CheckoutSpec, JobSpec, JobState
+from ci_pool.core.sync import SyncSource, signature_refusal
 from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
@@ -65,6 +65,7 @@ class Submission(Inspection):
         cap, timeout = self.settings.admission.admit(spec)
         check_access(who, cap.name, spec.repo)
         check_secret_names(cap, spec.secrets)
+        self.check_sync(spec, cap, "checkout.sync")
         sha, refs = self.locate(spec.repo, spec.ref, cap.refs is not None)
         try:
             check_policy(cap, spec.repo, refs, who)
@@ -72,6 +73,27 @@ class Submission(Inspection):
         except PolicyDenied as denied:
             return spec, cap, timeout, sha, denied
         return spec, cap, timeout, sha, None
+
+    def check_sync(self, spec: JobSpec, cap: Capability, field: str) -> None:
+        """Local changes only on the job's own checkout, only where the capability does not
+        require signed submissions, and only a payload the store holds."""
+        for i, step in enumerate(spec.steps):
+            if step.checkout is not None and step.checkout.sync is not None:
+                raise InputError(
+                    "local changes belong to the job's own checkout, not a checkout step",
+                    field=f"steps.{i}.checkout.sync",
+                )
+        sync = spec.checkout.sync
+        if sync is None:
+            return
+        if cap.require_signature:
+            raise InputError(signature_refusal(cap.name), field=field)
+        if not self.store.has_sync_payload(sync):
+            raise InputError(
+                f"no {sync.mode} with sha256 {sync.sha256} was uploaded: upload it first "
+                "(POST /v1/sync), or submit with the CLI's --sync",
+                field=field,
+            )
 
     def admit_checkout(self, spec: JobSpec, cap: Capability, who: Submitter, path: str) -> JobSpec:
         """Every checkout of a job (the implicit one, and each checkout step) held to the
@@ -168,6 +190,8 @@ class Submission(Inspection):
         )
         if denied is not None:
             raise denied.recorded(job_id=job.id)
+        from ci_pool.broker.app import send_run_job  # Celery: only when a job is sent
+
         try:
             send_run_job(self.celery, cap, job.id)
         except Exception as exc:
@@ -196,6 +220,7 @@ class Submission(Inspection):
         payload: dict[str, Any] | None = None,
         actor: str = "",
         trigger: TriggerEvent | None = None,
+        sync: SyncSource | None = None,
     ) -> PipelineRow:
         """Parse a workflow, check every job, write the pipeline whole, queue its roots.
 
@@ -203,7 +228,7 @@ class Submission(Inspection):
         workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
         started the run. ``trigger`` is kept with the pipeline; a pull request's
         (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
-        capabilities it allows."""
+        capabilities it allows. ``sync`` (local changes) goes to every job's checkout."""
         self._check_target(repo, ref, event)
         pipe = parse_workflow(text, file, self.settings.admission)
         if trigger is not None:
@@ -214,7 +239,9 @@ class Submission(Inspection):
         caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
         for cap in caps:
             check_access(who, cap.name, repo)
-        jobs = [self._pipeline_job(job, repo, ref, trigger) for job in pipe.jobs]
+        jobs = [self._pipeline_job(job, repo, ref, trigger, sync) for job in pipe.jobs]
+        for new, cap in zip(jobs, caps, strict=True):
+            self.check_sync(new.spec, cap, "sync")
         if commit is not None and not is_sha(commit):
             raise InputError(f"{commit!r} is not a full commit id", field="commit")
         denials = self._trigger_denials(pipe.jobs, caps, trigger)
@@ -351,7 +378,12 @@ class Submission(Inspection):
             raise InputError(f"run-name: {exc}", field="run-name") from None
 
     def _pipeline_job(
-        self, job: PipelineJob, repo: str, ref: str, trigger: TriggerEvent | None = None
+        self,
+        job: PipelineJob,
+        repo: str,
+        ref: str,
+        trigger: TriggerEvent | None = None,
+        sync: SyncSource | None = None,
     ) -> NewJob:
         """One pipeline job as written, its spec admitted at ``repo`` and ``ref`` (the parser
         has reported any problem already, at its line); without its secrets when the
@@ -359,6 +391,8 @@ class Submission(Inspection):
         update: dict[str, object] = {"repo": repo, "ref": ref, "name": job.spec.name or job.key}
         if trigger is not None and not trigger.secrets_allowed:
             update["secrets"] = ()
+        if sync is not None:
+            update["checkout"] = job.spec.checkout.model_copy(update={"sync": sync})
         spec = job.spec.model_copy(update=update)
         cap, timeout = self.settings.admission.admit(spec)
         return NewJob(

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ci_pool.broker.runners import RunnerInfo
-from ci_pool.core.concurrency import ConcurrencyGroup
-from ci_pool.store import Job
-from ci_pool.store.models import Pipeline as PipelineRow
-
 if TYPE_CHECKING:
+    # Types only: the API client (remote mode) uses these views without the store,
+    # SQLAlchemy or Redis.
+    from ci_pool.broker.runners import RunnerInfo
+    from ci_pool.core.concurrency import ConcurrencyGroup
     from ci_pool.service.inspection import Inspection
+    from ci_pool.store import Job
+    from ci_pool.store.models import Pipeline as PipelineRow
 
 #: Keys of a job's view that only the detailed view (``show``) carries.
 DETAIL_KEYS = ("waiting", "artifacts", "events", "annotations", "summaries")

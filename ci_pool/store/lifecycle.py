@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ci_pool import defaults
+from ci_pool.core.evidence import Evidence
 from ci_pool.core.retry import AfterAttempt, Next, lost_reason
-from ci_pool.core.specs import Evidence, JobState
+from ci_pool.core.specs import JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.models import Job, NewJob, utcnow

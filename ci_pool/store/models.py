@@ -12,13 +12,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ci_pool.core.concurrency import ConcurrencyGroup
+from ci_pool.core.evidence import Evidence
 from ci_pool.core.pipeline import PipelineJob
 from ci_pool.core.services import ContainerSpec, ServiceSpec
 from ci_pool.core.specs import (
     STORED,
     CheckoutSpec,
     EnvironmentSpec,
-    Evidence,
     JobSpec,
     JobState,
     PipelineState,

@@ -11,13 +11,20 @@ from ci_pool.store.jobs import JobQueries
 from ci_pool.store.lifecycle import Claim, JobLifecycle
 from ci_pool.store.pipelines import PipelineQueries
 from ci_pool.store.reports import StepReports
+from ci_pool.store.sync import SyncPayloads
 from ci_pool.store.transitions import RETRYABLE_STATES
 
 __all__ = ["RETRYABLE_STATES", "Claim", "Store", "make_engine", "seconds_between"]
 
 
 class Store(
-    JobLifecycle, JobQueries, PipelineQueries, AttemptRecords, ConcurrencyQueries, StepReports
+    JobLifecycle,
+    JobQueries,
+    PipelineQueries,
+    AttemptRecords,
+    ConcurrencyQueries,
+    StepReports,
+    SyncPayloads,
 ):
     """Repository functions over the jobs, events, logs, artifacts, pipelines, concurrency
-    groups, step summaries and annotations tables."""
+    groups, step summaries, annotations and sync payloads tables."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_pool.core.capabilities import Capability
-from ci_pool.core.specs import ArtifactEntry, Evidence
+from ci_pool.core.evidence import ArtifactEntry, Evidence
 from ci_pool.settings import Settings
 from ci_pool.store import Job
 from ci_pool.worker.jobfiles import JobDir
@@ -48,6 +48,8 @@ class Attempt:
     #: Work actions left for after the job's steps (``actions.PostStep``), in the order it
     #: was registered; run in reverse.
     posts: list[Any] = field(default_factory=list)
+    #: The local changes the job carries (``--sync``), read from the store when claimed.
+    sync_data: bytes | None = None
 
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""

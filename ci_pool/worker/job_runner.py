@@ -10,9 +10,10 @@ from typing import Any
 import redis
 
 from ci_pool.core.capabilities import Capability
+from ci_pool.core.evidence import Evidence
 from ci_pool.core.masking import Masker
-from ci_pool.core.specs import Evidence, JobState
-from ci_pool.exceptions import CIPoolError
+from ci_pool.core.specs import JobState
+from ci_pool.exceptions import CIPoolError, SyncRefused
 from ci_pool.git import repo_transport
 from ci_pool.settings import Settings
 from ci_pool.store import Store
@@ -171,6 +172,8 @@ class JobRunner:
             files.mkdir(exist_ok=True)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
             att.workspace, att.settings = src, self.settings
+            if job.checkout.sync is not None:
+                att.sync_data = self.store.sync_payload(job.checkout.sync.sha256)
             workspace.check_out(att, src, self.settings)
             places = JobPlaces.of(cap, root)
             contexts = expression_context(self.store, att, places)
@@ -200,6 +203,8 @@ class JobRunner:
             if job.artifacts and outcome.state is not JobState.CANCELLED:
                 workspace.collect_artifacts(att, src, self.settings, self.store)
             return outcome
+        except SyncRefused as exc:  # the submitter's changes: a failure, not retried
+            return Outcome(JobState.FAILED, None, f"sync: {exc}")
         except CIPoolError as exc:
             return error_outcome(exc)
         except Exception as exc:

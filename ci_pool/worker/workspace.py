@@ -15,7 +15,7 @@ from ci_pool.core.masking import Masker
 from ci_pool.core.names import check_ref
 from ci_pool.core.specs import CheckoutSpec, StepSpec
 from ci_pool.core.workflow import expressions
-from ci_pool.exceptions import CheckoutError, InputError
+from ci_pool.exceptions import CheckoutError, InputError, SyncRefused
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
 from ci_pool.settings import Settings
 from ci_pool.store import Store
@@ -23,6 +23,7 @@ from ci_pool.worker import artifacts
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution, Executor
 from ci_pool.worker.logs import LogWriter
+from ci_pool.worker.sync import apply_patch, check_payload, unpack_snapshot
 
 
 def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
@@ -33,6 +34,9 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
         workspace.mkdir(parents=True, exist_ok=True)
         return
     t0 = time.monotonic()
+    if _synced(att, workspace, settings, before=True):
+        att.note(commit_sha=job.commit_sha, checkout_s=round(time.monotonic() - t0, 3))
+        return
     commit = job.commit_sha or job.ref
     if options.ref is not None:
         # The checkout's own ref replaces the job's commit; submit pins it to a commit
@@ -55,11 +59,35 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
         settings,
         log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
     )
+    _synced(att, workspace, settings, before=False)
     att.note(
         commit_sha=result.sha,
         checkout_s=round(time.monotonic() - t0, 3),
         checkout_via=result.via,
     )
+
+
+def _synced(att: Attempt, dest: Path, settings: Settings, *, before: bool) -> bool:
+    """The job's local changes (``--sync``) at its own checkout: a snapshot replaces the
+    clone (``before``, True when unpacked), a patch goes on it (after). SyncRefused when
+    they cannot be applied (the log says why)."""
+    sync = att.job.checkout.sync
+    if sync is None or before != (sync.mode == "snapshot"):
+        return False
+    data = check_payload(sync, att.sync_data)
+    short = sync.sha256[:12]
+    try:
+        if sync.mode == "snapshot":
+            count = unpack_snapshot(data, dest, settings.sync_max_bytes)
+            att.logw.line(f"##[ci-pool] sync: unpacked snapshot {short} ({count} entries)")
+        else:
+            count = apply_patch(data, dest)
+            att.logw.line(f"##[ci-pool] sync: applied patch {short} ({count} file(s))")
+    except SyncRefused as exc:
+        att.logw.line(f"##[ci-pool] sync: {exc}")
+        raise
+    att.note(sync_mode=sync.mode, sync_sha256=sync.sha256)
+    return True
 
 
 def run_checkout(
@@ -86,6 +114,13 @@ def run_checkout(
     except (ValueError, InputError) as exc:
         logw.line(f"##[ci-pool] step {index} checkout refused: {exc}")
         return 1
+    own = url == job.repo and options.ref is None
+    try:
+        if own and _synced(att, dest, settings, before=True):
+            att.note(commit_sha=job.commit_sha, checkout_s=round(time.monotonic() - t0, 3))
+            return 0
+    except SyncRefused:
+        return 1  # the log says why
     into = f" into {options.path}" if options.path else ""
     logw.line(f"##[ci-pool] checkout {url} {commit}{into}")
     result = checkout(
@@ -104,6 +139,11 @@ def run_checkout(
         settings,
         log=lambda line: logw.line(f"##[ci-pool] {line}"),
     )
+    if own:
+        try:
+            _synced(att, dest, settings, before=False)
+        except SyncRefused:
+            return 1
     if options.persist_credentials:
         _persist_credential(att, index, url, dest, settings, scripts_path)
     took = round(time.monotonic() - t0, 3)

@@ -83,6 +83,27 @@ def heartbeat(state: dict[str, Any], name: str) -> None:
     inst["runner_id"] = info.runner_id
 
 
+def doctor(state: dict[str, Any]) -> None:
+    """``ci-pool doctor --json`` on the runner: every check ok, or (``doctor_fail`` in the
+    state) the docker engine failing, as doctor prints them."""
+    rows = [
+        {"name": "broker", "status": "ok", "detail": "answers PING", "fix": ""},
+        {"name": "image linux", "status": "warn", "detail": "no digest", "fix": "push it"},
+    ]
+    if state.get("doctor_fail"):
+        rows.append(
+            {
+                "name": "docker engine",
+                "status": "fail",
+                "detail": "cannot reach the Docker engine",
+                "fix": "start dockerd (systemctl start docker)",
+            }
+        )
+    print(json.dumps(rows))
+    if state.get("doctor_fail"):
+        sys.exit(1)
+
+
 def options(args: list[str]) -> tuple[list[str], dict[str, list[str]]]:
     positional: list[str] = []
     opts: dict[str, list[str]] = {}
@@ -141,6 +162,8 @@ def exec_cmd(state: dict[str, Any], name: str, argv: list[str]) -> None:
         heartbeat(state, name)
     elif argv[0] == "install":
         pass
+    elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2]:
+        doctor(state)
     else:
         fail(f"the stand-in does not run {argv[0]}", 127)
 

@@ -21,7 +21,7 @@ from ci_pool import defaults
 from ci_pool.embedded import RedisServer, free_port, redis_server_binary
 from ci_pool.store.engine import make_engine
 from ci_pool.store.migrate import HEAD, config
-from tests.conftest import FAST_TIMINGS, Harness, write_config
+from tests.conftest import FAST_TIMINGS, GitServer, Harness, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +204,26 @@ def test_the_broker_check_is_authenticated(
     assert f"redis://:***@127.0.0.1:{port}/0 answers PING" in checks["broker"]["detail"]
     assert checks["clock"]["status"] == "ok"
     assert password not in out
+
+
+def test_git_servers_are_tried_over_protocol_v2(
+    tmp_path: Path, redis_server: RedisServer, busybox_image: str, git_server: GitServer
+) -> None:
+    h = _pool(tmp_path / "pool", redis_server.url, busybox_image)
+    url = git_server.url()
+    closed = f"git://127.0.0.1:{free_port()}/app.git"
+    rc, checks, out = _checks(h, "--submitter", "--git-url", url, "--git-url", closed)
+    assert rc == 1, out
+    port = url.split(":")[2].split("/")[0]
+    ok = checks[f"git server 127.0.0.1:{port}"]
+    assert ok["status"] == "ok" and ok["detail"] == f"{url} answers over git protocol v2"
+    down = checks[f"git server 127.0.0.1:{closed.split(':')[2].split('/')[0]}"]
+    assert down["status"] == "fail" and f"git ls-remote {closed} failed" in down["detail"]
+    # A server outside git_hosts is refused before any connection, with the fix.
+    h.overrides["git_hosts"] = '["127.0.0.1"]'
+    rc, checks, out = _checks(
+        h, "--submitter", CI_POOL_DOCTOR_GIT_URLS='["git://git.elsewhere.invalid/app.git"]'
+    )
+    refused = checks["git server git.elsewhere.invalid:9418"]
+    assert refused["status"] == "fail" and "not in the git_hosts setting" in refused["detail"]
+    assert refused["fix"] == "add the host to git_hosts"

@@ -291,7 +291,17 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
                 "exec ci-pool-linux-2",
             ]
         ),
+        # The readiness gate, once every worker heartbeats.
+        "exec ci-pool-linux-1",
+        "exec ci-pool-linux-2",
     ]
+    doctor = applied[-1]["argv"]
+    assert doctor[:4] == ["exec", "ci-pool-linux-2", "--", "sh"]
+    assert doctor[5].endswith(
+        "/opt/ci-pool/bin/ci-pool doctor --json --skip-bench --capability linux"
+    )
+    assert ". /etc/ci-pool/worker.env; . /etc/ci-pool/private/credentials.env" in doctor[5]
+    assert "ci-pool-linux-1: ci-pool doctor passed (2 checks; warnings: image linux)" in res.stdout
     with_stdin = [c for c in calls if c["stdin"]]
     assert [c["argv"][:2] for c in with_stdin] == [
         ["profile", "edit"],
@@ -308,6 +318,7 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
         ("apply", "completed"),
     ]
     assert audit[1]["evidence"] and all("command" in e for e in audit[1]["evidence"])
+    assert [c["status"] for c in audit[1]["doctor"]["ci-pool-linux-1"]] == ["ok", "warn"]
     settings = op.settings()
     store = Pool(settings).store
     active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
@@ -469,6 +480,27 @@ def test_heartbeat_timeout_fails_and_revokes_the_token(operator: Operator) -> No
     assert "no heartbeat within 2s from ci-pool-linux-1" in res.stderr
     record = op.audit()[-1]
     assert record["state"] == "failed" and record["evidence"]
+    store = Pool(op.settings()).store
+    assert [t.name for t in tokens.list_tokens(store) if t.is_active()] == []
+
+
+def test_a_failing_doctor_fails_apply_with_its_checks(operator: Operator) -> None:
+    op = operator
+    plan_id = op.plan_id(op.plan(1))
+    op.ssh.set_state({**op.ssh.state(), "doctor_fail": True})
+    res = op.cli(
+        "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "30"
+    )
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "runner ci-pool-linux-1 is not ready, ci-pool doctor failed: docker engine: " in (
+        res.stderr
+    )
+    assert "(fix: start dockerd (systemctl start docker))" in res.stderr
+    assert "broker" not in res.stderr.split("doctor failed:")[1]  # only the failing checks
+    record = op.audit()[-1]
+    assert record["event"] == "apply" and record["state"] == "failed"
+    assert "docker engine" in record["error"]
+    assert not any(r["state"] == "completed" for r in op.audit() if r["event"] == "apply")
     store = Pool(op.settings()).store
     assert [t.name for t in tokens.list_tokens(store) if t.is_active()] == []
 

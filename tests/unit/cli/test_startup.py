@@ -57,3 +57,44 @@ def test_provision_defaults_match_the_provisioning_module() -> None:
     from ci_pool.provision import apply
 
     assert cli_provision.HEARTBEAT_TIMEOUT == apply.HEARTBEAT_TIMEOUT
+
+
+MIGRATION_AND_BROKER = ("alembic", "mako", "celery", "kombu", "billiard")
+
+
+def _command(*argv: str) -> str:
+    return (
+        "import sys\nfrom ci_pool.cli.main import app\n"
+        f"sys.argv = ['ci-pool', *{list(argv)!r}]\n"
+        "try:\n    app()\nexcept BaseException as exc:\n    print(type(exc).__name__)"
+    )
+
+
+def test_show_and_status_on_a_migrated_store_load_neither_alembic_nor_celery(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "CI_POOL_HOME": str(tmp_path / "home"),
+        "CI_POOL_BROKER_URL": "redis://127.0.0.1:9/0",
+    }
+    made = subprocess.run(
+        [sys.executable, "-m", "ci_pool", "db", "upgrade"],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}, **env},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for argv in (["show", "nosuchjob"], ["status"]):
+        loaded = loaded_after(_command(*argv), **env)
+        assert "sqlalchemy" in loaded, argv  # the command did open the store
+        assert sorted(loaded & set(MIGRATION_AND_BROKER)) == [], argv
+
+
+def test_a_remote_show_loads_no_store_and_no_broker(tmp_path: Path) -> None:
+    loaded = loaded_after(
+        _command("show", "nosuchjob"),
+        CI_POOL_HOME=str(tmp_path / "home"),
+        CI_POOL_API_URL="http://127.0.0.1:9",
+        CI_POOL_API_TOKEN="t",
+    )
+    assert "httpx" in loaded  # the command did reach for the API
+    assert sorted(loaded & {"sqlalchemy", "redis", *MIGRATION_AND_BROKER}) == []

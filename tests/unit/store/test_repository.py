@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import JSON, bindparam, column, text
 
-from ci_pool.core.specs import CheckoutSpec, Evidence, JobState, StepSpec
+from ci_pool.core.evidence import Evidence
+from ci_pool.core.specs import CheckoutSpec, JobState, StepSpec
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import NotFound
 from ci_pool.service.pool import Pool
