@@ -338,11 +338,22 @@ STATUS_COLUMNS: tuple[str, ...] = ("capability", "queued", "oldest wait", "block
 STATUS_COLUMNS += ("workers", "slots", "done 1h", "failed 1h", "error 1h", "p50", "p95")
 
 
+def _where() -> str:
+    """The pool ``status`` describes: its API in remote mode, else the home."""
+    from ci_pool.settings import get_settings
+
+    settings = get_settings()
+    if settings.api_url:
+        return f"api {settings.api_url}"
+    return f"home {settings.home.resolve()}"
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs.
+    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs;
+    then the home (or the API) they come from.
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
     rows = _client().status()
@@ -370,6 +381,7 @@ def status(
                 fmt(r.p95_s, "s"),
             )
         out.print(table)
+        out.print(Text(_where(), style="dim"))
     if any(r.workers is None for r in rows):
         err.print(
             "the broker did not answer: worker counts are unknown; check CI_POOL_BROKER_URL "
