@@ -29,6 +29,7 @@ from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
+from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import show_reports
 from ci_pool.exceptions import CIPoolError, InputError
 
@@ -411,6 +412,7 @@ def demo(
 # defaults); what it needs from the store, broker, API or Docker it imports inside its
 # commands (tests/unit/cli/test_startup.py checks it).
 app.command()(cli_pipelines.run)
+app.command()(cli_up.up)
 app.command()(cli_processes.worker)
 app.command()(cli_processes.beat)
 app.command()(cli_processes.metrics)
