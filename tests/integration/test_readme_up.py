@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import need
 
-pytestmark = pytest.mark.integration
+# About a minute on an idle 2-core runner; each CLI start takes several seconds on a loaded one.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -62,6 +63,8 @@ def fresh_user(tmp_path: Path, docker_client: Any) -> Iterator[tuple[dict[str, s
     home.mkdir(parents=True)
     (home / "ci-pool.toml").write_text(
         f'stop_grace = 2\nheartbeat_interval = 1\n\n[capabilities.linux]\nimage = "{tag}"\n'
+        # iso in docker mode without its image: up skips it (one worker less to start)
+        '\n[capabilities.iso]\nmode = "docker"\nimage = "ci-pool-test/absent:none"\n'
     )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -116,6 +119,11 @@ def test_readme_using_it_runs_verbatim_on_ci_pool_up(
     up_log = tmp_path / "up.log"
     up = start_up(env, work, up_log)
     try:
+        assert (
+            "skipped iso: image ci-pool-test/absent:none is not here; fix: ci-pool images build iso"
+            in up_log.read_text()
+        )
+        assert "workers linux\n" in up_log.read_text()
         record = json.loads((home / "up.json").read_text())
         assert (home / "up.json").stat().st_mode & 0o777 == 0o600
         assert (home / "up-token").stat().st_mode & 0o777 == 0o600
