@@ -295,7 +295,8 @@ def _panel(pool: Pool, sup: Supervisor) -> None:
         snap = _snapshot(pool)
         lines = [f"job {j.id} {_value(j.state)} ({j.capability})" for j in reversed(snap["jobs"])]
         lines += [
-            f"runner {r.runner_id} " + (f"unhealthy: {r.unhealthy}" if r.unhealthy else "ready")
+            f"runner {r.runner_id} "
+            + (f"unhealthy: {r.unhealthy}" if r.unhealthy else _value(r.state))
             for r in snap["runners"]
         ]
         lines += [f"{c.name} exited ({c.proc.returncode}); see {c.log}" for c in sup.exited()]
