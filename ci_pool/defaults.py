@@ -72,9 +72,23 @@ STEP_OUTPUT_MAX_BYTES = 1024 * 1024
 #: Artifacts collected per job attempt (bytes), unless ``artifact_max_bytes`` says otherwise.
 ARTIFACT_MAX_BYTES = 1024**3
 
-#: Home directory for the embedded store, workspaces and demo files.
+#: The per-directory home of older versions: an existing one is pointed at, never used
+#: silently (see ci_pool/home.py for where the home is now).
 HOME_DIR = ".ci-pool"
 CONFIG_FILE = "ci-pool.toml"
+# -- the home and `ci-pool up` --
+#: Name of the home under $XDG_DATA_HOME (or ~/.local/share).
+HOME_NAME = "ci-pool"
+#: The home of a system pool (systemd ``StateDirectory=ci-pool``).
+SYSTEM_HOME = "/var/lib/ci-pool"
+#: The SQLite store inside the home.
+STORE_FILE = "ci-pool.db"
+#: Where a running ``ci-pool up`` records its broker and API (0600), and its admin token.
+UP_RECORD = "up.json"
+UP_TOKEN = "up-token"
+#: Seconds ``ci-pool up`` waits for its children to start, and between panel refreshes.
+UP_START_TIMEOUT = 60.0
+UP_REFRESH = 1.0
 
 #: The CLI in remote mode (``CI_POOL_API_URL``): seconds to connect, to get an answer, and
 #: between polls of a job it waits for.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from contextvars import ContextVar
 from functools import lru_cache
@@ -20,6 +21,7 @@ from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.core.forges import Forge
 from ci_pool.exceptions import ConfigError
+from ci_pool.home import default_home, legacy_notice, read_up_record
 
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("_TOML_DATA", default={})  # noqa: B039
 
@@ -39,7 +41,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CI_POOL_", extra="forbid")
 
-    home: Path = Path(defaults.HOME_DIR)
+    #: One per user or machine (see ci_pool/home.py): $XDG_DATA_HOME/ci-pool by default.
+    home: Path = Field(default_factory=default_home)
     broker_url: str = "redis://127.0.0.1:6379/0"
     #: SQLAlchemy URL; SQLite under ``home`` when unset.
     store_url: str = ""
@@ -339,7 +342,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_store_url(self) -> str:
-        return self.store_url or f"sqlite:///{(self.home / 'ci-pool.db').resolve()}"
+        return self.store_url or f"sqlite:///{(self.home / defaults.STORE_FILE).resolve()}"
 
     @property
     def resolved_workspace_root(self) -> Path:
@@ -369,7 +372,33 @@ def _config_path(explicit: str | Path | None) -> Path | None:
     if env:
         return Path(env)
     local = Path(defaults.CONFIG_FILE)
-    return local if local.is_file() else None
+    if local.is_file():
+        return local
+    in_home = _env_home() / defaults.CONFIG_FILE
+    return in_home if in_home.is_file() else None
+
+
+def config_file_in_use() -> Path | None:
+    """The ci-pool.toml settings are read from, if any."""
+    return _config_path(None)
+
+
+def _env_home() -> Path:
+    """The home before the config file is read: ``CI_POOL_HOME`` or the default."""
+    return Path(os.environ.get("CI_POOL_HOME") or default_home())
+
+
+def _up_defaults(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with what a running ``ci-pool up`` of the home records, below the file's
+    own keys (and so below the environment): its broker and whether it takes local repos."""
+    home = overrides.get("home") or os.environ.get("CI_POOL_HOME") or data.get("home")
+    record = read_up_record(Path(home) if home else default_home())
+    if record is None:
+        return data
+    merged = {"broker_url": record.broker_url, **data}
+    if record.allow_local_repos:
+        merged.setdefault("allow_local_repos", True)
+    return merged
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -387,7 +416,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     path = _config_path(config_file)
     data = _read_toml(path) if path else {}
     data.pop("config", None)
-    token = _TOML_DATA.set(data)
+    token = _TOML_DATA.set(_up_defaults(data, overrides))
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -404,5 +433,10 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()
+    """The process-wide settings, read once; says so on stderr when ``./.ci-pool`` holds a
+    store that is not the home."""
+    settings = load_settings()
+    notice = legacy_notice(Path.cwd(), settings.home)
+    if notice:
+        print(notice, file=sys.stderr)
+    return settings

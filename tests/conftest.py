@@ -31,6 +31,12 @@ SECRET_VALUE = "s3cret/Token+for-tests"
 LABEL_FILTER = "ci-pool.job"
 
 
+#: Marks every process this test session starts (children inherit it), so the check at
+#: the session's end finds exactly this session's leftovers among other runs on the host.
+SESSION_MARK = "CIPOOL_TEST_SESSION"
+os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
+
+
 def need(ok: bool, reason: str) -> None:
     """Skip when a real service is missing; under CI a missing service is a failure."""
     if ok:
@@ -38,6 +44,78 @@ def need(ok: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required service missing under CI: {reason}")
     pytest.skip(reason)
+
+
+def _session_processes() -> list[str]:
+    """Processes (but this one) that carry this session's mark: pid and command line."""
+    mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode() + b"\0"
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        try:
+            if mark in (proc / "environ").read_bytes():
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if cmd:  # a zombie has none: it is gone, its parent just has not reaped it
+                    found.append(f"pid {proc.name}: {cmd.strip()}")
+        except OSError:
+            continue
+    return found
+
+
+def _session_containers(client: Any, before: set[str], roots: tuple[str, ...]) -> list[str]:
+    """ci-pool containers made since the session started that mount one of its dirs."""
+    found = []
+    # the summaries of one list call: no inspect of containers that are going away
+    for c in client.api.containers(all=True, filters={"label": LABEL_FILTER}):
+        sources = [m.get("Source", "") for m in c.get("Mounts") or []]
+        if c["Id"] not in before and any(s.startswith(roots) for s in sources):
+            job = (c.get("Labels") or {}).get(LABEL_FILTER)
+            found.append(f"container {c['Id'][:12]} job {job} ({c.get('Status')})")
+    return found
+
+
+def _temp_leftovers(tmp: Path) -> list[str]:
+    """ci-pool's temp dirs left in the session's TMPDIR (a worker killed on purpose may
+    leave multiprocessing's ``pymp-*``: not ours to judge)."""
+    return [f"temp dir {p}" for p in sorted(tmp.glob("ci-pool*"))]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under CI=true the run fails if this session leaves a ci-pool container, process
+    (worker, beat, API, redis-server...) or temp directory behind.
+
+    Set up first, so torn down last: every fixture has stopped its services by then. The
+    session's temp files go to a directory of their own, so only they are looked at."""
+    base = tmp_path_factory.getbasetemp()
+    tmp = base / "tmp"
+    tmp.mkdir()
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = None  # tempfile reads TMPDIR again
+    client: Any = None
+    before: set[str] = set()
+    try:
+        import docker
+
+        client = docker.from_env(timeout=30)
+        before = {c["Id"] for c in client.api.containers(all=True, filters={"label": LABEL_FILTER})}
+    except Exception:
+        client = None
+    yield
+    if not IN_CI:
+        return
+    roots = (str(base), str(base.resolve()))
+    deadline = time.monotonic() + 30  # what was just told to stop may take a moment
+    while True:
+        left = _session_processes() + _temp_leftovers(tmp)
+        if client is not None:
+            left += _session_containers(client, before, roots)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        pytest.fail("the test session left behind:\n  " + "\n  ".join(left), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -327,8 +405,8 @@ def postgres_url(session_dir: Path) -> Iterator[str]:
     bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     need(bool(bins) and shutil.which("runuser") is not None, "PostgreSQL server not installed")
     bindir = Path(bins[-1]).parent
-    # Outside pytest's tmp dir, which is private to root: the server runs as postgres.
-    top = Path(tempfile.mkdtemp(prefix="ci-pool-pg-"))
+    # Outside pytest's tmp dirs, which are private to root: the server runs as postgres.
+    top = Path(tempfile.mkdtemp(prefix="ci-pool-pg-", dir="/tmp"))
     top.chmod(0o755)
     data = top / "data"
     data.mkdir()

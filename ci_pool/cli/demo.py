@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ci_pool import defaults
 from ci_pool.core.specs import JobState, parse_job_spec
 from ci_pool.embedded import GitDaemon, RedisServer, build_busybox_image, make_repo
+from ci_pool.home import default_home
 from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
 
@@ -60,7 +60,7 @@ def _demo_image(console: Console) -> str | None:
 
 
 def run_demo(console: Console) -> int:
-    home = Path(os.environ.get("CI_POOL_HOME", defaults.HOME_DIR)).resolve() / "demo"
+    home = Path(os.environ.get("CI_POOL_HOME") or default_home()).resolve() / "demo"
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
@@ -99,7 +99,7 @@ def run_demo(console: Console) -> int:
         )
     try:
         pool = Pool(load_settings(config, broker_url=redis_srv.url, home=home))
-        return _submit_and_follow(console, pool, git.url("demo-app.git"), sha, worker)
+        return _submit_and_follow(console, pool, git.url("demo-app.git"), sha, worker, home)
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGTERM)
@@ -112,15 +112,19 @@ def run_demo(console: Console) -> int:
 
 
 def _submit_and_follow(
-    console: Console, pool: Pool, repo: str, sha: str, worker: subprocess.Popen[bytes]
+    console: Console,
+    pool: Pool,
+    repo: str,
+    sha: str,
+    worker: subprocess.Popen[bytes],
+    home: Path,
 ) -> int:
     deadline = time.monotonic() + 60
     with console.status("starting a worker for capability 'linux'..."):
         while not pool.runners("linux"):
             if worker.poll() is not None or time.monotonic() > deadline:
                 console.print(
-                    "[red]the worker did not start; see .ci-pool/demo/worker.log[/red]",
-                    markup=True,
+                    Text(f"the worker did not start; see {home / 'worker.log'}", style="red")
                 )
                 return 3
             time.sleep(0.1)

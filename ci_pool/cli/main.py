@@ -29,6 +29,7 @@ from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
+from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import show_reports
 from ci_pool.exceptions import CIPoolError, InputError
 
@@ -364,11 +365,22 @@ STATUS_COLUMNS: tuple[str, ...] = ("capability", "queued", "oldest wait", "block
 STATUS_COLUMNS += ("workers", "slots", "done 1h", "failed 1h", "error 1h", "p50", "p95")
 
 
+def _where() -> str:
+    """The pool ``status`` describes: its API in remote mode, else the home."""
+    from ci_pool.settings import get_settings
+
+    settings = get_settings()
+    if settings.api_url:
+        return f"api {settings.api_url}"
+    return f"home {settings.home.resolve()}"
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs.
+    """Per capability: queue depth, oldest wait, running jobs, workers, last hour's jobs;
+    then the home (or the API) they come from.
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
     rows = _client().status()
@@ -396,6 +408,7 @@ def status(
                 fmt(r.p95_s, "s"),
             )
         out.print(table)
+        out.print(Text(_where(), style="dim"))
     if any(r.workers is None for r in rows):
         err.print(
             "the broker did not answer: worker counts are unknown; check CI_POOL_BROKER_URL "
@@ -425,6 +438,7 @@ def demo(
 # defaults); what it needs from the store, broker, API or Docker it imports inside its
 # commands (tests/unit/cli/test_startup.py checks it).
 app.command()(cli_pipelines.run)
+app.command()(cli_up.up)
 app.command()(cli_processes.worker)
 app.command()(cli_processes.beat)
 app.command()(cli_processes.metrics)

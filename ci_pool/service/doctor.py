@@ -55,16 +55,17 @@ def redact(url: str) -> str:
 
 def home_check(settings: Settings) -> Check:
     """Where this machine's pool lives: the home, its config file and the store."""
-    import os
+    from ci_pool.home import read_up_record
+    from ci_pool.settings import config_file_in_use
 
-    config = os.environ.get("CI_POOL_CONFIG") or (
-        defaults.CONFIG_FILE if Path(defaults.CONFIG_FILE).is_file() else "none"
-    )
+    config = config_file_in_use() or "none"
+    up = read_up_record(settings.home)
+    serving = f"; ci-pool up runs (pid {up.pid}, API {up.api_url})" if up else ""
     return Check(
         "home",
         Status.OK,
         f"home {settings.home.resolve()}, config {config}, store "
-        f"{redact(settings.resolved_store_url)}",
+        f"{redact(settings.resolved_store_url)}{serving}",
     )
 
 
