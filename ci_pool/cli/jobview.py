@@ -1,4 +1,5 @@
-"""What ``ci-pool show`` prints of a job's reports: annotations and step summaries."""
+"""What ``ci-pool show`` prints of a job beyond its state: the recorded rows (permissions,
+environment, fetched actions, --sync), annotations and step summaries."""
 
 from __future__ import annotations
 
@@ -33,3 +34,24 @@ def show_reports(out: Console, data: dict[str, Any]) -> None:
         _plain(out, f" ({summary['name']})")
         for line in summary["markdown"].splitlines():
             _plain(out, f"    {line}")
+
+
+def recorded_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job, and
+    the local changes (``--sync``) its latest attempt ran on."""
+    rows = []
+    if data.get("permissions") is not None:
+        granted = data["permissions"]
+        text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
+        rows.append(("scopes", str(text.replace("*: ", "all: "))))
+    if data.get("environment"):
+        env = data["environment"]
+        shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
+        rows.append(("deploys to", str(shown)))
+    evidence = data.get("evidence") or {}
+    if evidence.get("sync_mode"):
+        rows.append(("sync", f"{evidence['sync_mode']} sha256 {evidence['sync_sha256']}"))
+    # The commit each fetched action ran at.
+    for uses, sha in (evidence.get("actions") or {}).items():
+        rows.append(("action", f"{uses} @ {sha}"))
+    return rows

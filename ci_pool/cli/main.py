@@ -30,7 +30,7 @@ from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
 from ci_pool.cli import up as cli_up
-from ci_pool.cli.jobview import show_reports
+from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
@@ -198,27 +198,6 @@ def wait(
     raise typer.Exit(_exit_code(job))
 
 
-def _recorded(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job, and
-    the local changes (``--sync``) its latest attempt ran on."""
-    rows = []
-    if data.get("permissions") is not None:
-        granted = data["permissions"]
-        text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
-        rows.append(("scopes", str(text.replace("*: ", "all: "))))
-    if data.get("environment"):
-        env = data["environment"]
-        shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
-        rows.append(("deploys to", str(shown)))
-    evidence = data.get("evidence") or {}
-    if evidence.get("sync_mode"):
-        rows.append(("sync", f"{evidence['sync_mode']} sha256 {evidence['sync_sha256']}"))
-    # The commit each fetched action ran at.
-    for uses, sha in (evidence.get("actions") or {}).items():
-        rows.append(("action", f"{uses} @ {sha}"))
-    return rows
-
-
 @app.command()
 def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
@@ -256,7 +235,7 @@ def show(
         ("finished", data["finished_at"] or "-"),
         ("reason", data["reason"] or "-"),
     ]
-    rows += _recorded(data)
+    rows += recorded_rows(data)
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
     if data["waiting"]:
