@@ -206,3 +206,15 @@ DOCTOR_BENCH_IMAGE = "ci-pool/doctor-bench:latest"
 LABEL_IMAGE_SOURCE = "ci-pool.image.source"
 #: Label on the short-lived container of doctor's overhead workload.
 LABEL_DOCTOR = "ci-pool.doctor"
+# -- cleanup and warm containers --
+#: Seconds a worker process waits at exit for the removals it still has queued (the
+#: runner's sweep removes what is left).
+CLEANUP_DRAIN_TIMEOUT = 30.0
+#: Label of a warm container (value: its capability); it keeps it after a job takes it.
+LABEL_WARM = "ci-pool.warm"
+#: Name of an idle warm container; a job that takes it renames it to ``ci-pool-<job>-<n>``.
+WARM_NAME = "ci-pool-warm-{capability}-{token}"
+#: Directory under the workspace root holding the warm containers' slot directories.
+WARM_DIR = ".warm"
+#: File in a slot directory (outside every mount) naming the slot's container.
+WARM_ID_FILE = "container-id"

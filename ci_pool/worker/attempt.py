@@ -10,6 +10,7 @@ from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import Evidence
 from ci_pool.settings import Settings
 from ci_pool.store import Job
+from ci_pool.worker.cleanup import Leftover
 from ci_pool.worker.jobfiles import JobDir
 from ci_pool.worker.logs import LogWriter
 from ci_pool.worker.monitor import JobMonitor
@@ -44,6 +45,8 @@ class Attempt:
     workspace: Path | None = None
     settings: Settings | None = None
     commands: list[str] = field(default_factory=list)
+    #: What the attempt leaves for removal once its outcome is recorded.
+    leftover: Leftover | None = None
 
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""

@@ -18,6 +18,7 @@ from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
+from ci_pool.worker.cleanup import Leftover, cleaner
 from ci_pool.worker.contexts import (
     JobPlaces,
     expression_context,
@@ -132,7 +133,10 @@ class JobRunner:
                 outcome = self._execute(att, claim.took_over)
         finally:
             monitor.finish()
+        # The outcome first; the container and the workspace go afterwards, off the path.
         state = self.recorder.record(att, outcome)
+        if att.leftover is not None:
+            cleaner().submit(att.leftover)
         self._notify(job.id)
         return state
 
@@ -202,7 +206,7 @@ class JobRunner:
         finally:
             if att.dirs is not None:
                 att.dirs.close()
-            workspace.clean_up(executor, execution, root, logw, job.image or cap.image)
+            att.leftover = Leftover(job.id, executor, execution, root, job.image or cap.image)
 
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
         """Run the steps in the job's expression context; store its outputs; the outcome."""

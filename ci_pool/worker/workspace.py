@@ -20,8 +20,6 @@ from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import artifacts
 from ci_pool.worker.attempt import Attempt
-from ci_pool.worker.executors.base import Execution, Executor
-from ci_pool.worker.logs import LogWriter
 
 
 def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
@@ -208,30 +206,3 @@ def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: 
             ArtifactEntry(path=f.path, size=f.size, sha256=f.sha256) for f in found.files
         )
     )
-
-
-def clean_up(
-    executor: Executor | None,
-    execution: Execution | None,
-    root: Path,
-    logw: LogWriter,
-    image: str,
-) -> None:
-    """Close the execution and remove the attempt's directory; say what could not be."""
-    # Nothing here may escape the task: what cannot be removed now (the engine went away)
-    # is swept by the runner once its engine answers again.
-    if execution is not None:
-        try:
-            execution.close()
-        except Exception as exc:
-            logw.line(f"##[ci-pool] cleanup: {exc}; the runner removes it later")
-    shutil.rmtree(root, ignore_errors=True)
-    if root.exists() and executor is not None:
-        # Files the build made as another user (root in the container): remove them
-        # the way they were made.
-        try:
-            executor.remove_tree(root, image)
-        except Exception as exc:
-            logw.line(f"##[ci-pool] cleanup: {exc}")
-    if root.exists():
-        logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")

@@ -235,7 +235,10 @@ class DockerExecutor(Executor):
         try:
             found = self.client.containers.list(all=True, filters={"label": labels})
             for container in found:
-                container.remove(force=True, v=True)
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass  # removed meanwhile (by the attempt's own cleanup)
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"could not remove leftover containers: {exc}") from exc
         return len(found)
