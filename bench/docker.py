@@ -130,19 +130,14 @@ def build_image(client: docker.DockerClient) -> None:
     build_busybox_image(client, IMAGE, busybox, labels={BENCH_LABEL: "1"})
 
 
-def run_floor(client: docker.DockerClient, n: int) -> list[float]:
-    """docker-py create + start + wait + remove of ``true`` in the same image."""
-    samples = []
-    for _ in range(n + 1):
-        t0 = time.perf_counter()
-        c = client.containers.create(
-            IMAGE, ["true"], network_mode="none", labels={BENCH_LABEL: "1"}
-        )
-        c.start()
-        c.wait()
-        c.remove(force=True)
-        samples.append(time.perf_counter() - t0)
-    return samples[1:]  # the first one warms the engine's caches
+def floor_sample(client: docker.DockerClient) -> float:
+    """docker-py create + start + wait + remove of ``true`` in the same image (seconds)."""
+    t0 = time.perf_counter()
+    c = client.containers.create(IMAGE, ["true"], network_mode="none", labels={BENCH_LABEL: "1"})
+    c.start()
+    c.wait()
+    c.remove(force=True)
+    return time.perf_counter() - t0
 
 
 class Driver:
@@ -191,7 +186,8 @@ def warm_ready(client: docker.DockerClient, timeout: float = 10) -> bool:
     """Wait (bounded) until an unused warm container is up, so each warm job finds one."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if client.containers.list(filters={"label": "ci-pool.warm"}):
+        found = client.containers.list(ignore_removed=True, filters={"label": defaults.LABEL_WARM})
+        if any(c.name.startswith("ci-pool-warm-") for c in found):
             return True
         time.sleep(0.02)
     return False
@@ -220,9 +216,11 @@ def timeline(
 
 def run_series(
     bench: Bench, client: docker.DockerClient, events: DockerEvents, repo: GitRepo,
-    redis_url: str, warm: int,
+    redis_url: str, warm: int, floor: list[float],
 ) -> dict[str, Any]:  # fmt: skip
-    """One worker with ``warm`` warm containers; ``--jobs`` closed-loop ``true`` jobs."""
+    """One worker with ``warm`` warm containers; ``--jobs`` closed-loop ``true`` jobs, each
+    after one sample of docker-py's floor (interleaved, so a change of the machine's load
+    moves both alike)."""
     args, tag = bench.args, "warm" if warm else "cold"
     home = bench.tmp / f"home-{tag}"
     home.mkdir()
@@ -249,6 +247,9 @@ def run_series(
             time.sleep(args.gap_ms / 1000)
             if warm and not warm_ready(client):
                 bench.log("no warm container came up within 10 s")
+            sample = floor_sample(client)
+            if i >= args.warmup:
+                floor.append(sample)
             t0 = time.time()
             job = pool.submit(drv.spec(f"{tag}-{i}"))
             lines = drv.lines(job.id)
@@ -417,10 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         events = DockerEvents(client)
         events.start()
         bench.defer(events)
-        bench.log(f"docker-py floor x{args.jobs}")
-        floor = run_floor(client, args.jobs)
-        bench.log(f"cold series x{args.jobs}")
-        cold = run_series(bench, client, events, repo, redis_srv.url, warm=0)
+        floor: list[float] = []
+        bench.log(f"cold series x{args.jobs}, each job after a docker-py floor sample")
+        cold = run_series(bench, client, events, repo, redis_srv.url, 0, floor)
         warm, note = None, ""
         if args.no_warm:
             note = "skipped (--no-warm)"
@@ -428,10 +428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             note = "not measured: this code has no warm_containers setting"
         else:
             bench.log(f"warm series x{args.jobs}")
-            warm = run_series(bench, client, events, repo, redis_srv.url, warm=1)
+            warm = run_series(bench, client, events, repo, redis_srv.url, 1, floor)
         report = build_report(args, floor, cold, warm, note)
         bench.write(report, lambda png: plot(png, report))
-        for c in client.containers.list(all=True, filters={"label": BENCH_LABEL}):
+        for c in client.containers.list(
+            ignore_removed=True, all=True, filters={"label": BENCH_LABEL}
+        ):
             c.remove(force=True)
     return 0
 

@@ -295,7 +295,7 @@ def runners(
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
         return
-    table = Table("runner", "capability", "state", "host", "slots", "jobs", "last seen")
+    table = Table("runner", "capability", "state", "host", "slots", "warm", "jobs", "last seen")
     now = datetime.now().timestamp()
     for r in rows:
         table.add_row(
@@ -304,6 +304,7 @@ def runners(
             str(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
             r.host,
             str(r.concurrency),
+            str(r.extra.get("warm", 0)),
             ", ".join(r.jobs) or "-",
             f"{now - r.last_seen:.1f}s ago",
         )

@@ -162,13 +162,17 @@ class JobRunner:
         root = self.settings.resolved_workspace_root / f"{job.id}-{job.attempt}"
         executor: Executor | None = None
         execution: Execution | None = None
+        warm = ""
+        src, scripts, files = root / "src", root / "scripts", root / "files"
         try:
             executor = self.executors(cap)
             if took_over is not None:
                 removed = executor.remove_leftovers(job.id)
                 if removed:
                     logw.line(f"##[ci-pool] removed {removed} container(s) of the lost attempt")
-            src, scripts, files = root / "src", root / "scripts", root / "files"
+            if cap.warm_containers and (job.image or cap.image) == cap.image:
+                # Takes the slot before the checkout, which then goes into its mounts.
+                warm = executor.take_warm(root.parent, att.runner_id, root)
             scripts.mkdir(parents=True, exist_ok=True)
             files.mkdir(exist_ok=True)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
@@ -187,12 +191,15 @@ class JobRunner:
                 files=files,
                 env=job_env(att, contexts),
                 image=job.image or cap.image,
+                warm_container=warm,
             )
             execution = executor.execution(ctx)
             att.note(mode=execution.mode)
             att.monitor.execution = execution
             execution.start()
             att.note(**execution.describe())
+            if warm:
+                att.note(warm_container=bool(getattr(execution, "warm", False)))
             contexts["job"]["container"]["id"] = att.evidence.container_id or ""
             outcome = self._run_steps(att, execution, contexts)
             if job.artifacts and outcome.state is not JobState.CANCELLED:
@@ -206,6 +213,11 @@ class JobRunner:
         finally:
             if att.dirs is not None:
                 att.dirs.close()
+            if warm and execution is None and executor is not None:
+                execution = executor.execution(
+                    JobContext(job.id, job.attempt, att.runner_id, cap, src, scripts, files,
+                               warm_container=warm)
+                )  # fmt: skip
             att.leftover = Leftover(job.id, executor, execution, root, job.image or cap.image)
 
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:

@@ -139,6 +139,7 @@ def _unregister(sender: Any = None, **_kw: Any) -> None:
     if _lifecycle is None:
         return
     _lifecycle.stopped.set()
+    _lifecycle.stop_warm()
     try:
         _lifecycle.registry.unregister(_lifecycle.info.runner_id)
         _lifecycle.registry.redis.delete(drain_key(_lifecycle.info.runner_id))

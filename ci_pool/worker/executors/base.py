@@ -45,6 +45,8 @@ class JobContext:
     env: dict[str, str] = field(default_factory=dict)
     #: The image to run (the capability's, or the job's override where allowed).
     image: str = ""
+    #: Id of the warm container the job took (see ``executors.warm``), or "".
+    warm_container: str = ""
 
 
 class Execution(abc.ABC):
@@ -108,6 +110,11 @@ class Executor(abc.ABC):
         """Why this runner cannot run ``capability``'s jobs now (engine down, image
         missing), with what fixes it; None when it can."""
         return None
+
+    def take_warm(self, workspace_root: Path, runner_id: str, root: Path) -> str:
+        """Move one of the runner's idle warm slots to ``root``; its container's id, or ""
+        when there is none (executors without warm containers never have one)."""
+        return ""
 
     def job_leftovers(self) -> list[tuple[str, int]]:
         """(job id, attempt) of every job container still here; the runner's sweep removes
