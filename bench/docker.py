@@ -6,13 +6,14 @@
 
 Everything runs on loopback in a temp dir (bench/harness.py): its own redis-server, git
 daemon, SQLite store and one worker subprocess (prefork, concurrency 1) for a Docker
-capability whose image is busybox built FROM scratch (nothing is pulled). Three series run
-in the same process, one after the other, each closed loop (one job in flight):
+capability whose image is busybox built FROM scratch (nothing is pulled). Two series of
+closed-loop jobs (one in flight), each job after one sample of docker-py's floor
+(``create + start + wait + remove`` of ``true`` in the same image, interleaved so a change
+of load moves both alike):
 
-- ``floor``: docker-py ``create + start + wait + remove`` of ``true`` in the same image;
-- ``cold``: ci-pool jobs with no warm container (a container is created per job);
-- ``warm``: ci-pool jobs with ``warm_containers = 1`` (the next job's container is already
-  created and started when it is claimed); skipped where the code has no such setting.
+- ``cold``: no warm container (a container is created per job);
+- ``warm``: ``warm_containers = 1`` (the next job's container is already created and
+  started when it is claimed); skipped where the code has no such setting.
 
 Each job's timeline comes from the store (submit, claim, finish, evidence.checkout_s), the
 live log stream (the step's ``##[step] 1`` line and its exit line, stamped by the worker)
