@@ -437,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ignore_removed=True, all=True, filters={"label": BENCH_LABEL}
         ):
             c.remove(force=True)
+        client.images.remove(IMAGE)
     return 0
 
 
