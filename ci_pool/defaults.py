@@ -306,3 +306,23 @@ SYNC_UNPACK_FACTOR = 8
 SYNC_MAX_ENTRIES = 50_000
 #: Seconds the submitting side gives git to list the server's refs and build the payload.
 SYNC_GIT_TIMEOUT = 60.0
+
+# -- cleanup and warm containers --
+#: Seconds a worker process waits at exit for the removals it still has queued (the
+#: runner's sweep removes what is left).
+CLEANUP_DRAIN_TIMEOUT = 30.0
+#: Label of a warm container (value: its capability); it keeps it after a job takes it.
+LABEL_WARM = "ci-pool.warm"
+#: Label of a warm container: its slot directory on the runner (the sweep of another
+#: runner of the same pool removes an orphan's slot with it).
+LABEL_WARM_SLOT = "ci-pool.warm.slot"
+#: Name of an idle warm container; a job that takes it renames it to ``ci-pool-<job>-<n>``.
+WARM_NAME = "ci-pool-warm-{capability}-{token}"
+#: Directory under the workspace root holding the warm containers' slot directories.
+WARM_DIR = ".warm"
+#: File in a slot directory (outside every mount) naming the slot's container.
+WARM_ID_FILE = "container-id"
+#: Seconds between a runner's checks that its warm containers are all there.
+WARM_CHECK_INTERVAL = 0.2
+#: Seconds a runner waits after failing to make a warm container before it tries again.
+WARM_RETRY_DELAY = 5.0

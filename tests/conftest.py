@@ -385,6 +385,24 @@ def containers_of(docker_client: Any, job_id: str) -> list[Any]:
     )
 
 
+def containers_left(docker_client: Any, job_id: str, timeout: float = 15) -> list[Any]:
+    """The job's containers once they are gone, or those still there after ``timeout`` s:
+    a job's container is removed in the background after its outcome is recorded."""
+    deadline = time.monotonic() + timeout
+    while (found := containers_of(docker_client, job_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def workspaces_left(root: Path, job_id: str, timeout: float = 15) -> list[Path]:
+    """The job's attempt directories under ``root`` once gone, or those left after
+    ``timeout`` s (removed in the background, like its container)."""
+    deadline = time.monotonic() + timeout
+    while (found := list(root.glob(f"{job_id}-*"))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def isolated_harness(
     root: Path, redis_server: RedisServer, image: str, db: int, **overrides: Any
 ) -> Harness:

@@ -301,7 +301,7 @@ def runners(
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
         return
-    table = Table("runner", "capability", "state", "host", "slots", "jobs", "last seen")
+    table = Table("runner", "capability", "state", "host", "slots", "warm", "jobs", "last seen")
     now = datetime.now().timestamp()
     for r in rows:
         table.add_row(
@@ -310,6 +310,7 @@ def runners(
             str(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
             r.host,
             str(r.concurrency),
+            str(r.extra.get("warm", 0)),
             ", ".join(r.jobs) or "-",
             f"{now - r.last_seen:.1f}s ago",
         )

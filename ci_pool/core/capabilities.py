@@ -33,6 +33,9 @@ class Capability(BaseModel):
     #: Docker network mode for the job container: "none" (default), "host", or a network name.
     network: str = "none"
     privileged: bool = False
+    #: Containers a runner keeps created, started and idle for this capability's next
+    #: jobs (each serves one job, then is removed); 0 creates one per job when it starts.
+    warm_containers: int = Field(default=0, ge=0, le=8)
     default_timeout: int = Field(default=3600, gt=0)
     #: Whether a job may name its own image (``container:``); else the capability's image.
     allow_container_override: bool = False

@@ -33,6 +33,8 @@ class Evidence(BaseModel):
     image: str | None = None
     image_id: str | None = None
     container_id: str | None = None
+    #: The job ran in a warm container (created before the job was claimed).
+    warm_container: bool | None = None
     commit_sha: str | None = None
     checkout_s: float | None = None
     #: "network", "mirror" or "cache" (see ``runner.checkout.CheckoutResult``).

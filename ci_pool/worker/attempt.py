@@ -11,6 +11,7 @@ from ci_pool.core.capabilities import Capability
 from ci_pool.core.evidence import ArtifactEntry, Evidence
 from ci_pool.settings import Settings
 from ci_pool.store import Job
+from ci_pool.worker.cleanup import Leftover
 from ci_pool.worker.jobfiles import JobDir
 from ci_pool.worker.logs import LogWriter
 from ci_pool.worker.monitor import JobMonitor
@@ -50,6 +51,11 @@ class Attempt:
     posts: list[Any] = field(default_factory=list)
     #: The local changes the job carries (``--sync``), read from the store when claimed.
     sync_data: bytes | None = None
+    #: The workspace is already mounted in a (warm) container, which would not see an
+    #: overlay mounted on it later: checkouts copy the cached tree instead.
+    workspace_mounted: bool = False
+    #: What the attempt leaves for removal once its outcome is recorded.
+    leftover: Leftover | None = None
 
     def note(self, **values: Any) -> None:
         """Add facts to the attempt's evidence record."""

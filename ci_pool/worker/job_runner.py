@@ -19,6 +19,7 @@ from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
+from ci_pool.worker.cleanup import Leftover, cleaner
 from ci_pool.worker.contexts import (
     JobPlaces,
     expression_context,
@@ -135,7 +136,10 @@ class JobRunner:
                 outcome = self._execute(att, claim.took_over)
         finally:
             monitor.finish()
+        # The outcome first; the container and the workspace go afterwards, off the path.
         state = self.recorder.record(att, outcome)
+        if att.leftover is not None:
+            cleaner().submit(att.leftover)
         self._notify(job.id)
         return state
 
@@ -161,13 +165,19 @@ class JobRunner:
         root = self.settings.resolved_workspace_root / f"{job.id}-{job.attempt}"
         executor: Executor | None = None
         execution: Execution | None = None
+        warm = ""
+        src, scripts, files = root / "src", root / "scripts", root / "files"
         try:
             executor = self.executors(cap)
             if took_over is not None:
                 removed = executor.remove_leftovers(job.id)
                 if removed:
                     logw.line(f"##[ci-pool] removed {removed} container(s) of the lost attempt")
-            src, scripts, files = root / "src", root / "scripts", root / "files"
+            plain = not job.services and job.container is None
+            if cap.warm_containers and plain and (job.image or cap.image) == cap.image:
+                # Takes the slot before the checkout, which then goes into its mounts.
+                warm = executor.take_warm(root.parent, att.runner_id, root)
+                att.workspace_mounted = bool(warm)
             scripts.mkdir(parents=True, exist_ok=True)
             files.mkdir(exist_ok=True)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
@@ -191,12 +201,15 @@ class JobRunner:
                 services=service_specs(job, contexts),
                 container=job.container,
                 registry_auth=registry_auth(job, contexts),
+                warm_container=warm,
             )
             execution = executor.execution(ctx)
             att.note(mode=execution.mode)
             att.monitor.execution = execution
             execution.start()
             att.note(**execution.describe())
+            if warm:
+                att.note(warm_container=bool(getattr(execution, "warm", False)))
             contexts["job"]["container"]["id"] = att.evidence.container_id or ""
             contexts["job"]["services"] = execution.services_context()
             outcome = self._run_steps(att, execution, contexts)
@@ -213,7 +226,12 @@ class JobRunner:
         finally:
             if att.dirs is not None:
                 att.dirs.close()
-            workspace.clean_up(executor, execution, root, logw, job.image or cap.image)
+            if warm and execution is None and executor is not None:
+                execution = executor.execution(
+                    JobContext(job.id, job.attempt, att.runner_id, cap, src, scripts, files,
+                               warm_container=warm)
+                )  # fmt: skip
+            att.leftover = Leftover(job.id, executor, execution, root, job.image or cap.image)
 
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
         """Run the steps in the job's expression context; store its outputs; the outcome."""

@@ -93,6 +93,8 @@ class Lifecycle(threading.Thread):
         self.consuming = True
         self.started = self.last_busy = time.monotonic()
         self.last_sweep = -SWEEP_INTERVAL
+        #: Keeps the capability's warm containers (docker capabilities with some).
+        self.warm: Any = None
 
     def run(self) -> None:
         last_beat = 0.0
@@ -114,6 +116,7 @@ class Lifecycle(threading.Thread):
             **self.info.extra,
             "draining": self.leaving or "",
             "unhealthy": self.unhealthy or "",
+            "warm": self.warm.idle() if self.warm is not None else 0,
         }
         self.registry.heartbeat(replace(self.info, concurrency=concurrency, extra=extra))
 
@@ -165,6 +168,55 @@ class Lifecycle(threading.Thread):
                     attempt,
                     job_id,
                 )
+        self._sweep_warm(executor)
+
+    def _sweep_warm(self, executor: Executor) -> None:
+        """Remove the idle warm containers of runners that are gone."""
+        client = getattr(executor, "client", None)
+        if client is None:
+            return
+        from ci_pool.worker.executors.warm import remove_orphans
+
+        live = {r.runner_id for r in self.registry.live()} | {self.info.runner_id}
+        try:
+            removed = remove_orphans(client, self.settings.resolved_workspace_root, live)
+        except ExecutorError as exc:
+            log.warning("runner %s: sweep: %s", self.info.runner_id, exc)
+            return
+        if removed:
+            log.warning(
+                "runner %s: removed %d warm container(s) of runners that are gone",
+                self.info.runner_id,
+                removed,
+            )
+
+    def keep_warm(self, wanted: bool) -> None:
+        """Keep the capability's warm containers while ``wanted``; remove them when not."""
+        if self.cap.mode != "docker" or not self.cap.warm_containers:
+            return
+        client = getattr(self.health.executor, "client", None)
+        if self.warm is None:
+            if not wanted or client is None:
+                return
+            from ci_pool.worker.executors.warm import WarmKeeper
+
+            self.warm = WarmKeeper(
+                client, self.cap, self.info.runner_id, self.settings.resolved_workspace_root
+            )
+            self.warm.remove_all()  # what an earlier run of this runner left
+            self.warm.start()
+        if wanted:
+            self.warm.wanted.set()
+        elif self.warm.wanted.is_set():
+            self.warm.wanted.clear()
+            removed = self.warm.remove_all()
+            log.warning("runner %s: removed %d warm container(s)", self.info.runner_id, removed)
+
+    def stop_warm(self) -> None:
+        """Shutdown: stop replacing warm containers and remove the idle ones."""
+        if self.warm is not None:
+            self.warm.stopped.set()
+            self.keep_warm(False)
 
     def _sweep_workspaces(self) -> None:
         """Unmount the overlay workspaces of attempts that ended without their cleanup."""
@@ -216,6 +268,7 @@ class Lifecycle(threading.Thread):
             self.unhealthy, changed = health, True
         if health is None and time.monotonic() - self.last_sweep >= SWEEP_INTERVAL:
             self._sweep()
+        self.keep_warm(health is None and self.leaving is None)
         if changed:
             self._consume(self.leaving is None and self.unhealthy is None)
             self._beat()

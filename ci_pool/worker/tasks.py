@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 import ci_pool
 from ci_pool import defaults
@@ -23,6 +23,7 @@ from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
 from ci_pool.settings import Settings
 from ci_pool.store import Store
+from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
 from ci_pool.worker.executors.host import HostExecutor
 from ci_pool.worker.job_runner import JobRunner
@@ -138,8 +139,16 @@ def _unregister(sender: Any = None, **_kw: Any) -> None:
     if _lifecycle is None:
         return
     _lifecycle.stopped.set()
+    _lifecycle.stop_warm()
     try:
         _lifecycle.registry.unregister(_lifecycle.info.runner_id)
         _lifecycle.registry.redis.delete(drain_key(_lifecycle.info.runner_id))
     except redis.RedisError:
         pass
+
+
+@worker_process_shutdown.connect
+def _finish_cleanup(**_kw: Any) -> None:
+    """A pool process ending removes what its last attempts left before it goes."""
+    if not cleaner().drain(defaults.CLEANUP_DRAIN_TIMEOUT):
+        log.warning("cleanup still busy at exit; the runner's sweep removes the rest")

@@ -21,8 +21,6 @@ from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import artifacts
 from ci_pool.worker.attempt import Attempt
-from ci_pool.worker.executors.base import Execution, Executor
-from ci_pool.worker.logs import LogWriter
 from ci_pool.worker.sync import apply_patch, check_payload, unpack_snapshot
 
 
@@ -54,7 +52,9 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
             fetch_depth=options.fetch_depth,
             submodules=options.submodules,
             lfs=options.lfs,
-            layers=workspace.parent / defaults.OVERLAY_LAYERS_DIR,
+            layers=None
+            if att.workspace_mounted
+            else workspace.parent / defaults.OVERLAY_LAYERS_DIR,
         ),
         settings,
         log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
@@ -262,40 +262,6 @@ def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: 
         att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
     store.add_artifacts(job.id, job.attempt, found.files)
     att.note_artifacts(found.files)
-
-
-def clean_up(
-    executor: Executor | None,
-    execution: Execution | None,
-    root: Path,
-    logw: LogWriter,
-    image: str,
-) -> None:
-    """Close the execution, unmount the workspace's overlays and remove the attempt's
-    directory; say what could not be."""
-    # Nothing here may escape the task: what cannot be removed now (the engine went away)
-    # is swept by the runner once its engine answers again.
-    if execution is not None:
-        try:
-            execution.close()
-        except Exception as exc:
-            logw.line(f"##[ci-pool] cleanup: {exc}; the runner removes it later")
-    stuck = overlay.unmount_under(root)
-    if stuck:
-        # Removing the directory now would delete through the mount into the job's layer
-        # only, but the mount itself would stay: leave it to the runner's sweep.
-        logw.line(f"##[ci-pool] cleanup: could not unmount {stuck[0]}; the runner does later")
-        return
-    shutil.rmtree(root, ignore_errors=True)
-    if root.exists() and executor is not None:
-        # Files the build made as another user (root in the container): remove them
-        # the way they were made.
-        try:
-            executor.remove_tree(root, image)
-        except Exception as exc:
-            logw.line(f"##[ci-pool] cleanup: {exc}")
-    if root.exists():
-        logw.line(f"##[ci-pool] cleanup: could not remove workspace {root}")
 
 
 def sweep_overlays(workspace_root: Path, alive: Callable[[str, int], bool]) -> list[str]:

@@ -13,7 +13,7 @@ import redis
 
 from ci_pool.core.specs import JobState
 from ci_pool.embedded import RedisServer
-from tests.conftest import GitServer, Harness, containers_of, isolated_harness
+from tests.conftest import GitServer, Harness, containers_left, containers_of, isolated_harness
 
 pytestmark = pytest.mark.faults
 
@@ -74,7 +74,7 @@ def test_reaper_requeues_the_job_of_a_killed_worker(
     assert ("error", "queued", "reaper") in events
     lost = next(e for e in pool.store.events(job_id) if e.to_state == "error")
     assert lost.reason.startswith("runner_lost")
-    assert containers_of(docker_client, job_id) == []
+    assert containers_left(docker_client, job_id) == []
     assert "finished" in pool.store.read_log(job_id, attempt=2).splitlines()
 
 

@@ -26,7 +26,14 @@ import redis
 from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
 from ci_pool.embedded import RedisServer
 from ci_pool.service.pool import Pool
-from tests.conftest import FAST_TIMINGS, GitServer, Harness, Worker, containers_of, write_config
+from tests.conftest import (
+    FAST_TIMINGS,
+    GitServer,
+    Harness,
+    Worker,
+    containers_left,
+    write_config,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -218,7 +225,7 @@ def test_jobs_survive_a_broker_restart_with_aof(
     if history[running][1:] != ONCE:
         assert ("running", "error", 1) in history[running], history[running]
         assert pool.get(running).attempt == 2
-    assert containers_of(docker_client, running) == []
+    assert containers_left(docker_client, running) == []
 
 
 def test_lost_messages_are_resent_after_a_volatile_broker_restart(
@@ -242,7 +249,7 @@ def test_lost_messages_are_resent_after_a_volatile_broker_restart(
     if history[running][1:] != ONCE:
         assert ("running", "error", 1) in history[running], history[running]
         assert pool.get(running).attempt == 2
-    assert containers_of(docker_client, running) == []
+    assert containers_left(docker_client, running) == []
 
 
 def test_a_message_taken_but_never_claimed_is_sent_again(

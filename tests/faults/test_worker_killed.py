@@ -13,7 +13,7 @@ import pytest
 from ci_pool.broker.logstream import follow_stream
 from ci_pool.core.specs import JobState
 from ci_pool.embedded import RedisServer
-from tests.conftest import GitServer, Harness, containers_of, isolated_harness
+from tests.conftest import GitServer, Harness, containers_left, isolated_harness
 
 pytestmark = pytest.mark.faults
 
@@ -95,7 +95,7 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     assert "attempt 2" in log2.splitlines() and "finished" in log2.splitlines()
     assert "taking over" in log2
     # The container of the lost attempt was removed along with the new one.
-    assert containers_of(docker_client, job_id) == []
+    assert containers_left(docker_client, job_id) == []
     # Exactly one run reached the end.
     finished_runs = sum(
         pool.store.read_log(job_id, attempt=a).splitlines().count("finished") for a in (1, 2)

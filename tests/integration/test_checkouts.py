@@ -19,7 +19,14 @@ from ci_pool.embedded import make_repo
 from ci_pool.exceptions import InputError
 from ci_pool.service.pool import Pool
 from ci_pool.settings import load_settings
-from tests.conftest import GitServer, Harness, RedisServer, Worker, isolated_harness
+from tests.conftest import (
+    GitServer,
+    Harness,
+    RedisServer,
+    Worker,
+    isolated_harness,
+    workspaces_left,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -217,7 +224,7 @@ def test_persisted_credentials_are_masked_job_scoped_and_gone_after_the_job(
     # Nothing of the attempt is left on the runner, and the store never held the token.
     job_id = pipe["jobs"][0]["id"]
     workspaces = h.settings().resolved_workspace_root
-    assert not [p for p in workspaces.glob(f"{job_id}-*")]
+    assert not workspaces_left(workspaces, job_id)
     assert not list(workspaces.rglob("git-credential-*"))
     store_file = h.root / "home"
     for path in store_file.rglob("*"):

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.defaults import CONTAINER_WORKSPACE
 from ci_pool.service.pool import Pool
-from tests.conftest import GitServer, Harness, Worker, containers_of
+from tests.conftest import GitServer, Harness, Worker, containers_left, containers_of
 from tests.integration.test_api import assert_error, auth, client, make_token
 
 pytestmark = pytest.mark.integration
@@ -159,7 +159,7 @@ def test_cancel_in_progress_stops_the_running_one_and_leaves_no_container(
         f"cancelled by pipeline {second} in concurrency group cip (cancel-in-progress)"
     )
     assert show(harness, first)["state"] == "cancelled"
-    assert containers_of(docker_client, a) == []
+    assert containers_left(docker_client, a) == []
     newer = wait_final(pool, b)
     assert newer.state == "succeeded"
     assert newer.started_at >= stopped.finished_at

@@ -17,7 +17,7 @@ from ci_pool.embedded import make_repo
 from ci_pool.exceptions import CheckoutError, InputError
 from ci_pool.git import CheckoutRequest, checkout
 from ci_pool.settings import load_settings
-from tests.conftest import GitServer, Harness, Worker, containers_of
+from tests.conftest import GitServer, Harness, Worker, containers_left, containers_of
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_running_container_is_labelled_limited_unprivileged_and_offline(
     mounts = {m["Destination"]: m for m in attrs["Mounts"]}
     assert mounts["/workspace"]["Source"].endswith(f"{job_id}-1/src")
     assert harness.cli("wait", job_id, "--timeout", "90").returncode == 0
-    assert containers_of(docker_client, job_id) == []
+    assert containers_left(docker_client, job_id) == []
 
 
 def test_logs_follow_streams_live_with_step_markers_and_timestamps(

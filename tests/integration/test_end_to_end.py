@@ -11,7 +11,13 @@ import pytest
 
 from ci_pool.broker.app import send_run_job
 from ci_pool.core.specs import JobState
-from tests.conftest import GitServer, Harness, Worker, containers_of
+from tests.conftest import (
+    GitServer,
+    Harness,
+    Worker,
+    containers_left,
+    workspaces_left,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +72,8 @@ def test_success_runs_exact_commit_in_clean_container(
         ("running", "succeeded"),
     ]
     # The container is gone and so is the workspace.
-    assert containers_of(docker_client, job_id) == []
-    assert not list((harness.root / "home" / "workspaces").glob(f"{job_id}-*"))
+    assert containers_left(docker_client, job_id) == []
+    assert not workspaces_left(harness.root / "home" / "workspaces", job_id)
 
 
 def test_failure_exit_code_and_log_lines_come_back_exactly(
@@ -227,7 +233,7 @@ def test_timeout_ends_timed_out_and_leaves_no_container(
     assert job["state"] == "timed_out"
     log = harness.cli("logs", job_id).stdout
     assert "started" in log and "never" not in log
-    assert containers_of(docker_client, job_id) == []
+    assert containers_left(docker_client, job_id) == []
 
 
 def test_cancel_running_job_stops_its_container(
@@ -243,5 +249,5 @@ def test_cancel_running_job_stops_its_container(
     assert harness.cli("cancel", job_id).returncode == 0
     res = harness.cli("wait", job_id, "--timeout", "90")
     assert res.returncode == 130
-    assert containers_of(docker_client, job_id) == []
+    assert containers_left(docker_client, job_id) == []
     assert "never" not in pool.store.read_log(job_id)

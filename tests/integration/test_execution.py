@@ -14,7 +14,14 @@ from urllib.parse import quote
 import pytest
 
 from ci_pool.core.specs import parse_job_spec
-from tests.conftest import SECRET_VALUE, GitServer, Harness, Worker, containers_of
+from tests.conftest import (
+    SECRET_VALUE,
+    GitServer,
+    Harness,
+    Worker,
+    containers_left,
+    workspaces_left,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +50,7 @@ def test_step_timeout_ends_timed_out_and_later_steps_do_not_run(
     log = harness.pool().store.read_log(job.id).splitlines()
     assert "one" in log and "three" not in log
     assert "##[step] 2 timed out after 1s" in log
-    assert containers_of(docker_client, job.id) == []
+    assert containers_left(docker_client, job.id) == []
 
 
 def test_continue_on_error_steps_do_not_fail_the_job(
@@ -206,4 +213,4 @@ def test_root_owned_unreadable_files_are_removed_with_the_workspace(
     )
     assert job.state == "succeeded"
     assert "0" in harness.pool().store.read_log(job.id).splitlines()  # made as root
-    assert not list((harness.root / "home" / "workspaces").glob(f"{job.id}-*"))
+    assert not workspaces_left(harness.root / "home" / "workspaces", job.id)

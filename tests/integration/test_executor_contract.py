@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from ci_pool.core.specs import JobState, parse_job_spec
-from tests.conftest import GitServer, Harness, Worker, containers_of
+from tests.conftest import (
+    GitServer,
+    Harness,
+    Worker,
+    containers_left,
+    workspaces_left,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +59,8 @@ def log_lines(h: Harness, job_id: str) -> list[str]:
 
 def assert_nothing_left(h: Harness, job: Any, docker_client: Any, marker: str = "") -> None:
     workspaces = h.settings().resolved_workspace_root
-    assert not list(workspaces.glob(f"{job.id}-*")), "the job's workspace outlived it"
-    assert containers_of(docker_client, job.id) == []
+    assert not workspaces_left(workspaces, job.id), "the job's workspace outlived it"
+    assert containers_left(docker_client, job.id) == []
     if marker:
         left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)
         assert left.stdout == "", f"processes of the job outlived it: {left.stdout}"

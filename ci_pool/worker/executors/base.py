@@ -53,6 +53,8 @@ class JobContext:
     container: ContainerSpec | None = None
     #: The rendered registry login (``username``, ``password``) for pulling ``image``.
     registry_auth: dict[str, str] | None = field(default=None, repr=False)
+    #: Id of the warm container the job took (see ``executors.warm``), or "".
+    warm_container: str = ""
 
 
 class Execution(abc.ABC):
@@ -122,6 +124,11 @@ class Executor(abc.ABC):
         """Why this runner cannot run ``capability``'s jobs now (engine down, image
         missing), with what fixes it; None when it can."""
         return None
+
+    def take_warm(self, workspace_root: Path, runner_id: str, root: Path) -> str:
+        """Move one of the runner's idle warm slots to ``root``; its container's id, or ""
+        when there is none (executors without warm containers never have one)."""
+        return ""
 
     def job_leftovers(self) -> list[tuple[str, int]]:
         """(job id, attempt) of every job container still here; the runner's sweep removes

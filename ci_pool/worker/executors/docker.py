@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -268,7 +269,16 @@ class DockerExecutor(Executor):
         return cls(client)
 
     def execution(self, ctx: JobContext) -> Execution:
+        if ctx.warm_container:
+            from ci_pool.worker.executors.warm import WarmExecution
+
+            return WarmExecution(self.client, ctx)
         return DockerExecution(self.client, ctx)
+
+    def take_warm(self, workspace_root: Path, runner_id: str, root: Path) -> str:
+        from ci_pool.worker.executors.warm import take
+
+        return take(workspace_root, runner_id, root)
 
     def remove_tree(self, path: Path, image: str) -> None:
         """Remove ``path`` from inside a throwaway container running as root: what a
@@ -291,10 +301,20 @@ class DockerExecutor(Executor):
         labels = [f"{defaults.LABEL_JOB}={job_id}"]
         if attempt is not None:
             labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
+        # A warm container a job took keeps its warm labels; its name names the job.
+        name = f"^/?ci-pool-{job_id}-{attempt if attempt is not None else '[0-9]+'}$"
         try:
-            found = self.client.containers.list(all=True, filters={"label": labels})
+            found = self.client.containers.list(
+                all=True, filters={"label": labels}, ignore_removed=True
+            )
+            found += self.client.containers.list(
+                ignore_removed=True, all=True, filters={"label": defaults.LABEL_WARM, "name": name}
+            )
             for container in found:
-                container.remove(force=True, v=True)
+                try:
+                    container.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass  # removed meanwhile (by the attempt's own cleanup)
             networks = remove_networks(self.client, labels)
         except ENGINE_ERRORS as exc:
             raise ExecutorError(f"could not remove leftover containers: {exc}") from exc
@@ -315,7 +335,9 @@ class DockerExecutor(Executor):
     def job_leftovers(self) -> list[tuple[str, int]]:
         try:
             found = self.client.containers.list(
-                all=True, filters={"label": [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT]}
+                ignore_removed=True,
+                all=True,
+                filters={"label": [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT]},
             )
         except ENGINE_ERRORS:
             return []
@@ -325,6 +347,16 @@ class DockerExecutor(Executor):
             if attempt.isdigit():
                 pairs.add((str(c.labels[defaults.LABEL_JOB]), int(attempt)))
         pairs.update(network_leftovers(self.client))
+        try:
+            warm = self.client.containers.list(
+                ignore_removed=True, all=True, filters={"label": defaults.LABEL_WARM}
+            )
+        except ENGINE_ERRORS:
+            warm = []
+        for c in warm:
+            taken = re.match(r"^/?ci-pool-([0-9a-f]+)-([0-9]+)$", str(c.name))
+            if taken:
+                pairs.add((taken.group(1), int(taken.group(2))))
         return sorted(pairs)
 
 
