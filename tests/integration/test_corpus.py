@@ -287,7 +287,8 @@ def test_validate_exits_zero_on_every_file_it_supports(corpus_config: Path) -> N
 class Promise:
     """What a run of one corpus file promises: states, and lines in its jobs' logs.
 
-    Lines may hold ``{sha}`` (the commit built) and ``{version}`` (the VERSION file)."""
+    Lines may hold ``{sha}`` (the commit built), ``{version}`` (the VERSION file) and
+    ``{forge}`` (the git server's URL, also the pool's ``actions_url``)."""
 
     state: str
     jobs: dict[str, str]
@@ -499,6 +500,18 @@ E2E: dict[str, Promise] = {
         {"build": "succeeded"},
         {"build": ("installing thing 3.2", "thing at /opt/thing-3.2", "thing 3.2")},
     ),
+    # No mirror holds actions/setup-node here: the step fails saying so; npm never runs.
+    "github/setup-node.yml": Promise(
+        "failed",
+        {"test": "failed"},
+        {
+            "test": (
+                "##[error]action actions/setup-node@v4: could not resolve ref 'v4' at "
+                "{forge}/actions/setup-node: the server refused or did not answer",
+                "##[step] 3 Run npm ci skipped",
+            )
+        },
+    ),
     "github/upload-include-hidden.yml": Promise(
         "succeeded",
         {"coverage": "succeeded"},
@@ -670,7 +683,8 @@ def test_corpus_file_runs_end_to_end(corpus_pool: CorpusPool, key: str) -> None:
     submitted = corpus_pool.submitted[key]
     promise = E2E[key]
     row, jobs = finished_pipeline(corpus_pool, submitted)
-    facts = {"sha": corpus_pool.sha, "version": VERSION}
+    forge = corpus_pool.app_url.removesuffix("/corpus/app.git")
+    facts = {"sha": corpus_pool.sha, "version": VERSION, "forge": forge}
     by_key = {j.key: j for j in jobs}
     summary = {j.key: (j.state, j.reason) for j in jobs}
     store = corpus_pool.harness.pool().store
