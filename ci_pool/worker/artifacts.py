@@ -14,6 +14,7 @@ from pathlib import Path
 from ci_pool.core.globs import glob_match
 from ci_pool.core.specs import check_artifact_glob
 from ci_pool.exceptions import JobFileRefused
+from ci_pool.worker.filehash import globstar_variants
 from ci_pool.worker.jobfiles import JobDir
 
 
@@ -75,7 +76,10 @@ class Selection:
     def excluded(self, rel: str) -> bool:
         parts = rel.split("/")
         names = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        return any(glob_match(p, n) for p in self.exclude for n in names)
+        # ``!dist/**/*.map`` also drops ``dist/app.map``, as Actions' globs do.
+        return any(
+            glob_match(v, n) for p in self.exclude for v in globstar_variants(p) for n in names
+        )
 
     def stored_name(self, rel: str) -> str:
         return rel[len(self.base) + 1 :] if self.base else rel

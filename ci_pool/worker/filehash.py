@@ -31,7 +31,7 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_GLOBSTARS = 4
 
 
-def _variants(pattern: str) -> list[str]:
+def globstar_variants(pattern: str) -> list[str]:
     """The pattern, and each reading of its ``**/`` as no directory."""
     out = [pattern]
     for _ in range(_MAX_GLOBSTARS):
@@ -75,7 +75,7 @@ class FileHasher:
                         "pattern relative to it"
                     )
                 try:
-                    globs = [compile_glob(v) for v in _variants(pattern)]
+                    globs = [compile_glob(v) for v in globstar_variants(pattern)]
                 except InputError as exc:
                     raise ValueError(f"hashFiles(): {exc}") from None
                 rules.append((negate, globs))

@@ -144,6 +144,8 @@ FEATURES: dict[str, Feature] = {
     "env-files": Feature("files", True, False, ("github/env-files.yml",)),
     "workflow-commands": Feature("files", True, False, ("github/workflow-commands.yml",)),
     "label-case": Feature("route", True, True, ("github/self-hosted-linux-x64.yml",)),
+    # a built-in action given an input it does not cover runs the real action instead.
+    "builtin-fallthrough": Feature("corpus15", True, False, ("github/upload-include-hidden.yml",)),
     "default-capability": Feature("route", True, True, ("github/self-hosted-bare.yml",)),
     "yaml-tab-comment": Feature("route", True, True, ("github/tab-comment.yml",)),
 }
@@ -285,7 +287,8 @@ def test_validate_exits_zero_on_every_file_it_supports(corpus_config: Path) -> N
 class Promise:
     """What a run of one corpus file promises: states, and lines in its jobs' logs.
 
-    Lines may hold ``{sha}`` (the commit built) and ``{version}`` (the VERSION file)."""
+    Lines may hold ``{sha}`` (the commit built), ``{version}`` (the VERSION file) and
+    ``{forge}`` (the git server's URL, also the pool's ``actions_url``)."""
 
     state: str
     jobs: dict[str, str]
@@ -465,6 +468,61 @@ E2E: dict[str, Promise] = {
         {"image": "succeeded"},
         {"image": ("image registry.corpus.invalid/corpus/app:{version}", "publishing image")},
     ),
+    "github/artifacts-between-jobs.yml": Promise(
+        "succeeded",
+        {"build": "succeeded", "test": "succeeded"},
+        {
+            "build": ("artifact dist: 2 files, 14 bytes uploaded", "uploaded digest set=true"),
+            "test": ("app {version}", "lib", "debug file left out"),
+        },
+    ),
+    "github/cache-restore-keys.yml": Promise(
+        "succeeded",
+        {"warm": "succeeded", "reuse": "succeeded"},
+        {
+            "warm": ("cold cache filled",),
+            "reuse": ("exact hit=false", "from prefix: downloaded deps"),
+        },
+    ),
+    "github/composite-local.yml": Promise(
+        "succeeded",
+        {"build": "succeeded"},
+        {
+            "build": (
+                "setting up app {version} in release mode",
+                "setup said app-release",
+                "app env ok",
+            )
+        },
+    ),
+    "github/remote-action.yml": Promise(
+        "succeeded",
+        {"build": "succeeded"},
+        {"build": ("installing thing 3.2", "thing at /opt/thing-3.2", "thing 3.2")},
+    ),
+    # No mirror holds actions/setup-node here: the step fails saying so; npm never runs.
+    "github/setup-node.yml": Promise(
+        "failed",
+        {"test": "failed"},
+        {
+            "test": (
+                "##[error]action actions/setup-node@v4: could not resolve ref 'v4' at "
+                "{forge}/actions/setup-node: the server refused or did not answer",
+                "##[step] 3 Run npm ci skipped",
+            )
+        },
+    ),
+    "github/upload-include-hidden.yml": Promise(
+        "succeeded",
+        {"coverage": "succeeded"},
+        {
+            "coverage": (
+                "actions/upload-artifact@v4: the built-in does not cover input "
+                "'include-hidden-files'; running the action from actions_url",
+                "stand-in upload-artifact: coverage from cov/ hidden=true",
+            )
+        },
+    ),
 }
 
 #: The repositories the corpus builds, on the loopback git server (github.repository is
@@ -480,6 +538,70 @@ APP_FILES = {
     "scripts/build.sh": (
         '#!/bin/sh\nset -e\necho built > "$1/app"\necho "build script wrote $1/app"\n'
     ),
+    ".github/actions/setup-app/action.yml": """\
+name: setup app
+inputs:
+  mode:
+    default: debug
+outputs:
+  banner:
+    value: ${{ steps.b.outputs.banner }}
+runs:
+  using: composite
+  steps:
+    - id: b
+      shell: sh
+      run: |
+        echo "setting up app $(cat VERSION) in ${{ inputs.mode }} mode"
+        echo "banner=app-${{ inputs.mode }}" >> "$GITHUB_OUTPUT"
+        echo "$GITHUB_ACTION_PATH/bin" >> "$GITHUB_PATH"
+""",
+    ".github/actions/setup-app/bin/app-env.sh": '#!/bin/sh\necho "app env ok"\n',
+}
+#: Action repositories on the forge that ``actions_url`` names (the loopback git server):
+#: owner/repo -> files; each is tagged ``v1`` and ``v4``. ``actions/upload-artifact`` stands
+#: in for the real action, run when a step gives an input the built-in does not cover.
+ACTION_REPOS = {
+    "corpusorg/setup-thing": {
+        "action.yml": """\
+name: setup thing
+inputs:
+  thing-version:
+    default: "1.0"
+outputs:
+  thing-home:
+    value: /opt/thing-${{ inputs.thing-version }}
+runs:
+  using: composite
+  steps:
+    - shell: sh
+      run: |
+        echo "installing thing ${{ inputs.thing-version }}"
+        echo "$GITHUB_ACTION_PATH/bin" >> "$GITHUB_PATH"
+        echo "THING_VERSION=${{ inputs.thing-version }}" >> "$GITHUB_ENV"
+""",
+        "bin/thing.sh": '#!/bin/sh\necho "thing $THING_VERSION"\n',
+    },
+    "actions/upload-artifact": {
+        "action.yml": """\
+name: upload-artifact stand-in
+inputs:
+  name:
+    default: artifact
+  path:
+    required: true
+  include-hidden-files:
+    default: "false"
+runs:
+  using: composite
+  steps:
+    - shell: sh
+      run: |
+        test -f cov/.summary
+        hidden="${{ inputs.include-hidden-files }}"
+        echo "stand-in upload-artifact: ${{ inputs.name }} from ${{ inputs.path }} hidden=$hidden"
+""",
+    },
 }
 TOOLS_FILES = {
     "TOOLS_VERSION": "1.0\n",
@@ -508,13 +630,21 @@ def corpus_pool(
 ) -> Iterator[CorpusPool]:
     """A pool of its own with the corpus config and one linux worker; every E2E file is
     submitted at once (detached), so the runs share the worker's two slots."""
-    h = isolated_harness(session_dir / "corpus", redis_server, busybox_image, REDIS_DB)
+    actions_url = git_server.url("").rstrip("/")
+    h = isolated_harness(
+        session_dir / "corpus", redis_server, busybox_image, REDIS_DB, actions_url=actions_url
+    )
     write_corpus_config(h.config, busybox_image)
     app = git_server.base / "corpus" / "app.git"
     sha = make_repo(app, APP_FILES)
     tag(app, "v" + VERSION, sha)
     tools = git_server.base / "corpus" / "tools.git"
     tag(tools, "v1", make_repo(tools, TOOLS_FILES))
+    for name, files in ACTION_REPOS.items():
+        repo = git_server.base / f"{name}.git"
+        action_sha = make_repo(repo, files)
+        tag(repo, "v1", action_sha)
+        tag(repo, "v4", action_sha)
     try:
         h.start_worker("linux", concurrency=2)
         pool = CorpusPool(h, git_server.url("corpus/app.git"), sha)
@@ -553,12 +683,17 @@ def test_corpus_file_runs_end_to_end(corpus_pool: CorpusPool, key: str) -> None:
     submitted = corpus_pool.submitted[key]
     promise = E2E[key]
     row, jobs = finished_pipeline(corpus_pool, submitted)
-    facts = {"sha": corpus_pool.sha, "version": VERSION}
+    forge = corpus_pool.app_url.removesuffix("/corpus/app.git")
+    facts = {"sha": corpus_pool.sha, "version": VERSION, "forge": forge}
     by_key = {j.key: j for j in jobs}
     summary = {j.key: (j.state, j.reason) for j in jobs}
+    store = corpus_pool.harness.pool().store
+    if {k: j.state for k, j in by_key.items()} != promise.jobs:
+        for job_key, job in by_key.items():
+            if job.state != promise.jobs.get(job_key):
+                summary[job_key] += (store.read_log(job.id)[-3000:],)
     assert {k: j.state for k, j in by_key.items()} == promise.jobs, summary
     assert row.state == promise.state, summary
-    store = corpus_pool.harness.pool().store
     for job_key, lines in promise.lines.items():
         log = store.read_log(by_key[job_key].id)
         got = log.splitlines()

@@ -62,7 +62,18 @@ def _workspace(call: ActionCall) -> Path:
     return call.att.workspace
 
 
-@builtin("actions/upload-artifact")
+@builtin(
+    "actions/upload-artifact",
+    # compression-level only tunes how the real action packs its upload.
+    inputs=(
+        "name",
+        "path",
+        "if-no-files-found",
+        "retention-days",
+        "overwrite",
+        "compression-level",
+    ),
+)
 def upload(call: ActionCall) -> int:
     """Store the files ``path`` selects as the artifact ``name`` of this job attempt."""
     settings = call.att.settings
@@ -146,7 +157,7 @@ def _remove(call: ActionCall, rows: list[Any]) -> None:
     _store(call).remove_artifacts(r.id for r in rows)
 
 
-@builtin("actions/download-artifact")
+@builtin("actions/download-artifact", inputs=("name", "path", "pattern", "merge-multiple"))
 def download(call: ActionCall) -> int:
     """Write the artifact ``name`` (or all, or those ``pattern`` matches) of this run into
     the workspace at ``path``."""

@@ -281,7 +281,20 @@ def _save_step(call: ActionCall) -> int:
     return 0
 
 
-@builtin("actions/cache")
+@builtin(
+    "actions/cache",
+    # enableCrossOsArchive only matters on Windows runners, upload-chunk-size to the
+    # real action's transfers; neither changes what is saved or restored here.
+    inputs=(
+        "key",
+        "path",
+        "restore-keys",
+        "fail-on-cache-miss",
+        "lookup-only",
+        "enableCrossOsArchive",
+        "upload-chunk-size",
+    ),
+)
 def cache(call: ActionCall) -> int:
     """``actions/cache``, ``actions/cache/restore`` or ``actions/cache/save``."""
     steps = {"": _cache_step, "restore": _restore_step, "save": _save_step}

@@ -4,7 +4,7 @@ fetched) and run, its outputs kept for ``steps.<id>.outputs``."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,19 +58,62 @@ class ActionCall:
 #: A built-in action: runs the call, returns the step's exit code (ActionError: fails it).
 Builtin = Callable[[ActionCall], int]
 
+
+@dataclass(frozen=True)
+class BuiltinAction:
+    """A built-in action and the ``with:`` inputs it implements (lower case): a step giving
+    any other input runs the real action from ``actions_url`` instead."""
+
+    run: Builtin
+    inputs: frozenset[str]
+
+    def uncovered(self, given: Iterable[str]) -> list[str]:
+        """The inputs among ``given`` this built-in does not implement, in order given."""
+        return [name for name in given if name.lower() not in self.inputs]
+
+
 #: Built-in actions by ``owner/repo`` in lower case.
-BUILTINS: dict[str, Builtin] = {}
+BUILTINS: dict[str, BuiltinAction] = {}
 
 
-def builtin(*names: str) -> Callable[[Builtin], Builtin]:
-    """Register a function as the built-in for the actions ``names`` (``owner/repo``)."""
+def builtin(*names: str, inputs: Iterable[str]) -> Callable[[Builtin], Builtin]:
+    """Register a function as the built-in for the actions ``names`` (``owner/repo``),
+    implementing the inputs ``inputs``."""
+    covered = frozenset(name.lower() for name in inputs)
 
     def register(fn: Builtin) -> Builtin:
         for name in names:
-            BUILTINS[name.lower()] = fn
+            BUILTINS[name.lower()] = BuiltinAction(fn, covered)
         return fn
 
     return register
+
+
+def builtin_for(call: ActionCall) -> Builtin | None:
+    """The built-in that runs ``call``, or None to run the real action: none is built in,
+    or the step gives an input the built-in does not implement (said in the log). Without a
+    place to fetch the real action from, such an input is an ActionError naming it."""
+    ref = call.ref
+    found = BUILTINS.get(ref.name) if ref.kind == "remote" else None
+    if found is None:
+        return None
+    extra = found.uncovered(call.inputs)
+    if not extra:
+        return found.run
+    names = ", ".join(repr(name) for name in extra)
+    plural = "s" if len(extra) > 1 else ""
+    settings = call.att.settings
+    if ref.base_url is None and (settings is None or settings.actions_url is None):
+        raise ActionError(
+            f"{ref}: the built-in does not cover input{plural} {names} (it takes "
+            f"{', '.join(sorted(found.inputs))}); drop the input{plural}, or set actions_url "
+            f"to a forge that mirrors {ref.name} to run the real action"
+        )
+    where = ref.base_url or "actions_url"
+    call.line(
+        f"{ref}: the built-in does not cover input{plural} {names}; running the action from {where}"
+    )
+    return None
 
 
 @dataclass(frozen=True)
@@ -175,8 +218,7 @@ def run_action_step(
     started = time.monotonic()
     token = monitor.begin_step(step.timeout)
     try:
-        handler = BUILTINS.get(ref.name) if ref.kind == "remote" else None
-        code = (handler or run_loaded)(call)
+        code = (builtin_for(call) or run_loaded)(call)
     except (ActionError, JobFileRefused, ValueError) as exc:  # ValueError: an expression
         logw.line(f"##[error]{exc}")
         code = 1

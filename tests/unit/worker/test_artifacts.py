@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ci_pool.worker.artifacts import collect
+from ci_pool.worker.artifacts import Selection, collect, collect_selection
 
 
 def workspace(tmp_path: Path) -> Path:
@@ -46,3 +46,14 @@ def test_past_artifact_max_bytes_collection_stops_and_names_the_setting(tmp_path
         "it and the files after it are not collected"
     ]
     assert not (tmp_path / "out" / "dist" / "b.bin").exists()
+
+
+def test_an_exclusion_globstar_also_stands_for_no_directory(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    (ws / "dist" / "a.map").write_text("top\n")
+    (ws / "dist" / "sub").mkdir()
+    (ws / "dist" / "sub" / "b.map").write_text("nested\n")
+    (ws / "dist" / "sub" / "c.bin").write_text("kept\n")
+    sel = Selection(("dist",), ("dist/**/*.map",), "dist")
+    found = collect_selection(ws, sel, tmp_path / "out", 1000)
+    assert sorted(f.path for f in found.files) == ["a.bin", "b.bin", "sub/c.bin"]
