@@ -17,7 +17,7 @@ demo: $(PY)
 	$(VENV)/bin/ci-pool demo
 
 test: $(PY)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 unit: $(PY)
 	$(PY) -m pytest tests/unit

@@ -318,6 +318,28 @@ class Harness:
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
+        self.remove_orphans()
+
+    def remove_orphans(self) -> None:
+        """Remove the containers of this pool's jobs whose runner was killed on purpose
+        (nothing else would: no runner of this pool is left to sweep them)."""
+        import docker
+
+        try:
+            client = docker.from_env(timeout=30)
+        except Exception:  # no engine: nothing was started in it
+            return
+        try:
+            for c in client.containers.list(all=True, filters={"label": LABEL_FILTER}):
+                if any(
+                    str(m.get("Source", "")).startswith(f"{self.root}/")
+                    for m in c.attrs.get("Mounts") or []
+                ):
+                    c.remove(force=True, v=True)
+        except Exception:
+            pass
+        finally:
+            client.close()
 
 
 #: iso and deploy build no repository by default; the test pools let them build any.

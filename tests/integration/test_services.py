@@ -105,11 +105,19 @@ def wait_final(pool: Pool, job_id: str, timeout: float = 120) -> Job:
     return job
 
 
-def left_of(docker_client: Any, job_id: str) -> tuple[list[Any], list[Any]]:
+def left_of(docker_client: Any, job_id: str, timeout: float = 15) -> tuple[list[Any], list[Any]]:
+    """The job's containers and networks once they are gone, or those still there after
+    ``timeout`` s: they are removed in the background after the outcome is recorded."""
     label = {"label": f"{defaults.LABEL_JOB}={job_id}"}
-    return docker_client.containers.list(all=True, filters=label), docker_client.networks.list(
-        filters=label
-    )
+    deadline = time.monotonic() + timeout
+    while True:
+        found = (
+            docker_client.containers.list(all=True, filters=label, ignore_removed=True),
+            docker_client.networks.list(filters=label),
+        )
+        if found == ([], []) or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
 
 
 def test_container_job_reaches_its_service_by_name_and_everything_is_removed(
