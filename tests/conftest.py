@@ -321,9 +321,13 @@ class Harness:
         self.remove_orphans()
 
     def remove_orphans(self) -> None:
-        """Remove the containers of this pool's jobs whose runner was killed on purpose
-        (nothing else would: no runner of this pool is left to sweep them)."""
+        """Remove the containers and overlay workspaces of this pool's jobs whose runner
+        was killed on purpose (no runner of this pool is left to sweep them)."""
         import docker
+
+        from ci_pool import overlay
+
+        overlay.unmount_under(self.root)
 
         try:
             client = docker.from_env(timeout=30)
