@@ -31,6 +31,7 @@ from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
+from ci_pool.cli.options import SyncOption, WorktreeOption
 from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
@@ -116,16 +117,8 @@ def submit(
     fetch_depth: Annotated[int, typer.Option(min=0, help="Commits of history; 0 = all.")] = 1,
     submodules: Annotated[bool, typer.Option(help="Check out submodules too.")] = False,
     lfs: Annotated[bool, typer.Option(help="Fetch Git LFS files.")] = False,
-    sync: Annotated[
-        str | None,
-        typer.Option(
-            help="Run on the local worktree's uncommitted changes: patch (HEAD must be "
-            "pushed) or snapshot (the whole worktree)."
-        ),
-    ] = None,
-    worktree: Annotated[
-        Path, typer.Option(help="The git worktree --sync reads (default: here).")
-    ] = Path(),
+    sync: SyncOption = None,
+    worktree: WorktreeOption = Path(),
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""

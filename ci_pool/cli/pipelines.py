@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ci_pool.cli.options import SyncOption, WorktreeOption
 from ci_pool.defaults import MAX_WORKFLOW_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
 
@@ -173,16 +174,8 @@ def run(
         ),
     ] = None,
     detach: Annotated[bool, typer.Option(help="Print the pipeline id and return.")] = False,
-    sync: Annotated[
-        str | None,
-        typer.Option(
-            help="Run on the local worktree's uncommitted changes: patch (HEAD must be "
-            "pushed) or snapshot (the whole worktree)."
-        ),
-    ] = None,
-    worktree: Annotated[
-        Path, typer.Option(help="The git worktree --sync reads (default: here).")
-    ] = Path(),
+    sync: SyncOption = None,
+    worktree: WorktreeOption = Path(),
 ) -> None:
     """Submit a workflow as a pipeline, show live progress, exit with its result."""
     inputs = _inputs(input_ or [])
