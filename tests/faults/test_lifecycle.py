@@ -3,6 +3,7 @@ and scaling a queue's concurrency through Celery's remote control."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -133,7 +134,8 @@ def test_runners_lists_jobs_and_shows_a_killed_runner_as_lost(
     extra = rows[worker.runner_id]["extra"]
     image = life.settings().capabilities["linux"].image
     assert extra["image"] == image
-    assert extra["image_id"] == docker.from_env().images.get(image).id
+    with contextlib.closing(docker.from_env(timeout=30)) as client:
+        assert extra["image_id"] == client.images.get(image).id
     worker.kill()
     deadline = time.monotonic() + 30  # runner_ttl is 5 s in the tests
     while True:

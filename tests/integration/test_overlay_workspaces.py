@@ -165,9 +165,14 @@ def test_jobs_at_one_commit_never_see_each_others_writes_and_leave_no_mount(
         evidence = pool.get(job_id).evidence
         assert evidence is not None and evidence.checkout_via == "cache"
     settings = harness.settings()
-    trees = [p / "tree" for p in settings.resolved_tree_root.iterdir() if (p / "complete").exists()]
-    assert any(
-        (t / "VERSION").is_file() and (t / "VERSION").read_text() == "1.2.3\n" for t in trees
-    )
+    # The cached tree of the jobs' commit (the shared pool caches other tests' trees too).
+    commit = pool.get(reader).evidence.commit_sha  # type: ignore[union-attr]
+    trees = [
+        p / "tree"
+        for p in settings.resolved_tree_root.iterdir()
+        if (p / "complete").exists() and commit and p.name.endswith(commit)
+    ]
+    assert trees, f"no cached tree of {commit}"
+    assert all((t / "VERSION").read_text() == "1.2.3\n" for t in trees)
     assert all((t / "README.md").exists() and not (t / "link").exists() for t in trees)
     assert overlay.mounted_under(settings.resolved_workspace_root) == []

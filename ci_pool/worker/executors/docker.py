@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -379,7 +380,8 @@ def image_identity(image: str) -> dict[str, Any]:
 def docker_available() -> bool:
     """Whether a Docker engine answers here."""
     try:
-        docker.from_env(timeout=5).ping()
+        with contextlib.closing(docker.from_env(timeout=5)) as client:
+            client.ping()
     except ENGINE_ERRORS:
         return False
     return True
