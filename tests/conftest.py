@@ -31,8 +31,8 @@ SECRET_VALUE = "s3cret/Token+for-tests"
 LABEL_FILTER = "ci-pool.job"
 
 
-#: Marks every process this test session starts (children inherit it), so the check at
-#: the session's end finds exactly this session's leftovers among other runs on the host.
+#: Marks every process this test run starts (children inherit it), so the check at the
+#: run's end finds exactly this run's leftovers among other runs on the host.
 SESSION_MARK = "CIPOOL_TEST_SESSION"
 os.environ[SESSION_MARK] = f"{os.getpid()}-{time.time_ns()}"
 
@@ -47,7 +47,7 @@ def need(ok: bool, reason: str) -> None:
 
 
 def _session_processes() -> list[str]:
-    """Processes (but this one) that carry this session's mark: pid and command line."""
+    """Processes (but this one) that carry this test run's mark: pid and command line."""
     mark = f"{SESSION_MARK}={os.environ[SESSION_MARK]}".encode() + b"\0"
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -64,7 +64,7 @@ def _session_processes() -> list[str]:
 
 
 def _session_containers(client: Any, before: set[str], roots: tuple[str, ...]) -> list[str]:
-    """ci-pool containers made since the session started that mount one of its dirs."""
+    """ci-pool containers made since the test run started that mount one of its dirs."""
     found = []
     # the summaries of one list call: no inspect of containers that are going away
     for c in client.api.containers(all=True, filters={"label": LABEL_FILTER}):
@@ -76,18 +76,18 @@ def _session_containers(client: Any, before: set[str], roots: tuple[str, ...]) -
 
 
 def _temp_leftovers(tmp: Path) -> list[str]:
-    """ci-pool's temp dirs left in the session's TMPDIR (a worker killed on purpose may
+    """ci-pool's temp dirs left in the test run's TMPDIR (a worker killed on purpose may
     leave multiprocessing's ``pymp-*``: not ours to judge)."""
     return [f"temp dir {p}" for p in sorted(tmp.glob("ci-pool*"))]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Under CI=true the run fails if this session leaves a ci-pool container, process
+    """Under CI=true the run fails if it leaves a ci-pool container, process
     (worker, beat, API, redis-server...) or temp directory behind.
 
     Set up first, so torn down last: every fixture has stopped its services by then. The
-    session's temp files go to a directory of their own, so only they are looked at."""
+    run's temp files go to a directory of their own, so only they are looked at."""
     base = tmp_path_factory.getbasetemp()
     tmp = base / "tmp"
     tmp.mkdir()
