@@ -71,17 +71,31 @@ class LogWriter:
             *lines, self._partial = text.split("\n")
             if len(self._partial) > defaults.LOG_MAX_LINE:
                 # A line without end (progress bars): cut it, keeping enough back that a
-                # secret not yet whole is seen whole next time, and never inside a secret
-                # that is (each piece is masked on its own).
+                # secret not yet whole is seen whole next time.
                 keep = max(self.masker.longest, 1)
                 cut = self.masker.safe_cut(self._partial, len(self._partial) - keep)
                 lines.append(self._partial[:cut])
                 self._partial = self._partial[cut:]
             shown: list[str] = []
             for line in lines:
-                shown += self.commands.feed(line.removesuffix("\r"))
+                for piece in self._pieces(line):
+                    shown += self.commands.feed(piece.removesuffix("\r"))
             self._emit(shown)
             self._maybe_flush()
+
+    def _pieces(self, line: str) -> list[str]:
+        """``line`` in pieces of at most ``LOG_MAX_LINE`` characters, never cut inside a
+        secret (each piece is masked on its own)."""
+        limit = defaults.LOG_MAX_LINE
+        pieces: list[str] = []
+        while len(line) > limit:
+            cut = self.masker.safe_cut(line, limit)
+            if cut <= 0:  # a secret longer than the limit starts the line: keep it whole
+                break
+            pieces.append(line[:cut])
+            line = line[cut:]
+        pieces.append(line)
+        return pieces
 
     def line(self, text: str) -> None:
         """A line of ci-pool's own (step markers, errors)."""

@@ -329,6 +329,27 @@ def test_a_secret_straddling_the_long_line_cut_is_masked(
     assert secret not in live
 
 
+@pytest.mark.parametrize("chunk", [1 << 20, 4096])
+def test_a_long_line_is_cut_whether_its_end_comes_in_the_same_read_or_later(
+    client: fakeredis.FakeRedis, store: Store, job_id: str, chunk: int
+) -> None:
+    """A busy runner may read a whole long line, newline included, at once: it is cut the
+    same as when it arrives in pieces, and no cut splits a secret."""
+    secret = "back-to-back-Secret"
+    writer = LogWriter(
+        client, store, job_id, 1, masker=Masker([secret]), flush_interval=3600, flush_bytes=1 << 20
+    )
+    copies = 3 * defaults.LOG_MAX_LINE // len(secret)
+    data = (secret * copies + "\n").encode()
+    for i in range(0, len(data), chunk):
+        writer.write(data[i : i + chunk])
+    writer.close()
+    stored = store.read_log(job_id).splitlines()
+    assert len(stored) >= 3
+    assert all(len(ln) <= defaults.LOG_MAX_LINE for ln in stored)
+    assert "".join(stored) == "***" * copies
+
+
 def test_a_mask_over_part_of_a_secret_cannot_leave_the_rest_readable() -> None:
     """Leftmost-first replacement would turn ``Zs3cre`` + secret into ``***t/Token...``."""
     secret = "s3cret/Token+for-tests"
