@@ -8,7 +8,16 @@ from sqlalchemy import MetaData
 
 def metadata() -> MetaData:
     # The store's table modules register on Base when imported.
-    from ci_pool.store import deliveries, idempotency, outbox, reports, schedules, tokens  # noqa: F401
+    from ci_pool.store import (  # noqa: F401
+        deliveries,
+        idempotency,
+        identities,
+        outbox,
+        reports,
+        schedules,
+        sync,
+        tokens,
+    )
     from ci_pool.store.models import Base
 
     return Base.metadata

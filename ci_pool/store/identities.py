@@ -1,0 +1,183 @@
+"""Runner identities: one-time registration tokens and the per-runner credential they are
+exchanged for. Only SHA-256 digests are stored; plaintexts are shown once.
+
+A registration token (``cirt_...``) names the capabilities a runner may serve and expires.
+At its first start a runner presents it with the name it wants; the token is used up and the
+runner gets its credential (``circ_...``), which it keeps 0600 and presents on every call.
+Revoking a runner ends its credential (and, elsewhere, its Redis ACL user); the row stays,
+with who revoked it and when, so the name is never reused by another machine.
+Importing this module registers both tables on the store's ``Base``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ci_pool.exceptions import InputError, NotFound
+from ci_pool.store import Store
+from ci_pool.store.models import Base, utcnow
+from ci_pool.store.tokens import digest
+
+REGISTRATION_PREFIX = "cirt_"
+CREDENTIAL_PREFIX = "circ_"
+#: A runner's name: host-qualified, lower case, usable as a Redis ACL user and a queue name.
+RUNNER_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+
+
+class RegistrationToken(Base):
+    """A one-time token that lets one runner join, for the capabilities it names."""
+
+    __tablename__ = "runner_registrations"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    capabilities: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
+    expires_at: Mapped[datetime] = mapped_column()
+    #: The runner that used it (None while unused).
+    used_by: Mapped[str | None] = mapped_column(String(63), default=None)
+
+
+class RunnerIdentity(Base):
+    """A registered runner: its unique name, where it runs, what it may serve, and the
+    digest of its credential. ``revoked_at`` set: it is cut off for good."""
+
+    __tablename__ = "runner_identities"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    capabilities: Mapped[list[Any]] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_by: Mapped[str | None] = mapped_column(String(100), default=None)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def check_name(name: str) -> str:
+    if not RUNNER_NAME.match(name):
+        raise InputError(
+            f"runner name {name!r}: use 1-63 lower-case letters, digits, '.' or '-' "
+            "(a letter or digit first), e.g. build1-linux-1",
+            field="name",
+        )
+    return name
+
+
+def create_registration(
+    store: Store,
+    capabilities: Iterable[str],
+    expires: timedelta,
+    *,
+    created_by: str = "",
+) -> tuple[str, RegistrationToken]:
+    """A one-time registration token; returns (plaintext, row). The caller checks the
+    capabilities against the configured ones."""
+    caps = sorted(set(capabilities))
+    if not caps:
+        raise InputError("name at least one capability the runner may serve", field="capability")
+    if expires <= timedelta(0):
+        raise InputError("the lifetime must be positive", field="expires")
+    plaintext = REGISTRATION_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    row = RegistrationToken(
+        sha256=digest(plaintext),
+        capabilities=caps,
+        created_at=now,
+        created_by=created_by,
+        expires_at=now + expires,
+        used_by=None,
+    )
+    with store.session() as s:
+        s.add(row)
+    return plaintext, row
+
+
+def register(
+    store: Store, token: str, name: str, *, host: str = "", capabilities: Iterable[str] = ()
+) -> tuple[str, RunnerIdentity]:
+    """Exchange a registration token for the runner ``name``'s credential; returns
+    (plaintext credential, row). The token is used up in the same transaction; the name
+    must be new (a revoked runner's name stays taken). ``capabilities`` (default: all the
+    token allows) must be among the token's."""
+    check_name(name)
+    with store.session() as s:
+        reg = s.get(RegistrationToken, digest(token), with_for_update=True) if token else None
+        if reg is None or reg.expires_at <= utcnow():
+            raise InputError(
+                "the registration token is unknown or expired; ask an admin for a new one "
+                "(ci-pool runner token create)",
+                field="token",
+            )
+        if reg.used_by is not None:
+            raise InputError(
+                "the registration token was used already (by another runner); ask for a new one",
+                field="token",
+            )
+        wanted = sorted(set(capabilities)) or list(reg.capabilities)
+        extra = [c for c in wanted if c not in reg.capabilities]
+        if extra:
+            raise InputError(
+                f"the registration token does not allow capability {', '.join(extra)} "
+                f"(it allows {', '.join(reg.capabilities)})",
+                field="capability",
+            )
+        if s.get(RunnerIdentity, name) is not None:
+            raise InputError(
+                f"a runner named {name!r} is registered already; runner names are unique "
+                "pool-wide (qualify it with the host, e.g. <host>-<capability>-<n>)",
+                field="name",
+            )
+        plaintext = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
+        row = RunnerIdentity(
+            name=name,
+            host=host,
+            capabilities=wanted,
+            sha256=digest(plaintext),
+            created_at=utcnow(),
+        )
+        reg.used_by = name
+        s.add(row)
+    return plaintext, row
+
+
+def verify_runner(store: Store, credential: str) -> RunnerIdentity | None:
+    """The active runner whose credential this is; else None."""
+    if not credential.startswith(CREDENTIAL_PREFIX):
+        return None
+    with store.session(write=False) as s:
+        row = s.scalar(select(RunnerIdentity).where(RunnerIdentity.sha256 == digest(credential)))
+    return row if row is not None and row.active else None
+
+
+def revoke_runner(store: Store, name: str, *, by: str) -> RunnerIdentity:
+    """Cut the runner off: its credential stops working at once. Revoking twice keeps the
+    first record of who did it."""
+    with store.session() as s:
+        row = s.get(RunnerIdentity, name)
+        if row is None:
+            raise NotFound(f"no runner named {name!r} is registered (see: ci-pool runners)")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            row.revoked_by = by
+    return row
+
+
+def get_runner(store: Store, name: str) -> RunnerIdentity | None:
+    with store.session(write=False) as s:
+        return s.get(RunnerIdentity, name)
+
+
+def list_runners(store: Store) -> list[RunnerIdentity]:
+    with store.session(write=False) as s:
+        return list(s.scalars(select(RunnerIdentity).order_by(RunnerIdentity.name)))
