@@ -193,6 +193,29 @@ class Settings(BaseSettings):
     #: ``zstd`` or ``gzip`` archives for new cache entries (both are read).
     cache_compression: str = Field(default="zstd", pattern="^(zstd|gzip)$")
 
+    # Runner identity. A runner joins with a one-time ``registration_token`` (exchanged
+    # at its first start through ``api_url``) and from then on presents its own credential:
+    # ``runner_credential`` or, if unset, the file ``runner_credential_file`` (0600).
+    #: The runner's registered, pool-wide unique name (e.g. ``build1-linux-1``).
+    runner_name: str = ""
+    registration_token: SecretStr | None = None
+    runner_credential: SecretStr | None = None
+    #: Where the runner keeps its credential; empty: ``<home>/runner-credential``.
+    runner_credential_file: Path | None = None
+
+    @property
+    def resolved_runner_credential_file(self) -> Path:
+        return (self.runner_credential_file or self.home / "runner-credential").resolve()
+
+    def runner_credential_value(self) -> str | None:
+        """The runner's credential: the setting, else the credential file's content."""
+        if self.runner_credential is not None:
+            return self.runner_credential.get_secret_value()
+        try:
+            return self.resolved_runner_credential_file.read_text().strip() or None
+        except OSError:
+            return None
+
     @property
     def resolved_cache_dir(self) -> Path:
         return (self.cache_dir or self.home / "cache").resolve()
