@@ -195,9 +195,8 @@ class Settings(BaseSettings):
 
     # Runner identity. A runner joins with a one-time ``registration_token`` (exchanged
     # at its first start through ``api_url``) and from then on presents its own credential:
-    # ``runner_credential`` or, if unset, the file ``runner_credential_file`` (0600).
-    #: The runner's registered, pool-wide unique name (e.g. ``build1-linux-1``).
-    runner_name: str = ""
+    # ``runner_credential`` or, if unset, the file ``runner_credential_file`` (0600). Its
+    # registered, pool-wide unique name is ``runner_id``.
     registration_token: SecretStr | None = None
     runner_credential: SecretStr | None = None
     #: Where the runner keeps its credential; empty: ``<home>/runner-credential``.
