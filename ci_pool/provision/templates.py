@@ -48,6 +48,10 @@ SHARED_SETTINGS = (
     "allow_loopback_git",
 )
 #: A pip requirement, wheel URL or path: no quotes, spaces or shell metacharacters.
+#: A Debian package name (lanes/<capability>/packages).
+_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.\-]{1,99}$")
+#: Where a lane's sudo rule goes on the runner.
+SUDOERS_DIR = "/etc/sudoers.d"
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~+:/@%]{0,299}$")
 
 
@@ -112,9 +116,48 @@ def render_unit(
 
 
 def render_dropin(cap: Capability, templates: Path = TEMPLATES_DIR) -> str:
-    """The lane drop-in: Docker group for Docker lanes, /dev for host-mode lanes."""
+    """The lane drop-in: Docker group for Docker lanes, /dev for host-mode lanes, then the
+    capability's own ``systemd/<capability>-lane.conf`` where there is one (the iso lane's
+    grants for live-build), so only that lane gets them."""
     name = "docker-lane.conf" if cap.mode == "docker" else "host-lane.conf"
-    return _read(templates, f"systemd/{name}")
+    text = _read(templates, f"systemd/{name}")
+    own = templates / "systemd" / f"{cap.name}-lane.conf"
+    if own.is_file():
+        text = text.rstrip("\n") + "\n\n" + own.read_text()
+    return text
+
+
+def lane_packages(cap: Capability, templates: Path = TEMPLATES_DIR) -> list[str]:
+    """Debian packages the lane adds (``lanes/<capability>/packages``, one per line)."""
+    path = templates / "lanes" / cap.name / "packages"
+    if not path.is_file():
+        return []
+    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    for number, n in enumerate(names, 1):
+        if not _DEB_PACKAGE.match(n):
+            raise ConfigError(f"{n!r} is not a Debian package name", file=f"{path}:{number}")
+    return names
+
+
+def lane_sudoers(cap: Capability, templates: Path = TEMPLATES_DIR) -> str | None:
+    """The lane's sudo rule (``lanes/<capability>/sudoers``), or None: no sudo at all."""
+    path = templates / "lanes" / cap.name / "sudoers"
+    return path.read_text() if path.is_file() else None
+
+
+def _lane_files(cap: Capability, templates: Path) -> str:
+    """Extra cloud-init ``write_files`` entries of the lane (its sudo rule)."""
+    sudoers = lane_sudoers(cap, templates)
+    if sudoers is None:
+        return ""
+    entry = (
+        f"- path: {SUDOERS_DIR}/ci-pool-{cap.name}\n"
+        "  owner: root:root\n"
+        '  permissions: "0440"\n'
+        "  content: |\n" + _block(sudoers, 4)
+    )
+    return "\n" + _block(entry, 2)
 
 
 def _env_value(key: str, value: str) -> str:
@@ -162,6 +205,7 @@ def render_user_data(
     packages = ["git", "python3-venv", "ca-certificates"]
     if cap.mode == "docker":
         packages.append("docker.io")
+    packages += [p for p in lane_packages(cap, templates) if p not in packages]
     text = Template(_read(templates, "cloud-init/user-data.yaml")).substitute(
         capability=cap.name,
         packages=json.dumps(packages),
@@ -170,6 +214,7 @@ def render_user_data(
         ),
         dropin=_block(render_dropin(cap, templates)),
         worker_env=_block(render_worker_env(settings, cap)),
+        lane_files=_lane_files(cap, templates),
         venv=json.dumps(VENV),
         pip=json.dumps(VENV + "/bin/pip"),
         package=json.dumps(check_package(package)),
