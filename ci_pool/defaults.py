@@ -326,3 +326,19 @@ WARM_ID_FILE = "container-id"
 WARM_CHECK_INTERVAL = 0.2
 #: Seconds a runner waits after failing to make a warm container before it tries again.
 WARM_RETRY_DELAY = 5.0
+
+# -- runner exec (one diagnostic command on a named runner, through the pool) --
+#: The Celery remote-control command a worker answers ``ci-pool runner exec`` with.
+RUNNER_EXEC_COMMAND = "ci_pool_runner_exec"
+#: Seconds a diagnostic command may run by default, and at most.
+RUNNER_EXEC_TIMEOUT = 30.0
+RUNNER_EXEC_MAX_TIMEOUT = 300.0
+#: Bytes of output (stdout and stderr together) returned; past it the output is cut.
+RUNNER_EXEC_MAX_OUTPUT = 64 * 1024
+#: Bounds of the command line: arguments, and bytes of one argument.
+RUNNER_EXEC_MAX_ARGS = 64
+RUNNER_EXEC_MAX_ARG_BYTES = 4096
+#: Seconds the pool waits for the runner's answer beyond the command's own timeout.
+RUNNER_EXEC_REPLY_GRACE = 10.0
+#: The command's whole environment (nothing of the worker's is passed through).
+RUNNER_EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -193,6 +193,18 @@ class Settings(BaseSettings):
     #: ``zstd`` or ``gzip`` archives for new cache entries (both are read).
     cache_compression: str = Field(default="zstd", pattern="^(zstd|gzip)$")
 
+    # -- runner exec (``ci-pool runner exec NAME -- cmd``) --
+    #: Allow diagnostic commands on strict lanes (privileged, host mode, signed-only or
+    #: allowlisted capabilities such as iso and deploy); off: refused there. A worker checks
+    #: its own copy of this setting too.
+    runner_exec_strict: bool = False
+    #: Seconds a diagnostic command may run when the caller gives no timeout.
+    runner_exec_timeout: float = Field(
+        default=defaults.RUNNER_EXEC_TIMEOUT, gt=0, le=defaults.RUNNER_EXEC_MAX_TIMEOUT
+    )
+    #: Bytes of a diagnostic command's output that come back (the rest is cut, and says so).
+    runner_exec_max_output: int = Field(default=defaults.RUNNER_EXEC_MAX_OUTPUT, ge=1024)
+
     # Runner identity. A runner joins with a one-time ``registration_token`` (exchanged
     # at its first start through ``api_url``) and from then on presents its own credential:
     # ``runner_credential`` or, if unset, the file ``runner_credential_file`` (0600). Its

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from ci_pool import defaults
 from ci_pool.api.deps import PoolDep, ReadToken, require
 from ci_pool.api.routes_jobs import ERRORS
+from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.service.views import RunnerStatus
 from ci_pool.store.tokens import ApiToken
 
@@ -65,3 +67,42 @@ def scale_queue(
 ) -> ScaleResult:
     """Spread ``slots`` concurrent jobs over the capability's live workers."""
     return ScaleResult(capability=capability, lines=pool.scale(capability, body.slots))
+
+
+class RunnerExecRequest(BaseModel):
+    argv: list[str] = Field(
+        min_length=1,
+        max_length=defaults.RUNNER_EXEC_MAX_ARGS,
+        description="The program and its arguments (no shell).",
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=defaults.RUNNER_EXEC_MAX_TIMEOUT,
+        description="Seconds it may run (default: the pool's runner_exec_timeout).",
+    )
+
+
+class RunnerExecsPublic(BaseModel):
+    data: list[dict[str, object]]
+
+
+@router.post("/runners/{name}/exec", response_model=DiagnosticResult)
+def exec_on_runner(
+    name: str, body: RunnerExecRequest, pool: PoolDep, token: AdminToken
+) -> DiagnosticResult:
+    """Run one diagnostic command on a live runner through the pool (audited): its exit
+    code and output, bounded; 403 on a strict lane, 404 for an unknown or offline runner,
+    503 when the runner does not answer."""
+    return pool.runner_exec(name, body.argv, by=f"api token {token.name}", timeout=body.timeout)
+
+
+@router.get("/runner-execs", response_model=RunnerExecsPublic)
+def runner_execs(
+    pool: PoolDep,
+    token: AdminToken,
+    runner: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> RunnerExecsPublic:
+    """The audit of diagnostic commands (who, runner, command, when, outcome), newest first."""
+    return RunnerExecsPublic(data=pool.runner_exec_log(runner, limit))

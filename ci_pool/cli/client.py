@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
 from ci_pool.exceptions import (
     InputError,
@@ -102,6 +103,12 @@ class PoolClient(Protocol):
 
     def scale(self, capability: str, slots: int) -> list[str]:
         """Spread ``slots`` concurrent jobs over the capability's workers; one line each."""
+
+    def runner_exec(self, name: str, argv: list[str], timeout: float | None) -> DiagnosticResult:
+        """One diagnostic command on a live runner: exit code and output."""
+
+    def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
+        """The audit of diagnostic commands, newest first."""
 
 
 def connect(settings: Settings) -> PoolClient:
@@ -230,3 +237,11 @@ class LocalClient:
 
     def scale(self, capability: str, slots: int) -> list[str]:
         return self.pool.scale(capability, slots)
+
+    def runner_exec(self, name: str, argv: list[str], timeout: float | None) -> DiagnosticResult:
+        import getpass
+
+        return self.pool.runner_exec(name, argv, by=f"local {getpass.getuser()}", timeout=timeout)
+
+    def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
+        return [dict(r) for r in self.pool.runner_exec_log(runner, limit)]

@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
+from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
 from ci_pool.exceptions import (
     AccessDenied,
@@ -348,3 +349,16 @@ class HttpClient:
     def scale(self, capability: str, slots: int) -> list[str]:
         path = f"/v1/queues/{quote(capability, safe='')}/scale"
         return [str(line) for line in self._json("POST", path, json={"slots": slots})["lines"]]
+
+    def runner_exec(self, name: str, argv: list[str], timeout: float | None) -> DiagnosticResult:
+        path = f"/v1/runners/{quote(name, safe='')}/exec"
+        # The API waits for the command (up to its timeout) and the runner's answer.
+        wait = (timeout or defaults.RUNNER_EXEC_MAX_TIMEOUT) + 2 * defaults.RUNNER_EXEC_REPLY_GRACE
+        body = self._json("POST", path, json={"argv": argv, "timeout": timeout}, timeout=wait)
+        return DiagnosticResult.model_validate(body)
+
+    def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
+        params: dict[str, Any] = {"limit": limit}
+        if runner:
+            params["runner"] = runner
+        return list(self._json("GET", "/v1/runner-execs", params=params)["data"])

@@ -5,8 +5,9 @@ responsibility: ``inspection`` (reads), ``submission`` (admission), ``operations
 
 from __future__ import annotations
 
+from ci_pool.service.diagnostics import Diagnostics
 from ci_pool.service.operations import Operations
 
 
-class Pool(Operations):
+class Pool(Operations, Diagnostics):
     """Submit, inspect, wait for and cancel jobs."""

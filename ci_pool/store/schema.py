@@ -10,6 +10,7 @@ def metadata() -> MetaData:
     # The store's table modules register on Base when imported.
     from ci_pool.store import (  # noqa: F401
         deliveries,
+        diagnostics,
         idempotency,
         identities,
         outbox,

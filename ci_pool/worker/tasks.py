@@ -23,6 +23,7 @@ from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
 from ci_pool.settings import Settings
 from ci_pool.store import Store
+from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
 from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
 from ci_pool.worker.executors.host import HostExecutor
@@ -122,7 +123,13 @@ def _register(sender: Any = None, **_kw: Any) -> None:
         concurrency=int(app.conf.worker_concurrency or 1),
         version=ci_pool.__version__,
         started_at=time.time(),
-        extra={"mode": cap.mode, "image": cap.image, **_image_identity(cap)},
+        extra={
+            "mode": cap.mode,
+            "image": cap.image,
+            # The Celery node name: remote-control commands are addressed to it.
+            "node": sender.hostname,
+            **_image_identity(cap),
+        },
     )
     registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
     limits = getattr(app.conf, "ci_pool_limits", None) or Limits()

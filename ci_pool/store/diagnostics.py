@@ -1,0 +1,93 @@
+"""The audit of ``ci-pool runner exec``: who ran which diagnostic command on which runner,
+when, and how it ended (exit code, timed out, refused, no answer). Rows are only added.
+Importing this module registers the table on the store's ``Base``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ci_pool.store import Store
+from ci_pool.store.models import Base, utcnow
+
+#: How a diagnostic command ended: it ran (exit code kept), ran past its timeout, could
+#: not start, was refused (strict lane, by the pool or the runner), or got no answer.
+OUTCOMES = ("exited", "timed_out", "not_started", "refused", "no_answer")
+
+
+class RunnerExec(Base):
+    """One diagnostic command asked of one runner."""
+
+    __tablename__ = "runner_execs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: Who asked: ``api token <name>`` or ``local <user>``.
+    by: Mapped[str] = mapped_column(String(200))
+    runner_id: Mapped[str] = mapped_column(String(255), index=True)
+    capability: Mapped[str] = mapped_column(String(63), default="")
+    argv: Mapped[list[Any]] = mapped_column(JSON)
+    outcome: Mapped[str] = mapped_column(String(20))
+    exit_code: Mapped[int | None] = mapped_column(default=None)
+    output_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str] = mapped_column(String(500), default="")
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "by": self.by,
+            "runner_id": self.runner_id,
+            "capability": self.capability,
+            "argv": list(self.argv),
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "output_bytes": self.output_bytes,
+            "detail": self.detail,
+        }
+
+
+def record_exec(
+    store: Store,
+    *,
+    by: str,
+    runner_id: str,
+    capability: str,
+    argv: list[str],
+    outcome: str,
+    exit_code: int | None = None,
+    output_bytes: int = 0,
+    detail: str = "",
+) -> RunnerExec:
+    assert outcome in OUTCOMES, outcome
+    row = RunnerExec(
+        at=utcnow(),
+        by=by[:200],
+        runner_id=runner_id[:255],
+        capability=capability[:63],
+        argv=list(argv),
+        outcome=outcome,
+        exit_code=exit_code,
+        output_bytes=output_bytes,
+        detail=detail[:500],
+    )
+    with store.session() as s:
+        s.add(row)
+        s.flush()
+        s.expunge(row)
+    return row
+
+
+def list_execs(store: Store, runner_id: str | None = None, limit: int = 100) -> list[RunnerExec]:
+    """Newest first."""
+    query = select(RunnerExec).order_by(RunnerExec.id.desc()).limit(limit)
+    if runner_id:
+        query = query.where(RunnerExec.runner_id == runner_id)
+    with store.session(write=False) as s:
+        rows = list(s.scalars(query))
+        for row in rows:
+            s.expunge(row)
+    return rows
