@@ -12,6 +12,8 @@ from rich.console import Console
 #: Seconds apply and rotate wait for a new worker's heartbeat (ci_pool.provision.apply's
 #: default, which tests/unit/cli/test_startup.py keeps equal).
 HEARTBEAT_TIMEOUT = 300.0
+#: Seconds an upgrade waits for a drained runner's running job (apply's DRAIN_TIMEOUT).
+DRAIN_TIMEOUT = 3600.0
 
 provision_app = typer.Typer(
     help="Provision runner containers on Incus hosts over SSH: plan (a dry run that reads no "
@@ -103,14 +105,25 @@ def apply(
     heartbeat_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for new workers to heartbeat.")
     ] = HEARTBEAT_TIMEOUT,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds an upgrade waits for a runner's running job after draining it."
+        ),
+    ] = DRAIN_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Apply a plan exactly as shown; refused if the host changed since."""
+    """Apply a plan exactly as shown; refused if the host changed since. Outdated runners
+    (plan says upgrade) are drained, updated, restarted and checked, one at a time."""
     from ci_pool.provision import apply as apply_mod
     from ci_pool.settings import get_settings
 
     record = apply_mod.apply(
-        get_settings(), plan_id, confirm=confirm, heartbeat_timeout=heartbeat_timeout
+        get_settings(),
+        plan_id,
+        confirm=confirm,
+        heartbeat_timeout=heartbeat_timeout,
+        drain_timeout=drain_timeout,
     )
     _print(record, as_json, apply_mod.result_text(record))
 

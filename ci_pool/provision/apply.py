@@ -2,7 +2,8 @@
 shown. The host is observed again first: if it (or the desired state) changed since the
 plan, apply refuses. New and adopted runners get their credentials over stdin, must
 heartbeat and pass ``ci-pool doctor`` (run inside the container) before apply reports
-success. Every outcome is an audit record."""
+success. Outdated runners are upgraded one at a time (``provision.upgrade``: drain, update,
+restart, readiness). Every outcome is an audit record."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ci_pool.provision.readiness import check_ready
 from ci_pool.provision.records import Records, Redactor, now_iso
 from ci_pool.provision.remove import retire
 from ci_pool.provision.ssh import SshSession
+from ci_pool.provision.upgrade import applied_record, upgrade_runner
 from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
 
@@ -75,7 +77,11 @@ class _Run:
         self.issued: dict[str, str] = {}
         self.before: dict[str, set[str]] = {}
         self.removed: list[dict[str, Any]] = []
+        self.upgraded: dict[str, dict[str, Any]] = {}
         self.creds: dict[str, str] = {}
+        self.wait: HeartbeatWait = registry_wait(pool.redis, settings.runner_ttl)
+        self.heartbeat_timeout = HEARTBEAT_TIMEOUT
+        self.drain_timeout = DRAIN_TIMEOUT
 
     def _start_tracking(self, name: str) -> None:
         self.before[name] = live_runner_ids(self.pool.redis, self.settings.runner_ttl, name)
@@ -98,7 +104,12 @@ class _Run:
         elif kind == "adopt":
             assert inst is not None
             self.incus.run(
-                "config", "set", name, f"{KEY_MANAGED}=true", f"{KEY_PLAN}={self.plan['id']}"
+                "config",
+                "set",
+                name,
+                f"{KEY_MANAGED}=true",
+                f"{KEY_PLAN}={self.plan['id']}",
+                *(f"{k}={v}" for k, v in sorted(applied_record(rendered).items())),
             )
             if self.pname not in inst["profiles"]:
                 self.incus.run("profile", "add", name, self.pname)
@@ -115,7 +126,12 @@ class _Run:
                 self.req.image,
                 name,
                 ["default", self.pname],
-                {KEY_CAPABILITY: self.cap, KEY_MANAGED: "true", KEY_PLAN: self.plan["id"]},
+                {
+                    KEY_CAPABILITY: self.cap,
+                    KEY_MANAGED: "true",
+                    KEY_PLAN: self.plan["id"],
+                    **applied_record(rendered),
+                },
             )
             # 2: done with recoverable errors (deprecated keys and the like): still usable.
             self.incus.run(
@@ -129,6 +145,19 @@ class _Run:
                 ok=(0, 2),
             )
             self._credentials(name)
+        elif kind == "upgrade":
+            assert inst is not None
+            self.upgraded[name] = upgrade_runner(
+                self.pool,
+                self.incus,
+                name,
+                self.cap,
+                rendered,
+                config=inst["config"],
+                wait=self.wait,
+                heartbeat_timeout=self.heartbeat_timeout,
+                drain_timeout=self.drain_timeout,
+            )
         elif kind == "remove":
             self.removed.append(retire(self.pool, self.incus, name, self.redact, DRAIN_TIMEOUT))
 
@@ -159,6 +188,7 @@ def apply(
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
     wait: HeartbeatWait | None = None,
     pool: Pool | None = None,
+    drain_timeout: float = DRAIN_TIMEOUT,
 ) -> dict[str, Any]:
     """Apply a saved plan; returns the audit record written (state ``completed``)."""
     records = Records(settings.home)
@@ -173,6 +203,8 @@ def apply(
     with SshSession(req.target()) as session:
         incus = Incus(session, redact)
         run = _Run(settings, plan, pool, incus, redact)
+        run.wait = wait or run.wait
+        run.heartbeat_timeout, run.drain_timeout = heartbeat_timeout, drain_timeout
         try:
             desired, _profile, _blockers = desired_state(settings, req)
             observed = observe(incus, req.capability)
@@ -192,8 +224,7 @@ def apply(
             for action in plan["actions"]:
                 if action["kind"] != "keep":
                     run.step(action, rendered)
-            waiter = wait or registry_wait(pool.redis, settings.runner_ttl)
-            started = waiter(run.before, req.capability, heartbeat_timeout) if run.before else {}
+            started = run.wait(run.before, req.capability, heartbeat_timeout) if run.before else {}
             # The readiness gate: each runner that got a credential passes doctor.
             doctor = {name: check_ready(incus, name, run.cap) for name in run.issued}
         except (CIPoolError, redis.RedisError) as exc:
@@ -216,6 +247,7 @@ def apply(
             "runners": started,
             "tokens": sorted(run.issued.values()),
             "removed": run.removed,
+            "upgraded": run.upgraded,
             "doctor": doctor,
             "evidence": incus.evidence,
         },
@@ -240,6 +272,9 @@ def _remember(records: Records, plan: dict[str, Any], run: _Run, started: dict[s
                 "created_at": old.get("created_at", now_iso()),
             },
         )
+    for name, item in run.upgraded.items():
+        if name in inventory:
+            records.set_runner(name, {**inventory[name], "runner_id": item["runner_id"]})
     for item in run.removed:
         records.set_runner(item["container"], None)
 
@@ -256,6 +291,11 @@ def result_text(record: dict[str, Any]) -> str:
             f"  {name}: ci-pool doctor passed ({len(checks)} checks"
             + (f"; warnings: {', '.join(warned)})" if warned else ")")
         )
+    lines += [
+        f"  {name}: upgraded ({', '.join(u['steps'])}); worker {u['runner_id']} heartbeating, "
+        "ci-pool doctor passed"
+        for name, u in record.get("upgraded", {}).items()
+    ]
     lines += [f"  {r['container']}: removed" for r in record["removed"]]
     lines += [f"  token {t} issued (stored on the runner only)" for t in record["tokens"]]
     return "\n".join(lines)

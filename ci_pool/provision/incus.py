@@ -17,6 +17,11 @@ from ci_pool.provision.ssh import CommandResult, SshSession
 KEY_CAPABILITY = "user.ci-pool.capability"
 KEY_MANAGED = "user.ci-pool.managed"
 KEY_PLAN = "user.ci-pool.plan"
+#: What was last applied to a runner container (read back by plan to decide ``upgrade``):
+#: the ci-pool package requirement and the digests of its unit files and of its profile.
+KEY_VERSION = "user.ci-pool.version"
+KEY_UNIT = "user.ci-pool.unit-sha256"
+KEY_PROFILE = "user.ci-pool.profile-sha256"
 SAMPLE = 500
 #: Where the runner's credential file goes (a 0700 root directory made by cloud-init).
 CREDENTIALS_DIR = "/etc/ci-pool/private"
@@ -91,6 +96,23 @@ class Incus:
         for key, value in sorted(config.items()):
             args += ["--config", f"{key}={value}"]
         self.run(*args, timeout=600)
+
+    def push_file(self, name: str, path: str, content: bytes, mode: str = "0644") -> None:
+        """Write a root-owned file in the container (parent directories made)."""
+        self.run(
+            "file",
+            "push",
+            "--create-dirs",
+            "--uid",
+            "0",
+            "--gid",
+            "0",
+            "--mode",
+            mode,
+            "-",
+            f"{name}{path}",
+            stdin=content,
+        )
 
     def exec(self, name: str, *argv: str, timeout: float | None = None) -> CommandResult:
         return self.run("exec", name, "--", *argv, timeout=timeout)

@@ -1,8 +1,9 @@
 """``ci-pool provision plan``: observe a runner host over SSH and decide what to do.
 
-A plan compares the desired state (capability, count, rendered profile) with what the host
-has (``incus list``/``incus profile list``) and lists actions (create | adopt | reconcile |
-restart | remove, or keep) or blockers (fail closed). Its id is a hash of both states, so
+A plan compares the desired state (capability, count, rendered profile, ci-pool package)
+with what the host has (``incus list``/``incus profile list``, and what was applied to each
+runner, kept in its ``user.ci-pool.*`` keys) and lists actions (create | adopt | reconcile |
+restart | upgrade | remove, or keep) or blockers (fail closed). Its id is a hash of both states, so
 ``apply`` can tell when the host changed since. Planning reads no credential and changes
 nothing on the host; it saves the plan and an audit record locally.
 """
@@ -28,6 +29,7 @@ from ci_pool.provision.incus import (
 )
 from ci_pool.provision.records import Records, Redactor, now_iso
 from ci_pool.provision.ssh import SshError, SshSession, SshTarget
+from ci_pool.provision.upgrade import applied_record, upgrade_reasons
 from ci_pool.settings import Settings
 
 DEFAULT_IMAGE = "images:debian/12/cloud"
@@ -36,7 +38,7 @@ _HOST = re.compile(r"^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\-\[\]]{0,252}$")
 _USER = re.compile(r"^[a-z_][a-z0-9_\-]{0,31}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,199}$")
 #: Actions in the order apply runs them; ``keep`` changes nothing.
-ACTIONS = ("reconcile", "adopt", "restart", "create", "remove", "keep")
+ACTIONS = ("reconcile", "adopt", "restart", "upgrade", "create", "remove", "keep")
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,16 @@ def _profile_action(
 
 
 def decide(
-    capability: str, count: int, observed: dict[str, Any], profile: dict[str, Any], host: str
+    capability: str,
+    count: int,
+    observed: dict[str, Any],
+    profile: dict[str, Any],
+    host: str,
+    applied: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Actions that bring the host to ``count`` runners, or blockers; a pure function."""
+    """Actions that bring the host to ``count`` runners, or blockers; a pure function.
+    With ``applied`` (the config keys a current runner has), a running runner whose keys
+    differ is upgraded."""
     actions: list[dict[str, str]] = []
     blockers: list[dict[str, str]] = []
     pname = templates.profile_name(capability)
@@ -193,6 +202,8 @@ def decide(
             actions.append(_action("reconcile", name, f"attach profile {pname}"))
         elif inst["status"] != "Running":
             actions.append(_action("restart", name, f"it is {inst['status']}; start it"))
+        elif applied and (reasons := upgrade_reasons(inst["config"], applied)):
+            actions.append(_action("upgrade", name, ", ".join(reasons)))
         else:
             actions.append(_action("keep", name, "running"))
     for inst in observed["instances"]:
@@ -246,7 +257,9 @@ def desired_state(
             )
         )
     else:
-        profile = templates.render(settings, cap, req.package, req.templates).profile
+        rendered = templates.render(settings, cap, req.package, req.templates)
+        profile = rendered.profile
+        desired["applied"] = applied_record(rendered)
         desired["profile_sha256"] = hashlib.sha256(
             json.dumps(profile, sort_keys=True).encode()
         ).hexdigest()
@@ -313,7 +326,14 @@ def make_plan(settings: Settings, request: PlanRequest) -> dict[str, Any]:
         observed, found = observe_host(req, req.capability, redact)
         blockers += found
         if not found and profile is not None:
-            actions, clashes = decide(req.capability, req.count, observed, profile, req.host)
+            actions, clashes = decide(
+                req.capability,
+                req.count,
+                observed,
+                profile,
+                req.host,
+                applied=desired.get("applied"),
+            )
             blockers += clashes
     plan = {
         "id": plan_id(desired, observed),

@@ -67,10 +67,11 @@ def _running_jobs(pool: Pool, container: str, runner_ids: set[str]) -> list[str]
     ]
 
 
-def retire(
-    pool: Pool, incus: Incus, container: str, redact: Redactor, timeout: float, poll: float = 0.5
-) -> dict[str, Any]:
-    """Drain, wait for running jobs, delete the container, revoke its tokens."""
+def drain_container(
+    pool: Pool, container: str, timeout: float, *, verb: str = "remove", poll: float = 0.5
+) -> set[str]:
+    """Drain the container's workers and wait (at most ``timeout`` s) for their running
+    jobs; returns their runner ids. On timeout it stays drained and says so."""
     runner_ids = live_runner_ids(pool.redis, pool.settings.runner_ttl, container)
     for rid in sorted(runner_ids):
         try:
@@ -82,10 +83,18 @@ def retire(
         if time.monotonic() >= deadline:
             raise ProvisioningError(
                 f"{container} still runs job(s) {', '.join(running)} after {timeout:g}s; it "
-                "stays drained (no new jobs). Run remove again once they end, or cancel them "
+                f"stays drained (no new jobs). Run {verb} again once they end, or cancel them "
                 "with ci-pool cancel JOB"
             )
         time.sleep(poll)
+    return runner_ids
+
+
+def retire(
+    pool: Pool, incus: Incus, container: str, redact: Redactor, timeout: float, poll: float = 0.5
+) -> dict[str, Any]:
+    """Drain, wait for running jobs, delete the container, revoke its tokens."""
+    runner_ids = drain_container(pool, container, timeout, poll=poll)
     exists = any(i.get("name") == container for i in incus.instances())
     if exists:
         incus.delete(container)

@@ -28,6 +28,8 @@ VENV = "/opt/ci-pool"
 #: The ``ExecStart`` binary (a rendering parameter so a test can point it at a real file).
 EXEC_PATH = VENV + "/bin/ci-pool"
 UNIT_TEMPLATE = "ci-pool-worker@.service"
+#: The profile key holding the cloud-init user-data.
+USER_DATA_KEY = "cloud-init.user-data"
 #: Settings a worker must share with the rest of the pool (timings, limits, checkout).
 SHARED_SETTINGS = (
     "lease_ttl",
@@ -85,10 +87,28 @@ class Rendered:
     unit: str
     dropin: str
     worker_env: str
+    package: str = ""
+    packages: tuple[str, ...] = ()
+    #: The lane's sudo rule (installed at /etc/sudoers.d/ci-pool-<capability>), if any.
+    sudoers: str | None = None
 
     @property
     def profile_yaml(self) -> str:
         return yaml.safe_dump(self.profile, sort_keys=True, default_flow_style=False)
+
+    @property
+    def unit_digest(self) -> str:
+        """sha256 of the files an upgrade pushes: unit, drop-in, worker.env, sudo rule."""
+        parts = (self.unit, self.dropin, self.worker_env, self.sudoers or "")
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    @property
+    def profile_digest(self) -> str:
+        """sha256 of the profile without its user-data (limits, devices, security) and the
+        lane's packages: what changes a runner beyond its unit and ci-pool package."""
+        config = {k: v for k, v in self.profile["config"].items() if k != USER_DATA_KEY}
+        body = {**self.profile, "config": config, "packages": list(self.packages)}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
     @property
     def digest(self) -> str:
@@ -193,6 +213,14 @@ def _block(text: str, indent: int = 6) -> str:
     return textwrap.indent(text.rstrip("\n") + "\n", " " * indent).rstrip("\n")
 
 
+def packages(cap: Capability, templates: Path = TEMPLATES_DIR) -> list[str]:
+    """The Debian packages a runner of this lane needs (cloud-init and upgrades install them)."""
+    names = ["git", "python3-venv", "ca-certificates"]
+    if cap.mode == "docker":
+        names.append("docker.io")
+    return names + [p for p in lane_packages(cap, templates) if p not in names]
+
+
 def render_user_data(
     settings: Settings,
     cap: Capability,
@@ -202,13 +230,9 @@ def render_user_data(
     exec_path: str = EXEC_PATH,
 ) -> str:
     """cloud-init user-data that installs the worker for one capability."""
-    packages = ["git", "python3-venv", "ca-certificates"]
-    if cap.mode == "docker":
-        packages.append("docker.io")
-    packages += [p for p in lane_packages(cap, templates) if p not in packages]
     text = Template(_read(templates, "cloud-init/user-data.yaml")).substitute(
         capability=cap.name,
-        packages=json.dumps(packages),
+        packages=json.dumps(packages(cap, templates)),
         unit=_block(
             render_unit(templates, exec_path=exec_path, stop_timeout=stop_timeout(settings))
         ),
@@ -252,7 +276,7 @@ def render(
     user_data = render_user_data(settings, cap, package, templates)
     profile = {
         "description": str(raw.get("description", "")),
-        "config": {**raw["config"], "cloud-init.user-data": user_data},
+        "config": {**raw["config"], USER_DATA_KEY: user_data},
         "devices": raw.get("devices") or {},
     }
     return Rendered(
@@ -261,6 +285,9 @@ def render(
         unit=render_unit(templates, stop_timeout=stop_timeout(settings)),
         dropin=render_dropin(cap, templates),
         worker_env=render_worker_env(settings, cap),
+        package=check_package(package),
+        packages=tuple(packages(cap, templates)),
+        sudoers=lane_sudoers(cap, templates),
     )
 
 

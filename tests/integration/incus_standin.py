@@ -160,8 +160,12 @@ def exec_cmd(state: dict[str, Any], name: str, argv: list[str]) -> None:
         print("status: done")
     elif argv[:2] == ["systemctl", "restart"]:
         heartbeat(state, name)
-    elif argv[0] == "install":
+    elif argv[0] == "install" or argv[:2] == ["systemctl", "daemon-reload"]:
         pass
+    elif argv[0].endswith("/bin/pip") and argv[1] == "install":
+        inst["package"] = argv[-1]
+    elif argv[0] == "apt-get" or argv[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"]:
+        inst.setdefault("apt", []).append(argv)
     elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2]:
         doctor(state)
     else:

@@ -57,6 +57,7 @@ def test_provision_defaults_match_the_provisioning_module() -> None:
     from ci_pool.provision import apply
 
     assert cli_provision.HEARTBEAT_TIMEOUT == apply.HEARTBEAT_TIMEOUT
+    assert cli_provision.DRAIN_TIMEOUT == apply.DRAIN_TIMEOUT
 
 
 MIGRATION_AND_BROKER = ("alembic", "mako", "celery", "kombu", "billiard")

@@ -145,3 +145,61 @@ def test_audit_is_append_only_json_lines_and_redacted(tmp_path: Path) -> None:
     assert records.audit_path.stat().st_mode & 0o077 == 0
     with pytest.raises(InputError, match="16 hex digits"):
         records.load_plan("../../etc/passwd")
+
+
+def test_outdated_runners_are_upgraded_with_why(tmp_path: Path) -> None:
+    from ci_pool.provision.templates import render
+    from ci_pool.provision.upgrade import applied_record
+    from ci_pool.settings import load_settings
+
+    settings = load_settings(None, home=tmp_path / "home")
+    cap = settings.capabilities["linux"]
+    old = applied_record(render(settings, cap, "ci-pool==0.9"))
+    new = applied_record(render(settings, cap, "ci-pool==1.0"))
+    assert old["user.ci-pool.unit-sha256"] == new["user.ci-pool.unit-sha256"]
+    changed_unit = {**old, "user.ci-pool.unit-sha256": "0" * 64}
+    changed_profile = {**new, "user.ci-pool.profile-sha256": "0" * 64}
+    obs = observed(
+        inst("ci-pool-linux-1", **MANAGED, **old),
+        inst("ci-pool-linux-2", **MANAGED, **changed_unit),
+        inst("ci-pool-linux-3", **MANAGED, **changed_profile),
+        inst("ci-pool-linux-4", **MANAGED, **new),
+        inst("ci-pool-linux-5", **MANAGED),  # made before ci-pool recorded what it applied
+        inst("ci-pool-linux-6", "Stopped", **MANAGED, **old),  # started first, upgraded later
+    )
+    actions, blockers = decide("linux", 6, obs, PROFILE, "h", applied=new)
+    assert blockers == []
+    got = {a["target"]: (a["kind"], a["detail"]) for a in actions}
+    assert got["ci-pool-linux-1"] == ("upgrade", "ci-pool 0.9 -> 1.0")
+    assert got["ci-pool-linux-2"] == ("upgrade", "ci-pool 0.9 -> 1.0, unit changed")
+    assert got["ci-pool-linux-3"] == ("upgrade", "profile changed")
+    assert got["ci-pool-linux-4"][0] == "keep"
+    assert got["ci-pool-linux-5"] == (
+        "upgrade",
+        "ci-pool unknown -> 1.0, unit changed, profile changed",
+    )
+    assert got["ci-pool-linux-6"][0] == "restart"
+    # Upgrades run after restarts and before creates.
+    order = [a["kind"] for a in actions if a["kind"] != "keep"]
+    assert order == ["restart", *["upgrade"] * 4]
+
+
+def test_a_lane_change_moves_the_unit_digest_and_the_package_list_the_profile(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from ci_pool.provision.templates import TEMPLATES_DIR, render
+    from ci_pool.settings import load_settings
+
+    settings = load_settings(None, home=tmp_path / "home")
+    cap = settings.capabilities["iso"]
+    before = render(settings, cap, "ci-pool==1.0")
+    copy = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, copy)
+    (copy / "systemd" / "iso-lane.conf").write_text("[Service]\nNoNewPrivileges=no\n")
+    (copy / "lanes" / "iso" / "packages").write_text("live-build\nsudo\nsquashfs-tools\n")
+    after = render(settings, cap, "ci-pool==1.0", copy)
+    assert after.unit_digest != before.unit_digest
+    assert after.profile_digest != before.profile_digest
+    assert "squashfs-tools" in after.packages
