@@ -149,9 +149,12 @@ def _as_page(handler: Handler) -> Handler:
                 message = f"{error['field']}: {message}"
         except (ValueError, AttributeError, KeyError, TypeError):
             message = "the request failed"
-        found = sessions.resolve(
-            request.app.state.pool, request.cookies.get(defaults.UI_SESSION_COOKIE)
-        )
+        try:
+            found = sessions.resolve(
+                request.app.state.pool, request.cookies.get(defaults.UI_SESSION_COOKIE)
+            )
+        except Exception:  # the store or the broker is what failed: no session then
+            found = None
         return page(
             request,
             "error.html",
