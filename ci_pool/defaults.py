@@ -342,3 +342,21 @@ RUNNER_EXEC_MAX_ARG_BYTES = 4096
 RUNNER_EXEC_REPLY_GRACE = 10.0
 #: The command's whole environment (nothing of the worker's is passed through).
 RUNNER_EXEC_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# -- the web view (/ui/) --
+#: A browser session: the token digest it stands for, its CSRF value; ends at logout.
+UI_SESSION_KEY = KEY_PREFIX + "ui:session:{sid}"
+#: Seconds a web view session lasts without a request.
+UI_SESSION_TTL = 12 * 3600
+#: Name of the session cookie, and of the login form's CSRF cookie.
+UI_SESSION_COOKIE = "ci_pool_session"
+UI_LOGIN_COOKIE = "ci_pool_login"
+#: A job page renders this many log lines (at most UI_LOG_PAGE_BYTES) server-side, a few
+#: screens; the rest comes a page of the same size at a time, or live over the stream.
+UI_LOG_PAGE_LINES = 500
+UI_LOG_PAGE_BYTES = 256 * 1024
+#: Rows of the pipelines list per page, and a runner's recent jobs shown.
+UI_PAGE_ROWS = 50
+UI_RUNNER_JOBS = 20
+#: Seconds between refreshes of the pool page's live fragment.
+UI_POOL_REFRESH_S = 5
