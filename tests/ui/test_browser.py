@@ -5,6 +5,7 @@ cancel from a job's page, what a ``read`` token may not do, and job output that 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -183,9 +184,12 @@ fetch(action, {method: 'POST', body, credentials: 'same-origin', redirect: 'manu
 """
 
 
-def workspace(harness: Harness, job_id: str) -> Path:
-    found = sorted((harness.root / "home" / "workspaces").glob(f"{job_id}-*/src"))
-    assert found, f"no workspace for {job_id}"
+def workspace(harness: Harness, job_id: str, timeout: float = WAIT_S) -> Path:
+    """The running job's checkout on the host (mounted into its container)."""
+    deadline = time.monotonic() + timeout
+    while not (found := sorted((harness.root / "home" / "workspaces").glob(f"{job_id}-*/src"))):
+        assert time.monotonic() < deadline, f"no workspace for {job_id}"
+        time.sleep(0.05)
     return found[-1]
 
 
