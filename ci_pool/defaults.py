@@ -326,3 +326,21 @@ WARM_ID_FILE = "container-id"
 WARM_CHECK_INTERVAL = 0.2
 #: Seconds a runner waits after failing to make a warm container before it tries again.
 WARM_RETRY_DELAY = 5.0
+
+# -- the web view (/ui/) --
+#: A browser session: the token digest it stands for, its CSRF value; ends at logout.
+UI_SESSION_KEY = KEY_PREFIX + "ui:session:{sid}"
+#: Seconds a web view session lasts without a request.
+UI_SESSION_TTL = 12 * 3600
+#: Name of the session cookie, and of the login form's CSRF cookie.
+UI_SESSION_COOKIE = "ci_pool_session"
+UI_LOGIN_COOKIE = "ci_pool_login"
+#: A job page renders this many log lines (at most UI_LOG_PAGE_BYTES) server-side; the
+#: rest comes a page of the same size at a time, or live over the stream.
+UI_LOG_PAGE_LINES = 1000
+UI_LOG_PAGE_BYTES = 256 * 1024
+#: Rows of the pipelines list per page, and a runner's recent jobs shown.
+UI_PAGE_ROWS = 50
+UI_RUNNER_JOBS = 20
+#: Seconds between refreshes of the pool page's live fragment.
+UI_POOL_REFRESH_S = 5

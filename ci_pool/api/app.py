@@ -46,6 +46,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_runners.router)
     app.include_router(routes_repos.router)
     app.include_router(routes_sync.router)
+    # The web view (/ui/): pages over the same service layer and access rules.
+    from ci_pool.ui import web
+
+    web.install(app)
 
     # Health checks get threads of their own: the shared pool of request threads may be
     # full of submits waiting on slow git servers, and /healthz must still answer.

@@ -238,6 +238,8 @@ class Job(Base):
         Index("ix_jobs_finished", "finished_at"),
         Index("ix_jobs_started", "started_at"),
         Index("ix_jobs_created", "created_at", "id"),
+        # The web view: a runner's recent jobs.
+        Index("ix_jobs_runner", "runner_id", "started_at"),
     )
 
 
@@ -318,6 +320,9 @@ class Pipeline(Base):
     #: What started it (``github.event``, head/base refs, the pull request policy); None
     #: for pipelines submitted before triggers were kept.
     trigger: Mapped[TriggerEvent | None] = mapped_column(SpecType(TriggerEvent), default=None)
+
+    # The web view's pipelines list: newest first, a keyset page at a time.
+    __table_args__ = (Index("ix_pipelines_created", "created_at", "id"),)
 
 
 class ConcurrencySlot(Base):
