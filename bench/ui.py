@@ -34,6 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -370,7 +371,7 @@ def run(bench: Bench) -> dict[str, Any]:
     server = make_server(settings, "127.0.0.1", port, log_level="warning")
     series: dict[str, list[float]] = {}
     out: dict[str, Any] = {"store": store}
-    with running(server), session_client(base, token) as client:
+    with running(server), closing(session_client(base, token)) as client:
         api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
         with api:
             first = client.get("/ui/pipelines")
