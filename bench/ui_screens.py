@@ -50,17 +50,21 @@ jobs:
           printf '\\033[33mwarning:\\033[0m unused variable in net.c\\n'
           echo "::notice file=net.c,line=12::unused variable"
       - name: report
+        id: report
         run: |
           echo "## Build report" >> "$GITHUB_STEP_SUMMARY"
           echo "| module | size |" >> "$GITHUB_STEP_SUMMARY"
           echo "|---|---|" >> "$GITHUB_STEP_SUMMARY"
           echo "| core | 12 KiB |" >> "$GITHUB_STEP_SUMMARY"
           echo "version=1.2.3" >> "$GITHUB_OUTPUT"
+    outputs:
+      version: ${{ steps.report.outputs.version }}
   test:
     runs-on: bench
     needs: build
     steps:
-      - run: for t in unit api cli; do echo "test $t: passed"; done
+      - run: |
+          for t in unit api cli; do echo "test $t: passed"; done
   watch:
     runs-on: bench
     steps:
