@@ -315,6 +315,38 @@ def job_page_series(client: httpx.Client, url: str, n: int) -> dict[str, list[fl
     return out
 
 
+def more_link(html: str) -> str | None:
+    found = re.search(r'data-test="log-more"[^>]*href="([^"]+)"', html) or re.search(
+        r'href="([^"]+)"[^>]*data-test="log-more"', html
+    )
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+def whole_log(client: httpx.Client, url: str, budget_s: float) -> dict[str, Any]:
+    """Follow the job page's "more" link window by window, as the page does while scrolling,
+    until the log ends or ``budget_s`` is spent: the seconds of each window."""
+    start = time.perf_counter()
+    page = client.get(url)
+    page.raise_for_status()
+    times, lines, link = [], page.text.count('class="line'), more_link(page.text)
+    while link and time.perf_counter() - start < budget_s:
+        t = time.perf_counter()
+        res = client.get(link)
+        res.raise_for_status()
+        times.append(time.perf_counter() - t)
+        lines += res.text.count('class="line')
+        link = more_link(res.text)
+    return {
+        "complete": link is None,
+        "windows": len(times),
+        "lines": lines,
+        "seconds": round(time.perf_counter() - start, 2),
+        "budget_s": budget_s,
+        "first_windows_ms": [round(x * 1000, 1) for x in times[:5]],
+        "last_windows_ms": [round(x * 1000, 1) for x in times[-5:]],
+    }
+
+
 def chromium_series(base: str, token: str, url: str, n: int) -> dict[str, Any]:
     why = browser.missing()
     if why:
@@ -402,6 +434,9 @@ def run(bench: Bench) -> dict[str, Any]:
             out["job_page_bytes"] = job.pop("bytes")[1:]
             for name, samples in job.items():
                 series[f"job_page_{name}"] = samples[1:]
+            bench.log(f"the whole log, window by window (at most {a.whole_log_s:.0f} s)")
+            out["whole_log"] = whole_log(client, f"/ui/jobs/{log_job}", a.whole_log_s)
+            bench.log(f"whole log: {out['whole_log']}")
         bench.log(f"Chromium, {a.loads} loads")
         out["chromium"] = chromium_series(base, token, f"/ui/jobs/{log_job}", a.loads)
     out["series"] = series
@@ -450,6 +485,14 @@ def build_report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str
         f"pipelines; log {measured['store']['log']['bytes'] / MIB:.1f} MiB "
         f"({measured['store']['log']['lines']} lines)"
     )
+    whole = measured.get("whole_log") or {}
+    if whole:
+        headline.append(
+            f"whole log through the page's 'more' links: {whole['lines']} lines in "
+            f"{whole['windows']} windows, {whole['seconds']} s"
+            + ("" if whole["complete"] else f" (stopped at the {whole['budget_s']:.0f} s budget)")
+            + f"; first windows {whole['first_windows_ms']} ms, last {whole['last_windows_ms']} ms"
+        )
     if "skipped" in chromium:
         headline.append(f"Chromium skipped: {chromium['skipped']}")
     return {
@@ -469,6 +512,7 @@ def build_report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str
         "job_page_bytes": measured.get("job_page_bytes"),
         "chromium_lines_in_dom_at_end": chromium.get("lines_in_dom"),
         "chromium_skipped": chromium.get("skipped"),
+        "whole_log": measured.get("whole_log"),
         "headline": headline,
         "targets": targets,
         "series": series,
@@ -508,10 +552,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--calls", type=int, default=200, help="calls per list series (200)")
     ap.add_argument("--loads", type=int, default=15, help="job page loads per series (15)")
     ap.add_argument("--log-mib", type=int, default=16, help="the big log's size (16 MiB)")
+    ap.add_argument(
+        "--whole-log-s", type=float, default=120.0,
+        help="time budget for reading the whole big log window by window (120 s)",
+    )  # fmt: skip
     add_common_args(ap, "ui")
     args = ap.parse_args(argv)
     if args.quick:
         args.jobs, args.calls, args.loads = min(args.jobs, 5000), min(args.calls, 20), 3
+        args.whole_log_s = min(args.whole_log_s, 20.0)
     if args.jobs < JOBS_PER_PIPELINE or args.calls < 1 or args.loads < 1 or args.log_mib < 1:
         ap.error("--jobs >= 5, --calls, --loads and --log-mib >= 1")
     return args
