@@ -135,16 +135,19 @@ class BrowsingQueries(Database):
     def log_lines_starting(self, job_id: str, attempt: int, prefix: str) -> list[str]:
         """The attempt's log lines that start with ``prefix`` (only the chunks holding it
         are read)."""
-        q = (
-            select(LogChunk.data)
-            .where(
-                LogChunk.job_id == job_id,
-                LogChunk.attempt == attempt,
-                LogChunk.data.contains(prefix, autoescape=True),
-            )
-            .order_by(LogChunk.seq)
-        )
         with self.session(write=False) as s:
+            # A plain substring search (SQLite's LIKE compares case-insensitively, several
+            # times slower over a 16 MiB log).
+            found = (
+                func.strpos(LogChunk.data, prefix)
+                if s.get_bind().dialect.name == "postgresql"
+                else func.instr(LogChunk.data, prefix)
+            )
+            q = (
+                select(LogChunk.data)
+                .where(LogChunk.job_id == job_id, LogChunk.attempt == attempt, found > 0)
+                .order_by(LogChunk.seq)
+            )
             chunks = list(s.scalars(q))
         return [line for data in chunks for line in data.split("\n") if line.startswith(prefix)]
 

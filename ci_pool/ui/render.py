@@ -11,6 +11,7 @@ from datetime import datetime
 
 import nh3
 from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
 
 from ci_pool.store.browsing import LogLine
 
@@ -104,6 +105,8 @@ def _sgr(codes: str, state: dict[str, str]) -> None:
 
 def spans(text: str) -> list[Span]:
     """The text split where its ANSI colours change; other escapes and controls removed."""
+    if text.isprintable():  # no escape sequence, no control character: one plain run
+        return [Span(text, "")] if text else []
     out: list[Span] = []
     state: dict[str, str] = {}
     pos = 0
@@ -126,21 +129,53 @@ def log_blocks(lines: Iterable[LogLine]) -> list[Line | Group]:
     """Lines in display order, the lines of each ``::group::`` inside its Group."""
     blocks: list[Line | Group] = []
     group: Group | None = None
+    clocks: dict[datetime, str] = {}
     for raw in lines:
         if raw.text.startswith(_ENDGROUP) and group is not None:
             group = None
             continue
+        clock = clocks.get(raw.at) or clocks.setdefault(raw.at, _clock(raw.at))
         if raw.text.startswith(_GROUP):
             title = raw.text[len(_GROUP) :]
-            group = Group(Line(raw.number, _clock(raw.at), spans(title)))
+            group = Group(Line(raw.number, clock, spans(title)))
             blocks.append(group)
             continue
-        line = Line(raw.number, _clock(raw.at), spans(raw.text), own=raw.text.startswith(_OWN))
+        line = Line(raw.number, clock, spans(raw.text), own=raw.text.startswith(_OWN))
         if group is not None:
             group.lines.append(line)
         else:
             blocks.append(line)
     return blocks
+
+
+def _line_html(line: Line) -> str:
+    text = "".join(
+        f'<span class="{s.classes}">{escape(s.text)}</span>' if s.classes else str(escape(s.text))
+        for s in line.spans
+    )
+    n = line.number
+    own = " own" if line.own else ""
+    return (
+        f'<div class="line{own}" id="L{n}"><a class="ln" href="#L{n}">{n}</a>'
+        f'<time class="ts">{line.time}</time><span class="tx">{text}</span></div>'
+    )
+
+
+def log_html(blocks: Iterable[Line | Group]) -> Markup:
+    """The log's lines as HTML: every piece of their text escaped, classes from our own
+    fixed set (what a template would write, at a fraction of its cost per line)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Group):
+            inner = "".join(_line_html(line) for line in block.lines)
+            parts.append(
+                f'<details class="group" id="G{block.title.number}"><summary>'
+                f"{_line_html(block.title)}</summary>{inner}</details>"
+            )
+        else:
+            parts.append(_line_html(block))
+    # Escaped piece by piece above.
+    return Markup("".join(parts))
 
 
 def duration(start: datetime | None, end: datetime | None, now: datetime) -> str:

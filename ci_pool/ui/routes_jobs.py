@@ -28,6 +28,9 @@ from ci_pool.ui.web import PREFIX, SessionDep, check_csrf, page, require_scope
 
 router = APIRouter(prefix=f"{PREFIX}/jobs", include_in_schema=False)
 
+#: How each step's begin and end lines start in the log.
+_MARK = "##[step] "
+
 
 @router.get("/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str, pool: PoolDep, session: SessionDep) -> HTMLResponse:
@@ -38,10 +41,12 @@ def job_page(request: Request, job_id: str, pool: PoolDep, session: SessionDep) 
         job_id, None, 1, defaults.UI_LOG_PAGE_LINES, defaults.UI_LOG_PAGE_BYTES
     )
     final = JobState(job.state) in FINAL_STATES
-    marks = (
-        pool.store.log_lines_starting(job_id, window.attempt, "##[step] ")
-        if window.attempt is not None
-        else []
+    # The whole log is in the first screen: its step lines are too. A longer log's steps
+    # come a moment later from their own fragment (a 16 MiB log is not read for them).
+    outcomes = (
+        None
+        if window.more
+        else render.step_outcomes(x.text for x in window.lines if x.text.startswith(_MARK))
     )
     now = utcnow()
     return page(
@@ -52,7 +57,7 @@ def job_page(request: Request, job_id: str, pool: PoolDep, session: SessionDep) 
         job=job,
         view=view,
         steps=list(job.steps),
-        outcomes=render.step_outcomes(marks),
+        outcomes=outcomes,
         seconds=render.seconds,
         took=render.duration(job.started_at, job.finished_at, now),
         blocks=render.log_blocks(window.lines),
@@ -61,6 +66,26 @@ def job_page(request: Request, job_id: str, pool: PoolDep, session: SessionDep) 
         summaries=[(s.name, render.summary_html(s.markdown)) for s in view.summaries or []],
         may_cancel=token.allows("cancel") and not final,
         may_retry=token.allows("submit") and job.state in RETRYABLE_STATES,
+    )
+
+
+@router.get("/{job_id}/steps", response_class=HTMLResponse)
+def steps_fragment(
+    request: Request, job_id: str, pool: PoolDep, session: SessionDep
+) -> HTMLResponse:
+    """The steps table's rows with each step's outcome and duration, read from the
+    ``##[step]`` lines of the latest attempt's log."""
+    job = access.job_for(pool, session.token, job_id)
+    attempt = pool.store.log_attempt(job_id)
+    marks = [] if attempt is None else pool.store.log_lines_starting(job_id, attempt, _MARK)
+    return page(
+        request,
+        "steps_rows.html",
+        session,
+        job=job,
+        steps=list(job.steps),
+        outcomes=render.step_outcomes(marks),
+        seconds=render.seconds,
     )
 
 

@@ -45,9 +45,9 @@ def pipelines(
         repos=token.repos,
     )
     capabilities = sorted(
-        q.capability
-        for q in pool.status()
-        if token.capabilities is None or q.capability in token.capabilities
+        name
+        for name in pool.settings.capabilities
+        if token.capabilities is None or name in token.capabilities
     )
     return page(
         request,

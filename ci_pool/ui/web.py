@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ci_pool import defaults
 from ci_pool.api.deps import PoolDep
 from ci_pool.exceptions import AccessDenied
+from ci_pool.ui import render
 from ci_pool.ui import session as sessions
 from ci_pool.ui.session import Session
 
@@ -36,6 +37,7 @@ _HEADERS = [
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.autoescape = True
+templates.env.globals["log_html"] = render.log_html
 
 
 class LoginRequired(Exception):

@@ -155,6 +155,8 @@ def test_every_page_renders_for_a_real_pipeline(
     assert '<span class="tx">##[endgroup]' not in build.text
     assert 'data-stream="' not in build.text, "a finished job has no live stream"
 
+    lazy = client.get(f"/ui/jobs/{jobs['build']['id']}/steps")
+    assert rows(lazy.text, "step-row") == [step], "the steps fragment of a long log"
     rest = client.get(f"/ui/jobs/{jobs['build']['id']}/log", params={"from": 2})
     assert rest.status_code == 200 and 'id="L1"' not in rest.text and 'id="L2"' in rest.text
     runner = jobs["build"]["runner_id"]
