@@ -404,6 +404,9 @@ def run(bench: Bench) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     server = make_server(settings, "127.0.0.1", port, log_level="warning")
     series: dict[str, list[float]] = {}
+    #: CPU seconds of this process (server and client threads) per call of a series: less
+    #: swayed than wall time by other work on the machine.
+    cpu: dict[str, float] = {}
     out: dict[str, Any] = {"store": store}
     with running(server), closing(session_client(base, token)) as client:
         api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -430,14 +433,20 @@ def run(bench: Bench) -> dict[str, Any]:
                 timed(3, lambda _i, url=url: client.get(url).raise_for_status())
             timed(3, lambda _i: api.get("/v1/jobs", params={"limit": 50}).raise_for_status())
             for name, url in pages.items():
+                cpu0 = time.process_time()
                 series[name] = timed(
                     a.calls, lambda _i, url=url: client.get(url).raise_for_status()
                 )
+                cpu[name] = (time.process_time() - cpu0) / a.calls
+            cpu0 = time.process_time()
             series["api_jobs_50"] = timed(
                 a.calls, lambda _i: api.get("/v1/jobs", params={"limit": 50}).raise_for_status()
             )
+            cpu["api_jobs_50"] = (time.process_time() - cpu0) / a.calls
             bench.log(f"job page of a {a.log_mib} MiB log, {a.loads} loads")
+            cpu0 = time.process_time()
             job = job_page_series(client, f"/ui/jobs/{log_job}", a.loads + 1)
+            cpu["job_page_last"] = (time.process_time() - cpu0) / (a.loads + 1)
             out["job_page_bytes"] = job.pop("bytes")[1:]
             for name, samples in job.items():
                 series[f"job_page_{name}"] = samples[1:]
@@ -447,6 +456,7 @@ def run(bench: Bench) -> dict[str, Any]:
         bench.log(f"Chromium, {a.loads} loads")
         out["chromium"] = chromium_series(base, token, f"/ui/jobs/{log_job}", a.loads)
     out["series"] = series
+    out["cpu"] = cpu
     return out
 
 
@@ -455,6 +465,8 @@ def run(bench: Bench) -> dict[str, Any]:
 
 def build_report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]:
     series = {k: latency_stats(v, pcts=(50, 95, 99)) for k, v in measured["series"].items()}
+    for name, seconds in measured.get("cpu", {}).items():
+        series[name]["cpu_ms_per_call"] = round(seconds * 1000, 2)
     chromium = measured["chromium"]
     if "samples" in chromium:
         for name, samples in chromium["samples"].items():
@@ -485,6 +497,7 @@ def build_report(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str
     }
     headline = [
         f"{name}: p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms"
+        + (f", CPU {row['cpu_ms_per_call']:.1f} ms/call" if "cpu_ms_per_call" in row else "")
         for name, row in series.items()
     ]
     headline.append(
