@@ -335,9 +335,9 @@ UI_SESSION_TTL = 12 * 3600
 #: Name of the session cookie, and of the login form's CSRF cookie.
 UI_SESSION_COOKIE = "ci_pool_session"
 UI_LOGIN_COOKIE = "ci_pool_login"
-#: A job page renders this many log lines (at most UI_LOG_PAGE_BYTES) server-side; the
-#: rest comes a page of the same size at a time, or live over the stream.
-UI_LOG_PAGE_LINES = 1000
+#: A job page renders this many log lines (at most UI_LOG_PAGE_BYTES) server-side, a few
+#: screens; the rest comes a page of the same size at a time, or live over the stream.
+UI_LOG_PAGE_LINES = 500
 UI_LOG_PAGE_BYTES = 256 * 1024
 #: Rows of the pipelines list per page, and a runner's recent jobs shown.
 UI_PAGE_ROWS = 50

@@ -39,6 +39,9 @@ class LogWindow:
     attempt: int | None
     lines: list[LogLine]
     more: bool
+    #: Where the next window can start reading: (a chunk's seq, the number of the line the
+    #: chunk starts with); the next window then skips no chunk before it.
+    resume: tuple[int, int] = (0, 1)
 
     @property
     def next_line(self) -> int:
@@ -98,21 +101,31 @@ class BrowsingQueries(Database):
             return found
 
     def log_window(
-        self, job_id: str, attempt: int | None, first: int, max_lines: int, max_bytes: int
+        self,
+        job_id: str,
+        attempt: int | None,
+        first: int,
+        max_lines: int,
+        max_bytes: int,
+        resume: tuple[int, int] | None = None,
     ) -> LogWindow:
         """Up to ``max_lines`` lines (and about ``max_bytes``) from line ``first`` (1-based)
-        of one attempt's log (default: the latest that wrote any). Chunks are read one at a
-        time and the reading stops once the window is full."""
+        of one attempt's log (default: the latest that wrote any). Chunks are read a few at
+        a time and the reading stops once the window is full; with ``resume`` (the previous
+        window's) it starts at that chunk instead of the first."""
         if attempt is None:
             attempt = self.log_attempt(job_id)
             if attempt is None:
                 return LogWindow(None, [], False)
+        seq, number = resume if resume and 1 <= resume[1] <= first else (0, 1)
         lines: list[LogLine] = []
         size = 0
-        number = 1
         pending = ""
         last_at: datetime | None = None
-        for at, data in self._chunks(job_id, attempt):
+        mark = (seq, number)
+        for chunk_seq, at, data in self._chunks(job_id, attempt, seq):
+            if not pending:  # the chunk starts a line: a window can start reading here
+                mark = (chunk_seq, number)
             last_at = at
             parts = (pending + data).split("\n")
             pending = parts.pop()
@@ -122,15 +135,15 @@ class BrowsingQueries(Database):
             for part in parts:
                 if number >= first:
                     if len(lines) >= max_lines or size >= max_bytes:
-                        return LogWindow(attempt, lines, True)
+                        return LogWindow(attempt, lines, True, mark)
                     lines.append(LogLine(number, at, part))
                     size += len(part) + 1
                 number += 1
         if pending and last_at is not None and number >= first:
             if len(lines) >= max_lines or size >= max_bytes:
-                return LogWindow(attempt, lines, True)
+                return LogWindow(attempt, lines, True, mark)
             lines.append(LogLine(number, last_at, pending))
-        return LogWindow(attempt, lines, False)
+        return LogWindow(attempt, lines, False, mark)
 
     def log_lines_starting(self, job_id: str, attempt: int, prefix: str) -> list[str]:
         """The attempt's log lines that start with ``prefix`` (only the chunks holding it
@@ -151,9 +164,11 @@ class BrowsingQueries(Database):
             chunks = list(s.scalars(q))
         return [line for data in chunks for line in data.split("\n") if line.startswith(prefix)]
 
-    def _chunks(self, job_id: str, attempt: int) -> Iterator[tuple[datetime, str]]:
-        """The attempt's chunks in order, read a few at a time."""
-        seq = -1
+    def _chunks(
+        self, job_id: str, attempt: int, start: int = 0
+    ) -> Iterator[tuple[int, datetime, str]]:
+        """The attempt's chunks from seq ``start`` on, in order, read a few at a time."""
+        seq = start - 1
         while True:
             with self.session(write=False) as s:
                 rows = list(
@@ -169,7 +184,7 @@ class BrowsingQueries(Database):
                     )
                 )
             for row in rows:
-                yield row.at, row.data
+                yield row.seq, row.at, row.data
             if len(rows) < _CHUNKS_AT_ONCE:
                 return
             seq = rows[-1].seq

@@ -238,8 +238,9 @@ class Job(Base):
         Index("ix_jobs_finished", "finished_at"),
         Index("ix_jobs_started", "started_at"),
         Index("ix_jobs_created", "created_at", "id"),
-        # The web view: a runner's recent jobs.
+        # The web view: a runner's recent jobs; pipelines with a job on a capability.
         Index("ix_jobs_runner", "runner_id", "started_at"),
+        Index("ix_jobs_pipeline_capability", "pipeline_id", "capability"),
     )
 
 

@@ -186,7 +186,7 @@ def duration(start: datetime | None, end: datetime | None, now: datetime) -> str
 
 
 _STEP_END = re.compile(
-    r"^##\[step\] (\S+) (?:exit (-?\d+) in ([0-9.]+)s|(timed out) after|(.*) (skipped))$"
+    r"^##\[step\] (\S+) (?:exit (-?\d+) in ([0-9.]+)s|(timed out) after .*|(.*) (skipped))$"
 )
 
 

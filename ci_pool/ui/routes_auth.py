@@ -17,6 +17,10 @@ from ci_pool.ui.web import PREFIX, SessionDep, check_csrf, page, safe_next
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 _LOGIN_PATH = f"{PREFIX}/login"
+_NEEDS_TLS = (
+    "this address is served over plain HTTP off loopback, where the session cookie "
+    "(Secure) cannot work: serve the API over TLS (--tls-cert/--tls-key or a TLS proxy)"
+)
 
 
 def _login_form(
@@ -31,7 +35,7 @@ def _login_form(
         title="Log in",
         login_csrf=nonce,
         next_path=safe_next(next_path),
-        error=error,
+        error=error or (_NEEDS_TLS if sessions.needs_tls(request) else None),
     )
     sessions.set_cookie(request, response, defaults.UI_LOGIN_COOKIE, nonce, _LOGIN_PATH)
     return response
@@ -58,6 +62,8 @@ def login(
 ) -> Response:
     """A valid token with the ``read`` scope: a session cookie and on to ``next``."""
     expected = request.cookies.get(defaults.UI_LOGIN_COOKIE) or ""
+    if not expected and sessions.needs_tls(request):
+        return _login_form(request, next, 403, _NEEDS_TLS)
     if not expected or not sessions.csrf_ok(expected, csrf):
         return _login_form(
             request, next, 403, "the form expired or its CSRF value is wrong; log in again"

@@ -97,11 +97,15 @@ def log_page(
     session: SessionDep,
     from_: Annotated[int, Query(alias="from", ge=1, le=MAX_INT)] = 1,
     attempt: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
+    seq: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None,
+    seq_line: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None,
 ) -> HTMLResponse:
-    """A page of the log from line ``from``, as a fragment the job page appends."""
+    """A page of the log from line ``from``, as a fragment the job page appends; ``seq``
+    and ``seq_line`` (from the previous page's link) let it skip the chunks before it."""
     access.job_for(pool, session.token, job_id)
+    resume = (seq, seq_line) if seq is not None and seq_line is not None else None
     window = pool.store.log_window(
-        job_id, attempt, from_, defaults.UI_LOG_PAGE_LINES, defaults.UI_LOG_PAGE_BYTES
+        job_id, attempt, from_, defaults.UI_LOG_PAGE_LINES, defaults.UI_LOG_PAGE_BYTES, resume
     )
     return page(
         request,

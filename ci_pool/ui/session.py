@@ -81,15 +81,27 @@ def csrf_ok(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
 
 
-def loopback(request: Request) -> bool:
-    """Whether the request came to a loopback host (then the cookie may go without TLS)."""
-    host = (request.url.hostname or "").strip("[]")
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def loopback(request: Request) -> bool:
+    """Whether the request came to a loopback host on a loopback socket (then the cookie
+    may go without TLS); a proxy on the same host forwarding a public name is not."""
+    server = request.scope.get("server")
+    bound = server is None or _is_loopback(str(server[0]))
+    return bound and _is_loopback(request.url.hostname or "")
+
+
+def needs_tls(request: Request) -> bool:
+    """Plain HTTP off loopback: the browser would never send a Secure cookie back."""
+    return request.url.scheme != "https" and not loopback(request)
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, path: str) -> None:

@@ -149,9 +149,12 @@ def _as_page(handler: Handler) -> Handler:
                 message = f"{error['field']}: {message}"
         except (ValueError, AttributeError, KeyError, TypeError):
             message = "the request failed"
-        found = sessions.resolve(
-            request.app.state.pool, request.cookies.get(defaults.UI_SESSION_COOKIE)
-        )
+        try:
+            found = sessions.resolve(
+                request.app.state.pool, request.cookies.get(defaults.UI_SESSION_COOKIE)
+            )
+        except Exception:  # the store or the broker is what failed: no session then
+            found = None
         return page(
             request,
             "error.html",
@@ -166,6 +169,9 @@ def _as_page(handler: Handler) -> Handler:
 
 def _login_required(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoginRequired)
+    if request.headers.get("HX-Request"):
+        # A live fragment's poll: the whole page goes to the login form, not the fragment.
+        return Response(status_code=401, headers={"HX-Redirect": f"{PREFIX}/login"})
     return RedirectResponse(
         f"{PREFIX}/login?next={quote(safe_next(exc.next_path), safe='/')}", status_code=303
     )

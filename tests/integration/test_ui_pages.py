@@ -279,3 +279,5 @@ def test_logout_and_revocation_end_the_session(harness: Harness, ui_app: FastAPI
     assert client.get("/ui/").status_code == 200
     tokens.revoke(harness.pool().store, name)
     assert client.get("/ui/").status_code == 303, "a revoked token's session ends at once"
+    poll = client.get("/ui/pool/live", headers={"HX-Request": "true"})
+    assert poll.status_code == 401 and poll.headers["HX-Redirect"] == "/ui/login"

@@ -144,8 +144,9 @@ def test_session_cookie_flags_and_secure_off_loopback(harness: Harness, ui_app: 
         cookies = form.headers.get_list("set-cookie") + res.headers.get_list("set-cookie")
         if secure:
             # The login cookie is Secure off loopback, so a plain-http client never sends
-            # it back; the form is refused rather than logging in without TLS.
+            # it back; the form says TLS is needed rather than logging in without it.
             assert all("secure" in c.lower() for c in cookies), cookies
+            assert "serve the API over TLS" in form.text and "serve the API over TLS" in res.text
             continue
         (session,) = [c for c in cookies if c.startswith("ci_pool_session=")]
         flags = [f.strip().lower() for f in session.split(";")]
