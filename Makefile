@@ -41,6 +41,8 @@ bench: $(PY)
 	$(PY) bench/pipeline.py
 	$(PY) bench/status.py
 	$(PY) bench/api.py
+	$(PY) bench/ui.py
+	$(PY) bench/ui_screens.py
 
 clean:
 	rm -rf .ci-pool build dist *.egg-info
