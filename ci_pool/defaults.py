@@ -326,3 +326,11 @@ WARM_ID_FILE = "container-id"
 WARM_CHECK_INTERVAL = 0.2
 #: Seconds a runner waits after failing to make a warm container before it tries again.
 WARM_RETRY_DELAY = 5.0
+
+# -- container engines (Docker or Podman) --
+#: Docker's socket when DOCKER_HOST is unset.
+DOCKER_HOST = "unix:///var/run/docker.sock"
+#: Rootful Podman's Docker-compatible socket (``podman system service``).
+PODMAN_HOST = "unix:///run/podman/podman.sock"
+#: Seconds ``auto`` waits for each engine's ping.
+ENGINE_PROBE_TIMEOUT = 5.0

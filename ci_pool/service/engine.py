@@ -13,15 +13,17 @@ from typing import Any
 import docker
 import docker.errors
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.embedded import build_busybox_image
+from ci_pool.exceptions import ExecutorError
 from ci_pool.service import workload
 from ci_pool.service.doctor import Check, Status
 from ci_pool.service.images import ENGINE_ERRORS
 
 ENGINE_FIX = (
-    "start dockerd (systemctl start docker) or set DOCKER_HOST; or run the capability on "
+    "start dockerd (systemctl start docker) or set DOCKER_HOST, or start `podman system "
+    'service` (container_runtime = "podman"); or run the capability on '
     'the host: mode = "host" in its [capabilities.<name>] table'
 )
 
@@ -31,18 +33,21 @@ def engine_checks(caps: list[Capability], *, bench: bool = True) -> list[Check]:
     if not caps:
         return []
     try:
-        client = docker.from_env(timeout=30)
+        endpoint = container_engine.engine()
+        client = container_engine.connect(timeout=30)
         version = client.version()
         info = client.info()
+    except ExecutorError as exc:
+        return [Check("docker engine", Status.FAIL, str(exc), ENGINE_FIX)]
     except ENGINE_ERRORS as exc:
-        return [Check("docker engine", Status.FAIL, f"no Docker engine answers: {exc}", ENGINE_FIX)]
+        return [Check("docker engine", Status.FAIL, f"no engine answers: {exc}", ENGINE_FIX)]
     try:
         checks = [
             Check(
                 "docker engine",
                 Status.OK,
-                f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}), "
-                f"storage driver {info.get('Driver', '?')}",
+                f"{endpoint.name} {version.get('Version', '?')} at {endpoint.url} "
+                f"(API {version.get('ApiVersion', '?')}), storage driver {info.get('Driver', '?')}",
             ),
             cgroup_check(info),
         ]

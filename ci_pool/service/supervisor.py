@@ -28,13 +28,12 @@ class Skipped:
 
 def _engine() -> tuple[Any, str | None]:
     """(docker client, None) when an engine answers here, else (None, why)."""
-    try:
-        import docker
+    from ci_pool import container_engine
 
-        client = docker.from_env(timeout=10)
-        client.ping()
+    try:
+        client = container_engine.connect(timeout=10, ping=True)
     except Exception as exc:
-        return None, f"no Docker engine answers ({type(exc).__name__})"
+        return None, str(exc)
     return client, None
 
 
