@@ -87,8 +87,19 @@ def runtime_of(client: object) -> str:
     return str(getattr(client, "runtime", "docker"))
 
 
+#: What a failed connection to a socket means, by the error docker-py wraps.
+_CAUSES = (
+    ("FileNotFoundError", "no socket there"),
+    ("ConnectionRefusedError", "connection refused"),
+    ("PermissionError", "permission denied"),
+)
+
+
 def _why(exc: Exception) -> str:
     text = str(exc).split("\n", 1)[0]
+    for marker, meaning in _CAUSES:
+        if marker in text:
+            return meaning
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 

@@ -20,6 +20,7 @@ from ci_pool.exceptions import ExecutorError
 from ci_pool.service import workload
 from ci_pool.service.doctor import Check, Status
 from ci_pool.service.images import ENGINE_ERRORS
+from ci_pool.service.toolchecks import tool_checks
 
 ENGINE_FIX = (
     "start dockerd (systemctl start docker) or set DOCKER_HOST, or start `podman system "
@@ -52,10 +53,16 @@ def engine_checks(caps: list[Capability], *, bench: bool = True) -> list[Check]:
             cgroup_check(info),
         ]
         seen: set[str] = set()
+        present: set[str] = set()
         for cap in caps:
             if cap.image not in seen:
                 seen.add(cap.image)
                 checks.append(image_check(client, cap))
+                if checks[-1].status is Status.OK:
+                    present.add(cap.image)
+        for cap in caps:  # each capability's pins, in its image (shared images too)
+            if cap.image in present:
+                checks += tool_checks(client, cap)
         if bench:
             checks.append(overhead_check(client))
         return checks

@@ -374,8 +374,3 @@ def image_identity(image: str) -> dict[str, Any]:
         "image_id": img.id,
         "image_digests": list(img.attrs.get("RepoDigests") or []),
     }
-
-
-def docker_available() -> bool:
-    """Whether the configured container engine (Docker or Podman) answers here."""
-    return container_engine.available()
