@@ -250,7 +250,8 @@ class ServiceSet:
         state = container.attrs.get("State") or {}
         if state.get("Status") in ("exited", "dead"):
             self._fail(name, container, f"exited with code {state.get('ExitCode')}")
-        health = (state.get("Health") or {}).get("Status")
+        # Podman reports {"Status": ""} for a container without a health check.
+        health = (state.get("Health") or {}).get("Status") or None
         if health == "unhealthy":
             self._fail(name, container, "is unhealthy")
         return state.get("Status") == "running" and health in (None, "healthy")
