@@ -118,3 +118,24 @@ def test_warm_containers_serve_jobs_on_podman(
         assert (job.evidence.warm_container, job.evidence.engine) == (True, "podman")
         assert f"warm-{n}" in pool.store.read_log(job.id).splitlines()
         assert gone(podman, job.id) == ([], [])
+
+
+def test_a_container_action_runs_on_podman(
+    podman_pool: Harness, git_server: GitServer, podman: Any
+) -> None:
+    text = (
+        "on: push\njobs:\n  job:\n    runs-on: svc\n    steps:\n"
+        f"      - id: img\n        uses: docker://{TEST_IMAGE}\n"
+        "        with:\n          entrypoint: /bin/sh\n"
+        '          args: -c "echo word=$INPUT_WORD >> $GITHUB_OUTPUT; echo action-ran"\n'
+        "          word: from-podman\n"
+        '      - run: echo "out=${{ steps.img.outputs.word }}"\n'
+    )
+    pool = podman_pool.pool()
+    row = pool.submit_pipeline(text, "action.yml", git_server.url(), "main")
+    (job,) = pool.store.pipeline_jobs(row.id)
+    job = pool.wait(job.id, timeout=120)
+    lines = pool.store.read_log(job.id).splitlines()
+    assert job.state == "succeeded", (job.reason, lines)
+    assert "action-ran" in lines and "out=from-podman" in lines
+    assert gone(podman, job.id) == ([], [])
