@@ -21,6 +21,7 @@ from ci_pool.service import workload
 from ci_pool.service.doctor import Check, Status
 from ci_pool.service.images import ENGINE_ERRORS
 from ci_pool.service.toolchecks import tool_checks
+from ci_pool.settings import Settings
 
 ENGINE_FIX = (
     "start dockerd (systemctl start docker) or set DOCKER_HOST, or start `podman system "
@@ -29,13 +30,15 @@ ENGINE_FIX = (
 )
 
 
-def engine_checks(caps: list[Capability], *, bench: bool = True) -> list[Check]:
+def engine_checks(
+    caps: list[Capability], *, bench: bool = True, settings: Settings | None = None
+) -> list[Check]:
     """The engine, the images of ``caps`` (docker mode), limits and nesting overhead."""
     if not caps:
         return []
     try:
-        endpoint = container_engine.engine()
-        client = container_engine.connect(timeout=30)
+        endpoint = container_engine.engine(settings)
+        client = container_engine.connect(settings, timeout=30)
         version = client.version()
         info = client.info()
     except ExecutorError as exc:

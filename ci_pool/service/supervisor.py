@@ -26,12 +26,12 @@ class Skipped:
     fix: str
 
 
-def _engine() -> tuple[Any, str | None]:
+def _engine(settings: Settings) -> tuple[Any, str | None]:
     """(docker client, None) when an engine answers here, else (None, why)."""
     from ci_pool import container_engine
 
     try:
-        client = container_engine.connect(timeout=10, ping=True)
+        client = container_engine.connect(settings, timeout=10, ping=True)
     except Exception as exc:
         return None, str(exc)
     return client, None
@@ -49,9 +49,11 @@ def runnable(settings: Settings) -> tuple[list[str], list[Skipped]]:
             able.append(name)
             continue
         if client is None and down is None:
-            client, down = _engine()
+            client, down = _engine(settings)
         if down is not None:
-            skipped.append(Skipped(name, down, "start dockerd, then restart ci-pool up"))
+            skipped.append(
+                Skipped(name, down, "start dockerd or Podman's service, then restart ci-pool up")
+            )
             continue
         try:
             client.images.get(cap.image)
