@@ -21,15 +21,13 @@ pytestmark = pytest.mark.integration
 #: The Podman pool's Redis db (module-scoped: no other pool uses it meanwhile).
 REDIS_DB = 5
 SERVICE_IMAGE = "ci-pool-test/svc-echo:latest"
+#: One capability (one worker to start): a job without its own container takes the warm
+#: one; a container job (services) never does.
 CAPABILITIES = f"""
 [capabilities.svc]
 image = "{TEST_IMAGE}"
 labels = ["svc"]
 allow_container_override = true
-
-[capabilities.warm]
-image = "{TEST_IMAGE}"
-queue = "warm"
 warm_containers = 1
 """
 
@@ -59,7 +57,6 @@ def podman_pool(
         config.write(CAPABILITIES)
     try:
         h.start_worker("svc")
-        h.start_worker("warm")
         yield h
     finally:
         h.stop()
@@ -108,7 +105,7 @@ def test_warm_containers_serve_jobs_on_podman(
     for n in range(2):  # the second job takes the replacement made after the first
         job = pool.submit(
             parse_job_spec(
-                {"repo": git_server.url(), "ref": "main", "capability": "warm",
+                {"repo": git_server.url(), "ref": "main", "capability": "svc",
                  "steps": [{"run": f"echo warm-{n}"}]},
                 allow_local_repos=False,
             )
