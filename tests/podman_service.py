@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -94,4 +95,18 @@ class PodmanService:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._end_monitors()
         shutil.rmtree(self.top, ignore_errors=True)
+
+    def _end_monitors(self) -> None:
+        """End the conmon monitors of this service's exec sessions: Podman keeps each for
+        five minutes after its exec ended (``--exit-delay 300``), outliving the service."""
+        mark = str(self.top).encode()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.split(b"\0", 1)[0].endswith(b"conmon") and mark in cmdline:
+                with contextlib.suppress(OSError):
+                    os.kill(int(proc.name), signal.SIGKILL)
