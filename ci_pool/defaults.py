@@ -360,3 +360,11 @@ UI_PAGE_ROWS = 50
 UI_RUNNER_JOBS = 20
 #: Seconds between refreshes of the pool page's live fragment.
 UI_POOL_REFRESH_S = 5
+
+# -- container engines (Docker or Podman) --
+#: Docker's socket when DOCKER_HOST is unset.
+DOCKER_HOST = "unix:///var/run/docker.sock"
+#: Rootful Podman's Docker-compatible socket (``podman system service``).
+PODMAN_HOST = "unix:///run/podman/podman.sock"
+#: Seconds ``auto`` waits for each engine's ping.
+ENGINE_PROBE_TIMEOUT = 5.0

@@ -9,7 +9,7 @@ import tomllib
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -280,6 +280,12 @@ class Settings(BaseSettings):
     sync_max_bytes: int = Field(default=defaults.SYNC_MAX_BYTES, ge=1024)
     #: A repository URL on each git server ``doctor`` tries over git protocol v2.
     doctor_git_urls: list[str] = Field(default_factory=list)
+
+    # Container engine (README "Podman or Docker"). ``auto`` takes the first engine that
+    # answers: Docker (``DOCKER_HOST``, else /var/run/docker.sock), then Podman's service.
+    container_runtime: Literal["auto", "docker", "podman"] = "auto"
+    #: The socket of Podman's Docker-compatible service (``podman system service``).
+    podman_host: str = defaults.PODMAN_HOST
 
     @classmethod
     def settings_customise_sources(

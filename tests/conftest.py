@@ -496,3 +496,27 @@ def api_url(harness: Harness) -> Iterator[str]:
     port = free_port()
     with running(make_server(harness.settings(), "127.0.0.1", port, log_level="warning")):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def podman_socket() -> Iterator[str]:
+    """A rootful ``podman system service`` on a socket of its own, with the test image
+    (busybox FROM scratch) built through its API; stopped, and everything it made
+    removed, at the end."""
+    from tests.podman_service import PodmanService
+
+    need(shutil.which("podman") is not None, "podman is not installed")
+    try:
+        service = PodmanService.start()
+    except RuntimeError as exc:
+        need(False, str(exc))
+        raise
+    try:
+        client = service.client()
+        try:
+            build_busybox_image(client, TEST_IMAGE, shutil.which("busybox") or "/bin/busybox")
+        finally:
+            client.close()
+        yield service.url
+    finally:
+        service.stop()

@@ -32,11 +32,12 @@ def _demo_image(console: Console) -> str | None:
     try:
         import docker
 
-        client = docker.from_env(timeout=30)
-        client.ping()
+        from ci_pool import container_engine
+
+        client = container_engine.connect(timeout=30, ping=True)
     except Exception as exc:
         console.print(
-            f"[yellow]No Docker engine answers ({type(exc).__name__}); running the "
+            f"[yellow]No container engine answers ({type(exc).__name__}); running the "
             "steps on the host instead (capability mode = host).[/yellow]",
             markup=True,
         )

@@ -100,21 +100,17 @@ def build(
     Offline, linux falls back to a small image of this machine's busybox, and says so.
 
     Exits 0 when every build succeeded, 1 otherwise."""
-    import docker
 
-    from ci_pool.service.images import ENGINE_ERRORS, ImageBuilder, worker_images_dir
+    from ci_pool import container_engine
+    from ci_pool.exceptions import ExecutorError
+    from ci_pool.service.images import ImageBuilder, worker_images_dir
     from ci_pool.settings import get_settings
 
     settings = get_settings()
     try:
-        client = docker.from_env(timeout=3600)
-        client.ping()
-    except ENGINE_ERRORS as exc:
-        err.print(
-            Text.assemble(("error:", "red"), f" no Docker engine answers ({exc}); start dockerd "
-                          "or set DOCKER_HOST"),
-            soft_wrap=True,
-        )  # fmt: skip
+        client = container_engine.connect(settings, timeout=3600, ping=True)
+    except ExecutorError as exc:
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(1) from None
     failed = 0
     with err.status("building...") as status:

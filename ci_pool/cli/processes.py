@@ -51,15 +51,18 @@ def worker(
     settings = get_settings()
     cap = route(settings.capabilities, capability)
     if cap.mode == "docker":
-        from ci_pool.worker.executors.docker import docker_available
+        from ci_pool import container_engine
+        from ci_pool.exceptions import ExecutorError
 
-        if not docker_available():
+        try:
+            container_engine.connect(settings, timeout=5, ping=True).close()
+        except ExecutorError as exc:
             err.print(
                 Text.assemble(
                     ("warning:", "yellow"),
-                    f" no Docker engine answers; jobs of {cap.name!r} will end in error "
-                    "until one does",
-                )
+                    f" {exc}; jobs of {cap.name!r} will end in error until one does",
+                ),
+                soft_wrap=True,
             )
     Pool(settings).store.init_schema()  # tables exist before any job is claimed
     capp = create_celery(settings)

@@ -31,6 +31,8 @@ class Evidence(BaseModel):
     #: Which executor ran the steps: "docker" or "host".
     mode: str | None = None
     image: str | None = None
+    #: The container engine of a docker-mode attempt: "docker" or "podman".
+    engine: str | None = None
     image_id: str | None = None
     container_id: str | None = None
     #: The job ran in a warm container (created before the job was claimed).

@@ -322,7 +322,9 @@ def run_checks(
         names = set(capabilities)
         caps = [c for c in settings.capabilities.values() if not names or c.name in names]
         checks += disk_checks(settings)
-        checks += engine_checks([c for c in caps if c.mode == "docker"], bench=bench)
+        checks += engine_checks(
+            [c for c in caps if c.mode == "docker"], bench=bench, settings=settings
+        )
         if any(c.mode == "host" for c in caps):
             checks.append(host_cgroup_check())
     return checks

@@ -13,44 +13,59 @@ from typing import Any
 import docker
 import docker.errors
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.embedded import build_busybox_image
+from ci_pool.exceptions import ExecutorError
 from ci_pool.service import workload
 from ci_pool.service.doctor import Check, Status
 from ci_pool.service.images import ENGINE_ERRORS
+from ci_pool.service.toolchecks import tool_checks
+from ci_pool.settings import Settings
 
 ENGINE_FIX = (
-    "start dockerd (systemctl start docker) or set DOCKER_HOST; or run the capability on "
+    "start dockerd (systemctl start docker) or set DOCKER_HOST, or start `podman system "
+    'service` (container_runtime = "podman"); or run the capability on '
     'the host: mode = "host" in its [capabilities.<name>] table'
 )
 
 
-def engine_checks(caps: list[Capability], *, bench: bool = True) -> list[Check]:
+def engine_checks(
+    caps: list[Capability], *, bench: bool = True, settings: Settings | None = None
+) -> list[Check]:
     """The engine, the images of ``caps`` (docker mode), limits and nesting overhead."""
     if not caps:
         return []
     try:
-        client = docker.from_env(timeout=30)
+        endpoint = container_engine.engine(settings)
+        client = container_engine.connect(settings, timeout=30)
         version = client.version()
         info = client.info()
+    except ExecutorError as exc:
+        return [Check("docker engine", Status.FAIL, str(exc), ENGINE_FIX)]
     except ENGINE_ERRORS as exc:
-        return [Check("docker engine", Status.FAIL, f"no Docker engine answers: {exc}", ENGINE_FIX)]
+        return [Check("docker engine", Status.FAIL, f"no engine answers: {exc}", ENGINE_FIX)]
     try:
         checks = [
             Check(
                 "docker engine",
                 Status.OK,
-                f"Docker {version.get('Version', '?')} (API {version.get('ApiVersion', '?')}), "
-                f"storage driver {info.get('Driver', '?')}",
+                f"{endpoint.name} {version.get('Version', '?')} at {endpoint.url} "
+                f"(API {version.get('ApiVersion', '?')}), storage driver {info.get('Driver', '?')}",
             ),
             cgroup_check(info),
         ]
         seen: set[str] = set()
+        present: set[str] = set()
         for cap in caps:
             if cap.image not in seen:
                 seen.add(cap.image)
                 checks.append(image_check(client, cap))
+                if checks[-1].status is Status.OK:
+                    present.add(cap.image)
+        for cap in caps:  # each capability's pins, in its image (shared images too)
+            if cap.image in present:
+                checks += tool_checks(client, cap)
         if bench:
             checks.append(overhead_check(client))
         return checks

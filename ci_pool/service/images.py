@@ -13,15 +13,14 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.embedded import build_busybox_image
 from ci_pool.exceptions import CapabilityNotFound
 
 #: What the Docker engine raises when it fails or goes away.
-ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
+ENGINE_ERRORS = container_engine.ENGINE_ERRORS
 #: The capability whose image may be built offline from busybox.
 OFFLINE_CAPABILITY = "linux"
 #: Value of the image-source label on the offline image.

@@ -26,15 +26,14 @@ class Skipped:
     fix: str
 
 
-def _engine() -> tuple[Any, str | None]:
+def _engine(settings: Settings) -> tuple[Any, str | None]:
     """(docker client, None) when an engine answers here, else (None, why)."""
-    try:
-        import docker
+    from ci_pool import container_engine
 
-        client = docker.from_env(timeout=10)
-        client.ping()
+    try:
+        client = container_engine.connect(settings, timeout=10, ping=True)
     except Exception as exc:
-        return None, f"no Docker engine answers ({type(exc).__name__})"
+        return None, str(exc)
     return client, None
 
 
@@ -50,9 +49,11 @@ def runnable(settings: Settings) -> tuple[list[str], list[Skipped]]:
             able.append(name)
             continue
         if client is None and down is None:
-            client, down = _engine()
+            client, down = _engine(settings)
         if down is not None:
-            skipped.append(Skipped(name, down, "start dockerd, then restart ci-pool up"))
+            skipped.append(
+                Skipped(name, down, "start dockerd or Podman's service, then restart ci-pool up")
+            )
             continue
         try:
             client.images.get(cap.image)

@@ -17,13 +17,11 @@ import threading
 import time
 from typing import Any
 
-import docker
-import docker.errors
 from docker.types import Mount
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.workflow import expressions
-from ci_pool.exceptions import ActionError, JobFileRefused
+from ci_pool.exceptions import ActionError, ExecutorError, JobFileRefused
 from ci_pool.worker import scripts
 from ci_pool.worker.actions import image as images
 from ci_pool.worker.actions.call import ActionCall, PostStep, kind
@@ -41,14 +39,12 @@ def engine(call: ActionCall) -> Any:
     if isinstance(call.execution, DockerExecution):
         return call.execution.client
     try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except ENGINE_ERRORS as exc:
+        return container_engine.connect(ping=True)
+    except ExecutorError as exc:
         raise ActionError(
-            f"action {call.ref} is a container action and no Docker engine answers on this "
-            f"runner ({exc}); run the job on a runner with Docker"
+            f"action {call.ref} is a container action and {exc}; or run the job on a runner "
+            "with a container engine"
         ) from None
-    return client
 
 
 class ContainerAction:

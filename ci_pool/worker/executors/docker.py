@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
@@ -12,10 +11,9 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests
 from docker.types import Mount
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.exceptions import ExecutorError
 from ci_pool.worker.executors.base import (
@@ -39,7 +37,7 @@ _KEEPALIVE = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 
 #: What the engine raises when it fails or goes away (docker-py lets a dropped
 #: connection through as a ``requests`` error).
-ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
+ENGINE_ERRORS = container_engine.ENGINE_ERRORS
 
 
 def _memory_bytes(value: str) -> int:
@@ -245,10 +243,12 @@ class DockerExecution(Execution):
 
     def describe(self) -> dict[str, str]:
         image = self.ctx.image or self.ctx.capability.image
+        engine = container_engine.runtime_of(self.client)
         if self.container is None:
-            return {"image": image}
+            return {"image": image, "engine": engine}
         return {
             "image": image,
+            "engine": engine,
             "image_id": str(self.container.attrs.get("Image", "")),
             "container_id": str(self.container.id),
         }
@@ -262,12 +262,7 @@ class DockerExecutor(Executor):
 
     @classmethod
     def from_env(cls) -> DockerExecutor:
-        try:
-            client = docker.from_env(timeout=60)
-            client.ping()
-        except ENGINE_ERRORS as exc:
-            raise ExecutorError(f"no Docker engine answers: {exc}") from exc
-        return cls(client)
+        return cls(container_engine.connect(timeout=60, ping=True))
 
     def execution(self, ctx: JobContext) -> Execution:
         if ctx.warm_container:
@@ -365,23 +360,17 @@ def image_identity(image: str) -> dict[str, Any]:
     """What a runner reports about its capability's image: the local image id and its
     registry digests, so operators can tell which build every runner uses."""
     try:
-        client = docker.from_env(timeout=10)
+        client = container_engine.connect(timeout=10)
         try:
             img = client.images.get(image)
         finally:
             client.close()
     except docker.errors.ImageNotFound:
         return {"image_error": f"image {image} is not present on this runner"}
-    except ENGINE_ERRORS as exc:
-        return {"image_error": f"Docker engine unavailable: {type(exc).__name__}"}
-    return {"image_id": img.id, "image_digests": list(img.attrs.get("RepoDigests") or [])}
-
-
-def docker_available() -> bool:
-    """Whether a Docker engine answers here."""
-    try:
-        with contextlib.closing(docker.from_env(timeout=5)) as client:
-            client.ping()
-    except ENGINE_ERRORS:
-        return False
-    return True
+    except (*ENGINE_ERRORS, ExecutorError) as exc:
+        return {"image_error": f"container engine unavailable: {type(exc).__name__}"}
+    return {
+        "engine": container_engine.runtime_of(client),
+        "image_id": img.id,
+        "image_digests": list(img.attrs.get("RepoDigests") or []),
+    }

@@ -22,16 +22,15 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests
 from docker.types import EndpointConfig, Healthcheck, Mount
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.services import ContainerOptions, ServiceSpec, memory_bytes
 from ci_pool.exceptions import ExecutorError
 from ci_pool.worker.executors.base import JobContext
 
-ENGINE_ERRORS = (docker.errors.DockerException, requests.RequestException)
+ENGINE_ERRORS = container_engine.ENGINE_ERRORS
 _NS = 1_000_000_000
 #: Connections one relayed port carries at once.
 _RELAY_CONNECTIONS = 64
@@ -251,7 +250,8 @@ class ServiceSet:
         state = container.attrs.get("State") or {}
         if state.get("Status") in ("exited", "dead"):
             self._fail(name, container, f"exited with code {state.get('ExitCode')}")
-        health = (state.get("Health") or {}).get("Status")
+        # Podman reports {"Status": ""} for a container without a health check.
+        health = (state.get("Health") or {}).get("Status") or None
         if health == "unhealthy":
             self._fail(name, container, "is unhealthy")
         return state.get("Status") == "running" and health in (None, "healthy")
@@ -401,11 +401,9 @@ def pull_image(client: docker.DockerClient, image: str, auth: dict[str, str]) ->
 def docker_client() -> docker.DockerClient:
     """A client of the local engine, for the services of a host job."""
     try:
-        client = docker.from_env(timeout=60)
-        client.ping()
-    except ENGINE_ERRORS as exc:
-        raise ExecutorError(f"the job has services, and no Docker engine answers: {exc}") from exc
-    return client
+        return container_engine.connect(timeout=60, ping=True)
+    except ExecutorError as exc:
+        raise ExecutorError(f"the job has services, and {exc}") from exc
 
 
 def _labelled(client: docker.DockerClient, labels: list[str]) -> list[Any]:
@@ -419,22 +417,22 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
     if attempt is not None:
         labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
     try:
-        with contextlib.closing(docker.from_env(timeout=10)) as client:
+        with contextlib.closing(container_engine.connect(timeout=10)) as client:
             found = _labelled(client, labels)
             for container in found:
                 container.remove(force=True, v=True)
             return len(found) + remove_networks(client, labels)
-    except ENGINE_ERRORS:
+    except (*ENGINE_ERRORS, ExecutorError):
         return 0
 
 
 def job_objects() -> list[tuple[str, int]]:
     """(job id, attempt) of the service containers and networks on the local engine."""
     try:
-        with contextlib.closing(docker.from_env(timeout=10)) as client:
+        with contextlib.closing(container_engine.connect(timeout=10)) as client:
             found = _labelled(client, [defaults.LABEL_JOB, defaults.LABEL_ATTEMPT])
             pairs = set(network_leftovers(client))
-    except ENGINE_ERRORS:
+    except (*ENGINE_ERRORS, ExecutorError):
         return []
     for c in found:
         attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
