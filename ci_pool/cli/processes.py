@@ -113,6 +113,7 @@ def _reaper(pool: Pool) -> Reaper:
         unacked_grace=pool.settings.resend_unacked_after,
         remove_containers=remove,
         statuses=statuses,
+        sync_payload_max_age=pool.settings.sync_payload_max_age,
     )
 
 
@@ -131,12 +132,13 @@ def beat(
     while True:
         done = reaper.sweep()
         cli_repos.tick(schedules, err)
-        if once or done.lost or done.resent or done.advanced:
+        if once or done.lost or done.resent or done.advanced or done.expired_artifacts:
             err.print(
                 f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
                 f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
                 f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
-                f"{done.statuses} commit status(es) sent",
+                f"{done.statuses} commit status(es) sent, {done.sync_payloads} unused sync "
+                f"payload(s) and {done.expired_artifacts} expired artifact(s) removed",
                 soft_wrap=True,
             )
         if once:
