@@ -329,7 +329,8 @@ WARM_RETRY_DELAY = 5.0
 
 # -- remainders: quick CLI, sync payload sweep, artifact retention, action cache bounds --
 #: Keys of a job's view that only the detailed view (``show``) carries.
-JOB_DETAIL_KEYS = ("waiting", "artifacts", "events", "annotations", "summaries")
+JOB_DETAIL_KEYS: tuple[str, ...] = ("waiting", "artifacts", "expired_artifacts", "events")
+JOB_DETAIL_KEYS += ("annotations", "summaries")
 #: Settings that point the CLI at another pool than the home's ``ci-pool up``: when one is
 #: set, ``show``/``status``/``submit`` do not take the quick way to up's API.
 ELSEWHERE_KEYS = ("api_url", "api_token", "store_url", "broker_url", "sign_key", "sign_key_id")

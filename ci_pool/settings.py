@@ -277,6 +277,13 @@ class Settings(BaseSettings):
     #: and the most days one may ask for (a larger ``retention-days`` is cut to it).
     artifact_retention_days: int = Field(default=defaults.ARTIFACT_RETENTION_DAYS, ge=1)
     artifact_retention_max_days: int = Field(default=defaults.ARTIFACT_RETENTION_MAX_DAYS, ge=1)
+
+    def artifact_days(self, asked: int | None) -> int:
+        """Days an artifact is kept: ``asked`` (``retention-days``; 0 or None: the pool's
+        default), at most ``artifact_retention_max_days``."""
+        days = asked or self.artifact_retention_days
+        return min(days, self.artifact_retention_max_days)
+
     #: Bounds of a runner's cache of fetched actions: bytes and commits kept; past either,
     #: the least recently used are evicted (never one a running job uses).
     actions_cache_max_bytes: int = Field(default=defaults.ACTIONS_CACHE_MAX_BYTES, ge=1)

@@ -239,6 +239,11 @@ def show(
         out.print("  artifacts")
         for a in data["artifacts"]:
             out.print(f"    {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
+    if data.get("expired_artifacts"):
+        out.print("  expired artifacts (removed after their retention; nothing to download)")
+        for e in data["expired_artifacts"]:
+            what = e["name"] or "the job's artifacts"
+            out.print(f"    {what}  attempt {e['attempt']}  expired {e['expired_at']}")
     out.print("  history")
     for e in data["events"]:
         out.print(

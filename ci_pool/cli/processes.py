@@ -100,6 +100,8 @@ def _reaper(pool: Pool) -> Reaper:
     except CIPoolError:
         pass
 
+    from ci_pool.service.retention import sweep_expired_artifacts
+
     statuses = None
     if pool.settings.forges:
         from ci_pool.service.forge import StatusSender
@@ -114,6 +116,7 @@ def _reaper(pool: Pool) -> Reaper:
         remove_containers=remove,
         statuses=statuses,
         sync_payload_max_age=pool.settings.sync_payload_max_age,
+        artifacts=lambda: sweep_expired_artifacts(pool),
     )
 
 

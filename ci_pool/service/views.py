@@ -72,6 +72,10 @@ def job_dict(
             {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
             for a in pool.store.artifacts(job.id)
         ]
+        data["expired_artifacts"] = [
+            {"name": e.name, "attempt": e.attempt, "expired_at": _ts(e.expired_at)}
+            for e in pool.store.expired_artifacts(job.id)
+        ]
         data["events"] = [
             {
                 "attempt": e.attempt,

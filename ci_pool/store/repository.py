@@ -4,6 +4,7 @@ workers can never both own a job."""
 
 from __future__ import annotations
 
+from ci_pool.store.artifact_sets import ArtifactSets
 from ci_pool.store.attempts import AttemptRecords
 from ci_pool.store.concurrency import ConcurrencyQueries
 from ci_pool.store.engine import make_engine, seconds_between
@@ -25,6 +26,7 @@ class Store(
     ConcurrencyQueries,
     StepReports,
     SyncPayloads,
+    ArtifactSets,
 ):
     """Repository functions over the jobs, events, logs, artifacts, pipelines, concurrency
     groups, step summaries, annotations and sync payloads tables."""
