@@ -344,3 +344,5 @@ ACTIONS_CACHE_MAX_BYTES = 2 * 1024**3
 ACTIONS_CACHE_MAX_COUNT = 200
 ACTION_IMAGES_MAX_BYTES = 10 * 1024**3
 ACTION_IMAGES_MAX_COUNT = 50
+#: Directory under the workspace root where a runner stamps each action image it uses.
+ACTION_IMAGE_STAMPS = ".action-images"
