@@ -123,16 +123,16 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
-    quick = up_client() if sync is None and quick_repo(repo) else None
-    client = quick or _client()
     checkout: dict[str, Any] = {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs}
+    client: UpClient | PoolClient
     if sync is not None:
         from ci_pool.cli.worktree import send
         from ci_pool.settings import get_settings
 
-        ref, checkout["sync"] = send(
-            _client(), sync, worktree, repo, ref, get_settings().sync_max_bytes
-        )
+        client = pool = _client()
+        ref, checkout["sync"] = send(pool, sync, worktree, repo, ref, get_settings().sync_max_bytes)
+    else:
+        client = (up_client() if quick_repo(repo) else None) or _client()
     body = {
         "repo": repo,
         "ref": ref,
