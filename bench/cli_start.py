@@ -7,11 +7,14 @@
                               [--out bench/results/cli_start.json] [--keep]
 
 Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): its own redis-server, a
-`git daemon` serving a one-file repository, a SQLite store and a host-mode capability
-`bench` that no worker serves (submitted jobs stay queued). Each command runs `--runs`
-times, the commands interleaved so that load on the machine hits them alike; the figure
-is the median. Wall time is measured around the subprocess; import time is the sum of the
-self times that `python -X importtime` reports (a separate run of each command).
+`git daemon` serving a one-file repository and `ci-pool up` on a home of its own, with a
+capability `bench` that no worker serves (submitted jobs stay queued). The commands set
+only CI_POOL_HOME, as a user's shell does, so they take the quick way to up's API; the
+series marked "no up" set the broker and store instead (local mode: SQLite and Redis).
+Each command runs `--runs` times, the commands interleaved so that load on the machine
+hits them alike; the figure is the median. Wall time is measured around the subprocess;
+import time is the sum of the self times that `python -X importtime` reports (a separate
+run of each command).
 `--compare REV` also times the commands on the `ci_pool` package of git revision REV
 (exported with `git archive` into the temp dir), in the same rounds.
 
@@ -32,12 +35,24 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from harness import Bench, add_common_args, ci_pool_env, logger, pyplot, save_figure
+from harness import (
+    Bench,
+    add_common_args,
+    ci_pool_env,
+    clean_env,
+    logger,
+    pyplot,
+    save_figure,
+)
 
 #: Import time a command may spend over the typer + rich baseline (seconds).
 TARGET_IMPORT_S = 0.25
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "baseline (import typer, rich)"
+#: Suffix of the series run without ``ci-pool up`` (straight to the store and broker).
+LOCAL = " (no up: store + broker)"
+#: An image no machine has: up starts no worker for the bench's capability.
+ABSENT_IMAGE = "ci-pool-bench/absent:none"
 
 log = logger("cli_start")
 
@@ -100,10 +115,38 @@ def commands(url: str, sha: str, job_id: str) -> dict[str, list[str]]:
     }
 
 
-def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, Any]:
+def start_up(bench: Bench, redis_url: str, tree_env: dict[str, str]) -> Path:
+    """``ci-pool up`` on a home of its own (broker: the bench's redis-server; no worker, its
+    one capability's image is absent, so submitted jobs stay queued); its home."""
+    home = bench.tmp / "up-home"
+    home.mkdir()
+    (home / "ci-pool.toml").write_text(
+        f'[capabilities.bench]\nmode = "docker"\nimage = "{ABSENT_IMAGE}"\nqueue = "bench"\n'
+    )
+    env = {**clean_env(), "CI_POOL_HOME": str(home), "CI_POOL_BROKER_URL": redis_url}
+    env.update(CI_POOL_ALLOW_LOOPBACK_GIT="true", PYTHONPATH=tree_env["PYTHONPATH"])
+    proc = bench.spawn("up", [sys.executable, "-m", "ci_pool", "up"], env)
+    deadline = time.monotonic() + 180
+    while "ready:" not in proc.log.read_text(errors="replace"):
+        proc.check(" at start")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ci-pool up never got ready:\n{proc.tail()}")
+        time.sleep(0.2)
+    return home
+
+
+def first_job(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    res = subprocess.run([sys.executable, *argv], env=env, cwd=cwd, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"submit failed: {res.stderr}")
+    return res.stdout.strip()
+
+
+def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str, list[float]]]:
     redis = bench.redis()
     repo = bench.git_repo({"README": "cli start\n"})
-    env = ci_pool_env(
+    local = ci_pool_env(
         broker_url=redis.url,
         store_url=f"sqlite:///{bench.tmp / 'store.db'}",
         home=bench.tmp / "home",
@@ -113,23 +156,26 @@ def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, Any]:
     trees = {"current": str(REPO_ROOT)}
     if compare:
         trees[compare] = str(export_revision(compare, bench.tmp / "compare"))
-    envs = {name: {**env, "PYTHONPATH": path} for name, path in trees.items()}
-    first = subprocess.run(
-        [sys.executable, *commands(repo.url, repo.sha, "-")["submit"]],
-        env=envs["current"], cwd=bench.tmp, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if first.returncode != 0:
-        raise RuntimeError(f"submit failed: {first.stderr}")
-    job_id = first.stdout.strip()
+    up_home = start_up(bench, redis.url, {"PYTHONPATH": trees["current"]})
+    # With up running: the user's shell sets nothing but the home (README "Using it").
+    user = {**clean_env(), "CI_POOL_HOME": str(up_home)}
+    submit = commands(repo.url, repo.sha, "-")["submit"]
+    job_up = first_job(submit, {**user, "PYTHONPATH": trees["current"]}, bench.tmp)
+    job_local = first_job(submit, {**local, "PYTHONPATH": trees["current"]}, bench.tmp)
     series: dict[str, dict[str, list[float]]] = {BASELINE: {"wall": [], "import": []}}
     argvs: dict[str, tuple[list[str], dict[str, str]]] = {
-        BASELINE: (["-c", "import typer, rich"], envs["current"])
+        BASELINE: (["-c", "import typer, rich"], {**user, "PYTHONPATH": trees["current"]})
     }
-    for tree, tree_env in envs.items():
-        for name, argv in commands(repo.url, repo.sha, job_id).items():
-            key = name if tree == "current" else f"{name} @ {tree}"
-            argvs[key] = (argv, tree_env)
-            series[key] = {"wall": [], "import": []}
+    for tree, path in trees.items():
+        at = "" if tree == "current" else f" @ {tree}"
+        for name, argv in commands(repo.url, repo.sha, job_up).items():
+            argvs[f"{name}{at}"] = (argv, {**user, "PYTHONPATH": path})
+        if tree == "current":
+            for name, argv in commands(repo.url, repo.sha, job_local).items():
+                if name != "help":
+                    argvs[f"{name}{LOCAL}"] = (argv, {**local, "PYTHONPATH": path})
+    for key in argvs:
+        series[key] = {"wall": [], "import": []}
     for argv, e in argvs.values():  # warm the bytecode caches
         run_once(argv, e, bench.tmp, importtime=False)
     for i in range(runs):
@@ -165,7 +211,9 @@ def build_report(args: argparse.Namespace, series: dict[str, dict[str, list[floa
         "parameters": {
             "runs": args.runs,
             "compare": args.compare,
-            "store": "SQLite (WAL) in a temp dir; local mode (no CI_POOL_API_URL)",
+            "pool": "`ci-pool up` on a home in a temp dir; the commands set only CI_POOL_HOME "
+            "(the quick way to up's API). Series marked 'no up' set the broker and store "
+            "(local mode, straight to SQLite and Redis)",
             "statistic": "median of the runs; import = sum of -X importtime self times",
         },
         "headline": [
@@ -192,7 +240,7 @@ def plot(path: Path, rows: dict[str, dict[str, Any]]) -> None:
     ax.set_xticks(list(xs), [n.replace(" (", "\n(").replace(" @ ", "\n@ ") for n in names])
     ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("seconds")
-    ax.set_title("ci-pool CLI start-up, cold process each run (local mode)")
+    ax.set_title("ci-pool CLI start-up, cold process each run (with ci-pool up; no up)")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 

@@ -368,3 +368,23 @@ DOCKER_HOST = "unix:///var/run/docker.sock"
 PODMAN_HOST = "unix:///run/podman/podman.sock"
 #: Seconds ``auto`` waits for each engine's ping.
 ENGINE_PROBE_TIMEOUT = 5.0
+
+# -- remainders: quick CLI, sync payload sweep, artifact retention, action cache bounds --
+#: Keys of a job's view that only the detailed view (``show``) carries.
+JOB_DETAIL_KEYS: tuple[str, ...] = ("waiting", "artifacts", "expired_artifacts", "events")
+JOB_DETAIL_KEYS += ("annotations", "summaries")
+#: Settings that point the CLI at another pool than the home's ``ci-pool up``: when one is
+#: set, ``show``/``status``/``submit`` do not take the quick way to up's API.
+ELSEWHERE_KEYS = ("api_url", "api_token", "store_url", "broker_url", "sign_key", "sign_key_id")
+#: Seconds an uploaded sync payload that no job names is kept (setting sync_payload_max_age).
+SYNC_PAYLOAD_MAX_AGE = 3600.0
+#: Days an artifact is kept without ``retention-days``, and the most one may ask for.
+ARTIFACT_RETENTION_DAYS = 90
+ARTIFACT_RETENTION_MAX_DAYS = 90
+#: Bounds of a runner's action cache and of its images built for docker actions.
+ACTIONS_CACHE_MAX_BYTES = 2 * 1024**3
+ACTIONS_CACHE_MAX_COUNT = 200
+ACTION_IMAGES_MAX_BYTES = 10 * 1024**3
+ACTION_IMAGES_MAX_COUNT = 50
+#: Directory under the workspace root where a runner stamps each action image it uses.
+ACTION_IMAGE_STAMPS = ".action-images"

@@ -287,6 +287,29 @@ class Settings(BaseSettings):
     #: The socket of Podman's Docker-compatible service (``podman system service``).
     podman_host: str = defaults.PODMAN_HOST
 
+    # Retention and bounds: --sync payloads, artifacts, the action cache, action images.
+    #: Seconds an uploaded ``--sync`` payload that no job names is kept before the periodic
+    #: sweep (``ci-pool beat``) removes it.
+    sync_payload_max_age: float = Field(default=defaults.SYNC_PAYLOAD_MAX_AGE, gt=0)
+    #: Days an artifact of upload-artifact is kept when its ``retention-days`` is unset,
+    #: and the most days one may ask for (a larger ``retention-days`` is cut to it).
+    artifact_retention_days: int = Field(default=defaults.ARTIFACT_RETENTION_DAYS, ge=1)
+    artifact_retention_max_days: int = Field(default=defaults.ARTIFACT_RETENTION_MAX_DAYS, ge=1)
+
+    def artifact_days(self, asked: int | None) -> int:
+        """Days an artifact is kept: ``asked`` (``retention-days``; 0 or None: the pool's
+        default), at most ``artifact_retention_max_days``."""
+        days = asked or self.artifact_retention_days
+        return min(days, self.artifact_retention_max_days)
+
+    #: Bounds of a runner's cache of fetched actions: bytes and commits kept; past either,
+    #: the least recently used are evicted (never one a running job uses).
+    actions_cache_max_bytes: int = Field(default=defaults.ACTIONS_CACHE_MAX_BYTES, ge=1)
+    actions_cache_max_count: int = Field(default=defaults.ACTIONS_CACHE_MAX_COUNT, ge=1)
+    #: Bounds of the images a runner built for docker actions: bytes and images kept.
+    action_images_max_bytes: int = Field(default=defaults.ACTION_IMAGES_MAX_BYTES, ge=1)
+    action_images_max_count: int = Field(default=defaults.ACTION_IMAGES_MAX_COUNT, ge=1)
+
     @classmethod
     def settings_customise_sources(
         cls,

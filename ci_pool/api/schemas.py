@@ -54,6 +54,15 @@ class ArtifactPublic(BaseModel):
     attempt: int
 
 
+class ExpiredArtifactPublic(BaseModel):
+    """An artifact removed after its retention: named (upload-artifact) or not (the
+    job's ``artifacts:`` paths); it can no longer be downloaded."""
+
+    name: str | None
+    attempt: int
+    expired_at: str | None
+
+
 class EventPublic(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -111,6 +120,7 @@ class JobPublic(BaseModel):
     environment: EnvironmentSpec | None = None
     waiting: str | None = None
     artifacts: list[ArtifactPublic] | None = None
+    expired_artifacts: list[ExpiredArtifactPublic] | None = None
     events: list[EventPublic] | None = None
     annotations: list[AnnotationPublic] | None = None
     summaries: list[StepSummaryPublic] | None = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +14,15 @@ from urllib.parse import quote, urlsplit
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
+from ci_pool.cli.apierrors import api_error, error_body
 from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
 from ci_pool.exceptions import (
-    AccessDenied,
-    BrokerError,
     CIPoolError,
     ConfigError,
     InfraError,
     InputError,
     NotFound,
-    PolicyDenied,
 )
 from ci_pool.service.views import QueueStatus, RunnerStatus, summary
 from ci_pool.settings import Settings
@@ -55,34 +52,6 @@ def check_api_url(url: str) -> str:
             key="CI_POOL_API_URL",
         )
     return url.rstrip("/")
-
-
-_DENIED = re.compile(
-    r"(?:job (?P<job>\S+) rejected, |pipeline (?P<pipeline>\S+) rejected, )?"
-    r"denied by rule (?P<rule>.+?): (?P<detail>.*)",
-    re.DOTALL,
-)
-
-
-def _policy_denied(message: str, field: str | None) -> PolicyDenied:
-    """The PolicyDenied the API reported, rebuilt so it reads as it did on the server."""
-    m = _DENIED.fullmatch(message)
-    if m is None:
-        return PolicyDenied(message, rule="unknown", field=field)
-    return PolicyDenied(
-        m["detail"], rule=m["rule"], field=field, job_id=m["job"], pipeline_id=m["pipeline"]
-    )
-
-
-def _error_body(res: httpx.Response) -> tuple[str, str, str | None]:
-    """(code, message, field) of an API error; a proxy's page becomes its first words."""
-    try:
-        err = res.json()["error"]
-        field = err.get("field")
-        return str(err["code"]), str(err["message"]), None if field is None else str(field)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = " ".join(res.text.split())[:200]
-        return "http_error", text or res.reason_phrase, None
 
 
 class HttpClient:
@@ -129,27 +98,9 @@ class HttpClient:
 
     def _error(self, res: httpx.Response) -> CIPoolError:
         """The CIPoolError local mode raises for the same problem."""
-        code, message, field = _error_body(res)
-        status = res.status_code
-        if status == 401:
-            if not self._has_token:
-                return AccessDenied(
-                    f"the API at {self.url} needs a token: set CI_POOL_API_TOKEN "
-                    "(an operator makes one with `ci-pool token create`)"
-                )
-            return AccessDenied(f"the API at {self.url} refused CI_POOL_API_TOKEN: {message}")
-        if status == 403:
-            if code == "rejected":
-                return _policy_denied(message, field)
-            return AccessDenied(message, field=field)
-        if status == 404:
-            return NotFound(message)
-        if status in (409, 413, 422):
-            return InputError(message, field=field)
-        if status == 503:
-            cls = BrokerError if code == "broker_unavailable" else InfraError
-            return cls(f"the API at {self.url} is unavailable: {message}")
-        return InfraError(f"the API at {self.url} answered {status} ({code}): {message}")
+        body = error_body(res.text, res.reason_phrase)
+        hint = "CI_POOL_API_TOKEN" if self._has_token else ""
+        return api_error(self.url, res.status_code, body, token_hint=hint)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         with self._reaching():

@@ -32,6 +32,7 @@ from ci_pool.cli import repos as cli_repos
 from ci_pool.cli import runner as cli_runner
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
+from ci_pool.cli.loopback import UpClient, quick_repo, up_client
 from ci_pool.cli.options import SyncOption, WorktreeOption
 from ci_pool.exceptions import CIPoolError, InputError
 
@@ -123,15 +124,16 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
-    client = _client()
     checkout: dict[str, Any] = {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs}
+    client: UpClient | PoolClient
     if sync is not None:
         from ci_pool.cli.worktree import send
         from ci_pool.settings import get_settings
 
-        ref, checkout["sync"] = send(
-            client, sync, worktree, repo, ref, get_settings().sync_max_bytes
-        )
+        client = pool = _client()
+        ref, checkout["sync"] = send(pool, sync, worktree, repo, ref, get_settings().sync_max_bytes)
+    else:
+        client = (up_client() if quick_repo(repo) else None) or _client()
     body = {
         "repo": repo,
         "ref": ref,
@@ -201,7 +203,7 @@ def show(
 
     Also the annotations and step summaries (markdown) of its latest attempt, and why it
     waits when queued."""
-    data = _client().job(job_id)
+    data = (up_client() or _client()).job(job_id)
     if as_json:
         out.print_json(json.dumps(data))
         return
@@ -238,6 +240,11 @@ def show(
         out.print("  artifacts")
         for a in data["artifacts"]:
             out.print(f"    {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
+    if data.get("expired_artifacts"):
+        out.print("  expired artifacts (removed after their retention; nothing to download)")
+        for e in data["expired_artifacts"]:
+            what = e["name"] or "the job's artifacts"
+            out.print(f"    {what}  attempt {e['attempt']}  expired {e['expired_at']}")
     out.print("  history")
     for e in data["events"]:
         out.print(
@@ -339,8 +346,10 @@ STATUS_COLUMNS: tuple[str, ...] = ("capability", "queued", "oldest wait", "block
 STATUS_COLUMNS += ("workers", "slots", "done 1h", "failed 1h", "error 1h", "p50", "p95")
 
 
-def _where() -> str:
+def _where(quick: UpClient | None) -> str:
     """The pool ``status`` describes: its API in remote mode, else the home."""
+    if quick is not None:
+        return f"home {quick.home.resolve()}"
     from ci_pool.settings import get_settings
 
     settings = get_settings()
@@ -357,9 +366,13 @@ def status(
     then the home (or the API) they come from.
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
-    rows = _client().status()
+    quick = up_client()
+    if quick is not None:
+        rows = quick.status()
+    else:
+        rows = [r.model_dump(mode="json") for r in _client().status()]
     if as_json:
-        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        out.print_json(json.dumps(rows))
     else:
         table = Table(*STATUS_COLUMNS)
 
@@ -368,22 +381,22 @@ def status(
 
         for r in rows:
             table.add_row(
-                r.capability,
-                str(r.queued),
-                fmt(r.oldest_wait_s, "s"),
-                str(r.blocked),
-                str(r.running),
-                fmt(r.workers),
-                fmt(r.slots),
-                str(r.finished_1h),
-                str(r.failed_1h),
-                str(r.errors_1h),
-                fmt(r.p50_s, "s"),
-                fmt(r.p95_s, "s"),
+                r["capability"],
+                str(r["queued"]),
+                fmt(r["oldest_wait_s"], "s"),
+                str(r["blocked"]),
+                str(r["running"]),
+                fmt(r["workers"]),
+                fmt(r["slots"]),
+                str(r["finished_1h"]),
+                str(r["failed_1h"]),
+                str(r["errors_1h"]),
+                fmt(r["p50_s"], "s"),
+                fmt(r["p95_s"], "s"),
             )
         out.print(table)
-        out.print(Text(_where(), style="dim"))
-    if any(r.workers is None for r in rows):
+        out.print(Text(_where(quick), style="dim"))
+    if any(r["workers"] is None for r in rows):
         err.print(
             "the broker did not answer: worker counts are unknown; check CI_POOL_BROKER_URL "
             "and that redis-server runs"

@@ -103,6 +103,8 @@ def _reaper(pool: Pool) -> Reaper:
     except CIPoolError:
         pass
 
+    from ci_pool.service.retention import sweep_expired_artifacts
+
     statuses = None
     if pool.settings.forges:
         from ci_pool.service.forge import StatusSender
@@ -116,6 +118,8 @@ def _reaper(pool: Pool) -> Reaper:
         unacked_grace=pool.settings.resend_unacked_after,
         remove_containers=remove,
         statuses=statuses,
+        sync_payload_max_age=pool.settings.sync_payload_max_age,
+        artifacts=lambda: sweep_expired_artifacts(pool),
     )
 
 
@@ -134,12 +138,13 @@ def beat(
     while True:
         done = reaper.sweep()
         cli_repos.tick(schedules, err)
-        if once or done.lost or done.resent or done.advanced:
+        if once or done.lost or done.resent or done.advanced or done.expired_artifacts:
             err.print(
                 f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
                 f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
                 f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
-                f"{done.statuses} commit status(es) sent",
+                f"{done.statuses} commit status(es) sent, {done.sync_payloads} unused sync "
+                f"payload(s) and {done.expired_artifacts} expired artifact(s) removed",
                 soft_wrap=True,
             )
         if once:

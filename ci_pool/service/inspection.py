@@ -81,6 +81,13 @@ class Inspection(PoolBase):
         """Copy a job's artifacts from the artifact store, verifying each sha256."""
         index = self.store.artifacts(job_id, attempt)
         if not index:
+            expired = [e for e in self.store.expired_artifacts(job_id) if e.expired_at]
+            if expired and (attempt is None or any(e.attempt == attempt for e in expired)):
+                when = max(e.expired_at for e in expired if e.expired_at is not None)
+                raise NotFound(
+                    f"the artifacts of job {job_id} expired (removed {when:%Y-%m-%d %H:%M} UTC "
+                    "after their retention); run the job again to make them anew"
+                )
             raise NotFound(f"job {job_id} has no artifacts")
         copied = []
         for art in index:

@@ -8,7 +8,9 @@
 - a running pipeline whose blocked jobs wait on needs that have ended is advanced;
 - Idempotency-Keys past their lifetime are forgotten, and webhook content keys past the
   replay window;
-- commit statuses still due on their forge are sent (``statuses``, see ``service.forge``).
+- commit statuses still due on their forge are sent (``statuses``, see ``service.forge``);
+- ``--sync`` payloads no job names, older than ``sync_payload_max_age``, are removed, and
+  artifacts past their retention (``artifacts``, see ``service.retention``).
 
 The store is the source of truth, so every step is a fenced transition: a reaper running
 beside a live worker, or two reapers, can never run a job twice.
@@ -53,6 +55,8 @@ class Sweep:
     advanced: list[str] = field(default_factory=list)
     forgotten_keys: int = 0
     statuses: int = 0
+    sync_payloads: int = 0
+    expired_artifacts: int = 0
 
 
 class Reaper:
@@ -69,6 +73,8 @@ class Reaper:
         unacked_grace: float = defaults.RETRY_BACKOFF_MAX + 30,
         webhook_replay_window: float = defaults.WEBHOOK_REPLAY_WINDOW,
         statuses: Callable[[], int] | None = None,
+        sync_payload_max_age: float = defaults.SYNC_PAYLOAD_MAX_AGE,
+        artifacts: Callable[[], int] | None = None,
     ):
         self.store = store
         self.broker = broker
@@ -81,6 +87,9 @@ class Reaper:
         self.webhook_replay_window = webhook_replay_window
         #: Sends the commit statuses due; returns how many reached their forge.
         self.statuses = statuses
+        self.sync_payload_max_age = sync_payload_max_age
+        #: Removes the artifacts past their retention; returns how many.
+        self.artifacts = artifacts
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -94,6 +103,13 @@ class Reaper:
                 done.statuses = self.statuses()
             except Exception:  # a forge or its outbox never stops the reaper's other work
                 log.exception("sending commit statuses failed")
+        cutoff = utcnow() - timedelta(seconds=self.sync_payload_max_age)
+        done.sync_payloads = self.store.sweep_sync_payloads(cutoff)
+        if self.artifacts is not None:
+            try:
+                done.expired_artifacts = self.artifacts()
+            except Exception:  # a file that cannot go now goes at a later sweep
+                log.exception("removing expired artifacts failed")
         return done
 
     def _expired_leases(self, done: Sweep) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +31,7 @@ from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.exceptions import (
     BrokerError,
+    CIPoolError,
     InputError,
     PolicyDenied,
 )
@@ -73,6 +75,17 @@ class Submission(Inspection):
         except PolicyDenied as denied:
             return spec, cap, timeout, sha, denied
         return spec, cap, timeout, sha, None
+
+    @contextmanager
+    def _refusal_drops(self, sync: SyncSource | None) -> Iterator[None]:
+        """A refused submission (any error, a policy denial) leaves behind no ``--sync``
+        upload that no other job names."""
+        try:
+            yield
+        except CIPoolError:
+            if sync is not None:
+                self.store.drop_unnamed_sync_payload(sync.sha256)
+            raise
 
     def check_sync(self, spec: JobSpec, cap: Capability, field: str) -> None:
         """Local changes only on the job's own checkout, only where the capability does not
@@ -173,36 +186,39 @@ class Submission(Inspection):
 
         A job that policy denies is written ``rejected`` (with the rule) and PolicyDenied
         is raised naming it."""
-        spec, cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
-        job = self.store.add_job(
-            NewJob(
-                spec=spec.model_copy(
-                    update={"name": spec.name or spec.steps[0].run.splitlines()[0][:80]}
-                ),
-                capability=cap.name,
-                queue=cap.queue,
-                timeout_s=timeout,
-                max_attempts=self.settings.max_attempts,
-                commit_sha=sha,
-                state=None if denied is None else JobState.REJECTED,
-                reason=None if denied is None else str(denied),
+        with self._refusal_drops(spec.checkout.sync):
+            spec, cap, timeout, sha, denied = self.prepare(spec, who or Submitter())
+            job = self.store.add_job(
+                NewJob(
+                    spec=spec.model_copy(
+                        update={"name": spec.name or spec.steps[0].run.splitlines()[0][:80]}
+                    ),
+                    capability=cap.name,
+                    queue=cap.queue,
+                    timeout_s=timeout,
+                    max_attempts=self.settings.max_attempts,
+                    commit_sha=sha,
+                    state=None if denied is None else JobState.REJECTED,
+                    reason=None if denied is None else str(denied),
+                )
             )
-        )
-        if denied is not None:
-            raise denied.recorded(job_id=job.id)
-        from ci_pool.broker.app import send_run_job  # Celery: only when a job is sent
+            if denied is not None:
+                raise denied.recorded(job_id=job.id)
+            from ci_pool.broker.app import send_run_job  # Celery: only when a job is sent
 
-        try:
-            send_run_job(self.celery, cap, job.id)
-        except Exception as exc:
-            self.store.transition(
-                job.id, JobState.ERROR, reason=f"broker_unavailable: {type(exc).__name__}: {exc}"
-            )
-            raise BrokerError(
-                f"job {job.id} was recorded but could not be queued: the broker at "
-                f"{_redact(self.settings.broker_url)} did not take it ({exc})"
-            ) from exc
-        return job
+            try:
+                send_run_job(self.celery, cap, job.id)
+            except Exception as exc:
+                self.store.transition(
+                    job.id,
+                    JobState.ERROR,
+                    reason=f"broker_unavailable: {type(exc).__name__}: {exc}",
+                )
+                raise BrokerError(
+                    f"job {job.id} was recorded but could not be queued: the broker at "
+                    f"{_redact(self.settings.broker_url)} did not take it ({exc})"
+                ) from exc
+            return job
 
     def scheduler(self) -> PipelineScheduler:
         return PipelineScheduler(self.store, self.publish, self.settings.max_jobs_per_pipeline)
@@ -229,81 +245,82 @@ class Submission(Inspection):
         started the run. ``trigger`` is kept with the pipeline; a pull request's
         (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
         capabilities it allows. ``sync`` (local changes) goes to every job's checkout."""
-        self._check_target(repo, ref, event)
-        pipe = parse_workflow(text, file, self.settings.admission)
-        if trigger is not None:
-            payload = trigger.payload if payload is None else payload
-            actor = actor or trigger.actor
-        facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
-        who = who or Submitter()
-        caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
-        for cap in caps:
-            check_access(who, cap.name, repo)
-        jobs = [self._pipeline_job(job, repo, ref, trigger, sync) for job in pipe.jobs]
-        for new, cap in zip(jobs, caps, strict=True):
-            self.check_sync(new.spec, cap, "sync")
-        if commit is not None and not is_sha(commit):
-            raise InputError(f"{commit!r} is not a full commit id", field="commit")
-        denials = self._trigger_denials(pipe.jobs, caps, trigger)
-        strict = any(
-            cap.refs is not None
-            for job, cap in zip(pipe.jobs, caps, strict=True)
-            if job.key not in denials
-        )
-        if commit is None:
-            sha, refs = self.locate(repo, ref, strict)
-        else:  # the ref still names what was pushed, whatever it points at now
-            sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
-        for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
-            if job.key in denials:
-                continue
-            try:
-                check_policy(cap, repo, refs, who)
-                spec = self.admit_checkout(jobs[i].spec, cap, who, f"jobs.{job.job_id}")
-            except PolicyDenied as denied:
-                denials[job.key] = denied
-            else:
-                jobs[i] = replace(jobs[i], spec=spec)
-        first = next(iter(denials.values()), None)
-        jobs = [replace(new, commit_sha=sha) for new in jobs]
-        pipeline_id = self.store.new_pipeline_id()
-        at_submit = SubmitFacts(repo, ref, sha or "", event, pipe.name, pipeline_id, facts)
-        group, jobs = concurrency_groups(pipe, jobs, at_submit)
-        if first is not None:
-            # Policy is checked before anything runs: one denied job rejects the pipeline.
-            why = f"pipeline rejected: job {next(iter(denials))} was {first}"
-            jobs = [
-                replace(
-                    new,
-                    state=JobState.REJECTED,
-                    reason=str(denials[key]) if key in denials else why,
-                )
-                for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
-            ]
-        run_name = self._run_name(pipe.run_name, repo, ref, sha, event)
-        row = self.store.create_pipeline(
-            {
-                "id": pipeline_id,
-                "concurrency": group,
-                "name": pipe.name,
-                "run_name": run_name,
-                "permissions": pipe.permissions,
-                "file": file,
-                "repo": repo,
-                "ref": ref,
-                "commit_sha": sha,
-                "event": trigger.event_name if trigger else event,
-                "env": {},
-                "context": facts,
-                "trigger": trigger,
-                **({"state": "rejected"} if first else {}),
-            },
-            jobs,
-        )
-        if first is not None:
-            raise first.recorded(pipeline_id=row.id)
-        self.scheduler().advance(row.id)
-        return row
+        with self._refusal_drops(sync):
+            self._check_target(repo, ref, event)
+            pipe = parse_workflow(text, file, self.settings.admission)
+            if trigger is not None:
+                payload = trigger.payload if payload is None else payload
+                actor = actor or trigger.actor
+            facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
+            who = who or Submitter()
+            caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
+            for cap in caps:
+                check_access(who, cap.name, repo)
+            jobs = [self._pipeline_job(job, repo, ref, trigger, sync) for job in pipe.jobs]
+            for new, cap in zip(jobs, caps, strict=True):
+                self.check_sync(new.spec, cap, "sync")
+            if commit is not None and not is_sha(commit):
+                raise InputError(f"{commit!r} is not a full commit id", field="commit")
+            denials = self._trigger_denials(pipe.jobs, caps, trigger)
+            strict = any(
+                cap.refs is not None
+                for job, cap in zip(pipe.jobs, caps, strict=True)
+                if job.key not in denials
+            )
+            if commit is None:
+                sha, refs = self.locate(repo, ref, strict)
+            else:  # the ref still names what was pushed, whatever it points at now
+                sha, refs = commit, self.locate(repo, ref, strict)[1] if strict else None
+            for i, (job, cap) in enumerate(zip(pipe.jobs, caps, strict=True)):
+                if job.key in denials:
+                    continue
+                try:
+                    check_policy(cap, repo, refs, who)
+                    spec = self.admit_checkout(jobs[i].spec, cap, who, f"jobs.{job.job_id}")
+                except PolicyDenied as denied:
+                    denials[job.key] = denied
+                else:
+                    jobs[i] = replace(jobs[i], spec=spec)
+            first = next(iter(denials.values()), None)
+            jobs = [replace(new, commit_sha=sha) for new in jobs]
+            pipeline_id = self.store.new_pipeline_id()
+            at_submit = SubmitFacts(repo, ref, sha or "", event, pipe.name, pipeline_id, facts)
+            group, jobs = concurrency_groups(pipe, jobs, at_submit)
+            if first is not None:
+                # Policy is checked before anything runs: one denied job rejects the pipeline.
+                why = f"pipeline rejected: job {next(iter(denials))} was {first}"
+                jobs = [
+                    replace(
+                        new,
+                        state=JobState.REJECTED,
+                        reason=str(denials[key]) if key in denials else why,
+                    )
+                    for new, key in zip(jobs, (job.key for job in pipe.jobs), strict=True)
+                ]
+            run_name = self._run_name(pipe.run_name, repo, ref, sha, event)
+            row = self.store.create_pipeline(
+                {
+                    "id": pipeline_id,
+                    "concurrency": group,
+                    "name": pipe.name,
+                    "run_name": run_name,
+                    "permissions": pipe.permissions,
+                    "file": file,
+                    "repo": repo,
+                    "ref": ref,
+                    "commit_sha": sha,
+                    "event": trigger.event_name if trigger else event,
+                    "env": {},
+                    "context": facts,
+                    "trigger": trigger,
+                    **({"state": "rejected"} if first else {}),
+                },
+                jobs,
+            )
+            if first is not None:
+                raise first.recorded(pipeline_id=row.id)
+            self.scheduler().advance(row.id)
+            return row
 
     def run_facts(
         self,

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ci_pool import defaults
+
 if TYPE_CHECKING:
     # Types only: the API client (remote mode) uses these views without the store,
     # SQLAlchemy or Redis.
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from ci_pool.store.models import Pipeline as PipelineRow
 
 #: Keys of a job's view that only the detailed view (``show``) carries.
-DETAIL_KEYS = ("waiting", "artifacts", "events", "annotations", "summaries")
+DETAIL_KEYS = defaults.JOB_DETAIL_KEYS
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -69,6 +71,10 @@ def job_dict(
         data["artifacts"] = [
             {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
             for a in pool.store.artifacts(job.id)
+        ]
+        data["expired_artifacts"] = [
+            {"name": e.name, "attempt": e.attempt, "expired_at": _ts(e.expired_at)}
+            for e in pool.store.expired_artifacts(job.id)
         ]
         data["events"] = [
             {

@@ -4,6 +4,7 @@ workers can never both own a job."""
 
 from __future__ import annotations
 
+from ci_pool.store.artifact_sets import ArtifactSets
 from ci_pool.store.attempts import AttemptRecords
 from ci_pool.store.browsing import BrowsingQueries
 from ci_pool.store.concurrency import ConcurrencyQueries
@@ -27,6 +28,7 @@ class Store(
     StepReports,
     SyncPayloads,
     BrowsingQueries,
+    ArtifactSets,
 ):
     """Repository functions over the jobs, events, logs, artifacts, pipelines, concurrency
     groups, step summaries, annotations and sync payloads tables."""

@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Integer, LargeBinary, String, Text, cast, delete, exists, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from ci_pool.core.specs import JobState
 from ci_pool.core.sync import SyncMode, SyncSource
 from ci_pool.store.engine import Database
-from ci_pool.store.models import Base, utcnow
+from ci_pool.store.models import Base, Job, utcnow
 
 
 class SyncPayloadRow(Base):
@@ -52,3 +53,31 @@ class SyncPayloads(Database):
                 select(SyncPayloadRow.data).where(SyncPayloadRow.sha256 == sha256)
             )
             return data
+
+    def drop_unnamed_sync_payload(self, sha256: str) -> bool:
+        """Remove the payload ``sha256`` unless a job names it (a ``rejected`` one, which
+        never runs, does not count); whether it was removed."""
+        with self.session() as s:
+            return _drop_unnamed(s, [sha256]) == 1
+
+    def sweep_sync_payloads(self, older_than: datetime) -> int:
+        """Remove the payloads kept before ``older_than`` that no job names (rejected
+        ones aside); how many."""
+        with self.session() as s:
+            old = s.scalars(select(SyncPayloadRow.sha256).where(SyncPayloadRow.at < older_than))
+            return _drop_unnamed(s, list(old))
+
+
+def _drop_unnamed(s: Session, digests: list[str]) -> int:
+    """Delete the payloads of ``digests`` that no job's checkout names, in one session."""
+    removed = 0
+    for digest in digests:
+        named = exists().where(
+            cast(Job.checkout, Text).contains(digest), Job.state != JobState.REJECTED
+        )
+        res = s.execute(
+            delete(SyncPayloadRow).where(SyncPayloadRow.sha256 == digest, ~named),
+            execution_options={"synchronize_session": False},
+        )
+        removed += int(getattr(res, "rowcount", 0) or 0)
+    return removed

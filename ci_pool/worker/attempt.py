@@ -49,6 +49,9 @@ class Attempt:
     #: Work actions left for after the job's steps (``actions.PostStep``), in the order it
     #: was registered; run in reverse.
     posts: list[Any] = field(default_factory=list)
+    #: JavaScript actions whose ``pre`` ran at job start, by step index: the commit it ran
+    #: at and the state it saved (``actions.setup``); their step then runs main alone.
+    pre_states: dict[int, tuple[str, dict[str, str]]] = field(default_factory=dict)
     #: The local changes the job carries (``--sync``), read from the store when claimed.
     sync_data: bytes | None = None
     #: The workspace is already mounted in a (warm) container, which would not see an

@@ -26,6 +26,9 @@ def run_steps(
     logw, monitor = att.logw, att.monitor
     files = StepFiles(store)
     failed: StepFailure | None = None
+    pre = actions.run_pre_steps(att, execution, ctx, files)
+    if pre is not None:
+        failed = StepFailure(pre[0], pre[1], False)
     for index, step in enumerate(att.job.steps, start=1):
         if monitor.stop_reason is not None:
             break

@@ -7,6 +7,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ci_pool.exceptions import CheckoutError, InputError, SyncRefused
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
 from ci_pool.settings import Settings
 from ci_pool.store import Store
+from ci_pool.store.models import utcnow
 from ci_pool.worker import artifacts
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.sync import apply_patch, check_payload, unpack_snapshot
@@ -261,6 +263,9 @@ def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: 
     for f in found.files:
         att.logw.line(f"##[ci-pool] artifact {f.path} ({f.size} bytes, sha256 {f.sha256})")
     store.add_artifacts(job.id, job.attempt, found.files)
+    if found.files:
+        expires = utcnow() + timedelta(days=settings.artifact_days(None))
+        store.add_artifact_set(job.pipeline_id or job.id, job.id, job.attempt, expires)
     att.note_artifacts(found.files)
 
 

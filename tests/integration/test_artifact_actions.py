@@ -4,7 +4,9 @@ across the jobs of a pipeline on two workers (real Redis, Celery workers, Docker
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,73 @@ def test_cache_scopes_a_branch_sees_main_and_main_does_not_see_the_branch(
     assert "restored hit=false" in main_again
     assert f"Cache not found for input keys: scope-feature-{tag}" in main_again
     assert "from main" in main_again
+
+
+RETAINED = """\
+name: retained
+on: push
+jobs:
+  make:
+    runs-on: linux
+    steps:
+      - run: echo kept > f.txt
+      - uses: actions/upload-artifact@v4
+        with: {name: short, path: f.txt, retention-days: 400}
+  use:
+    needs: make
+    runs-on: android
+    steps:
+      - uses: actions/download-artifact@v4
+        with: {name: short, path: got}
+      - run: cat got/f.txt; exit 1
+"""
+
+
+def test_an_expired_artifact_is_removed_and_says_expired(
+    harness: Harness,
+    git_server: GitServer,
+    linux_worker: Worker,
+    android_worker: Worker,
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import update
+
+    from ci_pool.store.artifact_sets import ArtifactSet
+    from ci_pool.store.models import utcnow
+
+    wf = tmp_path / "retained.yml"
+    wf.write_text(RETAINED)
+    pipe = run_workflow(harness, git_server, wf)
+    jobs = {j["key"]: j for j in pipe["jobs"]}
+    store = harness.pool().store
+    make, use = jobs["make"]["id"], jobs["use"]["id"]
+    assert jobs["make"]["state"] == "succeeded", store.read_log(make)
+    assert "kept" in store.read_log(use).splitlines()  # downloaded while kept
+    # retention-days is cut to the pool's most (90 by default)
+    kept = [line for line in store.read_log(make).splitlines() if line.startswith("kept ")]
+    assert kept and kept[0].startswith("kept 90 day(s), until "), kept
+    files = harness.settings().resolved_artifact_root / make / "1" / "short"
+    assert (files / "f.txt").read_text() == "kept\n"
+
+    with store.session() as s:  # its retention ends
+        s.execute(
+            update(ArtifactSet)
+            .where(ArtifactSet.job_id == make)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    beat = harness.cli("beat", "--once")
+    assert beat.returncode == 0, beat.stderr
+    assert re.search(r"[1-9]\d* expired artifact\(s\) removed", beat.stderr), beat.stderr
+    assert not files.exists()
+
+    shown = harness.cli("show", make)
+    assert "expired artifacts" in shown.stdout and "short  attempt 1  expired" in shown.stdout
+    view = job_show(harness, make)
+    assert view["artifacts"] == [] and [e["name"] for e in view["expired_artifacts"]] == ["short"]
+    fetched = harness.cli("artifacts", make, "--dest", str(tmp_path / "out"))
+    assert fetched.returncode == 2 and f"the artifacts of job {make} expired" in fetched.stderr
+
+    again = harness.cli("retry", use, timeout=240)  # its download now finds it expired
+    assert again.returncode != 0
+    log = store.read_log(use)
+    assert "artifact 'short' expired: its retention ended and it was removed" in log, log

@@ -233,7 +233,11 @@ def actions_repo(git_server: GitServer, actions_core: dict[str, bytes]) -> str:
 
 @pytest.fixture(scope="module")
 def pool(
-    session_dir: Path, redis_server: RedisServer, docker_client: Any, actions_repo: str
+    session_dir: Path,
+    redis_server: RedisServer,
+    docker_client: Any,
+    actions_repo: str,
+    git_server: GitServer,
 ) -> Iterator[Harness]:
     """linux: node's libraries in the image, node from node_runtime; iso: host mode."""
     import redis
@@ -243,7 +247,8 @@ def pool(
     root.mkdir()
     url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     redis.Redis.from_url(url).flushdb()
-    h = Harness(root, url, dict(FAST_TIMINGS))
+    # Remote actions (uses: acme/actions/...@main) come from the test git server.
+    h = Harness(root, url, {**FAST_TIMINGS, "actions_url": git_server.url("").rstrip("/")})
     h.config.write_text(
         f'[capabilities.linux]\nimage = "{NODE_IMAGE}"\nnode_runtime = "/usr"\n\n'
         f"[capabilities.iso]\n{OPEN_POLICY}\n"
@@ -334,6 +339,36 @@ def test_javascript_and_container_actions_run_from_a_workflow(
     assert len(built) == 1
     for job in jobs.values():
         assert containers_of(docker_client, job.id) == []
+
+
+REMOTE_PRE = """\
+on: push
+jobs:
+  remote:
+    runs-on: linux
+    steps:
+      - run: echo first step ran
+      - id: greet
+        uses: acme/actions/.github/actions/greet@main
+        with: {who: remote}
+      - run: echo "said ${{ steps.greet.outputs.greeting }}"
+"""
+
+
+def test_a_remote_actions_pre_runs_at_job_start_before_the_first_step(
+    pool: Harness, actions_repo: str, tmp_path: Path
+) -> None:
+    jobs = run_workflow(pool, actions_repo, REMOTE_PRE, tmp_path)
+    log = pool.pool().store.read_log(jobs["remote"].id)
+    lines = lines_of(log)
+    assert jobs["remote"].state == "succeeded", log
+    # fetched and its pre run before step 1; main (step 2) runs alone, with pre's state
+    assert lines.index("pre phase ran") < lines.index("first step ran"), log
+    assert lines.count("pre phase ran") == 1
+    assert any(x.startswith("##[step] pre 2 ") for x in lines), log
+    assert "pre state in main: pre-ran" in lines
+    assert "said hi remote" in lines
+    assert lines.index("post: who=state-remote pre=pre-ran") > lines.index("said hi remote")
 
 
 def test_a_javascript_action_without_node_says_how_to_fix_it(

@@ -17,6 +17,7 @@ from ci_pool.worker.actions.load import LoadedAction
 
 # The runners of each ``runs.using`` kind register themselves on import.
 from ci_pool.worker.actions import container, node  # noqa: F401  # isort: skip
+from ci_pool.worker.actions.setup import run_pre_steps  # isort: skip
 
 __all__ = [
     "BUILTINS",
@@ -28,4 +29,5 @@ __all__ = [
     "kind",
     "run_action_step",
     "run_composite",
+    "run_pre_steps",
 ]

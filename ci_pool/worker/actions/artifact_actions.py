@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from ci_pool import defaults
 from ci_pool.core.globs import glob_match
 from ci_pool.exceptions import ActionError, JobFileRefused
 from ci_pool.store import Store
+from ci_pool.store.models import utcnow
 from ci_pool.worker import artifacts
 from ci_pool.worker.actions.call import ActionCall, builtin
-from ci_pool.worker.actions.workspace_paths import workspace_paths
+from ci_pool.worker.actions.workspace_paths import Paths, workspace_paths
 from ci_pool.worker.jobfiles import JobDir, safe_parts
 
 _NAME_FORBIDDEN = set('":<>|*?\\/\r\n\0')
@@ -86,20 +88,49 @@ def upload(call: ActionCall) -> int:
             f"input if-no-files-found: {when_none!r} is not one of warn, error, ignore"
         )
     retention = call.input("retention-days").strip()
-    if retention and (not retention.isdigit() or not 0 <= int(retention) <= 90):
-        raise ActionError(f"input retention-days: {retention!r} is not a number of days (1-90)")
+    if retention and not retention.isdigit():
+        raise ActionError(f"input retention-days: {retention!r} is not a number of days")
+    days = settings.artifact_days(int(retention) if retention else None)
     overwrite = _flag(call, "overwrite")
     paths = workspace_paths(call, call.input("path"), "path")
+    run_id = job.pipeline_id or job.id
+    expires = utcnow() + timedelta(days=days)
+    holder = store.claim_artifact(run_id, job.id, job.attempt, name, expires, overwrite=overwrite)
     existing = [
         a
         for a in store.named_artifacts(job.pipeline_id, job.id, name)
         if not (a.job_id == job.id and a.attempt != job.attempt)  # an earlier attempt's
     ]
-    if existing and not overwrite:
+    if holder is not None or (existing and not overwrite):
+        if holder is None:
+            store.release_artifact(run_id, name, job.id, job.attempt)
         raise ActionError(
             f"an artifact named {name!r} was already uploaded in this run (job "
-            f"{existing[0].job_id}); set overwrite: true to replace it or choose another name"
+            f"{holder or existing[0].job_id}); set overwrite: true to replace it or choose "
+            "another name"
         )
+    try:
+        return _upload(call, name, paths, when_none, existing, (days, expires))
+    except BaseException:
+        if not store.named_artifacts(job.pipeline_id, job.id, name):
+            store.release_artifact(run_id, name, job.id, job.attempt)
+        raise
+
+
+def _upload(
+    call: ActionCall,
+    name: str,
+    paths: Paths,
+    when_none: str,
+    existing: list[Any],
+    kept: tuple[int, datetime],
+) -> int:
+    """Collect and index the files of an upload whose name this attempt holds, kept
+    ``kept`` (days, until)."""
+    settings = call.att.settings
+    assert settings is not None
+    job, store = call.att.job, _store(call)
+    days, expires = kept
     _remove(call, existing)
     already = store.artifacts(job.id, job.attempt)
     used = sum(a.size for a in already)
@@ -118,6 +149,7 @@ def upload(call: ActionCall) -> int:
             call.line(f"##[warning]{problem}")
     if not found.files:
         shutil.rmtree(dest, ignore_errors=True)
+        store.release_artifact(job.pipeline_id or job.id, name, job.id, job.attempt)
         message = f"No files were found with the provided path: {call.input('path').strip()}"
         if when_none == "error":
             raise ActionError(f"{message}. No artifacts will be uploaded.")
@@ -129,8 +161,7 @@ def upload(call: ActionCall) -> int:
     call.att.note_artifacts(stored)
     total = sum(f.size for f in stored)
     call.line(f"artifact {name}: {len(stored)} files, {total} bytes uploaded")
-    if retention:
-        call.line(f"retention-days {retention}: kept as long as the pool keeps job artifacts")
+    call.line(f"kept {days} day(s), until {expires:%Y-%m-%d %H:%M} UTC")
     call.outputs["artifact-id"] = f"{job.id}/{job.attempt}/{name}"
     public = settings.public_url.rstrip("/")
     call.outputs["artifact-url"] = (
@@ -179,6 +210,13 @@ def download(call: ActionCall) -> int:
         for art in names:
             rows = store.named_artifacts(job.pipeline_id, job.id, art)
             if not rows:
+                gone = store.expired_named(job.pipeline_id or job.id, art) if name else None
+                if gone is not None and gone.expired_at is not None:
+                    raise ActionError(
+                        f"artifact {art!r} expired: its retention ended and it was removed "
+                        f"on {gone.expired_at:%Y-%m-%d %H:%M} UTC; upload it again (re-run "
+                        f"job {gone.job_id}) or raise its retention-days"
+                    )
                 if name:
                     raise ActionError(
                         f"no artifact named {art!r} in this run; uploaded here: "

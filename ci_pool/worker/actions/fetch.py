@@ -81,14 +81,19 @@ def fetch(call: ActionCall) -> LoadedAction:
     settings = att.settings
     url, git = source(ref, settings, att.cap)
     sha = resolve_commit(ref, url, settings)
-    cache = ActionCache(settings.resolved_actions_cache, settings.action_max_bytes)
-    entry, fetched = cache.get(git, url, sha, str(ref))
-    call.line(f"action {ref}: {sha} ({'fetched' if fetched else 'cached on this runner'})")
+    cache = ActionCache(
+        settings.resolved_actions_cache,
+        settings.action_max_bytes,
+        keep_bytes=settings.actions_cache_max_bytes,
+        keep_count=settings.actions_cache_max_count,
+    )
     scripts = att.dirs.scripts.path
     rel = f"{defaults.ACTIONS_IN_SCRIPTS}/{sha}"
     copy = scripts / rel
-    if not copy.is_dir():
-        copy_tree(entry, copy)
+    with cache.use(git, url, sha, str(ref)) as (entry, fetched):
+        call.line(f"action {ref}: {sha} ({'fetched' if fetched else 'cached on this runner'})")
+        if not copy.is_dir():
+            copy_tree(entry, copy)
     att.note(actions={**(att.evidence.actions or {}), str(ref): sha})
     definition, steps = read_action_files(copy, ref.path, str(ref))
     in_job = f"{call.execution.scripts_path}/{rel}"

@@ -3,9 +3,14 @@ from the action's ``Dockerfile``, each image it uses checked against the capabil
 
 A built image is tagged by the hash of its build context (and of the base images' ids), so
 the same action at the same content builds once per runner; it is labelled
-``defaults.LABEL_ACTION_IMAGE`` for pruning. The context is first copied out of the action's
-directory (which a job may write) without following a link, regular files only and capped,
-so what was checked is what is built."""
+``defaults.LABEL_ACTION_IMAGE`` for pruning. Each use stamps it under the runner's
+workspace root (``.action-images/<hash>``); past ``action_images_max_count`` or
+``action_images_max_bytes`` the least recently used images this runner stamped are removed
+(``evict_images``), never the one just used, nor one whose build is under way (its build
+lock is held), nor one a container still uses (the engine refuses to remove it).
+
+The context is first copied out of the action's directory (which a job may write) without
+following a link, regular files only and capped, so what was checked is what is built."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,12 +162,88 @@ def build(client: Any, call: ActionCall, loaded: LoadedAction, dockerfile: str) 
         tag = f"{defaults.ACTION_IMAGE_REPOSITORY}:{digest.hexdigest()[:40]}"
         # Jobs on this runner that need the same image wait for one build of it.
         with _build_lock(call, tag):
+            stamp(_runner_root(call), tag)
             if _exists(client, call, tag):
                 call.line(f"##[ci-pool] action {call.ref}: image {tag} (built earlier)")
                 return tag
             call.line(f"##[ci-pool] action {call.ref}: building {tag} from {dockerfile}")
             _build(client, call, cap, tmp, dockerfile, tag)
+    settings = call.att.settings
+    if settings is not None:
+        for gone in evict_images(
+            client,
+            _runner_root(call),
+            tag,
+            settings.action_images_max_count,
+            settings.action_images_max_bytes,
+        ):
+            call.line(f"##[ci-pool] removed the least recently used action image {gone}")
     return tag
+
+
+def _runner_root(call: ActionCall) -> Path:
+    settings = call.att.settings
+    return settings.resolved_workspace_root if settings is not None else Path(tempfile.gettempdir())
+
+
+def stamp(root: Path, tag: str) -> None:
+    """Record that this runner used ``tag`` now."""
+    stamps = root / defaults.ACTION_IMAGE_STAMPS
+    stamps.mkdir(parents=True, exist_ok=True)
+    path = stamps / tag.rsplit(":", 1)[-1]
+    path.touch()
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
+def evict_images(client: Any, root: Path, keep: str, max_count: int, max_bytes: int) -> list[str]:
+    """Remove the least recently used action images this runner stamped, past the bounds;
+    the tags removed. ``keep`` (the one just used), an image being built and one a
+    container uses are never removed."""
+    stamps = root / defaults.ACTION_IMAGE_STAMPS
+    try:
+        entries = sorted(stamps.iterdir(), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return []
+    count, total, removed = 0, 0, list[str]()
+    for path in entries:
+        tag = f"{defaults.ACTION_IMAGE_REPOSITORY}:{path.name}"
+        try:
+            size = int(client.images.get(tag).attrs.get("Size") or 0)
+        except docker.errors.ImageNotFound:
+            path.unlink(missing_ok=True)
+            continue
+        except ENGINE_ERRORS:
+            return removed  # the engine is down: the next build tries again
+        if tag == keep or (count < max_count and total + size <= max_bytes):
+            count, total = count + 1, total + size
+            continue
+        if _remove_image(client, root, tag):
+            path.unlink(missing_ok=True)
+            removed.append(tag)
+        else:
+            count, total = count + 1, total + size
+    return removed
+
+
+def _remove_image(client: Any, root: Path, tag: str) -> bool:
+    """Remove ``tag`` unless its build is under way or a container uses it."""
+    lock = root / f".ci-pool-build-{tag.rsplit(':', 1)[-1]}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        try:
+            client.images.remove(tag)  # no force: refused while a container uses it
+        except docker.errors.ImageNotFound:
+            return True
+        except ENGINE_ERRORS:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def _exists(client: Any, call: ActionCall, tag: str) -> bool:
@@ -178,8 +260,7 @@ def _exists(client: Any, call: ActionCall, tag: str) -> bool:
 def _build_lock(call: ActionCall, tag: str) -> Iterator[None]:
     """An exclusive lock on building ``tag`` among the workers sharing this runner's
     workspace root."""
-    settings = call.att.settings
-    root = settings.resolved_workspace_root if settings is not None else Path(tempfile.gettempdir())
+    root = _runner_root(call)
     root.mkdir(parents=True, exist_ok=True)
     name = f".ci-pool-build-{tag.rsplit(':', 1)[-1]}.lock"
     fd = os.open(root / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -7,8 +7,9 @@ the PATH of the image (or host). Each phase is a small launcher script in the jo
 read-only scripts directory, run like a ``run:`` step, so its output goes through the same
 log writer (masks, groups, annotations) and it is stopped the same way on cancel or timeout.
 
-``pre`` runs right before ``main`` in the same step: the runner knows an action only when its
-step is reached (a local action is read from the workspace a checkout step fills).
+``pre`` of a remote action runs at job start, before the first step (``actions.setup``);
+that of a local action right before its ``main``, in the same step: a local action is read
+from the workspace a checkout step fills, so it is known only when its step is reached.
 ``post`` runs after the job's steps, latest first, also after a failure (``post-if``, by
 default ``always()``)."""
 
@@ -137,9 +138,13 @@ class NodeAction:
             return False
 
     def run(self) -> int:
-        """``pre`` (if it holds) then ``main``; ``post`` is left for after the job's steps."""
+        """``pre`` (if it holds, and did not run at job start) then ``main``; ``post`` is
+        left for after the job's steps."""
         call, runs = self.call, self.runs
-        if runs.pre and self.holds(runs.pre_if, call.status):
+        started = call.att.pre_states.pop(call.index, None) if call.depth == 0 else None
+        if started is not None and started[0] == (self.loaded.commit or ""):
+            self.phases.state.update(started[1])  # its pre ran at job start
+        elif runs.pre and self.holds(runs.pre_if, call.status):
             code = self.phase("pre", runs.pre, call.index, outputs=False)
             if code != 0:
                 return code
