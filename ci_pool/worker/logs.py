@@ -16,7 +16,7 @@ from ci_pool import defaults
 from ci_pool.broker.logstream import stream_key
 from ci_pool.core.commands import Annotation, CommandReader
 from ci_pool.core.masking import Masker
-from ci_pool.store import Store
+from ci_pool.worker.runner_store import RunnerStore
 
 
 class LogWriter:
@@ -29,7 +29,7 @@ class LogWriter:
     def __init__(
         self,
         client: redis.Redis | None,
-        store: Store,
+        store: RunnerStore,
         job_id: str,
         attempt: int,
         *,
