@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from ci_pool.store import identities
 from ci_pool.embedded import RedisServer
+from ci_pool.store import identities
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, Worker, write_config
 
 
