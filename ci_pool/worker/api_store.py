@@ -63,6 +63,8 @@ class ApiRunnerStore:
             },
             follow_redirects=False,
         )
+        # One line per call at INFO would bury the worker's own log.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         #: Jobs this process claimed and has not closed, by id (their attempt is current).
         self._claims: dict[str, Job] = {}
         self._lock = threading.Lock()

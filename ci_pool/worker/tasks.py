@@ -88,10 +88,16 @@ def run_job(self: Task, job_id: str) -> str | None:
     try:
         return _run_job(self, job_id)
     except RunnerCutOff as exc:
-        # Back to the queue, unclaimed, for a runner the pool still trusts; this one's
-        # lifecycle sees the same refusal and takes no more jobs.
-        log.error("%s; taking no new job", exc)
-        raise Reject(str(exc), requeue=True) from None
+        # The message goes back to the queue for a runner the pool still trusts (a job
+        # this runner had claimed stays claimed until its lease runs out and the reaper
+        # re-queues it; a second message for it finds nothing to claim). This runner's
+        # lifecycle sees the same refusal, stops consuming and exits.
+        log.error("job %s: %s; taking no new job", job_id, exc)
+        cap_name = getattr(self.app.conf, "ci_pool_capability", None)
+        settings: Settings = self.app.conf.ci_pool_settings
+        if cap_name in settings.capabilities:
+            send_run_job(self.app, settings.capabilities[cap_name], job_id, 1.0)
+        return None
 
 
 def _run_job(self: Task, job_id: str) -> str | None:
