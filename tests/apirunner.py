@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ci_pool.core.specs import JobSpec, StepSpec
 from ci_pool.embedded import RedisServer
+from ci_pool.service.pool import Pool
 from ci_pool.store import identities
 from tests.conftest import FAST_TIMINGS, GitServer, Harness, Worker, write_config
 
@@ -93,8 +96,19 @@ class ApiPool:
             time.sleep(0.1)
         raise RuntimeError(f"worker did not register within 60s:\n{log.read_text()}")
 
+    @cached_property
+    def pool(self) -> Pool:
+        return self.harness.pool()
+
     def submit(self, git: GitServer, run: str, capability: str | None = None) -> str:
-        return self.harness.submit(git, run, capability=capability or self.capability)
+        """A job of one step at main, submitted as ``ci-pool submit`` does (in-process)."""
+        spec = JobSpec(
+            repo=git.url(),
+            ref="main",
+            capability=capability or self.capability,
+            steps=(StepSpec(run=run),),
+        )
+        return self.pool.submit(spec).id
 
 
 @contextmanager
