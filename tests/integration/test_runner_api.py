@@ -7,6 +7,8 @@ cache saved by one job and restored by the next."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from ci_pool import defaults
 from ci_pool.embedded import RedisServer
+from ci_pool.store import identities
 from tests.apirunner import ApiPool, api_pool
 from tests.conftest import GitServer
 
@@ -137,3 +140,34 @@ def test_a_runner_without_a_database_url_runs_a_pipeline_through_the_api(
     # No store was ever opened on the runner's side.
     assert not (home / defaults.STORE_FILE).exists()
     assert not list(home.rglob("*.db"))
+
+
+def test_a_runner_with_a_credential_refuses_a_database_url_and_a_revoked_one_exits(
+    pool: ApiPool, tmp_path: Path
+) -> None:
+    credential = pool.register("test-host-apirunner-2")
+    env = pool.worker_env(tmp_path / "home", credential)
+
+    def worker(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ci_pool", "worker", "--capability", CAPABILITY],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    res = worker(CI_POOL_STORE_URL=f"sqlite:///{tmp_path / 'stray.db'}")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "store_url" in res.stderr and "must hold no database URL" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "stray.db").exists()
+
+    identities.revoke_runner(pool.harness.pool().store, "test-host-apirunner-2", by="test")
+    res = worker()
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "refused this runner's credential" in res.stderr
+    assert "revoked or unknown" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "home" / defaults.STORE_FILE).exists()
