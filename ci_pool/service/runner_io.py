@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,9 +130,11 @@ class RunnerIO:
         self.held(job_id, attempt)
         ttl = max(1.0, min(lease_ttl, self.settings.lease_ttl))
         cancel = self.store.heartbeat(job_id, attempt, ttl)
-        if cancel is None:
-            self.held(job_id, attempt)  # raced an end: refused with the same words
-            raise AccessDenied(f"job {job_id} attempt {attempt} is not claimed by {self.name}")
+        if cancel is None:  # the attempt ended between the check and the update
+            raise AccessDenied(
+                f"job {job_id} attempt {attempt} is not claimed by runner {self.name}",
+                field="job_id",
+            )
         return cancel
 
     # -- what an attempt writes --
@@ -192,8 +193,11 @@ class RunnerIO:
             values={"exit_code": exit_code, "evidence": evidence},
             backoff=self.settings.retry_backoff,
         )
-        if closed is None:
-            raise AccessDenied(f"job {job_id} attempt {attempt} is not claimed by {self.name}")
+        if closed is None:  # the reaper or a cancel closed it meanwhile
+            raise AccessDenied(
+                f"job {job_id} attempt {attempt} is not claimed by runner {self.name}",
+                field="job_id",
+            )
         done, decision = closed
         if decision.next is Next.REQUEUE:
             from ci_pool.broker.app import send_run_job
@@ -319,10 +323,3 @@ class RunnerIO:
     def cache_put(self, backend: CacheBackend, name: str, archive: Path) -> None:
         backend.put(name, archive)
         backend.evict(self.settings.cache_max_bytes, defaults.CACHE_LAYOUT)
-
-
-def discard(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -75,21 +75,10 @@ class ApiRunnerStore:
         try:
             res = self.client.request(method, self.base + path, **kw)
         except httpx.HTTPError as exc:
-            raise InfraError(
-                f"the pool API at {self.settings.api_url} did not answer: {exc}"
-            ) from exc
-        if res.status_code < 400:
-            return res
-        message = _message(res)
-        if res.status_code == 401:
-            raise RunnerCutOff(f"the pool API refused this runner's credential: {message}")
-        if res.status_code == 403:
-            raise AccessDenied(message)
-        if res.status_code == 404:
-            raise NotFound(message)
-        if res.status_code in (413, 422):
-            raise InputError(message)
-        raise InfraError(f"the pool API answered {res.status_code}: {message}")
+            raise self._unreachable(exc) from exc
+        if res.status_code >= 400:
+            self._raise_for(res)
+        return res
 
     def _unreachable(self, exc: Exception) -> InfraError:
         return InfraError(f"the pool API at {self.settings.api_url} did not answer: {exc}")
@@ -262,17 +251,20 @@ class ApiRunnerStore:
                 for chunk in res.iter_bytes():
                     out.write(chunk)
         except httpx.HTTPError as exc:
-            raise InfraError(
-                f"the pool API at {self.settings.api_url} did not answer: {exc}"
-            ) from exc
+            raise self._unreachable(exc) from exc
         return True
 
     def _raise_for(self, res: httpx.Response) -> None:
+        """The API's refusal as the exception the worker expects of its store."""
         message = _message(res)
         if res.status_code == 401:
             raise RunnerCutOff(f"the pool API refused this runner's credential: {message}")
         if res.status_code == 403:
             raise AccessDenied(message)
+        if res.status_code == 404:
+            raise NotFound(message)
+        if res.status_code in (413, 422):
+            raise InputError(message)
         raise InfraError(f"the pool API answered {res.status_code}: {message}")
 
     # -- what the job reads --
