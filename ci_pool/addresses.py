@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
+
+from ci_pool.exceptions import ConfigError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -102,3 +105,24 @@ def host_matches(patterns: list[str], host: str, port: int) -> bool:
         if want.startswith("*.") and host.endswith(want[1:]):
             return True
     return False
+
+
+def check_api_url(url: str) -> str:
+    """``url`` without a trailing slash, if a token may be sent to it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{url!r} is not the http(s):// address of a ci-pool API", key="CI_POOL_API_URL"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            "the URL must not carry credentials; put the token in CI_POOL_API_TOKEN",
+            key="CI_POOL_API_URL",
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: the API token would cross the network "
+            "in clear; use https:// (plain http is allowed to a loopback address only)",
+            key="CI_POOL_API_URL",
+        )
+    return url.rstrip("/")

@@ -388,3 +388,19 @@ ACTION_IMAGES_MAX_BYTES = 10 * 1024**3
 ACTION_IMAGES_MAX_COUNT = 50
 #: Directory under the workspace root where a runner stamps each action image it uses.
 ACTION_IMAGE_STAMPS = ".action-images"
+
+# -- runners that reach the store through the API (``/v1/runner``) --
+#: Route prefix of the runner's own API (authenticated by its credential only).
+RUNNER_API_PREFIX = "/v1/runner"
+#: Seconds a runner waits for one answer of the API before it counts the call failed.
+RUNNER_API_TIMEOUT = 30.0
+#: Bytes of one log chunk a runner sends (the log writer flushes far smaller ones).
+RUNNER_LOG_CHUNK_MAX = 512 * 1024
+#: Bytes of a job's outputs (JSON) and of one step summary a runner may store.
+RUNNER_OUTPUTS_MAX = 1024 * 1024
+RUNNER_SUMMARY_MAX = 2 * 1024 * 1024
+#: Annotations in one call, and characters of an outcome's reason.
+RUNNER_ANNOTATIONS_MAX = 500
+RUNNER_REASON_MAX = 4096
+#: Bytes of a JSON body to a runner route (the upload routes stream their own bound).
+RUNNER_BODY_MAX = 4 * 1024 * 1024

@@ -191,3 +191,13 @@ class SyncRefused(CIPoolError):
     """The local changes a job carries (``--sync``) cannot be applied: a patch that does not
     apply, a snapshot that would write outside the workspace. The submission's doing: the
     job fails, it is not retried."""
+
+
+class RunnerCutOff(CIPoolError):
+    """The API refused the runner's credential (revoked or unknown): the runner takes no
+    more jobs and exits."""
+
+
+class TooLarge(InputError):
+    """A body over its bound (a runner's log chunk, outputs, summary, artifact, cache
+    archive): answered 413 naming the bound."""

@@ -17,6 +17,7 @@ from ci_pool.api import (
     routes_jobs,
     routes_pipelines,
     routes_repos,
+    routes_runner_io,
     routes_runners,
     routes_sync,
 )
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
     app.include_router(routes_runners.router)
+    app.include_router(routes_runner_io.router)
     app.include_router(routes_repos.router)
     app.include_router(routes_sync.router)
     # The web view (/ui/): pages over the same service layer and access rules.

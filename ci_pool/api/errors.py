@@ -22,6 +22,7 @@ from ci_pool.exceptions import (
     NotFound,
     PolicyDenied,
     ProvisioningError,
+    TooLarge,
 )
 from ci_pool.store.idempotency import KeyConflict
 
@@ -58,6 +59,7 @@ def error_response(
 
 #: (exception class, HTTP status, code); the first that matches wins.
 _STATUS: list[tuple[type[CIPoolError], int, str]] = [
+    (TooLarge, 413, "too_large"),
     (InputError, 422, "invalid_input"),
     (PolicyDenied, 403, "rejected"),
     (AccessDenied, 403, "forbidden"),

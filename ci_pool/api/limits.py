@@ -14,17 +14,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ci_pool.api.errors import error_response
 from ci_pool.core.jsontext import json_depth
-from ci_pool.defaults import MAX_JSON_DEPTH
+from ci_pool.defaults import MAX_JSON_DEPTH, RUNNER_API_PREFIX, RUNNER_BODY_MAX
 
 #: Where local changes are uploaded (``--sync``): raw bytes, bounded by ``sync_max_bytes``.
 SYNC_PATH = "/v1/sync"
 
 
+def streamed(method: str, path: str) -> bool:
+    """A runner's artifact or cache upload: its route bounds the body as it streams."""
+    if method != "PUT" or not path.startswith(RUNNER_API_PREFIX + "/"):
+        return False
+    return path.endswith("/artifacts") or path.endswith("/cache/archive")
+
+
 def limit_for(path: str, max_body: int, sync_max: int | None = None) -> int:
     """Bytes a body to ``path`` may have: a workflow posted whole gets twice the setting,
-    a webhook delivery (whole pushes) five times, a sync payload ``sync_max``."""
+    a webhook delivery (whole pushes) five times, a sync payload ``sync_max``, a runner's
+    call (log chunks, summaries) ``RUNNER_BODY_MAX``."""
     if sync_max is not None and path.rstrip("/") == SYNC_PATH:
         return sync_max
+    if path.startswith(RUNNER_API_PREFIX + "/"):
+        return max(max_body, RUNNER_BODY_MAX)
     if path.rstrip("/") == "/v1/pipelines":
         return 2 * max_body
     if path.startswith("/v1/hooks/"):
@@ -45,7 +55,11 @@ class BodyLimit:
         self.sync_max = sync_max
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or streamed(scope["method"], scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         limit = limit_for(scope["path"], self.max_body, self.sync_max)

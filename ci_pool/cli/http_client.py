@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from ci_pool import __version__, defaults
-from ci_pool.addresses import is_loopback
+from ci_pool.addresses import check_api_url
 from ci_pool.cli.apierrors import api_error, error_body
 from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
@@ -31,27 +31,6 @@ if TYPE_CHECKING:
     import httpx
 
 from ci_pool.cli.client import JSON, Inputs, _explain, _is_final
-
-
-def check_api_url(url: str) -> str:
-    """``url`` without a trailing slash, if a token may be sent to it."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"{url!r} is not the http(s):// address of a ci-pool API", key="CI_POOL_API_URL"
-        )
-    if parts.username or parts.password:
-        raise ConfigError(
-            "the URL must not carry credentials; put the token in CI_POOL_API_TOKEN",
-            key="CI_POOL_API_URL",
-        )
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"refusing plain http:// to {parts.hostname}: the API token would cross the network "
-            "in clear; use https:// (plain http is allowed to a loopback address only)",
-            key="CI_POOL_API_URL",
-        )
-    return url.rstrip("/")
 
 
 class HttpClient:

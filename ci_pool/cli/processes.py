@@ -16,6 +16,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from ci_pool.service.pool import Pool
     from ci_pool.service.reaper import Reaper
+    from ci_pool.settings import Settings
 
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
@@ -47,6 +48,7 @@ def worker(
     from ci_pool.service.pool import Pool
     from ci_pool.settings import get_settings
     from ci_pool.worker.lifecycle import Limits
+    from ci_pool.worker.runner_store import through_api
 
     settings = get_settings()
     cap = route(settings.capabilities, capability)
@@ -64,12 +66,17 @@ def worker(
                 ),
                 soft_wrap=True,
             )
-    Pool(settings).store.init_schema()  # tables exist before any job is claimed
+    api_runner = through_api(settings)  # refuses a store URL beside the credential
+    if api_runner:
+        _check_credential(settings)
+    else:
+        Pool(settings).store.init_schema()  # tables exist before any job is claimed
     capp = create_celery(settings)
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
-    capp.conf.ci_pool_status_notifier = worker_notifier(settings)
+    # Commit statuses go out from the API's side for a runner without store access.
+    capp.conf.ci_pool_status_notifier = None if api_runner else worker_notifier(settings)
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     capp.worker_main(
         [
@@ -88,6 +95,19 @@ def worker(
             "--without-gossip",
         ]
     )
+
+
+def _check_credential(settings: Settings) -> None:
+    """Exit 3 with the API's words when it refuses the runner's credential."""
+    from ci_pool.exceptions import RunnerCutOff
+    from ci_pool.worker.api_store import ApiRunnerStore
+
+    try:
+        me = ApiRunnerStore(settings).whoami()
+    except RunnerCutOff as exc:
+        err.print(Text.assemble(("error:", "red"), f" {exc}"))
+        raise typer.Exit(3) from None
+    err.print(f"runner {me['name']}: reaching the store through the API at {settings.api_url}")
 
 
 def _reaper(pool: Pool) -> Reaper:

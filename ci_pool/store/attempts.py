@@ -76,6 +76,11 @@ class AttemptRecords(Database):
             q = q.where(_in_run(pipeline_id, job_id))
             return sorted({n for n in s.scalars(q.where(Artifact.name.is_not(None))) if n})
 
+    def get_artifact(self, artifact_id: int) -> Artifact | None:
+        """One artifact index row by id."""
+        with self.session(write=False) as s:
+            return s.get(Artifact, artifact_id)
+
     def remove_artifacts(self, ids: Iterable[int]) -> None:
         """Drop index rows (an artifact uploaded again with ``overwrite``)."""
         wanted = list(ids)

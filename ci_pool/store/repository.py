@@ -32,3 +32,6 @@ class Store(
 ):
     """Repository functions over the jobs, events, logs, artifacts, pipelines, concurrency
     groups, step summaries, annotations and sync payloads tables."""
+
+    #: A worker with direct store access queues a retry or a pipeline's next jobs itself.
+    settles_outcomes = False

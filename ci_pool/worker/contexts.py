@@ -30,9 +30,10 @@ from ci_pool.core.services import ServiceSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
-from ci_pool.store import Job, Store
+from ci_pool.store import Job
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.filehash import FileHasher
+from ci_pool.worker.runner_store import RunnerStore
 
 #: ``runner.arch`` by ``platform.machine()``.
 _ARCHES = {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}
@@ -91,7 +92,7 @@ def job_secrets(cap: Capability, job: Job) -> tuple[dict[str, str], list[str]]:
     return values, missing
 
 
-def _strategy(store: Store, job: Job) -> dict[str, Any]:
+def _strategy(store: RunnerStore, job: Job) -> dict[str, Any]:
     cells = [job]
     if job.pipeline_id:
         cells = [r for r in store.pipeline_jobs(job.pipeline_id) if r.job_ref == job.job_ref]
@@ -104,7 +105,7 @@ def _strategy(store: Store, job: Job) -> dict[str, Any]:
     }
 
 
-def expression_context(store: Store, att: Attempt, places: JobPlaces) -> expressions.Contexts:
+def expression_context(store: RunnerStore, att: Attempt, places: JobPlaces) -> expressions.Contexts:
     """Every context of this job (``steps`` grows as the steps run); ``env`` is the job's
     own env rendered in the others."""
     job = att.job

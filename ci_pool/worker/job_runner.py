@@ -16,7 +16,6 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import CIPoolError, SyncRefused
 from ci_pool.git import repo_transport
 from ci_pool.settings import Settings
-from ci_pool.store import Store
 from ci_pool.worker import steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
 from ci_pool.worker.cleanup import Leftover, cleaner
@@ -34,6 +33,7 @@ from ci_pool.worker.jobfiles import JobDir
 from ci_pool.worker.logs import LogWriter
 from ci_pool.worker.monitor import JobMonitor
 from ci_pool.worker.outcome import Outcome, OutcomeRecorder, error_outcome, steps_outcome
+from ci_pool.worker.runner_store import RunnerStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class JobRunner:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: RunnerStore,
         redis_client: redis.Redis | None,
         executors: Callable[[Capability], Executor],
         requeue: Callable[[Capability, str, float], None],
@@ -137,9 +137,11 @@ class JobRunner:
         finally:
             monitor.finish()
         # The outcome first; the container and the workspace go afterwards, off the path.
-        state = self.recorder.record(att, outcome)
-        if att.leftover is not None:
-            cleaner().submit(att.leftover)
+        try:
+            state = self.recorder.record(att, outcome)
+        finally:
+            if att.leftover is not None:
+                cleaner().submit(att.leftover)
         self._notify(job.id)
         return state
 

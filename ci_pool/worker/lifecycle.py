@@ -15,11 +15,11 @@ from typing import Any
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
-from ci_pool.exceptions import ExecutorError, NotFound
+from ci_pool.exceptions import AccessDenied, ExecutorError, NotFound, RunnerCutOff
 from ci_pool.settings import Settings
-from ci_pool.store import Store
 from ci_pool.worker import workspace
 from ci_pool.worker.executors.base import ENGINE_DOWN, Executor
+from ci_pool.worker.runner_store import open_runner_store
 
 log = logging.getLogger(__name__)
 #: Seconds between sweeps for containers of ended attempts that a cleanup left behind.
@@ -83,7 +83,7 @@ class Lifecycle(threading.Thread):
         self.consumer, self.registry, self.info = consumer, registry, info
         self.interval, self.limits = interval, limits
         self.settings: Settings = consumer.app.conf.ci_pool_settings
-        self.store = Store(self.settings.resolved_store_url)
+        self.store = open_runner_store(self.settings)
         self.cap = self.settings.capabilities[info.capability]
         self.health = Health(self.cap, _docker_executor, ttl=0.0)
         self.stopped = threading.Event()
@@ -150,8 +150,10 @@ class Lifecycle(threading.Thread):
         for job_id, attempt in executor.job_leftovers():
             try:
                 job = self.store.get_job(job_id)
-            except NotFound:
-                continue  # another pool's job on a shared engine
+            except (NotFound, AccessDenied):
+                # Another pool's job on a shared engine, or (through the API) a job this
+                # runner does not hold: not ours to judge; the reaper removes those.
+                continue
             # Only a running job's current attempt is alive; every other container of
             # the job belongs to an attempt that has ended.
             if job.state is JobState.RUNNING and job.attempt <= attempt:
@@ -224,8 +226,8 @@ class Lifecycle(threading.Thread):
         def alive(job_id: str, attempt: int) -> bool:
             try:
                 job = self.store.get_job(job_id)
-            except NotFound:
-                return True  # another pool's job on a shared host: not ours to judge
+            except (NotFound, AccessDenied):
+                return True  # another pool's (or runner's) job on a shared host: not ours
             return job.state is JobState.RUNNING and job.attempt <= attempt
 
         root = self.settings.resolved_workspace_root
@@ -243,7 +245,11 @@ class Lifecycle(threading.Thread):
         self.consuming = on
 
     def check(self) -> None:
-        running = self.store.count_running(self.info.runner_id)
+        try:
+            running = self.store.count_running(self.info.runner_id)
+        except RunnerCutOff as exc:
+            self._cut_off(exc)
+            return
         if running:
             self.last_busy = time.monotonic()
         changed = False
@@ -276,6 +282,20 @@ class Lifecycle(threading.Thread):
             log.warning("runner %s: exiting (%s)", self.info.runner_id, self.leaving)
             self.stopped.set()
             os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown
+
+    def _cut_off(self, exc: RunnerCutOff) -> None:
+        """The pool revoked this runner: stop consuming and exit at once. A running job
+        can record nothing any more; its lease runs out and the reaper re-queues it."""
+        if self.leaving is None or not self.leaving.startswith("revoked"):
+            log.error("runner %s: %s; taking no new job and exiting", self.info.runner_id, exc)
+        self.leaving = "revoked"
+        try:
+            self._consume(False)
+            self.registry.unregister(self.info.runner_id)
+        except Exception:  # the broker may refuse this runner too: exiting anyway
+            log.warning("runner %s: could not leave the broker cleanly", self.info.runner_id)
+        self.stopped.set()
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _docker_executor(cap: Capability) -> Executor:

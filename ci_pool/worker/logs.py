@@ -16,7 +16,8 @@ from ci_pool import defaults
 from ci_pool.broker.logstream import stream_key
 from ci_pool.core.commands import Annotation, CommandReader
 from ci_pool.core.masking import Masker
-from ci_pool.store import Store
+from ci_pool.exceptions import RunnerCutOff
+from ci_pool.worker.runner_store import RunnerStore
 
 
 class LogWriter:
@@ -29,7 +30,7 @@ class LogWriter:
     def __init__(
         self,
         client: redis.Redis | None,
-        store: Store,
+        store: RunnerStore,
         job_id: str,
         attempt: int,
         *,
@@ -41,6 +42,8 @@ class LogWriter:
     ):
         self.redis = client
         self.store = store
+        #: The API refused the runner's credential: the log is no longer stored.
+        self.cut_off = False
         self.job_id = job_id
         self.attempt = attempt
         self.masker = masker or Masker()
@@ -164,7 +167,15 @@ class LogWriter:
 
     def _flush_locked(self) -> None:
         if self._buffer:
-            self.store.append_log(self.job_id, self.attempt, self._seq, "".join(self._buffer))
+            if not self.cut_off:
+                try:
+                    self.store.append_log(
+                        self.job_id, self.attempt, self._seq, "".join(self._buffer)
+                    )
+                except RunnerCutOff:
+                    # Revoked: nothing of this attempt can be recorded any more; the
+                    # attempt is stopped and its outcome refused the same way.
+                    self.cut_off = True
             self._seq += 1
             self._persisted += self._buffered
             self._buffer.clear()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ci_pool.core.specs import JobState
+from ci_pool.exceptions import RunnerCutOff
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.logs import LogWriter
 
@@ -108,6 +109,11 @@ class JobMonitor(threading.Thread):
     def _beat(self) -> None:
         try:
             cancel = self.store.heartbeat(self.job_id, self.attempt, self.lease_ttl)
+        except RunnerCutOff:
+            # Revoked: nothing this attempt does can be recorded; stop it, and the lease
+            # runs out so the reaper queues the job for another runner.
+            self._halt(JobState.ERROR, "the pool refused this runner's credential")
+            return
         except Exception:  # a store hiccup: keep running, the lease has slack
             log.exception("heartbeat of job %s failed", self.job_id)
             return

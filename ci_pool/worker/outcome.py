@@ -15,8 +15,8 @@ from ci_pool.core.specs import JobState
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import CIPoolError, InfraError
 from ci_pool.settings import Settings
-from ci_pool.store import Store
 from ci_pool.worker.attempt import Attempt
+from ci_pool.worker.runner_store import RunnerStore
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class OutcomeRecorder:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: RunnerStore,
         requeue: Callable[[Capability, str, float], None],
     ):
         self.settings = settings
@@ -97,6 +97,8 @@ class OutcomeRecorder:
             log.warning("job %s attempt %s: lost the fence at finish", job.id, job.attempt)
             return None
         done, decision = closed
+        if self.store.settles_outcomes:  # the API queued what follows, server-side
+            return JobState(done.state)
         if decision.next is Next.REQUEUE and att.cap is not None:
             self.requeue(att.cap, job.id, decision.delay)
         elif job.pipeline_id:

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ci_pool.store import Store
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
+from ci_pool.worker.runner_store import RunnerStore
 
 #: Runs something, handing its raw output to the callback; returns its exit code.
 Producer = Callable[[Callable[[bytes], None]], int]
 
 
-def run_output(att: Attempt, index: int, store: Store, produce: Producer) -> int:
+def run_output(att: Attempt, index: int, store: RunnerStore, produce: Producer) -> int:
     """Run ``produce`` as step ``index``: its output is the step's; its exit code."""
     logw = att.logw
     logw.begin_step(index)
@@ -33,7 +33,7 @@ def run_script(
     name: str,
     env: dict[str, str],
     shell: str | None,
-    store: Store,
+    store: RunnerStore,
 ) -> int:
     """Run the script ``name`` (in the scripts directory) as step ``index``; its exit code."""
     return run_output(

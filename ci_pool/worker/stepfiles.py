@@ -15,8 +15,8 @@ from ci_pool import defaults
 from ci_pool.core.envfiles import env_updates, parse_key_values, path_entries
 from ci_pool.core.specs import StepSpec
 from ci_pool.exceptions import JobFileRefused
-from ci_pool.store import Store
 from ci_pool.worker.attempt import Attempt, StepDirs
+from ci_pool.worker.runner_store import RunnerStore
 
 #: Each variable a step gets and the stem of its file (``<stem>-<step>``).
 FILES = {
@@ -32,7 +32,7 @@ FILES = {
 class StepFiles:
     """The files of one attempt's steps and what they set for the steps after them."""
 
-    store: Store
+    store: RunnerStore
     #: Variables set through $GITHUB_ENV, for every later step.
     env: dict[str, str] = field(default_factory=dict)
     #: Directories added through $GITHUB_PATH, the latest first.

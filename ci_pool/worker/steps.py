@@ -11,16 +11,16 @@ from ci_pool.core.envfiles import parse_key_values
 from ci_pool.core.specs import StepSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import JobFileRefused
-from ci_pool.store import Store
 from ci_pool.worker import actions, scripts, workspace
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.outcome import StepFailure
+from ci_pool.worker.runner_store import RunnerStore
 from ci_pool.worker.stepfiles import StepFiles
 
 
 def run_steps(
-    att: Attempt, execution: Execution, ctx: dict[str, Any], store: Store
+    att: Attempt, execution: Execution, ctx: dict[str, Any], store: RunnerStore
 ) -> StepFailure | None:
     """Run the job's steps in order until the job is stopped; the first hard failure."""
     logw, monitor = att.logw, att.monitor

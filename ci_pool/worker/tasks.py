@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -21,14 +22,17 @@ from ci_pool.broker.app import send_run_job
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
+from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
+from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
 from ci_pool.worker.executors.host import HostExecutor
 from ci_pool.worker.job_runner import JobRunner
 from ci_pool.worker.lifecycle import Health, Lifecycle, Limits
+from ci_pool.worker.runner_store import RunnerStore, open_runner_store, through_api
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,9 @@ class _Runtime:
     """Per-process clients (made after the pool forks, never at import)."""
 
     settings: Settings
-    store: Store
+    store: RunnerStore
+    #: The name claims are recorded under (through the API: the registered name).
+    runner_id: str
     redis: redis.Redis
     runner: JobRunner
     health: Health | None
@@ -47,7 +53,10 @@ class _Runtime:
 @lru_cache(maxsize=4)
 def _runtime(app: Celery, pid: int) -> _Runtime:
     settings: Settings = app.conf.ci_pool_settings
-    store = Store(settings.resolved_store_url)
+    store = open_runner_store(settings)
+    runner_id = settings.runner_id
+    if isinstance(store, ApiRunnerStore):
+        runner_id = str(store.whoami()["name"])
     client = redis.Redis.from_url(settings.broker_url)
     executors: dict[str, Executor] = {}
 
@@ -66,19 +75,35 @@ def _runtime(app: Celery, pid: int) -> _Runtime:
 
     # Set by ``ci-pool worker`` when forges are configured: builds the status notifier.
     notifier = getattr(app.conf, "ci_pool_status_notifier", None)
-    notify = notifier(store) if notifier is not None else None
+    notify = notifier(store) if notifier is not None and isinstance(store, Store) else None
     runner = JobRunner(settings, store, client, executor_for, requeue, notify)
     cap_name = getattr(app.conf, "ci_pool_capability", None)
     cap = settings.capabilities.get(cap_name) if cap_name else None
     health = Health(cap, executor_for, ttl=1.0) if cap else None
-    return _Runtime(settings, store, client, runner, health)
+    return _Runtime(settings, store, runner_id, client, runner, health)
 
 
 @shared_task(name=defaults.RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
 def run_job(self: Task, job_id: str) -> str | None:
     """Run one job by id; a duplicate delivery finds nothing to claim and just acks."""
+    try:
+        return _run_job(self, job_id)
+    except RunnerCutOff as exc:
+        # The message goes back to the queue for a runner the pool still trusts (a job
+        # this runner had claimed stays claimed until its lease runs out and the reaper
+        # re-queues it; a second message for it finds nothing to claim). This runner's
+        # lifecycle sees the same refusal, stops consuming and exits.
+        log.error("job %s: %s; taking no new job", job_id, exc)
+        cap_name = getattr(self.app.conf, "ci_pool_capability", None)
+        settings: Settings = self.app.conf.ci_pool_settings
+        if cap_name in settings.capabilities:
+            send_run_job(self.app, settings.capabilities[cap_name], job_id, 1.0)
+        return None
+
+
+def _run_job(self: Task, job_id: str) -> str | None:
     rt = _runtime(self.app, os.getpid())
-    runner_id = rt.settings.runner_id or self.request.hostname or socket.gethostname()
+    runner_id = rt.runner_id or self.request.hostname or socket.gethostname()
     limits: Limits = getattr(self.app.conf, "ci_pool_limits", None) or Limits()
     if limits.max_jobs is not None and rt.store.count_claims(runner_id) >= limits.max_jobs:
         # This worker is done: hand the message back for another worker, unclaimed.
@@ -114,8 +139,16 @@ def _register(sender: Any = None, **_kw: Any) -> None:
     if not cap_name:
         return
     cap = settings.capabilities[cap_name]
+    runner_id = settings.runner_id or sender.hostname
+    if through_api(settings):
+        try:
+            runner_id = str(ApiRunnerStore(settings).whoami()["name"])
+        except RunnerCutOff as exc:
+            log.error("%s; exiting", exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
     info = RunnerInfo(
-        runner_id=settings.runner_id or sender.hostname,
+        runner_id=runner_id,
         capability=cap.name,
         queue=cap.queue,
         host=socket.gethostname(),

@@ -19,10 +19,10 @@ from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import CheckoutError, InputError, SyncRefused
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
 from ci_pool.settings import Settings
-from ci_pool.store import Store
 from ci_pool.store.models import utcnow
 from ci_pool.worker import artifacts
 from ci_pool.worker.attempt import Attempt
+from ci_pool.worker.runner_store import RunnerStore
 from ci_pool.worker.sync import apply_patch, check_payload, unpack_snapshot
 
 
@@ -248,7 +248,9 @@ def _persist_credential(
     att.logw.line("##[ci-pool] persist-credentials: a credential helper is set for this job")
 
 
-def collect_artifacts(att: Attempt, workspace: Path, settings: Settings, store: Store) -> None:
+def collect_artifacts(
+    att: Attempt, workspace: Path, settings: Settings, store: RunnerStore
+) -> None:
     """Copy the job's artifact paths out of the workspace and record them."""
     job = att.job
     dest = settings.resolved_artifact_root / job.id / str(job.attempt)

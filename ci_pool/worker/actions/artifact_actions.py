@@ -12,17 +12,18 @@ import hashlib
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ci_pool import defaults
 from ci_pool.core.globs import glob_match
 from ci_pool.exceptions import ActionError, JobFileRefused
-from ci_pool.store import Store
 from ci_pool.store.models import utcnow
 from ci_pool.worker import artifacts
 from ci_pool.worker.actions.call import ActionCall, builtin
 from ci_pool.worker.actions.workspace_paths import Paths, workspace_paths
+from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.jobfiles import JobDir, safe_parts
+from ci_pool.worker.runner_store import RunnerStore
 
 _NAME_FORBIDDEN = set('":<>|*?\\/\r\n\0')
 _NO_FILES = ("warn", "error", "ignore")
@@ -49,8 +50,16 @@ def _flag(call: ActionCall, name: str, default: bool = False) -> bool:
     raise ActionError(f"input {name}: {value!r} is not true or false")
 
 
-def _store(call: ActionCall) -> Store:
+def _store(call: ActionCall) -> RunnerStore:
     return call.files.store
+
+
+def _open_stored(call: ActionCall, src: Path, row: Any) -> IO[bytes]:
+    """A stored artifact file: from the pool's artifact root, or through the API."""
+    store = _store(call)
+    if isinstance(store, ApiRunnerStore):
+        return store.open_artifact(call.att.job.id, row)
+    return src.open("rb")
 
 
 def _artifact_root(call: ActionCall) -> Path:
@@ -244,7 +253,7 @@ def _write_artifact(call: ActionCall, wdir: JobDir, rows: list[Any], name: str, 
         src = root / row.job_id / str(row.attempt) / "/".join(parts)
         dest = f"{where}/{rel}" if where else rel
         try:
-            with src.open("rb") as fh:
+            with _open_stored(call, src, row) as fh:
                 size, sha256 = wdir.write_file(dest, fh, row.size)
         except OSError as exc:
             raise ActionError(f"artifact {name}: {rel} is missing from the store ({exc})") from None

@@ -1,5 +1,5 @@
 """``actions/cache``, ``actions/cache/restore`` and ``actions/cache/save``, built in, over
-the pool cache (``worker.cachestore``).
+the pool cache (``worker.cachestore``, over ``ci_pool.cachestore``).
 
 Entries are scoped as GitHub Actions scopes them: a job restores what its own ref saved,
 then (a pull request) what its base branch saved, then what the default branch saved; it
@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from ci_pool import defaults
-from ci_pool.exceptions import ActionError, ConfigError, InfraError
+from ci_pool.exceptions import AccessDenied, ActionError, ConfigError, InfraError, InputError
 from ci_pool.settings import Settings
 from ci_pool.worker import artifacts, cache_archive
 from ci_pool.worker.actions.call import ActionCall, PostStep, builtin
@@ -226,7 +226,12 @@ def save(call: ActionCall, backend: CacheBackend, req: CacheRequest) -> None:
 
 #: What the pool cache raises when it cannot be reached or is misconfigured: a warning, the
 #: job goes on (as Actions does when its cache service fails).
-_UNAVAILABLE = (InfraError, ConfigError)
+_UNAVAILABLE = (InfraError, ConfigError, AccessDenied, InputError)
+
+
+def _backend(call: ActionCall, settings: Settings) -> CacheBackend:
+    """The pool cache as this job reaches it (through the API on an API runner)."""
+    return open_backend(settings, call.files.store, call.att.job.id)
 
 
 def _cache_step(call: ActionCall) -> int:
@@ -235,7 +240,7 @@ def _cache_step(call: ActionCall) -> int:
     settings = _settings(call)
     req = _request(call, settings)
     try:
-        backend = open_backend(settings)
+        backend = _backend(call, settings)
         hit = restore(call, backend, req)
     except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to restore: {exc}")
@@ -264,7 +269,7 @@ def _restore_step(call: ActionCall) -> int:
     settings = _settings(call)
     req = _request(call, settings)
     try:
-        restore(call, open_backend(settings), req)
+        restore(call, _backend(call, settings), req)
     except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to restore: {exc}")
         call.outputs.setdefault("cache-hit", "false")
@@ -275,7 +280,7 @@ def _save_step(call: ActionCall) -> int:
     settings = _settings(call)
     req = _request(call, settings)
     try:
-        save(call, open_backend(settings), req)
+        save(call, _backend(call, settings), req)
     except _UNAVAILABLE as exc:
         call.line(f"##[warning]Failed to save: {exc}")
     return 0

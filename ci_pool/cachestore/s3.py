@@ -12,8 +12,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ci_pool.cachestore.base import CacheBackend, CacheEntry
 from ci_pool.exceptions import InfraError
-from ci_pool.worker.cachestore.base import CacheBackend, CacheEntry
 
 #: Seconds to connect and to wait for each answer; attempts on a throttled or lost request.
 _TIMEOUTS = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3})

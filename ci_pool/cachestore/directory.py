@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from ci_pool.cachestore.base import CacheBackend, CacheEntry
 from ci_pool.exceptions import InfraError
-from ci_pool.worker.cachestore.base import CacheBackend, CacheEntry
 
 
 class DirectoryCache(CacheBackend):
