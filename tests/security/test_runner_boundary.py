@@ -100,6 +100,14 @@ def test_a_runner_cannot_touch_a_job_it_did_not_claim(pool: ApiPool, git_server:
             ),
             ("GET", "/artifacts", {}),
             ("GET", "/cache", {"params": {"prefix": "v1/"}}),
+            (
+                "POST",
+                "/artifact-claims",
+                {"json": {"name": "dist", "expires_at": "2099-01-01T00:00:00+00:00"}},
+            ),
+            ("DELETE", "/artifact-claims", {"params": {"name": "dist"}}),
+            ("POST", "/artifact-sets", {"json": {"expires_at": "2099-01-01T00:00:00+00:00"}}),
+            ("GET", "/expired-artifacts", {"params": {"name": "dist"}}),
         ]
         for method, path, kw in attacks:
             res = cb.request(method, base + path, **kw)
