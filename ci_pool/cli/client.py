@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # Each client imports its own stack when made: local commands never load httpx,
     # remote ones never the local pool (Celery, the Docker-side services).
 
+    from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
     from ci_pool.service.pool import Pool
 
 #: A workflow_dispatch run's inputs (``run --input``).
@@ -102,6 +103,16 @@ class PoolClient(Protocol):
 
     def scale(self, capability: str, slots: int) -> list[str]:
         """Spread ``slots`` concurrent jobs over the capability's workers; one line each."""
+
+    # -- runner identities --
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        """A one-time registration token (admin)."""
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        """Revoke a registered runner (admin)."""
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        """Every registered runner, revoked ones too (admin)."""
 
 
 def connect(settings: Settings) -> PoolClient:
@@ -230,3 +241,29 @@ class LocalClient:
 
     def scale(self, capability: str, slots: int) -> list[str]:
         return self.pool.scale(capability, slots)
+
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        from ci_pool.service import identities
+
+        return identities.create_token(
+            self.pool, capabilities, identities.lifetime(expires), by=_local_user()
+        )
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        from ci_pool.service import identities
+
+        return identities.revoke(self.pool, name, by=_local_user())
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        from ci_pool.service import identities
+
+        return identities.identities_view(self.pool)
+
+
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local"

@@ -32,6 +32,8 @@ from ci_pool.settings import Settings
 if TYPE_CHECKING:
     import httpx
 
+    from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
+
 from ci_pool.cli.client import JSON, Inputs, _explain, _is_final
 
 
@@ -348,3 +350,22 @@ class HttpClient:
     def scale(self, capability: str, slots: int) -> list[str]:
         path = f"/v1/queues/{quote(capability, safe='')}/scale"
         return [str(line) for line in self._json("POST", path, json={"slots": slots})["lines"]]
+
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        from ci_pool.service.identities import RunnerTokenPublic
+
+        body = {"capabilities": capabilities, "expires": expires}
+        return RunnerTokenPublic.model_validate(self._json("POST", "/v1/runner-tokens", json=body))
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        from ci_pool.service.identities import RunnerIdentityView
+
+        path = f"/v1/runners/{quote(name, safe='')}/revoke"
+        return RunnerIdentityView.model_validate(self._json("POST", path))
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        from ci_pool.service.identities import RunnerIdentitiesPublic
+
+        return RunnerIdentitiesPublic.model_validate(
+            self._json("GET", "/v1/runner-identities")
+        ).data

@@ -29,6 +29,7 @@ from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
+from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.options import SyncOption, WorktreeOption
@@ -426,6 +427,7 @@ app.command("api")(cli_api.api)
 app.command()(cli_doctor.doctor)
 app.add_typer(cli_doctor.images_app, name="images")
 app.add_typer(cli_doctor.db_app, name="db")
+app.add_typer(cli_runners.runner_app, name="runner")
 
 
 def _error(message: str) -> None:

@@ -61,8 +61,21 @@ def worker(
                     "until one does",
                 )
             )
+    from ci_pool.worker.identity import runner_secrets
+
+    secrets = runner_secrets(settings, cap.name)
+    if secrets is not None:
+        # A registered runner: Redis as its own ACL user, which may read the routing
+        # tables but not write them.
+        settings = settings.model_copy(
+            update={
+                "broker_url": secrets.broker_url(settings.broker_url),
+                "runner_id": secrets.name,
+            }
+        )
+        err.print(f"runner {secrets.name}: registered; Redis as {secrets.redis_username}")
     Pool(settings).store.init_schema()  # tables exist before any job is claimed
-    capp = create_celery(settings)
+    capp = create_celery(settings, worker_queue=cap.queue, declare=secrets is None)
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
