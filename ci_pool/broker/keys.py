@@ -71,6 +71,11 @@ def acl_user(runner_name: str) -> str:
     return ACL_USER_PREFIX + runner_name
 
 
+def worker_node(capability: str, runner_name: str) -> str:
+    """The Celery node name of a registered runner's worker (its pidbox queue's name)."""
+    return f"{capability}@{runner_name}"
+
+
 def _glob_escape(text: str) -> str:
     """``text`` as a literal in a Redis glob pattern (ACL key and channel patterns)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -93,8 +98,6 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     control and event channels, its own registration/drain keys and its capabilities' log
     streams. No admin or dangerous command (FLUSHALL, CONFIG, ACL, KEYS, DEBUG...)."""
     rules = ["resetkeys", "resetchannels", "-@all", "+@all", "-@dangerous", "-@admin"]
-    # Harmless introspection kombu and redis-py ask for on connect.
-    rules += ["+info", "+client|setname", "+client|setinfo", "+client|id"]
     rw: list[str] = []
     for capability, queue in sorted(reach.queues.items()):
         rw += queue_keys(queue)
@@ -106,8 +109,11 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     pidbox = [
         f"_kombu.binding.{PIDBOX_EXCHANGE}",
         f"_kombu.binding_permanent.{PIDBOX_EXCHANGE}",
+        # kombu 5.7 refreshes expiring queues' bindings here (the pidbox queue expires).
+        "_kombu.binding_deadlines",
     ]
     rules += ["~" + _literal(k) for k in rw]
+    pidbox += [worker_node(c, reach.name) + f".{PIDBOX_EXCHANGE}*" for c in reach.queues]
     rules += ["~" + _literal(k) for k in pidbox]
     rules.append("~*." + _glob_escape(REPLY_EXCHANGE))
     # Routing tables are read only: a runner cannot bind another capability's routing

@@ -81,6 +81,10 @@ def worker(
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
     capp.conf.ci_pool_status_notifier = worker_notifier(settings)
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    if secrets is not None:
+        from ci_pool.broker.keys import worker_node
+
+        node = worker_node(cap.name, secrets.name)  # its Redis user reaches this pidbox only
     capp.worker_main(
         [
             "worker",
