@@ -121,8 +121,10 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     for exchange in (EXCHANGE, REPLY_EXCHANGE):
         rules.append("%R~" + _glob_escape(f"_kombu.binding.{exchange}"))
     prefix = f"/{reach.db}."
-    rules.append("&" + _glob_escape(prefix + PIDBOX_EXCHANGE) + "*")
-    rules.append("&" + _glob_escape(prefix + EVENT_EXCHANGE) + "*")
+    # kombu PSUBSCRIBEs the pidbox channel by its exact name, and Redis matches a
+    # PSUBSCRIBE pattern against the allowed ones literally.
+    rules.append("&" + _glob_escape(prefix + PIDBOX_EXCHANGE))
+    rules.append("&" + _glob_escape(prefix + EVENT_EXCHANGE) + "/*")
     return rules
 
 
