@@ -15,7 +15,9 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from ci_pool.addresses import is_loopback
 from ci_pool.broker.keys import broker_url_as
 from ci_pool.exceptions import AccessDenied, ConfigError, InfraError
 from ci_pool.settings import Settings
@@ -102,9 +104,16 @@ def join(settings: Settings, capabilities: list[str]) -> RunnerSecrets:
             "(e.g. <host>-<capability>-1)",
             key="runner_id",
         )
-    if not settings.api_url.startswith(("http://", "https://")):
+    parts = urlsplit(settings.api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             "a registering runner needs the pool's API: set CI_POOL_API_URL", key="api_url"
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: the runner's credential and Redis "
+            "password would cross the network in clear; use https://",
+            key="api_url",
         )
     body = {
         "token": token,
