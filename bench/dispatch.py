@@ -195,7 +195,7 @@ class CiPoolDriver:
 
     def wait_eof(self, job_id: str, timeout: float, worker: Proc) -> None:
         """Block on the job's live log stream until its end marker (no store polling)."""
-        key = defaults.LOG_STREAM_KEY.format(job_id=job_id)
+        key = defaults.LOG_STREAM_KEY.format(capability=CAPABILITY, job_id=job_id)
         last = "0-0"
         end = time.monotonic() + timeout
         while time.monotonic() < end:

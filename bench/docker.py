@@ -160,7 +160,7 @@ class Driver:
 
     def lines(self, job_id: str, timeout: float = 60) -> list[tuple[float, str]]:
         """The job's live log lines with the worker's stamp, until its end marker."""
-        key = defaults.LOG_STREAM_KEY.format(job_id=job_id)
+        key = defaults.LOG_STREAM_KEY.format(capability=CAPABILITY, job_id=job_id)
         last, out = "0-0", []
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 #: Every Redis key ci-pool writes starts with this prefix.
 KEY_PREFIX = "ci-pool:"
-#: Live log of one job: a Redis stream, one entry per line.
-LOG_STREAM_KEY = KEY_PREFIX + "log:{job_id}"
+#: Live log of one job: a Redis stream, one entry per line. The capability is in the key
+#: so a runner's Redis user can be limited to the streams of its capabilities' jobs.
+LOG_STREAM_KEY = KEY_PREFIX + "log:{capability}:{job_id}"
 #: Entries kept per live log stream; the store keeps the whole log.
 LOG_STREAM_MAXLEN = 100_000
 #: How long a finished job's live stream stays in Redis (seconds).
@@ -14,10 +15,16 @@ LOG_STREAM_TTL = 3600
 RUNNER_KEY = KEY_PREFIX + "runner:{runner_id}"
 #: A signature already accepted (kept past its validity, so it is accepted once).
 SIGNATURE_SEEN_KEY = KEY_PREFIX + "signature:{mac}"
-#: Set of every runner id that registered (entries expire lazily on read).
-RUNNERS_SET_KEY = KEY_PREFIX + "runners"
-#: Last registration of every runner that has not exited cleanly (to show lost ones).
-RUNNERS_SEEN_KEY = KEY_PREFIX + "runners:seen"
+#: Last registration of a runner that has not exited cleanly (to show lost ones): one key
+#: per runner (never a shared set or hash), so each runner writes only its own keys.
+RUNNER_SEEN_KEY = KEY_PREFIX + "seen:{runner_id}"
+#: Tells a runner to drain (set by ``ci-pool drain``).
+DRAIN_KEY = KEY_PREFIX + "drain:{runner_id}"
+#: kombu's unacknowledged-message hash, its index and its mutex, one set per queue (kombu
+#: keeps one for the whole broker by default), so a runner reaches only its own queues'.
+UNACKED_KEY = KEY_PREFIX + "unacked:{queue}"
+UNACKED_INDEX_KEY = KEY_PREFIX + "unacked_index:{queue}"
+UNACKED_MUTEX_KEY = KEY_PREFIX + "unacked_mutex:{queue}"
 
 #: Container labels.
 LABEL_JOB = "ci-pool.job"
@@ -404,3 +411,8 @@ RUNNER_ANNOTATIONS_MAX = 500
 RUNNER_REASON_MAX = 4096
 #: Bytes of a JSON body to a runner route (the upload routes stream their own bound).
 RUNNER_BODY_MAX = 4 * 1024 * 1024
+
+# -- runner identity --
+#: Exit status of a worker whose Redis user was refused (revoked): sysexits' EX_NOPERM, so
+#: a service manager can be told not to restart it (systemd RestartPreventExitStatus=77).
+EXIT_REVOKED = 77

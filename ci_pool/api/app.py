@@ -14,6 +14,7 @@ from ci_pool.api import (
     errors,
     routes_dispatch,
     routes_hooks,
+    routes_identities,
     routes_jobs,
     routes_pipelines,
     routes_repos,
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_dispatch.router)
     app.include_router(routes_pipelines.router)
     app.include_router(routes_hooks.router)
+    app.include_router(routes_identities.router)
     app.include_router(routes_runners.router)
     app.include_router(routes_runner_io.router)
     app.include_router(routes_repos.router)

@@ -6,17 +6,39 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from ci_pool import defaults
+from ci_pool.broker.keys import EXCHANGE, unacked_options
 from ci_pool.core.capabilities import Capability
 from ci_pool.settings import Settings
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app configured from settings; connects to nothing until used."""
-    app = Celery("ci_pool", broker=settings.broker_url, include=["ci_pool.worker.tasks"])
-    exchange = Exchange("ci-pool", type="direct")
+def create_celery(
+    settings: Settings,
+    *,
+    worker_queue: str | None = None,
+    broker_url: str | None = None,
+    declare: bool = True,
+) -> Celery:
+    """A Celery app configured from settings; connects to nothing until used.
+
+    ``worker_queue``: the app of a worker consuming that queue (its unacknowledged
+    messages are kept in keys of that queue). ``declare=False``: never write the routing
+    tables (a registered runner's Redis user may only read them; publishers declare).
+    """
+    app = Celery(
+        "ci_pool", broker=broker_url or settings.broker_url, include=["ci_pool.worker.tasks"]
+    )
+    exchange = Exchange(EXCHANGE, type="direct", no_declare=not declare)
+    transport: dict[str, object] = {
+        "visibility_timeout": settings.visibility_timeout,
+        # Sweep for messages of dead workers every restore_interval seconds (not 10x that).
+        "unacked_restore_interval": settings.restore_interval,
+        "unacked_restore_throttle": 1,
+    }
+    if worker_queue is not None:
+        transport.update(unacked_options(worker_queue))
     app.conf.update(
         task_queues=[
-            Queue(cap.queue, exchange, routing_key=cap.queue)
+            Queue(cap.queue, exchange, routing_key=cap.queue, no_declare=not declare)
             for cap in settings.capabilities.values()
         ],
         # No default queue to fall back to: a job goes to its capability's queue or nowhere.
@@ -25,12 +47,7 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            # Sweep for messages of dead workers every restore_interval seconds (not 10x that).
-            "unacked_restore_interval": settings.restore_interval,
-            "unacked_restore_throttle": 1,
-        },
+        broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         # A Redis blip must not kill running builds: they finish, their ack is lost, and
         # the redelivered message later finds nothing to claim.

@@ -8,19 +8,17 @@ from typing import Any
 
 import redis
 
-from ci_pool import defaults
+from ci_pool.broker.keys import log_stream_key as stream_key
 
-
-def stream_key(job_id: str) -> str:
-    return defaults.LOG_STREAM_KEY.format(job_id=job_id)
+__all__ = ["follow_stream", "stream_key"]
 
 
 def follow_stream(
-    client: redis.Redis, job_id: str, *, block_ms: int = 1000, last_id: str = "0-0"
+    client: redis.Redis, capability: str, job_id: str, *, block_ms: int = 1000, last_id: str = "0-0"
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield (entry id, fields) from a job's live stream; ends at each read's timeout
     so the caller can check the store between blocks."""
-    resp: Any = client.xread({stream_key(job_id): last_id}, block=block_ms, count=500)
+    resp: Any = client.xread({stream_key(capability, job_id): last_id}, block=block_ms, count=500)
     for _key, entries in resp or []:
         for entry_id, fields in entries:
             yield (

@@ -10,6 +10,15 @@ from typing import Any
 import redis
 
 from ci_pool import defaults
+from ci_pool.broker.keys import (
+    RUNNER_KEYS_MATCH,
+    SEEN_KEYS_MATCH,
+    drain_key,
+    runner_key,
+    seen_key,
+)
+
+__all__ = ["RunnerInfo", "RunnerRegistry", "drain_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,66 +66,66 @@ class RunnerInfo:
         )
 
 
-def drain_key(runner_id: str) -> str:
-    """The Redis key that tells a runner to drain (set by ``ci-pool drain``)."""
-    return f"{defaults.KEY_PREFIX}drain:{runner_id}"
+#: How long a runner's last registration is kept after it was last heard from.
+SEEN_KEEP = 86400
 
 
 class RunnerRegistry:
-    """Registration hashes with a TTL; a runner that stops heartbeating disappears."""
+    """Registration hashes with a TTL; a runner that stops heartbeating disappears. Each
+    runner writes only keys that carry its name (its Redis user may touch no other)."""
 
     def __init__(self, client: redis.Redis, ttl: float = defaults.RUNNER_TTL):
         self.redis = client
         self.ttl = ttl
 
-    @staticmethod
-    def _key(runner_id: str) -> str:
-        return defaults.RUNNER_KEY.format(runner_id=runner_id)
-
     def heartbeat(self, info: RunnerInfo) -> None:
         """Register or refresh a runner."""
-        key = self._key(info.runner_id)
+        key = runner_key(info.runner_id)
         data = info.to_redis()
         data["last_seen"] = repr(time.time())
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=data)  # type: ignore[arg-type]
         pipe.pexpire(key, int(self.ttl * 1000))
-        pipe.sadd(defaults.RUNNERS_SET_KEY, info.runner_id)
-        pipe.hset(defaults.RUNNERS_SEEN_KEY, info.runner_id, json.dumps(data))
+        pipe.set(seen_key(info.runner_id), json.dumps(data), ex=SEEN_KEEP)
         pipe.execute()
 
     def unregister(self, runner_id: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.delete(self._key(runner_id))
-        pipe.srem(defaults.RUNNERS_SET_KEY, runner_id)
-        pipe.hdel(defaults.RUNNERS_SEEN_KEY, runner_id)  # a clean exit is not a loss
+        pipe.delete(runner_key(runner_id))
+        pipe.delete(seen_key(runner_id))  # a clean exit is not a loss
         pipe.execute()
+
+    def forget(self, runner_id: str) -> None:
+        """Drop every trace of a runner (revoked: it shows as gone, not as lost)."""
+        self.redis.delete(runner_key(runner_id), seen_key(runner_id), drain_key(runner_id))
 
     def lost(self, keep: float = 86400) -> list[RunnerInfo]:
         """Runners that stopped heartbeating without unregistering (killed, host lost),
         within the last ``keep`` seconds; older ones are forgotten."""
         live = {r.runner_id for r in self.live()}
         found = []
-        for rid, raw in self.redis.hgetall(defaults.RUNNERS_SEEN_KEY).items():
+        keys = sorted(self.redis.scan_iter(match=SEEN_KEYS_MATCH, count=500))
+        for key, raw in zip(keys, self.redis.mget(keys) if keys else [], strict=True):
+            if raw is None:
+                continue
             info = RunnerInfo.from_redis(json.loads(raw))
             if info.runner_id in live:
                 continue
             if time.time() - info.last_seen > keep:
-                self.redis.hdel(defaults.RUNNERS_SEEN_KEY, rid)
+                self.redis.delete(key)
                 continue
             found.append(info)
         return sorted(found, key=lambda r: r.runner_id)
 
     def live(self, capability: str | None = None) -> list[RunnerInfo]:
         """Runners heard from within the TTL, optionally of one capability."""
-        ids = sorted(self.redis.smembers(defaults.RUNNERS_SET_KEY))
+        keys = sorted(self.redis.scan_iter(match=RUNNER_KEYS_MATCH, count=500))
         pipe = self.redis.pipeline()
-        for rid in ids:
-            pipe.hgetall(self._key(_text(rid)))
+        for key in keys:
+            pipe.hgetall(key)
         found: list[RunnerInfo] = []
-        for rid, raw in zip(ids, pipe.execute(), strict=True):
-            if not raw:
-                self.redis.srem(defaults.RUNNERS_SET_KEY, rid)
+        for raw in pipe.execute() if keys else []:
+            if not raw:  # expired between the scan and the read
                 continue
             info = RunnerInfo.from_redis({_text(k): _text(v) for k, v in raw.items()})
             if capability is None or info.capability == capability:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     # Each client imports its own stack when made: local commands never load httpx,
     # remote ones never the local pool (Celery, the Docker-side services).
 
+    from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
     from ci_pool.service.pool import Pool
 
 #: A workflow_dispatch run's inputs (``run --input``).
@@ -109,6 +110,16 @@ class PoolClient(Protocol):
 
     def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
         """The audit of diagnostic commands, newest first."""
+
+    # -- runner identities --
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        """A one-time registration token (admin)."""
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        """Revoke a registered runner (admin)."""
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        """Every registered runner, revoked ones too (admin)."""
 
 
 def connect(settings: Settings) -> PoolClient:
@@ -245,3 +256,29 @@ class LocalClient:
 
     def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
         return [dict(r) for r in self.pool.runner_exec_log(runner, limit)]
+
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        from ci_pool.service import identities
+
+        return identities.create_token(
+            self.pool, capabilities, identities.lifetime(expires), by=_local_user()
+        )
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        from ci_pool.service import identities
+
+        return identities.revoke(self.pool, name, by=_local_user())
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        from ci_pool.service import identities
+
+        return identities.identities_view(self.pool)
+
+
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return f"local:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "local"

@@ -30,6 +30,8 @@ from ci_pool.settings import Settings
 if TYPE_CHECKING:
     import httpx
 
+    from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
+
 from ci_pool.cli.client import JSON, Inputs, _explain, _is_final
 
 
@@ -292,3 +294,22 @@ class HttpClient:
         if runner:
             params["runner"] = runner
         return list(self._json("GET", "/v1/runner-execs", params=params)["data"])
+
+    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+        from ci_pool.service.identities import RunnerTokenPublic
+
+        body = {"capabilities": capabilities, "expires": expires}
+        return RunnerTokenPublic.model_validate(self._json("POST", "/v1/runner-tokens", json=body))
+
+    def revoke_runner(self, name: str) -> RunnerIdentityView:
+        from ci_pool.service.identities import RunnerIdentityView
+
+        path = f"/v1/runners/{quote(name, safe='')}/revoke"
+        return RunnerIdentityView.model_validate(self._json("POST", path))
+
+    def runner_identities(self) -> list[RunnerIdentityView]:
+        from ci_pool.service.identities import RunnerIdentitiesPublic
+
+        return RunnerIdentitiesPublic.model_validate(
+            self._json("GET", "/v1/runner-identities")
+        ).data

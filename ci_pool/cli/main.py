@@ -29,7 +29,8 @@ from ci_pool.cli import pipelines as cli_pipelines
 from ci_pool.cli import processes as cli_processes
 from ci_pool.cli import provision as cli_provision
 from ci_pool.cli import repos as cli_repos
-from ci_pool.cli import runner as cli_runner
+from ci_pool.cli import runner as cli_runner  # noqa: F401  (adds exec, exec-log to the group)
+from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.loopback import UpClient, quick_repo, up_client
@@ -435,12 +436,12 @@ app.command()(cli_pipelines.retry)
 app.add_typer(cli_pipelines.pipeline_app, name="pipeline")
 app.add_typer(cli_api.token_app, name="token")
 app.add_typer(cli_provision.provision_app, name="provision")
-app.add_typer(cli_runner.runner_app, name="runner")
 app.add_typer(cli_repos.repos_app, name="repos")
 app.command("api")(cli_api.api)
 app.command()(cli_doctor.doctor)
 app.add_typer(cli_doctor.images_app, name="images")
 app.add_typer(cli_doctor.db_app, name="db")
+app.add_typer(cli_runners.runner_app, name="runner")
 
 
 def _error(message: str) -> None:

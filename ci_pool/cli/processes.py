@@ -66,18 +66,35 @@ def worker(
                 ),
                 soft_wrap=True,
             )
+    from ci_pool.worker.identity import runner_secrets
+
+    secrets = runner_secrets(settings, cap.name)
+    if secrets is not None:
+        # A registered runner: Redis as its own ACL user, which may read the routing
+        # tables but not write them.
+        settings = settings.model_copy(
+            update={
+                "broker_url": secrets.broker_url(settings.broker_url),
+                "runner_id": secrets.name,
+            }
+        )
+        err.print(f"runner {secrets.name}: registered; Redis as {secrets.redis_username}")
     api_runner = through_api(settings)  # refuses a store URL beside the credential
     if api_runner:
         _check_credential(settings)
     else:
         Pool(settings).store.init_schema()  # tables exist before any job is claimed
-    capp = create_celery(settings)
+    capp = create_celery(settings, worker_queue=cap.queue, declare=secrets is None)
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
     # Commit statuses go out from the API's side for a runner without store access.
     capp.conf.ci_pool_status_notifier = None if api_runner else worker_notifier(settings)
     node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    if secrets is not None:
+        from ci_pool.broker.keys import worker_node
+
+        node = worker_node(cap.name, secrets.name)  # its Redis user reaches this pidbox only
     capp.worker_main(
         [
             "worker",

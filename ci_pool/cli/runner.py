@@ -1,27 +1,16 @@
 """``ci-pool runner exec NAME -- cmd args...`` and ``ci-pool runner exec-log``: a diagnostic
-command on one named live runner, through the pool (registered in ci_pool.cli.main)."""
+command on one named live runner, through the pool (on the ``runner`` group of
+ci_pool.cli.runners)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from ci_pool.cli.client import PoolClient
-
-runner_app = typer.Typer(
-    help="Act on one runner: run a diagnostic command on it (exec), read that audit (exec-log).",
-    no_args_is_help=True,
-)
-
-
-def _client() -> PoolClient:
-    from ci_pool.cli.main import _client as connect
-
-    return connect()
+from ci_pool.cli.runners import _client, runner_app
 
 
 @runner_app.command(

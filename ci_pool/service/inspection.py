@@ -134,10 +134,11 @@ class Inspection(PoolBase):
         keep-alive or notice that its client left."""
         last = "0-0"
         attempt_seen: str | None = None
+        capability = self.get(job_id).capability
         while True:
             got = False
             try:
-                for entry_id, fields in follow_stream(self.redis, job_id, last_id=last):
+                for entry_id, fields in follow_stream(self.redis, capability, job_id, last_id=last):
                     got = True
                     last = entry_id
                     if fields.get("a") != attempt_seen and attempt_seen is not None:

@@ -27,6 +27,7 @@ from datetime import timedelta
 import redis
 
 from ci_pool import defaults
+from ci_pool.broker.keys import queue_keys, unacked_keys
 from ci_pool.core.retry import Next, lost_reason
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import JobState
@@ -36,13 +37,6 @@ from ci_pool.store.idempotency import forget_expired
 from ci_pool.store.models import utcnow
 
 log = logging.getLogger(__name__)
-
-#: kombu's Redis transport keeps priorities 3, 6 and 9 in keys "<queue>\x06\x16<p>".
-_PRIORITY_KEYS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
-#: kombu's hash of delivered, unacknowledged messages (held by live or dead workers), and
-#: the sorted set of their delivery times.
-_UNACKED = "unacked"
-_UNACKED_INDEX = "unacked_index"
 
 
 @dataclass
@@ -143,15 +137,21 @@ class Reaper:
         """Every message waiting in these queues, plus the unacknowledged ones delivered
         recently. A queued job's message that a worker took long ago without claiming the
         job belongs to a worker that died: it does not count as held."""
+        # kombu's hash of delivered, unacknowledged messages (held by live or dead
+        # workers) and the sorted set of their delivery times: one pair per queue.
         pipe = self.broker.pipeline(transaction=False)
         for queue in sorted(queues):
-            for suffix in _PRIORITY_KEYS:
-                pipe.lrange(queue + suffix, 0, -1)
-        pipe.zrangebyscore(_UNACKED_INDEX, time.time() - self.unacked_grace, "+inf")
-        *lists, recent_tags = pipe.execute()
+            for key in queue_keys(queue):
+                pipe.lrange(key, 0, -1)
+        for queue in sorted(queues):
+            pipe.zrangebyscore(unacked_keys(queue)[1], time.time() - self.unacked_grace, "+inf")
+        replies = pipe.execute()
+        lists, recent = replies[: -len(queues)], replies[-len(queues) :]
         chunks = [_text(v) for values in lists for v in values]
-        if recent_tags:
-            chunks += [_text(v) for v in self.broker.hmget(_UNACKED, recent_tags) if v]
+        for queue, tags in zip(sorted(queues), recent, strict=True):
+            if tags:
+                held = self.broker.hmget(unacked_keys(queue)[0], tags)
+                chunks += [_text(v) for v in held if v]
         return "\n".join(chunks)
 
     def _lost_messages(self, done: Sweep) -> None:

@@ -166,7 +166,7 @@ def revoke_runner(store: Store, name: str, *, by: str) -> RunnerIdentity:
     with store.session() as s:
         row = s.get(RunnerIdentity, name)
         if row is None:
-            raise NotFound(f"no runner named {name!r} is registered (see: ci-pool runners)")
+            raise NotFound(f"no runner named {name!r} is registered (see: ci-pool runner list)")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             row.revoked_by = by

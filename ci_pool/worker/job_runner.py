@@ -95,6 +95,7 @@ class JobRunner:
             masker=Masker(secrets.values()),
             max_bytes=self.settings.log_max_bytes,
             debug=str(job.env.get("ACTIONS_STEP_DEBUG", "")).lower() == "true",
+            capability=job.capability,
         )
         logw.line(
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "

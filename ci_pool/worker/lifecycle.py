@@ -6,12 +6,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import redis
+
+from ci_pool import defaults
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
@@ -104,8 +109,26 @@ class Lifecycle(threading.Thread):
                     self._beat()
                     last_beat = time.monotonic()
                 self.check()
+            except redis.AuthenticationError as exc:
+                self.cut_off(exc)
             except Exception:  # Redis or the store is down for a moment: try again
                 log.warning("runner lifecycle check failed; retrying", exc_info=True)
+
+    def cut_off(self, exc: Exception) -> None:
+        """Redis refuses this runner's user: it was revoked. Take nothing more, abandon the
+        running job (its lease runs out and the reaper re-queues it) and exit at once,
+        rather than reconnecting forever."""
+        self.stopped.set()
+        line = (
+            f"runner {self.info.runner_id}: the broker refused its Redis user ({exc}); the "
+            "runner was revoked: exiting. To bring it back, register it again with a new "
+            "token (ci-pool runner token create)"
+        )
+        log.error("%s", line)
+        sys.stderr.write(f"error: {line}\n")
+        sys.stderr.flush()
+        _kill_children()
+        os._exit(defaults.EXIT_REVOKED)
 
     def _beat(self) -> None:
         try:
@@ -296,6 +319,20 @@ class Lifecycle(threading.Thread):
             log.warning("runner %s: could not leave the broker cleanly", self.info.runner_id)
         self.stopped.set()
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (the pool processes running jobs)."""
+    for children in Path("/proc/self/task").glob("*/children"):
+        try:
+            pids = children.read_text().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
 
 def _docker_executor(cap: Capability) -> Executor:

@@ -39,8 +39,10 @@ class LogWriter:
         flush_interval: float = defaults.LOG_FLUSH_INTERVAL,
         flush_bytes: int = defaults.LOG_FLUSH_BYTES,
         debug: bool = False,
+        capability: str = "",
     ):
         self.redis = client
+        self.stream = stream_key(capability, job_id)
         self.store = store
         #: The API refused the runner's credential: the log is no longer stored.
         self.cut_off = False
@@ -150,7 +152,7 @@ class LogWriter:
             pipe = self.redis.pipeline(transaction=False)
             for fields in entries:
                 pipe.xadd(
-                    stream_key(self.job_id),
+                    self.stream,
                     fields,  # type: ignore[arg-type]
                     maxlen=defaults.LOG_STREAM_MAXLEN,
                     approximate=True,
@@ -211,7 +213,7 @@ class LogWriter:
             self._publish([{"a": str(self.attempt), "t": _now(), "eof": "1"}])
             if self.redis is not None and not self.redis_failed:
                 try:
-                    self.redis.expire(stream_key(self.job_id), defaults.LOG_STREAM_TTL)
+                    self.redis.expire(self.stream, defaults.LOG_STREAM_TTL)
                 except redis.RedisError:
                     self.redis_failed = True
 

@@ -120,7 +120,10 @@ def test_workflow_commands_mask_group_and_annotate(
     # command line on.
     assert HIDDEN not in log
     assert "::add-mask::***" in lines and "value is ***" in lines
-    stream = [f.get(b"l", b"").decode() for _id, f in pool.redis.xrange(stream_key(job.id))]
+    stream = [
+        f.get(b"l", b"").decode()
+        for _id, f in pool.redis.xrange(stream_key(job.capability, job.id))
+    ]
     assert "value is ***" in stream
     assert not [line for line in stream if HIDDEN in line]
     # Groups are kept as fold markers; one left open is closed at the end of its step.

@@ -51,7 +51,7 @@ def test_heartbeat_registers(client: fakeredis.FakeRedis) -> None:
     assert got.started_at == 1_700_000_000.25
     assert got.extra == {"docker": "27.0"}
     assert before <= got.last_seen <= time.time()
-    assert client.sismember(defaults.RUNNERS_SET_KEY, "linux@host1")
+    assert client.exists(defaults.RUNNER_KEY.format(runner_id="linux@host1"))
     ttl_ms = client.pttl(defaults.RUNNER_KEY.format(runner_id="linux@host1"))
     assert 0 < ttl_ms <= 30_000
 
@@ -85,7 +85,7 @@ def test_unregister_removes(client: fakeredis.FakeRedis) -> None:
     reg.unregister("linux@a")
     assert [r.runner_id for r in reg.live()] == ["linux@b"]
     assert not client.exists(defaults.RUNNER_KEY.format(runner_id="linux@a"))
-    assert not client.sismember(defaults.RUNNERS_SET_KEY, "linux@a")
+    assert not client.exists(defaults.RUNNER_KEY.format(runner_id="linux@a"))
     reg.unregister("never-registered")  # no error
 
 
@@ -97,9 +97,9 @@ def test_expired_runner_disappears(client: fakeredis.FakeRedis) -> None:
     assert {r.runner_id for r in long.live()} == {"linux@silent", "linux@alive"}
     time.sleep(0.25)
     assert [r.runner_id for r in long.live()] == ["linux@alive"]
-    # live() also prunes the id from the set of known runners.
-    assert not client.sismember(defaults.RUNNERS_SET_KEY, "linux@silent")
-    assert client.sismember(defaults.RUNNERS_SET_KEY, "linux@alive")
+    # The silent runner's key expired: it is gone from Redis too.
+    assert not client.exists(defaults.RUNNER_KEY.format(runner_id="linux@silent"))
+    assert client.exists(defaults.RUNNER_KEY.format(runner_id="linux@alive"))
 
 
 def test_heartbeat_keeps_a_runner_alive(client: fakeredis.FakeRedis) -> None:

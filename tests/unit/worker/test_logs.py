@@ -61,7 +61,7 @@ def writer(client: fakeredis.FakeRedis, store: Store, job_id: str) -> LogWriter:
 def entries(client: redis.Redis, job_id: str) -> list[dict[str, str]]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
-        for _id, fields in client.xrange(stream_key(job_id))
+        for _id, fields in client.xrange(stream_key("", job_id))
     ]
 
 
@@ -147,7 +147,7 @@ def test_stream_has_one_entry_per_line_and_an_eof(
     assert all(e["a"] == "1" and e["t"] for e in got)
     assert got[-1]["eof"] == "1"
     assert "l" not in got[-1]
-    ttl = client.ttl(stream_key(job_id))
+    ttl = client.ttl(stream_key("", job_id))
     assert 0 < ttl <= defaults.LOG_STREAM_TTL
 
 
@@ -236,11 +236,13 @@ def test_broken_redis_does_not_fail_the_build(store: Store, job_id: str) -> None
 def test_follow_stream(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
     writer.write(b"a\nb\n")
     writer.close()
-    got = list(follow_stream(client, job_id, block_ms=10))
+    got = list(follow_stream(client, "", job_id, block_ms=10))
     assert [f.get("l") for _id, f in got] == ["a", "b", None]
     assert got[-1][1]["eof"] == "1"
     last = got[0][0]
-    assert [f.get("l") for _id, f in follow_stream(client, job_id, block_ms=10, last_id=last)] == [
+    assert [
+        f.get("l") for _id, f in follow_stream(client, "", job_id, block_ms=10, last_id=last)
+    ] == [
         "b",
         None,
     ]

@@ -1,0 +1,85 @@
+"""``ci-pool runner token create|revoke|list``: runner identities (admin), locally or
+through the API like the other commands (registered in ci_pool.cli.main)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ci_pool.cli.client import PoolClient
+
+runner_app = typer.Typer(
+    help="Registered runners: registration tokens, revocation, the list; a diagnostic "
+    "command on one runner (exec) and that audit (exec-log).",
+    no_args_is_help=True,
+)
+runner_token_app = typer.Typer(help="One-time registration tokens.", no_args_is_help=True)
+runner_app.add_typer(runner_token_app, name="token")
+out = Console(highlight=False, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+
+
+def _client() -> PoolClient:
+    from ci_pool.cli.client import connect
+    from ci_pool.settings import get_settings
+
+    return connect(get_settings())
+
+
+@runner_token_app.command("create")
+def token_create(
+    capability: Annotated[
+        list[str], typer.Option(help="A capability the runner may serve (repeat for more).")
+    ],
+    expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d.")] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make a one-time registration token; it is printed once. A runner started with it
+    (CI_POOL_REGISTRATION_TOKEN) exchanges it for its own credential at its first start."""
+    caps = [c.strip() for value in capability for c in value.split(",") if c.strip()]
+    made = _client().create_runner_token(caps, expires)
+    if as_json:
+        out.print(made.model_dump_json())
+        return
+    out.print(made.token)
+    err.print(
+        f"registration token for {', '.join(made.capabilities)}, valid until "
+        f"{made.expires_at:%Y-%m-%d %H:%M} UTC, usable once; it is not shown again"
+    )
+
+
+@runner_app.command("revoke")
+def revoke(name: Annotated[str, typer.Argument(help="The runner's registered name.")]) -> None:
+    """Revoke a runner: its credential and Redis user end at once, its connections drop,
+    it stops taking jobs and exits; the reaper re-queues the job it was running."""
+    row = _client().revoke_runner(name)
+    out.print(
+        f"runner {row.name} revoked by {row.revoked_by} at {row.revoked_at:%Y-%m-%d %H:%M:%S}"
+    )
+
+
+@runner_app.command("list")
+def list_identities(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every registered runner; revoked ones say who revoked them and when."""
+    rows = _client().runner_identities()
+    if as_json:
+        out.print(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("runner", "host", "capabilities", "registered", "revoked")
+    for r in rows:
+        revoked = f"{r.revoked_at:%Y-%m-%d %H:%M} by {r.revoked_by}" if r.revoked_at else "-"
+        table.add_row(
+            r.name,
+            r.host or "-",
+            ",".join(r.capabilities),
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            revoked,
+        )
+    out.print(table)

@@ -1,0 +1,193 @@
+"""Runner identity against a real Redis ACL, the API on loopback and real workers: a
+registered runner's Redis user reaches only its own capability's keys, and revocation
+cuts it off (connection dropped, AUTH refused, worker exits, its job re-run elsewhere)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from ci_pool import defaults
+from ci_pool.broker.keys import log_stream_key, runner_key, unacked_keys
+from ci_pool.core.specs import JobState
+from ci_pool.embedded import RedisServer
+from ci_pool.service import identities
+from tests.conftest import GitServer, Harness, isolated_harness
+
+DB = 12
+
+
+@pytest.fixture(scope="module")
+def id_pool(session_dir: Path, redis_server: RedisServer, busybox_image: str) -> Iterator[Harness]:
+    h = isolated_harness(session_dir / "identity", redis_server, busybox_image, DB)
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def id_api(id_pool: Harness) -> Iterator[str]:
+    from ci_pool.api.server import make_server, running
+    from ci_pool.embedded import free_port
+
+    port = free_port()
+    with running(make_server(id_pool.settings(), "127.0.0.1", port, log_level="warning")):
+        yield f"http://127.0.0.1:{port}"
+
+
+def _as_user(url: str, username: str, password: str) -> redis.Redis:
+    return redis.Redis.from_url(url, username=username, password=password, socket_timeout=5)
+
+
+def test_a_runner_user_reaches_only_its_capability_and_is_cut_off_by_revoke(
+    id_pool: Harness,
+) -> None:
+    pool = id_pool.pool()
+    made = identities.create_token(pool, ["linux"], identities.lifetime("1h"), by="test")
+    reg = identities.register(pool, made.token, "acl-host-linux-1", host="acl-host")
+    r = _as_user(id_pool.redis_url, reg.redis_username, reg.redis_password)
+    assert r.execute_command("ACL", "WHOAMI") == b"runner-acl-host-linux-1"
+    # Its own queue, unacked keys, heartbeat and its capability's log streams: allowed.
+    r.lrange("linux", 0, -1)
+    r.hgetall(unacked_keys("linux")[0])
+    r.hset(runner_key("acl-host-linux-1"), "x", "1")
+    r.xadd(log_stream_key("linux", "some-job"), {"l": "line"})
+    r.smembers("_kombu.binding.ci-pool")
+    denied = [
+        lambda: r.brpop(["android"], timeout=1),
+        lambda: r.lrange("android", 0, -1),
+        lambda: r.lpush("iso", "stolen"),
+        lambda: r.hgetall(unacked_keys("android")[0]),
+        lambda: r.xadd(log_stream_key("android", "j"), {"l": "forged"}),
+        lambda: r.hset(runner_key("someone-else"), "x", "1"),
+        lambda: r.set(defaults.SIGNATURE_SEEN_KEY.format(mac="m"), "1"),
+        # Binding another capability's routing key to its own queue would steal its jobs.
+        lambda: r.sadd("_kombu.binding.ci-pool", "iso\x06\x16\x06\x16linux"),
+        lambda: r.get("any-other-key"),
+        lambda: r.flushall(),
+        lambda: r.config_get("*"),
+        lambda: r.execute_command("ACL", "LIST"),
+        lambda: r.execute_command("ACL", "SETUSER", "runner-acl-host-linux-1", "allkeys"),
+        lambda: r.keys("*"),
+    ]
+    for i, call in enumerate(denied):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            call()
+            pytest.fail(f"call {i} was allowed")
+    pool.redis.delete(runner_key("acl-host-linux-1"), log_stream_key("linux", "some-job"))
+
+    row = identities.revoke(pool, "acl-host-linux-1", by="test-admin")
+    assert row.revoked_by == "test-admin"
+    # Its open connection is dropped, and it cannot authenticate again.
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        r.ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        _as_user(id_pool.redis_url, reg.redis_username, reg.redis_password).ping()
+
+
+def _runner(h: Harness, api: str, cred: Path, **extra: str) -> Harness:
+    """The pool's harness as seen by a remote runner: its own credential file, the API."""
+    overrides = {
+        **h.overrides,
+        "api_url": api,
+        "runner_credential_file": str(cred),
+        "runner_id": "h1-linux-1",
+        **extra,
+    }
+    return dataclasses.replace(h, overrides=overrides, workers=[])
+
+
+def _exit_line(worker_log: Path) -> str:
+    text = worker_log.read_text()
+    assert "Traceback" not in text, text
+    return text
+
+
+def test_join_run_restart_and_revoke_a_runner(
+    id_pool: Harness, id_api: str, git_server: GitServer, tmp_path: Path
+) -> None:
+    h = id_pool
+    res = h.cli("token", "create", "admin", "--scope", "admin")
+    assert res.returncode == 0, res.stderr
+    admin = dataclasses.replace(
+        h, overrides={**h.overrides, "api_url": id_api, "api_token": res.stdout.strip()}
+    )
+    res = admin.cli("runner", "token", "create", "--capability", "linux", "--expires", "1h")
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip()
+    assert token.startswith("cirt_") and "not shown again" in res.stderr
+
+    cred = tmp_path / "runner" / "credential"
+    first = _runner(h, id_api, cred, registration_token=token)
+    w1 = first.start_worker("linux")
+    try:
+        assert w1.runner_id == "h1-linux-1"
+        for path in (cred, cred.with_name("credential.redis")):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert cred.read_text().strip().startswith("circ_")
+        redis_user = json.loads(cred.with_name("credential.redis").read_text())
+        assert redis_user["redis_username"] == "runner-h1-linux-1"
+        job = h.submit(git_server, "echo hello from the runner")
+        done = h.pool().wait(job, timeout=30)
+        assert done.state == JobState.SUCCEEDED, w1.log.read_text()[-6000:]
+        assert done.runner_id == "h1-linux-1"
+    finally:
+        w1.stop()
+
+    # The token is used up: another runner cannot join with it (one line, exit != 0).
+    again = _runner(h, id_api, tmp_path / "other" / "credential", registration_token=token)
+    again.overrides["runner_id"] = "h2-linux-1"
+    res = again.cli("worker", "--capability", "linux")
+    assert res.returncode == 2, res.stderr
+    assert "registration of runner 'h2-linux-1' refused" in res.stderr
+    assert "used already" in res.stderr and "Traceback" not in res.stderr
+
+    # A credential file open to others is refused, saying how to fix it.
+    cred.chmod(0o644)
+    res = _runner(h, id_api, cred).cli("worker", "--capability", "linux")
+    assert res.returncode == 2 and f"chmod 600 {cred}" in res.stderr, res.stderr
+    cred.chmod(0o600)
+
+    # Restart without the registration token: the saved identity is enough.
+    second = _runner(h, id_api, cred)
+    w2 = second.start_worker("linux")
+    job = h.submit(
+        git_server,
+        'echo attempt $CI_POOL_ATTEMPT; [ "$CI_POOL_ATTEMPT" = 1 ] && sleep 60; echo finished',
+    )
+    h.wait_state(job, JobState.RUNNING.value)
+    assert h.pool().get(job).runner_id == "h1-linux-1"
+
+    res = admin.cli("runner", "revoke", "h1-linux-1")
+    assert res.returncode == 0, res.stderr
+    assert "runner h1-linux-1 revoked by token:admin" in res.stdout
+    # The revoked worker stops at its next Redis call, with one clear line.
+    w2.proc.wait(timeout=30)
+    assert w2.proc.returncode == defaults.EXIT_REVOKED
+    text = _exit_line(w2.log)
+    assert "the runner was revoked: exiting" in text
+    assert not [r for r in h.pool().runners("linux") if r.runner_id == "h1-linux-1"]
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        _as_user(h.redis_url, redis_user["redis_username"], redis_user["redis_password"]).ping()
+
+    # The reaper re-queues its job; a worker of the pool runs it to the end.
+    other = h.start_worker("linux")
+    assert other.runner_id != "h1-linux-1"
+    deadline = time.monotonic() + 90
+    while JobState(h.pool().get(job).state) is not JobState.SUCCEEDED:
+        assert time.monotonic() < deadline, h.pool().get(job)
+        assert h.cli("beat", "--once").returncode == 0
+        time.sleep(0.5)
+    finished = h.pool().get(job)
+    assert finished.runner_id == other.runner_id and finished.attempt == 2
+
+    listed = admin.cli("runner", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r for r in json.loads(listed.stdout) if r["name"] == "h1-linux-1"]
+    assert row["revoked_by"] == "token:admin" and row["revoked_at"]
