@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -110,23 +109,28 @@ class Lifecycle(threading.Thread):
                     last_beat = time.monotonic()
                 self.check()
             except redis.AuthenticationError as exc:
-                self.cut_off(exc)
+                self.cut_off(f"the broker refused its Redis user ({exc})")
             except Exception:  # Redis or the store is down for a moment: try again
                 log.warning("runner lifecycle check failed; retrying", exc_info=True)
 
-    def cut_off(self, exc: Exception) -> None:
-        """Redis refuses this runner's user: it was revoked. Take nothing more, abandon the
-        running job (its lease runs out and the reaper re-queues it) and exit at once,
-        rather than reconnecting forever."""
+    def cut_off(self, exc: Exception | str) -> None:
+        """The pool revoked this runner: Redis refuses its user, or the API its credential.
+        Take nothing more, leave the broker if it still answers, abandon the running job
+        (it can record nothing any more; its lease runs out and the reaper re-queues it)
+        and exit at once with EXIT_REVOKED, rather than reconnecting forever."""
         self.stopped.set()
+        self.leaving = "revoked"
+        try:
+            self._consume(False)
+            self.registry.unregister(self.info.runner_id)
+        except Exception:  # the broker refuses this runner too: exiting anyway
+            pass
         line = (
-            f"runner {self.info.runner_id}: the broker refused its Redis user ({exc}); the "
-            "runner was revoked: exiting. To bring it back, register it again with a new "
-            "token (ci-pool runner token create)"
+            f"runner {self.info.runner_id}: {exc}; the runner was revoked: taking no new job "
+            "and exiting. To bring it back, register it again with a new token (ci-pool "
+            "runner token create)"
         )
-        log.error("%s", line)
-        sys.stderr.write(f"error: {line}\n")
-        sys.stderr.flush()
+        log.error("%s", line)  # the worker's stderr goes to the same log
         _kill_children()
         os._exit(defaults.EXIT_REVOKED)
 
@@ -271,8 +275,7 @@ class Lifecycle(threading.Thread):
         try:
             running = self.store.count_running(self.info.runner_id)
         except RunnerCutOff as exc:
-            self._cut_off(exc)
-            return
+            self.cut_off(exc)
         if running:
             self.last_busy = time.monotonic()
         changed = False
@@ -305,20 +308,6 @@ class Lifecycle(threading.Thread):
             log.warning("runner %s: exiting (%s)", self.info.runner_id, self.leaving)
             self.stopped.set()
             os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown
-
-    def _cut_off(self, exc: RunnerCutOff) -> None:
-        """The pool revoked this runner: stop consuming and exit at once. A running job
-        can record nothing any more; its lease runs out and the reaper re-queues it."""
-        if self.leaving is None or not self.leaving.startswith("revoked"):
-            log.error("runner %s: %s; taking no new job and exiting", self.info.runner_id, exc)
-        self.leaving = "revoked"
-        try:
-            self._consume(False)
-            self.registry.unregister(self.info.runner_id)
-        except Exception:  # the broker may refuse this runner too: exiting anyway
-            log.warning("runner %s: could not leave the broker cleanly", self.info.runner_id)
-        self.stopped.set()
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _kill_children() -> None:

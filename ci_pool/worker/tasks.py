@@ -97,7 +97,10 @@ def run_job(self: Task, job_id: str) -> str | None:
         cap_name = getattr(self.app.conf, "ci_pool_capability", None)
         settings: Settings = self.app.conf.ci_pool_settings
         if cap_name in settings.capabilities:
-            send_run_job(self.app, settings.capabilities[cap_name], job_id, 1.0)
+            try:
+                send_run_job(self.app, settings.capabilities[cap_name], job_id, 1.0)
+            except Exception as err:  # Redis refuses this runner too: the reaper re-sends
+                log.warning("job %s: not handed back (%s); the reaper re-sends it", job_id, err)
         return None
 
 

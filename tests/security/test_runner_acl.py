@@ -171,7 +171,7 @@ def test_join_run_restart_and_revoke_a_runner(
     w2.proc.wait(timeout=30)
     assert w2.proc.returncode == defaults.EXIT_REVOKED
     text = _exit_line(w2.log)
-    assert "the runner was revoked: exiting" in text
+    assert "the runner was revoked: taking no new job and exiting" in text
     assert not [r for r in h.pool().runners("linux") if r.runner_id == "h1-linux-1"]
     with pytest.raises(redis.exceptions.AuthenticationError):
         _as_user(h.redis_url, redis_user["redis_username"], redis_user["redis_password"]).ping()
