@@ -326,3 +326,15 @@ WARM_ID_FILE = "container-id"
 WARM_CHECK_INTERVAL = 0.2
 #: Seconds a runner waits after failing to make a warm container before it tries again.
 WARM_RETRY_DELAY = 5.0
+
+# -- runner names and targeting --
+#: A runner's name unless ``runner_name_pattern`` says otherwise.
+RUNNER_NAME_PATTERN = "{host}-{capability}-{n}"
+#: Runner names a worker tries (``{n}`` = 1, 2, ...) before it gives up.
+RUNNER_NAME_MAX_INDEX = 999
+#: Longest runner glob a job may carry (``--runner``, ``runner:``, runner groups).
+RUNNER_GLOB_MAX_LENGTH = 128
+#: Who holds a runner name right now ("<host>|<pid>"), refreshed with each heartbeat.
+RUNNER_NAME_KEY = KEY_PREFIX + "runner-name:{runner_id}"
+#: A runner's own queue (besides its capability's): targeted jobs are sent there.
+RUNNER_QUEUE = "{queue}.{runner_id}"

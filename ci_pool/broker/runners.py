@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,30 @@ class RunnerInfo:
         )
 
 
+def name_key(runner_id: str) -> str:
+    """The Redis key naming the process that holds a runner name ("<host>|<pid>")."""
+    return defaults.RUNNER_NAME_KEY.format(runner_id=runner_id)
+
+
+def runner_queue(queue: str, runner_id: str) -> str:
+    """A runner's own queue: jobs sent to it by name wait there."""
+    return defaults.RUNNER_QUEUE.format(queue=queue, runner_id=runner_id)
+
+
+def _gone(holder: str, host: str) -> bool:
+    """Whether ``holder`` ("<host>|<pid>") is a process of this host that no longer runs."""
+    held_host, _, pid = holder.rpartition("|")
+    if held_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def drain_key(runner_id: str) -> str:
     """The Redis key that tells a runner to drain (set by ``ci-pool drain``)."""
     return f"{defaults.KEY_PREFIX}drain:{runner_id}"
@@ -73,12 +98,39 @@ class RunnerRegistry:
     def _key(runner_id: str) -> str:
         return defaults.RUNNER_KEY.format(runner_id=runner_id)
 
+    def claim(self, runner_id: str, host: str, pid: int) -> str | None:
+        """Take ``runner_id`` for the process ``pid`` on ``host``: None when it is now
+        this process's, else who holds it ("<host>|<pid>"). A name held by a process of
+        this host that is gone (a crash, then a restart) is taken over."""
+        key, me = name_key(runner_id), f"{host}|{pid}"
+        for _ in range(3):
+            held = self.holder(runner_id)
+            if held and held != me and not _gone(held, host):
+                return held
+            if held and held != me:  # its process is gone: the name is free again
+                self.redis.delete(key, self._key(runner_id))
+            if held == me or self.redis.set(key, me, nx=True, px=int(self.ttl * 1000)):
+                return None
+        return self.holder(runner_id) or None
+
+    def holder(self, runner_id: str) -> str:
+        """Who holds a name ("<host>|<pid>"), or a live registration of it by anyone."""
+        held = _text(self.redis.get(name_key(runner_id)) or b"")
+        if held:
+            return held
+        raw = self.redis.hgetall(self._key(runner_id))
+        if raw:
+            info = {_text(k): _text(v) for k, v in raw.items()}
+            return f"{info.get('host', '?')}|{info.get('pid', '?')}"
+        return ""
+
     def heartbeat(self, info: RunnerInfo) -> None:
-        """Register or refresh a runner."""
+        """Register or refresh a runner (and its hold on its name)."""
         key = self._key(info.runner_id)
         data = info.to_redis()
         data["last_seen"] = repr(time.time())
         pipe = self.redis.pipeline()
+        pipe.set(name_key(info.runner_id), f"{info.host}|{info.pid}", px=int(self.ttl * 1000))
         pipe.hset(key, mapping=data)  # type: ignore[arg-type]
         pipe.pexpire(key, int(self.ttl * 1000))
         pipe.sadd(defaults.RUNNERS_SET_KEY, info.runner_id)
@@ -87,7 +139,7 @@ class RunnerRegistry:
 
     def unregister(self, runner_id: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.delete(self._key(runner_id))
+        pipe.delete(self._key(runner_id), name_key(runner_id))
         pipe.srem(defaults.RUNNERS_SET_KEY, runner_id)
         pipe.hdel(defaults.RUNNERS_SEEN_KEY, runner_id)  # a clean exit is not a loss
         pipe.execute()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,6 +17,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from ci_pool.service.pool import Pool
     from ci_pool.service.reaper import Reaper
+    from ci_pool.settings import Settings
 
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
@@ -36,12 +38,20 @@ def worker(
     max_lifetime: Annotated[
         float | None, typer.Option(min=0, help="Take no job after this many seconds; exit.")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Runner name (default: runner_id, else runner_name_pattern with the lowest "
+            "free {n}, like build1-linux-1); unique pool-wide."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker on one capability's queue.
 
     With --max-jobs, --idle-timeout or --max-lifetime it exits cleanly at the limit: it
     stops taking jobs, lets the running one finish, and exits 0 (disposable runners)."""
     from ci_pool.broker.app import create_celery
+    from ci_pool.broker.targeting import runner_queue_of
     from ci_pool.core.capabilities import route
     from ci_pool.service.forge import worker_notifier
     from ci_pool.service.pool import Pool
@@ -62,17 +72,22 @@ def worker(
                 )
             )
     Pool(settings).store.init_schema()  # tables exist before any job is claimed
+    runner = _runner_name(settings, cap.name, name)
+    settings = settings.model_copy(update={"runner_id": runner})
     capp = create_celery(settings)
+    own = runner_queue_of(cap.queue, runner)
+    capp.conf.task_queues = [*capp.conf.task_queues, own]
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
+    capp.conf.ci_pool_started_at = datetime.now(UTC)
     capp.conf.ci_pool_status_notifier = worker_notifier(settings)
-    node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    node = f"{runner}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     capp.worker_main(
         [
             "worker",
             "-Q",
-            cap.queue,
+            f"{cap.queue},{own.name}",
             "-c",
             str(concurrency),
             "-n",
@@ -85,6 +100,65 @@ def worker(
             "--without-gossip",
         ]
     )
+
+
+def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
+    """This worker's name, taken in the pool: ``--name`` or ``runner_id`` as given (exit 1
+    with one line when a live worker elsewhere holds it), else the first free name of
+    ``runner_name_pattern``."""
+    import os
+
+    import redis
+
+    from ci_pool import defaults
+    from ci_pool.broker.runners import RunnerRegistry, drain_key
+    from ci_pool.core.runner_names import check_name, pattern_fields, render_name
+
+    host, pid = socket.gethostname(), os.getpid()
+    registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
+    fixed = given or settings.runner_id
+    try:
+        if fixed:
+            names = [check_name(fixed)]
+        else:
+            count = (
+                defaults.RUNNER_NAME_MAX_INDEX
+                if "n" in pattern_fields(settings.runner_name_pattern)
+                else 1
+            )
+            short = host.split(".", 1)[0]
+            values = settings.runner_name_values
+            names = [
+                render_name(settings.runner_name_pattern, short, capability, n, values)
+                for n in range(1, count + 1)
+            ]
+    except ValueError as exc:
+        err.print(Text.assemble(("error:", "red"), f" {exc}"))
+        raise typer.Exit(2) from None
+    for candidate in names:
+        held = registry.claim(candidate, host, pid)
+        if held is None:
+            registry.redis.delete(drain_key(candidate))  # a new process starts undrained
+            return candidate
+        if fixed:
+            where, _, other = held.rpartition("|")
+            err.print(
+                Text.assemble(
+                    ("error:", "red"),
+                    f" runner name {candidate!r} is already live on {where} (pid {other}); "
+                    "give this worker another name (--name or CI_POOL_RUNNER_ID), or stop "
+                    "that one first",
+                )
+            )
+            raise typer.Exit(1)
+    err.print(
+        Text.assemble(
+            ("error:", "red"),
+            f" every name of runner_name_pattern {settings.runner_name_pattern!r} is live; "
+            "set runner_id or --name",
+        )
+    )
+    raise typer.Exit(1)
 
 
 def _reaper(pool: Pool) -> Reaper:
@@ -113,6 +187,7 @@ def _reaper(pool: Pool) -> Reaper:
         unacked_grace=pool.settings.resend_unacked_after,
         remove_containers=remove,
         statuses=statuses,
+        runner_ttl=pool.settings.runner_ttl,
     )
 
 

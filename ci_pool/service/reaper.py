@@ -25,6 +25,7 @@ from datetime import timedelta
 import redis
 
 from ci_pool import defaults
+from ci_pool.broker.runners import RunnerRegistry, runner_queue
 from ci_pool.core.retry import Next, lost_reason
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import JobState
@@ -69,6 +70,7 @@ class Reaper:
         unacked_grace: float = defaults.RETRY_BACKOFF_MAX + 30,
         webhook_replay_window: float = defaults.WEBHOOK_REPLAY_WINDOW,
         statuses: Callable[[], int] | None = None,
+        runner_ttl: float = defaults.RUNNER_TTL,
     ):
         self.store = store
         self.broker = broker
@@ -81,6 +83,7 @@ class Reaper:
         self.webhook_replay_window = webhook_replay_window
         #: Sends the commit statuses due; returns how many reached their forge.
         self.statuses = statuses
+        self.runner_ttl = runner_ttl
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -143,10 +146,19 @@ class Reaper:
         waiting = self.store.queued_before(cutoff)
         if not waiting:
             return
-        held = self._in_broker({j.queue for j in waiting})
+        queues = {j.queue for j in waiting}
+        if any(j.runner for j in waiting):
+            # Jobs sent by name wait in their runner's own queue; one of a runner no longer
+            # live counts as gone (sent again to another match, or kept until one appears).
+            live = RunnerRegistry(self.broker, self.runner_ttl).live()
+            queues |= {runner_queue(r.queue, r.runner_id) for r in live}
+        held = self._in_broker(queues)
         for job in waiting:
             if job.id not in held:
-                log.warning("job %s: queued but its message is gone; sending it again", job.id)
+                if job.runner:
+                    log.info("job %s: (re)sending to a live runner matching %r", job.id, job.runner)
+                else:
+                    log.warning("job %s: queued but its message is gone; sending it again", job.id)
                 self.publish(job.capability, job.id)
                 done.resent.append(job.id)
 
