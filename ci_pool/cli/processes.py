@@ -133,7 +133,7 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
                 for n in range(1, count + 1)
             ]
     except ValueError as exc:
-        err.print(Text.assemble(("error:", "red"), f" {exc}"))
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
     for candidate in names:
         held = registry.claim(candidate, host, pid)
@@ -148,7 +148,8 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
                     f" runner name {candidate!r} is already live on {where} (pid {other}); "
                     "give this worker another name (--name or CI_POOL_RUNNER_ID), or stop "
                     "that one first",
-                )
+                ),
+                soft_wrap=True,
             )
             raise typer.Exit(1)
     err.print(
@@ -156,7 +157,8 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
             ("error:", "red"),
             f" every name of runner_name_pattern {settings.runner_name_pattern!r} is live; "
             "set runner_id or --name",
-        )
+        ),
+        soft_wrap=True,
     )
     raise typer.Exit(1)
 
