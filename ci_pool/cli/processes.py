@@ -112,7 +112,7 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
 
     from ci_pool import defaults
     from ci_pool.broker.runners import RunnerRegistry, drain_key
-    from ci_pool.core.runner_names import check_name, pattern_fields, render_name
+    from ci_pool.core.runner_names import check_name, host_label, pattern_fields, render_name
 
     host, pid = socket.gethostname(), os.getpid()
     registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
@@ -126,7 +126,7 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
                 if "n" in pattern_fields(settings.runner_name_pattern)
                 else 1
             )
-            short = host.split(".", 1)[0]
+            short = host_label(host)
             values = settings.runner_name_values
             names = [
                 render_name(settings.runner_name_pattern, short, capability, n, values)

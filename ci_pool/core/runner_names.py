@@ -12,6 +12,7 @@ optional/repeatable.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import string
 from collections.abc import Mapping
@@ -73,9 +74,22 @@ def render_name(pattern: str, host: str, capability: str, n: int, values: Mappin
     return check_name(rendered)
 
 
+def host_label(host: str) -> str:
+    """The host part of a runner name: the short host name (``build1`` of ``build1.lan``),
+    or an address with ``-`` for its dots and colons behind an ``h`` (``h10-0-0-5``), so
+    the name is also a valid Incus instance name (a letter first, no dots)."""
+    text = host.strip("[]")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        text = text.split(".", 1)[0]
+    label = sanitize(text.replace(".", "-").replace(":", "-")) or "host"
+    return label if label[:1].isalpha() else f"h{label}"
+
+
 def default_name(host: str, capability: str, n: int) -> str:
-    """``<host>-<capability>-<n>`` (the short host name: ``build1`` of ``build1.lan``)."""
-    return render_name(d.RUNNER_NAME_PATTERN, host.split(".", 1)[0], capability, n, {})
+    """``<host>-<capability>-<n>`` (``host_label`` of the host)."""
+    return render_name(d.RUNNER_NAME_PATTERN, host_label(host), capability, n, {})
 
 
 def check_runner_glob(pattern: str, field: str = "runner") -> str:
