@@ -28,6 +28,16 @@ class RunnerInfo:
     last_seen: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def node(self) -> str:
+        """The Celery node name control commands go to (``<name>@<host>-<hex>``)."""
+        return str(self.extra.get("node") or self.runner_id)
+
+    @property
+    def queues(self) -> tuple[str, str]:
+        """The capability's queue and the runner's own (jobs sent to it by name)."""
+        return self.queue, runner_queue(self.queue, self.runner_id)
+
     def to_redis(self) -> dict[str, str]:
         return {
             "runner_id": self.runner_id,
@@ -98,14 +108,15 @@ class RunnerRegistry:
     def _key(runner_id: str) -> str:
         return defaults.RUNNER_KEY.format(runner_id=runner_id)
 
-    def claim(self, runner_id: str, host: str, pid: int) -> str | None:
+    def claim(self, runner_id: str, host: str, pid: int, *, take_over: bool = True) -> str | None:
         """Take ``runner_id`` for the process ``pid`` on ``host``: None when it is now
-        this process's, else who holds it ("<host>|<pid>"). A name held by a process of
-        this host that is gone (a crash, then a restart) is taken over."""
+        this process's, else who holds it ("<host>|<pid>"). With ``take_over``, a name
+        held by a process of this host that is gone (a crash, then a restart) is taken;
+        without, it stays the lost runner's until its hold expires."""
         key, me = name_key(runner_id), f"{host}|{pid}"
         for _ in range(3):
             held = self.holder(runner_id)
-            if held and held != me and not _gone(held, host):
+            if held and held != me and not (take_over and _gone(held, host)):
                 return held
             if held and held != me:  # its process is gone: the name is free again
                 self.redis.delete(key, self._key(runner_id))

@@ -136,7 +136,7 @@ def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
         err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
         raise typer.Exit(2) from None
     for candidate in names:
-        held = registry.claim(candidate, host, pid)
+        held = registry.claim(candidate, host, pid, take_over=bool(fixed))
         if held is None:
             registry.redis.delete(drain_key(candidate))  # a new process starts undrained
             return candidate

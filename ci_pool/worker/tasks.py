@@ -160,7 +160,12 @@ def _register(sender: Any = None, **_kw: Any) -> None:
         concurrency=int(app.conf.worker_concurrency or 1),
         version=ci_pool.__version__,
         started_at=time.time(),
-        extra={"mode": cap.mode, "image": cap.image, **_image_identity(cap)},
+        extra={
+            "mode": cap.mode,
+            "image": cap.image,
+            "node": sender.hostname,
+            **_image_identity(cap),
+        },
     )
     registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
     limits = getattr(app.conf, "ci_pool_limits", None) or Limits()
