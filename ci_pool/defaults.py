@@ -416,3 +416,15 @@ RUNNER_BODY_MAX = 4 * 1024 * 1024
 #: Exit status of a worker whose Redis user was refused (revoked): sysexits' EX_NOPERM, so
 #: a service manager can be told not to restart it (systemd RestartPreventExitStatus=77).
 EXIT_REVOKED = 77
+
+# -- runner names and targeting --
+#: A runner's name unless ``runner_name_pattern`` says otherwise.
+RUNNER_NAME_PATTERN = "{host}-{capability}-{n}"
+#: Runner names a worker tries (``{n}`` = 1, 2, ...) before it gives up.
+RUNNER_NAME_MAX_INDEX = 999
+#: Longest runner glob a job may carry (``--runner``, ``runner:``, runner groups).
+RUNNER_GLOB_MAX_LENGTH = 128
+#: Who holds a runner name right now ("<host>|<pid>"), refreshed with each heartbeat.
+RUNNER_NAME_KEY = KEY_PREFIX + "runner-name:{runner_id}"
+#: A runner's own queue (besides its capability's): targeted jobs are sent there.
+RUNNER_QUEUE = "{queue}.{runner_id}"

@@ -214,6 +214,30 @@ class Settings(BaseSettings):
     #: Where the runner keeps its credential; empty: ``<home>/runner-credential``.
     runner_credential_file: Path | None = None
 
+    # Runner names and targeting. A worker's name is ``runner_id`` if set, else what
+    # ``runner_name_pattern`` renders (default ``{host}-{capability}-{n}``) with
+    # ``runner_name_values`` (``{client}``, ``{env}``...) and the lowest free ``{n}``.
+    runner_name_pattern: str = Field(default=defaults.RUNNER_NAME_PATTERN, max_length=200)
+    runner_name_values: dict[str, str] = Field(default_factory=dict, max_length=32)
+    #: ``runs-on: {group: NAME}`` sends a job to runners whose names match this glob.
+    runner_groups: dict[str, str] = Field(default_factory=dict, max_length=256)
+
+    @field_validator("runner_groups")
+    @classmethod
+    def _runner_groups(cls, value: dict[str, str]) -> dict[str, str]:
+        from ci_pool.core.runner_names import check_runner_glob
+
+        return {k: check_runner_glob(v, f"runner_groups.{k}") for k, v in value.items()}
+
+    @field_validator("runner_name_pattern")
+    @classmethod
+    def _runner_name_pattern(cls, value: str) -> str:
+        from ci_pool.core.runner_names import pattern_fields
+
+        if not pattern_fields(value):
+            raise ValueError(f"runner_name_pattern {value!r} has no {{field}}; add {{n}}")
+        return value
+
     @property
     def resolved_runner_credential_file(self) -> Path:
         return (self.runner_credential_file or self.home / "runner-credential").resolve()
@@ -401,6 +425,7 @@ class Settings(BaseSettings):
             self.default_capability,
             self.max_job_timeout,
             self.max_jobs_per_pipeline,
+            self.runner_groups,
         )
 
     @property

@@ -72,6 +72,7 @@ def create_pipeline(
             who=who,
             inputs=body.inputs,
             sync=body.sync,
+            runner=body.runner,
         ).id
 
     return public(once(pool, token.name, idempotency_key, "pipeline", raw, response, create), pool)

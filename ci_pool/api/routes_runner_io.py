@@ -106,9 +106,10 @@ class AnnotationsBody(BaseModel):
 
 
 @router.get("/self")
-def whoami(io: RunnerDep) -> dict[str, Any]:
-    """The runner's registered name and capabilities, its running jobs and claims."""
-    return io.summary()
+def whoami(io: RunnerDep, since: datetime | None = None) -> dict[str, Any]:
+    """The runner's registered name and capabilities, its running jobs and its claims
+    (all, or since ``since``: a runner name outlives its processes)."""
+    return io.summary(since)
 
 
 @router.post("/jobs/{job_id}/claim")

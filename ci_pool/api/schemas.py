@@ -11,7 +11,7 @@ from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.evidence import Evidence
 from ci_pool.core.specs import CheckoutSpec, EnvironmentSpec, JobSpec, StepSpec
 from ci_pool.core.sync import SyncSource
-from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS
+from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS, RUNNER_GLOB_MAX_LENGTH
 from ci_pool.service.views import QueueStatus
 
 #: Bound of every integer a client sends (the store's columns are 32-bit).
@@ -99,6 +99,8 @@ class JobPublic(BaseModel):
     ref: str
     commit_sha: str | None
     labels: list[str]
+    #: The glob over runner names the job is sent to (None: any runner of its capability).
+    runner: str | None = None
     timeout_s: int
     attempt: int
     max_attempts: int
@@ -167,6 +169,8 @@ class PipelineCreate(BaseModel):
     )
     #: Local changes for every job's checkout, as ``POST /v1/sync`` answered.
     sync: SyncSource | None = None
+    #: A glob over runner names: every job runs only on live runners it matches.
+    runner: str | None = Field(default=None, max_length=RUNNER_GLOB_MAX_LENGTH)
 
 
 class PipelineJobPublic(BaseModel):

@@ -37,6 +37,16 @@ def seen_key(runner_id: str) -> str:
     return defaults.RUNNER_SEEN_KEY.format(runner_id=runner_id)
 
 
+def name_key(runner_id: str) -> str:
+    """The Redis key naming the process that holds a runner name ("<host>|<pid>")."""
+    return defaults.RUNNER_NAME_KEY.format(runner_id=runner_id)
+
+
+def runner_queue(queue: str, runner_id: str) -> str:
+    """A runner's own queue: jobs sent to it by name wait there."""
+    return defaults.RUNNER_QUEUE.format(queue=queue, runner_id=runner_id)
+
+
 def drain_key(runner_id: str) -> str:
     """The Redis key that tells a runner to drain (set by ``ci-pool drain``)."""
     return defaults.DRAIN_KEY.format(runner_id=runner_id)
@@ -101,9 +111,15 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     rw: list[str] = []
     for capability, queue in sorted(reach.queues.items()):
         rw += queue_keys(queue)
+        rw += queue_keys(runner_queue(queue, reach.name))  # jobs sent to it by name
         rw += unacked_keys(queue)
         rw.append(log_stream_key(capability, "") + "*")
-    for key in (runner_key(reach.name), seen_key(reach.name), drain_key(reach.name)):
+    for key in (
+        runner_key(reach.name),
+        seen_key(reach.name),
+        drain_key(reach.name),
+        name_key(reach.name),
+    ):
         rw.append(key)
     # Worker control: its pidbox binding, and the reply lists of whoever asks it.
     pidbox = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,9 @@ from ci_pool.broker.keys import (
     RUNNER_KEYS_MATCH,
     SEEN_KEYS_MATCH,
     drain_key,
+    name_key,
     runner_key,
+    runner_queue,
     seen_key,
 )
 
@@ -35,6 +38,16 @@ class RunnerInfo:
     started_at: float
     last_seen: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def node(self) -> str:
+        """The Celery node name control commands go to (``<name>@<host>-<hex>``)."""
+        return str(self.extra.get("node") or self.runner_id)
+
+    @property
+    def queues(self) -> tuple[str, str]:
+        """The capability's queue and the runner's own (jobs sent to it by name)."""
+        return self.queue, runner_queue(self.queue, self.runner_id)
 
     def to_redis(self) -> dict[str, str]:
         return {
@@ -70,6 +83,20 @@ class RunnerInfo:
 SEEN_KEEP = 86400
 
 
+def _gone(holder: str, host: str) -> bool:
+    """Whether ``holder`` ("<host>|<pid>") is a process of this host that no longer runs."""
+    held_host, _, pid = holder.rpartition("|")
+    if held_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class RunnerRegistry:
     """Registration hashes with a TTL; a runner that stops heartbeating disappears. Each
     runner writes only keys that carry its name (its Redis user may touch no other)."""
@@ -78,12 +105,40 @@ class RunnerRegistry:
         self.redis = client
         self.ttl = ttl
 
+    def claim(self, runner_id: str, host: str, pid: int, *, take_over: bool = True) -> str | None:
+        """Take ``runner_id`` for the process ``pid`` on ``host``: None when it is now
+        this process's, else who holds it ("<host>|<pid>"). With ``take_over``, a name
+        held by a process of this host that is gone (a crash, then a restart) is taken;
+        without, it stays the lost runner's until its hold expires."""
+        key, me = name_key(runner_id), f"{host}|{pid}"
+        for _ in range(3):
+            held = self.holder(runner_id)
+            if held and held != me and not (take_over and _gone(held, host)):
+                return held
+            if held and held != me:  # its process is gone: the name is free again
+                self.redis.delete(key, runner_key(runner_id))
+            if held == me or self.redis.set(key, me, nx=True, px=int(self.ttl * 1000)):
+                return None
+        return self.holder(runner_id) or None
+
+    def holder(self, runner_id: str) -> str:
+        """Who holds a name ("<host>|<pid>"), or a live registration of it by anyone."""
+        held = _text(self.redis.get(name_key(runner_id)) or b"")
+        if held:
+            return held
+        raw = self.redis.hgetall(runner_key(runner_id))
+        if raw:
+            info = {_text(k): _text(v) for k, v in raw.items()}
+            return f"{info.get('host', '?')}|{info.get('pid', '?')}"
+        return ""
+
     def heartbeat(self, info: RunnerInfo) -> None:
-        """Register or refresh a runner."""
+        """Register or refresh a runner (and its hold on its name)."""
         key = runner_key(info.runner_id)
         data = info.to_redis()
         data["last_seen"] = repr(time.time())
         pipe = self.redis.pipeline()
+        pipe.set(name_key(info.runner_id), f"{info.host}|{info.pid}", px=int(self.ttl * 1000))
         pipe.hset(key, mapping=data)  # type: ignore[arg-type]
         pipe.pexpire(key, int(self.ttl * 1000))
         pipe.set(seen_key(info.runner_id), json.dumps(data), ex=SEEN_KEEP)
@@ -91,13 +146,15 @@ class RunnerRegistry:
 
     def unregister(self, runner_id: str) -> None:
         pipe = self.redis.pipeline()
-        pipe.delete(runner_key(runner_id))
+        pipe.delete(runner_key(runner_id), name_key(runner_id))
         pipe.delete(seen_key(runner_id))  # a clean exit is not a loss
         pipe.execute()
 
     def forget(self, runner_id: str) -> None:
         """Drop every trace of a runner (revoked: it shows as gone, not as lost)."""
-        self.redis.delete(runner_key(runner_id), seen_key(runner_id), drain_key(runner_id))
+        self.redis.delete(
+            runner_key(runner_id), seen_key(runner_id), drain_key(runner_id), name_key(runner_id)
+        )
 
     def lost(self, keep: float = 86400) -> list[RunnerInfo]:
         """Runners that stopped heartbeating without unregistering (killed, host lost),

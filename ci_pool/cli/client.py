@@ -80,9 +80,11 @@ class PoolClient(Protocol):
         event: str,
         inputs: Inputs = None,
         sync: JSON | None = None,
+        runner: str | None = None,
     ) -> JSON:
         """Run a workflow (``inputs``: a workflow_dispatch run's, ``sync``: local changes
-        for every job); the pipeline's view."""
+        for every job, ``runner``: a glob over the runner names every job may run on);
+        the pipeline's view."""
 
     def pipeline(self, pipeline_id: str) -> JSON:
         """The pipeline's view with each of its jobs."""
@@ -212,11 +214,14 @@ class LocalClient:
         event: str,
         inputs: Inputs = None,
         sync: JSON | None = None,
+        runner: str | None = None,
     ) -> JSON:
         from ci_pool.core.sync import SyncSource
 
         source = None if sync is None else SyncSource.model_validate(sync)
-        row = self.pool.submit_pipeline(text, file, repo, ref, event, inputs=inputs, sync=source)
+        row = self.pool.submit_pipeline(
+            text, file, repo, ref, event, inputs=inputs, sync=source, runner=runner
+        )
         return self.pipeline(row.id)
 
     def pipeline(self, pipeline_id: str) -> JSON:

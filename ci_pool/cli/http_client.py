@@ -233,12 +233,15 @@ class HttpClient:
         event: str,
         inputs: Inputs = None,
         sync: JSON | None = None,
+        runner: str | None = None,
     ) -> JSON:
         body: JSON = {"workflow": text, "file": file, "repo": repo, "ref": ref, "event": event}
         if inputs:
             body["inputs"] = inputs
         if sync:
             body["sync"] = sync
+        if runner:
+            body["runner"] = runner
         view: JSON = self._json("POST", "/v1/pipelines", json=body, headers=self._signature(body))
         return view
 

@@ -34,7 +34,7 @@ from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.loopback import UpClient, quick_repo, up_client
-from ci_pool.cli.options import SyncOption, WorktreeOption
+from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption
 from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def submit(
     lfs: Annotated[bool, typer.Option(help="Fetch Git LFS files.")] = False,
     sync: SyncOption = None,
     worktree: WorktreeOption = Path(),
+    runner: RunnerOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
@@ -149,6 +150,8 @@ def submit(
         "image": image,
         "checkout": checkout,
     }
+    if runner is not None:
+        body["runner"] = runner
     job = client.submit_job(body)
     if as_json:
         out.print_json(json.dumps(job))
@@ -226,6 +229,7 @@ def show(
             + (f" @ {data['commit_sha'][:12]}" if data["commit_sha"] else ""),
         ),
         ("runner", data["runner_id"] or "-"),
+        *([("runs on", f"runners matching {data['runner']!r}")] if data.get("runner") else []),
         ("attempt", f"{data['attempt']}/{data['max_attempts']}"),
         ("queued", data["queued_at"] or "-"),
         ("started", data["started_at"] or "-"),

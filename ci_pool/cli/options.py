@@ -19,3 +19,11 @@ SyncOption = Annotated[
 WorktreeOption = Annotated[
     Path, typer.Option(help="The git worktree --sync reads (default: here).")
 ]
+#: ``--runner``: send the job(s) only to live runners whose names match a glob.
+RunnerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Run only on live runners whose names match this glob (like 'client-acme-*'); "
+        "the capability still applies. With none live, the job waits queued."
+    ),
+]

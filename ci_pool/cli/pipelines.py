@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ci_pool.cli.options import SyncOption, WorktreeOption
+from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption
 from ci_pool.defaults import MAX_WORKFLOW_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
 
@@ -176,6 +176,7 @@ def run(
     detach: Annotated[bool, typer.Option(help="Print the pipeline id and return.")] = False,
     sync: SyncOption = None,
     worktree: WorktreeOption = Path(),
+    runner: RunnerOption = None,
 ) -> None:
     """Submit a workflow as a pipeline, show live progress, exit with its result."""
     inputs = _inputs(input_ or [])
@@ -188,7 +189,7 @@ def run(
         from ci_pool.settings import get_settings
 
         ref, source = send(client, sync, worktree, repo, ref, get_settings().sync_max_bytes)
-    view = client.submit_pipeline(text, str(file), repo, ref, event, inputs, source)
+    view = client.submit_pipeline(text, str(file), repo, ref, event, inputs, source, runner)
     if detach:
         print(view["id"])
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -37,12 +38,20 @@ def worker(
     max_lifetime: Annotated[
         float | None, typer.Option(min=0, help="Take no job after this many seconds; exit.")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Runner name (default: runner_id, else runner_name_pattern with the lowest "
+            "free {n}, like build1-linux-1); unique pool-wide."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker on one capability's queue.
 
     With --max-jobs, --idle-timeout or --max-lifetime it exits cleanly at the limit: it
     stops taking jobs, lets the running one finish, and exits 0 (disposable runners)."""
     from ci_pool.broker.app import create_celery
+    from ci_pool.broker.targeting import runner_queue_of
     from ci_pool.core.capabilities import route
     from ci_pool.service.forge import worker_notifier
     from ci_pool.service.pool import Pool
@@ -68,10 +77,12 @@ def worker(
             )
     from ci_pool.worker.identity import runner_secrets
 
+    if name:
+        settings = settings.model_copy(update={"runner_id": name})
     secrets = runner_secrets(settings, cap.name)
     if secrets is not None:
         # A registered runner: Redis as its own ACL user, which may read the routing
-        # tables but not write them.
+        # tables but not write them; its name is the one it registered.
         settings = settings.model_copy(
             update={
                 "broker_url": secrets.broker_url(settings.broker_url),
@@ -84,13 +95,18 @@ def worker(
         _check_credential(settings)
     else:
         Pool(settings).store.init_schema()  # tables exist before any job is claimed
+    runner = _runner_name(settings, cap.name, name)
+    settings = settings.model_copy(update={"runner_id": runner})
     capp = create_celery(settings, worker_queue=cap.queue, declare=secrets is None)
+    own = runner_queue_of(cap.queue, runner, declare=secrets is None)
+    capp.conf.task_queues = [*capp.conf.task_queues, own]
     capp.conf.ci_pool_capability = cap.name
     capp.conf.worker_concurrency = concurrency
     capp.conf.ci_pool_limits = Limits(max_jobs, idle_timeout, max_lifetime)
+    capp.conf.ci_pool_started_at = datetime.now(UTC)
     # Commit statuses go out from the API's side for a runner without store access.
     capp.conf.ci_pool_status_notifier = None if api_runner else worker_notifier(settings)
-    node = f"{cap.name}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    node = f"{runner}@{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     if secrets is not None:
         from ci_pool.broker.keys import worker_node
 
@@ -99,7 +115,7 @@ def worker(
         [
             "worker",
             "-Q",
-            cap.queue,
+            f"{cap.queue},{own.name}",
             "-c",
             str(concurrency),
             "-n",
@@ -125,6 +141,67 @@ def _check_credential(settings: Settings) -> None:
         err.print(Text.assemble(("error:", "red"), f" {exc}"))
         raise typer.Exit(3) from None
     err.print(f"runner {me['name']}: reaching the store through the API at {settings.api_url}")
+
+
+def _runner_name(settings: Settings, capability: str, given: str | None) -> str:
+    """This worker's name, taken in the pool: ``--name`` or ``runner_id`` as given (exit 1
+    with one line when a live worker elsewhere holds it), else the first free name of
+    ``runner_name_pattern``."""
+    import os
+
+    import redis
+
+    from ci_pool import defaults
+    from ci_pool.broker.runners import RunnerRegistry, drain_key
+    from ci_pool.core.runner_names import check_name, host_label, pattern_fields, render_name
+
+    host, pid = socket.gethostname(), os.getpid()
+    registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
+    fixed = given or settings.runner_id
+    try:
+        if fixed:
+            names = [check_name(fixed)]
+        else:
+            count = (
+                defaults.RUNNER_NAME_MAX_INDEX
+                if "n" in pattern_fields(settings.runner_name_pattern)
+                else 1
+            )
+            short = host_label(host)
+            values = settings.runner_name_values
+            names = [
+                render_name(settings.runner_name_pattern, short, capability, n, values)
+                for n in range(1, count + 1)
+            ]
+    except ValueError as exc:
+        err.print(Text.assemble(("error:", "red"), f" {exc}"), soft_wrap=True)
+        raise typer.Exit(2) from None
+    for candidate in names:
+        held = registry.claim(candidate, host, pid, take_over=bool(fixed))
+        if held is None:
+            registry.redis.delete(drain_key(candidate))  # a new process starts undrained
+            return candidate
+        if fixed:
+            where, _, other = held.rpartition("|")
+            err.print(
+                Text.assemble(
+                    ("error:", "red"),
+                    f" runner name {candidate!r} is already live on {where} (pid {other}); "
+                    "give this worker another name (--name or CI_POOL_RUNNER_ID), or stop "
+                    "that one first",
+                ),
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+    err.print(
+        Text.assemble(
+            ("error:", "red"),
+            f" every name of runner_name_pattern {settings.runner_name_pattern!r} is live; "
+            "set runner_id or --name",
+        ),
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
 
 
 def _reaper(pool: Pool) -> Reaper:
@@ -157,6 +234,7 @@ def _reaper(pool: Pool) -> Reaper:
         statuses=statuses,
         sync_payload_max_age=pool.settings.sync_payload_max_age,
         artifacts=lambda: sweep_expired_artifacts(pool),
+        runner_ttl=pool.settings.runner_ttl,
     )
 
 

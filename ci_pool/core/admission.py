@@ -9,7 +9,7 @@ jobs. Policy (who may build which repository and ref) is separate: ``ci_pool.cor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ci_pool.core.actions import parse_uses, pin_problem
@@ -50,6 +50,8 @@ class Admission:
     max_job_timeout: int = MAX_JOB_TIMEOUT
     #: Jobs of one pipeline, matrix cells counted (``max_jobs_per_pipeline``).
     max_jobs: int = MAX_JOBS_PER_PIPELINE
+    #: ``runs-on: {group: NAME}``: NAME -> glob over runner names (``runner_groups``).
+    runner_groups: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, pool: Admission | Mapping[str, Capability]) -> Admission:

@@ -21,6 +21,7 @@ from pydantic import (
 from ci_pool import defaults as d
 from ci_pool.core.actions import parse_uses
 from ci_pool.core.names import SCP_LIKE, check_env_names, check_ref, check_repo_url
+from ci_pool.core.runner_names import check_runner_glob
 from ci_pool.core.services import ContainerSpec, ServiceSpec
 from ci_pool.core.sync import SyncSource
 from ci_pool.core.workflow import expressions
@@ -375,6 +376,19 @@ class JobSpec(BaseModel):
     services: tuple[ServiceSpec, ...] = Field(default=(), max_length=d.MAX_SERVICES)
     #: ``container:`` options, workspace volumes and registry login for ``image``.
     container: ContainerSpec | None = None
+    #: Glob over runner names (``client-acme-*``): the job runs only on a live runner of
+    #: its capability whose name matches; None: any runner of the capability.
+    runner: str | None = Field(default=None, max_length=d.RUNNER_GLOB_MAX_LENGTH)
+
+    @field_validator("runner")
+    @classmethod
+    def _runner(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_runner_glob(value)
+        except InputError as exc:
+            raise ValueError(str(exc).removeprefix("runner: ")) from None
 
     @property
     def checks_out_in_steps(self) -> bool:

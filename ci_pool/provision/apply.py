@@ -21,7 +21,7 @@ from ci_pool.provision.credentials import (
     credential_file,
     deliver,
     issue_token,
-    live_runner_ids,
+    live_runner_keys,
     read_credentials,
     registry_wait,
     revoke_tokens,
@@ -84,7 +84,7 @@ class _Run:
         self.drain_timeout = DRAIN_TIMEOUT
 
     def _start_tracking(self, name: str) -> None:
-        self.before[name] = live_runner_ids(self.pool.redis, self.settings.runner_ttl, name)
+        self.before[name] = live_runner_keys(self.pool.redis, self.settings.runner_ttl, name)
 
     def _credentials(self, name: str) -> None:
         token_name, plaintext = issue_token(self.pool.store, name, self.plan["id"][:8], self.redact)

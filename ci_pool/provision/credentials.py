@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from ci_pool.broker.runners import RunnerRegistry
+from ci_pool.broker.runners import RunnerInfo, RunnerRegistry
 from ci_pool.exceptions import NotFound, ProvisioningError
 from ci_pool.provision import templates
 from ci_pool.provision.incus import CREDENTIALS_DIR, CREDENTIALS_PATH, Incus
@@ -90,7 +90,8 @@ def start_worker(incus: Incus, container: str, capability: str) -> None:
     incus.exec(container, "systemctl", "restart", templates.unit_name(capability))
 
 
-#: Waits for new workers: {container: runner ids live before} -> {container: new runner id}.
+#: Waits for new workers: {container: worker processes live before (``live_runner_keys``)}
+#: -> {container: the new worker's runner id}.
 HeartbeatWait = Callable[[dict[str, set[str]], str, float], dict[str, str]]
 
 
@@ -98,9 +99,20 @@ def live_runner_ids(client: redis.Redis, ttl: float, container: str) -> set[str]
     return {r.runner_id for r in RunnerRegistry(client, ttl).live() if r.host == container}
 
 
+def _process_key(r: RunnerInfo) -> str:
+    """One worker process: a runner's name outlives it (a restart keeps the name)."""
+    return f"{r.runner_id}|{r.pid}|{r.started_at!r}"
+
+
+def live_runner_keys(client: redis.Redis, ttl: float, container: str) -> set[str]:
+    """The worker processes live on a container (what a restart must replace)."""
+    return {_process_key(r) for r in RunnerRegistry(client, ttl).live() if r.host == container}
+
+
 def registry_wait(client: redis.Redis, ttl: float) -> HeartbeatWait:
-    """The default wait: poll the runner registry for a new runner on each container (a
-    worker's host name is its container's name; a restarted worker has a new runner id)."""
+    """The default wait: poll the runner registry for a new worker process on each
+    container (a worker's host name is its container's name, and so is its runner name; a
+    restarted worker keeps the name, with a new pid and start time)."""
 
     def wait(before: dict[str, set[str]], capability: str, timeout: float) -> dict[str, str]:
         registry = RunnerRegistry(client, ttl)
@@ -108,7 +120,8 @@ def registry_wait(client: redis.Redis, ttl: float) -> HeartbeatWait:
         found: dict[str, str] = {}
         while True:
             for r in registry.live(capability):
-                if r.host in before and r.host not in found and r.runner_id not in before[r.host]:
+                new = _process_key(r) not in before.get(r.host, set())
+                if r.host in before and r.host not in found and new:
                     found[r.host] = r.runner_id
             missing = sorted(set(before) - set(found))
             if not missing:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci_pool.core.runner_names import host_label
 from ci_pool.exceptions import ProvisioningError
 from ci_pool.provision.records import Redactor
 from ci_pool.provision.ssh import CommandResult, SshSession
@@ -29,8 +30,10 @@ CREDENTIALS_PATH = CREDENTIALS_DIR + "/credentials.env"
 _INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 
 
-def container_name(capability: str, index: int) -> str:
-    return f"ci-pool-{capability}-{index}"
+def container_name(host: str, capability: str, index: int) -> str:
+    """``<host>-<capability>-<n>``: the container's name is its runner's name, unique
+    pool-wide (two hosts' first linux runners differ)."""
+    return f"{host_label(host)}-{capability}-{index}"
 
 
 def valid_instance_name(name: str) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ci_pool.core.runner_names import host_label
 from ci_pool.exceptions import ConfigError, InputError, ProvisioningError
 from ci_pool.provision import templates
 from ci_pool.provision.incus import (
@@ -127,7 +128,8 @@ def normalize_profile(raw: dict[str, Any]) -> dict[str, Any]:
 
 def observe(incus: Incus, capability: str) -> dict[str, Any]:
     """What the host has that concerns this capability's runners."""
-    pattern = re.compile(rf"^ci-pool-{re.escape(capability)}-[0-9]+$")
+    label = re.escape(host_label(incus.session.target.host))
+    pattern = re.compile(rf"^(ci-pool|{label})-{re.escape(capability)}-[0-9]+$")
     instances = [
         normalize_instance(raw)
         for raw in incus.instances()
@@ -178,7 +180,7 @@ def decide(
     blockers: list[dict[str, str]] = []
     pname = templates.profile_name(capability)
     by_name = {i["name"]: i for i in observed["instances"]}
-    wanted = [container_name(capability, i) for i in range(1, count + 1)]
+    wanted = [container_name(host, capability, i) for i in range(1, count + 1)]
     if count:
         actions.append(_profile_action(capability, observed["profile"], profile))
     for name in wanted:
@@ -241,7 +243,7 @@ def desired_state(
                 "exist: " + ", ".join(sorted(settings.capabilities)),
             )
         )
-    elif not valid_instance_name(container_name(cap.name, MAX_COUNT)):
+    elif not valid_instance_name(container_name(req.host, cap.name, MAX_COUNT)):
         blockers.append(
             _blocker(
                 "capability_unknown",
@@ -264,7 +266,9 @@ def desired_state(
             json.dumps(profile, sort_keys=True).encode()
         ).hexdigest()
     blockers += _credential_blockers(req.credentials)
-    desired["names"] = [container_name(req.capability, i) for i in range(1, req.count + 1)]
+    desired["names"] = [
+        container_name(req.host, req.capability, i) for i in range(1, req.count + 1)
+    ]
     return desired, profile, blockers
 
 

@@ -19,6 +19,7 @@ from ci_pool.provision.credentials import (
     deliver,
     issue_token,
     live_runner_ids,
+    live_runner_keys,
     read_credentials,
     registry_wait,
     revoke_tokens,
@@ -63,7 +64,7 @@ def _running_jobs(pool: Pool, container: str, runner_ids: set[str]) -> list[str]
     return [
         j.id
         for j in pool.store.list_jobs(states=[JobState.RUNNING], limit=10_000)
-        if j.runner_id in runner_ids or f"@{container}-" in (j.runner_id or "")
+        if j.runner_id in runner_ids or j.runner_id == container
     ]
 
 
@@ -200,7 +201,7 @@ def rotate(
             new_name, plaintext = issue_token(
                 pool.store, container, time.strftime("%Y%m%d%H%M%S", time.gmtime()), redact
             )
-            before = {container: live_runner_ids(pool.redis, settings.runner_ttl, container)}
+            before = {container: live_runner_keys(pool.redis, settings.runner_ttl, container)}
             deliver(incus, container, credential_file(creds, plaintext))
             start_worker(incus, container, entry["capability"])
             waiter = wait or registry_wait(pool.redis, settings.runner_ttl)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ci_pool.core.capabilities import Capability
 from ci_pool.remotes import LookupLimit
 from ci_pool.settings import Settings
 from ci_pool.store import Store
@@ -45,7 +46,27 @@ class PoolBase:
         return redis.Redis.from_url(self.settings.broker_url, socket_timeout=10)
 
     def publish(self, capability: str, job_id: str) -> None:
-        """Send ``run_job(job_id)`` to the queue of ``capability``."""
-        from ci_pool.broker.app import send_run_job
+        """Send ``run_job(job_id)`` to the queue of ``capability``, or, for a job sent to
+        runners by name, to a live matching runner's own queue (none live: it waits)."""
+        self.send(self.settings.capabilities[capability], job_id, self.store.get_job(job_id).runner)
 
-        send_run_job(self.celery, self.settings.capabilities[capability], job_id)
+    def send(self, cap: Capability, job_id: str, runner: str | None) -> str | None:
+        """Publish one job: to its capability's queue, or (``runner``: a glob over runner
+        names) to the least busy live runner matching it. Returns that runner's name, or
+        None (sent to the capability's queue, or no runner matches yet)."""
+        if runner is None:
+            from ci_pool.broker.app import send_run_job
+
+            send_run_job(self.celery, cap, job_id)
+            return None
+        from ci_pool.broker.targeting import send_targeted
+
+        return send_targeted(
+            self.celery,
+            self.redis,
+            cap,
+            job_id,
+            runner,
+            self.store.count_running,
+            ttl=self.settings.runner_ttl,
+        )

@@ -62,13 +62,15 @@ class Operations(Submission):
         """The runner stops taking jobs, finishes the running one, then exits."""
         runner = self._runner(runner_id)
         self.redis.set(drain_key(runner_id), "1", ex=86400)
-        self.celery.control.cancel_consumer(runner.queue, destination=[runner_id])
+        for queue in runner.queues:
+            self.celery.control.cancel_consumer(queue, destination=[runner.node])
         return f"{runner_id}: draining; it exits when its running job ends"
 
     def undrain(self, runner_id: str) -> str:
         runner = self._runner(runner_id)
         self.redis.delete(drain_key(runner_id))
-        self.celery.control.add_consumer(runner.queue, destination=[runner_id])
+        for queue in runner.queues:
+            self.celery.control.add_consumer(queue, destination=[runner.node])
         return f"{runner_id}: taking jobs again"
 
     def scale(self, capability: str, slots: int) -> list[str]:
@@ -88,15 +90,15 @@ class Operations(Submission):
             delta = want - r.concurrency
             if delta > 0:
                 reply = self.celery.control.pool_grow(
-                    delta, destination=[r.runner_id], reply=True, timeout=5
+                    delta, destination=[r.node], reply=True, timeout=5
                 )
             elif delta < 0:
                 reply = self.celery.control.pool_shrink(
-                    -delta, destination=[r.runner_id], reply=True, timeout=5
+                    -delta, destination=[r.node], reply=True, timeout=5
                 )
             else:
-                reply = [{r.runner_id: {"ok": "unchanged"}}]
-            ok = any(r.runner_id in rep and "ok" in rep[r.runner_id] for rep in reply or [])
+                reply = [{r.node: {"ok": "unchanged"}}]
+            ok = any(r.node in rep and "ok" in rep[r.node] for rep in reply or [])
             lines.append(
                 f"{r.runner_id}: {r.concurrency} -> {want} "
                 + ("ok" if ok else f"no answer ({reply})")

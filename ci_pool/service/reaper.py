@@ -27,7 +27,8 @@ from datetime import timedelta
 import redis
 
 from ci_pool import defaults
-from ci_pool.broker.keys import queue_keys, unacked_keys
+from ci_pool.broker.keys import queue_keys, runner_queue, unacked_keys
+from ci_pool.broker.runners import RunnerRegistry
 from ci_pool.core.retry import Next, lost_reason
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import JobState
@@ -69,6 +70,7 @@ class Reaper:
         statuses: Callable[[], int] | None = None,
         sync_payload_max_age: float = defaults.SYNC_PAYLOAD_MAX_AGE,
         artifacts: Callable[[], int] | None = None,
+        runner_ttl: float = defaults.RUNNER_TTL,
     ):
         self.store = store
         self.broker = broker
@@ -84,6 +86,7 @@ class Reaper:
         self.sync_payload_max_age = sync_payload_max_age
         #: Removes the artifacts past their retention; returns how many.
         self.artifacts = artifacts
+        self.runner_ttl = runner_ttl
 
     def sweep(self) -> Sweep:
         done = Sweep()
@@ -159,10 +162,19 @@ class Reaper:
         waiting = self.store.queued_before(cutoff)
         if not waiting:
             return
-        held = self._in_broker({j.queue for j in waiting})
+        queues = {j.queue for j in waiting}
+        if any(j.runner for j in waiting):
+            # Jobs sent by name wait in their runner's own queue; one of a runner no longer
+            # live counts as gone (sent again to another match, or kept until one appears).
+            live = RunnerRegistry(self.broker, self.runner_ttl).live()
+            queues |= {runner_queue(r.queue, r.runner_id) for r in live}
+        held = self._in_broker(queues)
         for job in waiting:
             if job.id not in held:
-                log.warning("job %s: queued but its message is gone; sending it again", job.id)
+                if job.runner:
+                    log.info("job %s: (re)sending to a live runner matching %r", job.id, job.runner)
+                else:
+                    log.warning("job %s: queued but its message is gone; sending it again", job.id)
                 self.publish(job.capability, job.id)
                 done.resent.append(job.id)
 

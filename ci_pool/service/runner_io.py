@@ -103,12 +103,16 @@ class RunnerIO:
             raise AccessDenied(f"job {job_id} is not claimed by runner {self.name}", field="job_id")
         return job
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, since: datetime | None = None) -> dict[str, Any]:
+        """Its name, capabilities, running jobs and claims (all, or since ``since``; no
+        zone: UTC)."""
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
         return {
             "name": self.name,
             "capabilities": list(self.runner.capabilities),
             "running": self.store.count_running(self.name),
-            "claims": self.store.count_claims(self.name),
+            "claims": self.store.count_claims(self.name, since),
         }
 
     # -- claim and lease --

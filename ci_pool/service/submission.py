@@ -29,6 +29,7 @@ from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.core.workflow.run_context import RunFacts
+from ci_pool.core.workflow.targets import sent_to
 from ci_pool.exceptions import (
     BrokerError,
     CIPoolError,
@@ -204,10 +205,8 @@ class Submission(Inspection):
             )
             if denied is not None:
                 raise denied.recorded(job_id=job.id)
-            from ci_pool.broker.app import send_run_job  # Celery: only when a job is sent
-
             try:
-                send_run_job(self.celery, cap, job.id)
+                self.send(cap, job.id, spec.runner)
             except Exception as exc:
                 self.store.transition(
                     job.id,
@@ -237,6 +236,7 @@ class Submission(Inspection):
         actor: str = "",
         trigger: TriggerEvent | None = None,
         sync: SyncSource | None = None,
+        runner: str | None = None,
     ) -> PipelineRow:
         """Parse a workflow, check every job, write the pipeline whole, queue its roots.
 
@@ -244,10 +244,11 @@ class Submission(Inspection):
         workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
         started the run. ``trigger`` is kept with the pipeline; a pull request's
         (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
-        capabilities it allows. ``sync`` (local changes) goes to every job's checkout."""
+        capabilities it allows. ``sync`` (local changes) goes to every job's checkout;
+        ``runner`` (a glob over runner names) sends every job to the runners it matches."""
         with self._refusal_drops(sync):
             self._check_target(repo, ref, event)
-            pipe = parse_workflow(text, file, self.settings.admission)
+            pipe = sent_to(parse_workflow(text, file, self.settings.admission), runner)
             if trigger is not None:
                 payload = trigger.payload if payload is None else payload
                 actor = actor or trigger.actor

@@ -50,6 +50,7 @@ def job_dict(
         "ref": job.ref,
         "commit_sha": job.commit_sha,
         "labels": job.labels,
+        "runner": job.runner,
         "timeout_s": job.timeout_s,
         "attempt": job.attempt,
         "max_attempts": job.max_attempts,

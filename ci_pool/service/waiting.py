@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ci_pool.broker.runners import RunnerInfo
 from ci_pool.core.concurrency import ConcurrencyGroup, job_member, pipeline_member, split_member
+from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store import Job
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 Visible = Callable[[Job], bool]
 #: Running jobs named in a "busy" reason.
 SHOWN_BUSY = 5
+#: Runner names listed in a reason.
+SHOWN_RUNNERS = 10
 
 
 def _seen(jobs: list[Job], visible: Visible | None) -> tuple[list[Job], int]:
@@ -43,6 +47,8 @@ def why_waiting(pool: Inspection, job: Job, visible: Visible | None = None) -> s
         serving = pool.runners(job.capability)
     except redis.RedisError as exc:
         return f"the broker is unreachable ({exc}); no worker can take the job"
+    if job.runner:
+        return _why_targeted(pool, job, job.runner, serving, visible)
     if not serving:
         return (
             f"no worker is serving capability {job.capability!r} (queue {job.queue!r}); "
@@ -69,6 +75,55 @@ def why_waiting(pool: Inspection, job: Job, visible: Visible | None = None) -> s
             f"waiting out the retry backoff before attempt {job.attempt + 1}"
         )
     return f"waiting for one of {len(serving)} worker(s) of {job.capability!r} to pick it up"
+
+
+def _names(runners: list[RunnerInfo]) -> str:
+    names = [r.runner_id for r in runners]
+    more = f", and {len(names) - SHOWN_RUNNERS} more" if len(names) > SHOWN_RUNNERS else ""
+    return ", ".join(names[:SHOWN_RUNNERS]) + more if names else "none"
+
+
+def _why_targeted(
+    pool: Inspection, job: Job, glob: str, serving: list[RunnerInfo], visible: Visible | None
+) -> str:
+    """Why a job sent to runners by name waits: none matches, or each match is busy,
+    draining or unhealthy."""
+    cap = job.capability
+    matching = [r for r in serving if name_matches(glob, r.runner_id)]
+    if not matching:
+        return (
+            f"no live runner matches {glob!r}; live {cap} runners: {_names(serving)}; it runs "
+            f"when one whose name matches starts (ci-pool worker --capability {cap} --name NAME)"
+        )
+    running = pool.store.list_jobs(states=[JobState.RUNNING], capability=cap)
+    now = datetime.now(UTC)
+    words: list[str] = []
+    free: list[str] = []
+    for r in matching[:SHOWN_RUNNERS]:
+        held = [j for j in running if j.runner_id == r.runner_id]
+        if r.extra.get("unhealthy"):
+            words.append(f"{r.runner_id} is unhealthy ({r.extra['unhealthy']})")
+        elif r.extra.get("draining"):
+            words.append(f"{r.runner_id} is draining ({r.extra['draining']})")
+        elif len(held) >= r.concurrency:
+            shown, others = _seen(held, visible)
+            jobs = [
+                f"{b.key or b.name or b.id} ({b.id})"
+                + (f" for {(now - b.started_at).total_seconds():.0f}s" if b.started_at else "")
+                for b in shown
+            ] + ([f"{others} job(s) outside this token's limits"] if others else [])
+            words.append(f"{r.runner_id} is busy with {', '.join(jobs)}")
+        else:
+            free.append(r.runner_id)
+    if free:
+        return (
+            f"sent to a runner matching {glob!r} ({', '.join(free)} has a free slot); "
+            "waiting for it to pick the job up"
+        )
+    return (
+        f"{len(matching)} live runner(s) match {glob!r}, none free: {'; '.join(words)}; it "
+        "runs when one frees up"
+    )
 
 
 def _busy(

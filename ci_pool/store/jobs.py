@@ -99,19 +99,18 @@ class JobQueries(Database):
                 or 0
             )
 
-    def count_claims(self, runner_id: str) -> int:
-        """Jobs this runner has claimed so far (each attempt counts)."""
+    def count_claims(self, runner_id: str, since: datetime | None = None) -> int:
+        """Jobs this runner has claimed so far (each attempt counts), or since ``since``
+        (a runner name outlives its processes: each process counts its own)."""
+        where = [
+            JobEvent.runner_id == runner_id,
+            JobEvent.to_state == JobState.RUNNING.value,
+            JobEvent.from_state == JobState.QUEUED.value,
+        ]
+        if since is not None:
+            where.append(JobEvent.at >= since)
         with self.session(write=False) as s:
-            return int(
-                s.scalar(
-                    select(func.count()).where(
-                        JobEvent.runner_id == runner_id,
-                        JobEvent.to_state == JobState.RUNNING.value,
-                        JobEvent.from_state == JobState.QUEUED.value,
-                    )
-                )
-                or 0
-            )
+            return int(s.scalar(select(func.count()).where(*where)) or 0)
 
     def events(self, job_id: str) -> list[JobEvent]:
         with self.session(write=False) as s:

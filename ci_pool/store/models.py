@@ -134,6 +134,7 @@ class NewJob:
             "environment": spec.environment,
             "services": spec.services,
             "container": spec.container,
+            "runner": spec.runner,
             "reason": self.reason,
             "concurrency": self.concurrency,
         }
@@ -195,6 +196,8 @@ class Job(Base):
         SpecType(tuple[ServiceSpec, ...]), default=()
     )
     container: Mapped[ContainerSpec | None] = mapped_column(SpecType(ContainerSpec), default=None)
+    #: Glob over runner names the job may run on (None: any runner of its capability).
+    runner: Mapped[str | None] = mapped_column(String(128), default=None)
     # Pipeline jobs only: the workflow job id, the display key of this matrix cell, the
     # keys of the jobs it needs, its condition and its matrix values.
     job_ref: Mapped[str | None] = mapped_column(String(200), default=None)

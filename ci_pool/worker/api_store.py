@@ -116,13 +116,14 @@ class ApiRunnerStore:
 
     # -- the runner itself --
 
-    def whoami(self) -> dict[str, Any]:
+    def whoami(self, since: datetime | None = None) -> dict[str, Any]:
         """The runner's registered name and capabilities (checks the credential)."""
-        data: dict[str, Any] = self._call("GET", "/self").json()
+        params = {} if since is None else {"since": since.isoformat()}
+        data: dict[str, Any] = self._call("GET", "/self", params=params).json()
         return data
 
-    def count_claims(self, runner_id: str) -> int:
-        return int(self.whoami()["claims"])
+    def count_claims(self, runner_id: str, since: datetime | None = None) -> int:
+        return int(self.whoami(since)["claims"])
 
     def count_running(self, runner_id: str) -> int:
         return int(self.whoami()["running"])

@@ -10,12 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from ci_pool import defaults
+from ci_pool.broker.keys import runner_queue
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.specs import JobState
@@ -96,6 +98,8 @@ class Lifecycle(threading.Thread):
         self.unhealthy: str | None = None
         self.consuming = True
         self.started = self.last_busy = time.monotonic()
+        #: Claims since this process started count toward --max-jobs (the name outlives it).
+        self.since = datetime.fromtimestamp(info.started_at, UTC)
         self.last_sweep = -SWEEP_INTERVAL
         #: Keeps the capability's warm containers (docker capabilities with some).
         self.warm: Any = None
@@ -153,7 +157,7 @@ class Lifecycle(threading.Thread):
             return "drained"
         if (
             lim.max_jobs is not None
-            and self.store.count_claims(self.info.runner_id) >= lim.max_jobs
+            and self.store.count_claims(self.info.runner_id, self.since) >= lim.max_jobs
         ):
             return f"--max-jobs {lim.max_jobs} reached"
         if lim.max_lifetime is not None and now - self.started >= lim.max_lifetime:
@@ -268,7 +272,8 @@ class Lifecycle(threading.Thread):
             return
         control = self.consumer.app.control
         switch = control.add_consumer if on else control.cancel_consumer
-        switch(self.info.queue, destination=[self.consumer.hostname])
+        for queue in (self.info.queue, runner_queue(self.info.queue, self.info.runner_id)):
+            switch(queue, destination=[self.consumer.hostname])
         self.consuming = on
 
     def check(self) -> None:

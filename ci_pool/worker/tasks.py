@@ -20,9 +20,11 @@ import ci_pool
 from ci_pool import defaults
 from ci_pool.broker.app import send_run_job
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
+from ci_pool.broker.targeting import send_targeted
 from ci_pool.core.capabilities import Capability
+from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import JobState
-from ci_pool.exceptions import RunnerCutOff
+from ci_pool.exceptions import NotFound, RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
@@ -71,7 +73,20 @@ def _runtime(app: Celery, pid: int) -> _Runtime:
         return executors[cap.mode]
 
     def requeue(cap: Capability, job_id: str, countdown: float) -> None:
-        send_run_job(app, cap, job_id, countdown)
+        glob = store.get_job(job_id).runner
+        if glob is None:
+            send_run_job(app, cap, job_id, countdown)
+        else:  # none live matching: the reaper sends it once one is
+            send_targeted(
+                app,
+                client,
+                cap,
+                job_id,
+                glob,
+                store.count_running,
+                countdown=countdown,
+                ttl=settings.runner_ttl,
+            )
 
     # Set by ``ci-pool worker`` when forges are configured: builds the status notifier.
     notifier = getattr(app.conf, "ci_pool_status_notifier", None)
@@ -107,8 +122,11 @@ def run_job(self: Task, job_id: str) -> str | None:
 def _run_job(self: Task, job_id: str) -> str | None:
     rt = _runtime(self.app, os.getpid())
     runner_id = rt.runner_id or self.request.hostname or socket.gethostname()
+    if _not_for(rt, self.app, job_id, runner_id):
+        return None
     limits: Limits = getattr(self.app.conf, "ci_pool_limits", None) or Limits()
-    if limits.max_jobs is not None and rt.store.count_claims(runner_id) >= limits.max_jobs:
+    since = getattr(self.app.conf, "ci_pool_started_at", None)
+    if limits.max_jobs is not None and rt.store.count_claims(runner_id, since) >= limits.max_jobs:
         # This worker is done: hand the message back for another worker, unclaimed.
         raise Reject(f"runner {runner_id} reached --max-jobs {limits.max_jobs}", requeue=True)
     why = rt.health.reason() if rt.health else None
@@ -120,6 +138,25 @@ def _run_job(self: Task, job_id: str) -> str | None:
     if rt.health and state not in (JobState.SUCCEEDED, JobState.FAILED):
         rt.health.forget()  # it may have ended on the engine going away: ask again
     return state.value if state else None
+
+
+def _not_for(rt: _Runtime, app: Celery, job_id: str, runner_id: str) -> bool:
+    """Whether the job is sent to runners by a name this one does not match. Then it is
+    never run here: it goes on to a runner whose name matches, or stays queued for one."""
+    try:
+        job = rt.store.get_job(job_id)
+    except NotFound:
+        return False  # the runner's claim reports it
+    if job.runner is None or name_matches(job.runner, runner_id):
+        return False
+    log.warning("job %s: for runners %r, not %s; sending it on", job_id, job.runner, runner_id)
+    if job.state == JobState.QUEUED:
+        cap = rt.settings.capabilities[job.capability]
+        send_targeted(
+            app, rt.redis, cap, job_id, job.runner, rt.store.count_running,
+            ttl=rt.settings.runner_ttl,
+        )  # fmt: skip
+    return True
 
 
 _lifecycle: Lifecycle | None = None

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,7 @@ def heartbeat(state: dict[str, Any], name: str) -> None:
 
     client = redis.Redis.from_url(os.environ["CI_POOL_STANDIN_REDIS"])
     info = RunnerInfo(
-        runner_id=f"{cap}@{name}-{uuid.uuid4().hex[:6]}",
+        runner_id=name,  # the unit names the runner after its container (--name %H)
         capability=cap,
         queue=cap,
         host=name,

@@ -243,7 +243,7 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
     assert res.returncode == 0, res.stderr
     plan_id = op.plan_id(res)
     assert "reconcile  profile:ci-pool-linux" in res.stdout
-    assert "create     ci-pool-linux-1" in res.stdout and "ci-pool-linux-2" in res.stdout
+    assert "create     h127-0-0-1-linux-1" in res.stdout and "h127-0-0-1-linux-2" in res.stdout
     assert f"ci-pool provision apply --plan-id {plan_id} --confirm" in res.stdout
     assert host.verbs() == ["list --format", "profile list"]  # observing only
     assert (op.home / "provision" / "plans" / f"{plan_id}.json").is_file()
@@ -257,10 +257,10 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
         "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "30"
     )
     assert res.returncode == 0, res.stderr
-    assert "ci-pool-linux-1: worker linux@ci-pool-linux-1-" in res.stdout
+    assert "h127-0-0-1-linux-1: worker h127-0-0-1-linux-1 heartbeating" in res.stdout
     state = host.state()
-    assert sorted(state["instances"]) == ["ci-pool-linux-1", "ci-pool-linux-2"]
-    inst = state["instances"]["ci-pool-linux-1"]
+    assert sorted(state["instances"]) == ["h127-0-0-1-linux-1", "h127-0-0-1-linux-2"]
+    inst = state["instances"]["h127-0-0-1-linux-1"]
     assert inst["status"] == "Running" and inst["profiles"] == ["default", "ci-pool-linux"]
     assert inst["config"]["user.ci-pool.managed"] == "true"
     assert inst["files"]["/etc/ci-pool/private/credentials.env"]["mode"] == "0600"
@@ -278,32 +278,33 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
         *(
             [
                 "launch images:debian/12/cloud",
-                "exec ci-pool-linux-1",
-                "exec ci-pool-linux-1",
+                "exec h127-0-0-1-linux-1",
+                "exec h127-0-0-1-linux-1",
                 "file push",
-                "exec ci-pool-linux-1",
+                "exec h127-0-0-1-linux-1",
             ]
         ),
         *(
             [
                 "launch images:debian/12/cloud",
-                "exec ci-pool-linux-2",
-                "exec ci-pool-linux-2",
+                "exec h127-0-0-1-linux-2",
+                "exec h127-0-0-1-linux-2",
                 "file push",
-                "exec ci-pool-linux-2",
+                "exec h127-0-0-1-linux-2",
             ]
         ),
         # The readiness gate, once every worker heartbeats.
-        "exec ci-pool-linux-1",
-        "exec ci-pool-linux-2",
+        "exec h127-0-0-1-linux-1",
+        "exec h127-0-0-1-linux-2",
     ]
     doctor = applied[-1]["argv"]
-    assert doctor[:4] == ["exec", "ci-pool-linux-2", "--", "sh"]
+    assert doctor[:4] == ["exec", "h127-0-0-1-linux-2", "--", "sh"]
     assert doctor[5].endswith(
         "/opt/ci-pool/bin/ci-pool doctor --json --skip-bench --capability linux"
     )
     assert ". /etc/ci-pool/worker.env; . /etc/ci-pool/private/credentials.env" in doctor[5]
-    assert "ci-pool-linux-1: ci-pool doctor passed (2 checks; warnings: image linux)" in res.stdout
+    passed = "h127-0-0-1-linux-1: ci-pool doctor passed (2 checks; warnings: image linux)"
+    assert passed in res.stdout
     with_stdin = [c for c in calls if c["stdin"]]
     assert [c["argv"][:2] for c in with_stdin] == [
         ["profile", "edit"],
@@ -320,13 +321,13 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
         ("apply", "completed"),
     ]
     assert audit[1]["evidence"] and all("command" in e for e in audit[1]["evidence"])
-    assert [c["status"] for c in audit[1]["doctor"]["ci-pool-linux-1"]] == ["ok", "warn"]
+    assert [c["status"] for c in audit[1]["doctor"]["h127-0-0-1-linux-1"]] == ["ok", "warn"]
     settings = op.settings()
     store = Pool(settings).store
     active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
     assert active == {
-        f"runner-ci-pool-linux-1-{plan_id[:8]}",
-        f"runner-ci-pool-linux-2-{plan_id[:8]}",
+        f"runner-h127-0-0-1-linux-1-{plan_id[:8]}",
+        f"runner-h127-0-0-1-linux-2-{plan_id[:8]}",
     }
 
     again = op.cli("provision", "apply", "--plan-id", plan_id, "--confirm")
@@ -335,28 +336,28 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
     res = op.plan(2)
     assert res.returncode == 0 and "nothing to do" in res.stdout
 
-    dry = op.cli("provision", "remove", "ci-pool-linux-2")
+    dry = op.cli("provision", "remove", "h127-0-0-1-linux-2")
     assert dry.returncode == 0 and "nothing has changed yet" in dry.stdout
-    assert "ci-pool-linux-2" in host.state()["instances"]
+    assert "h127-0-0-1-linux-2" in host.state()["instances"]
     runners = Pool(settings).runners("linux")
-    assert {r.host for r in runners} == {"ci-pool-linux-1", "ci-pool-linux-2"}
+    assert {r.host for r in runners} == {"h127-0-0-1-linux-1", "h127-0-0-1-linux-2"}
 
-    res = op.cli("provision", "remove", "ci-pool-linux-2", "--confirm", "--json")
+    res = op.cli("provision", "remove", "h127-0-0-1-linux-2", "--confirm", "--json")
     assert res.returncode == 0, res.stderr
     record = json.loads(res.stdout)
     assert record["state"] == "completed" and record["deleted"] is True
-    assert record["revoked"] == [f"runner-ci-pool-linux-2-{plan_id[:8]}"]
-    assert sorted(host.state()["instances"]) == ["ci-pool-linux-1"]
-    assert host.calls()[-1]["argv"] == ["delete", "ci-pool-linux-2", "--force"]
-    assert {r.host for r in Pool(settings).runners("linux")} == {"ci-pool-linux-1"}
+    assert record["revoked"] == [f"runner-h127-0-0-1-linux-2-{plan_id[:8]}"]
+    assert sorted(host.state()["instances"]) == ["h127-0-0-1-linux-1"]
+    assert host.calls()[-1]["argv"] == ["delete", "h127-0-0-1-linux-2", "--force"]
+    assert {r.host for r in Pool(settings).runners("linux")} == {"h127-0-0-1-linux-1"}
     active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
-    assert active == {f"runner-ci-pool-linux-1-{plan_id[:8]}"}
+    assert active == {f"runner-h127-0-0-1-linux-1-{plan_id[:8]}"}
     assert [r["state"] for r in op.audit()][-1] == "completed"
 
-    rotated = op.cli("provision", "rotate", "ci-pool-linux-1", "--confirm", "--json")
+    rotated = op.cli("provision", "rotate", "h127-0-0-1-linux-1", "--confirm", "--json")
     assert rotated.returncode == 0, rotated.stderr
     rec = json.loads(rotated.stdout)
-    assert rec["revoked"] == [f"runner-ci-pool-linux-1-{plan_id[:8]}"]
+    assert rec["revoked"] == [f"runner-h127-0-0-1-linux-1-{plan_id[:8]}"]
     active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
     assert active == {rec["token"]}
 
@@ -486,11 +487,11 @@ def test_scaling_down_plans_a_remove(operator: Operator) -> None:
     assert op.cli("provision", "apply", "--plan-id", plan_id, "--confirm").returncode == 0
     res = op.plan(1)
     assert res.returncode == 0, res.stderr
-    assert "remove     ci-pool-linux-2" in res.stdout and "keep" in res.stdout
+    assert "remove     h127-0-0-1-linux-2" in res.stdout and "keep" in res.stdout
     res = op.cli("provision", "apply", "--plan-id", op.plan_id(res), "--confirm")
     assert res.returncode == 0, res.stderr
-    assert "ci-pool-linux-2: removed" in res.stdout
-    assert sorted(op.ssh.state()["instances"]) == ["ci-pool-linux-1"]
+    assert "h127-0-0-1-linux-2: removed" in res.stdout
+    assert sorted(op.ssh.state()["instances"]) == ["h127-0-0-1-linux-1"]
 
 
 def test_unknown_host_key_is_refused_and_nothing_runs(operator: Operator, tmp_path: Path) -> None:
@@ -516,7 +517,7 @@ def test_apply_refuses_a_stale_plan(operator: Operator) -> None:
     plan_id = op.plan_id(op.plan(1))
     state = op.ssh.state()
     state.setdefault("profiles", {"default": {"description": "", "config": {}, "devices": {}}})
-    state["instances"]["ci-pool-linux-1"] = {
+    state["instances"]["h127-0-0-1-linux-1"] = {
         "status": "Running",
         "type": "container",
         "profiles": ["default"],
@@ -526,11 +527,11 @@ def test_apply_refuses_a_stale_plan(operator: Operator) -> None:
     op.ssh.set_state(state)
     res = op.cli("provision", "apply", "--plan-id", plan_id, "--confirm")
     assert res.returncode == 3
-    assert f"plan {plan_id} is stale" in res.stderr and "instance ci-pool-linux-1" in res.stderr
+    assert f"plan {plan_id} is stale" in res.stderr and "instance h127-0-0-1-linux-1" in res.stderr
     assert "launch" not in " ".join(op.ssh.verbs())
     assert op.audit()[-1]["state"] == "failed"
     adopt = op.plan(1)
-    assert "adopt      ci-pool-linux-1" in adopt.stdout
+    assert "adopt      h127-0-0-1-linux-1" in adopt.stdout
 
 
 def test_name_clash_is_a_blocker(operator: Operator) -> None:
@@ -538,7 +539,7 @@ def test_name_clash_is_a_blocker(operator: Operator) -> None:
     op.ssh.set_state(
         {
             "instances": {
-                "ci-pool-linux-1": {
+                "h127-0-0-1-linux-1": {
                     "status": "Running",
                     "type": "container",
                     "profiles": ["default"],
@@ -550,7 +551,7 @@ def test_name_clash_is_a_blocker(operator: Operator) -> None:
     )
     res = op.plan(2)
     assert res.returncode == 3
-    assert "blocker name_clash" in res.stdout and "ci-pool-linux-1" in res.stdout
+    assert "blocker name_clash" in res.stdout and "h127-0-0-1-linux-1" in res.stdout
     assert "error: plan" in res.stderr
 
 
@@ -585,8 +586,8 @@ def test_bad_input_exits_2_with_one_line(operator: Operator) -> None:
     assert res.returncode == 2 and "--identity" in res.stderr and "Traceback" not in res.stderr
     res = op.cli("provision", "apply", "--plan-id", "nothex", "--confirm")
     assert res.returncode == 2 and "--plan-id" in res.stderr
-    res = op.cli("provision", "remove", "ci-pool-linux-9", "--confirm")
-    assert res.returncode == 2 and "ci-pool-linux-9" in res.stderr
+    res = op.cli("provision", "remove", "h127-0-0-1-linux-9", "--confirm")
+    assert res.returncode == 2 and "h127-0-0-1-linux-9" in res.stderr
 
 
 def test_heartbeat_timeout_fails_and_revokes_the_token(operator: Operator) -> None:
@@ -598,7 +599,7 @@ def test_heartbeat_timeout_fails_and_revokes_the_token(operator: Operator) -> No
         "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "2"
     )
     assert res.returncode == 3
-    assert "no heartbeat within 2s from ci-pool-linux-1" in res.stderr
+    assert "no heartbeat within 2s from h127-0-0-1-linux-1" in res.stderr
     record = op.audit()[-1]
     assert record["state"] == "failed" and record["evidence"]
     store = Pool(op.settings()).store
@@ -613,7 +614,7 @@ def test_a_failing_doctor_fails_apply_with_its_checks(operator: Operator) -> Non
         "provision", "apply", "--plan-id", plan_id, "--confirm", "--heartbeat-timeout", "30"
     )
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert "runner ci-pool-linux-1 is not ready, ci-pool doctor failed: docker engine: " in (
+    assert "runner h127-0-0-1-linux-1 is not ready, ci-pool doctor failed: docker engine: " in (
         res.stderr
     )
     assert "(fix: start dockerd (systemctl start docker))" in res.stderr
@@ -645,9 +646,9 @@ def test_remove_waits_for_the_running_job(operator: Operator) -> None:
         max_attempts=1,
     )
     assert pool.store.claim(job.id, runner.runner_id, 60) is not None
-    res = op.cli("provision", "remove", "ci-pool-linux-1", "--confirm", "--timeout", "1")
+    res = op.cli("provision", "remove", "h127-0-0-1-linux-1", "--confirm", "--timeout", "1")
     assert res.returncode == 3 and f"still runs job(s) {job.id}" in res.stderr
-    assert "ci-pool-linux-1" in op.ssh.state()["instances"]
+    assert "h127-0-0-1-linux-1" in op.ssh.state()["instances"]
     assert pool.runners("linux")[0].runner_id == runner.runner_id
     assert pool.redis.exists(f"ci-pool:drain:{runner.runner_id}")
 
@@ -681,7 +682,7 @@ def test_runner_add_script_is_a_dry_run_by_default(operator: Operator) -> None:
         "1",
     )
     assert res.returncode == 0, res.stderr
-    assert "create     ci-pool-linux-1" in res.stdout
+    assert "create     h127-0-0-1-linux-1" in res.stdout
     assert "dry run" in res.stdout and "--confirm" in res.stdout
     assert op.ssh.state()["instances"] == {}
     assert op.ssh.verbs() == ["list --format", "profile list"]

@@ -30,6 +30,7 @@ from ci_pool.core.workflow.schema import (
     one_or_many,
 )
 from ci_pool.core.workflow.steps import RunDefaults
+from ci_pool.core.workflow.targets import RUNS_ON_KEYS, group_glob, job_runner_glob
 from ci_pool.core.workflow.yaml_source import MarkedList, MarkedMap, Pos, Source
 from ci_pool.exceptions import CapabilityNotFound, InputError
 
@@ -156,6 +157,7 @@ class JobBuilder(ContainerReader):
             name=name[:200],
             capability=routed[0],
             labels=routed[1],
+            runner=routed[2],
             env={**container.env, **env} if container else env,
             timeout=timeout,
             image=container.image if container else None,
@@ -229,18 +231,32 @@ class JobBuilder(ContainerReader):
             name = f"{name} ({label(self.cell)})"
         return name
 
-    def runs_on(self) -> tuple[str, tuple[str, ...]] | None:
+    def runs_on(self) -> tuple[str, tuple[str, ...], str | None] | None:
+        """(capability, labels, runner glob or None) of ``runs-on:`` and ``runner:``."""
         d, where = self.data, f"{self.path}.runs-on"
         caps = ", ".join(sorted(self.wf.capabilities))
         if "runs-on" not in d:
             self.error(f"{where}: is required; use the label of a capability: {caps}", self.pos)
             return None
         value, pos = d["runs-on"], d.value_pos["runs-on"]
+        group = None
         if isinstance(value, MarkedMap):
+            check_keys(self.src, value, where, "runs-on", RUNS_ON_KEYS)
+            group = group_glob(self, value, where, dict(self.wf.admission.runner_groups))
+            if "labels" not in value:
+                self.error(
+                    f"{where}: labels: is required beside group: (the labels name the "
+                    f"capability: {caps})",
+                    pos,
+                )
+                return None
+            value, pos, where = value["labels"], value.value_pos["labels"], f"{where}.labels"
+        glob = job_runner_glob(self, d, f"{self.path}.runner")
+        if glob is not None and group is not None:
             self.error(
-                f"{where}: runner groups are not supported; give a label or a list of labels", pos
+                f"{self.path}.runner: give either runner: or runs-on.group:, not both",
+                d.value_pos["runner"],
             )
-            return None
         labels: list[str] = []
         for item, ipos in one_or_many(value, pos):
             known = self.known(item, ipos, where)
@@ -272,7 +288,7 @@ class JobBuilder(ContainerReader):
         except InputError as exc:
             self.error(f"{where}: {str(exc).removeprefix(f'{exc.field}: ')}", pos)
             return None
-        return cap.name, tuple(labels)
+        return cap.name, tuple(labels), glob or group
 
     def environment(self) -> EnvironmentSpec | None:
         """``environment:``, a name or ``{name, url}``; expressions stay for the runtime."""

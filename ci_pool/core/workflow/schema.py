@@ -11,7 +11,7 @@ WORKFLOW_KEYS = ("name", "run-name", "on", "permissions", "env", "defaults", "jo
 JOB_KEYS = (
     "name", "runs-on", "needs", "if", "env", "timeout-minutes", "continue-on-error",
     "container", "strategy", "outputs", "steps", "permissions", "environment", "concurrency",
-    "services",
+    "services", "runner",
 )  # fmt: skip
 #: ``permissions:`` scopes as GitHub and Gitea define them (recorded, not enforced: the
 #: pool hands out no token of its own).

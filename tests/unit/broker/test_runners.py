@@ -127,3 +127,29 @@ def test_bytes_and_text_clients_agree() -> None:
 def test_runner_info_round_trip() -> None:
     original = info(last_seen=1_700_000_100.5, extra={"a": [1, 2]})
     assert RunnerInfo.from_redis(original.to_redis()) == original
+
+
+def test_a_name_is_held_by_one_process_and_freed_by_its_exit(client: fakeredis.FakeRedis) -> None:
+    import os
+    import subprocess
+
+    reg = RunnerRegistry(client, ttl=30)
+    assert reg.claim("build1-linux-1", "build1", 100) is None
+    assert reg.claim("build1-linux-1", "build1", 100) is None  # its own name again
+    assert reg.claim("build1-linux-1", "build2", 200) == "build1|100"  # another host
+    # A live process of this host holds it: refused, with or without take-over.
+    me = os.getpid()
+    assert reg.claim("here-linux-1", "here", me) is None
+    assert reg.claim("here-linux-1", "here", me + 1) == f"here|{me}"
+    # Its process is gone (a crash): a fixed name is taken over, a default one is not.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert reg.claim("here-linux-2", "here", dead.pid) is None
+    assert reg.claim("here-linux-2", "here", me, take_over=False) == f"here|{dead.pid}"
+    assert reg.claim("here-linux-2", "here", me) is None
+    # The heartbeat keeps the hold; a clean exit frees the name.
+    reg.heartbeat(info("here-linux-2", host="here", pid=me))
+    assert reg.holder("here-linux-2") == f"here|{me}"
+    reg.unregister("here-linux-2")
+    assert reg.holder("here-linux-2") == ""
+    assert reg.claim("here-linux-2", "elsewhere", 1) is None

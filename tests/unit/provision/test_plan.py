@@ -43,36 +43,36 @@ def test_empty_host_creates_the_profile_and_every_runner() -> None:
     assert blockers == []
     assert kinds(actions) == [
         ("reconcile", "profile:ci-pool-linux"),
-        ("create", "ci-pool-linux-1"),
-        ("create", "ci-pool-linux-2"),
+        ("create", "h-linux-1"),
+        ("create", "h-linux-2"),
     ]
 
 
 def test_each_kind_of_existing_container() -> None:
     obs = observed(
-        inst("ci-pool-linux-1", **MANAGED),
-        inst("ci-pool-linux-2", "Stopped", **MANAGED),
-        inst("ci-pool-linux-3", **{"user.ci-pool.capability": "linux"}),
-        {**inst("ci-pool-linux-4", **MANAGED), "profiles": ["default"]},
-        inst("ci-pool-linux-9", **MANAGED),
+        inst("h-linux-1", **MANAGED),
+        inst("h-linux-2", "Stopped", **MANAGED),
+        inst("h-linux-3", **{"user.ci-pool.capability": "linux"}),
+        {**inst("h-linux-4", **MANAGED), "profiles": ["default"]},
+        inst("h-linux-9", **MANAGED),
     )
     actions, blockers = decide("linux", 4, obs, PROFILE, "h")
     assert blockers == []
     assert kinds(actions) == [
-        ("reconcile", "ci-pool-linux-4"),
-        ("adopt", "ci-pool-linux-3"),
-        ("restart", "ci-pool-linux-2"),
-        ("remove", "ci-pool-linux-9"),
-        ("keep", "ci-pool-linux-1"),
+        ("reconcile", "h-linux-4"),
+        ("adopt", "h-linux-3"),
+        ("restart", "h-linux-2"),
+        ("remove", "h-linux-9"),
+        ("keep", "h-linux-1"),
         ("keep", "profile:ci-pool-linux"),
     ]
 
 
 def test_a_foreign_instance_with_our_name_is_a_clash() -> None:
-    vm = {**inst("ci-pool-linux-2", **MANAGED), "type": "virtual-machine"}
-    _, blockers = decide("linux", 2, observed(inst("ci-pool-linux-1"), vm), PROFILE, "h")
+    vm = {**inst("h-linux-2", **MANAGED), "type": "virtual-machine"}
+    _, blockers = decide("linux", 2, observed(inst("h-linux-1"), vm), PROFILE, "h")
     assert [b["code"] for b in blockers] == ["name_clash", "name_clash"]
-    assert "ci-pool-linux-1" in blockers[0]["message"] and "unset" in blockers[0]["message"]
+    assert "h-linux-1" in blockers[0]["message"] and "unset" in blockers[0]["message"]
 
 
 def test_profile_drift_names_the_keys() -> None:
@@ -82,16 +82,16 @@ def test_profile_drift_names_the_keys() -> None:
 
 
 def test_count_zero_removes_managed_runners_only() -> None:
-    obs = observed(inst("ci-pool-linux-1", **MANAGED), inst("ci-pool-linux-2"))
+    obs = observed(inst("h-linux-1", **MANAGED), inst("h-linux-2"))
     actions, blockers = decide("linux", 0, obs, PROFILE, "h")
-    assert kinds(actions) == [("remove", "ci-pool-linux-1")] and blockers == []
+    assert kinds(actions) == [("remove", "h-linux-1")] and blockers == []
 
 
 def test_plan_id_depends_on_both_states() -> None:
     a = plan_id({"count": 1}, observed())
     assert a == plan_id({"count": 1}, observed()) and len(a) == 16
     assert a != plan_id({"count": 2}, observed())
-    assert a != plan_id({"count": 1}, observed(inst("ci-pool-linux-1")))
+    assert a != plan_id({"count": 1}, observed(inst("h-linux-1")))
 
 
 def test_blocked_plan_text_says_nothing_can_be_applied() -> None:

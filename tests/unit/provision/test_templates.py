@@ -49,7 +49,7 @@ def test_every_capability_has_a_profile_with_limits(settings: Settings, cap: str
 
 def test_unit_is_hardened_and_reads_the_credential_from_a_root_only_file() -> None:
     unit = render_unit(exec_path="/x/ci-pool", stop_timeout=99)
-    assert "ExecStart=/x/ci-pool worker --capability %i" in unit
+    assert "ExecStart=/x/ci-pool worker --capability %i --name %H" in unit
     assert "User=ci-pool" in unit and "TimeoutStopSec=99s" in unit
     assert "EnvironmentFile=/etc/ci-pool/private/credentials.env" in unit
     for option in (

@@ -543,7 +543,12 @@ def test_runs_on_must_be_known_when_parsing() -> None:
 
 
 def test_runs_on_group_and_missing() -> None:
-    assert "runner groups" in str(one_error(runs_on("{group: big}")))
+    found = [str(e) for e in errors(runs_on("{group: big, labels: [linux]}"))]
+    assert found == [
+        "wf.yml:3:22: jobs.build.runs-on.group: no runner group 'big'; groups that exist: "
+        "none (set runner_groups in the pool's settings); or send the job by name with "
+        "runner: 'GLOB'"
+    ]
     err = one_error("jobs:\n  build:\n    steps: [{run: make}]\n")
     assert (err.line, err.column) == (2, 3)
     assert f"jobs.build.runs-on: is required; use the label of a capability: {CAP_NAMES}" in str(
