@@ -17,7 +17,7 @@ from typing import Any
 from ci_pool.broker.runners import RunnerRegistry, drain_key
 from ci_pool.exceptions import NotFound, ProvisioningError
 from ci_pool.provision import templates
-from ci_pool.provision.credentials import HeartbeatWait, live_runner_ids, start_worker
+from ci_pool.provision.credentials import HeartbeatWait, live_runner_keys, start_worker
 from ci_pool.provision.incus import KEY_PROFILE, KEY_UNIT, KEY_VERSION, Incus
 from ci_pool.provision.readiness import WORKER_ENV, check_ready
 from ci_pool.provision.remove import drain_container
@@ -120,11 +120,13 @@ def upgrade_runner(
     steps.append("drain")
     _update(incus, name, cap, rendered, packages=config.get(KEY_PROFILE) != record[KEY_PROFILE])
     steps.append("update")
-    before = {name: live_runner_ids(pool.redis, pool.settings.runner_ttl, name)}
+    before = {name: live_runner_keys(pool.redis, pool.settings.runner_ttl, name)}
     start_worker(incus, name, cap)
     new_id = wait(before, cap, heartbeat_timeout)[name]
     steps.append("restart")
-    _forget(pool, old)
+    _forget(pool, old - {new_id})
+    # A restarted worker keeps its name: the drain was the old process's, not the new one's.
+    pool.redis.delete(drain_key(new_id))
     try:
         checks = check_ready(incus, name, cap)
     except ProvisioningError as exc:

@@ -375,16 +375,19 @@ def test_a_new_version_upgrades_the_lane_in_order(operator: Operator) -> None:
     op, host = operator, operator.ssh
     first = op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm")
     assert first.returncode == 0, first.stderr
-    config = host.state()["instances"]["ci-pool-linux-1"]["config"]
+    config = host.state()["instances"]["h127-0-0-1-linux-1"]["config"]
     assert config["user.ci-pool.version"] == f"ci-pool=={ci_pool.__version__}"
     assert len(config["user.ci-pool.unit-sha256"]) == 64
     assert "nothing to do" in op.plan(1).stdout
     pool = Pool(op.settings())
-    old = pool.runners("linux")[0].runner_id
+    old, old_pid = pool.runners("linux")[0].runner_id, pool.runners("linux")[0].pid
 
     res = op.plan(1, "--package", "ci-pool==9.9")
     assert res.returncode == 0, res.stderr
-    assert f"upgrade    ci-pool-linux-1        ci-pool {ci_pool.__version__} -> 9.9" in (res.stdout)
+    assert re.search(
+        rf"upgrade +h127-0-0-1-linux-1 +ci-pool {re.escape(ci_pool.__version__)} -> 9\.9",
+        res.stdout,
+    ), res.stdout
     since = len(host.calls())
     res = op.cli(
         "provision",
@@ -398,32 +401,33 @@ def test_a_new_version_upgrades_the_lane_in_order(operator: Operator) -> None:
     )
     assert res.returncode == 0, res.stderr
     record = json.loads(res.stdout)
-    upgraded = record["upgraded"]["ci-pool-linux-1"]
+    upgraded = record["upgraded"]["h127-0-0-1-linux-1"]
     assert upgraded["steps"] == ["drain", "update", "restart", "readiness"]
-    assert upgraded["drained"] == [old] and upgraded["runner_id"] != old
+    assert upgraded["drained"] == [old] and upgraded["runner_id"] == old  # it keeps its name
     assert _applied_calls(host, since) == [
         "profile edit",  # the profile's user-data names the new package
         "file push",  # unit
         "file push",  # drop-in
         "file push",  # worker.env
-        "exec ci-pool-linux-1 -- /opt/ci-pool/bin/pip install",
-        "exec ci-pool-linux-1 -- systemctl daemon-reload",
-        "exec ci-pool-linux-1 -- systemctl restart",
-        "exec ci-pool-linux-1 -- sh -c",  # ci-pool doctor
+        "exec h127-0-0-1-linux-1 -- /opt/ci-pool/bin/pip install",
+        "exec h127-0-0-1-linux-1 -- systemctl daemon-reload",
+        "exec h127-0-0-1-linux-1 -- systemctl restart",
+        "exec h127-0-0-1-linux-1 -- sh -c",  # ci-pool doctor
         "config set",
     ]
     pushed = [c["argv"][-1] for c in host.calls()[since:] if c["argv"][:2] == ["file", "push"]]
     assert pushed == [
-        "ci-pool-linux-1/etc/systemd/system/ci-pool-worker@.service",
-        "ci-pool-linux-1/etc/systemd/system/ci-pool-worker@linux.service.d/lane.conf",
-        "ci-pool-linux-1/etc/ci-pool/worker.env",
+        "h127-0-0-1-linux-1/etc/systemd/system/ci-pool-worker@.service",
+        "h127-0-0-1-linux-1/etc/systemd/system/ci-pool-worker@linux.service.d/lane.conf",
+        "h127-0-0-1-linux-1/etc/ci-pool/worker.env",
     ]
-    inst = host.state()["instances"]["ci-pool-linux-1"]
+    inst = host.state()["instances"]["h127-0-0-1-linux-1"]
     assert inst["package"] == "ci-pool==9.9"
     assert inst["config"]["user.ci-pool.version"] == "ci-pool==9.9"
     assert "apt" not in inst  # the profile itself (limits, packages) did not change
-    live = {r.runner_id for r in pool.runners("linux")}
-    assert live == {upgraded["runner_id"]}  # the drained worker was replaced
+    live = {(r.runner_id, r.pid) for r in pool.runners("linux")}
+    assert [name for name, _ in live] == [old]
+    assert old_pid not in {pid for _, pid in live}  # the drained worker was replaced
     assert not pool.redis.exists(f"ci-pool:drain:{old}")
     assert record["runners"] == {} and record["tokens"] == []  # the credential is kept
     again = op.plan(1, "--package", "ci-pool==9.9")
@@ -453,7 +457,7 @@ def test_an_upgrade_waits_for_the_running_job_and_a_failed_readiness_stays_drain
     since = len(host.calls())
     res = op.cli("provision", "apply", "--plan-id", plan, "--confirm", "--drain-timeout", "1")
     assert res.returncode == 3
-    assert f"ci-pool-linux-1 still runs job(s) {job.id} after 1s; it stays drained" in res.stderr
+    assert f"h127-0-0-1-linux-1 still runs job(s) {job.id} after 1s; it stays drained" in res.stderr
     assert "file push" not in _applied_calls(host, since)  # nothing was changed on it
     assert pool.redis.exists(f"ci-pool:drain:{old}")
     pool.redis.delete(f"ci-pool:drain:{old}")
@@ -468,17 +472,18 @@ def test_an_upgrade_waits_for_the_running_job_and_a_failed_readiness_stays_drain
         "provision", "apply", "--plan-id", op.plan_id(res), "--confirm", "--drain-timeout", "1"
     )
     assert res.returncode == 3, res.stdout + res.stderr
-    assert "runner ci-pool-linux-1 is not ready, ci-pool doctor failed: docker engine" in (
+    assert "runner h127-0-0-1-linux-1 is not ready, ci-pool doctor failed: docker engine" in (
         res.stderr
     )
-    assert "ci-pool-linux-1 was upgraded but is not ready: its worker" in res.stderr
+    assert "h127-0-0-1-linux-1 was upgraded but is not ready: its worker" in res.stderr
     assert "stays drained" in res.stderr and "Traceback" not in res.stderr
-    new = next(r.runner_id for r in pool.runners("linux") if r.runner_id != old)
-    assert pool.redis.exists(f"ci-pool:drain:{new}")
-    config = host.state()["instances"]["ci-pool-linux-1"]["config"]
+    # The restarted worker keeps its name (the container's) and stays drained.
+    assert [r.runner_id for r in pool.runners("linux")] == [old]
+    assert pool.redis.exists(f"ci-pool:drain:{old}")
+    config = host.state()["instances"]["h127-0-0-1-linux-1"]["config"]
     assert config["user.ci-pool.version"] == f"ci-pool=={ci_pool.__version__}"  # not recorded
     assert op.audit()[-1]["state"] == "failed"
-    assert "upgrade    ci-pool-linux-1" in op.plan(1, "--package", "ci-pool==9.9").stdout
+    assert "upgrade    h127-0-0-1-linux-1" in op.plan(1, "--package", "ci-pool==9.9").stdout
 
 
 def test_scaling_down_plans_a_remove(operator: Operator) -> None:

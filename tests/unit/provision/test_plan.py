@@ -160,25 +160,25 @@ def test_outdated_runners_are_upgraded_with_why(tmp_path: Path) -> None:
     changed_unit = {**old, "user.ci-pool.unit-sha256": "0" * 64}
     changed_profile = {**new, "user.ci-pool.profile-sha256": "0" * 64}
     obs = observed(
-        inst("ci-pool-linux-1", **MANAGED, **old),
-        inst("ci-pool-linux-2", **MANAGED, **changed_unit),
-        inst("ci-pool-linux-3", **MANAGED, **changed_profile),
-        inst("ci-pool-linux-4", **MANAGED, **new),
-        inst("ci-pool-linux-5", **MANAGED),  # made before ci-pool recorded what it applied
-        inst("ci-pool-linux-6", "Stopped", **MANAGED, **old),  # started first, upgraded later
+        inst("h-linux-1", **MANAGED, **old),
+        inst("h-linux-2", **MANAGED, **changed_unit),
+        inst("h-linux-3", **MANAGED, **changed_profile),
+        inst("h-linux-4", **MANAGED, **new),
+        inst("h-linux-5", **MANAGED),  # made before ci-pool recorded what it applied
+        inst("h-linux-6", "Stopped", **MANAGED, **old),  # started first, upgraded later
     )
     actions, blockers = decide("linux", 6, obs, PROFILE, "h", applied=new)
     assert blockers == []
     got = {a["target"]: (a["kind"], a["detail"]) for a in actions}
-    assert got["ci-pool-linux-1"] == ("upgrade", "ci-pool 0.9 -> 1.0")
-    assert got["ci-pool-linux-2"] == ("upgrade", "ci-pool 0.9 -> 1.0, unit changed")
-    assert got["ci-pool-linux-3"] == ("upgrade", "profile changed")
-    assert got["ci-pool-linux-4"][0] == "keep"
-    assert got["ci-pool-linux-5"] == (
+    assert got["h-linux-1"] == ("upgrade", "ci-pool 0.9 -> 1.0")
+    assert got["h-linux-2"] == ("upgrade", "ci-pool 0.9 -> 1.0, unit changed")
+    assert got["h-linux-3"] == ("upgrade", "profile changed")
+    assert got["h-linux-4"][0] == "keep"
+    assert got["h-linux-5"] == (
         "upgrade",
         "ci-pool unknown -> 1.0, unit changed, profile changed",
     )
-    assert got["ci-pool-linux-6"][0] == "restart"
+    assert got["h-linux-6"][0] == "restart"
     # Upgrades run after restarts and before creates.
     order = [a["kind"] for a in actions if a["kind"] != "keep"]
     assert order == ["restart", *["upgrade"] * 4]
