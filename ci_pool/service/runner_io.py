@@ -25,6 +25,7 @@ from ci_pool.core import scheduler
 from ci_pool.core.commands import Annotation
 from ci_pool.core.evidence import Evidence
 from ci_pool.core.retry import AfterAttempt, Next
+from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.exceptions import AccessDenied, InputError, NotFound, TooLarge
 from ci_pool.service.pool import Pool
@@ -129,6 +130,11 @@ class RunnerIO:
                 f"needs capability {job.capability}",
                 field="job_id",
             )
+        if job.runner is not None and not name_matches(job.runner, self.name):
+            log.warning(
+                "job %s is for runners %r, not %s: not claimed", job_id, job.runner, self.name
+            )
+            return None  # it stays queued; the reaper sends it to a runner it matches
         ttl = max(1.0, min(lease_ttl, self.settings.lease_ttl))
         return self.store.claim(job_id, self.name, ttl)
 

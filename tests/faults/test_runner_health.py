@@ -215,7 +215,7 @@ def test_engine_dying_mid_job_errors_at_once_and_the_runner_waits_for_it(
     )
     deadline = time.monotonic() + 60
     while "attempt 1" not in [
-        f.get("l") for _, f in follow_stream(pool.redis, job_id, block_ms=100)
+        f.get("l") for _, f in follow_stream(pool.redis, "linux", job_id, block_ms=100)
     ]:
         assert time.monotonic() < deadline, "job never started"
     assert len(_containers(engine, job_id)) == 1

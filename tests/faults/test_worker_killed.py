@@ -60,7 +60,7 @@ def test_sigkill_mid_job_is_redelivered_and_finishes_once(
     # most the last second of log, never what was flushed before it.
     deadline = time.monotonic() + 60
     while "attempt 1" not in [
-        f.get("l") for _, f in follow_stream(pool.redis, job_id, block_ms=100)
+        f.get("l") for _, f in follow_stream(pool.redis, "linux", job_id, block_ms=100)
     ]:
         assert time.monotonic() < deadline, "job never started"
     while "attempt 1" not in pool.store.read_log(job_id, attempt=1).splitlines():

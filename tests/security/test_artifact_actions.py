@@ -93,7 +93,12 @@ def test_stored_artifact_paths_that_leave_the_workspace_are_refused(tmp_path: Pa
     (tmp_path / "store" / "j1" / "1" / "evil.txt").write_bytes(b"hi\n")
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    call: Any = SimpleNamespace(att=SimpleNamespace(settings=settings))
+    from ci_pool.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")  # files come from the artifact root
+    call: Any = SimpleNamespace(
+        att=SimpleNamespace(settings=settings), files=SimpleNamespace(store=store)
+    )
     sha = hashlib.sha256(b"hi\n").hexdigest()
 
     def row(path: str) -> Any:
@@ -114,3 +119,4 @@ def test_stored_artifact_paths_that_leave_the_workspace_are_refused(tmp_path: Pa
             )
     assert (workspace / "out" / "a.txt").read_text() == "hi\n"
     assert not (workspace / "out2").exists()
+    store.close()

@@ -49,7 +49,7 @@ def run_pre_steps(
                 continue
             loaded = fetch.fetch(call)
         except (ActionError, JobFileRefused) as exc:
-            att.logw.line(f"##[error]setting up step {index}: {exc}")
+            att.logw.line(f"##[error]{exc}")  # as its step would say it
             return index, 1
         runs = loaded.definition.runs
         if not runs.using.startswith("node") or not runs.pre:
