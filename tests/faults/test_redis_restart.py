@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 
+from ci_pool.broker.keys import unacked_keys
 from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
 from ci_pool.embedded import RedisServer
 from ci_pool.service.pool import Pool
@@ -263,17 +264,19 @@ def test_a_message_taken_but_never_claimed_is_sent_again(
     worker = p.h.start_worker("linux", concurrency=1)
     pool = p.h.pool()
     control = pool.celery.control
-    if not control.cancel_consumer("linux", destination=[worker.runner_id], reply=True):
+    node = next(r.node for r in pool.runners("linux") if r.runner_id == worker.runner_id)
+    unacked = unacked_keys("linux")[0]
+    if not control.cancel_consumer("linux", destination=[node], reply=True):
         pytest.fail("the worker did not stop consuming")
     ids = submit_all(pool, git_server, 3)
     lock = sqlite3.connect(p.h.root / "home" / "ci-pool.db", isolation_level=None, timeout=30)
     try:
         lock.execute("BEGIN IMMEDIATE")  # every claim now waits
-        control.add_consumer("linux", destination=[worker.runner_id], reply=True)
+        control.add_consumer("linux", destination=[node], reply=True)
         broker = redis.Redis.from_url(p.server.url)
         deadline = time.monotonic() + 30
         while worker.log.read_text(errors="replace").count(" received") < 1 or not broker.hlen(
-            "unacked"
+            unacked
         ):
             if time.monotonic() > deadline:
                 pytest.fail(f"the worker took no message:\n{worker.log.read_text()}")
@@ -283,7 +286,7 @@ def test_a_message_taken_but_never_claimed_is_sent_again(
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    assert redis.Redis.from_url(p.server.url).hlen("unacked") == 1
+    assert redis.Redis.from_url(p.server.url).hlen(unacked) == 1
     assert all(pool.get(i).state == JobState.QUEUED.value for i in ids)
     p.h.start_worker("linux", concurrency=1)
     final, said = sweep_until_final(p, pool, ids, timeout=20, give_up=False)

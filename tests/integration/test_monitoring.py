@@ -267,7 +267,11 @@ def test_flower_with_auth_lists_the_linux_worker(
     while True:
         status, body = get(base + "/api/workers?status=true", auth=CREDENTIALS)
         assert status == 200, body
-        if json.loads(body).get(linux_worker.runner_id):
+        # Flower names a worker by its Celery node, "<runner name>@<host>-<hex>".
+        seen = json.loads(body)
+        if any(
+            alive and node.split("@")[0] == linux_worker.runner_id for node, alive in seen.items()
+        ):
             break
         assert time.monotonic() < deadline, f"Flower never saw {linux_worker.runner_id}: {body}"
         time.sleep(0.5)
