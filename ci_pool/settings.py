@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tomllib
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
@@ -17,11 +15,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ci_pool import defaults
 from ci_pool.addresses import check_host_pattern, host_matches, is_ip, refusal, split_host_port
+from ci_pool.config_file import config_path, read_toml, up_defaults
 from ci_pool.core.admission import Admission
 from ci_pool.core.capabilities import Capability, merge_capabilities
 from ci_pool.core.forges import Forge
 from ci_pool.exceptions import ConfigError
-from ci_pool.home import default_home, legacy_notice, read_up_record
+from ci_pool.home import default_home, legacy_notice
 
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("_TOML_DATA", default={})  # noqa: B039
 
@@ -453,58 +452,12 @@ class Settings(BaseSettings):
         return (self.actions_cache or self.home / defaults.ACTIONS_CACHE_DIR).resolve()
 
 
-def _config_path(explicit: str | Path | None) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("CI_POOL_CONFIG")
-    if env:
-        return Path(env)
-    local = Path(defaults.CONFIG_FILE)
-    if local.is_file():
-        return local
-    in_home = _env_home() / defaults.CONFIG_FILE
-    return in_home if in_home.is_file() else None
-
-
-def config_file_in_use() -> Path | None:
-    """The ci-pool.toml settings are read from, if any."""
-    return _config_path(None)
-
-
-def _env_home() -> Path:
-    """The home before the config file is read: ``CI_POOL_HOME`` or the default."""
-    return Path(os.environ.get("CI_POOL_HOME") or default_home())
-
-
-def _up_defaults(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with what a running ``ci-pool up`` of the home records, below the file's
-    own keys (and so below the environment): its broker and whether it takes local repos."""
-    home = overrides.get("home") or os.environ.get("CI_POOL_HOME") or data.get("home")
-    record = read_up_record(Path(home) if home else default_home())
-    if record is None:
-        return data
-    merged = {"broker_url": record.broker_url, **data}
-    if record.allow_local_repos:
-        merged.setdefault("allow_local_repos", True)
-    return merged
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("config file not found (CI_POOL_CONFIG)", file=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from None
-
-
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build settings, turning every validation problem into a ConfigError naming the key."""
-    path = _config_path(config_file)
-    data = _read_toml(path) if path else {}
+    path = config_path(config_file)
+    data = read_toml(path) if path else {}
     data.pop("config", None)
-    token = _TOML_DATA.set(_up_defaults(data, overrides))
+    token = _TOML_DATA.set(up_defaults(data, overrides))
     try:
         return Settings(**overrides)
     except ValidationError as exc:

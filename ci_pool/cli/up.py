@@ -132,11 +132,11 @@ def _serve(
     api_port: int | None,
     local_repos: bool,
 ) -> None:
+    from ci_pool.config_file import config_file_in_use
     from ci_pool.embedded import free_port
     from ci_pool.home import UpRecord
     from ci_pool.service.pool import Pool
     from ci_pool.service.supervisor import Supervisor, runnable
-    from ci_pool.settings import config_file_in_use
 
     url, redis_server = _broker(settings, home)
     record: UpRecord | None = None

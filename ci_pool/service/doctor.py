@@ -55,8 +55,8 @@ def redact(url: str) -> str:
 
 def home_check(settings: Settings) -> Check:
     """Where this machine's pool lives: the home, its config file and the store."""
+    from ci_pool.config_file import config_file_in_use
     from ci_pool.home import read_up_record
-    from ci_pool.settings import config_file_in_use
 
     config = config_file_in_use() or "none"
     up = read_up_record(settings.home)
