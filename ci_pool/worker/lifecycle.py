@@ -120,8 +120,9 @@ class Lifecycle(threading.Thread):
     def cut_off(self, exc: Exception | str) -> None:
         """The pool revoked this runner: Redis refuses its user, or the API its credential.
         Take nothing more, leave the broker if it still answers, abandon the running job
-        (it can record nothing any more; its lease runs out and the reaper re-queues it)
-        and exit at once with EXIT_REVOKED, rather than reconnecting forever."""
+        (it can record nothing any more; its lease runs out and the reaper re-queues it),
+        remove the containers it started and exit at once with EXIT_REVOKED, rather than
+        reconnecting forever."""
         self.stopped.set()
         self.leaving = "revoked"
         try:
@@ -136,6 +137,13 @@ class Lifecycle(threading.Thread):
         )
         log.error("%s", line)  # the worker's stderr goes to the same log
         _kill_children()
+        # Its jobs' containers go too: nothing it started runs on once it is cut off.
+        from ci_pool.worker.executors.services import remove_runner_objects
+
+        removed = remove_runner_objects(self.info.runner_id)
+        if removed:
+            log.error("runner %s: removed %d container(s) and network(s) of its jobs",
+                      self.info.runner_id, removed)  # fmt: skip
         os._exit(defaults.EXIT_REVOKED)
 
     def _beat(self) -> None:

@@ -19,6 +19,7 @@ from ci_pool import defaults
 from ci_pool.embedded import RedisServer
 from ci_pool.service.pool import Pool
 from ci_pool.store import Job
+from ci_pool.worker.executors.services import remove_runner_objects
 from tests.conftest import GitServer, Harness, isolated_harness
 
 pytestmark = pytest.mark.integration
@@ -199,6 +200,37 @@ def test_job_network_is_internal_and_cancel_removes_services_and_network(
     while left_of(docker_client, job_id) != ([], []):
         assert time.monotonic() < deadline, f"left behind: {left_of(docker_client, job_id)}"
         time.sleep(0.1)
+
+
+def test_a_cut_off_runner_removes_its_own_containers_and_networks_only(
+    busybox_image: str, docker_client: Any
+) -> None:
+    """What a revoked runner does before it exits: everything labelled with its name goes
+    (job, service and warm containers, job networks); another runner's things stay."""
+    mine, other = f"cut-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
+    made = []
+    try:
+        for runner in (mine, other):
+            labels = {defaults.LABEL_RUNNER: runner, defaults.LABEL_JOB: "j", TEST_LABEL: "1"}
+            net = docker_client.networks.create(f"{runner}-net", internal=True, labels=labels)
+            made.append(net)
+            for _ in range(2):
+                c = docker_client.containers.create(
+                    busybox_image, ["sleep", "60"], labels=labels, network=net.name
+                )
+                c.start()
+        assert remove_runner_objects(mine) == 3
+        left = docker_client.containers.list(all=True, filters={"label": TEST_LABEL})
+        assert {c.labels[defaults.LABEL_RUNNER] for c in left} == {other} and len(left) == 2
+        assert [n.name for n in docker_client.networks.list(filters={"label": TEST_LABEL})] == [
+            f"{other}-net"
+        ]
+        assert remove_runner_objects(mine) == 0
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": TEST_LABEL}):
+            c.remove(force=True)
+        for n in docker_client.networks.list(filters={"label": TEST_LABEL}):
+            n.remove()
 
 
 def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(

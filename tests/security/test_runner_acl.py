@@ -10,6 +10,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -110,7 +111,7 @@ def _exit_line(worker_log: Path) -> str:
 
 
 def test_join_run_restart_and_revoke_a_runner(
-    id_pool: Harness, id_api: str, git_server: GitServer, tmp_path: Path
+    id_pool: Harness, id_api: str, git_server: GitServer, tmp_path: Path, docker_client: Any
 ) -> None:
     h = id_pool
     res = h.cli("token", "create", "admin", "--scope", "admin")
@@ -172,6 +173,10 @@ def test_join_run_restart_and_revoke_a_runner(
     assert w2.proc.returncode == defaults.EXIT_REVOKED
     text = _exit_line(w2.log)
     assert "the runner was revoked: taking no new job and exiting" in text
+    # Nothing it started runs on: its job's container went with it.
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{defaults.LABEL_RUNNER}=h1-linux-1"}
+    )
     assert not [r for r in h.pool().runners("linux") if r.runner_id == "h1-linux-1"]
     with pytest.raises(redis.exceptions.AuthenticationError):
         _as_user(h.redis_url, redis_user["redis_username"], redis_user["redis_password"]).ping()

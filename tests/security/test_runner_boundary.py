@@ -198,7 +198,7 @@ def test_a_revoked_runner_can_neither_claim_nor_write_a_log_line(
 
 
 def test_a_revoked_runner_stops_taking_jobs_and_exits(
-    pool: ApiPool, git_server: GitServer, tmp_path: Path
+    pool: ApiPool, git_server: GitServer, tmp_path: Path, docker_client: Any
 ) -> None:
     store = pool.harness.pool().store
     name = "host-d-boundary-1"
@@ -214,6 +214,10 @@ def test_a_revoked_runner_stops_taking_jobs_and_exits(
     assert "Traceback" not in log
     job = store.get_job(job_id)
     assert (job.state, job.attempt, job.runner_id) == ("queued", 0, None)
+    # Had it claimed a job before the revoke, that job's container went with it.
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{defaults.LABEL_RUNNER}={name}"}
+    )
     # The broker no longer lists it.
     deadline = time.monotonic() + 10
     while [r for r in pool.harness.pool().runners(CAPABILITY) if r.runner_id == name]:

@@ -416,11 +416,23 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
     labels = [f"{defaults.LABEL_JOB}={job_id}"]
     if attempt is not None:
         labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
+    return _remove_labelled(labels)
+
+
+def remove_runner_objects(runner_id: str) -> int:
+    """Remove every container and network ``runner_id`` made (its jobs', their services'
+    and actions', its warm ones): a revoked runner leaves nothing running on its host.
+    0 when no engine answers."""
+    return _remove_labelled([f"{defaults.LABEL_RUNNER}={runner_id}"])
+
+
+def _remove_labelled(labels: list[str]) -> int:
     try:
         with contextlib.closing(container_engine.connect(timeout=10)) as client:
             found = _labelled(client, labels)
             for container in found:
-                container.remove(force=True, v=True)
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
             return len(found) + remove_networks(client, labels)
     except (*ENGINE_ERRORS, ExecutorError):
         return 0
