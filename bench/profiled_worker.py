@@ -5,9 +5,14 @@ process ends (a worker's warm shutdown on SIGTERM included). Used by throughput.
 from __future__ import annotations
 
 import cProfile
+import os
 import sys
 
-from ci_pool.cli.main import main
+# bench/ holds docker.py, which would shadow the docker package the worker imports.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if p not in ("", _HERE)]
+
+from ci_pool.cli.main import main  # noqa: E402
 
 
 def run() -> None:
