@@ -112,15 +112,17 @@ class Admission:
                         f"services.{service.name}", f"service {service.name!r}: {problem.message}"
                     )
                 )
-        creds = spec.container.credentials if spec.container else None
-        if creds is not None and creds.secret_name not in spec.secrets:
-            problems.append(
-                Problem(
-                    "container",
-                    f"credentials: the password's secret {creds.secret_name!r} must also be "
-                    "listed in secrets",
+        logins = [("container", spec.container.credentials if spec.container else None)]
+        logins += [(f"services.{s.name}", s.credentials) for s in spec.services]
+        for where, creds in logins:
+            if creds is not None and creds.secret_name not in spec.secrets:
+                problems.append(
+                    Problem(
+                        where,
+                        f"credentials: the password's secret {creds.secret_name!r} must also "
+                        "be listed in secrets",
+                    )
                 )
-            )
         if spec.container is not None and cap.mode == "host" and spec.container.volumes:
             problems.append(
                 Problem("container", f"capability {cap.name!r} runs on the host: it has no volumes")

@@ -247,42 +247,6 @@ def check_volume(volume: str) -> str:
     return volume
 
 
-class ServiceSpec(BaseModel):
-    """One sidecar container of a job: reached by ``name`` from a container job, on a
-    loopback port (``job.services.<name>.ports[<port>]``) from a host job."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=SERVICE_NAME.pattern)
-    image: str = Field(min_length=1, max_length=500)
-    env: dict[str, str] = Field(default_factory=dict, max_length=d.MAX_ENV_ENTRIES)
-    #: Container ports the job reaches.
-    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(default=(), max_length=20)
-    #: docker-run style options, as written (checked by ``parse_options``).
-    options: str | None = None
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        return check_image(value)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_env_names(value)
-
-    @field_validator("options")
-    @classmethod
-    def _options(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_options(value)
-        return value
-
-    @property
-    def parsed_options(self) -> ContainerOptions:
-        return parse_options(self.options or "")
-
-
 class RegistryCredentials(BaseModel):
     """Registry login for pulling the job's image; the password is a ``${{ secrets.X }}``
     template rendered on the runner, never a value written in the store."""
@@ -304,6 +268,44 @@ class RegistryCredentials(BaseModel):
     @property
     def secret_name(self) -> str:
         return self.password.split("secrets.", 1)[1].split("}", 1)[0].strip()
+
+
+class ServiceSpec(BaseModel):
+    """One sidecar container of a job: reached by ``name`` from a container job, on a
+    loopback port (``job.services.<name>.ports[<port>]``) from a host job."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=SERVICE_NAME.pattern)
+    image: str = Field(min_length=1, max_length=500)
+    env: dict[str, str] = Field(default_factory=dict, max_length=d.MAX_ENV_ENTRIES)
+    #: Container ports the job reaches.
+    ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(default=(), max_length=20)
+    #: docker-run style options, as written (checked by ``parse_options``).
+    options: str | None = None
+    #: Registry login for pulling the service's image.
+    credentials: RegistryCredentials | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return check_image(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_env_names(value)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_options(value)
+        return value
+
+    @property
+    def parsed_options(self) -> ContainerOptions:
+        return parse_options(self.options or "")
 
 
 class ContainerSpec(BaseModel):

@@ -26,7 +26,7 @@ from ci_pool import defaults
 from ci_pool.core import scheduler
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.policy import read_secret_source, resolve_secrets
-from ci_pool.core.services import ServiceSpec
+from ci_pool.core.services import RegistryCredentials, ServiceSpec
 from ci_pool.core.workflow import expressions
 from ci_pool.core.workflow.contexts import GITHUB_ALIASES
 from ci_pool.core.workflow.run_context import RunFacts, github_context
@@ -227,7 +227,16 @@ def service_specs(job: Job, ctx: dict[str, Any]) -> tuple[ServiceSpec, ...]:
 
 def registry_auth(job: Job, ctx: dict[str, Any]) -> dict[str, str] | None:
     """The rendered registry login of the job's ``container: credentials``, if any."""
-    creds = job.container.credentials if job.container else None
+    return _login(job.container.credentials if job.container else None, ctx)
+
+
+def service_auth(job: Job, ctx: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The rendered registry login of each service that has ``credentials``, by name."""
+    logins = {s.name: _login(s.credentials, ctx) for s in job.services or ()}
+    return {name: auth for name, auth in logins.items() if auth is not None}
+
+
+def _login(creds: RegistryCredentials | None, ctx: dict[str, Any]) -> dict[str, str] | None:
     if creds is None:
         return None
     return {

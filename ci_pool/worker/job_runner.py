@@ -26,6 +26,7 @@ from ci_pool.worker.contexts import (
     job_secrets,
     prepare_places,
     registry_auth,
+    service_auth,
     service_specs,
 )
 from ci_pool.worker.executors.base import Execution, Executor, JobContext
@@ -204,6 +205,7 @@ class JobRunner:
                 services=service_specs(job, contexts),
                 container=job.container,
                 registry_auth=registry_auth(job, contexts),
+                service_auth=service_auth(job, contexts),
                 warm_container=warm,
             )
             execution = executor.execution(ctx)

@@ -4,28 +4,31 @@ internal network; cleanup on success, on cancel and by the runner's sweep."""
 
 from __future__ import annotations
 
-import base64
-import http.server
-import threading
+import contextlib
+import shutil
+import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from ci_pool import defaults
-from ci_pool.embedded import RedisServer
+from ci_pool.embedded import RedisServer, free_port
 from ci_pool.service.pool import Pool
 from ci_pool.store import Job
 from ci_pool.worker.executors.services import remove_runner_objects
-from tests.conftest import GitServer, Harness, isolated_harness
+from tests.conftest import GitServer, Harness, isolated_harness, need
 
 pytestmark = pytest.mark.integration
 
 SERVICE_IMAGE = "ci-pool-test/svc-echo:latest"
 REGISTRY_PASSWORD = "reg-pw-" + uuid.uuid4().hex
+WRONG_PASSWORD = "wrong-pw-" + uuid.uuid4().hex
 TEST_LABEL = "ci-pool.test-services"
 #: Shared with the corpus pool: this pool's capabilities have queues of their own.
 REDIS_DB = 12
@@ -34,7 +37,7 @@ CAPABILITIES = """
 image = "{image}"
 labels = ["svc"]
 allow_container_override = true
-secrets = {{ REG_PW = "file:{password}" }}
+secrets = {{ REG_PW = "file:{password}", REG_BAD = "file:{wrong}" }}
 
 [capabilities.svc-host]
 mode = "host"
@@ -75,8 +78,13 @@ def svc_pool(
         session_dir / "services", redis_server, busybox_image, REDIS_DB, max_attempts=1
     )
     (h.root / "reg-pw").write_text(REGISTRY_PASSWORD + "\n")
+    (h.root / "reg-bad").write_text(WRONG_PASSWORD + "\n")
     with h.config.open("a") as config:
-        config.write(CAPABILITIES.format(image=busybox_image, password=h.root / "reg-pw"))
+        config.write(
+            CAPABILITIES.format(
+                image=busybox_image, password=h.root / "reg-pw", wrong=h.root / "reg-bad"
+            )
+        )
     h.start_worker("svc", concurrency=2)
     yield h
     h.stop()
@@ -279,49 +287,111 @@ def test_sweep_removes_a_lost_attempts_services_and_host_job_uses_mapped_port(
     assert left_of(docker_client, job_id) == ([], [])
 
 
-class _Registry(http.server.BaseHTTPRequestHandler):
-    """A registry on loopback that asks for a login and records the ones it is given."""
+@pytest.fixture(scope="module")
+def registry(
+    docker_client: Any, busybox_image: str, service_image: str, tmp_path_factory: Any
+) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on loopback that asks for a login, holding
+    the busybox image as ``private/app:1`` and the echo service as ``private/echo:1``; the
+    local copies are removed, so a job must pull them with its login."""
+    import bcrypt
 
-    logins: ClassVar[list[str]] = []
+    binary = shutil.which("docker-registry")
+    need(binary is not None, "docker-registry is not installed (apt-get install docker-registry)")
+    root = tmp_path_factory.mktemp("registry")
+    digest = bcrypt.hashpw(REGISTRY_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    (root / "htpasswd").write_text(f"ci-bot:{digest}\n")
+    port = free_port()
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: ci-pool-test\n    path: {root / 'htpasswd'}\n"
+    )
+    log = (root / "registry.log").open("w")
+    proc = subprocess.Popen(
+        [str(binary), "serve", str(root / "config.yml")], stdout=log, stderr=log
+    )
+    host = f"127.0.0.1:{port}"
+    pushed = [f"{host}/private/app:1", f"{host}/private/echo:1"]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401, exc  # up, and it wants a login
+                break
+            except OSError:
+                assert proc.poll() is None, (root / "registry.log").read_text()
+                assert time.monotonic() < deadline, "the registry did not start"
+                time.sleep(0.1)
+        login = {"username": "ci-bot", "password": REGISTRY_PASSWORD}
+        for source, target in zip((busybox_image, service_image), pushed, strict=True):
+            repository, tag = target.rsplit(":", 1)
+            docker_client.images.get(source).tag(repository, tag)
+            for line in docker_client.images.push(
+                repository, tag, auth_config=login, stream=True, decode=True
+            ):
+                assert "error" not in line, line
+            docker_client.images.remove(target)
+        yield host
+    finally:
+        for image in pushed:
+            with contextlib.suppress(Exception):
+                docker_client.images.remove(image, force=True)
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
 
-    def do_GET(self) -> None:
-        auth = self.headers.get("Authorization", "")
-        if auth.startswith("Basic "):
-            self.logins.append(base64.b64decode(auth[6:]).decode())
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="ci-pool-test"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
 
-    do_HEAD = do_GET
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def test_container_credentials_reach_the_registry_pull_and_never_the_log(
-    svc_pool: Harness, git_server: GitServer, service_image: str
+def test_container_and_service_credentials_pull_from_a_private_registry(
+    svc_pool: Harness, git_server: GitServer, registry: str, docker_client: Any
 ) -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    image = f"127.0.0.1:{server.server_address[1]}/private/app:1"
     container = (
-        f"    container:\n      image: {image}\n      credentials:\n"
+        f"    container:\n      image: {registry}/private/app:1\n      credentials:\n"
         "        username: ci-bot\n        password: ${{ secrets.REG_PW }}\n"
     )
-    steps = "      - run: echo never-runs\n"
-    try:
-        text = workflow("svc", steps, SERVICE.format(image=service_image), container)
-        pool, job_id = submit(svc_pool, git_server, text)
-        job = wait_final(pool, job_id)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert job.state.value == "error"
-    assert job.reason is not None and "could not be pulled with the job's credentials" in (
-        job.reason
+    service = SERVICE.format(image=f"{registry}/private/echo:1") + (
+        "        credentials:\n          username: ci-bot\n"
+        "          password: ${{ secrets.REG_PW }}\n"
     )
-    # dockerd pulled with the login the runner rendered from the capability's secret.
-    assert f"ci-bot:{REGISTRY_PASSWORD}" in _Registry.logins
-    assert REGISTRY_PASSWORD not in job.reason
-    assert REGISTRY_PASSWORD not in pool.store.read_log(job_id)
+    steps = "      - run: nc echo 5000 </dev/null\n"
+    pool, job_id = submit(svc_pool, git_server, workflow("svc", steps, service, container))
+    job = wait_final(pool, job_id)
+    log = pool.store.read_log(job_id)
+    assert job.state.value == "succeeded", f"{job.reason}\n{log}"
+    assert "hello from the service" in log.splitlines()
+    assert REGISTRY_PASSWORD not in log
+    # Both were pulled with the job's login.
+    assert docker_client.images.get(f"{registry}/private/echo:1")
+    assert left_of(docker_client, job_id) == ([], [])
+
+
+def test_a_wrong_login_cannot_use_a_private_image_even_one_the_runner_holds(
+    svc_pool: Harness, git_server: GitServer, registry: str, docker_client: Any
+) -> None:
+    image = f"{registry}/private/app:1"
+    # The runner holds the image already (an earlier job's pull).
+    docker_client.images.pull(
+        image.rsplit(":", 1)[0],
+        tag="1",
+        auth_config={"username": "ci-bot", "password": REGISTRY_PASSWORD},
+    )
+    container = (
+        f"    container:\n      image: {image}\n      credentials:\n"
+        "        username: ci-bot\n        password: ${{ secrets.REG_BAD }}\n"
+    )
+    steps = "      - run: echo never-runs\n"
+    pool, job_id = submit(
+        svc_pool, git_server, workflow("svc", steps, SERVICE.format(image=SERVICE_IMAGE), container)
+    )
+    job = wait_final(pool, job_id)
+    assert job.state.value == "error"
+    assert job.reason is not None
+    assert f"image {image!r} is not on this runner and could not be pulled" in job.reason
+    log = pool.store.read_log(job_id)
+    assert "never-runs" not in log
+    for text in (job.reason, log):
+        assert WRONG_PASSWORD not in text and REGISTRY_PASSWORD not in text
+    assert left_of(docker_client, job_id) == ([], [])

@@ -162,6 +162,7 @@ class ContainerReader(StepReader):
             fields["env"] = self.env(item, "env", f"{where}.env", JOB_ENV)
             fields["options"] = self.options(item, where)
             fields["ports"] = self.ports(item, where)
+            fields["credentials"] = self.credentials(item, where)
             item, pos = item["image"], item.value_pos["image"]
         image = self.image(item, pos, f"{where}.image")
         if image is None:

@@ -145,8 +145,9 @@ class JobBuilder(ContainerReader):
             *(t for s in steps for t in (s.run, s.working_directory or "", *s.env.values())),
             *(v for service in services for v in service.env.values()),
         ]
-        if container and container.spec and container.spec.credentials:
-            templates += [container.spec.credentials.username, container.spec.credentials.password]
+        logins = [container.spec.credentials if container and container.spec else None]
+        logins += [service.credentials for service in services]
+        templates += [t for login in logins if login for t in (login.username, login.password)]
         secrets = referenced_secrets(templates, [if_expr or "", *(s.if_expr or "" for s in steps)])
         spec = self.model(
             JobSpec,

@@ -34,7 +34,7 @@ CHECKOUT_INPUTS = (
     "sparse-checkout-cone-mode", "submodules", "lfs", "clean", "persist-credentials",
 )  # fmt: skip
 CONTAINER_KEYS = ("image", "env", "options", "volumes", "credentials")
-SERVICE_KEYS = ("image", "env", "ports", "options")
+SERVICE_KEYS = ("image", "env", "ports", "options", "credentials")
 CREDENTIAL_KEYS = ("username", "password")
 SHELLS = ("bash", "sh")
 

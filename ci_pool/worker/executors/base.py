@@ -53,6 +53,8 @@ class JobContext:
     container: ContainerSpec | None = None
     #: The rendered registry login (``username``, ``password``) for pulling ``image``.
     registry_auth: dict[str, str] | None = field(default=None, repr=False)
+    #: The rendered registry login of each service that has one, by service name.
+    service_auth: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     #: Id of the warm container the job took (see ``executors.warm``), or "".
     warm_container: str = ""
 

@@ -26,8 +26,8 @@ from ci_pool.worker.executors.base import (
 from ci_pool.worker.executors.services import (
     ServiceSet,
     container_settings,
+    create_with_login,
     network_leftovers,
-    pull_image,
     remove_networks,
 )
 
@@ -128,14 +128,7 @@ class DockerExecution(Execution):
         self.services.ready(self._stopping)
 
     def _create(self) -> Any:
-        kwargs = self._create_kwargs()
-        try:
-            return self.client.containers.create(**kwargs)
-        except docker.errors.ImageNotFound:
-            if self.ctx.registry_auth is None:
-                raise
-        pull_image(self.client, kwargs["image"], self.ctx.registry_auth)
-        return self.client.containers.create(**kwargs)
+        return create_with_login(self.client, self._create_kwargs(), self.ctx.registry_auth)
 
     def start(self) -> None:
         image = self.ctx.image or self.ctx.capability.image

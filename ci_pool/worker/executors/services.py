@@ -216,7 +216,7 @@ class ServiceSet:
         if cap.cpus:
             kwargs["nano_cpus"] = int(cap.cpus * 1e9)
         kwargs.update(limits(opts, cap))
-        return self.client.containers.create(**kwargs)
+        return create_with_login(self.client, kwargs, self.ctx.service_auth.get(service.name))
 
     def _deadline(self) -> float:
         waits = [
@@ -383,6 +383,17 @@ def container_settings(ctx: JobContext) -> dict[str, Any]:
     if mounts:
         out["mounts"] = mounts
     return out
+
+
+def create_with_login(
+    client: docker.DockerClient, kwargs: dict[str, Any], auth: dict[str, str] | None
+) -> Any:
+    """Create a container; with a registry login its image is pulled first, every time:
+    the job's own login must grant the image, even when this runner holds it already from
+    an earlier job's pull (an up-to-date pull only checks the manifest)."""
+    if auth is not None:
+        pull_image(client, kwargs["image"], auth)
+    return client.containers.create(**kwargs)
 
 
 def pull_image(client: docker.DockerClient, image: str, auth: dict[str, str]) -> None:

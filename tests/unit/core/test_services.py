@@ -162,6 +162,11 @@ jobs:
         ports: ["5432:5432", 6000]
         options: --health-cmd pg_isready --health-interval 2s
       cache: redis:7
+      private:
+        image: registry.example:5000/team/db:1
+        credentials:
+          username: ${{ vars.PULL_USER }}
+          password: ${{ secrets.PULL_TOKEN }}
     steps:
       - run: echo ${{ job.services.db.ports[5432] }}
 """
@@ -170,7 +175,7 @@ jobs:
 def test_workflow_services_and_container_settings_reach_the_job_spec() -> None:
     job = parse_workflow(WORKFLOW, "wf.yml", CAPS).jobs[0]
     spec = job.spec
-    db, cache = spec.services
+    db, cache, private = spec.services
     assert (db.name, db.image, db.ports) == ("db", "postgres:16", (5432, 6000))
     assert db.env == {"POSTGRES_PASSWORD": "${{ secrets.DB_PASSWORD }}"}
     assert db.parsed_options.health is not None
@@ -178,8 +183,11 @@ def test_workflow_services_and_container_settings_reach_the_job_spec() -> None:
     assert spec.container is not None
     assert spec.container.volumes == ("./cache:/mnt/cache",)
     assert spec.container.options == "--user 0 -e FROM_OPTIONS=1"
-    # The secrets a service env and the registry login use are the job's to receive.
-    assert set(spec.secrets) == {"DB_PASSWORD", "REGISTRY_PASSWORD"}
+    assert private.credentials is not None
+    assert private.credentials.secret_name == "PULL_TOKEN"
+    assert private.credentials.username == "${{ vars.PULL_USER }}"
+    # The secrets a service env and the registry logins use are the job's to receive.
+    assert set(spec.secrets) == {"DB_PASSWORD", "REGISTRY_PASSWORD", "PULL_TOKEN"}
 
 
 def test_service_errors_point_at_their_line() -> None:
@@ -195,6 +203,9 @@ def test_service_errors_point_at_their_line() -> None:
                 ports: [http]
                 options: --privileged
               "bad name": redis
+              login:
+                image: redis:7
+                credentials: {username: ci, password: hunter2}
             steps: [{run: "true"}]
         """
     )
@@ -203,3 +214,6 @@ def test_service_errors_point_at_their_line() -> None:
     assert "jobs.test.services.db.ports: 'http' is not a port" in found[0]
     assert found[1].startswith("wf.yml:9:18: jobs.test.services.db.options: --privileged")
     assert any('"bad name"' in e or "bad name" in e for e in found[2:]), found
+    # A password written in clear is refused where it is written.
+    (clear,) = [e for e in found if "services.login.credentials" in e]
+    assert clear.startswith("wf.yml:13:") and "never in clear" in clear, clear
