@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ci_pool.api.schemas import JobPublic
 from ci_pool.core.policy import repo_allowed
 from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.exceptions import AccessDenied, NotFound
+from ci_pool.service.job_views import JobView
 from ci_pool.service.pool import Pool
 from ci_pool.store import Job
 from ci_pool.store.models import Pipeline
@@ -109,7 +109,7 @@ def reason_shown(pool: Pool, token: ApiToken, job: Job) -> str | None:
     return reason
 
 
-def shown(view: JobPublic, pool: Pool, token: ApiToken, job: Job) -> JobPublic:
+def shown(view: JobView, pool: Pool, token: ApiToken, job: Job) -> JobView:
     """``view`` with the reasons a limited token may read."""
     reason = reason_shown(pool, token, job)
     if reason != job.reason:

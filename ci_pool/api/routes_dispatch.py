@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from ci_pool.api.deps import PoolDep, SubmitterDep, SubmitToken
 from ci_pool.api.routes_jobs import ERRORS
 from ci_pool.api.routes_pipelines import public
-from ci_pool.api.schemas import PipelinePublic
 from ci_pool.service.dispatch import MAX_INPUTS, dispatch
+from ci_pool.service.job_views import PipelineView
 
 router = APIRouter(prefix="/v1", responses=ERRORS, tags=["pipelines"])
 
@@ -29,10 +29,10 @@ class DispatchCreate(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict, max_length=MAX_INPUTS)
 
 
-@router.post("/pipelines/dispatch", status_code=201, response_model=PipelinePublic)
+@router.post("/pipelines/dispatch", status_code=201, response_model=PipelineView)
 async def dispatch_pipeline(
     body: DispatchCreate, pool: PoolDep, token: SubmitToken, who: SubmitterDep
-) -> PipelinePublic:
+) -> PipelineView:
     """Read the workflow from the repository at ``ref`` and run it as a
     ``workflow_dispatch`` with ``inputs`` (undeclared names refused, defaults filled)."""
     row = await run_in_threadpool(

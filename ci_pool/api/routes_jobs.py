@@ -26,19 +26,17 @@ from ci_pool.api.deps import (
 from ci_pool.api.errors import ApiError
 from ci_pool.api.schemas import (
     MAX_INT,
-    ArtifactPublic,
     ArtifactsPublic,
     ErrorBody,
     JobAck,
     JobCreate,
-    JobPublic,
     JobsPublic,
     QueuesPublic,
 )
 from ci_pool.core.specs import JobState, parse_job_spec
 from ci_pool.exceptions import InputError, NotFound, PolicyDenied
+from ci_pool.service.job_views import ArtifactView, JobView, job_view
 from ci_pool.service.pool import Pool
-from ci_pool.service.views import job_dict
 from ci_pool.store.idempotency import run_once
 from ci_pool.store.tokens import ApiToken
 
@@ -60,17 +58,17 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
 
-def public(job_id: str, pool: Pool, token: ApiToken | None = None) -> JobPublic:
+def public(job_id: str, pool: Pool, token: ApiToken | None = None) -> JobView:
     """The detailed view; with ``token``, only of a job within its limits (else 404), and
     its ``waiting`` reason names no job outside them."""
     if token is None:
-        return JobPublic.model_validate(job_dict(pool.get(job_id), pool))
+        return job_view(pool.get(job_id), pool)
     job = access.job_for(pool, token, job_id)
-    view = JobPublic.model_validate(job_dict(job, pool, access.visibility(token)))
+    view = job_view(job, pool, access.visibility(token))
     return access.shown(view, pool, token, job)
 
 
-def acknowledged(job_id: str, pool: Pool, token: ApiToken) -> JobPublic | JobAck:
+def acknowledged(job_id: str, pool: Pool, token: ApiToken) -> JobView | JobAck:
     """What an action answers: the job's view for a token that may read it, else only its
     id and state (``cancel`` is not ``read``)."""
     if token.allows("read"):
@@ -116,7 +114,7 @@ def _rejected_again(pool: Pool, kind: str, resource_id: str) -> None:
         )
 
 
-@router.post("/jobs", status_code=201, response_model=JobPublic, tags=["jobs"])
+@router.post("/jobs", status_code=201, response_model=JobView, tags=["jobs"])
 def create_job(
     body: JobCreate,
     pool: PoolDep,
@@ -125,7 +123,7 @@ def create_job(
     raw: Annotated[Any, Depends(json_body)],
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JobPublic:
+) -> JobView:
     """Submit one job (the rules of ``ci-pool submit``); 201 with the queued job.
 
     A job that policy denies is recorded ``rejected`` and answered 403 naming the rule."""
@@ -186,17 +184,15 @@ def list_jobs(
         if len(batch) < size:
             break
         after = (batch[-1].created_at, batch[-1].id)
-    data = [
-        access.shown(JobPublic.model_validate(job_dict(j)), pool, token, j) for j in page[:limit]
-    ]
+    data = [access.shown(job_view(j), pool, token, j) for j in page[:limit]]
     more = len(page) > limit
     return JobsPublic(
         data=data, count=len(data), next_cursor=_cursor(page[limit - 1]) if more else None
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobPublic, tags=["jobs"])
-def get_job(job_id: str, pool: PoolDep, token: ReadToken) -> JobPublic:
+@router.get("/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+def get_job(job_id: str, pool: PoolDep, token: ReadToken) -> JobView:
     """One job with its history, artifacts and why it waits (if it does)."""
     return public(job_id, pool, token)
 
@@ -255,8 +251,8 @@ def get_logs(
     return PlainTextResponse(pool.store.read_log(job_id, attempt))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobPublic | JobAck, tags=["jobs"])
-def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic | JobAck:
+@router.post("/jobs/{job_id}/cancel", response_model=JobView | JobAck, tags=["jobs"])
+def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobView | JobAck:
     """Queued: cancelled at once. Running: its worker stops it (state follows). A token
     without ``read`` gets the id and state back, not the job."""
     access.job_for(pool, token, job_id)
@@ -264,8 +260,8 @@ def cancel_job(job_id: str, pool: PoolDep, token: CancelToken) -> JobPublic | Jo
     return acknowledged(job_id, pool, token)
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobPublic | JobAck, tags=["jobs"])
-def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobPublic | JobAck:
+@router.post("/jobs/{job_id}/retry", response_model=JobView | JobAck, tags=["jobs"])
+def retry_job(job_id: str, pool: PoolDep, token: SubmitToken) -> JobView | JobAck:
     """Run a failed, timed-out, cancelled or errored job again as a new attempt (a
     pipeline job: its pipeline's failed jobs and their dependents run again; 403 naming
     the first of those outside the token's limits, and nothing runs). A token without
@@ -287,7 +283,7 @@ def list_artifacts(
     access.job_for(pool, token, job_id)
     return ArtifactsPublic(
         data=[
-            ArtifactPublic(path=a.path, size=a.size, sha256=a.sha256, attempt=a.attempt)
+            ArtifactView(path=a.path, size=a.size, sha256=a.sha256, attempt=a.attempt)
             for a in pool.store.artifacts(job_id, attempt)
         ]
     )

@@ -17,7 +17,8 @@ from ci_pool.exceptions import (
     InputError,
     NotFound,
 )
-from ci_pool.service.views import QueueStatus, RunnerStatus, job_dict, pipeline_dict
+from ci_pool.service.job_views import as_json, job_view, pipeline_view
+from ci_pool.service.views import QueueStatus, RunnerStatus, summary
 from ci_pool.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
     from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
     from ci_pool.service.pool import Pool
+    from ci_pool.store import Job
 
 #: A workflow_dispatch run's inputs (``run --input``).
 Inputs = dict[str, str] | None
@@ -150,6 +152,11 @@ def _is_final(view: JSON) -> bool:
     return JobState(view["state"]) in FINAL_STATES
 
 
+def _brief(job: Job) -> JSON:
+    """A job as a list or an action shows it (the API's view without the details)."""
+    return summary(as_json(job_view(job)))
+
+
 class LocalClient:
     """Straight to the store and the broker (the operator's CLI on a pool host)."""
 
@@ -158,13 +165,13 @@ class LocalClient:
 
     def submit_job(self, body: JSON) -> JSON:
         spec = parse_job_spec(body, allow_local_repos=self.pool.settings.allow_local_repos)
-        return job_dict(self.pool.submit(spec))
+        return _brief(self.pool.submit(spec))
 
     def job(self, job_id: str) -> JSON:
-        return job_dict(self.pool.get(job_id), self.pool)
+        return as_json(job_view(self.pool.get(job_id), self.pool))
 
     def wait(self, job_id: str, timeout: float | None = None) -> JSON:
-        return job_dict(self.pool.wait(job_id, timeout=timeout))
+        return _brief(self.pool.wait(job_id, timeout=timeout))
 
     def log(self, job_id: str, attempt: int | None = None) -> str:
         self.pool.get(job_id)
@@ -175,10 +182,10 @@ class LocalClient:
         yield from self.pool.follow(job_id)
 
     def cancel(self, job_id: str) -> JSON:
-        return job_dict(self.pool.cancel(job_id))
+        return _brief(self.pool.cancel(job_id))
 
     def retry_job(self, job_id: str) -> JSON:
-        return job_dict(self.pool.retry_job(job_id))
+        return _brief(self.pool.retry_job(job_id))
 
     def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
         self.pool.get(job_id)
@@ -192,8 +199,9 @@ class LocalClient:
 
     def explain(self, job_id: str) -> str:
         job = self.pool.get(job_id)
-        view = {**job_dict(job), "waiting": self.pool.why_waiting(job)}
-        return _explain(view, view["lease_until"] or "-")
+        view = job_view(job)
+        view.waiting = self.pool.why_waiting(job)
+        return _explain(as_json(view), view.lease_until or "-")
 
     def upload_sync(self, mode: str, data: bytes) -> JSON:
         if len(data) > self.pool.settings.sync_max_bytes:
@@ -225,7 +233,7 @@ class LocalClient:
         return self.pipeline(row.id)
 
     def pipeline(self, pipeline_id: str) -> JSON:
-        return pipeline_dict(*self.pool.pipeline(pipeline_id))
+        return as_json(pipeline_view(*self.pool.pipeline(pipeline_id)))
 
     def cancel_pipeline(self, pipeline_id: str) -> JSON:
         row = self.pool.cancel_pipeline(pipeline_id)

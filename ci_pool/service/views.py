@@ -1,9 +1,10 @@
-"""The read model: job, pipeline, runner and queue views for the CLI, the API and the metrics."""
+"""The read model of runners and queues for the CLI, the API and the metrics (jobs and
+pipelines: ``job_views``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,129 +17,15 @@ if TYPE_CHECKING:
     # Types only: the API client (remote mode) uses these views without the store,
     # SQLAlchemy or Redis.
     from ci_pool.broker.runners import RunnerInfo
-    from ci_pool.core.concurrency import ConcurrencyGroup
-    from ci_pool.service.inspection import Inspection
-    from ci_pool.store import Job
-    from ci_pool.store.models import Pipeline as PipelineRow
 
 #: Keys of a job's view that only the detailed view (``show``) carries.
 DETAIL_KEYS = defaults.JOB_DETAIL_KEYS
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _group(group: ConcurrencyGroup | None) -> dict[str, Any] | None:
-    """A concurrency group as the views show it: its name and cancel-in-progress."""
-    return None if group is None else group.model_dump(mode="json")
-
-
-def job_dict(
-    job: Job, pool: Inspection | None = None, visible: Callable[[Job], bool] | None = None
-) -> dict[str, Any]:
-    """The public view of a job; with ``pool``, also why it waits (naming no job that
-    ``visible`` refuses), artifacts, history, annotations and step summaries."""
-    data: dict[str, Any] = {
-        "id": job.id,
-        "name": job.name,
-        "pipeline_id": job.pipeline_id,
-        "state": job.state,
-        "capability": job.capability,
-        "queue": job.queue,
-        "repo": job.repo,
-        "ref": job.ref,
-        "commit_sha": job.commit_sha,
-        "labels": job.labels,
-        "runner": job.runner,
-        "timeout_s": job.timeout_s,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "runner_id": job.runner_id,
-        "exit_code": job.exit_code,
-        "reason": job.reason,
-        "created_at": _ts(job.created_at),
-        "queued_at": _ts(job.queued_at),
-        "started_at": _ts(job.started_at),
-        "finished_at": _ts(job.finished_at),
-        "lease_until": _ts(job.lease_until),
-        "evidence": None if job.evidence is None else job.evidence.model_dump(mode="json"),
-        "concurrency": _group(job.concurrency),
-        "permissions": job.permissions,
-        "environment": None if job.environment is None else job.environment.model_dump(),
-    }
-    if pool is not None:
-        data["waiting"] = pool.why_waiting(job, visible)
-        data["artifacts"] = [
-            {"path": a.path, "size": a.size, "sha256": a.sha256, "attempt": a.attempt}
-            for a in pool.store.artifacts(job.id)
-        ]
-        data["expired_artifacts"] = [
-            {"name": e.name, "attempt": e.attempt, "expired_at": _ts(e.expired_at)}
-            for e in pool.store.expired_artifacts(job.id)
-        ]
-        data["events"] = [
-            {
-                "attempt": e.attempt,
-                "from": e.from_state,
-                "to": e.to_state,
-                "at": _ts(e.at),
-                "runner_id": e.runner_id,
-                "reason": e.reason,
-            }
-            for e in pool.store.events(job.id)
-        ]
-        # What the latest attempt's steps reported: annotations, and step summaries as
-        # the markdown they wrote.
-        data["annotations"] = [
-            a.model_dump(mode="json") for a in pool.store.annotations(job.id, job.attempt)
-        ]
-        data["summaries"] = [
-            {"step": s.step, "name": s.name, "markdown": s.markdown}
-            for s in pool.store.summaries(job.id, job.attempt)
-        ]
-    return data
-
-
 def summary(view: dict[str, Any]) -> dict[str, Any]:
-    """A detailed job view cut down to the fields of ``job_dict(job)``."""
+    """A detailed job view (``job_views.JobView`` as JSON) cut down to the fields a job
+    list shows."""
     return {k: v for k, v in view.items() if k not in DETAIL_KEYS}
-
-
-def pipeline_dict(row: PipelineRow, jobs: list[Job]) -> dict[str, Any]:
-    """The public view of a pipeline and each of its jobs."""
-    return {
-        "id": row.id,
-        "name": row.name,
-        "run_name": row.run_name,
-        "permissions": row.permissions,
-        "file": row.file,
-        "state": row.state,
-        "repo": row.repo,
-        "ref": row.ref,
-        "commit_sha": row.commit_sha,
-        "created_at": row.created_at.isoformat(),
-        "finished_at": _ts(row.finished_at),
-        "concurrency": _group(row.concurrency),
-        "jobs": [
-            {
-                "id": j.id,
-                "key": j.key,
-                "state": j.state,
-                "capability": j.capability,
-                "needs": j.needs,
-                "runner_id": j.runner_id,
-                "exit_code": j.exit_code,
-                "reason": j.reason,
-                "attempt": j.attempt,
-                "outputs": j.outputs,
-                "started_at": _ts(j.started_at),
-                "finished_at": _ts(j.finished_at),
-                "concurrency": _group(j.concurrency),
-            }
-            for j in jobs
-        ],
-    }
 
 
 RunnerState = Literal["online", "busy", "draining", "unhealthy", "lost"]

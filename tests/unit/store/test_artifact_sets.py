@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from ci_pool.exceptions import NotFound
+from ci_pool.service.job_views import job_view
 from ci_pool.service.reaper import Reaper
 from ci_pool.service.retention import sweep_expired_artifacts
-from ci_pool.service.views import job_dict
 from ci_pool.settings import load_settings
 from ci_pool.store.artifact_sets import ArtifactSet
 from ci_pool.store.models import utcnow
@@ -107,11 +107,11 @@ def test_the_sweep_removes_expired_artifacts_and_says_so(pool: RecordingPool) ->
     assert not (pool.settings.resolved_artifact_root / b).exists()  # nothing left of it
     assert [x.path for x in store.artifacts(a, 1)] == ["fresh/f.txt"]
     assert store.artifacts(b, 1) == []
-    view_a = job_dict(store.get_job(a), pool)
-    assert [e["name"] for e in view_a["expired_artifacts"]] == ["old"]
-    assert [x["path"] for x in view_a["artifacts"]] == ["fresh/f.txt"]
-    view_b = job_dict(store.get_job(b), pool)
-    assert [(e["name"], e["attempt"]) for e in view_b["expired_artifacts"]] == [(None, 1)]
+    view_a = job_view(store.get_job(a), pool)
+    assert [e.name for e in view_a.expired_artifacts or []] == ["old"]
+    assert [x.path for x in view_a.artifacts or []] == ["fresh/f.txt"]
+    view_b = job_view(store.get_job(b), pool)
+    assert [(e.name, e.attempt) for e in view_b.expired_artifacts or []] == [(None, 1)]
     with pytest.raises(NotFound, match=f"the artifacts of job {b} expired"):
         pool.download_artifacts(b, base_b.parent / "dl")
     assert store.expired_named(run, "old") is not None and store.expired_named(run, "fresh") is None
