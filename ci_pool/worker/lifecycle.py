@@ -136,14 +136,18 @@ class Lifecycle(threading.Thread):
             "runner token create)"
         )
         log.error("%s", line)  # the worker's stderr goes to the same log
-        _kill_children()
-        # Its jobs' containers go too: nothing it started runs on once it is cut off.
+        # Its jobs' containers go first (a step running in one just fails), then the pool
+        # processes, then the workspaces those attempts had mounted: nothing it started
+        # runs on, or stays mounted, once it is cut off.
         from ci_pool.worker.executors.services import remove_runner_objects
 
         removed = remove_runner_objects(self.info.runner_id)
+        _kill_children()
+        root = self.settings.resolved_workspace_root
+        swept = workspace.sweep_overlays(root, lambda job, attempt: (job, attempt) not in removed)
         if removed:
-            log.error("runner %s: removed %d container(s) and network(s) of its jobs",
-                      self.info.runner_id, removed)  # fmt: skip
+            log.error("runner %s: removed the containers of %d attempt(s) and unmounted %d "
+                      "workspace(s)", self.info.runner_id, len(removed), len(swept))  # fmt: skip
         os._exit(defaults.EXIT_REVOKED)
 
     def _beat(self) -> None:

@@ -219,7 +219,12 @@ def test_a_cut_off_runner_removes_its_own_containers_and_networks_only(
     made = []
     try:
         for runner in (mine, other):
-            labels = {defaults.LABEL_RUNNER: runner, defaults.LABEL_JOB: "j", TEST_LABEL: "1"}
+            labels = {
+                defaults.LABEL_RUNNER: runner,
+                defaults.LABEL_JOB: "j",
+                defaults.LABEL_ATTEMPT: "1",
+                TEST_LABEL: "1",
+            }
             net = docker_client.networks.create(f"{runner}-net", internal=True, labels=labels)
             made.append(net)
             for _ in range(2):
@@ -227,13 +232,13 @@ def test_a_cut_off_runner_removes_its_own_containers_and_networks_only(
                     busybox_image, ["sleep", "60"], labels=labels, network=net.name
                 )
                 c.start()
-        assert remove_runner_objects(mine) == 3
+        assert remove_runner_objects(mine) == {("j", 1)}
         left = docker_client.containers.list(all=True, filters={"label": TEST_LABEL})
         assert {c.labels[defaults.LABEL_RUNNER] for c in left} == {other} and len(left) == 2
         assert [n.name for n in docker_client.networks.list(filters={"label": TEST_LABEL})] == [
             f"{other}-net"
         ]
-        assert remove_runner_objects(mine) == 0
+        assert remove_runner_objects(mine) == set()
     finally:
         for c in docker_client.containers.list(all=True, filters={"label": TEST_LABEL}):
             c.remove(force=True)

@@ -430,18 +430,23 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
     return _remove_labelled(labels)
 
 
-def remove_runner_objects(runner_id: str) -> int:
+def remove_runner_objects(runner_id: str) -> set[tuple[str, int]]:
     """Remove every container and network ``runner_id`` made (its jobs', their services'
     and actions', its warm ones): a revoked runner leaves nothing running on its host.
-    0 when no engine answers."""
-    return _remove_labelled([f"{defaults.LABEL_RUNNER}={runner_id}"])
+    Returns the (job id, attempt) of the containers removed; none when no engine answers."""
+    attempts: set[tuple[str, int]] = set()
+    _remove_labelled([f"{defaults.LABEL_RUNNER}={runner_id}"], attempts)
+    return attempts
 
 
-def _remove_labelled(labels: list[str]) -> int:
+def _remove_labelled(labels: list[str], attempts: set[tuple[str, int]] | None = None) -> int:
     try:
         with contextlib.closing(container_engine.connect(timeout=10)) as client:
             found = _labelled(client, labels)
             for container in found:
+                attempt = str(container.labels.get(defaults.LABEL_ATTEMPT, ""))
+                if attempts is not None and attempt.isdigit():
+                    attempts.add((str(container.labels.get(defaults.LABEL_JOB)), int(attempt)))
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True, v=True)
             return len(found) + remove_networks(client, labels)
