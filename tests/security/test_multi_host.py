@@ -35,10 +35,6 @@ from tests.tlscerts import make_tls
 pytestmark = pytest.mark.integration
 
 CAPABILITY = "remote"
-#: A test-only /24 per run (10.231.<n>.0/24), so two runs on one host do not collide.
-SUBNET = f"10.231.{os.getpid() % 200 + 20}"
-POOL_IP = f"{SUBNET}.1"
-TEST_IP = f"{SUBNET}.254"  # this process's end of the link into the pool namespace
 RUNNER_KEYS = {
     "CI_POOL_CONFIG",
     "CI_POOL_HOME",
@@ -56,6 +52,17 @@ def _ip(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
 
 
+def _free_subnet() -> str:
+    """A test-only 10.231.<n> /24 that no route of this host uses (another run's link)."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    start = os.getpid() % 200
+    for i in range(200):
+        subnet = f"10.231.{20 + (start + i) % 200}"
+        if f"{subnet}." not in routes:
+            return subnet
+    raise RuntimeError("every 10.231.<n>.0/24 test subnet is in use")
+
+
 @dataclass(frozen=True)
 class Net:
     """The namespaces of this run: ``pool`` and one per runner host, by role."""
@@ -68,10 +75,10 @@ class Net:
 
 
 @contextmanager
-def network(tag: str, hosts: dict[str, str]) -> Iterator[Net]:
-    """Namespace ``pool`` with a bridge at POOL_IP, one namespace per ``hosts`` entry
-    (role -> address) on it, and a veth from this namespace at TEST_IP; all removed after,
-    with any process still inside them."""
+def network(tag: str, subnet: str, hosts: dict[str, str]) -> Iterator[Net]:
+    """Namespace ``pool`` with a bridge at ``<subnet>.1``, one namespace per ``hosts``
+    entry (role -> address) on it, and a veth from this namespace at ``<subnet>.254``; all
+    removed after, with any process still inside them."""
     names = {role: f"cip-{tag}-{role}" for role in ("pool", *hosts)}
     net = Net(names, f"cip{tag}r")
     made: list[str] = []
@@ -82,10 +89,10 @@ def network(tag: str, hosts: dict[str, str]) -> Iterator[Net]:
         pool = names["pool"]
         _ip("-n", pool, "link", "set", "lo", "up")
         _ip("-n", pool, "link", "add", "br0", "type", "bridge")
-        _ip("-n", pool, "addr", "add", f"{POOL_IP}/24", "dev", "br0")
+        _ip("-n", pool, "addr", "add", f"{subnet}.1/24", "dev", "br0")
         _ip("-n", pool, "link", "set", "br0", "up")
         _ip("link", "add", net.root_link, "type", "veth", "peer", "name", "test", "netns", pool)
-        _ip("addr", "add", f"{TEST_IP}/24", "dev", net.root_link)
+        _ip("addr", "add", f"{subnet}.254/24", "dev", net.root_link)
         _ip("link", "set", net.root_link, "up")
         _ip("-n", pool, "link", "set", "test", "master", "br0", "up")
         for role, address in hosts.items():
@@ -185,10 +192,12 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
     need(probe.returncode == 0, f"ip netns cannot run here: {probe.stderr.decode().strip()}")
     subprocess.run(["ip", "netns", "del", f"cip-probe-{os.getpid()}"], check=False)
 
-    hosts = {"host-a": f"{SUBNET}.2", "host-b": f"{SUBNET}.3"}
+    subnet = _free_subnet()
+    pool_ip = f"{subnet}.1"
+    hosts = {"host-a": f"{subnet}.2", "host-b": f"{subnet}.3"}
     root = tmp_path / "pool"
     root.mkdir()
-    tls = make_tls(tmp_path / "tls", POOL_IP)
+    tls = make_tls(tmp_path / "tls", pool_ip)
     sha = make_repo(root / "git" / "app.git", {"README.md": "multi-host\n"})
     redis_port, git_port, api_port = free_port(), free_port(), free_port()
     password = secrets.token_hex(16)
@@ -199,25 +208,25 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
         if k not in ("allow_local_repos", "allow_loopback_git")
     )
     config.write_text(
-        f'git_hosts = ["{POOL_IP}:{git_port}"]\n{timings}'
+        f'git_hosts = ["{pool_ip}:{git_port}"]\n{timings}'
         f'[capabilities.{CAPABILITY}]\nmode = "host"\n{OPEN_POLICY}'
     )
-    pool_broker = f"redis://:{password}@{POOL_IP}:{redis_port}/0"
-    api_url = f"https://{POOL_IP}:{api_port}"
+    pool_broker = f"redis://:{password}@{pool_ip}:{redis_port}/0"
+    api_url = f"https://{pool_ip}:{api_port}"
     h = Harness(root, pool_broker, {})
     h.pool().store.init_schema()
     admin, _ = tokens.create_token(h.pool().store, "netns-admin", ["admin"])
     admin_cli = replace(
         h, overrides={**h.overrides, "api_url": api_url, "api_token": admin, "api_ca_file": tls.ca}
     )
-    repo = f"git://{POOL_IP}:{git_port}/app.git"
+    repo = f"git://{pool_ip}:{git_port}/app.git"
 
     with ExitStack() as stack:
-        net = stack.enter_context(network(str(os.getpid() % 100000), hosts))
+        net = stack.enter_context(network(str(os.getpid() % 100000), subnet, hosts))
         # The pool side, every process of it in namespace "pool".
         redis_log = root / "redis.log"
         rds = _service(
-            net.exec("pool", redis_server_binary(), "--port", str(redis_port), "--bind", POOL_IP,
+            net.exec("pool", redis_server_binary(), "--port", str(redis_port), "--bind", pool_ip,
                      "--requirepass", password, "--dir", str(root), "--save", "",
                      "--appendonly", "no", "--loglevel", "warning"),
             redis_log,
@@ -229,7 +238,7 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
         git_log = root / "git-daemon.log"
         git = _service(
             net.exec("pool", "git", "daemon", "--reuseaddr", "--export-all",
-                     f"--listen={POOL_IP}", f"--port={git_port}",
+                     f"--listen={pool_ip}", f"--port={git_port}",
                      f"--base-path={root / 'git'}", str(root / "git")),
             git_log,
         )  # fmt: skip
@@ -241,7 +250,7 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
         }
         api_log = root / "api.log"
         api = _service(
-            net.exec("pool", sys.executable, "-m", "ci_pool", "api", "--host", POOL_IP,
+            net.exec("pool", sys.executable, "-m", "ci_pool", "api", "--host", pool_ip,
                      "--port", str(api_port)),
             api_log,
             api_env,
@@ -261,7 +270,7 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
             log = tmp_path / f"{role}.log"
             env = _runner_env(
                 home, config,
-                broker_url=f"redis://{POOL_IP}:{redis_port}/0",
+                broker_url=f"redis://{pool_ip}:{redis_port}/0",
                 api_url=api_url, api_ca_file=str(tls.ca),
                 registration_token=res.stdout.strip(), runner_id=name,
             )  # fmt: skip
@@ -314,10 +323,9 @@ def test_runners_on_two_hosts_join_over_tls_run_jobs_and_one_is_revoked(tmp_path
             assert done.state == JobState.SUCCEEDED, runners[role].log.read_text()[-4000:]
             assert done.runner_id == runners[role].runner_id and done.commit_sha == sha
             text = pool.store.read_log(job_id)
-            assert (
-                os.readlink(f"/proc/{runners[role].proc.pid}/ns/net") in text
-                and "multi-host" in text
-            )
+            runner_net = os.readlink(f"/proc/{runners[role].proc.pid}/ns/net")
+            assert runner_net in text and "multi-host" in text
+            assert runner_net != os.readlink("/proc/self/ns/net")
 
         # Revoke runner A through the API: it exits with one clear line, B works on.
         a, b = runners["host-a"], runners["host-b"]
