@@ -213,6 +213,13 @@ class Settings(BaseSettings):
     #: Where the runner keeps its credential; empty: ``<home>/runner-credential``.
     runner_credential_file: Path | None = None
 
+    # API over TLS. ``ci-pool api`` and ``up`` serve https with ``api_tls_cert`` and
+    # ``api_tls_key`` (PEM files); the CLI and runners check an https ``api_url`` against
+    # ``api_ca_file`` (a PEM bundle), else against the system's CA store.
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
+    api_ca_file: Path | None = None
+
     # Runner names and targeting. A worker's name is ``runner_id`` if set, else what
     # ``runner_name_pattern`` renders (default ``{host}-{capability}-{n}``) with
     # ``runner_name_values`` (``{client}``, ``{env}``...) and the lowest free ``{n}``.

@@ -17,6 +17,7 @@ from ci_pool.exceptions import ConfigError
 from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
 from ci_pool.store import tokens
+from ci_pool.tls import server_files
 
 
 def make_server(
@@ -30,14 +31,13 @@ def make_server(
     behind_proxy: bool = False,
     proxy_ips: str = "127.0.0.1",
 ) -> uvicorn.Server:
-    """A configured uvicorn server. Off loopback it needs an active token, and TLS (a
-    certificate and key) or ``behind_proxy`` (a TLS-terminating proxy in front, whose
-    X-Forwarded-* headers are trusted from ``proxy_ips`` only)."""
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError("give both --tls-cert and --tls-key, or neither", key="tls")
-    for path in (tls_cert, tls_key):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"{path} is not a readable file", key="tls")
+    """A configured uvicorn server. TLS from ``tls_cert``/``tls_key``, else the settings'
+    ``api_tls_cert``/``api_tls_key``. Off loopback it needs an active token, and TLS or
+    ``behind_proxy`` (a TLS-terminating proxy in front, whose X-Forwarded-* headers are
+    trusted from ``proxy_ips`` only)."""
+    tls_cert = tls_cert or settings.api_tls_cert
+    tls_key = tls_key or settings.api_tls_key
+    server_files(tls_cert, tls_key)
     if not is_loopback(host):
         if not tokens.any_active(Pool(settings).store):
             raise ConfigError(
@@ -49,8 +49,9 @@ def make_server(
         if tls_cert is None and not behind_proxy:
             raise ConfigError(
                 f"refusing to listen on {host} without TLS: bearer tokens would cross the "
-                "network in clear. Give --tls-cert and --tls-key, or --behind-proxy when a "
-                "TLS-terminating proxy forwards to this address",
+                "network in clear. Give --tls-cert and --tls-key (or set api_tls_cert and "
+                "api_tls_key), or --behind-proxy when a TLS-terminating proxy forwards to "
+                "this address",
                 key="tls",
             )
     config = uvicorn.Config(

@@ -33,8 +33,12 @@ def _lifetime(text: str) -> timedelta:
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM).")] = None,
-    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM).")] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS certificate (PEM); default: api_tls_cert.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="TLS private key (PEM); default: api_tls_key.")
+    ] = None,
     behind_proxy: Annotated[
         bool, typer.Option(help="A TLS-terminating proxy forwards to this address.")
     ] = False,
@@ -42,8 +46,9 @@ def api(
         str, typer.Option(help="With --behind-proxy: proxy addresses whose headers count.")
     ] = "127.0.0.1",
 ) -> None:
-    """Serve the HTTP API (uvicorn). Off loopback it needs an API token to exist, and TLS
-    or --behind-proxy."""
+    """Serve the HTTP API (uvicorn), over https when a certificate and key are given (or
+    set as api_tls_cert and api_tls_key). Off loopback it needs an API token to exist, and
+    TLS or --behind-proxy."""
     from ci_pool.api.server import serve
     from ci_pool.settings import get_settings
 

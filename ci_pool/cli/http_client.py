@@ -26,6 +26,7 @@ from ci_pool.exceptions import (
 )
 from ci_pool.service.views import QueueStatus, RunnerStatus, summary
 from ci_pool.settings import Settings
+from ci_pool.tls import client_verify, untrusted_message
 
 if TYPE_CHECKING:
     import httpx
@@ -53,6 +54,7 @@ class HttpClient:
             headers=headers,
             timeout=httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT),
             transport=transport,
+            verify=client_verify(settings, self.url),
         )
 
     def close(self) -> None:
@@ -72,6 +74,9 @@ class HttpClient:
                 f"the API at {self.url} did not answer in time ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
+            untrusted = untrusted_message(self.url, exc)
+            if untrusted is not None:
+                raise ConfigError(untrusted, key="api_ca_file") from None
             raise InfraError(
                 f"cannot reach the API at {self.url} ({exc or type(exc).__name__}); check "
                 "CI_POOL_API_URL and that `ci-pool api` runs there"

@@ -140,7 +140,10 @@ def _check_credential(settings: Settings) -> None:
     except RunnerCutOff as exc:
         err.print(Text.assemble(("error:", "red"), f" {exc}"))
         raise typer.Exit(3) from None
-    err.print(f"runner {me['name']}: reaching the store through the API at {settings.api_url}")
+    err.print(
+        f"runner {me['name']}: reaching the store through the API at {settings.api_url}",
+        soft_wrap=True,  # one line in the worker's log, however long the URL
+    )
 
 
 def _runner_name(settings: Settings, capability: str, given: str | None) -> str:

@@ -137,6 +137,7 @@ def _serve(
     from ci_pool.home import UpRecord
     from ci_pool.service.pool import Pool
     from ci_pool.service.supervisor import Supervisor, runnable
+    from ci_pool.tls import server_files
 
     url, redis_server = _broker(settings, home)
     record: UpRecord | None = None
@@ -146,10 +147,12 @@ def _serve(
         pool = Pool(settings)
         token_file, new_token = _token(pool, home)
         port = api_port or free_port()
+        # The API child reads api_tls_cert/api_tls_key from the same settings.
+        scheme = "https" if server_files(settings.api_tls_cert, settings.api_tls_key) else "http"
         record = UpRecord(
             pid=os.getpid(),
             broker_url=url,
-            api_url=f"http://127.0.0.1:{port}",
+            api_url=f"{scheme}://127.0.0.1:{port}",
             token_file=str(token_file),
             allow_local_repos=local_repos,
             started_at=time.time(),

@@ -35,6 +35,7 @@ from ci_pool.store.artifact_sets import ArtifactSet
 from ci_pool.store.lifecycle import Claim
 from ci_pool.store.models import Artifact, Job, Pipeline
 from ci_pool.store.wire import load_row
+from ci_pool.tls import client_verify, untrusted_message
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class ApiRunnerStore:
                 "User-Agent": f"ci-pool-runner/{__version__}",
             },
             follow_redirects=False,
+            verify=client_verify(settings, self.base),
         )
         # One line per call at INFO would bury the worker's own log.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -83,6 +85,9 @@ class ApiRunnerStore:
         return res
 
     def _unreachable(self, exc: Exception) -> InfraError:
+        untrusted = untrusted_message(self.settings.api_url, exc)
+        if untrusted is not None:
+            return InfraError(untrusted)
         return InfraError(f"the pool API at {self.settings.api_url} did not answer: {exc}")
 
     def _attempt(self, job_id: str) -> str:

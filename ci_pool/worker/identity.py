@@ -21,6 +21,7 @@ from ci_pool.addresses import is_loopback
 from ci_pool.broker.keys import broker_url_as
 from ci_pool.exceptions import AccessDenied, ConfigError, InfraError
 from ci_pool.settings import Settings
+from ci_pool.tls import client_verify, untrusted_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,11 @@ def join(settings: Settings, capabilities: list[str]) -> RunnerSecrets:
     }
     url = settings.api_url.rstrip("/") + "/v1/runners/register"
     try:
-        res = httpx.post(url, json=body, timeout=30)
+        res = httpx.post(url, json=body, timeout=30, verify=client_verify(settings, url))
     except httpx.HTTPError as exc:
+        untrusted = untrusted_message(settings.api_url, exc)
+        if untrusted is not None:
+            raise ConfigError(untrusted, key="api_ca_file") from None
         raise InfraError(f"cannot reach the API at {settings.api_url} to register: {exc}") from exc
     if res.status_code != 201:
         try:
