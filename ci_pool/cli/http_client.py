@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import check_api_url
-from ci_pool.cli.apierrors import api_error, error_body
+from ci_pool.apierrors import api_error, error_body
 from ci_pool.core.diagnostics import DiagnosticResult
 from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
 from ci_pool.exceptions import (

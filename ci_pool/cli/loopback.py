@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
-from ci_pool.cli.apierrors import api_error, error_body
+from ci_pool.apierrors import api_error, error_body
 from ci_pool.exceptions import InfraError
 from ci_pool.home import default_home, legacy_notice, read_up_record
 

@@ -20,6 +20,7 @@ import httpx
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import check_api_url
+from ci_pool.apierrors import error_body
 from ci_pool.core.retry import AfterAttempt, Next
 from ci_pool.core.specs import JobState
 from ci_pool.exceptions import (
@@ -38,13 +39,6 @@ from ci_pool.store.wire import load_row
 from ci_pool.tls import client_verify, untrusted_message
 
 log = logging.getLogger(__name__)
-
-
-def _message(res: httpx.Response) -> str:
-    try:
-        return str(res.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return res.text[:200] or res.reason_phrase
 
 
 class ApiRunnerStore:
@@ -302,7 +296,7 @@ class ApiRunnerStore:
 
     def _raise_for(self, res: httpx.Response) -> None:
         """The API's refusal as the exception the worker expects of its store."""
-        message = _message(res)
+        message = error_body(res.text, res.reason_phrase)[1]
         if res.status_code == 401:
             raise RunnerCutOff(f"the pool API refused this runner's credential: {message}")
         if res.status_code == 403:

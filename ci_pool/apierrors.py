@@ -1,6 +1,7 @@
 """An error the HTTP API answered, turned into the CIPoolError local mode raises for the
 same problem (so a command exits with the same code either way). Standard library only:
-both API clients share it (``http_client`` and ``loopback``)."""
+the CLI's two API clients (``cli/http_client``, ``cli/loopback``) share it, and a runner
+reads the API's refusals with ``error_body`` too."""
 
 from __future__ import annotations
 
