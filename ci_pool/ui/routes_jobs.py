@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -24,7 +24,8 @@ from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.store.models import utcnow
 from ci_pool.store.transitions import RETRYABLE_STATES
 from ci_pool.ui import render
-from ci_pool.ui.web import PREFIX, SessionDep, check_csrf, page, require_scope
+from ci_pool.ui.session import Session
+from ci_pool.ui.web import PREFIX, SessionDep, acting, page
 
 router = APIRouter(prefix=f"{PREFIX}/jobs", include_in_schema=False)
 
@@ -144,13 +145,8 @@ def artifact(
 
 @router.post("/{job_id}/cancel")
 def cancel(
-    job_id: str,
-    pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    job_id: str, pool: PoolDep, session: Annotated[Session, acting("cancel", "cancel jobs")]
 ) -> Response:
-    check_csrf(session, csrf)
-    require_scope(session, "cancel", "cancel jobs")
     access.job_for(pool, session.token, job_id)
     pool.cancel(job_id, by=f"web view, token {session.token.name}")
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
@@ -158,13 +154,8 @@ def cancel(
 
 @router.post("/{job_id}/retry")
 def retry(
-    job_id: str,
-    pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    job_id: str, pool: PoolDep, session: Annotated[Session, acting("submit", "retry jobs")]
 ) -> Response:
-    check_csrf(session, csrf)
-    require_scope(session, "submit", "retry jobs")
     job = access.job_for(pool, session.token, job_id)
     access.check_every(session.token, access.touched_by_retry(pool, job), "retry")
     pool.retry_job(job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ci_pool import defaults
@@ -16,7 +16,8 @@ from ci_pool.service.browsing import needs_order, pipelines_page
 from ci_pool.store.browsing import PipelineFilter
 from ci_pool.store.models import utcnow
 from ci_pool.ui import render
-from ci_pool.ui.web import PREFIX, SessionDep, check_csrf, page, require_scope
+from ci_pool.ui.session import Session
+from ci_pool.ui.web import PREFIX, SessionDep, acting, page
 
 router = APIRouter(prefix=f"{PREFIX}/pipelines", include_in_schema=False)
 
@@ -107,11 +108,8 @@ def pipeline_page(
 def cancel(
     pipeline_id: str,
     pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    session: Annotated[Session, acting("cancel", "cancel pipelines")],
 ) -> Response:
-    check_csrf(session, csrf)
-    require_scope(session, "cancel", "cancel pipelines")
     jobs = access.jobs_of_pipeline(pool, session.token, pipeline_id)
     access.check_every(session.token, access.touched_by_cancel(jobs), "cancel")
     pool.cancel_pipeline(pipeline_id, by=f"web view, token {session.token.name}")
@@ -122,11 +120,8 @@ def cancel(
 def retry(
     pipeline_id: str,
     pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
+    session: Annotated[Session, acting("submit", "retry pipelines")],
 ) -> Response:
-    check_csrf(session, csrf)
-    require_scope(session, "submit", "retry pipelines")
     jobs = access.jobs_of_pipeline(pool, session.token, pipeline_id)
     access.check_every(session.token, access.retryable(jobs), "retry")
     pool.retry_pipeline(pipeline_id)

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ci_pool import defaults
@@ -17,7 +17,8 @@ from ci_pool.exceptions import NotFound
 from ci_pool.service.pool import Pool
 from ci_pool.service.views import QueueStatus, RunnerStatus
 from ci_pool.store.tokens import ApiToken
-from ci_pool.ui.web import PREFIX, SessionDep, check_csrf, page, require_scope
+from ci_pool.ui.session import Session
+from ci_pool.ui.web import PREFIX, SessionDep, acting, page
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -89,9 +90,11 @@ def runner_page(
     )
 
 
-def _lever(pool: Pool, session: SessionDep, runner_id: str, csrf: str, undrain: bool) -> Response:
-    check_csrf(session, csrf)
-    require_scope(session, "admin", "drain or undrain runners")
+#: The session of a drain or undrain form.
+Lever = Annotated[Session, acting("admin", "drain or undrain runners")]
+
+
+def _lever(pool: Pool, session: Session, runner_id: str, undrain: bool) -> Response:
     _runner(pool, session.token, runner_id)
     if undrain:
         pool.undrain(runner_id)
@@ -101,20 +104,10 @@ def _lever(pool: Pool, session: SessionDep, runner_id: str, csrf: str, undrain: 
 
 
 @router.post("/runners/{runner_id}/drain")
-def drain(
-    runner_id: str,
-    pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return _lever(pool, session, runner_id, csrf, undrain=False)
+def drain(runner_id: str, pool: PoolDep, session: Lever) -> Response:
+    return _lever(pool, session, runner_id, undrain=False)
 
 
 @router.post("/runners/{runner_id}/undrain")
-def undrain(
-    runner_id: str,
-    pool: PoolDep,
-    session: SessionDep,
-    csrf: Annotated[str, Form(max_length=200)] = "",
-) -> Response:
-    return _lever(pool, session, runner_id, csrf, undrain=True)
+def undrain(runner_id: str, pool: PoolDep, session: Lever) -> Response:
+    return _lever(pool, session, runner_id, undrain=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -87,6 +87,18 @@ def require_scope(session: Session, scope: str, what: str) -> None:
             f"(it has: {', '.join(token.scopes)})",
             field="scope",
         )
+
+
+def acting(scope: str, what: str) -> Any:
+    """The session of a form that changes something: its CSRF value checked first, then
+    that its token carries ``scope`` (``what`` names the action in the refusal)."""
+
+    def check(session: SessionDep, csrf: Annotated[str, Form(max_length=200)] = "") -> Session:
+        check_csrf(session, csrf)
+        require_scope(session, scope, what)
+        return session
+
+    return Depends(check)
 
 
 def page(
