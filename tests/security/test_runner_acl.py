@@ -116,6 +116,7 @@ def test_a_runner_reaches_the_log_stream_of_a_job_only_while_it_holds_the_claim(
         for g in regs
     ]
     me, other = users
+    lost: list[str] = []
     try:
         # Before any claim: no stream of its capability is open to it.
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -164,12 +165,35 @@ def test_a_runner_reaches_the_log_stream_of_a_job_only_while_it_holds_the_claim(
             f"/jobs/{theirs}/attempts/1/outcome", json={"state": "succeeded", "exit_code": 0}
         )
         assert res.status_code == 200, res.text
+
+        # A lost attempt loses its grant too: taken over by another runner once its lease
+        # ran out, or closed and re-queued by the reaper.
+        taken, reaped = (
+            h.submit(git_server, "true", "--runner", "logs-host-linux-*") for _ in "ab"
+        )
+        lost += [taken, reaped]
+        lost_keys = [log_stream_key("linux", j) for j in lost]
+        for job_id, key in zip((taken, reaped), lost_keys, strict=True):
+            res = apis[0].post(f"/jobs/{job_id}/claim", json={"lease_ttl": 1})
+            assert res.status_code == 200 and res.json()["job"], res.text
+            me.xadd(key, {"a": "1", "l": "line"})
+        time.sleep(1.5)  # both leases (1 s) run out
+        res = apis[1].post(f"/jobs/{taken}/claim", json={"lease_ttl": 60})
+        assert res.json()["took_over"] == 1, res.text
+        other.xadd(lost_keys[0], {"a": "2", "l": "the new attempt"})
+        assert h.cli("beat", "--once").returncode == 0
+        assert pool.get(reaped).state == JobState.QUEUED and pool.get(reaped).attempt == 1
+        for key in lost_keys:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                me.xadd(key, {"a": "1", "l": "from the lost attempt"})
     finally:
         for api in apis:
             api.close()
         for g in regs:
             identities.revoke(pool, g.name, by="test")
-        pool.redis.delete(own_key, their_key)
+        for job_id in lost:
+            pool.cancel(job_id)
+        pool.redis.delete(own_key, their_key, *[log_stream_key("linux", j) for j in lost])
 
 
 def _runner(h: Harness, api: str, cred: Path, **extra: str) -> Harness:
