@@ -134,7 +134,9 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     rules += ["~" + _literal(k) for k in rw]
     pidbox += [worker_node(c, reach.name) + f".{PIDBOX_EXCHANGE}*" for c in reach.queues]
     rules += ["~" + _literal(k) for k in pidbox]
-    rules.append("~*." + _glob_escape(REPLY_EXCHANGE))
+    # Replies are pushed, never read: write-only, so a runner cannot take the answers
+    # other workers send to ``celery control``, Flower or ``runner exec``.
+    rules.append("%W~*." + _glob_escape(REPLY_EXCHANGE))
     # Routing tables are read only: a runner cannot bind another capability's routing
     # key to its own queue.
     for exchange in (EXCHANGE, REPLY_EXCHANGE):

@@ -78,6 +78,9 @@ def test_a_runner_user_reaches_only_its_capability_and_is_cut_off_by_revoke(
         lambda: r.execute_command("ACL", "LIST"),
         lambda: r.execute_command("ACL", "SETUSER", "runner-acl-host-linux-1", "allkeys"),
         lambda: r.keys("*"),
+        # Control replies meant for whoever asked (celery control, Flower, runner exec).
+        lambda: r.lrange("someone.reply.celery.pidbox", 0, -1),
+        lambda: r.brpop(["someone.reply.celery.pidbox"], timeout=1),
     ]
     for i, call in enumerate(denied):
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -242,6 +245,9 @@ def test_join_run_restart_and_revoke_a_runner(
         done = h.pool().wait(job, timeout=30)
         assert done.state == JobState.SUCCEEDED, w1.log.read_text()[-6000:]
         assert done.runner_id == "h1-linux-1"
+        # Remote control still answers through its Redis user (replies are write-only).
+        res = admin.cli("runner", "exec", "h1-linux-1", "--", "echo", "exec-ok")
+        assert res.returncode == 0 and res.stdout.strip() == "exec-ok", res.stderr
     finally:
         w1.stop()
 

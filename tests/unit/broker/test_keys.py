@@ -25,6 +25,8 @@ def test_rules_name_only_the_runners_own_queues_keys_and_channels() -> None:
     assert "~ci-pool:runner:b1-linux-1" in keys and "~ci-pool:drain:b1-linux-1" in keys
     # The routing table of the task exchange is read-only.
     assert "%R~_kombu.binding.ci-pool" in keys and "~_kombu.binding.ci-pool" not in keys
+    # Control replies are pushed, never read back.
+    assert "%W~*.reply.celery.pidbox" in keys and "~*.reply.celery.pidbox" not in keys
     assert not any("android" in k for k in keys)
     assert "&/3.celeryev/*" in rules and "&/3.celery.pidbox" in rules
     assert rules[:2] == ["resetkeys", "resetchannels"]
