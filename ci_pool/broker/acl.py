@@ -36,8 +36,18 @@ def apply_runner_rules(client: redis.Redis, reach: RunnerReach, password_sha256:
     ``acl_rules`` starts with ``resetkeys``/``resetchannels``, so a grant left out is
     withdrawn; the user is never ``reset``, so its password and open connections stay. A
     user Redis lost (restarted without an ACL file) comes back from the password's digest."""
-    _setuser(client, acl_user(reach.name), "on", "#" + password_sha256, *acl_rules(reach))
-    _save(client)
+    username = acl_user(reach.name)
+    # One round trip: this runs at every claim and outcome of a registered runner.
+    pipe = client.pipeline(transaction=False)
+    rules = acl_rules(reach)
+    pipe.execute_command("ACL", "SETUSER", username, "on", "#" + password_sha256, *rules)  # type: ignore[no-untyped-call]
+    pipe.execute_command("ACL", "SAVE")  # type: ignore[no-untyped-call]  # no aclfile: refused
+    applied = pipe.execute(raise_on_error=False)[0]
+    if isinstance(applied, Exception):
+        raise BrokerError(
+            f"Redis refused to set the runner's ACL user {username!r}: {applied} "
+            "(runner identities need Redis 7 or later, and the pool's broker user may run ACL)"
+        )
 
 
 def runner_users(client: redis.Redis) -> set[str]:
@@ -70,7 +80,7 @@ def _setuser(client: redis.Redis, username: str, *rules: str) -> None:
     except redis.ResponseError as exc:
         raise BrokerError(
             f"Redis refused to set the runner's ACL user {username!r}: {exc} "
-            "(runner identities need Redis 6 or later, and the pool's broker user may run ACL)"
+            "(runner identities need Redis 7 or later, and the pool's broker user may run ACL)"
         ) from exc
 
 
