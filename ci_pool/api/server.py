@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings
 from ci_pool.store import tokens
 from ci_pool.tls import server_files
+
+log = logging.getLogger(__name__)
 
 
 def make_server(
@@ -54,8 +57,10 @@ def make_server(
                 "this address",
                 key="tls",
             )
+    app = create_app(settings)
+    restore_runner_users(app.state.pool)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level=log_level,
@@ -68,6 +73,18 @@ def make_server(
         forwarded_allow_ips=proxy_ips if behind_proxy else None,
     )
     return uvicorn.Server(config)
+
+
+def restore_runner_users(pool: Pool) -> None:
+    """Re-create the Redis users of active runners that Redis lost while the API was down
+    (the reaper does the same at each sweep); a failure only delays it to that sweep."""
+    try:
+        restored = pool.runner_users.restore_missing()
+    except Exception as exc:
+        log.warning("runners' Redis users not checked at start: %s", exc)
+        return
+    if restored:
+        log.warning("re-created the Redis users of runners %s", ", ".join(restored))
 
 
 @contextmanager

@@ -100,20 +100,23 @@ class RunnerReach:
     queues: dict[str, str]
     #: The Redis database number in the broker URL (kombu prefixes fanout channels with it).
     db: int = 0
+    #: (capability, job id) of every job it holds the claim of: their live log streams.
+    claims: tuple[tuple[str, str], ...] = ()
 
 
 def acl_rules(reach: RunnerReach) -> list[str]:
     """The ``ACL SETUSER`` rules (after the user name and password) for a runner's worker:
     its capabilities' queues and unacked keys, the exchange tables read-only, Celery's
-    control and event channels, its own registration/drain keys and its capabilities' log
-    streams. No admin or dangerous command (FLUSHALL, CONFIG, ACL, KEYS, DEBUG...)."""
+    control and event channels, its own registration/drain keys, and the log streams of
+    the jobs it holds the claim of (none of another job, even of its capability). No admin
+    or dangerous command (FLUSHALL, CONFIG, ACL, KEYS, DEBUG...)."""
     rules = ["resetkeys", "resetchannels", "-@all", "+@all", "-@dangerous", "-@admin"]
     rw: list[str] = []
-    for capability, queue in sorted(reach.queues.items()):
+    for queue in sorted(reach.queues.values()):
         rw += queue_keys(queue)
         rw += queue_keys(runner_queue(queue, reach.name))  # jobs sent to it by name
         rw += unacked_keys(queue)
-        rw.append(log_stream_key(capability, "") + "*")
+    rw += [log_stream_key(capability, job_id) for capability, job_id in sorted(reach.claims)]
     for key in (
         runner_key(reach.name),
         seen_key(reach.name),
@@ -131,7 +134,9 @@ def acl_rules(reach: RunnerReach) -> list[str]:
     rules += ["~" + _literal(k) for k in rw]
     pidbox += [worker_node(c, reach.name) + f".{PIDBOX_EXCHANGE}*" for c in reach.queues]
     rules += ["~" + _literal(k) for k in pidbox]
-    rules.append("~*." + _glob_escape(REPLY_EXCHANGE))
+    # Replies are pushed, never read: write-only, so a runner cannot take the answers
+    # other workers send to ``celery control``, Flower or ``runner exec``.
+    rules.append("%W~*." + _glob_escape(REPLY_EXCHANGE))
     # Routing tables are read only: a runner cannot bind another capability's routing
     # key to its own queue.
     for exchange in (EXCHANGE, REPLY_EXCHANGE):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,8 +166,8 @@ class RunnerRegistry:
         for key, raw in zip(keys, self.redis.mget(keys) if keys else [], strict=True):
             if raw is None:
                 continue
-            info = RunnerInfo.from_redis(json.loads(raw))
-            if info.runner_id in live:
+            info = _entry(key, raw, json.loads, seen_key)
+            if info is None or info.runner_id in live:
                 continue
             if time.time() - info.last_seen > keep:
                 self.redis.delete(key)
@@ -181,13 +182,30 @@ class RunnerRegistry:
         for key in keys:
             pipe.hgetall(key)
         found: list[RunnerInfo] = []
-        for raw in pipe.execute() if keys else []:
+        for key, raw in zip(keys, pipe.execute() if keys else [], strict=True):
             if not raw:  # expired between the scan and the read
                 continue
-            info = RunnerInfo.from_redis({_text(k): _text(v) for k, v in raw.items()})
-            if capability is None or info.capability == capability:
+            info = _entry(key, raw, _fields, runner_key)
+            if info is not None and (capability is None or info.capability == capability):
                 found.append(info)
         return found
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _entry(
+    key: bytes | str, raw: Any, decode: Callable[[Any], Any], key_of: Callable[[str], str]
+) -> RunnerInfo | None:
+    """A registry entry; None when it is malformed or speaks for another runner than the one
+    its key names. A runner's Redis user writes its own entries: one written by hand must
+    not break the readers (status, targeting, the reaper) nor pass for another runner."""
+    try:
+        info = RunnerInfo.from_redis(decode(raw))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
+    return info if key_of(info.runner_id) == _text(key) else None
 
 
 def _text(value: bytes | str) -> str:

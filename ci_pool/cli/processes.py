@@ -238,6 +238,7 @@ def _reaper(pool: Pool) -> Reaper:
         sync_payload_max_age=pool.settings.sync_payload_max_age,
         artifacts=lambda: sweep_expired_artifacts(pool),
         runner_ttl=pool.settings.runner_ttl,
+        runner_users=pool.runner_users,
     )
 
 
@@ -256,13 +257,22 @@ def beat(
     while True:
         done = reaper.sweep()
         cli_repos.tick(schedules, err)
-        if once or done.lost or done.resent or done.advanced or done.expired_artifacts:
+        if (
+            once
+            or done.lost
+            or done.resent
+            or done.advanced
+            or done.expired_artifacts
+            or (done.restored_users)
+        ):
             err.print(
                 f"reaper: {len(done.lost)} lost ({', '.join(done.lost) or '-'}), "
                 f"{len(done.requeued)} re-queued, {len(done.resent)} re-sent "
                 f"({', '.join(done.resent) or '-'}), {len(done.advanced)} pipeline(s) advanced, "
                 f"{done.statuses} commit status(es) sent, {done.sync_payloads} unused sync "
-                f"payload(s) and {done.expired_artifacts} expired artifact(s) removed",
+                f"payload(s) and {done.expired_artifacts} expired artifact(s) removed, "
+                f"{len(done.restored_users)} runner Redis user(s) re-created "
+                f"({', '.join(done.restored_users) or '-'})",
                 soft_wrap=True,
             )
         if once:

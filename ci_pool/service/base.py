@@ -9,6 +9,7 @@ import redis
 
 from ci_pool.core.capabilities import Capability
 from ci_pool.remotes import LookupLimit
+from ci_pool.service.runner_users import RunnerUsers
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.store.files import private_dir
@@ -44,6 +45,11 @@ class PoolBase:
     @cached_property
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.settings.broker_url, socket_timeout=10)
+
+    @cached_property
+    def runner_users(self) -> RunnerUsers:
+        """The registered runners' Redis users, kept in step with their claims."""
+        return RunnerUsers(self.settings, self.store, self.redis)
 
     def publish(self, capability: str, job_id: str) -> None:
         """Send ``run_job(job_id)`` to the queue of ``capability``, or, for a job sent to

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from ci_pool.broker.acl import delete_runner_user, set_runner_user
+from ci_pool.broker.acl import delete_runner_user, password_digest, set_runner_user
 from ci_pool.broker.keys import RunnerReach, broker_db
 from ci_pool.broker.runners import RunnerRegistry
 from ci_pool.exceptions import InputError
@@ -108,6 +108,7 @@ def register(
     reach = RunnerReach(name=row.name, queues=queues, db=broker_db(pool.settings.broker_url))
     try:
         username, password = set_runner_user(pool.redis, reach)
+        identities.set_redis_password_digest(pool.store, row.name, password_digest(password))
     except Exception:
         # The identity must not outlive a failed registration half-made.
         identities.revoke_runner(pool.store, row.name, by="registration failed")

@@ -9,6 +9,8 @@
 - Idempotency-Keys past their lifetime are forgotten, and webhook content keys past the
   replay window;
 - commit statuses still due on their forge are sent (``statuses``, see ``service.forge``);
+- registered runners' Redis ACL users that Redis lost (restarted without an ACL file) are
+  re-created (``service.runner_users``), and a lost runner's user loses its job's log stream;
 - ``--sync`` payloads no job names, older than ``sync_payload_max_age``, are removed, and
   artifacts past their retention (``artifacts``, see ``service.retention``).
 
@@ -32,6 +34,7 @@ from ci_pool.broker.runners import RunnerRegistry
 from ci_pool.core.retry import Next, lost_reason
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import JobState
+from ci_pool.service.runner_users import RunnerUsers
 from ci_pool.store import Store
 from ci_pool.store.deliveries import forget_content_keys
 from ci_pool.store.idempotency import forget_expired
@@ -52,6 +55,8 @@ class Sweep:
     statuses: int = 0
     sync_payloads: int = 0
     expired_artifacts: int = 0
+    #: Runners whose Redis ACL user was missing and was re-created.
+    restored_users: list[str] = field(default_factory=list)
 
 
 class Reaper:
@@ -71,6 +76,7 @@ class Reaper:
         sync_payload_max_age: float = defaults.SYNC_PAYLOAD_MAX_AGE,
         artifacts: Callable[[], int] | None = None,
         runner_ttl: float = defaults.RUNNER_TTL,
+        runner_users: RunnerUsers | None = None,
     ):
         self.store = store
         self.broker = broker
@@ -87,9 +93,16 @@ class Reaper:
         #: Removes the artifacts past their retention; returns how many.
         self.artifacts = artifacts
         self.runner_ttl = runner_ttl
+        #: Registered runners' Redis users (None: no registered runner is served here).
+        self.runner_users = runner_users
 
     def sweep(self) -> Sweep:
         done = Sweep()
+        if self.runner_users is not None:
+            try:
+                done.restored_users = self.runner_users.restore_missing()
+            except Exception:  # Redis away: the next sweep tries again
+                log.exception("re-creating runners' Redis users failed")
         self._expired_leases(done)
         self._lost_messages(done)
         self._stalled_pipelines(done)
@@ -125,6 +138,8 @@ class Reaper:
             lost, decision = closed
             done.lost.append(job.id)
             log.warning("job %s: runner %s lost", job.id, job.runner_id)
+            if self.runner_users is not None and job.runner_id:
+                self.runner_users.refresh_quietly(job.runner_id)
             if self.remove_containers is not None:
                 try:
                     self.remove_containers(job.id)

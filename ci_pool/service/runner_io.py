@@ -136,7 +136,14 @@ class RunnerIO:
             )
             return None  # it stays queued; the reaper sends it to a runner it matches
         ttl = max(1.0, min(lease_ttl, self.settings.lease_ttl))
-        return self.store.claim(job_id, self.name, ttl)
+        claim = self.store.claim(job_id, self.name, ttl)
+        if claim is not None:
+            # Its Redis user may write this job's live log from now on; a runner whose
+            # abandoned attempt was taken over may not any more.
+            self.pool.runner_users.refresh_quietly(self.name)
+            if claim.took_over is not None and job.runner_id not in (None, self.name):
+                self.pool.runner_users.refresh_quietly(job.runner_id)
+        return claim
 
     def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool:
         self.held(job_id, attempt)
@@ -211,6 +218,7 @@ class RunnerIO:
                 field="job_id",
             )
         done, decision = closed
+        self.pool.runner_users.refresh_quietly(self.name)  # the job's log stream is closed to it
         if decision.next is Next.REQUEUE:
             from ci_pool.broker.app import send_run_job
 

@@ -20,9 +20,10 @@ from typing import Any
 from sqlalchemy import JSON, String, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ci_pool.core.specs import JobState
 from ci_pool.exceptions import InputError, NotFound
 from ci_pool.store import Store
-from ci_pool.store.models import Base, utcnow
+from ci_pool.store.models import Base, Job, utcnow
 from ci_pool.store.tokens import digest
 
 REGISTRATION_PREFIX = "cirt_"
@@ -58,6 +59,9 @@ class RunnerIdentity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    #: SHA-256 of its Redis password: enough to re-create its ACL user after a Redis
+    #: restart (Redis takes ``#<digest>``), never the password itself.
+    redis_password_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
     @property
     def active(self) -> bool:
@@ -181,3 +185,28 @@ def get_runner(store: Store, name: str) -> RunnerIdentity | None:
 def list_runners(store: Store) -> list[RunnerIdentity]:
     with store.session(write=False) as s:
         return list(s.scalars(select(RunnerIdentity).order_by(RunnerIdentity.name)))
+
+
+def set_redis_password_digest(store: Store, name: str, sha256: str) -> None:
+    """Record the SHA-256 of the runner's Redis password (see ``broker.acl``)."""
+    with store.session() as s:
+        row = s.get(RunnerIdentity, name)
+        if row is not None:
+            row.redis_password_sha256 = sha256
+
+
+def running_claims(store: Store, names: Iterable[str]) -> dict[str, list[tuple[str, str]]]:
+    """(capability, job id) of the running jobs each of these runners holds the claim of."""
+    wanted = sorted(set(names))
+    found: dict[str, list[tuple[str, str]]] = {n: [] for n in wanted}
+    if not wanted:
+        return found
+    with store.session(write=False) as s:
+        rows = s.execute(
+            select(Job.runner_id, Job.capability, Job.id).where(
+                Job.state == JobState.RUNNING.value, Job.runner_id.in_(wanted)
+            )
+        ).all()
+    for runner_id, capability, job_id in rows:
+        found[str(runner_id)].append((str(capability), str(job_id)))
+    return found

@@ -94,6 +94,8 @@ class Lifecycle(threading.Thread):
         self.health = Health(self.cap, _docker_executor, ttl=0.0)
         self.stopped = threading.Event()
         self.leaving: str | None = None
+        #: Redis refuses its user while the pool still knows the runner (Redis restarted).
+        self.refused = False
         #: Why the runner cannot run jobs now (engine down, image missing), or None.
         self.unhealthy: str | None = None
         self.consuming = True
@@ -112,10 +114,34 @@ class Lifecycle(threading.Thread):
                     self._beat()
                     last_beat = time.monotonic()
                 self.check()
+                self.refused = False
             except redis.AuthenticationError as exc:
-                self.cut_off(f"the broker refused its Redis user ({exc})")
+                self._refused(exc)
             except Exception:  # Redis or the store is down for a moment: try again
                 log.warning("runner lifecycle check failed; retrying", exc_info=True)
+
+    def _refused(self, exc: redis.AuthenticationError) -> None:
+        """Redis refused the runner's user: it was revoked, or Redis restarted and forgot
+        it (the pool re-creates it at its next sweep). Only the pool can tell: the runner
+        exits when the API refuses its credential too, else it waits for its user."""
+        try:
+            self.store.count_running(self.info.runner_id)
+        except RunnerCutOff as cut:
+            self.cut_off(f"the broker refused its Redis user ({exc}) and {cut}")
+        except Exception:  # the API is away too: ask again at the next check
+            log.warning("runner %s: the broker refused its Redis user (%s) and the pool API "
+                        "does not answer; retrying", self.info.runner_id, exc)  # fmt: skip
+            return
+        if self.refused:
+            return  # said once until Redis takes the user again
+        self.refused = True
+        log.warning(
+            "runner %s: the broker refused its Redis user (%s), but the pool still knows "
+            "this runner: waiting for the pool to re-create the user (ci-pool beat does at "
+            "each sweep)",
+            self.info.runner_id,
+            exc,
+        )
 
     def cut_off(self, exc: Exception | str) -> None:
         """The pool revoked this runner: Redis refuses its user, or the API its credential.

@@ -12,6 +12,7 @@ runs ``ci-pool beat`` beside its workers.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections import Counter
@@ -292,3 +293,76 @@ def test_a_message_taken_but_never_claimed_is_sent_again(
     final, said = sweep_until_final(p, pool, ids, timeout=20, give_up=False)
     assert final == dict.fromkeys(ids, JobState.SUCCEEDED.value), (final, said)
     check_ran_once(pool, ids, final)
+
+
+def test_a_registered_runner_keeps_its_redis_user_across_a_volatile_restart(
+    volatile_pool: RestartablePool, git_server: GitServer, tmp_path: Path
+) -> None:
+    """Redis without an ACL file forgets every user at a restart. The pool re-creates the
+    users of its active runners (same password digest, from the store) at the reaper's next
+    sweep and when the API starts, so a registered runner's worker waits instead of exiting
+    and runs jobs again; a runner revoked before the restart gets no user back."""
+    from ci_pool.api.server import make_server, running
+    from ci_pool.embedded import free_port
+    from ci_pool.service import identities
+
+    p = volatile_pool
+    h = p.h
+    pool = h.pool()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    name, user = "rr-host-linux-1", "runner-rr-host-linux-1"
+    with running(make_server(h.settings(), "127.0.0.1", port, log_level="warning")):
+        token = identities.create_token(pool, ["linux"], identities.lifetime("1h"), by="test")
+        made = identities.create_token(pool, ["linux"], identities.lifetime("1h"), by="test")
+        revoked = identities.register(pool, made.token, "rr-host-linux-9", host="rr-host")
+        identities.revoke(pool, revoked.name, by="test-admin")
+        overrides = {
+            **h.overrides,
+            "api_url": api,
+            "runner_credential_file": str(tmp_path / "runner" / "credential"),
+            "runner_id": name,
+            "registration_token": token.token,
+        }
+        runner = dataclasses.replace(h, overrides=overrides, workers=[])
+        worker = runner.start_worker("linux")
+        try:
+            first = h.submit(git_server, "echo before the restart")
+            done = pool.wait(first, timeout=60)
+            assert done.state == JobState.SUCCEEDED and done.runner_id == name, (
+                worker.log.read_text()[-4000:]
+            )
+            passwords = redis.Redis.from_url(p.server.url).acl_getuser(user)["passwords"]
+            assert len(passwords) == 1
+
+            p.restart()
+            broker = redis.Redis.from_url(p.server.url)
+            assert broker.acl_getuser(user) is None  # Redis forgot it
+            # The worker is refused, asks the pool, and waits rather than exiting.
+            worker.wait_log("waiting for the pool to re-create the user", timeout=30)
+            assert worker.proc.poll() is None, worker.log.read_text()[-4000:]
+
+            res = h.cli("beat", "--once", timeout=30)
+            assert res.returncode == 0, res.stderr
+            assert f"1 runner Redis user(s) re-created ({name})" in res.stderr
+            assert broker.acl_getuser(user)["passwords"] == passwords
+            assert broker.acl_getuser("runner-" + revoked.name) is None
+            with pytest.raises(redis.exceptions.AuthenticationError):
+                redis.Redis.from_url(
+                    p.server.url, username=revoked.redis_username, password=revoked.redis_password
+                ).ping()
+
+            second = h.submit(git_server, "echo after the restart")
+            done = pool.wait(second, timeout=90)
+            assert done.state == JobState.SUCCEEDED and done.runner_id == name, (
+                worker.log.read_text()[-4000:]
+            )
+            assert "after the restart" in pool.store.read_log(second)
+        finally:
+            worker.stop()
+    # The API, when it starts, puts back what Redis lost meanwhile.
+    p.restart()
+    assert redis.Redis.from_url(p.server.url).acl_getuser(user) is None
+    with running(make_server(h.settings(), "127.0.0.1", free_port(), log_level="warning")):
+        assert redis.Redis.from_url(p.server.url).acl_getuser(user)["passwords"] == passwords
+        assert redis.Redis.from_url(p.server.url).acl_getuser("runner-" + revoked.name) is None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -54,13 +55,14 @@ def test_a_runner_user_reaches_only_its_capability_and_is_cut_off_by_revoke(
     reg = identities.register(pool, made.token, "acl-host-linux-1", host="acl-host")
     r = _as_user(id_pool.redis_url, reg.redis_username, reg.redis_password)
     assert r.execute_command("ACL", "WHOAMI") == b"runner-acl-host-linux-1"
-    # Its own queue, unacked keys, heartbeat and its capability's log streams: allowed.
+    # Its own queue, unacked keys and heartbeat: allowed.
     r.lrange("linux", 0, -1)
     r.hgetall(unacked_keys("linux")[0])
     r.hset(runner_key("acl-host-linux-1"), "x", "1")
-    r.xadd(log_stream_key("linux", "some-job"), {"l": "line"})
     r.smembers("_kombu.binding.ci-pool")
     denied = [
+        # No job's log stream, even of its capability, while it holds no claim.
+        lambda: r.xadd(log_stream_key("linux", "some-job"), {"l": "forged"}),
         lambda: r.brpop(["android"], timeout=1),
         lambda: r.lrange("android", 0, -1),
         lambda: r.lpush("iso", "stolen"),
@@ -76,12 +78,15 @@ def test_a_runner_user_reaches_only_its_capability_and_is_cut_off_by_revoke(
         lambda: r.execute_command("ACL", "LIST"),
         lambda: r.execute_command("ACL", "SETUSER", "runner-acl-host-linux-1", "allkeys"),
         lambda: r.keys("*"),
+        # Control replies meant for whoever asked (celery control, Flower, runner exec).
+        lambda: r.lrange("someone.reply.celery.pidbox", 0, -1),
+        lambda: r.brpop(["someone.reply.celery.pidbox"], timeout=1),
     ]
     for i, call in enumerate(denied):
         with pytest.raises(redis.exceptions.NoPermissionError):
             call()
             pytest.fail(f"call {i} was allowed")
-    pool.redis.delete(runner_key("acl-host-linux-1"), log_stream_key("linux", "some-job"))
+    pool.redis.delete(runner_key("acl-host-linux-1"))
 
     row = identities.revoke(pool, "acl-host-linux-1", by="test-admin")
     assert row.revoked_by == "test-admin"
@@ -90,6 +95,108 @@ def test_a_runner_user_reaches_only_its_capability_and_is_cut_off_by_revoke(
         r.ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
         _as_user(id_pool.redis_url, reg.redis_username, reg.redis_password).ping()
+
+
+def test_a_runner_reaches_the_log_stream_of_a_job_only_while_it_holds_the_claim(
+    id_pool: Harness, id_api: str, git_server: GitServer
+) -> None:
+    h = id_pool
+    pool = h.pool()
+    regs = []
+    for name in ("logs-host-linux-1", "logs-host-linux-2"):
+        made = identities.create_token(pool, ["linux"], identities.lifetime("1h"), by="test")
+        regs.append(identities.register(pool, made.token, name, host="logs-host"))
+    # Sent by name to runners no worker of the pool is, so only these two may claim them.
+    mine, theirs = (h.submit(git_server, "true", "--runner", "logs-host-linux-*") for _ in "ab")
+    own_key, their_key = log_stream_key("linux", mine), log_stream_key("linux", theirs)
+    users = [_as_user(h.redis_url, g.redis_username, g.redis_password) for g in regs]
+    apis = [
+        httpx.Client(
+            base_url=id_api + defaults.RUNNER_API_PREFIX,
+            headers={"Authorization": f"Bearer {g.credential}"},
+            timeout=30,
+        )
+        for g in regs
+    ]
+    me, other = users
+    lost: list[str] = []
+    try:
+        # Before any claim: no stream of its capability is open to it.
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            me.xadd(own_key, {"l": "early"})
+        for api, job_id in zip(apis, (mine, theirs), strict=True):
+            res = api.post(f"/jobs/{job_id}/claim", json={"lease_ttl": 60})
+            assert res.status_code == 200, res.text
+            assert res.json()["job"]["attempt"] == 1
+        # Its claimed job's stream: write, read, expire, as the worker's LogWriter does.
+        me.xadd(own_key, {"a": "1", "l": "my line"})
+        me.expire(own_key, 600)
+        ((_key, entries),) = me.xread({own_key: "0-0"}, count=10)
+        assert [f[b"l"] for _id, f in entries] == [b"my line"]
+        # The other job of the same capability, claimed by the other runner: refused,
+        # both ways, and the same holds for the other runner and this job.
+        forged = [
+            lambda: me.xadd(their_key, {"a": "1", "l": "forged"}),
+            lambda: me.xread({their_key: "0-0"}),
+            lambda: me.xrange(their_key),
+            lambda: me.delete(their_key),
+            lambda: other.xread({own_key: "0-0"}),
+            lambda: other.xadd(own_key, {"a": "1", "l": "forged"}),
+        ]
+        for i, call in enumerate(forged):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                call()
+                pytest.fail(f"call {i} was allowed")
+        other.xadd(their_key, {"a": "1", "l": "their line"})
+
+        # The outcome ends the attempt and the grant with it.
+        res = apis[0].post(
+            f"/jobs/{mine}/attempts/1/outcome", json={"state": "succeeded", "exit_code": 0}
+        )
+        assert res.status_code == 200, res.text
+        assert pool.get(mine).state == JobState.SUCCEEDED
+        for call in (
+            lambda: me.xadd(own_key, {"a": "1", "l": "after the end"}),
+            lambda: me.xread({own_key: "0-0"}),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                call()
+        # What it wrote while it held the job is there for `logs --follow` (the pool's user).
+        assert [f[b"l"] for _id, f in pool.redis.xrange(own_key)] == [b"my line"]
+        other.xadd(their_key, {"a": "1", "l": "still its own"})  # its grant is untouched
+        res = apis[1].post(
+            f"/jobs/{theirs}/attempts/1/outcome", json={"state": "succeeded", "exit_code": 0}
+        )
+        assert res.status_code == 200, res.text
+
+        # A lost attempt loses its grant too: taken over by another runner once its lease
+        # ran out, or closed and re-queued by the reaper.
+        taken, reaped = (
+            h.submit(git_server, "true", "--runner", "logs-host-linux-*") for _ in "ab"
+        )
+        lost += [taken, reaped]
+        lost_keys = [log_stream_key("linux", j) for j in lost]
+        for job_id, key in zip((taken, reaped), lost_keys, strict=True):
+            res = apis[0].post(f"/jobs/{job_id}/claim", json={"lease_ttl": 1})
+            assert res.status_code == 200 and res.json()["job"], res.text
+            me.xadd(key, {"a": "1", "l": "line"})
+        time.sleep(1.5)  # both leases (1 s) run out
+        res = apis[1].post(f"/jobs/{taken}/claim", json={"lease_ttl": 60})
+        assert res.json()["took_over"] == 1, res.text
+        other.xadd(lost_keys[0], {"a": "2", "l": "the new attempt"})
+        assert h.cli("beat", "--once").returncode == 0
+        assert pool.get(reaped).state == JobState.QUEUED and pool.get(reaped).attempt == 1
+        for key in lost_keys:
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                me.xadd(key, {"a": "1", "l": "from the lost attempt"})
+    finally:
+        for api in apis:
+            api.close()
+        for g in regs:
+            identities.revoke(pool, g.name, by="test")
+        for job_id in lost:
+            pool.cancel(job_id)
+        pool.redis.delete(own_key, their_key, *[log_stream_key("linux", j) for j in lost])
 
 
 def _runner(h: Harness, api: str, cred: Path, **extra: str) -> Harness:
@@ -138,6 +245,9 @@ def test_join_run_restart_and_revoke_a_runner(
         done = h.pool().wait(job, timeout=30)
         assert done.state == JobState.SUCCEEDED, w1.log.read_text()[-6000:]
         assert done.runner_id == "h1-linux-1"
+        # Remote control still answers through its Redis user (replies are write-only).
+        res = admin.cli("runner", "exec", "h1-linux-1", "--", "echo", "exec-ok")
+        assert res.returncode == 0 and res.stdout.strip() == "exec-ok", res.stderr
     finally:
         w1.stop()
 

@@ -13,14 +13,20 @@ from ci_pool.broker.keys import (
 
 
 def test_rules_name_only_the_runners_own_queues_keys_and_channels() -> None:
-    rules = acl_rules(RunnerReach("b1-linux-1", {"linux": "linux"}, db=3))
-    keys = [r for r in rules if r.startswith(("~", "%R~"))]
+    rules = acl_rules(
+        RunnerReach("b1-linux-1", {"linux": "linux"}, db=3, claims=(("linux", "j1"),))
+    )
+    keys = [r for r in rules if r.startswith(("~", "%R~", "%W~"))]
     assert "~linux" in keys and "~linux\x06\x169" in keys
     assert "~ci-pool:unacked:linux" in keys
-    assert "~ci-pool:log:linux:*" in keys
+    # The log stream of the job it holds, and no other job's.
+    assert "~ci-pool:log:linux:j1" in keys
+    assert not [k for k in keys if k.startswith("~ci-pool:log:") and k != "~ci-pool:log:linux:j1"]
     assert "~ci-pool:runner:b1-linux-1" in keys and "~ci-pool:drain:b1-linux-1" in keys
     # The routing table of the task exchange is read-only.
     assert "%R~_kombu.binding.ci-pool" in keys and "~_kombu.binding.ci-pool" not in keys
+    # Control replies are pushed, never read back.
+    assert "%W~*.reply.celery.pidbox" in keys and "~*.reply.celery.pidbox" not in keys
     assert not any("android" in k for k in keys)
     assert "&/3.celeryev/*" in rules and "&/3.celery.pidbox" in rules
     assert rules[:2] == ["resetkeys", "resetchannels"]
@@ -29,9 +35,14 @@ def test_rules_name_only_the_runners_own_queues_keys_and_channels() -> None:
 
 
 def test_glob_characters_in_names_are_literal() -> None:
-    rules = acl_rules(RunnerReach("r1", {"we*ird": "q[1]"}))
+    rules = acl_rules(RunnerReach("r1", {"we*ird": "q[1]"}, claims=(("we*ird", "j?"),)))
     assert "~q\\[1\\]" in rules
-    assert "~ci-pool:log:we\\*ird:*" in rules
+    assert "~ci-pool:log:we\\*ird:j\\?" in rules
+
+
+def test_without_a_claim_no_log_stream_is_reachable() -> None:
+    rules = acl_rules(RunnerReach("r1", {"linux": "linux"}))
+    assert not [r for r in rules if "ci-pool:log:" in r]
 
 
 def test_key_names_carry_the_capability() -> None:

@@ -153,3 +153,17 @@ def test_a_name_is_held_by_one_process_and_freed_by_its_exit(client: fakeredis.F
     reg.unregister("here-linux-2")
     assert reg.holder("here-linux-2") == ""
     assert reg.claim("here-linux-2", "elsewhere", 1) is None
+
+
+def test_an_entry_written_by_hand_is_skipped_not_fatal(client: fakeredis.FakeRedis) -> None:
+    """A runner's Redis user may write its own registry entries: garbage, or an entry that
+    names another runner, is ignored by every reader instead of breaking it."""
+    reg = RunnerRegistry(client, ttl=30)
+    reg.heartbeat(info("good-linux-1"))
+    client.hset(defaults.RUNNER_KEY.format(runner_id="bad-linux-1"), "x", "1")
+    spoof = info("victim-linux-1").to_redis()
+    client.hset(defaults.RUNNER_KEY.format(runner_id="bad-linux-2"), mapping=spoof)
+    client.set(defaults.RUNNER_SEEN_KEY.format(runner_id="bad-linux-3"), "not json")
+    client.set(defaults.RUNNER_SEEN_KEY.format(runner_id="bad-linux-4"), "[1, 2]")
+    assert [r.runner_id for r in reg.live()] == ["good-linux-1"]
+    assert reg.lost() == []
