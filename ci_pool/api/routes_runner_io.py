@@ -112,6 +112,20 @@ def whoami(io: RunnerDep, since: datetime | None = None) -> dict[str, Any]:
     return io.summary(since)
 
 
+class ExecRequestBody(BaseModel):
+    request: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/exec-requests/take")
+def take_exec_request(body: ExecRequestBody, io: RunnerDep) -> dict[str, Any]:
+    """The diagnostic command of a ``runner exec`` request made for this runner, taken once:
+    ``argv`` and ``timeout``; 404 when it is unknown, another runner's, taken or expired."""
+    taken = io.take_exec_request(body.request)
+    if taken is None:
+        raise NotFound(f"no exec request for runner {io.name} (unknown, taken already or expired)")
+    return {"argv": taken[0], "timeout": taken[1]}
+
+
 @router.post("/jobs/{job_id}/claim")
 def claim(job_id: str, body: LeaseBody, io: RunnerDep) -> dict[str, Any]:
     """Fenced claim under the runner's registered name (a runner id in a body is never

@@ -1,5 +1,6 @@
 """``ci-pool runner exec NAME -- cmd``: one diagnostic command on one named live runner,
-sent through the broker's remote-control channel to that worker alone (never over SSH).
+sent through the broker's remote-control channel to that worker alone (never over SSH):
+the message names a one-time request in the store, which only that runner can take.
 Admin only (the API checks the scope); refused on strict lanes unless
 ``runner_exec_strict`` allows them; every attempt is an audit row (who, runner, command,
 when, how it ended)."""
@@ -61,9 +62,14 @@ class Diagnostics(Inspection):
             raise PolicyDenied(message, rule="runner_exec_strict")
         wait = command.timeout + defaults.RUNNER_EXEC_REPLY_GRACE
         node = str(runner.extra.get("node") or runner.runner_id)
+        # The command stays in the store; the control message carries only the token the
+        # runner takes it with (once, before it expires, under its own name).
+        token = audit.create_exec_request(
+            self.store, runner.runner_id, list(command.argv), command.timeout, wait
+        )
         replies = self.celery.control.broadcast(
             defaults.RUNNER_EXEC_COMMAND,
-            arguments={"argv": list(command.argv), "timeout": command.timeout},
+            arguments={"request": token},
             destination=[node],
             reply=True,
             timeout=wait,

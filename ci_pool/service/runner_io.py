@@ -116,6 +116,12 @@ class RunnerIO:
             "claims": self.store.count_claims(self.name, since),
         }
 
+    def take_exec_request(self, token: str) -> tuple[list[str], float] | None:
+        """A ``runner exec`` request made for this runner, taken once under its name."""
+        from ci_pool.store.diagnostics import take_exec_request
+
+        return take_exec_request(self.store, token, self.name)
+
     # -- claim and lease --
 
     def claim(self, job_id: str, lease_ttl: float) -> Claim | None:

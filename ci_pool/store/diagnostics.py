@@ -1,13 +1,18 @@
-"""The audit of ``ci-pool runner exec``: who ran which diagnostic command on which runner,
-when, and how it ended (exit code, timed out, refused, no answer). Rows are only added.
-Importing this module registers the table on the store's ``Base``."""
+"""``ci-pool runner exec`` in the store: the one-time request a runner takes its command
+from (the broker's control message carries only the request's token, so whoever can
+publish there cannot make a runner run anything), and the audit of who ran which
+diagnostic command on which runner, when, and how it ended (exit code, timed out, refused,
+no answer; rows are only added). Importing this module registers the tables on the
+store's ``Base``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import hashlib
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, select
+from sqlalchemy import JSON, Float, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ci_pool.store import Store
@@ -91,3 +96,62 @@ def list_execs(store: Store, runner_id: str | None = None, limit: int = 100) -> 
         for row in rows:
             s.expunge(row)
     return rows
+
+
+class ExecRequest(Base):
+    """A diagnostic command the pool asked one runner to run: taken once, before it expires,
+    by that runner only. The token itself is never stored, only its SHA-256."""
+
+    __tablename__ = "runner_exec_requests"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    runner_id: Mapped[str] = mapped_column(String(255))
+    argv: Mapped[list[Any]] = mapped_column(JSON)
+    timeout: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[datetime] = mapped_column()
+    taken_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_exec_request(
+    store: Store, runner_id: str, argv: list[str], timeout: float, ttl: float
+) -> str:
+    """Keep the command for ``runner_id`` for ``ttl`` seconds; the token to send it."""
+    token = secrets.token_urlsafe(32)
+    row = ExecRequest(
+        token_sha256=_digest(token),
+        runner_id=runner_id[:255],
+        argv=list(argv),
+        timeout=timeout,
+        expires_at=utcnow() + timedelta(seconds=ttl),
+    )
+    with store.session() as s:
+        s.add(row)
+    return token
+
+
+def take_exec_request(store: Store, token: str, runner_id: str) -> tuple[list[str], float] | None:
+    """The command behind ``token`` when it is for ``runner_id``, not taken before and not
+    expired, marked taken in the same statement; None otherwise."""
+    if not isinstance(token, str) or not 0 < len(token) <= 200:
+        return None
+    digest, now = _digest(token), utcnow()
+    with store.session() as s:
+        taken = s.execute(
+            update(ExecRequest)
+            .where(
+                ExecRequest.token_sha256 == digest,
+                ExecRequest.runner_id == runner_id,
+                ExecRequest.taken_at.is_(None),
+                ExecRequest.expires_at > now,
+            )
+            .values(taken_at=now)
+        )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        row = s.get(ExecRequest, digest)
+        assert row is not None
+        return [str(a) for a in row.argv], float(row.timeout)

@@ -127,6 +127,14 @@ class ApiRunnerStore:
     def count_running(self, runner_id: str) -> int:
         return int(self.whoami()["running"])
 
+    def take_exec_request(self, request: str) -> tuple[list[str], float] | None:
+        """The command of a ``runner exec`` request made for this runner (taken once)."""
+        try:
+            data = self._call("POST", "/exec-requests/take", json={"request": request}).json()
+        except NotFound:
+            return None
+        return [str(a) for a in data["argv"]], float(data["timeout"])
+
     # -- claim and lease --
 
     def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:

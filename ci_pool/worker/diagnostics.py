@@ -10,6 +10,7 @@ Strict lanes refuse unless this worker's settings allow it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -26,7 +27,11 @@ from ci_pool import defaults
 from ci_pool.core.diagnostics import DiagnosticCommand, DiagnosticResult
 from ci_pool.core.masking import Masker
 from ci_pool.core.policy import is_strict
+from ci_pool.exceptions import CIPoolError
 from ci_pool.settings import Settings
+from ci_pool.worker.runner_store import through_api
+
+log = logging.getLogger(__name__)
 
 #: Environment variables whose values are secrets whatever their prefix.
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|KEY|_URL)$", re.I)
@@ -126,13 +131,30 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def take_request(
+    settings: Settings, request: str, runner_id: str
+) -> tuple[list[str], float] | None:
+    """The command of exec request ``request`` when it is this runner's to take: from the
+    store, or through the API under the runner's own credential."""
+    if through_api(settings):
+        from ci_pool.worker.api_store import ApiRunnerStore
+
+        return ApiRunnerStore(settings).take_exec_request(request)
+    from ci_pool.store import Store
+    from ci_pool.store.diagnostics import take_exec_request
+
+    return take_exec_request(Store(settings.resolved_store_url), request, runner_id)
+
+
 @control_command(  # type: ignore[untyped-decorator]
     name=defaults.RUNNER_EXEC_COMMAND,
-    args=[("argv", list), ("timeout", float)],
-    signature="<argv> <timeout>",
+    args=[("request", str)],
+    signature="<request>",
 )
-def runner_exec(state: Any, argv: list[str], timeout: float) -> dict[str, Any]:
-    """Answer one ``ci-pool runner exec``: ``{"ok": result}`` or ``{"error": why}``."""
+def runner_exec(state: Any, request: str = "", **_ignored: Any) -> dict[str, Any]:
+    """Answer one ``ci-pool runner exec``: ``{"ok": result}`` or ``{"error": why}``. The
+    command comes from the store's one-time request, never from the message: whoever can
+    publish on the control channel cannot make this runner run anything."""
     app = state.consumer.app
     settings: Settings = app.conf.ci_pool_settings
     cap_name = getattr(app.conf, "ci_pool_capability", None) or ""
@@ -144,7 +166,17 @@ def runner_exec(state: Any, argv: list[str], timeout: float) -> dict[str, Any]:
             "commands are refused there (runner_exec_strict = true in its settings allows them)"
         }
     try:
-        command = DiagnosticCommand(argv=tuple(argv), timeout=timeout)
+        taken = take_request(settings, request, runner_id)
+    except CIPoolError as exc:
+        return {"error": f"runner {runner_id} could not read the exec request: {exc}"}
+    if taken is None:
+        log.warning("runner %s: refused an exec request the pool did not make for it", runner_id)
+        return {
+            "error": f"runner {runner_id}: no such exec request for it "
+            "(unknown, taken already or expired)"
+        }
+    try:
+        command = DiagnosticCommand(argv=tuple(taken[0]), timeout=taken[1])
     except ValueError as exc:
         return {"error": f"invalid command: {exc}"}
     result = run_diagnostic(
