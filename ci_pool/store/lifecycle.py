@@ -99,6 +99,7 @@ class JobLifecycle(JobQueries):
                 JobState.RUNNING,
                 where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
                 runner_id=runner_id,
+                current=None if took_over is not None else row.state,
                 values={
                     "attempt": Job.attempt + 1,
                     "runner_id": runner_id,

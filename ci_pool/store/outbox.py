@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ci_pool.store.engine import Database
@@ -43,6 +45,10 @@ class StatusOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+#: INSERT ... ON CONFLICT of the dialects that have it.
+_UPSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """A row taken for sending: the change it covers and the failures before it."""
@@ -57,6 +63,17 @@ def note_change(s: Session, job: Job, now: datetime) -> None:
     if not job.commit_sha:
         return
     fresh = {"tries": 0, "gave_up": False, "next_try_at": now, "last_error": None}
+    table = StatusOutbox.__table__
+    upsert = _UPSERTS.get(s.get_bind().dialect.name)
+    if upsert is not None:  # one statement, no ORM bulk machinery: every transition runs it
+        s.execute(
+            upsert(table)
+            .values(job_id=job.id, seq=1, sent_seq=0, **fresh)
+            .on_conflict_do_update(
+                index_elements=[table.c.job_id], set_={"seq": table.c.seq + 1, **fresh}
+            )
+        )
+        return
     res = s.execute(
         update(StatusOutbox)
         .where(StatusOutbox.job_id == job.id)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from ci_pool import defaults
@@ -20,6 +20,7 @@ from ci_pool.store.outbox import note_change
 #: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
 #: stay rejected: a retry is not a way around policy).
 RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
+_EVENTS = cast(Table, JobEvent.__table__)
 
 
 def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
@@ -60,19 +61,23 @@ def fenced_transition(
     reason: str | None = None,
     values: dict[str, Any] | None = None,
     operator: bool = False,
+    current: str | None = None,
 ) -> Job | None:
     """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
-    table, or by the operator's retry table with ``operator``), plus its audit row."""
+    table, or by the operator's retry table with ``operator``), plus its audit row.
+    ``current``: the job's state as the caller read it in this transaction (not read
+    again; the UPDATE is fenced on it all the same)."""
     now = utcnow()
-    before = s.execute(select(Job.state, Job.attempt).where(Job.id == job_id)).first()
-    if before is None or JobState(before.state) not in sources_of(to, operator=operator):
+    if current is None:
+        current = s.scalar(select(Job.state).where(Job.id == job_id))
+    if current is None or JobState(current) not in sources_of(to, operator=operator):
         return None
     vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
     if reason is not None:
         vals["reason"] = reason
     res = s.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == before.state, *where)
+        .where(Job.id == job_id, Job.state == current, *where)
         .values(**vals)
         .execution_options(synchronize_session=False)
     )
@@ -81,11 +86,12 @@ def fenced_transition(
     job = s.scalars(
         select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
     ).one()
-    s.add(
-        JobEvent(
+    # A Core insert: the ORM's unit of work costs more than the statement for one row.
+    s.execute(
+        insert(_EVENTS).values(
             job_id=job_id,
             attempt=job.attempt,
-            from_state=before.state,
+            from_state=current,
             to_state=to.value,
             at=now,
             runner_id=runner_id,
