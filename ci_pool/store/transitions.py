@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, insert, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ci_pool import defaults
@@ -21,6 +21,13 @@ from ci_pool.store.outbox import note_change
 #: stay rejected: a retry is not a way around policy).
 RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
 _EVENTS = cast(Table, JobEvent.__table__)
+# Built once: every transition runs these, and building a statement costs more CPU than
+# SQLite takes to run it.
+_STATE_OF = select(Job.state).where(Job.id == bindparam("job_id"))
+_JOB_BY_ID = (
+    select(Job).where(Job.id == bindparam("job_id")).execution_options(populate_existing=True)
+)
+_ADD_EVENT = insert(_EVENTS)
 
 
 def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
@@ -69,7 +76,7 @@ def fenced_transition(
     again; the UPDATE is fenced on it all the same)."""
     now = utcnow()
     if current is None:
-        current = s.scalar(select(Job.state).where(Job.id == job_id))
+        current = s.scalar(_STATE_OF, {"job_id": job_id})
     if current is None or JobState(current) not in sources_of(to, operator=operator):
         return None
     vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
@@ -83,20 +90,19 @@ def fenced_transition(
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    job = s.scalars(
-        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
-    ).one()
+    job = s.scalars(_JOB_BY_ID, {"job_id": job_id}).one()
     # A Core insert: the ORM's unit of work costs more than the statement for one row.
     s.execute(
-        insert(_EVENTS).values(
-            job_id=job_id,
-            attempt=job.attempt,
-            from_state=current,
-            to_state=to.value,
-            at=now,
-            runner_id=runner_id,
-            reason=reason,
-        )
+        _ADD_EVENT,
+        {
+            "job_id": job_id,
+            "attempt": job.attempt,
+            "from_state": current,
+            "to_state": to.value,
+            "at": now,
+            "runner_id": runner_id,
+            "reason": reason,
+        },
     )
     note_change(s, job, now)
     return job
