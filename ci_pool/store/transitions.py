@@ -44,15 +44,17 @@ def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any
     )
     s.add(job)
     s.flush()
-    s.add(
-        JobEvent(
-            job_id=job.id,
-            attempt=0,
-            from_state=None,
-            to_state=state.value,
-            at=now,
-            reason=job.reason,
-        )
+    s.execute(
+        _ADD_EVENT,
+        {
+            "job_id": job.id,
+            "attempt": 0,
+            "from_state": None,
+            "to_state": state.value,
+            "at": now,
+            "runner_id": None,
+            "reason": job.reason,
+        },
     )
     note_change(s, job, now)
     return job
