@@ -53,8 +53,8 @@ PROFILE_WARMUP = 5
 HALVE_NEXT = (
     "Celery's own cost per message (kombu builds a new redis-py client for every ack and "
     "event publish, and task events add 3 publishes a job) and the store's 4 transactions "
-    "a job (the last log chunk could go in the outcome's transaction, the transitions "
-    "could take the job back from UPDATE ... RETURNING instead of reading it again)"
+    "a job (the last log chunk could go in the outcome's transaction, the runner-name "
+    "check in the claim's first read)"
 )
 
 log = logger("throughput")
