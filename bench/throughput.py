@@ -16,7 +16,9 @@ submit); bare Celery's is tasks / (last task start - first send), as in dispatch
 from __future__ import annotations
 
 import argparse
+import os
 import pstats
+import resource
 import socket
 import sys
 import time
@@ -45,6 +47,15 @@ from ci_pool.settings import load_settings
 
 WORKERS, CONCURRENCY = 2, 2
 TARGET_JOBS_PER_S = 100.0
+#: Jobs the profiled worker runs before its profile starts (lazy imports, first-use set-up).
+PROFILE_WARMUP = 5
+#: Where the next halving of a no-op job's cost is, from the profile below.
+HALVE_NEXT = (
+    "Celery's own cost per message (kombu builds a new redis-py client for every ack and "
+    "event publish, and task events add 3 publishes a job) and the store's 4 transactions "
+    "a job (the last log chunk could go in the outcome's transaction, the runner-name "
+    "check in the claim's first read)"
+)
 
 log = logger("throughput")
 
@@ -66,6 +77,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=400, help="jobs per burst (default 400)")
     ap.add_argument("--profile-jobs", type=int, default=100, help="jobs profiled (default 100)")
     ap.add_argument("--loglevel", default="WARNING")
+    ap.add_argument(
+        "--profile-clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="what the profile measures: wall time, or the worker process's CPU time",
+    )
+    ap.add_argument(
+        "--only",
+        choices=["bare", "sqlite", "postgresql", "profile"],
+        action="append",
+        help="run only these sides (repeatable); the report then lacks the others",
+    )
     add_common_args(ap, "throughput")
     args = ap.parse_args(argv)
     if args.quick:
@@ -174,13 +197,56 @@ def _workers(
     return procs
 
 
-def _burst(drv: CiPoolDriver, n: int, tag: str, worker: Proc) -> tuple[dict[str, float], list[Any]]:
+def _cpu_s(pids: Sequence[int]) -> float:
+    """User+system CPU seconds of the processes ``pids`` and all their descendants, with
+    the children each has already waited for (git, the step shell)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid ... utime(12) stime(13) cutime(14) cstime(15)
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / tick)
+    total, todo, seen = 0.0, list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(p for p, (ppid, _cpu) in stats.items() if ppid == pid)
+    return total
+
+
+def _own_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _burst(
+    drv: CiPoolDriver, n: int, tag: str, workers: list[Proc]
+) -> tuple[dict[str, float], list[Any], dict[str, float]]:
+    """Submit ``n`` jobs back to back and wait for them all; also the CPU ms per job of the
+    workers (with their children) and of the submitting process's submit calls."""
     submitted: dict[str, float] = {}
+    pids = [p.pid for p in workers]
+    cpu0 = _cpu_s(pids)
+    own0 = _own_cpu_s()
     for i in range(n):
         t0 = time.time()
         submitted[drv.pool.submit(drv.spec(f"{tag}-{i}")).id] = t0
-    jobs = drv.wait_all(list(submitted), 300, worker, log)
-    return submitted, jobs
+    own1 = _own_cpu_s()
+    jobs = drv.wait_all(list(submitted), 300, workers[0], log)
+    cpu1 = _cpu_s(pids)
+    cpu = {
+        "workers": round((cpu1 - cpu0) / n * 1000, 2),
+        "submit": round((own1 - own0) / n * 1000, 2),
+    }
+    return submitted, jobs, cpu
 
 
 def run_pool(
@@ -211,10 +277,11 @@ def run_pool(
         for k in range(WORKERS)
     ]
     procs = _workers(bench, pool, store, envs, "--concurrency", str(CONCURRENCY))
+    load = [round(x, 2) for x in os.getloadavg()]
     try:
-        _burst(drv, WORKERS * CONCURRENCY * 3, f"{store}-warmup", procs[0])
+        _burst(drv, WORKERS * CONCURRENCY * 3, f"{store}-warmup", procs)
         time.sleep(0.5)
-        submitted, jobs = _burst(drv, n, store, procs[0])
+        submitted, jobs, cpu = _burst(drv, n, store, procs)
     finally:
         for p in procs:
             p.stop()
@@ -230,6 +297,9 @@ def run_pool(
         "succeeded": len(ok),
         "throughput_per_s": round(len(ok) / span, 1) if ok else 0.0,
         "submit_rate_per_s": round(n / submit_span, 1) if submit_span else None,
+        "cpu_ms_per_job": cpu,
+        "loadavg_at_start": load,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "claim_to_finished": latency_stats(
             [(j.finished_at - j.started_at).total_seconds() for j in ok]
         ),
@@ -238,7 +308,8 @@ def run_pool(
 
 
 def profile_worker(bench: Bench, broker_url: str, config: Path, repo: GitRepo) -> dict[str, Any]:
-    """One solo-pool worker under cProfile, jobs one at a time: per-job time per part."""
+    """One solo-pool worker under cProfile, jobs one at a time: per-job time per part (the
+    profile starts after ``PROFILE_WARMUP`` jobs)."""
     n = bench.args.profile_jobs
     home = bench.tmp / "home-profile"
     store_url = f"sqlite:///{home / 'ci-pool.db'}"
@@ -259,6 +330,8 @@ def profile_worker(bench: Bench, broker_url: str, config: Path, repo: GitRepo) -
     )  # fmt: skip
     prof = bench.tmp / "worker.prof"
     env["PYTHONPATH"] = ":".join(p for p in (str(BENCH_DIR), env.get("PYTHONPATH", "")) if p)
+    env["BENCH_PROFILE_CLOCK"] = bench.args.profile_clock
+    env["BENCH_PROFILE_SKIP"] = str(PROFILE_WARMUP)
     cmd = [sys.executable, str(BENCH_DIR / "profiled_worker.py"), str(prof), "worker",
            "--capability", CAPABILITY, "--pool", "solo", "--loglevel", "WARNING"]  # fmt: skip
     proc = bench.spawn("profiled-worker", cmd, env)
@@ -270,10 +343,12 @@ def profile_worker(bench: Bench, broker_url: str, config: Path, repo: GitRepo) -
         time.sleep(0.05)
     claim_to_finished = []
     try:
-        for i in range(n):
+        for i in range(-PROFILE_WARMUP, n):
             job = pool.submit(drv.spec(f"profile-{i}"))
             drv.wait_eof(job.id, 60, proc)
             got = drv.wait_final(job.id)
+            if i < 0:
+                continue
             if got.finished_at is not None and got.started_at is not None:
                 claim_to_finished.append((got.finished_at - got.started_at).total_seconds())
     finally:
@@ -342,27 +417,37 @@ def run(bench: Bench) -> None:
     repo = bench.git_repo({"README.md": "throughput\n"})
     config = bench.config(CAPABILITY)
     n = bench.args.jobs
+    only = set(bench.args.only or ["bare", "sqlite", "postgresql", "profile"])
     sides: dict[str, Any] = {}
-    log(f"bare Celery: {n} tasks")
-    sides["bare_celery"] = run_bare(bench, broker, config, n)
-    log(f"ci-pool on SQLite: {n} jobs")
-    sides["ci_pool_sqlite"] = run_pool(
-        bench, broker, config, repo, "sqlite", f"sqlite:///{bench.tmp / 'sqlite.db'}"
-    )
-    pg, why = bench.postgres()
-    if pg is not None:
-        log(f"ci-pool on PostgreSQL: {n} jobs")
-        sides["ci_pool_postgresql"] = run_pool(bench, broker, config, repo, "postgresql", pg.url)
-    else:
-        sides["ci_pool_postgresql"] = {"skipped": why}
-    log(f"profile: {bench.args.profile_jobs} jobs on a solo-pool worker under cProfile")
-    profile = profile_worker(bench, broker, config, repo)
-    bare = sides["bare_celery"]["throughput_per_s"]
-    sqlite = sides["ci_pool_sqlite"]["throughput_per_s"]
+    if "bare" in only:
+        log(f"bare Celery: {n} tasks")
+        sides["bare_celery"] = run_bare(bench, broker, config, n)
+    if "sqlite" in only:
+        log(f"ci-pool on SQLite: {n} jobs")
+        sides["ci_pool_sqlite"] = run_pool(
+            bench, broker, config, repo, "sqlite", f"sqlite:///{bench.tmp / 'sqlite.db'}"
+        )
+    if "postgresql" in only:
+        pg, why = bench.postgres()
+        if pg is not None:
+            log(f"ci-pool on PostgreSQL: {n} jobs")
+            sides["ci_pool_postgresql"] = run_pool(
+                bench, broker, config, repo, "postgresql", pg.url
+            )
+        else:
+            sides["ci_pool_postgresql"] = {"skipped": why}
+    profile: dict[str, Any] = {}
+    if "profile" in only:
+        log(f"profile: {bench.args.profile_jobs} jobs on a solo-pool worker under cProfile")
+        profile = profile_worker(bench, broker, config, repo)
+    bare = sides.get("bare_celery", {}).get("throughput_per_s")
+    sqlite = sides.get("ci_pool_sqlite", {}).get("throughput_per_s")
     headline = [
         f"{k}: {v['throughput_per_s']} jobs/s"
         + (
             f", claim->finished p50 {v['claim_to_finished']['p50_ms']} ms"
+            f", worker CPU {v['cpu_ms_per_job']['workers']} ms/job"
+            f", submit CPU {v['cpu_ms_per_job']['submit']} ms/job"
             if k != "bare_celery"
             else ""
         )
@@ -370,20 +455,23 @@ def run(bench: Bench) -> None:
         if "throughput_per_s" in v
     ]
     parts = profile.get("parts_ms", {})
-    headline.append(
-        "per no-op job under cProfile: " + ", ".join(f"{k} {v} ms" for k, v in parts.items())
-    )
+    if parts:
+        headline.append(
+            "per no-op job under cProfile: " + ", ".join(f"{k} {v} ms" for k, v in parts.items())
+        )
+    headline.append(f"what would halve it next: {HALVE_NEXT}")
     report = {
         "parameters": {"workers": WORKERS, "concurrency": CONCURRENCY, "jobs": n},
         "headline": headline,
         "sides": sides,
         "profile": profile,
+        "halve_next": HALVE_NEXT,
         "targets": {
             "sqlite_ge_100_jobs_per_s": {
                 "series": "ci_pool_sqlite.throughput_per_s",
                 "value": sqlite,
                 "target": TARGET_JOBS_PER_S,
-                "holds": sqlite >= TARGET_JOBS_PER_S,
+                "holds": sqlite is not None and sqlite >= TARGET_JOBS_PER_S,
                 "bare_celery_same_run": bare,
             }
         },

@@ -296,8 +296,10 @@ NETWORK_BRIDGE_NAME = "com.docker.network.bridge.name"
 # -- workspaces over cached trees and the bench workload ----------------------------------
 #: An attempt's directory for the upper and work layers of its overlay workspaces.
 OVERLAY_LAYERS_DIR = "layers"
-#: Cached trees under this many bytes are copied rather than overlaid (see settings).
-TREE_OVERLAY_MIN_BYTES = 1 << 20
+#: Cached trees under this many bytes are copied rather than overlaid (see settings). 0: an
+#: overlay always, since the unmount runs off the job's path and costs a few ms of CPU where
+#: a copy of even a small checkout (its .git is some 40 files) costs 25 ms.
+TREE_OVERLAY_MIN_BYTES = 0
 #: Seconds one run of the build-like workload (service/workload.py) may take.
 WORKLOAD_TIMEOUT = 600.0
 #: Doctor's build-like workload, in small: C files and Python test modules.

@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     #: the job's writes in its own upper layer): one mount, whatever the tree's size. Needs
     #: root and overlayfs; without them, or when off, the tree is copied.
     tree_overlay: bool = True
-    #: Trees smaller than this (bytes of their files) are copied: a small copy is faster than
-    #: the unmount an overlay costs when the job ends.
+    #: Trees smaller than this (bytes of their files) are copied rather than overlaid (0, the
+    #: default: never; the overlay's unmount runs off the job's path and costs less CPU).
     tree_overlay_min_bytes: int = Field(default=defaults.TREE_OVERLAY_MIN_BYTES, ge=0)
     #: Partial-clone filter for network checkouts ("" to fetch blobs with the commit).
     checkout_filter: str = "blob:none"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from ci_pool import defaults
 from ci_pool.core.evidence import Evidence
@@ -22,6 +22,9 @@ from ci_pool.store.transitions import (
     fenced_transition,
     insert_job,
 )
+
+#: What a claim reads first (built once: every job is claimed).
+_CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id).where(Job.id == bindparam("job_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,7 @@ class JobLifecycle(JobQueries):
         retry policy re-queues it."""
         took_over = None
         with self.session() as s:
-            row = s.execute(
-                select(Job.state, Job.attempt, Job.runner_id).where(Job.id == job_id)
-            ).first()
+            row = s.execute(_CLAIMABLE, {"job_id": job_id}).first()
             now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
             if row is None or row.state not in (JobState.QUEUED.value, JobState.RUNNING.value):
                 return None
@@ -99,6 +100,7 @@ class JobLifecycle(JobQueries):
                 JobState.RUNNING,
                 where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
                 runner_id=runner_id,
+                current=None if took_over is not None else row.state,
                 values={
                     "attempt": Job.attempt + 1,
                     "runner_id": runner_id,

@@ -12,8 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, insert, or_, select, update
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ci_pool.store.engine import Database
@@ -43,6 +56,27 @@ class StatusOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+def _upsert(insert_of: Any) -> Any:
+    """The row of a job that just changed: new (seq 1), or its ``seq`` bumped with a
+    fresh count of tries (parameters ``job_id`` and ``now``)."""
+    table = StatusOutbox.__table__
+    fresh = {"tries": 0, "gave_up": False, "last_error": None}
+    new = insert_of(table).values(
+        job_id=bindparam("job_id"), seq=1, sent_seq=0, next_try_at=bindparam("now"), **fresh
+    )
+    return new.on_conflict_do_update(
+        index_elements=[table.c.job_id],
+        set_={"seq": table.c.seq + 1, "next_try_at": new.excluded.next_try_at, **fresh},
+    )
+
+
+#: INSERT ... ON CONFLICT DO UPDATE, for the dialects that have it.
+_UPSERTS: dict[str, Any] = {
+    "sqlite": _upsert(sqlite.insert),
+    "postgresql": _upsert(postgresql.insert),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """A row taken for sending: the change it covers and the failures before it."""
@@ -55,6 +89,10 @@ class Taken:
 def note_change(s: Session, job: Job, now: datetime) -> None:
     """Record, in the caller's transaction, that ``job`` changed and its forge must hear."""
     if not job.commit_sha:
+        return
+    upsert = _UPSERTS.get(s.get_bind().dialect.name)
+    if upsert is not None:  # one statement, built once: every transition runs it
+        s.execute(upsert, {"job_id": job.id, "now": now})
         return
     fresh = {"tries": 0, "gave_up": False, "next_try_at": now, "last_error": None}
     res = s.execute(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from ci_pool import defaults
@@ -20,6 +20,14 @@ from ci_pool.store.outbox import note_change
 #: States a retry puts back to run: the sources of the operator's retry edges (rejected jobs
 #: stay rejected: a retry is not a way around policy).
 RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
+_EVENTS = cast(Table, JobEvent.__table__)
+# Built once: every transition runs these, and building a statement costs more CPU than
+# SQLite takes to run it.
+_STATE_OF = select(Job.state).where(Job.id == bindparam("job_id"))
+_JOB_BY_ID = (
+    select(Job).where(Job.id == bindparam("job_id")).execution_options(populate_existing=True)
+)
+_ADD_EVENT = insert(_EVENTS)
 
 
 def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
@@ -36,15 +44,17 @@ def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any
     )
     s.add(job)
     s.flush()
-    s.add(
-        JobEvent(
-            job_id=job.id,
-            attempt=0,
-            from_state=None,
-            to_state=state.value,
-            at=now,
-            reason=job.reason,
-        )
+    s.execute(
+        _ADD_EVENT,
+        {
+            "job_id": job.id,
+            "attempt": 0,
+            "from_state": None,
+            "to_state": state.value,
+            "at": now,
+            "runner_id": None,
+            "reason": job.reason,
+        },
     )
     note_change(s, job, now)
     return job
@@ -60,37 +70,41 @@ def fenced_transition(
     reason: str | None = None,
     values: dict[str, Any] | None = None,
     operator: bool = False,
+    current: str | None = None,
 ) -> Job | None:
     """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
-    table, or by the operator's retry table with ``operator``), plus its audit row."""
+    table, or by the operator's retry table with ``operator``), plus its audit row.
+    ``current``: the job's state as the caller read it in this transaction (not read
+    again; the UPDATE is fenced on it all the same)."""
     now = utcnow()
-    before = s.execute(select(Job.state, Job.attempt).where(Job.id == job_id)).first()
-    if before is None or JobState(before.state) not in sources_of(to, operator=operator):
+    if current is None:
+        current = s.scalar(_STATE_OF, {"job_id": job_id})
+    if current is None or JobState(current) not in sources_of(to, operator=operator):
         return None
     vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
     if reason is not None:
         vals["reason"] = reason
     res = s.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == before.state, *where)
+        .where(Job.id == job_id, Job.state == current, *where)
         .values(**vals)
         .execution_options(synchronize_session=False)
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    job = s.scalars(
-        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
-    ).one()
-    s.add(
-        JobEvent(
-            job_id=job_id,
-            attempt=job.attempt,
-            from_state=before.state,
-            to_state=to.value,
-            at=now,
-            runner_id=runner_id,
-            reason=reason,
-        )
+    job = s.scalars(_JOB_BY_ID, {"job_id": job_id}).one()
+    # A Core insert: the ORM's unit of work costs more than the statement for one row.
+    s.execute(
+        _ADD_EVENT,
+        {
+            "job_id": job_id,
+            "attempt": job.attempt,
+            "from_state": current,
+            "to_state": to.value,
+            "at": now,
+            "runner_id": runner_id,
+            "reason": reason,
+        },
     )
     note_change(s, job, now)
     return job

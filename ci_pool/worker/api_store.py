@@ -320,6 +320,11 @@ class ApiRunnerStore:
     def get_job(self, job_id: str) -> Job:
         return load_row(Job, self._call("GET", f"/jobs/{job_id}").json()["job"])
 
+    def runners_of(self, job_id: str) -> str | None:
+        # A runner reads only the jobs it claimed; the API's claim checks the name instead
+        # (and claims nothing for a runner the glob leaves out).
+        return None
+
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
         data = self._call("GET", f"{self._in_pipeline(pipeline_id)}/pipeline").json()
         return load_row(Pipeline, data["pipeline"])

@@ -95,6 +95,10 @@ class RunnerStore(Protocol):
 
     def get_job(self, job_id: str) -> Job: ...
 
+    def runners_of(self, job_id: str) -> str | None:
+        """The runner-name glob the job is sent to; None when any runner may claim it (or
+        when the claim itself checks the name)."""
+
     def get_pipeline(self, pipeline_id: str) -> Pipeline: ...
 
     def pipeline_jobs(self, pipeline_id: str) -> list[Job]: ...

@@ -24,7 +24,7 @@ from ci_pool.broker.targeting import send_targeted
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import JobState
-from ci_pool.exceptions import AccessDenied, NotFound, RunnerCutOff
+from ci_pool.exceptions import NotFound, RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.store import Store
 from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
@@ -143,22 +143,20 @@ def _run_job(self: Task, job_id: str) -> str | None:
 def _not_for(rt: _Runtime, app: Celery, job_id: str, runner_id: str) -> bool:
     """Whether the job is sent to runners by a name this one does not match. Then it is
     never run here: it goes on to a runner whose name matches, or stays queued for one."""
+    # Through the API this is None: the API's claim checks the name, claims nothing for a
+    # runner the glob leaves out, and the reaper sends the still-queued job to one it matches.
+    runners = rt.store.runners_of(job_id)
+    if runners is None or name_matches(runners, runner_id):
+        return False
     try:
         job = rt.store.get_job(job_id)
     except NotFound:
         return False  # the runner's claim reports it
-    except AccessDenied:
-        # Through the API a runner reads only jobs it claimed: the API's claim checks the
-        # name instead, claims nothing for a runner the glob leaves out, and the reaper
-        # sends the still-queued job to one it matches.
-        return False
-    if job.runner is None or name_matches(job.runner, runner_id):
-        return False
     log.warning("job %s: for runners %r, not %s; sending it on", job_id, job.runner, runner_id)
     if job.state == JobState.QUEUED:
         cap = rt.settings.capabilities[job.capability]
         send_targeted(
-            app, rt.redis, cap, job_id, job.runner, rt.store.count_running,
+            app, rt.redis, cap, job_id, runners, rt.store.count_running,
             ttl=rt.settings.runner_ttl,
         )  # fmt: skip
     return True

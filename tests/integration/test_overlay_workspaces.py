@@ -104,8 +104,10 @@ def test_same_commit_workspaces_are_separate_overlays_and_the_cache_stays_pristi
             assert not os.path.ismount(w)
         checkout(CheckoutRequest(url, shas[1], tmp_path / "w4"), settings)
         assert not cached.exists()
-        # With the default threshold a tree this small is copied: faster than an unmount.
-        small = load_settings(None, home=tmp_path / "home", tree_cache_size=1)
+        # Under the operator's threshold a tree is copied.
+        small = load_settings(
+            None, home=tmp_path / "home", tree_cache_size=1, tree_overlay_min_bytes=1 << 20
+        )
         w5 = tmp_path / "job5" / "src"
         hit = checkout(CheckoutRequest(url, shas[1], w5, layers=w5.parent / "l"), small)
         assert hit.via == "cache" and not os.path.ismount(w5)
