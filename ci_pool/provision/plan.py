@@ -215,7 +215,7 @@ def decide(
             and inst["config"].get(KEY_CAPABILITY) == capability
             and inst["name"] not in wanted
         ):
-            actions.append(_action("remove", inst["name"], "drain, delete, revoke its token"))
+            actions.append(_action("remove", inst["name"], "drain, delete, revoke its identity"))
     actions.sort(key=lambda a: (ACTIONS.index(a["kind"]), a["target"]))
     return actions, blockers
 
@@ -280,8 +280,8 @@ def _credential_blockers(path: Path) -> list[dict[str, str]]:
         return [
             _blocker(
                 "credentials_missing",
-                f"{path} does not exist: write CI_POOL_BROKER_URL=... and CI_POOL_STORE_URL=... "
-                "there (mode 0600), or pass --credentials",
+                f"{path} does not exist: write CI_POOL_API_URL=https://... and "
+                "CI_POOL_BROKER_URL=redis://host:port/db there (mode 0600), or pass --credentials",
             )
         ]
     if not stat.S_ISREG(mode) or mode & 0o077:
