@@ -250,7 +250,10 @@ class Operator:
 def operator(tmp_path: Path, ssh_host: SshHost, redis_server: RedisServer) -> Iterator[Operator]:
     """A fresh operator home and an empty stand-in host for each test."""
     for f in ssh_host.state_dir.iterdir():
-        f.unlink()
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
     if not ssh_host.incus.exists():
         (ssh_host.root / "incus.off").rename(ssh_host.incus)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
@@ -509,8 +512,8 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
     with running(make_server(op.settings(), "127.0.0.1", port, log_level="warning")):
         res = op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm")
         log = host.file(name, "/var/lib/worker.log")
-        assert res.returncode == 0, res.stdout + res.stderr + (
-            log.read_text() if log.exists() else "(no worker log)"
+        assert res.returncode == 0, (
+            res.stdout + res.stderr + (log.read_text() if log.exists() else "(no worker log)")
         )
         assert f"{name}: registered through the API" in res.stdout
 
