@@ -81,6 +81,10 @@ def read_credentials(path: Path, redact: Redactor) -> PoolAddress:
     for key, value in values.items():
         if key != "CI_POOL_API_URL":
             redact.add(value)
+            try:
+                redact.add(urlsplit(value).password or "")
+            except ValueError:
+                pass
     for key in ("CI_POOL_API_URL", "CI_POOL_BROKER_URL"):
         if key not in values:
             raise ProvisioningError(
