@@ -563,6 +563,10 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
         (row_json,) = [r for r in json.loads(listed.stdout) if r["name"] == name]
         assert row_json["revoked_by"] == "provision remove (local:root)"
         assert not pool.redis.execute_command("ACL", "GETUSER", f"runner-{name}")
+        # Its name is never used again: the next runner is the next name.
+        again = op.plan(1)
+        assert "create     h127-0-0-1-linux-2" in again.stdout, again.stdout + again.stderr
+        assert "h127-0-0-1-linux-1" not in again.stdout
 
         # An expired (here: withdrawn) token is refused too.
         token, _ = identities.create_registration(
