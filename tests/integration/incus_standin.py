@@ -130,10 +130,7 @@ def start_worker(state: dict[str, Any], name: str) -> None:
     cap = inst["config"].get("user.ci-pool.capability", "")
     home = rootfs(name, "/var/lib/ci-pool")
     home.mkdir(parents=True, exist_ok=True, mode=0o750)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
-    env.update(state["real_worker"])
-    env.update(env_file(rootfs(name, CREDENTIALS)))
-    env["CI_POOL_HOME"] = str(home)
+    env = worker_env(state, name)
     with (home.parent / "worker.log").open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ci_pool", "worker", "--capability", cap, "--name", name],
@@ -145,6 +142,31 @@ def start_worker(state: dict[str, Any], name: str) -> None:
             start_new_session=True,
         )
     inst["worker_pid"] = proc.pid
+
+
+def worker_env(state: dict[str, Any], name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
+    env.update(state["real_worker"])
+    env.update(env_file(rootfs(name, CREDENTIALS)))
+    env["CI_POOL_HOME"] = str(rootfs(name, "/var/lib/ci-pool"))
+    return env
+
+
+def real_doctor(state: dict[str, Any], name: str, capability: str) -> None:
+    """``ci-pool doctor`` with the worker's environment, as readiness runs it."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ci_pool", "doctor", "--json", "--skip-bench",
+         "--capability", capability],
+        env=worker_env(state, name),
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    if res.returncode:
+        save(state)
+        sys.exit(res.returncode)
 
 
 def doctor(state: dict[str, Any]) -> None:
@@ -235,6 +257,8 @@ def exec_cmd(state: dict[str, Any], name: str, argv: list[str]) -> None:
         inst["package"] = argv[-1]
     elif argv[0] == "apt-get" or argv[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"]:
         inst.setdefault("apt", []).append(argv)
+    elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2] and state.get("real_worker"):
+        real_doctor(state, name, argv[2].rsplit(" ", 1)[1])
     elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2]:
         doctor(state)
     else:

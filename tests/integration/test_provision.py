@@ -516,6 +516,13 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
             res.stdout + res.stderr + (log.read_text() if log.exists() else "(no worker log)")
         )
         assert f"{name}: registered through the API" in res.stdout
+        # The readiness gate ran doctor as the runner: Redis as its own user, the API
+        # with its credential, and no store check (it holds none).
+        checks = {c["name"]: c for c in op.audit()[-1]["doctor"][name]}
+        assert checks["runner identity"]["status"] == "ok", checks
+        assert checks["broker"]["status"] == "ok", checks
+        assert f"runner-{name}:***@" in checks["broker"]["detail"]
+        assert "store" not in checks
 
         env = host.runner_env(name)
         assert env["CI_POOL_BROKER_URL"] == op.redis_url  # the password taken out
