@@ -570,6 +570,13 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
         (row_json,) = [r for r in json.loads(listed.stdout) if r["name"] == name]
         assert row_json["revoked_by"] == "provision remove (local:root)"
         assert not pool.redis.execute_command("ACL", "GETUSER", f"runner-{name}")
+        # Started again with its saved (revoked) identity, the worker exits 77 at once,
+        # which its unit does not restart.
+        kept = host.file(name, "/var/lib/ci-pool")
+        saved = {k: v for k, v in env.items() if k != "CI_POOL_REGISTRATION_TOKEN"}
+        revoked = _join_with(op, saved, kept)
+        assert revoked.returncode == 77, revoked.stderr
+        assert "Traceback" not in revoked.stderr
         # Its name is never used again: the next runner is the next name.
         again = op.plan(1)
         assert "create     h127-0-0-1-linux-2" in again.stdout, again.stdout + again.stderr
