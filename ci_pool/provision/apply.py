@@ -29,7 +29,7 @@ from ci_pool.provision.credentials import (
     registry_wait,
     runner_file,
     start_worker,
-    withdraw,
+    undo_registrations,
 )
 from ci_pool.provision.incus import KEY_CAPABILITY, KEY_MANAGED, KEY_PLAN, Incus
 from ci_pool.provision.plan import PlanRequest, desired_state, observe, plan_id
@@ -235,10 +235,19 @@ def apply(
             # The readiness gate: each runner that got a credential passes doctor.
             doctor = {name: check_ready(incus, name, run.cap) for name in run.issued}
         except (CIPoolError, redis.RedisError) as exc:
-            withdraw(pool.store, run.issued.values())
             message = redact(str(exc))
             if isinstance(exc, redis.RedisError):
                 message = f"the broker is unreachable while waiting for heartbeats: {message}"
+            try:
+                revoked = undo_registrations(pool, run.issued)
+            except (CIPoolError, redis.RedisError) as undo:
+                revoked = []
+                message += f"; withdrawing its registration tokens failed too: {redact(str(undo))}"
+            if revoked:
+                message += (
+                    f" (runner(s) {', '.join(revoked)} had registered and are revoked; plan "
+                    "again to replace them under new names)"
+                )
             records.audit(
                 {**base, "state": "failed", "error": message, "evidence": incus.evidence}, redact
             )

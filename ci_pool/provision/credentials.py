@@ -173,6 +173,21 @@ def withdraw(store: Store, plaintexts: Iterable[str]) -> None:
         identity_rows.withdraw_registration(store, token)
 
 
+def undo_registrations(pool: Pool, issued: dict[str, str]) -> list[str]:
+    """After a failed apply: withdraw each unused token; revoke each runner that registered
+    with its token (it did not pass the readiness gate; its name is not reused, so the next
+    plan removes its container and creates the next name). Returns the runners revoked."""
+    revoked = []
+    for name, token in issued.items():
+        if identity_rows.withdraw_registration(pool.store, token):
+            continue
+        if identity_rows.registration_user(pool.store, token) == name and revoke_identity(
+            pool, name, "apply failed"
+        ):
+            revoked.append(name)
+    return revoked
+
+
 def revoke_identity(pool: Pool, name: str, verb: str) -> bool:
     """Revoke runner ``name`` (credential, Redis user, heartbeat), audited with who did it;
     False when it never registered."""

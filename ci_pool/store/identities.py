@@ -203,6 +203,13 @@ def withdraw_registration(store: Store, token: str) -> bool:
     return True
 
 
+def registration_user(store: Store, token: str) -> str | None:
+    """The runner that used this registration token (None: unused or unknown)."""
+    with store.session(write=False) as s:
+        reg = s.get(RegistrationToken, digest(token))
+        return reg.used_by if reg is not None else None
+
+
 def verify_runner(store: Store, credential: str) -> RunnerIdentity | None:
     """The active runner whose credential this is; else None."""
     if not credential.startswith(CREDENTIAL_PREFIX):

@@ -257,7 +257,12 @@ def exec_cmd(state: dict[str, Any], name: str, argv: list[str]) -> None:
         inst["package"] = argv[-1]
     elif argv[0] == "apt-get" or argv[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"]:
         inst.setdefault("apt", []).append(argv)
-    elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2] and state.get("real_worker"):
+    elif (
+        argv[:2] == ["sh", "-c"]
+        and " doctor --json" in argv[2]
+        and state.get("real_worker")
+        and not state.get("doctor_fail")
+    ):
         real_doctor(state, name, argv[2].rsplit(" ", 1)[1])
     elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2]:
         doctor(state)

@@ -555,8 +555,8 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
         assert "used already" in used.stderr and "Traceback" not in used.stderr
 
         # Rotation: it registers again; the old credential stops working.
-        res = op.cli("provision", "rotate", name, "--confirm", "--heartbeat-timeout", "60")
-        assert res.returncode == 0, res.stdout + res.stderr + log.read_text()[-4000:]
+        res = op.cli("provision", "rotate", name, "--confirm", "--heartbeat-timeout", "120")
+        assert res.returncode == 0, res.stdout + res.stderr + log.read_text()[-6000:]
         assert f"{name}: registered again with a new credential" in res.stdout
         assert _whoami(api, credential) == 401
         credential = cred_file.read_text().strip()
@@ -591,6 +591,18 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
         expired = _join_with(op, {**env, **other}, tmp_path / "expired")
         assert expired.returncode == 2, expired.stderr
         assert "unknown or expired" in expired.stderr and "Traceback" not in expired.stderr
+
+        # A runner that registers but fails the readiness gate is revoked; the next plan
+        # replaces it under the next name.
+        host.set_state({**host.state(), "doctor_fail": True})
+        res = op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm")
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "runner(s) h127-0-0-1-linux-2 had registered and are revoked" in res.stderr
+        failed = identities.get_runner(pool.store, "h127-0-0-1-linux-2")
+        assert failed is not None and failed.revoked_by == "provision apply failed (local:root)"
+        replan = op.plan(1).stdout
+        assert "remove     h127-0-0-1-linux-2" in replan, replan
+        assert "create     h127-0-0-1-linux-3" in replan, replan
 
 
 def _applied_calls(host: SshHost, since: int) -> list[str]:
