@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -153,3 +154,27 @@ def test_a_name_is_held_by_one_process_and_freed_by_its_exit(client: fakeredis.F
     reg.unregister("here-linux-2")
     assert reg.holder("here-linux-2") == ""
     assert reg.claim("here-linux-2", "elsewhere", 1) is None
+
+
+def test_a_killed_process_not_yet_reaped_frees_its_name(client: fakeredis.FakeRedis) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+
+    host = socket.gethostname()
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        registry = RunnerRegistry(client, ttl=30)
+        assert registry.claim("h-linux-1", host, proc.pid) is None
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{proc.pid}/stat")
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # A zombie (its parent has not waited for it yet) runs no more: a restart takes over.
+        assert registry.claim("h-linux-1", host, os.getpid()) is None
+    finally:
+        proc.kill()
+        proc.wait()
