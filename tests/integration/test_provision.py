@@ -555,7 +555,9 @@ def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
         assert "used already" in used.stderr and "Traceback" not in used.stderr
 
         # Rotation: it registers again; the old credential stops working.
-        res = op.cli("provision", "rotate", name, "--confirm", "--heartbeat-timeout", "120")
+        res = op.cli(
+            "provision", "rotate", name, "--confirm", "--heartbeat-timeout", "90", timeout=150
+        )
         assert res.returncode == 0, res.stdout + res.stderr + log.read_text()[-6000:]
         assert f"{name}: registered again with a new credential" in res.stdout
         assert _whoami(api, credential) == 401
