@@ -430,3 +430,11 @@ RUNNER_GLOB_MAX_LENGTH = 128
 RUNNER_NAME_KEY = KEY_PREFIX + "runner-name:{runner_id}"
 #: A runner's own queue (besides its capability's): targeted jobs are sent there.
 RUNNER_QUEUE = "{queue}.{runner_id}"
+
+# -- provisioning with runner identities --
+#: Shortest life of the registration token provisioning ships to a new runner (it is used
+#: at the worker's first start, right after the push; apply's heartbeat wait adds to it).
+PROVISION_REGISTRATION_TTL = 900.0
+#: Where a provisioned worker keeps its state, and so its credential files (its unit's
+#: StateDirectory; ``runner_credential_file`` is ``<home>/runner-credential``).
+PROVISION_RUNNER_HOME = "/var/lib/ci-pool"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Give a runner a new API token and credential file (see runner-rotate-token.md).
+# Re-key a runner: it registers again with a one-time token (see runner-rotate-token.md).
 #
 #   runner-rotate-token.sh RUNNER             say what would happen (dry run)
-#   runner-rotate-token.sh RUNNER --confirm   rotate: new token, restart, old token revoked
+#   runner-rotate-token.sh RUNNER --confirm   rotate: new credential, old one ends
 #
 # RUNNER is a container name (ci-pool-linux-1) or a live runner id on it.
 set -euo pipefail
@@ -22,5 +22,5 @@ done
 
 "$ci" provision rotate "$runner" "${confirm[@]}"
 if [ ${#confirm[@]} -eq 1 ]; then
-  "$ci" token list
+  "$ci" runner list
 fi

@@ -29,6 +29,8 @@ class RunnerTokenCreate(BaseModel):
     capabilities: list[str] = Field(min_length=1, max_length=64)
     #: "<n>m", "<n>h" or "<n>d".
     expires: str = Field(default="1h", max_length=16)
+    #: Only this runner registers with it (and is re-keyed if registered already).
+    name: str | None = Field(default=None, max_length=63)
 
 
 class RunnerRegister(BaseModel):
@@ -44,7 +46,11 @@ def create_runner_token(
 ) -> RunnerTokenPublic:
     """A one-time registration token for one runner of these capabilities (shown once)."""
     return identities.create_token(
-        pool, body.capabilities, identities.lifetime(body.expires), by=f"token:{token.name}"
+        pool,
+        body.capabilities,
+        identities.lifetime(body.expires),
+        by=f"token:{token.name}",
+        name=body.name,
     )
 
 

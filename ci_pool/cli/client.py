@@ -116,8 +116,10 @@ class PoolClient(Protocol):
         """The audit of diagnostic commands, newest first."""
 
     # -- runner identities --
-    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
-        """A one-time registration token (admin)."""
+    def create_runner_token(
+        self, capabilities: list[str], expires: str, name: str | None = None
+    ) -> RunnerTokenPublic:
+        """A one-time registration token (admin), for one runner name if given."""
 
     def revoke_runner(self, name: str) -> RunnerIdentityView:
         """Revoke a registered runner (admin)."""
@@ -270,11 +272,13 @@ class LocalClient:
     def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
         return [dict(r) for r in self.pool.runner_exec_log(runner, limit)]
 
-    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+    def create_runner_token(
+        self, capabilities: list[str], expires: str, name: str | None = None
+    ) -> RunnerTokenPublic:
         from ci_pool.service import identities
 
         return identities.create_token(
-            self.pool, capabilities, identities.lifetime(expires), by=_local_user()
+            self.pool, capabilities, identities.lifetime(expires), by=_local_user(), name=name
         )
 
     def revoke_runner(self, name: str) -> RunnerIdentityView:

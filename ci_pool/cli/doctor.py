@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from ci_pool.service.doctor import Check
+    from ci_pool.settings import Settings
 
 images_app = typer.Typer(help="Job images of the capabilities.", no_args_is_help=True)
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
@@ -55,12 +59,14 @@ def doctor(
     from ci_pool.settings import get_settings
 
     settings = get_settings()
+    settings, store = _as_registered_runner(settings)
     checks = run_checks(
         settings,
         runner=not submitter,
         bench=not skip_bench,
         capabilities=capability or (),
         git_urls=git_url or (),
+        store=store,
     )
     if as_json:
         print(json.dumps([c.as_dict() for c in checks], indent=2))
@@ -75,6 +81,31 @@ def doctor(
                 out.print(Text.assemble(" " * 23, ("fix: ", "bold"), c.fix), soft_wrap=True)
     if any(c.status is Status.FAIL for c in checks):
         raise typer.Exit(1)
+
+
+def _as_registered_runner(settings: Settings) -> tuple[Settings, Check | None]:
+    """On a registered runner, check what its worker uses: Redis as its own user, and the
+    API (its credential) instead of a store it does not hold."""
+    from ci_pool.exceptions import CIPoolError
+    from ci_pool.service.doctor import Check, Status
+    from ci_pool.worker.api_store import ApiRunnerStore
+    from ci_pool.worker.identity import load
+    from ci_pool.worker.runner_store import through_api
+
+    try:
+        secrets = load(settings)
+        if secrets is not None:
+            settings = settings.model_copy(
+                update={"broker_url": secrets.broker_url(settings.broker_url)}
+            )
+        if not through_api(settings):
+            return settings, None
+        me = ApiRunnerStore(settings).whoami()
+    except CIPoolError as exc:
+        fix = "check CI_POOL_API_URL and the runner's credential (ci-pool runner list)"
+        return settings, Check("runner identity", Status.FAIL, str(exc), fix)
+    detail = f"runner {me['name']}: the API at {settings.api_url} accepts its credential"
+    return settings, Check("runner identity", Status.OK, detail)
 
 
 @images_app.command("build")

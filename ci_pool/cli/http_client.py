@@ -303,10 +303,14 @@ class HttpClient:
             params["runner"] = runner
         return list(self._json("GET", "/v1/runner-execs", params=params)["data"])
 
-    def create_runner_token(self, capabilities: list[str], expires: str) -> RunnerTokenPublic:
+    def create_runner_token(
+        self, capabilities: list[str], expires: str, name: str | None = None
+    ) -> RunnerTokenPublic:
         from ci_pool.service.identities import RunnerTokenPublic
 
-        body = {"capabilities": capabilities, "expires": expires}
+        body: dict[str, Any] = {"capabilities": capabilities, "expires": expires}
+        if name:
+            body["name"] = name
         return RunnerTokenPublic.model_validate(self._json("POST", "/v1/runner-tokens", json=body))
 
     def revoke_runner(self, name: str) -> RunnerIdentityView:

@@ -131,7 +131,9 @@ def worker(
 
 
 def _check_credential(settings: Settings) -> None:
-    """Exit 3 with the API's words when it refuses the runner's credential."""
+    """Exit 77 (EXIT_REVOKED, which the provisioned unit does not restart) with the API's
+    words when it refuses the runner's credential."""
+    from ci_pool import defaults
     from ci_pool.exceptions import RunnerCutOff
     from ci_pool.worker.api_store import ApiRunnerStore
 
@@ -139,7 +141,7 @@ def _check_credential(settings: Settings) -> None:
         me = ApiRunnerStore(settings).whoami()
     except RunnerCutOff as exc:
         err.print(Text.assemble(("error:", "red"), f" {exc}"))
-        raise typer.Exit(3) from None
+        raise typer.Exit(defaults.EXIT_REVOKED) from None
     err.print(
         f"runner {me['name']}: reaching the store through the API at {settings.api_url}",
         soft_wrap=True,  # one line in the worker's log, however long the URL

@@ -49,8 +49,9 @@ def plan(
     credentials: Annotated[
         Path | None,
         typer.Option(
-            help="CI_POOL_BROKER_URL=... / CI_POOL_STORE_URL=... file (0600) for the runners; "
-            "only its presence is checked here (default: <home>/provision/credentials.env)."
+            help="CI_POOL_API_URL=... / CI_POOL_BROKER_URL=... file (0600): where runners "
+            "reach the pool; only its presence is checked here (default: "
+            "<home>/provision/credentials.env)."
         ),
     ] = None,
     image: Annotated[
@@ -137,7 +138,8 @@ def remove(
     ] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Drain a runner, wait for its jobs, delete its container and revoke its token."""
+    """Drain a runner, wait for its jobs, delete its container and revoke its runner
+    identity (credential and Redis user; ci-pool runner list shows who revoked it)."""
     from ci_pool.provision import remove as remove_mod
     from ci_pool.settings import get_settings
 
@@ -155,11 +157,12 @@ def rotate(
     confirm: Annotated[bool, typer.Option(help="Really rotate.")] = False,
     heartbeat_timeout: Annotated[
         float,
-        typer.Option(min=1, help="Seconds to wait for the worker to heartbeat with the new token."),
+        typer.Option(min=1, help="Seconds to wait for the worker to heartbeat again."),
     ] = HEARTBEAT_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
-    """Give a runner a new token; the old one is revoked once the worker heartbeats."""
+    """Re-key a runner: it registers again with a one-time token for its name, which ends
+    its old credential; done once the worker heartbeats again."""
     from ci_pool.provision import remove as remove_mod
     from ci_pool.settings import get_settings
 
@@ -167,7 +170,7 @@ def rotate(
         get_settings(), runner, confirm=confirm, heartbeat_timeout=heartbeat_timeout
     )
     text = record.get("text") or (
-        f"{record['container']}: new token {record['token']}, revoked "
-        f"{', '.join(record['revoked']) or '-'}"
+        f"{record['container']}: registered again with a new credential"
+        + (f"; revoked token(s) {', '.join(record['revoked'])}" if record["revoked"] else "")
     )
     _print(record, as_json, text)

@@ -37,18 +37,27 @@ def token_create(
         list[str], typer.Option(help="A capability the runner may serve (repeat for more).")
     ],
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d.")] = "1h",
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the runner of this name may use it; if it is registered (and not "
+            "revoked) it gets a new credential (rotation)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Make a one-time registration token; it is printed once. A runner started with it
     (CI_POOL_REGISTRATION_TOKEN) exchanges it for its own credential at its first start."""
     caps = [c.strip() for value in capability for c in value.split(",") if c.strip()]
-    made = _client().create_runner_token(caps, expires)
+    made = _client().create_runner_token(caps, expires, name)
     if as_json:
         out.print(made.model_dump_json())
         return
     out.print(made.token)
     err.print(
-        f"registration token for {', '.join(made.capabilities)}, valid until "
+        f"registration token for {', '.join(made.capabilities)}"
+        + (f" (runner {made.name} only)" if made.name else "")
+        + ", valid until "
         f"{made.expires_at:%Y-%m-%d %H:%M} UTC, usable once; it is not shown again"
     )
 

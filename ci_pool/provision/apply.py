@@ -1,9 +1,11 @@
 """``ci-pool provision apply --plan-id ID --confirm``: carry out exactly the plan that was
 shown. The host is observed again first: if it (or the desired state) changed since the
-plan, apply refuses. New and adopted runners get their credentials over stdin, must
-heartbeat and pass ``ci-pool doctor`` (run inside the container) before apply reports
-success. Outdated runners are upgraded one at a time (``provision.upgrade``: drain, update,
-restart, readiness). Every outcome is an audit record."""
+plan, apply refuses. New and adopted runners get, over stdin, a one-time registration
+token bound to their name and capability (``provision.credentials``); their workers
+register through the API, must heartbeat under their name and pass ``ci-pool doctor`` (run
+inside the container) before apply reports success. Outdated runners are upgraded one at a
+time (``provision.upgrade``: drain, update, restart, readiness; the runner keeps its
+identity). Every outcome is an audit record."""
 
 from __future__ import annotations
 
@@ -18,14 +20,16 @@ from ci_pool.exceptions import CIPoolError, InputError, ProvisioningError
 from ci_pool.provision import templates
 from ci_pool.provision.credentials import (
     HeartbeatWait,
-    credential_file,
+    PoolAddress,
     deliver,
-    issue_token,
+    issue_registration,
     live_runner_keys,
     read_credentials,
+    registration_lifetime,
     registry_wait,
-    revoke_tokens,
+    runner_file,
     start_worker,
+    undo_registrations,
 )
 from ci_pool.provision.incus import KEY_CAPABILITY, KEY_MANAGED, KEY_PLAN, Incus
 from ci_pool.provision.plan import PlanRequest, desired_state, observe, plan_id
@@ -74,11 +78,12 @@ class _Run:
         self.cap = self.req.capability
         self.pname = templates.profile_name(self.cap)
         self.observed = {i["name"]: i for i in plan["observed"]["instances"]}
+        #: Runner name -> the registration token it was given (never recorded).
         self.issued: dict[str, str] = {}
         self.before: dict[str, set[str]] = {}
         self.removed: list[dict[str, Any]] = []
         self.upgraded: dict[str, dict[str, Any]] = {}
-        self.creds: dict[str, str] = {}
+        self.address = PoolAddress("", "")
         self.wait: HeartbeatWait = registry_wait(pool.redis, settings.runner_ttl)
         self.heartbeat_timeout = HEARTBEAT_TIMEOUT
         self.drain_timeout = DRAIN_TIMEOUT
@@ -86,10 +91,11 @@ class _Run:
     def _start_tracking(self, name: str) -> None:
         self.before[name] = live_runner_keys(self.pool.redis, self.settings.runner_ttl, name)
 
-    def _credentials(self, name: str) -> None:
-        token_name, plaintext = issue_token(self.pool.store, name, self.plan["id"][:8], self.redact)
-        self.issued[name] = token_name
-        deliver(self.incus, name, credential_file(self.creds, plaintext))
+    def _credentials(self, name: str, *, forget: bool = False) -> None:
+        lifetime = registration_lifetime(self.heartbeat_timeout)
+        token = issue_registration(self.pool, name, self.cap, lifetime, self.redact, "apply")
+        self.issued[name] = token
+        deliver(self.incus, name, runner_file(self.address, name, token), forget=forget)
         self._start_tracking(name)
         start_worker(self.incus, name, self.cap)
 
@@ -113,7 +119,8 @@ class _Run:
             )
             if self.pname not in inst["profiles"]:
                 self.incus.run("profile", "add", name, self.pname)
-            self._credentials(name)
+            # Whatever identity it kept is replaced: it registers with the new token.
+            self._credentials(name, forget=True)
         elif kind == "restart":
             assert inst is not None
             self._start_tracking(name)
@@ -217,7 +224,7 @@ def apply(
                     f"{req.host} or in the templates since it was made; nothing was changed. "
                     "Run ci-pool provision plan again and review the new plan"
                 )
-            run.creds = read_credentials(req.credentials, redact)
+            run.address = read_credentials(req.credentials, redact)
             rendered = templates.render(
                 settings, settings.capabilities[req.capability], req.package, req.templates
             )
@@ -228,10 +235,19 @@ def apply(
             # The readiness gate: each runner that got a credential passes doctor.
             doctor = {name: check_ready(incus, name, run.cap) for name in run.issued}
         except (CIPoolError, redis.RedisError) as exc:
-            revoke_tokens(pool.store, run.issued.values())
             message = redact(str(exc))
             if isinstance(exc, redis.RedisError):
                 message = f"the broker is unreachable while waiting for heartbeats: {message}"
+            try:
+                revoked = undo_registrations(pool, run.issued)
+            except (CIPoolError, redis.RedisError) as undo:
+                revoked = []
+                message += f"; withdrawing its registration tokens failed too: {redact(str(undo))}"
+            if revoked:
+                message += (
+                    f" (runner(s) {', '.join(revoked)} had registered and are revoked; plan "
+                    "again to replace them under new names)"
+                )
             records.audit(
                 {**base, "state": "failed", "error": message, "evidence": incus.evidence}, redact
             )
@@ -245,7 +261,7 @@ def apply(
             "state": "completed",
             "actions": plan["actions"],
             "runners": started,
-            "tokens": sorted(run.issued.values()),
+            "registered": sorted(run.issued),
             "removed": run.removed,
             "upgraded": run.upgraded,
             "doctor": doctor,
@@ -258,7 +274,7 @@ def apply(
 def _remember(records: Records, plan: dict[str, Any], run: _Run, started: dict[str, str]) -> None:
     d = plan["desired"]
     inventory = records.inventory()
-    for name, token_name in run.issued.items():
+    for name in run.issued:
         old = inventory.get(name, {})
         records.set_runner(
             name,
@@ -267,8 +283,9 @@ def _remember(records: Records, plan: dict[str, Any], run: _Run, started: dict[s
                 "credentials": d["credentials"],
                 "capability": d["capability"],
                 "plan_id": plan["id"],
-                "tokens": sorted({*old.get("tokens", []), token_name}),
-                "runner_id": started.get(name, ""),
+                # API tokens of runners provisioned before runner identities.
+                "tokens": old.get("tokens", []),
+                "runner_id": started.get(name, name),
                 "created_at": old.get("created_at", now_iso()),
             },
         )
@@ -297,7 +314,11 @@ def result_text(record: dict[str, Any]) -> str:
         for name, u in record.get("upgraded", {}).items()
     ]
     lines += [f"  {r['container']}: removed" for r in record["removed"]]
-    lines += [f"  token {t} issued (stored on the runner only)" for t in record["tokens"]]
+    lines += [
+        f"  {name}: registered through the API with a one-time token (its credential is kept "
+        "on the runner only)"
+        for name in record.get("registered", [])
+    ]
     return "\n".join(lines)
 
 

@@ -6,6 +6,11 @@ runner, kept in its ``user.ci-pool.*`` keys) and lists actions (create | adopt |
 restart | upgrade | remove, or keep) or blockers (fail closed). Its id is a hash of both states, so
 ``apply`` can tell when the host changed since. Planning reads no credential and changes
 nothing on the host; it saves the plan and an audit record locally.
+
+Runner names are ``<host>-<capability>-<n>`` with the lowest free ``n``; a name whose runner
+identity was revoked is never used again (the store says which), so a runner removed for
+good is replaced under the next name, and a container still holding a revoked name is
+planned for removal.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import hashlib
 import json
 import re
 import stat
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +171,39 @@ def _profile_action(
     return _action("reconcile", target, "update the profile (" + ", ".join(keys) + " differ)")
 
 
+def runner_names(host: str, capability: str, count: int, retired: Iterable[str] = ()) -> list[str]:
+    """The ``count`` container (and runner) names wanted, skipping ``retired`` ones."""
+    skip = set(retired)
+    names: list[str] = []
+    index = 1
+    while len(names) < count:
+        name = container_name(host, capability, index)
+        if name not in skip:
+            names.append(name)
+        index += 1
+    return names
+
+
+def retired_names(settings: Settings) -> list[str]:
+    """Names of revoked runner identities in the operator's store (never reused); none
+    when the store has no identities yet."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ci_pool.store import Store
+    from ci_pool.store.identities import list_runners
+
+    url = settings.resolved_store_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return []  # no store yet: nothing was ever registered (and plan creates none)
+    store = Store(url)
+    try:
+        return sorted(r.name for r in list_runners(store) if not r.active)
+    except SQLAlchemyError:
+        return []
+    finally:
+        store.close()
+
+
 def decide(
     capability: str,
     count: int,
@@ -172,15 +211,16 @@ def decide(
     profile: dict[str, Any],
     host: str,
     applied: dict[str, str] | None = None,
+    retired: Iterable[str] = (),
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Actions that bring the host to ``count`` runners, or blockers; a pure function.
     With ``applied`` (the config keys a current runner has), a running runner whose keys
-    differ is upgraded."""
+    differ is upgraded; ``retired`` names (revoked runners) are not wanted again."""
     actions: list[dict[str, str]] = []
     blockers: list[dict[str, str]] = []
     pname = templates.profile_name(capability)
     by_name = {i["name"]: i for i in observed["instances"]}
-    wanted = [container_name(host, capability, i) for i in range(1, count + 1)]
+    wanted = runner_names(host, capability, count, retired)
     if count:
         actions.append(_profile_action(capability, observed["profile"], profile))
     for name in wanted:
@@ -215,7 +255,7 @@ def decide(
             and inst["config"].get(KEY_CAPABILITY) == capability
             and inst["name"] not in wanted
         ):
-            actions.append(_action("remove", inst["name"], "drain, delete, revoke its token"))
+            actions.append(_action("remove", inst["name"], "drain, delete, revoke its identity"))
     actions.sort(key=lambda a: (ACTIONS.index(a["kind"]), a["target"]))
     return actions, blockers
 
@@ -266,9 +306,9 @@ def desired_state(
             json.dumps(profile, sort_keys=True).encode()
         ).hexdigest()
     blockers += _credential_blockers(req.credentials)
-    desired["names"] = [
-        container_name(req.host, req.capability, i) for i in range(1, req.count + 1)
-    ]
+    label = f"{host_label(req.host)}-{req.capability}-"
+    desired["retired"] = [n for n in retired_names(settings) if n.startswith(label)]
+    desired["names"] = runner_names(req.host, req.capability, req.count, desired["retired"])
     return desired, profile, blockers
 
 
@@ -280,8 +320,8 @@ def _credential_blockers(path: Path) -> list[dict[str, str]]:
         return [
             _blocker(
                 "credentials_missing",
-                f"{path} does not exist: write CI_POOL_BROKER_URL=... and CI_POOL_STORE_URL=... "
-                "there (mode 0600), or pass --credentials",
+                f"{path} does not exist: write CI_POOL_API_URL=https://... and "
+                "CI_POOL_BROKER_URL=redis://host:port/db there (mode 0600), or pass --credentials",
             )
         ]
     if not stat.S_ISREG(mode) or mode & 0o077:
@@ -337,6 +377,7 @@ def make_plan(settings: Settings, request: PlanRequest) -> dict[str, Any]:
                 profile,
                 req.host,
                 applied=desired.get("applied"),
+                retired=desired["retired"],
             )
             blockers += clashes
     plan = {

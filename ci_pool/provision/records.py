@@ -4,7 +4,7 @@
 - ``audit.jsonl``: append-only, one JSON record per event (planned | completed | failed),
   with redacted evidence: commands as argv, never what went to their stdin;
 - ``runners.json``: the runner containers provisioned from here (host, login, capability,
-  token names), so ``remove`` and ``rotate`` know where a runner lives.
+  runner name), so ``remove`` and ``rotate`` know where a runner lives.
 
 Nothing here ever holds a token or a password; ``Redactor`` scrubs text before it is kept.
 """
@@ -22,8 +22,9 @@ from typing import Any
 
 from ci_pool.exceptions import InputError
 
-#: Token plaintexts (``cip_...``) and passwords in URLs are scrubbed even when unregistered.
-_TOKEN = re.compile(r"cip_[A-Za-z0-9_\-]{8,}")
+#: Token plaintexts (API ``cip_``, registration ``cirt_``, runner credential ``circ_``) and
+#: passwords in URLs are scrubbed even when unregistered.
+_TOKEN = re.compile(r"(?:cip|cirt|circ)_[A-Za-z0-9_\-]{8,}")
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):[^@\s/]+@")
 _PLAN_ID = re.compile(r"^[0-9a-f]{16}$")
 MASK = "***"

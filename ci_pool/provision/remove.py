@@ -1,6 +1,8 @@
 """``ci-pool provision remove RUNNER`` and ``rotate RUNNER``: retire a runner container
-(drain its workers, wait for their running jobs, delete it, revoke its tokens) or give it a
-fresh token. Without ``confirm`` both only say what they would do."""
+(drain its workers, wait for their running jobs, delete it, revoke its runner identity:
+credential and Redis user, audited with who) or re-key it (a registration token bound to
+its name, its saved identity removed, the worker restarted: it registers again and its old
+credential stops working at once). Without ``confirm`` both only say what they would do."""
 
 from __future__ import annotations
 
@@ -15,15 +17,18 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import CIPoolError, NotFound, ProvisioningError
 from ci_pool.provision.credentials import (
     HeartbeatWait,
-    credential_file,
     deliver,
-    issue_token,
+    issue_registration,
     live_runner_ids,
     live_runner_keys,
     read_credentials,
+    registration_lifetime,
     registry_wait,
+    revoke_identity,
     revoke_tokens,
+    runner_file,
     start_worker,
+    withdraw,
 )
 from ci_pool.provision.incus import KEY_MANAGED, Incus
 from ci_pool.provision.records import Records, Redactor
@@ -94,7 +99,8 @@ def drain_container(
 def retire(
     pool: Pool, incus: Incus, container: str, redact: Redactor, timeout: float, poll: float = 0.5
 ) -> dict[str, Any]:
-    """Drain, wait for running jobs, delete the container, revoke its tokens."""
+    """Drain, wait for running jobs, delete the container, revoke its identity (and the
+    API tokens of a runner provisioned before identities)."""
     runner_ids = drain_container(pool, container, timeout, poll=poll)
     exists = any(i.get("name") == container for i in incus.instances())
     if exists:
@@ -104,7 +110,8 @@ def retire(
         registry.unregister(rid)
         pool.redis.delete(drain_key(rid))
     entry = Records(pool.settings.home).inventory().get(container, {})
-    revoked = revoke_tokens(pool.store, entry.get("tokens", []))
+    revoked = [container] if revoke_identity(pool, container, "remove") else []
+    revoked += revoke_tokens(pool.store, entry.get("tokens", []))
     return {
         "container": container,
         "drained": sorted(runner_ids),
@@ -129,14 +136,16 @@ def describe(container: str, entry: dict[str, Any], verb: str) -> str:
     if verb == "remove":
         return (
             f"remove {container} on {host}: drain its workers, wait for their running jobs, "
-            f"incus delete --force {container}, revoke token(s) "
-            + (", ".join(entry.get("tokens", [])) or "-")
+            f"incus delete --force {container}, revoke runner {container} (credential and "
+            "Redis user)"
+            + "".join(f", token {t}" for t in entry.get("tokens", []))
             + "\nnothing has changed yet; add --confirm to do it"
         )
     return (
-        f"rotate {container} on {host}: issue a new token, push the credential file again, "
-        "restart the worker, wait for its heartbeat, then revoke "
-        + (", ".join(entry.get("tokens", [])) or "-")
+        f"rotate {container} on {host}: issue a registration token for runner {container}, "
+        "push it, remove the runner's saved credential, restart the worker; it registers "
+        "again and its old credential stops working; wait for its heartbeat"
+        + "".join(f", then revoke token {t}" for t in entry.get("tokens", []))
         + "\nnothing has changed yet; add --confirm to do it"
     )
 
@@ -182,8 +191,10 @@ def rotate(
     wait: HeartbeatWait | None = None,
     pool: Pool | None = None,
 ) -> dict[str, Any]:
-    """New token and credential file for one runner; the old token is revoked only once
-    the worker heartbeats with the new one."""
+    """Re-key one runner: a registration token bound to its name and capability, pushed
+    with its saved identity removed, then a restart; the worker registers again, which ends
+    its old credential and Redis password. A revoked runner is refused (its name is never
+    used again: remove it and plan a new one)."""
     records = Records(settings.home)
     pool = pool or Pool(settings)
     container, entry = resolve_runner(records, pool, runner)
@@ -191,37 +202,35 @@ def rotate(
         return {"dry_run": True, "text": describe(container, entry, "rotate")}
     redact = Redactor()
     base = {"event": "rotate", "container": container, "host": entry["host"]}
-    old = list(entry.get("tokens", []))
-    new_name = ""
+    token = ""
     with SshSession(target_of(entry)) as session:
         incus = Incus(session, redact)
         try:
             _check_managed(incus, container)
-            creds = read_credentials(Path(entry["credentials"]), redact)
-            new_name, plaintext = issue_token(
-                pool.store, container, time.strftime("%Y%m%d%H%M%S", time.gmtime()), redact
-            )
+            address = read_credentials(Path(entry["credentials"]), redact)
+            lifetime = registration_lifetime(heartbeat_timeout)
+            cap = entry["capability"]
+            token = issue_registration(pool, container, cap, lifetime, redact, "rotate")
             before = {container: live_runner_keys(pool.redis, settings.runner_ttl, container)}
-            deliver(incus, container, credential_file(creds, plaintext))
-            start_worker(incus, container, entry["capability"])
+            deliver(incus, container, runner_file(address, container, token), forget=True)
+            start_worker(incus, container, cap)
             waiter = wait or registry_wait(pool.redis, settings.runner_ttl)
-            started = waiter(before, entry["capability"], heartbeat_timeout)
+            started = waiter(before, cap, heartbeat_timeout)
         except (CIPoolError, redis.RedisError) as exc:
-            if new_name:
-                revoke_tokens(pool.store, [new_name])
+            withdraw(pool.store, [token] if token else [])
             records.audit(
                 {**base, "state": "failed", "error": str(exc), "evidence": incus.evidence}, redact
             )
             raise ProvisioningError(redact(str(exc))) from None
-    revoked = revoke_tokens(pool.store, old)
+    revoked = revoke_tokens(pool.store, entry.get("tokens", []))
     records.set_runner(
-        container, {**entry, "tokens": [new_name], "runner_id": started.get(container, "")}
+        container, {**entry, "tokens": [], "runner_id": started.get(container, container)}
     )
     return records.audit(
         {
             **base,
             "state": "completed",
-            "token": new_name,
+            "registered": container,
             "revoked": revoked,
             "runners": started,
             "evidence": incus.evidence,

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 import ci_pool
+from ci_pool import defaults
 from ci_pool.core.capabilities import Capability
 from ci_pool.exceptions import ConfigError, InputError
 from ci_pool.settings import Settings
@@ -190,9 +191,9 @@ def _env_value(key: str, value: str) -> str:
 def render_worker_env(settings: Settings, cap: Capability) -> str:
     """The worker's non-secret settings as a systemd EnvironmentFile."""
     lines = [
-        f"# ci-pool worker settings for capability {cap.name} (no secret: the broker and",
-        "# store URLs are in /etc/ci-pool/private/credentials.env).",
-        _env_value("CI_POOL_HOME", "/var/lib/ci-pool"),
+        f"# ci-pool worker settings for capability {cap.name} (no secret: the API URL and",
+        "# the runner's registration token are in /etc/ci-pool/private/credentials.env).",
+        _env_value("CI_POOL_HOME", defaults.PROVISION_RUNNER_HOME),
     ]
     capabilities = json.dumps({cap.name: cap.model_dump(mode="json")}, sort_keys=True)
     lines.append(_env_value("CI_POOL_CAPABILITIES", capabilities.replace("'", "\\u0027")))

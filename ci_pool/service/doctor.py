@@ -83,7 +83,10 @@ def broker_check(settings: Settings) -> tuple[Check, redis.Redis | None]:
             settings.broker_url, socket_connect_timeout=3, socket_timeout=3
         )
         client.ping()
-        version = client.info("server").get("redis_version", "?")
+        try:
+            version = client.info("server").get("redis_version", "?")
+        except redis.exceptions.NoPermissionError:
+            version = "?"  # a runner's own Redis user may not run INFO
     except (redis.AuthenticationError, redis.ResponseError) as exc:
         if not isinstance(exc, redis.AuthenticationError) and not any(
             word in str(exc) for word in ("NOAUTH", "WRONGPASS", "authenticated")
@@ -304,17 +307,19 @@ def run_checks(
     bench: bool = True,
     capabilities: Iterable[str] = (),
     git_urls: Iterable[str] = (),
+    store: Check | None = None,
 ) -> list[Check]:
     """Every check for a submitter and, with ``runner``, for a runner host of the named
     (default: every) capability. ``git_urls`` adds to the setting ``doctor_git_urls``: a
-    repository on each git server to try over protocol v2."""
+    repository on each git server to try over protocol v2. ``store`` replaces the store
+    check (a runner that reaches the store through the API checks the API instead)."""
     checks = [home_check(settings)]
     broker, client = broker_check(settings)
     checks.append(broker)
     if client is not None:
         checks.append(clock_check(client))
         client.close()
-    checks += [store_check(settings), git_check()]
+    checks += [store or store_check(settings), git_check()]
     checks += git_protocol_checks(settings, [*settings.doctor_git_urls, *git_urls])
     if runner:
         from ci_pool.service.engine import engine_checks

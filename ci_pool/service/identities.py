@@ -29,6 +29,8 @@ class RunnerTokenPublic(BaseModel):
     token: str
     capabilities: list[str]
     expires_at: datetime
+    #: The one runner name it registers (None: any new name).
+    name: str | None = None
 
 
 class Registration(BaseModel):
@@ -75,9 +77,15 @@ def lifetime(text: str) -> timedelta:
 
 
 def create_token(
-    pool: PoolBase, capabilities: list[str], expires: timedelta, *, by: str
+    pool: PoolBase,
+    capabilities: list[str],
+    expires: timedelta,
+    *,
+    by: str,
+    name: str | None = None,
 ) -> RunnerTokenPublic:
-    """A one-time registration token for runners of ``capabilities`` (which must exist)."""
+    """A one-time registration token for runners of ``capabilities`` (which must exist);
+    with ``name``, for that runner only (which re-keys it if it is registered)."""
     unknown = sorted(set(capabilities) - set(pool.settings.capabilities))
     if unknown:
         raise InputError(
@@ -86,18 +94,28 @@ def create_token(
             field="capability",
         )
     plaintext, row = identities.create_registration(
-        pool.store, capabilities, expires, created_by=by
+        pool.store, capabilities, expires, created_by=by, name=name
     )
-    audit.info("runner token created by %s for %s", by, ",".join(row.capabilities))
+    audit.info(
+        "runner token created by %s for %s%s",
+        by,
+        ",".join(row.capabilities),
+        f" (runner {name})" if name else "",
+    )
     return RunnerTokenPublic(
-        token=plaintext, capabilities=list(row.capabilities), expires_at=row.expires_at
+        token=plaintext,
+        capabilities=list(row.capabilities),
+        expires_at=row.expires_at,
+        name=row.name,
     )
 
 
 def register(
     pool: PoolBase, token: str, name: str, *, host: str = "", capabilities: list[str] | None = None
 ) -> Registration:
-    """Use up ``token`` for runner ``name``: its credential and its Redis user."""
+    """Use up ``token`` for runner ``name``: its credential and its Redis user. Re-keying
+    a registered runner (a token bound to its name) drops its old Redis connections."""
+    rekey = identities.get_runner(pool.store, name) is not None
     credential, row = identities.register(
         pool.store, token, name, host=host, capabilities=capabilities or ()
     )
@@ -113,7 +131,16 @@ def register(
         # The identity must not outlive a failed registration half-made.
         identities.revoke_runner(pool.store, row.name, by="registration failed")
         raise
-    audit.info("runner %s registered from host %r for %s", row.name, host, ",".join(caps))
+    if rekey:
+        # The old process's connections keep their login; the new credential replaces it.
+        pool.redis.client_kill_filter(user=username)
+    audit.info(
+        "runner %s %s from host %r for %s",
+        row.name,
+        "re-keyed" if rekey else "registered",
+        host,
+        ",".join(caps),
+    )
     return Registration(
         name=row.name,
         capabilities=caps,

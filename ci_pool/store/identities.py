@@ -6,6 +6,9 @@ At its first start a runner presents it with the name it wants; the token is use
 runner gets its credential (``circ_...``), which it keeps 0600 and presents on every call.
 Revoking a runner ends its credential (and, elsewhere, its Redis ACL user); the row stays,
 with who revoked it and when, so the name is never reused by another machine.
+A token may be bound to one name (provisioning issues them so): only that name registers
+with it, and if that runner is registered and active it is re-keyed (a new credential
+replaces the old one at once: rotation). A revoked runner is never re-keyed.
 Importing this module registers both tables on the store's ``Base``.
 """
 
@@ -44,6 +47,8 @@ class RegistrationToken(Base):
     expires_at: Mapped[datetime] = mapped_column()
     #: The runner that used it (None while unused).
     used_by: Mapped[str | None] = mapped_column(String(63), default=None)
+    #: The only runner name it registers (None: any new name).
+    name: Mapped[str | None] = mapped_column(String(63), default=None)
 
 
 class RunnerIdentity(Base):
@@ -84,9 +89,13 @@ def create_registration(
     expires: timedelta,
     *,
     created_by: str = "",
+    name: str | None = None,
 ) -> tuple[str, RegistrationToken]:
     """A one-time registration token; returns (plaintext, row). The caller checks the
-    capabilities against the configured ones."""
+    capabilities against the configured ones. With ``name`` only that runner registers
+    with it (and, if it is registered and active, gets a new credential)."""
+    if name is not None:
+        check_name(name)
     caps = sorted(set(capabilities))
     if not caps:
         raise InputError("name at least one capability the runner may serve", field="capability")
@@ -101,6 +110,7 @@ def create_registration(
         created_by=created_by,
         expires_at=now + expires,
         used_by=None,
+        name=name,
     )
     with store.session() as s:
         s.add(row)
@@ -112,47 +122,96 @@ def register(
 ) -> tuple[str, RunnerIdentity]:
     """Exchange a registration token for the runner ``name``'s credential; returns
     (plaintext credential, row). The token is used up in the same transaction; the name
-    must be new (a revoked runner's name stays taken). ``capabilities`` (default: all the
-    token allows) must be among the token's."""
+    must be new (a revoked runner's name stays taken), unless the token is bound to it and
+    that runner is active: then it gets a new credential. ``capabilities`` (default: all
+    the token allows) must be among the token's."""
     check_name(name)
     with store.session() as s:
         reg = s.get(RegistrationToken, digest(token), with_for_update=True) if token else None
-        if reg is None or reg.expires_at <= utcnow():
-            raise InputError(
-                "the registration token is unknown or expired; ask an admin for a new one "
-                "(ci-pool runner token create)",
-                field="token",
-            )
-        if reg.used_by is not None:
-            raise InputError(
-                "the registration token was used already (by another runner); ask for a new one",
-                field="token",
-            )
-        wanted = sorted(set(capabilities)) or list(reg.capabilities)
-        extra = [c for c in wanted if c not in reg.capabilities]
-        if extra:
-            raise InputError(
-                f"the registration token does not allow capability {', '.join(extra)} "
-                f"(it allows {', '.join(reg.capabilities)})",
-                field="capability",
-            )
-        if s.get(RunnerIdentity, name) is not None:
-            raise InputError(
-                f"a runner named {name!r} is registered already; runner names are unique "
-                "pool-wide (qualify it with the host, e.g. <host>-<capability>-<n>)",
-                field="name",
-            )
+        wanted = _check_registration(reg, name, capabilities)
+        assert reg is not None
         plaintext = CREDENTIAL_PREFIX + secrets.token_urlsafe(32)
-        row = RunnerIdentity(
-            name=name,
-            host=host,
-            capabilities=wanted,
-            sha256=digest(plaintext),
-            created_at=utcnow(),
-        )
+        row = s.get(RunnerIdentity, name)
+        if row is not None:
+            _check_rekey(row, reg)
+            row.sha256, row.host, row.capabilities = digest(plaintext), host, wanted
+        else:
+            row = RunnerIdentity(
+                name=name,
+                host=host,
+                capabilities=wanted,
+                sha256=digest(plaintext),
+                created_at=utcnow(),
+            )
+            s.add(row)
         reg.used_by = name
-        s.add(row)
     return plaintext, row
+
+
+def _check_registration(
+    reg: RegistrationToken | None, name: str, capabilities: Iterable[str]
+) -> list[str]:
+    """The capabilities ``name`` registers for with ``reg``; InputError saying what is wrong."""
+    if reg is None or reg.expires_at <= utcnow():
+        raise InputError(
+            "the registration token is unknown or expired; ask an admin for a new one "
+            "(ci-pool runner token create)",
+            field="token",
+        )
+    if reg.used_by is not None:
+        raise InputError(
+            "the registration token was used already (by another runner); ask for a new one",
+            field="token",
+        )
+    if reg.name is not None and reg.name != name:
+        raise InputError(
+            f"the registration token is for runner {reg.name!r}, not {name!r}; start the "
+            "runner with that name (CI_POOL_RUNNER_ID) or ask for a token for this one",
+            field="name",
+        )
+    wanted = sorted(set(capabilities)) or list(reg.capabilities)
+    extra = [c for c in wanted if c not in reg.capabilities]
+    if extra:
+        raise InputError(
+            f"the registration token does not allow capability {', '.join(extra)} "
+            f"(it allows {', '.join(reg.capabilities)})",
+            field="capability",
+        )
+    return wanted
+
+
+def _check_rekey(row: RunnerIdentity, reg: RegistrationToken) -> None:
+    """A registered name is only re-keyed by a token bound to it, and never once revoked."""
+    if reg.name != row.name:
+        raise InputError(
+            f"a runner named {row.name!r} is registered already; runner names are unique "
+            "pool-wide (qualify it with the host, e.g. <host>-<capability>-<n>)",
+            field="name",
+        )
+    if row.revoked_at is not None:
+        raise InputError(
+            f"runner {row.name!r} was revoked (by {row.revoked_by}); a revoked runner's name "
+            "is never used again: give the machine a new name and a token for it",
+            field="name",
+        )
+
+
+def withdraw_registration(store: Store, token: str) -> bool:
+    """End an unused registration token now (provisioning that failed part way); True if
+    it was unused and is withdrawn."""
+    with store.session() as s:
+        reg = s.get(RegistrationToken, digest(token), with_for_update=True)
+        if reg is None or reg.used_by is not None:
+            return False
+        reg.expires_at = utcnow()
+    return True
+
+
+def registration_user(store: Store, token: str) -> str | None:
+    """The runner that used this registration token (None: unused or unknown)."""
+    with store.session(write=False) as s:
+        reg = s.get(RegistrationToken, digest(token))
+        return reg.used_by if reg is not None else None
 
 
 def verify_runner(store: Store, credential: str) -> RunnerIdentity | None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 #: The newest revision in migrations/versions (checked by the test suite).
-HEAD = "0010_exec_requests"
+HEAD = "0011_provtoken"
 BASELINE = "0001"
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -2,9 +2,13 @@
 
 It keeps instances and profiles in ``$CI_POOL_STANDIN_STATE/state.json`` so ``incus list``
 reflects launches and deletes, and appends every call to ``calls.jsonl``: argv, whether
-stdin was read, its size and sha256, never its content. Starting a worker (``systemctl
-restart ci-pool-worker@CAP.service`` once a credential file was pushed, or ``incus start``)
-heartbeats a runner into the Redis at ``$CI_POOL_STANDIN_REDIS``, as the real worker would.
+stdin was read, its size and sha256, never its content. Files pushed into a container
+are kept under ``rootfs/<name>/`` (the test asserts on what a runner was given). Starting a
+worker (``systemctl restart ci-pool-worker@CAP.service`` once a credential file was pushed,
+or ``incus start``) heartbeats a runner into the Redis at ``$CI_POOL_STANDIN_REDIS``, as
+the real worker would; with ``real_worker`` in the state (the settings a runner's
+worker.env would give) it starts a real ``ci-pool worker`` instead, with that environment
+and the pushed credential file, its home under ``rootfs/<name>/var/lib/ci-pool``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +28,12 @@ import yaml
 STATE_DIR = Path(os.environ["CI_POOL_STANDIN_STATE"])
 STATE = STATE_DIR / "state.json"
 CALLS = STATE_DIR / "calls.jsonl"
+CREDENTIALS = "/etc/ci-pool/private/credentials.env"
+
+
+def rootfs(name: str, path: str = "/") -> Path:
+    """Where the container's file ``path`` is kept."""
+    return STATE_DIR / "rootfs" / name / path.lstrip("/")
 
 
 def load() -> dict[str, Any]:
@@ -80,6 +92,81 @@ def heartbeat(state: dict[str, Any], name: str) -> None:
     )
     RunnerRegistry(client, ttl=300).heartbeat(info)
     inst["runner_id"] = info.runner_id
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY='value' lines, as systemd's EnvironmentFile reads them."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key] = value.strip("'")
+    return out
+
+
+def stop_worker(inst: dict[str, Any]) -> None:
+    pid = inst.pop("worker_pid", None)
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.05)
+
+
+def start_worker(state: dict[str, Any], name: str) -> None:
+    """``ci-pool worker`` as the unit runs it: the worker settings plus the credential file."""
+    inst = state["instances"][name]
+    stop_worker(inst)
+    cap = inst["config"].get("user.ci-pool.capability", "")
+    home = rootfs(name, "/var/lib/ci-pool")
+    home.mkdir(parents=True, exist_ok=True, mode=0o750)
+    env = worker_env(state, name)
+    with (home.parent / "worker.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ci_pool", "worker", "--capability", cap, "--name", name],
+            env=env,
+            cwd=home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    inst["worker_pid"] = proc.pid
+
+
+def worker_env(state: dict[str, Any], name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
+    env.update(state["real_worker"])
+    env.update(env_file(rootfs(name, CREDENTIALS)))
+    env["CI_POOL_HOME"] = str(rootfs(name, "/var/lib/ci-pool"))
+    return env
+
+
+def real_doctor(state: dict[str, Any], name: str, capability: str) -> None:
+    """``ci-pool doctor`` with the worker's environment, as readiness runs it."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ci_pool", "doctor", "--json", "--skip-bench",
+         "--capability", capability],
+        env=worker_env(state, name),
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    if res.returncode:
+        save(state)
+        sys.exit(res.returncode)
 
 
 def doctor(state: dict[str, Any]) -> None:
@@ -157,14 +244,26 @@ def exec_cmd(state: dict[str, Any], name: str, argv: list[str]) -> None:
         fail("Instance is not running")
     if argv[:2] == ["cloud-init", "status"]:
         print("status: done")
+    elif argv[:2] == ["systemctl", "restart"] and state.get("real_worker"):
+        start_worker(state, name)
     elif argv[:2] == ["systemctl", "restart"]:
         heartbeat(state, name)
+    elif argv[:2] == ["rm", "-f"]:
+        for path in argv[2:]:
+            rootfs(name, path).unlink(missing_ok=True)
     elif argv[0] == "install" or argv[:2] == ["systemctl", "daemon-reload"]:
         pass
     elif argv[0].endswith("/bin/pip") and argv[1] == "install":
         inst["package"] = argv[-1]
     elif argv[0] == "apt-get" or argv[:2] == ["env", "DEBIAN_FRONTEND=noninteractive"]:
         inst.setdefault("apt", []).append(argv)
+    elif (
+        argv[:2] == ["sh", "-c"]
+        and " doctor --json" in argv[2]
+        and state.get("real_worker")
+        and not state.get("doctor_fail")
+    ):
+        real_doctor(state, name, argv[2].rsplit(" ", 1)[1])
     elif argv[:2] == ["sh", "-c"] and " doctor --json" in argv[2]:
         doctor(state)
     else:
@@ -215,10 +314,16 @@ def main(argv: list[str]) -> None:
                 "mode": opts["mode"][0],
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
+            kept = rootfs(name, path)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_bytes(data)
+            kept.chmod(int(opts["mode"][0], 8))
         elif verb == "delete":
             pos, _ = options(args)
-            if instances.pop(pos[0], None) is None:
+            gone = instances.pop(pos[0], None)
+            if gone is None:
                 fail("Instance not found")
+            stop_worker(gone)
         else:
             fail(f"unknown command {' '.join(argv[:2])}")
     finally:

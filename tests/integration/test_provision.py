@@ -1,6 +1,8 @@
 """Provisioning against a real OpenSSH sshd on loopback (throwaway host and user keys) with a
 stand-in ``incus`` on the remote PATH that records its calls: plan, apply, remove and rotate
-end to end, the blockers, stale plans, and that no credential leaks anywhere."""
+end to end, the blockers, stale plans, and that no credential leaks anywhere. One test runs
+a real worker in the stand-in container: it registers through a real API with the token
+provisioning gave it, runs a job, is re-keyed by rotate and revoked by remove."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ import json
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -26,7 +32,7 @@ from ci_pool.provision.templates import TEMPLATES_DIR, render_dropin, render_uni
 from ci_pool.service.pool import Pool
 from ci_pool.settings import Settings, load_settings
 from ci_pool.store import tokens
-from tests.conftest import need
+from tests.conftest import FAST_TIMINGS, GitServer, need, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +41,19 @@ SSHD = "/usr/sbin/sshd"
 REDIS_DB = 13
 BROKER_PASSWORD = "broker-pw-Plaintext-4242"
 STORE_PASSWORD = "store-pw-Plaintext-4242"
+#: The operator's file; the store URL (from before runner identities) is never shipped.
 CREDENTIALS = (
+    "CI_POOL_API_URL=https://10.0.0.5:8000\n"
     f"CI_POOL_BROKER_URL=redis://:{BROKER_PASSWORD}@10.0.0.5:6380/0\n"
     f"CI_POOL_STORE_URL=postgresql+psycopg://ci:{STORE_PASSWORD}@10.0.0.5/ci_pool\n"
 )
+#: What a provisioned runner's credential file holds, and nothing else.
+RUNNER_KEYS = [
+    "CI_POOL_API_URL",
+    "CI_POOL_BROKER_URL",
+    "CI_POOL_RUNNER_ID",
+    "CI_POOL_REGISTRATION_TOKEN",
+]
 
 
 def keygen(path: Path) -> str:
@@ -83,6 +98,27 @@ class SshHost:
 
     def verbs(self) -> list[str]:
         return [" ".join(c["argv"][:2]) for c in self.calls()]
+
+    def file(self, name: str, path: str) -> Path:
+        """The file pushed to container ``name`` at ``path``, as the stand-in kept it."""
+        return self.state_dir / "rootfs" / name / path.lstrip("/")
+
+    def runner_env(self, name: str) -> dict[str, str]:
+        """The runner's credential file as KEY -> value (comments left out)."""
+        text = self.file(name, "/etc/ci-pool/private/credentials.env").read_text()
+        pairs = [line.split("=", 1) for line in text.splitlines() if not line.startswith("#")]
+        return {k: v.strip("'") for k, v in pairs}
+
+
+def registrations(store: Any) -> list[Any]:
+    """Every registration token row, oldest first."""
+    from sqlalchemy import select
+
+    from ci_pool.store.identities import RegistrationToken
+
+    with store.session(write=False) as s:
+        rows = s.scalars(select(RegistrationToken).order_by(RegistrationToken.created_at))
+        return list(rows)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +172,8 @@ class Operator:
     ssh: SshHost
     redis_url: str
     outputs: list[str]
+    config: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def known_hosts(self) -> Path:
@@ -145,11 +183,16 @@ class Operator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
         env["CI_POOL_HOME"] = str(self.home)
         env["CI_POOL_BROKER_URL"] = self.redis_url
+        if self.config is not None:
+            env["CI_POOL_CONFIG"] = str(self.config)
+        env.update({"CI_POOL_" + k.upper(): str(v) for k, v in self.overrides.items()})
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         return env
 
     def settings(self) -> Settings:
-        return load_settings(None, home=self.home, broker_url=self.redis_url)
+        return load_settings(
+            self.config, home=self.home, broker_url=self.redis_url, **self.overrides
+        )
 
     def run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(
@@ -207,7 +250,10 @@ class Operator:
 def operator(tmp_path: Path, ssh_host: SshHost, redis_server: RedisServer) -> Iterator[Operator]:
     """A fresh operator home and an empty stand-in host for each test."""
     for f in ssh_host.state_dir.iterdir():
-        f.unlink()
+        if f.is_dir():
+            shutil.rmtree(f)
+        else:
+            f.unlink()
     if not ssh_host.incus.exists():
         (ssh_host.root / "incus.off").rename(ssh_host.incus)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
@@ -219,22 +265,41 @@ def operator(tmp_path: Path, ssh_host: SshHost, redis_server: RedisServer) -> It
     creds.chmod(0o600)
     op = Operator(home, ssh_host, url, [])
     op.known_hosts.write_text(f"[127.0.0.1]:{ssh_host.port} {ssh_host.host_key}\n")
-    yield op
+    try:
+        yield op
+    finally:
+        for inst in ssh_host.state().get("instances", {}).values():
+            if inst.get("worker_pid"):
+                try:
+                    os.killpg(inst["worker_pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     assert_no_secret_anywhere(op)
 
 
 def assert_no_secret_anywhere(op: Operator) -> None:
-    """No password from the credential file and no token plaintext in any output, record
-    or file on the remote side (the stand-in's calls and state included)."""
+    """No password from the credential file anywhere; no token plaintext in any output or
+    record, nor on the remote side (the stand-in's calls and state) except in the files a
+    runner holds by design: its credential file (a one-time registration token) and its
+    own credential."""
     texts = {f"output {i}": t for i, t in enumerate(op.outputs)}
     for base in (op.home / "provision", op.ssh.root):
         for path in base.rglob("*"):
             if path.is_file() and path.name not in ("credentials.env", "user_key", "host_key"):
                 texts[str(path)] = path.read_text(errors="replace")
+    rootfs = str(op.ssh.state_dir / "rootfs")
     for where, text in texts.items():
         for secret in (BROKER_PASSWORD, STORE_PASSWORD):
             assert secret not in text, f"{secret} leaked into {where}"
         assert not re.search(r"cip_[A-Za-z0-9_-]{8,}", text), f"a token leaked into {where}"
+        if where.startswith(rootfs):
+            assert "STORE_URL" not in text and "postgresql" not in text, where
+        else:
+            assert not re.search(r"ci(rt|rc)_[A-Za-z0-9_-]{8,}", text), f"leaked into {where}"
+    for runner in (op.ssh.state_dir / "rootfs").glob("*"):
+        env = op.ssh.runner_env(runner.name)
+        assert list(env) == RUNNER_KEYS, env
+        assert "@" not in env["CI_POOL_BROKER_URL"]  # no user, no password
 
 
 def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
@@ -311,9 +376,18 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
         ["file", "push"],
         ["file", "push"],
     ]
-    assert all(c["stdin_bytes"] > len(CREDENTIALS) for c in with_stdin[1:])
     pushes = {c["stdin_sha256"] for c in with_stdin[1:]}
     assert len(pushes) == 2  # each runner its own token
+    # What a runner is given: the API, the broker's address without the password, its
+    # name and a one-time registration token; no store URL, no shared password.
+    env = host.runner_env("h127-0-0-1-linux-1")
+    assert env == {
+        "CI_POOL_API_URL": "https://10.0.0.5:8000",
+        "CI_POOL_BROKER_URL": "redis://10.0.0.5:6380/0",
+        "CI_POOL_RUNNER_ID": "h127-0-0-1-linux-1",
+        "CI_POOL_REGISTRATION_TOKEN": env["CI_POOL_REGISTRATION_TOKEN"],
+    }
+    assert env["CI_POOL_REGISTRATION_TOKEN"].startswith("cirt_")
 
     audit = op.audit()
     assert [(r["event"], r["state"]) for r in audit] == [
@@ -322,13 +396,18 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
     ]
     assert audit[1]["evidence"] and all("command" in e for e in audit[1]["evidence"])
     assert [c["status"] for c in audit[1]["doctor"]["h127-0-0-1-linux-1"]] == ["ok", "warn"]
+    assert audit[1]["registered"] == ["h127-0-0-1-linux-1", "h127-0-0-1-linux-2"]
     settings = op.settings()
     store = Pool(settings).store
-    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
-    assert active == {
-        f"runner-h127-0-0-1-linux-1-{plan_id[:8]}",
-        f"runner-h127-0-0-1-linux-2-{plan_id[:8]}",
-    }
+    assert [t.name for t in tokens.list_tokens(store)] == []  # no API token any more
+    regs = registrations(store)
+    # One token per runner, bound to its name and capability, short-lived.
+    assert [(r.name, r.capabilities) for r in regs] == [
+        ("h127-0-0-1-linux-1", ["linux"]),
+        ("h127-0-0-1-linux-2", ["linux"]),
+    ]
+    assert all(r.expires_at - r.created_at <= timedelta(minutes=16) for r in regs)
+    assert regs[0].created_by == "provision apply (local:root)"
 
     again = op.cli("provision", "apply", "--plan-id", plan_id, "--confirm")
     assert again.returncode == 0 and "applied already" in again.stdout
@@ -346,20 +425,186 @@ def test_plan_apply_remove_end_to_end(operator: Operator) -> None:
     assert res.returncode == 0, res.stderr
     record = json.loads(res.stdout)
     assert record["state"] == "completed" and record["deleted"] is True
-    assert record["revoked"] == [f"runner-h127-0-0-1-linux-2-{plan_id[:8]}"]
+    assert record["revoked"] == []  # the stand-in's heartbeat never registered
     assert sorted(host.state()["instances"]) == ["h127-0-0-1-linux-1"]
     assert host.calls()[-1]["argv"] == ["delete", "h127-0-0-1-linux-2", "--force"]
     assert {r.host for r in Pool(settings).runners("linux")} == {"h127-0-0-1-linux-1"}
-    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
-    assert active == {f"runner-h127-0-0-1-linux-1-{plan_id[:8]}"}
     assert [r["state"] for r in op.audit()][-1] == "completed"
 
+    first_token = env["CI_POOL_REGISTRATION_TOKEN"]
     rotated = op.cli("provision", "rotate", "h127-0-0-1-linux-1", "--confirm", "--json")
     assert rotated.returncode == 0, rotated.stderr
     rec = json.loads(rotated.stdout)
-    assert rec["revoked"] == [f"runner-h127-0-0-1-linux-1-{plan_id[:8]}"]
-    active = {t.name for t in tokens.list_tokens(store) if t.is_active()}
-    assert active == {rec["token"]}
+    assert rec["registered"] == "h127-0-0-1-linux-1" and rec["revoked"] == []
+    env = host.runner_env("h127-0-0-1-linux-1")
+    assert env["CI_POOL_REGISTRATION_TOKEN"] != first_token
+    # The saved identity goes, so the worker registers again with the new token.
+    rm = [c["argv"] for c in host.calls() if c["argv"][3:5] == ["rm", "-f"]]
+    assert rm == [
+        [
+            "exec",
+            "h127-0-0-1-linux-1",
+            "--",
+            "rm",
+            "-f",
+            "/var/lib/ci-pool/runner-credential",
+            "/var/lib/ci-pool/runner-credential.redis",
+        ]
+    ]
+    assert [r.name for r in registrations(store)].count("h127-0-0-1-linux-1") == 2
+
+
+def _whoami(api: str, credential: str) -> int:
+    res = httpx.get(
+        f"{api}/v1/runner/self", headers={"Authorization": f"Bearer {credential}"}, timeout=10
+    )
+    return res.status_code
+
+
+def _join_with(op: Operator, env: dict[str, str], home: Path) -> subprocess.CompletedProcess[str]:
+    """A worker started with a runner's credential file but no saved identity."""
+    worker_env = {**op.ssh.state()["real_worker"], **env, "CI_POOL_HOME": str(home)}
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CI_POOL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ci_pool", "worker", "--capability", "linux"],
+        env={**full, **worker_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_provisioned_runner_registers_runs_a_job_rotates_and_is_revoked(
+    operator: Operator, busybox_image: str, git_server: GitServer, tmp_path: Path
+) -> None:
+    from ci_pool.api.server import make_server, running
+    from ci_pool.core.specs import JobSpec, StepSpec
+    from ci_pool.embedded import free_port
+    from ci_pool.store import identities
+
+    op, host = operator, operator.ssh
+    op.config = tmp_path / "ci-pool.toml"
+    write_config(op.config, busybox_image)
+    op.overrides = dict(FAST_TIMINGS)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    (op.home / "provision" / "credentials.env").write_text(
+        f"CI_POOL_API_URL={api}\n"
+        f"CI_POOL_BROKER_URL=redis://:{BROKER_PASSWORD}@127.0.0.1:"
+        f"{op.redis_url.rsplit(':', 1)[1]}\n"
+        f"CI_POOL_STORE_URL=postgresql+psycopg://ci:{STORE_PASSWORD}@127.0.0.1/ci_pool\n"
+    )
+    # What the runner's worker.env would hold: the capabilities and the pool's timings.
+    host.set_state(
+        {
+            "instances": {},
+            "profiles": {"default": {"description": "", "config": {}, "devices": {}}},
+            "real_worker": {
+                "CI_POOL_CONFIG": str(op.config),
+                **{"CI_POOL_" + k.upper(): str(v) for k, v in op.overrides.items()},
+            },
+        }
+    )
+    name = "h127-0-0-1-linux-1"
+    pool = Pool(op.settings())
+    pool.store.init_schema()
+    with running(make_server(op.settings(), "127.0.0.1", port, log_level="warning")):
+        res = op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm")
+        log = host.file(name, "/var/lib/worker.log")
+        assert res.returncode == 0, (
+            res.stdout + res.stderr + (log.read_text() if log.exists() else "(no worker log)")
+        )
+        assert f"{name}: registered through the API" in res.stdout
+        # The readiness gate ran doctor as the runner: Redis as its own user, the API
+        # with its credential, and no store check (it holds none).
+        checks = {c["name"]: c for c in op.audit()[-1]["doctor"][name]}
+        assert checks["runner identity"]["status"] == "ok", checks
+        assert checks["broker"]["status"] == "ok", checks
+        assert f"runner-{name}:***@" in checks["broker"]["detail"]
+        assert "store" not in checks
+
+        env = host.runner_env(name)
+        assert env["CI_POOL_BROKER_URL"] == op.redis_url  # the password taken out
+        shipped = host.file(name, "/etc/ci-pool/private/credentials.env")
+        assert stat.S_IMODE(shipped.stat().st_mode) == 0o600
+        pid = host.state()["instances"][name]["worker_pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert not [e for e in environ if e.startswith(b"CI_POOL_STORE_URL=")]
+        assert not [e for e in environ if BROKER_PASSWORD.encode() in e]
+        assert "reaching the store through the API" in log.read_text()
+        # It joined with its token: its own credential, 0600 on its disk, and a Redis user.
+        cred_file = host.file(name, "/var/lib/ci-pool/runner-credential")
+        assert stat.S_IMODE(cred_file.stat().st_mode) == 0o600
+        credential = cred_file.read_text().strip()
+        assert credential.startswith("circ_") and _whoami(api, credential) == 200
+        row = identities.get_runner(pool.store, name)
+        assert row is not None and row.active and row.capabilities == ["linux"]
+
+        spec = JobSpec(repo=git_server.url(), ref="main", capability="linux",
+                       steps=(StepSpec(run="echo provisioned runner ran this"),))  # fmt: skip
+        done = pool.wait(pool.submit(spec).id, timeout=90)
+        assert done.state == JobState.SUCCEEDED, log.read_text()[-4000:]
+        assert done.runner_id == name
+        assert "provisioned runner ran this" in pool.store.read_log(done.id)
+
+        # The used token is refused, with one line saying why.
+        used = _join_with(op, env, tmp_path / "again")
+        assert used.returncode == 2, used.stderr
+        assert f"registration of runner {name!r} refused" in used.stderr
+        assert "used already" in used.stderr and "Traceback" not in used.stderr
+
+        # Rotation: it registers again; the old credential stops working.
+        res = op.cli(
+            "provision", "rotate", name, "--confirm", "--heartbeat-timeout", "90", timeout=150
+        )
+        assert res.returncode == 0, res.stdout + res.stderr + log.read_text()[-6000:]
+        assert f"{name}: registered again with a new credential" in res.stdout
+        assert _whoami(api, credential) == 401
+        credential = cred_file.read_text().strip()
+        assert _whoami(api, credential) == 200
+
+        res = op.cli("provision", "remove", name, "--confirm", "--json")
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["revoked"] == [name]
+        assert _whoami(api, credential) == 401
+        listed = op.cli("runner", "list", "--json")
+        (row_json,) = [r for r in json.loads(listed.stdout) if r["name"] == name]
+        assert row_json["revoked_by"] == "provision remove (local:root)"
+        assert not pool.redis.execute_command("ACL", "GETUSER", f"runner-{name}")
+        # Started again with its saved (revoked) identity, the worker exits 77 at once,
+        # which its unit does not restart.
+        kept = host.file(name, "/var/lib/ci-pool")
+        saved = {k: v for k, v in env.items() if k != "CI_POOL_REGISTRATION_TOKEN"}
+        revoked = _join_with(op, saved, kept)
+        assert revoked.returncode == 77, revoked.stderr
+        assert "Traceback" not in revoked.stderr
+        # Its name is never used again: the next runner is the next name.
+        again = op.plan(1)
+        assert "create     h127-0-0-1-linux-2" in again.stdout, again.stdout + again.stderr
+        assert "h127-0-0-1-linux-1" not in again.stdout
+
+        # An expired (here: withdrawn) token is refused too.
+        token, _ = identities.create_registration(
+            pool.store, ["linux"], timedelta(hours=1), name="h127-0-0-1-linux-2"
+        )
+        identities.withdraw_registration(pool.store, token)
+        other = {"CI_POOL_RUNNER_ID": "h127-0-0-1-linux-2", "CI_POOL_REGISTRATION_TOKEN": token}
+        expired = _join_with(op, {**env, **other}, tmp_path / "expired")
+        assert expired.returncode == 2, expired.stderr
+        assert "unknown or expired" in expired.stderr and "Traceback" not in expired.stderr
+
+        # A runner that registers but fails the readiness gate is revoked; the next plan
+        # replaces it under the next name.
+        host.set_state({**host.state(), "doctor_fail": True})
+        res = op.cli("provision", "apply", "--plan-id", op.plan_id(op.plan(1)), "--confirm")
+        assert res.returncode == 3, res.stdout + res.stderr
+        assert "runner(s) h127-0-0-1-linux-2 had registered and are revoked" in res.stderr
+        failed = identities.get_runner(pool.store, "h127-0-0-1-linux-2")
+        assert failed is not None and failed.revoked_by == "provision apply failed (local:root)"
+        replan = op.plan(1).stdout
+        assert "remove     h127-0-0-1-linux-2" in replan, replan
+        assert "create     h127-0-0-1-linux-3" in replan, replan
 
 
 def _applied_calls(host: SshHost, since: int) -> list[str]:
@@ -429,7 +674,9 @@ def test_a_new_version_upgrades_the_lane_in_order(operator: Operator) -> None:
     assert [name for name, _ in live] == [old]
     assert old_pid not in {pid for _, pid in live}  # the drained worker was replaced
     assert not pool.redis.exists(f"ci-pool:drain:{old}")
-    assert record["runners"] == {} and record["tokens"] == []  # the credential is kept
+    # The runner keeps its identity: no token issued, its credential file left alone.
+    assert record["runners"] == {} and record["registered"] == []
+    assert "rm" not in " ".join(_applied_calls(host, since))
     again = op.plan(1, "--package", "ci-pool==9.9")
     assert "nothing to do" in again.stdout, again.stdout
 
@@ -608,7 +855,9 @@ def test_heartbeat_timeout_fails_and_revokes_the_token(operator: Operator) -> No
     record = op.audit()[-1]
     assert record["state"] == "failed" and record["evidence"]
     store = Pool(op.settings()).store
-    assert [t.name for t in tokens.list_tokens(store) if t.is_active()] == []
+    # The token it was given is withdrawn: no one can register with it now.
+    (reg,) = registrations(store)
+    assert reg.used_by is None and reg.expires_at <= datetime.now(UTC)
 
 
 def test_a_failing_doctor_fails_apply_with_its_checks(operator: Operator) -> None:
@@ -629,7 +878,8 @@ def test_a_failing_doctor_fails_apply_with_its_checks(operator: Operator) -> Non
     assert "docker engine" in record["error"]
     assert not any(r["state"] == "completed" for r in op.audit() if r["event"] == "apply")
     store = Pool(op.settings()).store
-    assert [t.name for t in tokens.list_tokens(store) if t.is_active()] == []
+    (reg,) = registrations(store)
+    assert reg.used_by is None and reg.expires_at <= datetime.now(UTC)
 
 
 def test_remove_waits_for_the_running_job(operator: Operator) -> None:

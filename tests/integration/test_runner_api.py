@@ -166,7 +166,8 @@ def test_a_runner_with_a_credential_refuses_a_database_url_and_a_revoked_one_exi
 
     identities.revoke_runner(pool.harness.pool().store, "test-host-apirunner-2", by="test")
     res = worker()
-    assert res.returncode == 3, res.stdout + res.stderr
+    # 77: a revoked runner's unit does not restart it (RestartPreventExitStatus=77).
+    assert res.returncode == defaults.EXIT_REVOKED, res.stdout + res.stderr
     assert "refused this runner's credential" in res.stderr
     assert "revoked or unknown" in res.stderr
     assert "Traceback" not in res.stderr

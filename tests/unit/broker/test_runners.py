@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -167,3 +168,27 @@ def test_an_entry_written_by_hand_is_skipped_not_fatal(client: fakeredis.FakeRed
     client.set(defaults.RUNNER_SEEN_KEY.format(runner_id="bad-linux-4"), "[1, 2]")
     assert [r.runner_id for r in reg.live()] == ["good-linux-1"]
     assert reg.lost() == []
+
+
+def test_a_killed_process_not_yet_reaped_frees_its_name(client: fakeredis.FakeRedis) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+
+    host = socket.gethostname()
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        registry = RunnerRegistry(client, ttl=30)
+        assert registry.claim("h-linux-1", host, proc.pid) is None
+        os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        stat = Path(f"/proc/{proc.pid}/stat")
+        while stat.read_text().rpartition(")")[2].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # A zombie (its parent has not waited for it yet) runs no more: a restart takes over.
+        assert registry.claim("h-linux-1", host, os.getpid()) is None
+    finally:
+        proc.kill()
+        proc.wait()

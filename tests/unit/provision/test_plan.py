@@ -87,6 +87,19 @@ def test_count_zero_removes_managed_runners_only() -> None:
     assert kinds(actions) == [("remove", "h-linux-1")] and blockers == []
 
 
+def test_a_revoked_runner_name_is_never_planned_again() -> None:
+    # h-linux-1 was removed for good; h-linux-2 was revoked but its container is still there.
+    obs = observed(inst("h-linux-2", **MANAGED), inst("h-linux-3", **MANAGED))
+    actions, blockers = decide("linux", 2, obs, PROFILE, "h", retired=["h-linux-1", "h-linux-2"])
+    assert blockers == []
+    assert kinds(actions) == [
+        ("create", "h-linux-4"),
+        ("remove", "h-linux-2"),
+        ("keep", "h-linux-3"),
+        ("keep", "profile:ci-pool-linux"),
+    ]
+
+
 def test_plan_id_depends_on_both_states() -> None:
     a = plan_id({"count": 1}, observed())
     assert a == plan_id({"count": 1}, observed()) and len(a) == 16

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ci_pool.exceptions import InputError, ProvisioningError
-from ci_pool.provision.credentials import credential_file, read_credentials
+from ci_pool.provision.credentials import read_credentials, runner_file
 from ci_pool.provision.records import Redactor
 from ci_pool.provision.templates import render, render_unit, render_worker_env
 from ci_pool.settings import Settings, load_settings
@@ -85,15 +85,17 @@ def test_credential_file_errors_never_show_the_value(tmp_path: Path) -> None:
     assert ":2: not a CI_POOL_KEY=value line" in str(info.value)
     assert "pw-two" not in str(info.value)
     path.write_text(
-        '# c\nCI_POOL_BROKER_URL="redis://:pw-one@h/0"\nCI_POOL_STORE_URL=sqlite:///x\n'
+        '# c\nCI_POOL_API_URL=https://api:8443\nCI_POOL_BROKER_URL="redis://:pw-one@h/0"\n'
+        "CI_POOL_STORE_URL=sqlite:///x\n"
     )
     redact = Redactor()
-    values = read_credentials(path, redact)
-    assert values["CI_POOL_BROKER_URL"] == "redis://:pw-one@h/0"
-    content = credential_file(values, "cip_tokenvalue123").decode()
-    assert "CI_POOL_BROKER_URL='redis://:pw-one@h/0'" in content
-    assert "CI_POOL_API_TOKEN='cip_tokenvalue123'" in content
-    assert redact("sqlite:///x redis://:pw-one@h/0") == "*** ***"
-    path.write_text("CI_POOL_STORE_URL=sqlite:///x\n")
+    address = read_credentials(path, redact)
+    assert address.broker_url == "redis://h/0" and address.api_url == "https://api:8443"
+    content = runner_file(address, "h-linux-1", "cirt_tokenvalue123").decode()
+    assert "CI_POOL_BROKER_URL='redis://h/0'" in content
+    assert "CI_POOL_REGISTRATION_TOKEN='cirt_tokenvalue123'" in content
+    assert "pw-one" not in content and "sqlite" not in content
+    assert redact("sqlite:///x redis://:pw-one@h/0 pw-one") == "*** *** ***"
+    path.write_text("CI_POOL_API_URL=https://api:8443\nCI_POOL_STORE_URL=sqlite:///x\n")
     with pytest.raises(ProvisioningError, match="CI_POOL_BROKER_URL is missing"):
         read_credentials(path, Redactor())
