@@ -126,9 +126,19 @@ def collect_selection(workspace: Path, sel: Selection, dest: Path, max_bytes: in
                 break
             name = sel.stored_name(rel)
             target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with target.open("wb") as out:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = target.open("wb")
+            except OSError as exc:
+                # The job changed its files while they were collected (a directory turned
+                # into a file or a link): its own doing, never the runner's failure.
+                problems.append(
+                    f"{rel}: cannot be stored as {name} beside the files collected before it "
+                    f"({exc.strerror}); not collected"
+                )
+                continue
+            try:
+                with out:
                     size, sha256 = wdir.copy(rel, out, left)
             except JobFileRefused as exc:
                 target.unlink(missing_ok=True)

@@ -67,8 +67,10 @@ def gone(client: Any, job_id: str, timeout: float = 15) -> tuple[list[Any], list
     label = {"label": f"{defaults.LABEL_JOB}={job_id}"}
     deadline = time.monotonic() + timeout
     while True:
+        # Summaries only: Podman answers an inspect of a container being removed with a 500
+        # (not the 404 docker-py's ignore_removed skips).
         found = (
-            client.containers.list(all=True, filters=label, ignore_removed=True),
+            client.api.containers(all=True, filters=label),
             client.networks.list(filters=label),
         )
         if found == ([], []) or time.monotonic() >= deadline:

@@ -57,3 +57,19 @@ def test_an_exclusion_globstar_also_stands_for_no_directory(tmp_path: Path) -> N
     sel = Selection(("dist",), ("dist/**/*.map",), "dist")
     found = collect_selection(ws, sel, tmp_path / "out", 1000)
     assert sorted(f.path for f in found.files) == ["a.bin", "b.bin", "sub/c.bin"]
+
+
+def test_a_name_that_turned_into_a_directory_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    # What a job that swaps a directory for a link while it is collected leaves behind: a
+    # stored name that is a directory already (and one below a stored file).
+    out = tmp_path / "out"
+    (out / "dist" / "a.bin").mkdir(parents=True)
+    (out / "dist" / "b.bin" / "x").mkdir(parents=True)
+    ws = workspace(tmp_path)
+    (ws / "dist" / "c").mkdir()
+    (out / "dist" / "c").write_text("a file where a directory is needed")
+    (ws / "dist" / "c" / "d.bin").write_bytes(b"d")
+    found = collect(ws, ["dist/**"], out, 1000)
+    assert found.files == []
+    assert [p.split(":")[0] for p in found.problems] == ["dist/a.bin", "dist/b.bin", "dist/c/d.bin"]
+    assert all("beside the files collected before it" in p for p in found.problems)
