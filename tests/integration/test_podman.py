@@ -105,6 +105,13 @@ def test_warm_containers_serve_jobs_on_podman(
 ) -> None:
     pool = podman_pool.pool()
     for n in range(2):  # the second job takes the replacement made after the first
+        # Once a warm slot is ready (the replacement is made in the background after the
+        # first job took one; a slot still being made starts with a dot).
+        slots = podman_pool.settings().resolved_workspace_root / defaults.WARM_DIR
+        deadline = time.monotonic() + 60
+        while not [p for p in slots.glob("*/*") if not p.name.startswith(".")]:
+            assert time.monotonic() < deadline, "no warm container was made"
+            time.sleep(0.2)
         job = pool.submit(
             parse_job_spec(
                 {"repo": git_server.url(), "ref": "main", "capability": "svc",
