@@ -166,7 +166,7 @@ def runner_exec(state: Any, request: str = "", **_ignored: Any) -> dict[str, Any
             "commands are refused there (runner_exec_strict = true in its settings allows them)"
         }
     try:
-        taken = take_request(settings, request, runner_id)
+        taken = take_request(settings, request, runner_id) if request else None
     except CIPoolError as exc:
         return {"error": f"runner {runner_id} could not read the exec request: {exc}"}
     if taken is None:
