@@ -25,6 +25,7 @@ from ci_pool.worker.executors.base import (
 )
 from ci_pool.worker.executors.services import (
     ServiceSet,
+    attempt_of,
     container_settings,
     create_with_login,
     network_leftovers,
@@ -330,11 +331,7 @@ class DockerExecutor(Executor):
             )
         except ENGINE_ERRORS:
             return []
-        pairs = set()
-        for c in found:
-            attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
-            if attempt.isdigit():
-                pairs.add((str(c.labels[defaults.LABEL_JOB]), int(attempt)))
+        pairs = {pair for c in found if (pair := attempt_of(c.labels)) is not None}
         pairs.update(network_leftovers(self.client))
         try:
             warm = self.client.containers.list(

@@ -17,6 +17,7 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,13 @@ def remove_networks(client: docker.DockerClient, labels: list[str]) -> int:
     return len(found)
 
 
+def attempt_of(labels: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(job id, attempt) a container's or network's labels name, if they name one."""
+    attempt = str(labels.get(defaults.LABEL_ATTEMPT, ""))
+    job = labels.get(defaults.LABEL_JOB)
+    return (str(job), int(attempt)) if job and attempt.isdigit() else None
+
+
 def network_leftovers(client: docker.DockerClient) -> list[tuple[str, int]]:
     """(job id, attempt) of every job network still here."""
     try:
@@ -324,13 +332,8 @@ def network_leftovers(client: docker.DockerClient) -> list[tuple[str, int]]:
         )
     except ENGINE_ERRORS:
         return []
-    pairs = []
-    for network in found:
-        labels = network.attrs.get("Labels") or {}
-        attempt = str(labels.get(defaults.LABEL_ATTEMPT, ""))
-        if attempt.isdigit():
-            pairs.append((str(labels[defaults.LABEL_JOB]), int(attempt)))
-    return pairs
+    pairs = (attempt_of(network.attrs.get("Labels") or {}) for network in found)
+    return [pair for pair in pairs if pair is not None]
 
 
 def workspace_dir(workspace: Path, relative: str) -> Path:
@@ -427,31 +430,31 @@ def remove_job_objects(job_id: str, attempt: int | None = None) -> int:
     labels = [f"{defaults.LABEL_JOB}={job_id}"]
     if attempt is not None:
         labels.append(f"{defaults.LABEL_ATTEMPT}={attempt}")
-    return _remove_labelled(labels)
+    containers, networks = _remove_labelled(labels)
+    return len(containers) + networks
 
 
 def remove_runner_objects(runner_id: str) -> set[tuple[str, int]]:
     """Remove every container and network ``runner_id`` made (its jobs', their services'
     and actions', its warm ones): a revoked runner leaves nothing running on its host.
     Returns the (job id, attempt) of the containers removed; none when no engine answers."""
-    attempts: set[tuple[str, int]] = set()
-    _remove_labelled([f"{defaults.LABEL_RUNNER}={runner_id}"], attempts)
-    return attempts
+    containers, _ = _remove_labelled([f"{defaults.LABEL_RUNNER}={runner_id}"])
+    pairs = (attempt_of(c.labels) for c in containers)
+    return {pair for pair in pairs if pair is not None}
 
 
-def _remove_labelled(labels: list[str], attempts: set[tuple[str, int]] | None = None) -> int:
+def _remove_labelled(labels: list[str]) -> tuple[list[Any], int]:
+    """Remove the containers, then the networks, carrying ``labels``: (the containers
+    removed, the number of networks); nothing when no engine answers."""
     try:
         with contextlib.closing(container_engine.connect(timeout=10)) as client:
             found = _labelled(client, labels)
             for container in found:
-                attempt = str(container.labels.get(defaults.LABEL_ATTEMPT, ""))
-                if attempts is not None and attempt.isdigit():
-                    attempts.add((str(container.labels.get(defaults.LABEL_JOB)), int(attempt)))
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True, v=True)
-            return len(found) + remove_networks(client, labels)
+            return found, remove_networks(client, labels)
     except (*ENGINE_ERRORS, ExecutorError):
-        return 0
+        return [], 0
 
 
 def job_objects() -> list[tuple[str, int]]:
@@ -462,8 +465,5 @@ def job_objects() -> list[tuple[str, int]]:
             pairs = set(network_leftovers(client))
     except (*ENGINE_ERRORS, ExecutorError):
         return []
-    for c in found:
-        attempt = str(c.labels.get(defaults.LABEL_ATTEMPT, ""))
-        if attempt.isdigit():
-            pairs.add((str(c.labels[defaults.LABEL_JOB]), int(attempt)))
+    pairs.update(pair for c in found if (pair := attempt_of(c.labels)) is not None)
     return sorted(pairs)
