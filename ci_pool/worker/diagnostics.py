@@ -139,11 +139,19 @@ def take_request(
     if through_api(settings):
         from ci_pool.worker.api_store import ApiRunnerStore
 
-        return ApiRunnerStore(settings).take_exec_request(request)
+        api = ApiRunnerStore(settings)
+        try:
+            return api.take_exec_request(request)
+        finally:
+            api.client.close()
     from ci_pool.store import Store
     from ci_pool.store.diagnostics import take_exec_request
 
-    return take_exec_request(Store(settings.resolved_store_url), request, runner_id)
+    store = Store(settings.resolved_store_url)
+    try:
+        return take_exec_request(store, request, runner_id)
+    finally:
+        store.close()
 
 
 @control_command(  # type: ignore[untyped-decorator]
