@@ -9,7 +9,7 @@ unacknowledged messages, live log streams). Pure functions: nothing here talks t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 from ci_pool import defaults
 
@@ -156,16 +156,25 @@ def _literal(key: str) -> str:
     return _glob_escape(key)
 
 
-def broker_url_as(url: str, username: str, password: str) -> str:
-    """``url`` with its credentials replaced by the runner's Redis user."""
-    parts = urlsplit(url)
+def _host_port(parts: SplitResult) -> str:
+    """The host (bracketed when IPv6) and port of a URL, without its credentials."""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def broker_url_as(url: str, username: str, password: str) -> str:
+    """``url`` with its credentials replaced by the runner's Redis user."""
+    parts = urlsplit(url)
+    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{_host_port(parts)}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def broker_url_without_credentials(parts: SplitResult) -> str:
+    """A broker URL with its user and password taken out (what a runner is given: it logs
+    in as its own Redis user, from the credential the API gives it)."""
+    return urlunsplit((parts.scheme, _host_port(parts), parts.path, parts.query, ""))
 
 
 def broker_db(url: str) -> int:

@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
 from ci_pool import defaults
 from ci_pool.addresses import is_loopback
+from ci_pool.broker.keys import broker_url_without_credentials
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry
 from ci_pool.exceptions import NotFound, ProvisioningError
 from ci_pool.provision import templates
@@ -108,17 +109,7 @@ def read_credentials(path: Path, redact: Redactor) -> PoolAddress:
             f"{path}:{lines['CI_POOL_BROKER_URL']}: CI_POOL_BROKER_URL is not a redis:// or "
             "rediss:// URL"
         )
-    return PoolAddress(values["CI_POOL_API_URL"], _without_credentials(broker))
-
-
-def _without_credentials(parts: SplitResult) -> str:
-    """A broker URL with its user and password taken out (the runner logs in as its own
-    Redis user, from the credential the API gives it)."""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return PoolAddress(values["CI_POOL_API_URL"], broker_url_without_credentials(broker))
 
 
 def runner_file(address: PoolAddress, name: str, registration_token: str) -> bytes:
