@@ -30,6 +30,32 @@ _JOB_BY_ID = (
 _ADD_EVENT = insert(_EVENTS)
 
 
+def _add_event(
+    s: Session,
+    job_id: str,
+    attempt: int,
+    from_state: str | None,
+    to_state: str,
+    at: datetime,
+    runner_id: str | None,
+    reason: str | None,
+) -> None:
+    """A job's audit row, by a Core insert: the ORM's unit of work costs more than the
+    statement for one row."""
+    s.execute(
+        _ADD_EVENT,
+        {
+            "job_id": job_id,
+            "attempt": attempt,
+            "from_state": from_state,
+            "to_state": to_state,
+            "at": at,
+            "runner_id": runner_id,
+            "reason": reason,
+        },
+    )
+
+
 def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any]) -> Job:
     """A new job row in ``state`` plus its first audit row, in the caller's transaction."""
     job = Job(
@@ -44,18 +70,7 @@ def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any
     )
     s.add(job)
     s.flush()
-    s.execute(
-        _ADD_EVENT,
-        {
-            "job_id": job.id,
-            "attempt": 0,
-            "from_state": None,
-            "to_state": state.value,
-            "at": now,
-            "runner_id": None,
-            "reason": job.reason,
-        },
-    )
+    _add_event(s, job.id, 0, None, state.value, now, None, job.reason)
     note_change(s, job, now)
     return job
 
@@ -93,19 +108,7 @@ def fenced_transition(
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
     job = s.scalars(_JOB_BY_ID, {"job_id": job_id}).one()
-    # A Core insert: the ORM's unit of work costs more than the statement for one row.
-    s.execute(
-        _ADD_EVENT,
-        {
-            "job_id": job_id,
-            "attempt": job.attempt,
-            "from_state": current,
-            "to_state": to.value,
-            "at": now,
-            "runner_id": runner_id,
-            "reason": reason,
-        },
-    )
+    _add_event(s, job_id, job.attempt, current, to.value, now, runner_id, reason)
     note_change(s, job, now)
     return job
 
