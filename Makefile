@@ -33,16 +33,7 @@ fmt: $(PY)
 	$(PY) -m ruff check --fix ci_pool tests bench
 
 bench: $(PY)
-	$(PY) bench/dispatch.py
-	$(PY) bench/checkout.py
-	$(PY) bench/modes.py
-	$(PY) bench/throughput.py
-	if [ -f bench/docker.py ]; then $(PY) bench/docker.py; fi
-	$(PY) bench/pipeline.py
-	$(PY) bench/status.py
-	$(PY) bench/api.py
-	$(PY) bench/ui.py
-	$(PY) bench/ui_screens.py
+	$(PY) bench/all.py
 
 clean:
 	rm -rf .ci-pool build dist *.egg-info

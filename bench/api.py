@@ -26,8 +26,8 @@ from harness import Bench, add_common_args, latency_stats, pyplot, save_figure
 from ci_pool.api.server import make_server, running
 from ci_pool.core.specs import parse_job_spec
 from ci_pool.embedded import free_port
+from ci_pool.service.job_views import as_json, job_view
 from ci_pool.service.pool import Pool
-from ci_pool.service.views import job_dict
 from ci_pool.settings import load_settings
 from ci_pool.store import tokens
 
@@ -98,7 +98,7 @@ def run(bench: Bench) -> dict[str, list[float]]:
         series["api_submit"] = timed(jobs, api_submit)
         series["api_submit_idempotency_key"] = timed(jobs, api_submit_keyed)
         ids = [j.id for j in pool.store.list_jobs(limit=jobs)]
-        series["local_show"] = timed(jobs, lambda i: job_dict(pool.get(ids[i]), pool))
+        series["local_show"] = timed(jobs, lambda i: as_json(job_view(pool.get(ids[i]), pool)))
         series["api_show"] = timed(
             jobs, lambda i: client.get(f"/v1/jobs/{ids[i]}").raise_for_status()
         )

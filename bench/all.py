@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Every benchmark in one go, as `make bench` runs them: one after the other (never two at
+once: they would skew each other's figures on a small machine), each a subprocess of this
+interpreter, with its wall time, exit code and the load average around it recorded.
+
+    python bench/all.py [--quick] [--only NAME ...] [--skip NAME ...] [--out results/all.json]
+
+Writes ``results/all.json`` (and a bar chart of where the run's time went, ``all.png``) with
+the target ``make_bench_le_600s`` (the whole run within 10 minutes on a 2-core machine), then
+refreshes ``summary.md``. A benchmark that fails is reported and the run goes on; the exit
+code is 1 when any failed. ``--quick`` passes ``--quick`` to each (results under
+``results/quick/``); with ``--out`` every benchmark writes beside it instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import BENCH_DIR, Bench, logger, pyplot, save_figure
+
+#: The order `make bench` runs them in: the cheap, load-sensitive ones first.
+BENCHMARKS = (
+    "dispatch", "throughput", "docker", "pipeline", "status", "api", "ui", "ui_screens",
+    "cli_start", "modes", "checkout",
+)  # fmt: skip
+#: What `make bench` passes beyond each benchmark's defaults, to keep the whole run within
+#: the budget; each figure keeps its meaning (the sizes that targets name are unchanged).
+ARGS: dict[str, list[str]] = {
+    "docker": ["--jobs", "20"],  # 20 cold and 20 warm jobs after 2 warm-ups each
+    "pipeline": ["--seconds", "1"],  # builds of 1 s: the makespans' overheads are the figure
+    "cli_start": ["--runs", "5"],
+    "modes": ["--runs", "2"],
+    "checkout": ["--repeat", "2"],
+}
+#: The whole run's budget on a 2-core machine (issue: `make bench` in at most 10 minutes).
+BUDGET_S = 600.0
+
+log = logger("all")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
+    ap.add_argument("--skip", nargs="+", choices=BENCHMARKS, default=[], help="leave these out")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="all.json's path (default results/all.json); every benchmark then writes its "
+        "own JSON and PNG beside it",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep this run's temp dir")
+    ap.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    return ap.parse_args(argv)
+
+
+def run_one(name: str, quick: bool, out_dir: Path | None) -> dict[str, Any]:
+    cmd = [sys.executable, str(BENCH_DIR / f"{name}.py")]
+    cmd += ["--quick"] if quick and name != "ui_screens" else ARGS.get(name, [])
+    if out_dir is not None:
+        cmd += ["--out", str(out_dir / (name if name != "ui_screens" else "ui"))]
+        if name != "ui_screens":
+            cmd[-1] += ".json"
+    log(f"{name}: {' '.join(cmd[1:])}")
+    load = os.getloadavg()[0]
+    t0 = time.monotonic()
+    rc = subprocess.call(cmd, cwd=BENCH_DIR.parent)
+    seconds = round(time.monotonic() - t0, 1)
+    log(f"{name}: exit {rc} after {seconds} s")
+    return {
+        "name": name,
+        "exit_code": rc,
+        "seconds": seconds,
+        "load_at_start": round(load, 2),
+        "load_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def report(runs: list[dict[str, Any]], quick: bool) -> dict[str, Any]:
+    total = round(sum(r["seconds"] for r in runs), 1)
+    failed = [r["name"] for r in runs if r["exit_code"] != 0]
+    whole = len(runs) == len(BENCHMARKS)
+    headline = [
+        f"{len(runs)} benchmarks in {total} s"
+        + ("" if whole else f" (a partial run: {len(BENCHMARKS) - len(runs)} left out)"),
+        "per benchmark: " + ", ".join(f"{r['name']} {r['seconds']} s" for r in runs),
+    ]
+    if failed:
+        headline.append("failed: " + ", ".join(failed))
+    out: dict[str, Any] = {
+        "parameters": {"benchmarks": [r["name"] for r in runs], "budget_s": BUDGET_S},
+        "headline": headline,
+        "runs": runs,
+        "total_s": total,
+        "failed": failed,
+    }
+    if whole and not quick:
+        out["targets"] = {
+            "make_bench_le_600s": {
+                "target_s": BUDGET_S,
+                "value_s": total,
+                "holds": total <= BUDGET_S and not failed,
+            }
+        }
+    return out
+
+
+def plot(runs: list[dict[str, Any]], total: float) -> Any:
+    def draw(png: Path) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(runs) + 1.6))
+        names = [r["name"] for r in runs]
+        ax.barh(names, [r["seconds"] for r in runs], color="#4c72b0")
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds")
+        ax.set_title(f"make bench: {total} s in all (budget {BUDGET_S:.0f} s)")
+        for i, r in enumerate(runs):
+            ax.text(r["seconds"], i, f" {r['seconds']} s", va="center", fontsize=8)
+        save_figure(fig, png)
+
+    return draw
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    chosen = [b for b in (args.only or BENCHMARKS) if b not in args.skip]
+    with Bench("all", args) as bench:
+        out_dir = args.out.resolve().parent if args.out is not None else None
+        runs = [run_one(name, args.quick, out_dir) for name in chosen]
+        result = report(runs, args.quick)
+        bench.write(result, plot(runs, result["total_s"]))
+    return 1 if result["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
