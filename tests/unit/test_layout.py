@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ci_pool"
@@ -61,3 +62,28 @@ def test_pending_splits_are_still_pending() -> None:
     assert not done, (
         f"within {MAX_CLASS_LINES} lines now (or gone): remove from PENDING_SPLITS {done}"
     )
+
+
+def test_readme_layout_names_every_module_and_package() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("\n## Layout\n") :]
+    block = section[section.index("```") :]
+    named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", block))
+    missing = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in _modules()
+        if path.stem not in ("__init__", "__main__")
+        and "migrations" not in path.parts
+        and not path.stem.startswith("routes_")  # README: "routes_*.py"
+        and path.stem not in named
+    ]
+    missing += [
+        f"{path.relative_to(PACKAGE).as_posix()}/"
+        for path in PACKAGE.rglob("*")
+        if path.is_dir()
+        and path.name != "__pycache__"
+        and "migrations" not in path.relative_to(PACKAGE).parts[:-1]
+        and not any(p.startswith(".") for p in path.parts)
+        and path.name not in named
+    ]
+    assert not missing, f"README's Layout section does not name: {sorted(missing)}"
