@@ -1,9 +1,9 @@
 """Expressions in workflow values: which contexts each place may use, checked and folded.
 
 A ValueReader reads the values of one job (one matrix cell): it parses ``${{ }}``, checks
-every context reference and function against what that place may use (naming the line
-and column of the offending part), substitutes the cell's matrix values and evaluates what
-no longer depends on the run.
+every context reference and function against what that place may use (ReferenceRules,
+naming the line and column of the offending part), substitutes the cell's matrix values
+and evaluates what no longer depends on the run.
 """
 
 from __future__ import annotations
