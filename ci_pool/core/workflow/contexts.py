@@ -1,9 +1,9 @@
 """Expressions in workflow values: which contexts each place may use, checked and folded.
 
 A ValueReader reads the values of one job (one matrix cell): it parses ``${{ }}``, checks
-every context reference and function against what that place may use (naming the line
-and column of the offending part), substitutes the cell's matrix values and evaluates what
-no longer depends on the run.
+every context reference and function against what that place may use (ReferenceRules,
+naming the line and column of the offending part), substitutes the cell's matrix values
+and evaluates what no longer depends on the run.
 """
 
 from __future__ import annotations
@@ -143,46 +143,17 @@ def referenced_secrets(templates: Iterable[str], conditions: Iterable[str]) -> t
     return tuple(names)
 
 
-class ValueReader:
-    """Reads the values of one job cell: templates, conditions, known values, env."""
+class ReferenceRules:
+    """What an expression at one place may reference: contexts and their properties, the
+    matrix keys, the needs and their outputs, earlier steps, and functions. Each check
+    returns the problem to report, or None."""
 
-    def __init__(
-        self,
-        src: Source,
-        cell: dict[str, Any],
-        matrix_keys: frozenset[str] | None = None,
-        matrix_readable: bool = True,
-        needs: Mapping[str, frozenset[str]] | None = None,
-        job_id: str = "",
-    ):
-        self.src, self.cell, self.matrix_keys = src, cell, matrix_keys
-        self.matrix_readable = matrix_readable
-        self.needs = needs or {}
-        self.job_id = job_id
-        self.ok = True
-        #: Step ids visible to the value being read; None when the steps could not be read.
-        self.step_ids: frozenset[str] | None = frozenset()
-        #: The matrix cell being read ("linux, 3.12"), None outside a matrix: errors say
-        #: which cells they are found in.
-        self.cell_label: str | None = None
-        #: ``strategy.*`` of this cell, substituted like the matrix where it is known.
-        self.strategy_values: dict[str, Any] | None = None
-        #: True when the matrix is computed at run time: ``matrix.*`` stays in templates.
-        self.matrix_later = False
-
-    @property
-    def folded(self) -> dict[str, Any]:
-        """The contexts known when parsing: the cell's matrix (and strategy)."""
-        if self.matrix_later:
-            return {}
-        known: dict[str, Any] = {"matrix": self.cell}
-        if self.strategy_values is not None:
-            known["strategy"] = self.strategy_values
-        return known
-
-    def error(self, message: str, pos: Pos | None) -> None:
-        self.ok = False
-        self.src.error(message, pos, self.cell_label)
+    matrix_keys: frozenset[str] | None
+    matrix_readable: bool
+    needs: Mapping[str, frozenset[str]]
+    job_id: str
+    #: Step ids visible to the value being read; None when the steps could not be read.
+    step_ids: frozenset[str] | None
 
     def _check(
         self, expr: Expr, where: str, contexts: frozenset[str], status: bool
@@ -289,6 +260,47 @@ class ValueReader:
         if isinstance(fmt, Literal) and isinstance(fmt.value, str):
             return format_problem(fmt.value, len(call.args) - 1)
         return None
+
+
+class ValueReader(ReferenceRules):
+    """Reads the values of one job cell: templates, conditions, known values, env."""
+
+    def __init__(
+        self,
+        src: Source,
+        cell: dict[str, Any],
+        matrix_keys: frozenset[str] | None = None,
+        matrix_readable: bool = True,
+        needs: Mapping[str, frozenset[str]] | None = None,
+        job_id: str = "",
+    ):
+        self.src, self.cell, self.matrix_keys = src, cell, matrix_keys
+        self.matrix_readable = matrix_readable
+        self.needs = needs or {}
+        self.job_id = job_id
+        self.ok = True
+        self.step_ids = frozenset()
+        #: The matrix cell being read ("linux, 3.12"), None outside a matrix: errors say
+        #: which cells they are found in.
+        self.cell_label: str | None = None
+        #: ``strategy.*`` of this cell, substituted like the matrix where it is known.
+        self.strategy_values: dict[str, Any] | None = None
+        #: True when the matrix is computed at run time: ``matrix.*`` stays in templates.
+        self.matrix_later = False
+
+    @property
+    def folded(self) -> dict[str, Any]:
+        """The contexts known when parsing: the cell's matrix (and strategy)."""
+        if self.matrix_later:
+            return {}
+        known: dict[str, Any] = {"matrix": self.cell}
+        if self.strategy_values is not None:
+            known["strategy"] = self.strategy_values
+        return known
+
+    def error(self, message: str, pos: Pos | None) -> None:
+        self.ok = False
+        self.src.error(message, pos, self.cell_label)
 
     def _report(self, problems: list[tuple[str, int]], value: str, pos: Pos) -> bool:
         for message, offset in problems:

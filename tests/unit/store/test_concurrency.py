@@ -19,6 +19,7 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import InputError
 from ci_pool.service.pool import Pool
 from ci_pool.service.reaper import Reaper
+from ci_pool.service.workflow_runs import pipeline_job
 from ci_pool.settings import load_settings
 from ci_pool.store import Job, Store
 from tests.unit.store.conftest import RecordingPool
@@ -236,7 +237,7 @@ def test_racing_claims_leave_one_holder_and_one_waiting(pool: RecordingPool) -> 
     for _ in range(8):
         row = pool.store.create_pipeline(
             {"name": "x", "repo": REPO, "ref": "main"},
-            [pool._pipeline_job(pj, REPO, "main") for pj in _jobs(pool)],
+            [pipeline_job(pool.settings, pj, REPO, "main") for pj in _jobs(pool)],
         )
         members.append(row.id)
     group = ConcurrencyGroup(name="race")

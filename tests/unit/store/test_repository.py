@@ -15,7 +15,7 @@ from ci_pool.core.evidence import Evidence
 from ci_pool.core.specs import CheckoutSpec, JobState, StepSpec
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import NotFound
-from ci_pool.service.pool import Pool
+from ci_pool.service.workflow_runs import pipeline_job
 from ci_pool.settings import load_settings
 from ci_pool.store import Claim, Job, Store
 from ci_pool.store.models import utcnow
@@ -212,7 +212,7 @@ def test_checkout_ref_and_steps_survive_parse_submit_store_and_claim(
 ) -> None:
     settings = load_settings(None, home=tmp_path / "home")
     parsed = parse_workflow(REF_WORKFLOW, "wf.yml", settings.capabilities).jobs[0]
-    new = Pool(settings, store)._pipeline_job(parsed, "git://x/r.git", "main")
+    new = pipeline_job(settings, parsed, "git://x/r.git", "main")
     pipe = store.create_pipeline({"name": "refs", "repo": "git://x/r.git", "ref": "main"}, [new])
     (row,) = store.pipeline_jobs(pipe.id)
     store.transition(row.id, JobState.QUEUED)
