@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 from celery.platforms import EX_OK
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from celery.worker import state as worker_state
 
 import ci_pool
@@ -116,7 +116,7 @@ class Lifecycle:
         registration and its heartbeats while this runner's jobs finish in the pool, so
         the runner is listed with them until they end. Then stop the checks, remove the
         idle warm containers and unregister."""
-        if wait:
+        if wait and self.leaving != "revoked":  # a revoked runner's jobs were abandoned
             self._wait_idle()
         self.stopped.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -167,8 +167,9 @@ class Lifecycle:
         Take nothing more, leave the broker if it still answers, abandon the running job
         (it can record nothing any more; its lease runs out and the reaper re-queues it),
         remove the containers it started and exit at once with EXIT_REVOKED, rather than
-        reconnecting forever: Celery's cold shutdown, or, should that not end the process
-        within REVOKED_EXIT_GRACE seconds, an immediate exit."""
+        reconnecting forever: Celery's shutdown (nothing is left in the pool to wait for),
+        or, should that not end the process within REVOKED_EXIT_GRACE seconds, an
+        immediate exit."""
         self.stopped.set()
         self.leaving = "revoked"
         try:
@@ -194,9 +195,10 @@ class Lifecycle:
         if removed:
             log.error("runner %s: removed the containers of %d attempt(s) and unmounted %d "
                       "workspace(s)", self.info.runner_id, len(removed), len(swept))  # fmt: skip
-        # Celery's cold shutdown ends the process with the worker's exit code as set here.
-        self.worker.exitcode = defaults.EXIT_REVOKED
-        worker_state.should_terminate = defaults.EXIT_REVOKED
+        # On its way out Celery still tries the broker (acks, the consumer's reconnect),
+        # which refuses this runner now: one line each in the log, not a traceback.
+        _one_line_failures()
+        worker_state.should_stop = defaults.EXIT_REVOKED
         guard = threading.Timer(defaults.REVOKED_EXIT_GRACE, os._exit, (defaults.EXIT_REVOKED,))
         guard.daemon = True
         guard.start()
@@ -332,12 +334,15 @@ class RunnerStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def include_if(self, parent: Any) -> bool:
         return bool(getattr(parent.app.conf, "ci_pool_capability", None))
 
+    def create(self, parent: Any) -> None:
+        # Sent last in the worker's stop, after every step (the pool too) has stopped.
+        worker_shutdown.connect(self._exit_status, sender=parent, weak=False)
+
     def start(self, parent: Any) -> None:
         try:
             info = runner_info(parent)
         except RunnerCutOff as exc:
             log.error("%s; exiting", exc)
-            parent.exitcode = defaults.EXIT_REVOKED
             worker_state.should_stop = defaults.EXIT_REVOKED
             return
         settings: Settings = parent.app.conf.ci_pool_settings
@@ -347,6 +352,13 @@ class RunnerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.lifecycle = Lifecycle(parent, registry, info, interval, limits)
         worker_ready.connect(self._ready, weak=False)
         self.lifecycle.start()
+
+    @staticmethod
+    def _exit_status(sender: Any = None, **_kw: Any) -> None:
+        """Exit with EXIT_REVOKED once Celery has stopped for a revoked runner: Celery
+        keeps the status in the worker's ``exitcode``, but ``worker_main`` drops it."""
+        if sender is not None and sender.exitcode == defaults.EXIT_REVOKED:
+            raise SystemExit(defaults.EXIT_REVOKED)
 
     def _ready(self, sender: Any = None, **_kw: Any) -> None:
         if self.lifecycle is not None:
@@ -399,6 +411,22 @@ def _image_identity(cap: Capability) -> dict[str, Any]:
     from ci_pool.worker.executors.docker import image_identity
 
     return image_identity(cap.image)
+
+
+class _WithoutTraceback(logging.Filter):
+    """Keeps a record's message and drops its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _one_line_failures() -> None:
+    """From now on the worker's log handlers write failures without their traceback."""
+    one_line = _WithoutTraceback()
+    for name in (None, "celery", "kombu"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(one_line)
 
 
 def _kill_children() -> None:
