@@ -1,4 +1,5 @@
-"""Celery tasks (thin: load the job, hand it to JobRunner) and the worker's registration."""
+"""Celery tasks (thin: load the job, hand it to JobRunner); a capability's worker gets the
+runner's lifecycle as a bootstep (lifecycle.RunnerStep)."""
 
 from __future__ import annotations
 
