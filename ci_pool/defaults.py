@@ -438,3 +438,8 @@ PROVISION_REGISTRATION_TTL = 900.0
 #: Where a provisioned worker keeps its state, and so its credential files (its unit's
 #: StateDirectory; ``runner_credential_file`` is ``<home>/runner-credential``).
 PROVISION_RUNNER_HOME = "/var/lib/ci-pool"
+
+# -- worker lifecycle --
+#: Seconds a revoked runner gives Celery's cold shutdown to end the process before it
+#: exits at once (its jobs' containers and pool processes are gone by then).
+REVOKED_EXIT_GRACE = 10.0

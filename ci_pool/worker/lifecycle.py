@@ -1,67 +1,44 @@
-"""The worker's life beside its Celery consumer: registration heartbeats, health, drain
-and limits, and the sweep of containers that ended attempts left behind."""
+"""The worker's life beside its Celery consumer, run as a bootstep of the Celery worker:
+registration heartbeats, health, drain and limits, warm containers, and the sweep of
+containers that ended attempts left behind. It ends the worker through Celery's own
+shutdown flags, never by signalling its own process."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
+from celery import bootsteps
+from celery.platforms import EX_OK
+from celery.signals import worker_ready, worker_shutdown
+from celery.worker import state as worker_state
 
+import ci_pool
 from ci_pool import defaults
 from ci_pool.broker.keys import runner_queue
 from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
-from ci_pool.core.specs import JobState
-from ci_pool.exceptions import AccessDenied, ExecutorError, NotFound, RunnerCutOff
+from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.worker import workspace
-from ci_pool.worker.executors.base import ENGINE_DOWN, Executor
-from ci_pool.worker.runner_store import open_runner_store
+from ci_pool.worker.api_store import ApiRunnerStore
+from ci_pool.worker.executors.base import Executor
+from ci_pool.worker.health import Health
+from ci_pool.worker.runner_store import open_runner_store, through_api
+from ci_pool.worker.sweep import Sweeper
 
 log = logging.getLogger(__name__)
 #: Seconds between sweeps for containers of ended attempts that a cleanup left behind.
 SWEEP_INTERVAL = 60.0
-
-
-class Health:
-    """Whether this runner can run a capability's jobs now: its Docker engine answers and
-    the capability's image is here. A verdict is kept ``ttl`` seconds."""
-
-    def __init__(self, cap: Capability, executor: Callable[[Capability], Executor], ttl: float):
-        self.cap, self._executor, self.ttl = cap, executor, ttl
-        self.executor: Executor | None = None
-        self._verdict: str | None = None
-        self._until = 0.0
-
-    def reason(self) -> str | None:
-        """Why the runner cannot run the capability's jobs (with what fixes it), or None."""
-        if self.cap.mode != "docker":
-            return None
-        now = time.monotonic()
-        if now >= self._until:
-            self._verdict, self._until = self._ask(), now + self.ttl
-        return self._verdict
-
-    def _ask(self) -> str | None:
-        if self.executor is None:
-            try:
-                self.executor = self._executor(self.cap)
-            except ExecutorError:
-                return ENGINE_DOWN
-        return self.executor.health(self.cap)
-
-    def forget(self) -> None:
-        """Ask again next time (an attempt just ended in an infrastructure error)."""
-        self._until = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,26 +50,30 @@ class Limits:
     max_lifetime: float | None = None
 
 
-class Lifecycle(threading.Thread):
+class Lifecycle:
     """Keeps this worker's registration alive in Redis, and ends the worker when it is
     drained or reaches a limit: stop consuming, let the running job finish, exit."""
 
     def __init__(
         self,
-        consumer: Any,
+        worker: Any,
         registry: RunnerRegistry,
         info: RunnerInfo,
         interval: float,
         limits: Limits,
     ):
-        super().__init__(name="ci-pool-lifecycle", daemon=True)
-        self.consumer, self.registry, self.info = consumer, registry, info
+        #: The Celery ``WorkController`` this runs in.
+        self.worker, self.registry, self.info = worker, registry, info
         self.interval, self.limits = interval, limits
-        self.settings: Settings = consumer.app.conf.ci_pool_settings
+        self.settings: Settings = worker.app.conf.ci_pool_settings
         self.store = open_runner_store(self.settings)
         self.cap = self.settings.capabilities[info.capability]
         self.health = Health(self.cap, _docker_executor, ttl=0.0)
         self.stopped = threading.Event()
+        #: Set once the worker's consumer takes messages: remote control (stop or start
+        #: consuming a queue) reaches the worker only from then on.
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="ci-pool-lifecycle", daemon=True)
         self.leaving: str | None = None
         #: Redis refuses its user while the pool still knows the runner (Redis restarted).
         self.refused = False
@@ -103,22 +84,59 @@ class Lifecycle(threading.Thread):
         #: Claims since this process started count toward --max-jobs (the name outlives it).
         self.since = datetime.fromtimestamp(info.started_at, UTC)
         self.last_sweep = -SWEEP_INTERVAL
+        self.sweeper = Sweeper(self.settings, self.store, registry, info.runner_id)
         #: Keeps the capability's warm containers (docker capabilities with some).
         self.warm: Any = None
 
+    def start(self) -> None:
+        self._thread.start()
+
     def run(self) -> None:
-        last_beat = 0.0
-        while not self.stopped.wait(min(self.interval, 0.5)):
+        while not self.ready.wait(0.5):
+            if self.stopped.is_set():
+                return
+        last_beat = -self.interval
+        while not self.stopped.is_set():
             try:
-                if time.monotonic() - last_beat >= self.interval:
+                # The first check comes before the first heartbeat: an unhealthy runner
+                # stops consuming before it takes a job.
+                self.check()
+                if not self.stopped.is_set() and time.monotonic() - last_beat >= self.interval:
                     self._beat()
                     last_beat = time.monotonic()
-                self.check()
                 self.refused = False
             except redis.AuthenticationError as exc:
                 self._refused(exc)
             except Exception:  # Redis or the store is down for a moment: try again
                 log.warning("runner lifecycle check failed; retrying", exc_info=True)
+            self.stopped.wait(min(self.interval, 0.5))
+
+    def finish(self, *, wait: bool) -> None:
+        """Leave the pool as the worker stops. ``wait`` (a warm shutdown): keep the
+        registration and its heartbeats while this runner's jobs finish in the pool, so
+        the runner is listed with them until they end. Then stop the checks, remove the
+        idle warm containers and unregister."""
+        if wait and self.leaving != "revoked":  # a revoked runner's jobs were abandoned
+            self._wait_idle()
+        self.stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.stop_warm()
+        try:
+            self.registry.unregister(self.info.runner_id)
+            self.registry.redis.delete(drain_key(self.info.runner_id))
+        except redis.RedisError:
+            pass
+
+    def _wait_idle(self) -> None:
+        """Until no job of this runner runs (or a cold shutdown comes)."""
+        while not worker_state.should_terminate:
+            try:
+                if not self.store.count_running(self.info.runner_id):
+                    return
+            except Exception:  # the store cannot tell: nothing to wait for
+                return
+            time.sleep(0.2)
 
     def _refused(self, exc: redis.AuthenticationError) -> None:
         """Redis refused the runner's user: it was revoked, or Redis restarted and forgot
@@ -128,6 +146,7 @@ class Lifecycle(threading.Thread):
             self.store.count_running(self.info.runner_id)
         except RunnerCutOff as cut:
             self.cut_off(f"the broker refused its Redis user ({exc}) and {cut}")
+            return
         except Exception:  # the API is away too: ask again at the next check
             log.warning("runner %s: the broker refused its Redis user (%s) and the pool API "
                         "does not answer; retrying", self.info.runner_id, exc)  # fmt: skip
@@ -148,7 +167,9 @@ class Lifecycle(threading.Thread):
         Take nothing more, leave the broker if it still answers, abandon the running job
         (it can record nothing any more; its lease runs out and the reaper re-queues it),
         remove the containers it started and exit at once with EXIT_REVOKED, rather than
-        reconnecting forever."""
+        reconnecting forever: Celery's shutdown (nothing is left in the pool to wait for),
+        or, should that not end the process within REVOKED_EXIT_GRACE seconds, an
+        immediate exit."""
         self.stopped.set()
         self.leaving = "revoked"
         try:
@@ -174,11 +195,17 @@ class Lifecycle(threading.Thread):
         if removed:
             log.error("runner %s: removed the containers of %d attempt(s) and unmounted %d "
                       "workspace(s)", self.info.runner_id, len(removed), len(swept))  # fmt: skip
-        os._exit(defaults.EXIT_REVOKED)
+        # On its way out Celery still tries the broker (acks, the consumer's reconnect),
+        # which refuses this runner now: one line each in the log, not a traceback.
+        _one_line_failures()
+        worker_state.should_stop = defaults.EXIT_REVOKED
+        guard = threading.Timer(defaults.REVOKED_EXIT_GRACE, os._exit, (defaults.EXIT_REVOKED,))
+        guard.daemon = True
+        guard.start()
 
     def _beat(self) -> None:
         try:
-            concurrency = int(self.consumer.pool.num_processes)
+            concurrency = int(self.worker.pool.num_processes)
         except (AttributeError, TypeError, ValueError):
             concurrency = self.info.concurrency
         extra = {
@@ -208,59 +235,6 @@ class Lifecycle(threading.Thread):
             return f"idle for --idle-timeout {lim.idle_timeout:g}s"
         return None
 
-    def _sweep(self) -> None:
-        """Remove the containers of ended attempts that their cleanup could not remove
-        (the engine was gone when the attempt ended)."""
-        self.last_sweep = time.monotonic()
-        self._sweep_workspaces()
-        executor = self.health.executor
-        if executor is None:
-            return
-        for job_id, attempt in executor.job_leftovers():
-            try:
-                job = self.store.get_job(job_id)
-            except (NotFound, AccessDenied):
-                # Another pool's job on a shared engine, or (through the API) a job this
-                # runner does not hold: not ours to judge; the reaper removes those.
-                continue
-            # Only a running job's current attempt is alive; every other container of
-            # the job belongs to an attempt that has ended.
-            if job.state is JobState.RUNNING and job.attempt <= attempt:
-                continue
-            try:
-                removed = executor.remove_leftovers(job_id, attempt)
-            except ExecutorError as exc:
-                log.warning("runner %s: sweep: %s", self.info.runner_id, exc)
-                return
-            if removed:
-                log.warning(
-                    "runner %s: removed the container of ended attempt %d of job %s",
-                    self.info.runner_id,
-                    attempt,
-                    job_id,
-                )
-        self._sweep_warm(executor)
-
-    def _sweep_warm(self, executor: Executor) -> None:
-        """Remove the idle warm containers of runners that are gone."""
-        client = getattr(executor, "client", None)
-        if client is None:
-            return
-        from ci_pool.worker.executors.warm import remove_orphans
-
-        live = {r.runner_id for r in self.registry.live()} | {self.info.runner_id}
-        try:
-            removed = remove_orphans(client, self.settings.resolved_workspace_root, live)
-        except ExecutorError as exc:
-            log.warning("runner %s: sweep: %s", self.info.runner_id, exc)
-            return
-        if removed:
-            log.warning(
-                "runner %s: removed %d warm container(s) of runners that are gone",
-                self.info.runner_id,
-                removed,
-            )
-
     def keep_warm(self, wanted: bool) -> None:
         """Keep the capability's warm containers while ``wanted``; remove them when not."""
         if self.cap.mode != "docker" or not self.cap.warm_containers:
@@ -289,29 +263,13 @@ class Lifecycle(threading.Thread):
             self.warm.stopped.set()
             self.keep_warm(False)
 
-    def _sweep_workspaces(self) -> None:
-        """Unmount the overlay workspaces of attempts that ended without their cleanup."""
-
-        def alive(job_id: str, attempt: int) -> bool:
-            try:
-                job = self.store.get_job(job_id)
-            except (NotFound, AccessDenied):
-                return True  # another pool's (or runner's) job on a shared host: not ours
-            return job.state is JobState.RUNNING and job.attempt <= attempt
-
-        root = self.settings.resolved_workspace_root
-        for name in workspace.sweep_overlays(root, alive):
-            log.warning(
-                "runner %s: unmounted the workspace of ended attempt %s", self.info.runner_id, name
-            )
-
     def _consume(self, on: bool) -> None:
         if on == self.consuming:
             return
-        control = self.consumer.app.control
+        control = self.worker.app.control
         switch = control.add_consumer if on else control.cancel_consumer
         for queue in (self.info.queue, runner_queue(self.info.queue, self.info.runner_id)):
-            switch(queue, destination=[self.consumer.hostname])
+            switch(queue, destination=[self.worker.hostname])
         self.consuming = on
 
     def check(self) -> None:
@@ -319,6 +277,7 @@ class Lifecycle(threading.Thread):
             running = self.store.count_running(self.info.runner_id)
         except RunnerCutOff as exc:
             self.cut_off(exc)
+            return
         if running:
             self.last_busy = time.monotonic()
         changed = False
@@ -342,7 +301,8 @@ class Lifecycle(threading.Thread):
                 self.last_sweep = -SWEEP_INTERVAL  # sweep what the outage left, at once
             self.unhealthy, changed = health, True
         if health is None and time.monotonic() - self.last_sweep >= SWEEP_INTERVAL:
-            self._sweep()
+            self.last_sweep = time.monotonic()
+            self.sweeper.sweep(self.health.executor)
         self.keep_warm(health is None and self.leaving is None)
         if changed:
             self._consume(self.leaving is None and self.unhealthy is None)
@@ -350,7 +310,123 @@ class Lifecycle(threading.Thread):
         if self.leaving is not None and not running:
             log.warning("runner %s: exiting (%s)", self.info.runner_id, self.leaving)
             self.stopped.set()
-            os.kill(os.getpid(), signal.SIGTERM)  # warm shutdown
+            worker_state.should_stop = EX_OK  # Celery's warm shutdown, as on SIGTERM
+
+
+class RunnerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The runner's lifecycle as a step of the Celery worker of a capability: ``start``
+    registers the runner and starts the checks, ``stop`` (warm shutdown) lets its jobs
+    finish before it unregisters, ``terminate`` (cold shutdown) unregisters at once.
+
+    A step of the worker, not of the consumer: the consumer's steps restart with the
+    broker connection, and the runner must go on heartbeating, checking and, once revoked,
+    exiting while the consumer reconnects to a Redis that restarted or refuses it.
+    It starts after the pool (its heartbeats report the pool's size) and so stops before
+    the pool; a warm stop therefore waits for the runner's running jobs itself."""
+
+    label = "ci-pool runner"
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.lifecycle: Lifecycle | None = None
+
+    def include_if(self, parent: Any) -> bool:
+        return bool(getattr(parent.app.conf, "ci_pool_capability", None))
+
+    def create(self, parent: Any) -> None:
+        # Sent last in the worker's stop, after every step (the pool too) has stopped.
+        worker_shutdown.connect(self._exit_status, sender=parent, weak=False)
+
+    def start(self, parent: Any) -> None:
+        try:
+            info = runner_info(parent)
+        except RunnerCutOff as exc:
+            log.error("%s; exiting", exc)
+            worker_state.should_stop = defaults.EXIT_REVOKED
+            return
+        settings: Settings = parent.app.conf.ci_pool_settings
+        registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
+        limits = getattr(parent.app.conf, "ci_pool_limits", None) or Limits()
+        interval = max(settings.runner_ttl / 3, 0.5)
+        self.lifecycle = Lifecycle(parent, registry, info, interval, limits)
+        worker_ready.connect(self._ready, weak=False)
+        self.lifecycle.start()
+
+    @staticmethod
+    def _exit_status(sender: Any = None, **_kw: Any) -> None:
+        """Exit with EXIT_REVOKED once Celery has stopped for a revoked runner: Celery
+        keeps the status in the worker's ``exitcode``, but ``worker_main`` drops it."""
+        if sender is not None and sender.exitcode == defaults.EXIT_REVOKED:
+            raise SystemExit(defaults.EXIT_REVOKED)
+
+    def _ready(self, sender: Any = None, **_kw: Any) -> None:
+        if self.lifecycle is not None:
+            self.lifecycle.ready.set()
+
+    def stop(self, parent: Any) -> None:
+        self._leave(wait=True)
+
+    def terminate(self, parent: Any) -> None:
+        self._leave(wait=False)
+
+    def _leave(self, *, wait: bool) -> None:
+        worker_ready.disconnect(self._ready)
+        lifecycle, self.lifecycle = self.lifecycle, None
+        if lifecycle is not None:
+            lifecycle.finish(wait=wait)
+
+
+def runner_info(worker: Any) -> RunnerInfo:
+    """What this worker registers as: its name (through the API, the one the pool knows
+    its credential by; RunnerCutOff when the API refuses it), capability and image."""
+    app = worker.app
+    settings: Settings = app.conf.ci_pool_settings
+    cap = settings.capabilities[app.conf.ci_pool_capability]
+    runner_id = settings.runner_id or worker.hostname
+    if through_api(settings):
+        runner_id = str(ApiRunnerStore(settings).whoami()["name"])
+    return RunnerInfo(
+        runner_id=runner_id,
+        capability=cap.name,
+        queue=cap.queue,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        concurrency=int(app.conf.worker_concurrency or 1),
+        version=ci_pool.__version__,
+        started_at=time.time(),
+        extra={
+            "mode": cap.mode,
+            "image": cap.image,
+            # The Celery node name: remote-control commands are addressed to it.
+            "node": worker.hostname,
+            **_image_identity(cap),
+        },
+    )
+
+
+def _image_identity(cap: Capability) -> dict[str, Any]:
+    if cap.mode != "docker" or not cap.image:
+        return {}
+    from ci_pool.worker.executors.docker import image_identity
+
+    return image_identity(cap.image)
+
+
+class _WithoutTraceback(logging.Filter):
+    """Keeps a record's message and drops its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _one_line_failures() -> None:
+    """From now on the worker's log handlers write failures without their traceback."""
+    one_line = _WithoutTraceback()
+    for name in (None, "celery", "kombu"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(one_line)
 
 
 def _kill_children() -> None:

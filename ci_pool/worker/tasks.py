@@ -1,12 +1,11 @@
-"""Celery tasks (thin: load the job, hand it to JobRunner) and the worker's registration."""
+"""Celery tasks (thin: load the job, hand it to JobRunner); a capability's worker gets the
+runner's lifecycle as a bootstep (lifecycle.RunnerStep)."""
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -14,12 +13,10 @@ from typing import Any
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
-from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_shutdown
 
-import ci_pool
 from ci_pool import defaults
 from ci_pool.broker.app import send_run_job
-from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.broker.targeting import send_targeted
 from ci_pool.core.capabilities import Capability
 from ci_pool.core.runner_names import name_matches
@@ -32,9 +29,10 @@ from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
 from ci_pool.worker.executors.host import HostExecutor
+from ci_pool.worker.health import Health
 from ci_pool.worker.job_runner import JobRunner
-from ci_pool.worker.lifecycle import Health, Lifecycle, Limits
-from ci_pool.worker.runner_store import RunnerStore, open_runner_store, through_api
+from ci_pool.worker.lifecycle import Limits, RunnerStep
+from ci_pool.worker.runner_store import RunnerStore, open_runner_store
 
 log = logging.getLogger(__name__)
 
@@ -162,72 +160,11 @@ def _not_for(rt: _Runtime, app: Celery, job_id: str, runner_id: str) -> bool:
     return True
 
 
-_lifecycle: Lifecycle | None = None
-
-
-def _image_identity(cap: Capability) -> dict[str, Any]:
-    if cap.mode != "docker" or not cap.image:
-        return {}
-    from ci_pool.worker.executors.docker import image_identity
-
-    return image_identity(cap.image)
-
-
-@worker_ready.connect
-def _register(sender: Any = None, **_kw: Any) -> None:
-    global _lifecycle
-    app = sender.app
-    settings: Settings = app.conf.ci_pool_settings
-    cap_name = getattr(app.conf, "ci_pool_capability", None)
-    if not cap_name:
-        return
-    cap = settings.capabilities[cap_name]
-    runner_id = settings.runner_id or sender.hostname
-    if through_api(settings):
-        try:
-            runner_id = str(ApiRunnerStore(settings).whoami()["name"])
-        except RunnerCutOff as exc:
-            log.error("%s; exiting", exc)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-    info = RunnerInfo(
-        runner_id=runner_id,
-        capability=cap.name,
-        queue=cap.queue,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        concurrency=int(app.conf.worker_concurrency or 1),
-        version=ci_pool.__version__,
-        started_at=time.time(),
-        extra={
-            "mode": cap.mode,
-            "image": cap.image,
-            # The Celery node name: remote-control commands are addressed to it.
-            "node": sender.hostname,
-            **_image_identity(cap),
-        },
-    )
-    registry = RunnerRegistry(redis.Redis.from_url(settings.broker_url), settings.runner_ttl)
-    limits = getattr(app.conf, "ci_pool_limits", None) or Limits()
-    _lifecycle = Lifecycle(sender, registry, info, max(settings.runner_ttl / 3, 0.5), limits)
-    try:
-        _lifecycle.check()  # an unhealthy runner stops consuming before its first job
-    except Exception:
-        log.warning("runner lifecycle check failed; retrying", exc_info=True)
-    _lifecycle.start()
-
-
-@worker_shutdown.connect
-def _unregister(sender: Any = None, **_kw: Any) -> None:
-    if _lifecycle is None:
-        return
-    _lifecycle.stopped.set()
-    _lifecycle.stop_warm()
-    try:
-        _lifecycle.registry.unregister(_lifecycle.info.runner_id)
-        _lifecycle.registry.redis.delete(drain_key(_lifecycle.info.runner_id))
-    except redis.RedisError:
-        pass
+@worker_init.connect
+def _add_runner_step(sender: Any = None, **_kw: Any) -> None:
+    """A capability's worker runs the runner's lifecycle as one of its bootsteps (before
+    its blueprint is built, which is when Celery sends ``worker_init``)."""
+    sender.app.steps["worker"].add(RunnerStep)
 
 
 @worker_process_shutdown.connect

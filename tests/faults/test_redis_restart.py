@@ -36,6 +36,7 @@ from tests.conftest import (
     containers_left,
     write_config,
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.faults
 
@@ -282,7 +283,13 @@ def test_a_message_taken_but_never_claimed_is_sent_again(
             if time.monotonic() > deadline:
                 pytest.fail(f"the worker took no message:\n{worker.log.read_text()}")
             time.sleep(0.1)
-        time.sleep(0.5)  # the task has started: its claim is waiting for the lock
+
+        def started() -> bool:
+            """The pool process runs the task: its claim is waiting for the lock."""
+            active = control.inspect(destination=[node], timeout=1).active() or {}
+            return any(task.get("worker_pid") for task in active.get(node, []))
+
+        until(started, "the task started in a pool process", timeout=30)
         worker.kill()  # SIGKILL: the message stays in 'unacked', the job stays queued
     finally:
         lock.execute("ROLLBACK")

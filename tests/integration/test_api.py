@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +22,7 @@ from ci_pool.exceptions import ConfigError
 from ci_pool.settings import load_settings
 from ci_pool.store import tokens
 from tests.conftest import GitServer, Harness, Worker
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +139,14 @@ def test_auth_401_and_403(harness: Harness, git_server: GitServer, client: TestC
     assert_error(client.get("/v1/queues", headers=auth(plaintext)), 401, "unauthorized")
 
     short = make_token(harness, "read", expires=timedelta(seconds=0.5))
-    time.sleep(0.6)
-    assert_error(client.get("/v1/queues", headers=auth(short)), 401, "unauthorized")
+
+    def refused() -> httpx.Response | None:
+        res = client.get("/v1/queues", headers=auth(short))
+        return res if res.status_code == 401 else None
+
+    assert_error(
+        until(refused, "the token refused once it expired", timeout=10), 401, "unauthorized"
+    )
 
 
 def test_bad_input_is_422_with_the_field_and_writes_nothing(

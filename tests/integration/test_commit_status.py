@@ -22,6 +22,7 @@ from ci_pool.embedded import free_port, make_repo
 from ci_pool.store import Store
 from ci_pool.store.outbox import outbox_row
 from tests.conftest import GitServer, Harness, RedisServer, Worker, isolated_harness
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -287,9 +288,13 @@ def test_a_forge_answering_500_twice_gets_the_status_on_a_later_try(forges: Forg
     row = outbox_row(f.store(), job)
     assert row is not None and row.sent_seq < row.seq and row.tries == 1
     assert row.last_error == f"127.0.0.1:{f.gitea.port} answered HTTP 500"
-    time.sleep(0.3)  # past the backoff
-    f.beat()
-    posts = f.gitea.for_sha(f.sha, "ci-pool/retried")
+
+    def sent_again() -> list[Posted]:
+        f.beat()  # a sweep once the retry's backoff has passed sends it again
+        posts = f.gitea.for_sha(f.sha, "ci-pool/retried")
+        return posts if len(posts) >= 3 else []
+
+    posts = until(sent_again, "the status sent again after its backoff", timeout=60, interval=0.1)
     assert [p.state for p in posts][-1] == "success"
     assert len(posts) == 3
     assert f.h.pool().get(job).state == "succeeded"

@@ -171,7 +171,7 @@ def test_capability_without_worker_stays_queued_and_show_says_why(
     harness: Harness, git_server: GitServer
 ) -> None:
     job_id = submit(harness, git_server, "--capability", "deploy", "--run", "true")
-    time.sleep(0.5)
+    time.sleep(0.5)  # a window in which no worker may take it: it must stay queued
     job = show(harness, job_id)
     assert job["state"] == "queued"
     assert "no worker is serving capability 'deploy'" in job["waiting"]

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ci_pool.embedded import RedisServer, free_port
 from tests.conftest import GitServer, Harness, Worker, isolated_harness
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -22,10 +24,14 @@ def test_status_counts_queue_workers_and_recent_jobs(
     ok = harness.submit(git_server, "true", capability="linux")
     assert harness.cli("wait", ok, "--timeout", "90").returncode == 0
     waiting = harness.submit(git_server, "true", capability="deploy")
-    time.sleep(0.3)
-    res = harness.cli("status", "--json")
-    assert res.returncode == 0, res.stderr
-    rows = {r["capability"]: r for r in json.loads(res.stdout)}
+
+    def status() -> dict[str, dict[str, Any]] | None:
+        res = harness.cli("status", "--json")
+        assert res.returncode == 0, res.stderr
+        rows = {r["capability"]: r for r in json.loads(res.stdout)}
+        return rows if (rows["deploy"]["oldest_wait_s"] or 0) >= 0.3 else None
+
+    rows = until(status, "deploy's oldest wait counted in status", timeout=30, interval=0.1)
     assert rows["linux"]["workers"] >= 1 and rows["linux"]["slots"] >= 2
     assert rows["linux"]["finished_1h"] >= 1 and rows["linux"]["p50_s"] is not None
     assert rows["deploy"]["queued"] >= 1 and rows["deploy"]["workers"] == 0

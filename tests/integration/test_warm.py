@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from ci_pool import defaults
 from ci_pool.embedded import RedisServer
 from tests.conftest import FAST_TIMINGS, GitServer, Harness
+from tests.waiting import until
 
 CAP = "warm"
 
@@ -39,14 +40,6 @@ def warm_pool(
     ):
         if str(c.labels.get(defaults.LABEL_WARM_SLOT, "")).startswith(str(root)):
             c.remove(force=True)
-
-
-def until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
-    return found
 
 
 def idle_warm(client: Any, runner_id: str) -> list[Any]:
