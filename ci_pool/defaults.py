@@ -438,3 +438,8 @@ PROVISION_REGISTRATION_TTL = 900.0
 #: Where a provisioned worker keeps its state, and so its credential files (its unit's
 #: StateDirectory; ``runner_credential_file`` is ``<home>/runner-credential``).
 PROVISION_RUNNER_HOME = "/var/lib/ci-pool"
+
+# -- the runner's own cost per job --
+#: ci-pool's own log lines are held at most this long (seconds), so lines the runner writes
+#: back to back reach the live stream in one round trip; a step's output is never held.
+LOG_LIVE_HOLD = 0.005
