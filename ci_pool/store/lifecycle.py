@@ -29,6 +29,7 @@ _CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id, Job.runner, Job.capab
     Job.id == bindparam("job_id")
 )
 _ADD_CHUNK = insert(LogChunk)
+_CLAIM_FENCE = [Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,10 @@ class JobLifecycle(JobQueries):
                 s,
                 job_id,
                 JobState.RUNNING,
-                where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
+                where=_CLAIM_FENCE,
                 runner_id=runner_id,
                 current=None if took_over is not None else row.state,
+                shape=None if took_over is not None else "claim",
                 values={
                     "attempt": Job.attempt + 1,
                     "runner_id": runner_id,
