@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from ci_pool import defaults
 from ci_pool.core.evidence import Evidence
@@ -28,7 +28,9 @@ from ci_pool.store.transitions import (
 _CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id, Job.runner, Job.capability).where(
     Job.id == bindparam("job_id")
 )
-_ADD_CHUNK = insert(LogChunk)
+# A Core insert on the table: an ORM-enabled insert costs more than the statement.
+_ADD_CHUNK = insert(cast(Table, LogChunk.__table__))
+_NEXT_ATTEMPT = Job.attempt + 1
 _CLAIM_FENCE = [Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)]
 
 
@@ -131,7 +133,7 @@ class JobLifecycle(JobQueries):
                 current=None if took_over is not None else row.state,
                 shape=None if took_over is not None else "claim",
                 values={
-                    "attempt": Job.attempt + 1,
+                    "attempt": _NEXT_ATTEMPT,
                     "runner_id": runner_id,
                     "lease_until": now + timedelta(seconds=lease_ttl),
                     "started_at": now,
