@@ -286,6 +286,7 @@ class LogWriter:
                 self._buffer.clear()
                 self._buffered = 0
             held, self._held = self._held, []
+            self.on_hold = None  # nothing is held after the end: nobody would release it
             self._publish([*held, {"a": str(self.attempt), "t": _now(), "eof": "1"}], last=True)
             return chunk
 
