@@ -52,9 +52,10 @@ PROFILE_WARMUP = 5
 #: Where the next halving of a no-op job's cost is, from the profile below.
 HALVE_NEXT = (
     "Celery's own cost per message (kombu builds a new redis-py client for every ack and "
-    "event publish, and task events add 3 publishes a job) and the store's 4 transactions "
-    "a job (the last log chunk could go in the outcome's transaction, the runner-name "
-    "check in the claim's first read)"
+    "event publish, and task events add 3 publishes a job); then the runner's 2 store "
+    "transactions (each fenced UPDATE still reloads the whole job row and writes an audit "
+    "row and an outbox upsert, ~4-5 ms of CPU each), the step's fork/exec of sh (~2 ms) "
+    "and redis-py 8's per-command overhead on the 2-3 log round trips left a job"
 )
 
 log = logger("throughput")

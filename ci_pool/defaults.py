@@ -443,3 +443,8 @@ PROVISION_RUNNER_HOME = "/var/lib/ci-pool"
 #: Seconds a revoked runner gives Celery's cold shutdown to end the process before it
 #: exits at once (its jobs' containers and pool processes are gone by then).
 REVOKED_EXIT_GRACE = 10.0
+
+# -- the runner's own cost per job --
+#: ci-pool's own log lines are held at most this long (seconds), so lines the runner writes
+#: back to back reach the live stream in one round trip; a step's output is never held.
+LOG_LIVE_HOLD = 0.005

@@ -45,9 +45,9 @@ def _mount(lower: Path, upper: Path, work: Path, merged: Path) -> None:
 def mount(lower: Path, layers: Path, merged: Path) -> None:
     """Mount ``lower`` read-only under a fresh upper layer in ``layers`` at ``merged``."""
     upper, work = layers / "upper", layers / "work"
-    upper.mkdir(parents=True, exist_ok=False)
-    work.mkdir()
-    merged.mkdir(parents=True, exist_ok=True)
+    os.makedirs(upper)  # plain os calls: pathlib's cost more CPU than the mount itself
+    os.mkdir(work)
+    os.makedirs(merged, exist_ok=True)
     _mount(lower, upper, work, merged)
 
 
@@ -121,12 +121,14 @@ def unmount_under(root: Path) -> list[Path]:
 def available(scratch: Path) -> str | None:
     """None when an overlay can be mounted in ``scratch`` (probed once per directory),
     else why not."""
-    scratch = scratch.resolve()
+    if scratch in _probed:  # asked before under this very path: no resolve() again
+        return _probed[scratch]
+    asked, scratch = scratch, scratch.resolve()
     with _probe_lock:
         if scratch in _probed:
             return _probed[scratch]
         reason = _probe(scratch)
-        _probed[scratch] = reason
+        _probed[scratch] = _probed[asked] = reason
     if reason is not None:
         log.warning("overlay workspaces unavailable (%s); cached trees are copied", reason)
     return reason

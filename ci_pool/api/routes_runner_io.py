@@ -29,6 +29,7 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import InputError, NotFound, TooLarge
 from ci_pool.service.runner_io import RunnerIO, Stored, check_size
 from ci_pool.store.identities import CREDENTIAL_PREFIX, RunnerIdentity, verify_runner
+from ci_pool.store.lifecycle import FinalChunk
 from ci_pool.store.wire import dump_row
 
 router = APIRouter(prefix=defaults.RUNNER_API_PREFIX, responses=ERRORS, tags=["runner"])
@@ -89,6 +90,8 @@ class OutcomeBody(BaseModel):
     reason: str | None = Field(default=None, max_length=defaults.RUNNER_REASON_MAX)
     exit_code: int | None = None
     evidence: Evidence | None = None
+    #: The attempt's last log chunk, stored in the outcome's transaction.
+    log: LogBody | None = None
 
 
 class OutputsBody(BaseModel):
@@ -156,7 +159,10 @@ def append_log(job_id: str, attempt: int, body: LogBody, io: RunnerDep) -> Respo
 @router.post(Attempt + "/outcome")
 def outcome(job_id: str, attempt: int, body: OutcomeBody, io: RunnerDep) -> dict[str, Any]:
     """Close the attempt; the API queues the retry or the pipeline's next jobs."""
-    done, after = io.close(job_id, attempt, body.state, body.reason, body.exit_code, body.evidence)
+    last = None if body.log is None else FinalChunk(body.log.seq, body.log.data)
+    done, after = io.close(
+        job_id, attempt, body.state, body.reason, body.exit_code, body.evidence, last
+    )
     return {
         "job": dump_row(done),
         "next": after.next.value,

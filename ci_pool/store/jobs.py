@@ -25,12 +25,6 @@ class JobQueries(Database):
                 raise NotFound(f"no job with id {job_id!r}")
             return job
 
-    def runners_of(self, job_id: str) -> str | None:
-        """The runner-name glob a job is sent to (None: any runner, or no such job); one
-        column, read before every claim, so not the whole row."""
-        with self.session(write=False) as s:
-            return s.scalar(select(Job.runner).where(Job.id == job_id))
-
     def list_jobs(
         self,
         *,

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from ci_pool import defaults
 from ci_pool.core.evidence import Evidence
 from ci_pool.core.retry import AfterAttempt, Next, lost_reason
+from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store.jobs import JobQueries
-from ci_pool.store.models import Job, NewJob, utcnow
+from ci_pool.store.models import Job, LogChunk, NewJob, utcnow
 from ci_pool.store.transitions import (
     cancel_job,
     close_running_attempt,
@@ -23,8 +24,14 @@ from ci_pool.store.transitions import (
     insert_job,
 )
 
-#: What a claim reads first (built once: every job is claimed).
-_CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id).where(Job.id == bindparam("job_id"))
+#: What a claim reads first (built once: every job is claimed), the runner-name glob too.
+_CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id, Job.runner, Job.capability).where(
+    Job.id == bindparam("job_id")
+)
+# A Core insert on the table: an ORM-enabled insert costs more than the statement.
+_ADD_CHUNK = insert(cast(Table, LogChunk.__table__))
+_NEXT_ATTEMPT = Job.attempt + 1
+_CLAIM_FENCE = [Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,26 @@ class Claim:
     job: Job
     #: The attempt that was found abandoned (lease expired) and taken over, if any.
     took_over: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Misrouted:
+    """A claim refused because the job is sent to runners by a name the claimer does not
+    match: the job is left as it was, for a runner that does."""
+
+    job_id: str
+    #: The runner-name glob the job is sent to.
+    runners: str
+    state: JobState
+    capability: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalChunk:
+    """The last piece of an attempt's log, stored in the transaction that closes it."""
+
+    seq: int
+    data: str
 
 
 class JobLifecycle(JobQueries):
@@ -70,16 +97,19 @@ class JobLifecycle(JobQueries):
                 s, job_id, to, where=where, runner_id=runner_id, reason=reason, values=values
             )
 
-    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None:
+    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | Misrouted | None:
         """Fenced claim: ``queued`` -> ``running``; a ``running`` job whose lease expired is
         first closed as ``error/runner_lost`` (``close_attempt``) and taken over when the
-        retry policy re-queues it."""
+        retry policy re-queues it. A job sent to runners by name is never claimed by a
+        runner the name leaves out (``Misrouted``); the check is in the claim's first read."""
         took_over = None
         with self.session() as s:
             row = s.execute(_CLAIMABLE, {"job_id": job_id}).first()
             now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
             if row is None or row.state not in (JobState.QUEUED.value, JobState.RUNNING.value):
                 return None
+            if row.runner is not None and not name_matches(row.runner, runner_id):
+                return Misrouted(job_id, row.runner, JobState(row.state), row.capability)
             if row.state == JobState.RUNNING.value:
                 closed = close_running_attempt(
                     s,
@@ -98,11 +128,12 @@ class JobLifecycle(JobQueries):
                 s,
                 job_id,
                 JobState.RUNNING,
-                where=[Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)],
+                where=_CLAIM_FENCE,
                 runner_id=runner_id,
                 current=None if took_over is not None else row.state,
+                shape=None if took_over is not None else "claim",
                 values={
-                    "attempt": Job.attempt + 1,
+                    "attempt": _NEXT_ATTEMPT,
                     "runner_id": runner_id,
                     "lease_until": now + timedelta(seconds=lease_ttl),
                     "started_at": now,
@@ -124,12 +155,17 @@ class JobLifecycle(JobQueries):
         lease_expired: bool = False,
         values: dict[str, Any] | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
+        log: FinalChunk | None = None,
     ) -> tuple[Job, AfterAttempt] | None:
         """Close a running attempt in ``state`` and apply the retry policy to it, in one
         transaction: back to ``queued``, ``cancelled``, or left as it is. None when the
         fence (that attempt, still running, and with ``lease_expired`` its lease past)
-        did not match."""
+        did not match. ``log``: the attempt's last log chunk, stored in the same
+        transaction (before the outcome, so the log is whole once the job is final)."""
         with self.session() as s:
+            if log is not None:
+                chunk = {"job_id": job_id, "attempt": attempt, "seq": log.seq, "data": log.data}
+                s.execute(_ADD_CHUNK, chunk)
             now = utcnow()
             where = [Job.lease_until < now] if lease_expired else []
             return close_running_attempt(

@@ -8,7 +8,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    ClauseElement,
+    ColumnElement,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ci_pool import defaults
@@ -28,6 +37,10 @@ _JOB_BY_ID = (
     select(Job).where(Job.id == bindparam("job_id")).execution_options(populate_existing=True)
 )
 _ADD_EVENT = insert(_EVENTS)
+#: The fenced UPDATEs of the runner's hot transitions (its claim, its outcome), each built
+#: once per shape: building one costs more CPU than SQLite takes to run it.
+_PREPARED: dict[tuple[Any, ...], Update] = {}
+_SAME_ATTEMPT = Job.attempt == bindparam("f_attempt")
 
 
 def _add_event(
@@ -86,11 +99,15 @@ def fenced_transition(
     values: dict[str, Any] | None = None,
     operator: bool = False,
     current: str | None = None,
+    shape: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Job | None:
     """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
     table, or by the operator's retry table with ``operator``), plus its audit row.
     ``current``: the job's state as the caller read it in this transaction (not read
-    again; the UPDATE is fenced on it all the same)."""
+    again; the UPDATE is fenced on it all the same). ``shape``: the UPDATE is built once
+    and kept under this name; then ``where`` must be the same expressions at every call
+    with that shape, their varying values as bind parameters given in ``params``."""
     now = utcnow()
     if current is None:
         current = s.scalar(_STATE_OF, {"job_id": job_id})
@@ -99,18 +116,45 @@ def fenced_transition(
     vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
     if reason is not None:
         vals["reason"] = reason
-    res = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.state == current, *where)
-        .values(**vals)
-        .execution_options(synchronize_session=False)
-    )
+    if shape is None:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == current, *where)
+            .values(**vals)
+            .execution_options(synchronize_session=False)
+        )
+    else:
+        res = s.execute(*_prepared(shape, job_id, current, where, vals, params or {}))
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
     job = s.scalars(_JOB_BY_ID, {"job_id": job_id}).one()
     _add_event(s, job_id, job.attempt, current, to.value, now, runner_id, reason)
     note_change(s, job, now)
     return job
+
+
+def _prepared(
+    shape: str,
+    job_id: str,
+    current: str,
+    where: Iterable[ColumnElement[bool]],
+    vals: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[Update, dict[str, Any]]:
+    """The kept UPDATE of ``shape`` for these value columns, and its parameters: plain
+    values are bound, SQL expressions (``attempt + 1``) are part of the statement."""
+    plain = {k: v for k, v in vals.items() if not isinstance(v, ClauseElement)}
+    key = (shape, tuple(sorted(vals)), tuple(sorted(plain)))
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = (
+            update(Job)
+            .where(Job.id == bindparam("f_job_id"), Job.state == bindparam("f_current"), *where)
+            .values(**{k: bindparam(f"v_{k}") if k in plain else v for k, v in vals.items()})
+            .execution_options(synchronize_session=False)
+        )
+    bound = {f"v_{k}": v for k, v in plain.items()}
+    return stmt, {"f_job_id": job_id, "f_current": current, **bound, **params}
 
 
 def close_running_attempt(
@@ -134,14 +178,19 @@ def close_running_attempt(
             select(Job.reason).where(Job.id == job_id, Job.cancel_requested.is_(True))
         )
         reason = requested or reason
+    # Fenced on "running": the state is not read first. The runner's own close (no
+    # extra fence) runs a kept statement.
     job = fenced_transition(
         s,
         job_id,
         state,
-        where=[Job.attempt == attempt, Job.state == JobState.RUNNING.value, *where],
+        where=[Job.attempt == attempt, *where] if where else [_SAME_ATTEMPT],
         runner_id=runner_id,
         reason=reason,
         values={"finished_at": now, "lease_until": None, **(values or {})},
+        current=JobState.RUNNING.value,
+        shape=None if where else "close",
+        params={"f_attempt": attempt},
     )
     if job is None:
         return None

@@ -16,6 +16,7 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import CIPoolError, SyncRefused
 from ci_pool.git import repo_transport
 from ci_pool.settings import Settings
+from ci_pool.store.lifecycle import Misrouted
 from ci_pool.worker import steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
 from ci_pool.worker.cleanup import Leftover, cleaner
@@ -50,6 +51,7 @@ class JobRunner:
         executors: Callable[[Capability], Executor],
         requeue: Callable[[Capability, str, float], None],
         notify: Callable[[str], None] | None = None,
+        misrouted: Callable[[Misrouted], None] | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -59,6 +61,8 @@ class JobRunner:
         self.recorder = OutcomeRecorder(settings, store, requeue)
         #: Told each change of a job's state (commit statuses); returns at once.
         self.notify = notify
+        #: Told of a job sent to runners by a name this one does not match.
+        self.misrouted = misrouted
 
     def _secrets_withheld(self, pipeline_id: str | None) -> str:
         """Why the job's pipeline gets no secrets (a pull request's policy), or ""."""
@@ -73,6 +77,13 @@ class JobRunner:
         """Claim and run one job; returns its final state, or None if there was nothing
         to claim (a duplicate delivery, a cancelled job, a live lease elsewhere)."""
         claim = self.store.claim(job_id, runner_id, self.settings.lease_ttl)
+        if isinstance(claim, Misrouted):
+            log.warning(
+                "job %s: for runners %r, not %s; sending it on", job_id, claim.runners, runner_id
+            )
+            if self.misrouted is not None:
+                self.misrouted(claim)
+            return None
         if claim is None:
             log.info("job %s: nothing to claim (already taken or finished)", job_id)
             return None
@@ -98,6 +109,17 @@ class JobRunner:
             debug=str(job.env.get("ACTIONS_STEP_DEBUG", "")).lower() == "true",
             capability=job.capability,
         )
+        # Made before the first line: it releases the lines the log holds back.
+        monitor = JobMonitor(
+            self.store,
+            job.id,
+            job.attempt,
+            logw,
+            time.monotonic() + job.timeout_s,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            lease_ttl=self.settings.lease_ttl,
+            stop_grace=self.settings.stop_grace,
+        )
         logw.line(
             f"##[ci-pool] job {job.id} attempt {job.attempt}/{job.max_attempts} on runner "
             f"{runner_id} ({job.capability})"
@@ -113,16 +135,6 @@ class JobRunner:
             logw.line(
                 f"##[ci-pool] attempt {claim.took_over} was lost with its runner; taking over"
             )
-        monitor = JobMonitor(
-            self.store,
-            job.id,
-            job.attempt,
-            logw,
-            time.monotonic() + job.timeout_s,
-            heartbeat_interval=self.settings.heartbeat_interval,
-            lease_ttl=self.settings.lease_ttl,
-            stop_grace=self.settings.stop_grace,
-        )
         monitor.start()
         att = Attempt(job, cap, runner_id, logw, monitor, secrets)
         att.evidence = Evidence(

@@ -140,8 +140,21 @@ class JobDir:
             if parent != self.fd:
                 os.close(parent)
 
+    def _empty_here(self, rel: str) -> bool:
+        """Whether ``rel``, a plain name in this directory, is an empty regular file: read
+        by one ``fstatat`` without following a link (most step files stay empty)."""
+        if "/" in rel or rel in ("", ".", ".."):
+            return False
+        try:
+            st = os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False  # the full path below says why
+        return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
     def read(self, rel: str, cap: int) -> bytes:
         """The whole content of the regular file ``rel``, refused past ``cap`` bytes."""
+        if self._empty_here(rel):
+            return b""
         fd, _st = self.open_regular(rel)
         with os.fdopen(fd, "rb") as fh:
             data = fh.read(cap + 1)
@@ -153,8 +166,10 @@ class JobDir:
         """Copy the regular file ``rel`` to ``out`` from the fd it was opened as, hashing
         the very bytes copied; stops past ``limit`` bytes. Returns (size, sha256): a size
         over ``limit`` means the file was cut there."""
-        fd, _st = self.open_regular(rel)
         digest = hashlib.sha256()
+        if self._empty_here(rel):
+            return 0, digest.hexdigest()
+        fd, _st = self.open_regular(rel)
         copied = 0
         with os.fdopen(fd, "rb") as fh:
             while copied <= limit and (block := fh.read(min(_CHUNK, limit + 1 - copied))):
@@ -257,6 +272,18 @@ class JobDir:
     def replace(self, rel: str, mode: int = 0o644) -> None:
         """Remove whatever has the name ``rel`` (a symlink is removed, never followed) and
         create it again empty; refused if the job recreates it in between."""
+        if "/" not in rel and rel not in ("", ".", ".."):
+            # Mostly nothing has the name yet: one exclusive create, no unlink first.
+            try:
+                fd = os.open(rel, _CREATE_FLAGS, mode, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise JobFileRefused(rel, f"cannot be written ({exc.strerror})") from None
+            else:
+                os.fchmod(fd, mode)
+                os.close(fd)
+                return
         parent, name = self._parent(rel)
         try:
             try:

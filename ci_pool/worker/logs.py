@@ -8,6 +8,7 @@ import codecs
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -17,6 +18,7 @@ from ci_pool.broker.logstream import stream_key
 from ci_pool.core.commands import Annotation, CommandReader
 from ci_pool.core.masking import Masker
 from ci_pool.exceptions import RunnerCutOff
+from ci_pool.store.lifecycle import FinalChunk
 from ci_pool.worker.runner_store import RunnerStore
 
 
@@ -24,6 +26,11 @@ class LogWriter:
     """Splits raw output into lines, masks secrets, publishes lines live, and persists
     them in chunks. Over ``max_bytes`` the middle is dropped: the head stays, a visible
     marker says how much was cut, and the last ``max_bytes / 2`` are kept.
+
+    ci-pool's own lines (``line``) may be held for at most ``hold`` seconds while a
+    watcher (the job's monitor, through ``on_hold``) is there to release them: lines the
+    runner writes back to back then go to the stream in one round trip, at the latest
+    when the next step's output starts. A step's own output is never held.
 
     Thread-safe: the executor writes while the job's monitor thread flushes."""
 
@@ -40,6 +47,7 @@ class LogWriter:
         flush_bytes: int = defaults.LOG_FLUSH_BYTES,
         debug: bool = False,
         capability: str = "",
+        hold: float = defaults.LOG_LIVE_HOLD,
     ):
         self.redis = client
         self.stream = stream_key(capability, job_id)
@@ -68,6 +76,13 @@ class LogWriter:
         self._lock = threading.Lock()
         self._recent: deque[str] = deque(maxlen=50)
         self.redis_failed = False
+        self.hold = hold
+        #: Called (under the writer's lock; it must not block) when a line starts being
+        #: held; without it nothing is held.
+        self.on_hold: Callable[[], None] | None = None
+        self._held: list[dict[str, str]] = []
+        self._held_at = 0.0
+        self._pipe: redis.client.Pipeline | None = None
 
     def write(self, data: bytes) -> None:
         """Raw output from the job; complete lines go out at once."""
@@ -105,13 +120,31 @@ class LogWriter:
     def line(self, text: str) -> None:
         """A line of ci-pool's own (step markers, errors)."""
         with self._lock:
-            self._emit(text.split("\n"))
+            self._emit(text.split("\n"), own=True)
             self._maybe_flush()
 
     def begin_step(self, index: int) -> None:
-        """Output from now on is step ``index``'s (its annotations name it)."""
+        """Output from now on is step ``index``'s (its annotations name it); the lines held
+        so far go out before it starts."""
         with self._lock:
             self._emit(self.commands.begin_step(index))
+            self._release_locked()
+
+    def held_until(self) -> float | None:
+        """When the oldest held line must be published (``time.monotonic``), or None."""
+        with self._lock:
+            return self._held_at + self.hold if self._held else None
+
+    def release(self, now: float | None = None) -> None:
+        """Publish the held lines (with ``now``: only once their time is up)."""
+        with self._lock:
+            if self._held and (now is None or now >= self._held_at + self.hold):
+                self._release_locked()
+
+    def _release_locked(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self._publish(held)
 
     def end_step(self) -> list[Annotation]:
         """The step's output ended: its last line even without a newline, the end of its
@@ -123,14 +156,25 @@ class LogWriter:
             self._emit(self.commands.end_step())
             return self.commands.take()
 
-    def _emit(self, lines: list[str]) -> None:
+    def _emit(self, lines: list[str], *, own: bool = False) -> None:
         if not lines:
             return
         lines = [self.masker.mask(line) for line in lines]
         for line in lines:
             self._keep(line + "\n")
             self._recent.append(line)
-        self._publish([{"a": str(self.attempt), "t": _now(), "l": line} for line in lines])
+        at, attempt = _now(), str(self.attempt)
+        entries = [{"a": attempt, "t": at, "l": line} for line in lines]
+        if own and self.on_hold is not None and self.hold > 0:
+            if not self._held:
+                self._held_at = time.monotonic()
+                self.on_hold()
+            self._held += entries
+            return
+        if self._held:
+            entries = self._held + entries
+            self._held = []
+        self._publish(entries)
 
     def _keep(self, text: str) -> None:
         size = len(text.encode())
@@ -147,8 +191,8 @@ class LogWriter:
 
     def _publish(self, entries: list[dict[str, str]], *, last: bool = False) -> None:
         """Add ``entries`` to the live stream (``last``: and set its expiry) in one round
-        trip. Most calls carry one line: a plain XADD, since a pipeline object costs more
-        CPU to build than the round trip it saves."""
+        trip: one line by a plain XADD, more through the writer's one pipeline (built once:
+        building one costs more CPU than the round trip it saves)."""
         if self.redis is None or self.redis_failed:
             return
         try:
@@ -160,7 +204,9 @@ class LogWriter:
                     approximate=True,
                 )
                 return
-            pipe = self.redis.pipeline(transaction=False)
+            if self._pipe is None:
+                self._pipe = self.redis.pipeline(transaction=False)
+            pipe = self._pipe
             for fields in entries:
                 pipe.xadd(
                     self.stream,
@@ -183,19 +229,21 @@ class LogWriter:
     def _flush_locked(self) -> None:
         if self._buffer:
             if not self.cut_off:
-                try:
-                    self.store.append_log(
-                        self.job_id, self.attempt, self._seq, "".join(self._buffer)
-                    )
-                except RunnerCutOff:
-                    # Revoked: nothing of this attempt can be recorded any more; the
-                    # attempt is stopped and its outcome refused the same way.
-                    self.cut_off = True
+                self.store_chunk(FinalChunk(self._seq, "".join(self._buffer)))
             self._seq += 1
             self._persisted += self._buffered
             self._buffer.clear()
             self._buffered = 0
         self._last_flush = time.monotonic()
+
+    def store_chunk(self, chunk: FinalChunk) -> None:
+        """Store one chunk of the log; once the API refuses the runner, nothing more is."""
+        try:
+            self.store.append_log(self.job_id, self.attempt, chunk.seq, chunk.data)
+        except RunnerCutOff:
+            # Revoked: nothing of this attempt can be recorded any more; the attempt is
+            # stopped and its outcome refused the same way.
+            self.cut_off = True
 
     def flush(self) -> None:
         """Persist what is buffered (the monitor thread calls this every second)."""
@@ -209,6 +257,13 @@ class LogWriter:
     def close(self) -> None:
         """Flush the partial last line, persist the kept tail behind the truncation
         marker, and mark the live stream finished."""
+        chunk = self.close_with_chunk()
+        if chunk is not None:
+            self.store_chunk(chunk)
+
+    def close_with_chunk(self) -> FinalChunk | None:
+        """``close``, except that the last chunk is returned for the caller to store (with
+        the attempt's outcome, in one transaction) instead of being stored here."""
         with self._lock:
             rest = self._partial + self._decoder.decode(b"", final=True)
             self._partial = ""
@@ -222,8 +277,18 @@ class LogWriter:
                 )
             self._buffer.extend(self._tail)
             self._tail.clear()
-            self._flush_locked()
-            self._publish([{"a": str(self.attempt), "t": _now(), "eof": "1"}], last=True)
+            chunk = None
+            if self._buffer and not self.cut_off:
+                chunk = FinalChunk(self._seq, "".join(self._buffer))
+            if self._buffer:
+                self._seq += 1
+                self._persisted += self._buffered
+                self._buffer.clear()
+                self._buffered = 0
+            held, self._held = self._held, []
+            self.on_hold = None  # nothing is held after the end: nobody would release it
+            self._publish([*held, {"a": str(self.attempt), "t": _now(), "eof": "1"}], last=True)
+            return chunk
 
 
 def _now() -> str:

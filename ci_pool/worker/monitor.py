@@ -59,6 +59,9 @@ class JobMonitor(threading.Thread):
         self._step_deadline: float | None = None
         self._timed_out: set[int] = set()
         self._done = threading.Event()
+        #: Set when the job ends or when the log starts holding a line back.
+        self._wake = threading.Event()
+        logw.on_hold = self._wake.set
 
     def begin_step(self, timeout: float | None) -> int:
         """A step starts now with ``timeout`` seconds (None: no limit); its token."""
@@ -78,9 +81,21 @@ class JobMonitor(threading.Thread):
     def run(self) -> None:
         interval = min(self.heartbeat_interval, 1.0)
         last_beat = time.monotonic()
-        while not self._done.wait(interval):
-            self._safe(self.logw.flush)
+        next_tick = last_beat + interval
+        while not self._done.is_set():
+            held = self.logw.held_until()
+            until = next_tick if held is None else min(next_tick, held)
+            self._wake.wait(max(0.0, until - time.monotonic()))
+            self._wake.clear()
+            if self._done.is_set():
+                break
             now = time.monotonic()
+            if held is not None and now >= held:
+                self._safe(lambda: self.logw.release(time.monotonic()))
+            if now < next_tick:
+                continue
+            next_tick = now + interval
+            self._safe(self.logw.flush)
             if now >= self.deadline:
                 self._halt(JobState.TIMED_OUT, "job timeout reached")
             else:
@@ -147,4 +162,6 @@ class JobMonitor(threading.Thread):
 
     def finish(self) -> None:
         self._done.set()
-        self.join(timeout=5)
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout=5)

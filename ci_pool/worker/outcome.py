@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,17 +83,25 @@ class OutcomeRecorder:
             logw.line(f"##[ci-pool] error: {outcome.reason}")
         code = f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else ""
         logw.line(f"##[ci-pool] {outcome.state.value}{code}")
-        logw.close()
+        # The last chunk goes in the outcome's own transaction: one store call, not two.
+        last_chunk = logw.close_with_chunk()
         att.note(exit_code=outcome.exit_code, stdout_sample=logw.tail()[-defaults.STDOUT_SAMPLE :])
-        closed = self.store.close_attempt(
-            job.id,
-            job.attempt,
-            outcome.state,
-            runner_id=att.runner_id,
-            reason=outcome.reason,
-            values={"exit_code": outcome.exit_code, "evidence": att.evidence},
-            backoff=self.settings.retry_backoff,
-        )
+        try:
+            closed = self.store.close_attempt(
+                job.id,
+                job.attempt,
+                outcome.state,
+                runner_id=att.runner_id,
+                reason=outcome.reason,
+                values={"exit_code": outcome.exit_code, "evidence": att.evidence},
+                backoff=self.settings.retry_backoff,
+                log=last_chunk,
+            )
+        except Exception:
+            if last_chunk is not None:  # the log stays whole when the outcome could not go
+                with contextlib.suppress(Exception):
+                    logw.store_chunk(last_chunk)
+            raise
         if closed is None:
             log.warning("job %s attempt %s: lost the fence at finish", job.id, job.attempt)
             return None

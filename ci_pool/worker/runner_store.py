@@ -17,7 +17,7 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import ConfigError
 from ci_pool.settings import Settings
 from ci_pool.store.artifact_sets import ArtifactSet
-from ci_pool.store.lifecycle import Claim
+from ci_pool.store.lifecycle import Claim, FinalChunk, Misrouted
 from ci_pool.store.models import Artifact, Job, Pipeline
 
 if TYPE_CHECKING:
@@ -33,7 +33,9 @@ class RunnerStore(Protocol):
         """True when ``close_attempt`` also queues the retry or the pipeline's next jobs
         (the API does it server-side); False when the worker does it."""
 
-    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | None: ...
+    def claim(self, job_id: str, runner_id: str, lease_ttl: float) -> Claim | Misrouted | None:
+        """The fenced claim; ``Misrouted`` when the job is sent to runners by a name this
+        one does not match (through the API: None, the API's claim checks the name)."""
 
     def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None: ...
 
@@ -50,7 +52,9 @@ class RunnerStore(Protocol):
         lease_expired: bool = False,
         values: dict[str, Any] | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
-    ) -> tuple[Job, AfterAttempt] | None: ...
+        log: FinalChunk | None = None,
+    ) -> tuple[Job, AfterAttempt] | None:
+        """Close the attempt under its fence, with its last log chunk in the same call."""
 
     def set_outputs(self, job_id: str, attempt: int, outputs: dict[str, Any]) -> None: ...
 
@@ -94,10 +98,6 @@ class RunnerStore(Protocol):
     def expired_named(self, run_id: str, name: str) -> ArtifactSet | None: ...
 
     def get_job(self, job_id: str) -> Job: ...
-
-    def runners_of(self, job_id: str) -> str | None:
-        """The runner-name glob the job is sent to; None when any runner may claim it (or
-        when the claim itself checks the name)."""
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline: ...
 

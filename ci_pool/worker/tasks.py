@@ -19,11 +19,10 @@ from ci_pool import defaults
 from ci_pool.broker.app import send_run_job
 from ci_pool.broker.targeting import send_targeted
 from ci_pool.core.capabilities import Capability
-from ci_pool.core.runner_names import name_matches
 from ci_pool.core.specs import JobState
-from ci_pool.exceptions import NotFound, RunnerCutOff
+from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
-from ci_pool.store import Store
+from ci_pool.store import Misrouted, Store
 from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
 from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.cleanup import cleaner
@@ -89,7 +88,18 @@ def _runtime(app: Celery, pid: int) -> _Runtime:
     # Set by ``ci-pool worker`` when forges are configured: builds the status notifier.
     notifier = getattr(app.conf, "ci_pool_status_notifier", None)
     notify = notifier(store) if notifier is not None and isinstance(store, Store) else None
-    runner = JobRunner(settings, store, client, executor_for, requeue, notify)
+
+    def send_on(job: Misrouted) -> None:
+        """A job for runners by a name this one does not match goes on to one that does
+        (or stays queued for one: the reaper sends it once one is live)."""
+        cap = settings.capabilities.get(job.capability)
+        if job.state is JobState.QUEUED and cap is not None:
+            send_targeted(
+                app, client, cap, job.job_id, job.runners, store.count_running,
+                ttl=settings.runner_ttl,
+            )  # fmt: skip
+
+    runner = JobRunner(settings, store, client, executor_for, requeue, notify, send_on)
     cap_name = getattr(app.conf, "ci_pool_capability", None)
     cap = settings.capabilities.get(cap_name) if cap_name else None
     health = Health(cap, executor_for, ttl=1.0) if cap else None
@@ -120,8 +130,6 @@ def run_job(self: Task, job_id: str) -> str | None:
 def _run_job(self: Task, job_id: str) -> str | None:
     rt = _runtime(self.app, os.getpid())
     runner_id = rt.runner_id or self.request.hostname or socket.gethostname()
-    if _not_for(rt, self.app, job_id, runner_id):
-        return None
     limits: Limits = getattr(self.app.conf, "ci_pool_limits", None) or Limits()
     since = getattr(self.app.conf, "ci_pool_started_at", None)
     if limits.max_jobs is not None and rt.store.count_claims(runner_id, since) >= limits.max_jobs:
@@ -136,28 +144,6 @@ def _run_job(self: Task, job_id: str) -> str | None:
     if rt.health and state not in (JobState.SUCCEEDED, JobState.FAILED):
         rt.health.forget()  # it may have ended on the engine going away: ask again
     return state.value if state else None
-
-
-def _not_for(rt: _Runtime, app: Celery, job_id: str, runner_id: str) -> bool:
-    """Whether the job is sent to runners by a name this one does not match. Then it is
-    never run here: it goes on to a runner whose name matches, or stays queued for one."""
-    # Through the API this is None: the API's claim checks the name, claims nothing for a
-    # runner the glob leaves out, and the reaper sends the still-queued job to one it matches.
-    runners = rt.store.runners_of(job_id)
-    if runners is None or name_matches(runners, runner_id):
-        return False
-    try:
-        job = rt.store.get_job(job_id)
-    except NotFound:
-        return False  # the runner's claim reports it
-    log.warning("job %s: for runners %r, not %s; sending it on", job_id, job.runner, runner_id)
-    if job.state == JobState.QUEUED:
-        cap = rt.settings.capabilities[job.capability]
-        send_targeted(
-            app, rt.redis, cap, job_id, runners, rt.store.count_running,
-            ttl=rt.settings.runner_ttl,
-        )  # fmt: skip
-    return True
 
 
 @worker_init.connect

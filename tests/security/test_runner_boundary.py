@@ -78,7 +78,11 @@ def test_a_runner_cannot_touch_a_job_it_did_not_claim(pool: ApiPool, git_server:
         attacks: list[tuple[str, str, dict[str, Any]]] = [
             ("POST", "/heartbeat", {"json": {"lease_ttl": 30}}),
             ("POST", "/log", {"json": {"seq": 0, "data": "forged line\n"}}),
-            ("POST", "/outcome", {"json": {"state": "succeeded", "exit_code": 0}}),
+            (
+                "POST",
+                "/outcome",
+                {"json": {"state": "succeeded", "log": {"seq": 0, "data": "forged\n"}}},
+            ),
             ("PUT", "/outputs", {"json": {"outputs": {"x": "forged"}}}),
             ("POST", "/summaries", {"json": {"step": 1, "name": "x", "markdown": "forged"}}),
             (
@@ -127,9 +131,11 @@ def test_a_runner_cannot_touch_a_job_it_did_not_claim(pool: ApiPool, git_server:
         # The holder itself goes through.
         res = ca.post(base + "/log", json={"seq": 0, "data": "real line\n"})
         assert res.status_code == 204, res.text
-        res = ca.post(base + "/outcome", json={"state": "succeeded", "exit_code": 0})
+        # Its last log chunk goes with its outcome, in the same transaction.
+        last = {"seq": 1, "data": "last line\n"}
+        res = ca.post(base + "/outcome", json={"state": "succeeded", "exit_code": 0, "log": last})
         assert res.status_code == 200, res.text
-    assert store.read_log(job_id) == "real line\n"
+    assert store.read_log(job_id) == "real line\nlast line\n"
     assert store.get_job(job_id).state == "succeeded"
 
 

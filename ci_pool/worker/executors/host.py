@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -14,6 +15,9 @@ from ci_pool.worker.executors.base import Execution, Executor, JobContext, launc
 
 if TYPE_CHECKING:
     from ci_pool.worker.executors.services import ServiceSet
+
+#: How often (ms) a silent step's process is checked for having exited.
+_EXIT_POLL_MS = 100
 
 
 class HostExecution(Execution):
@@ -94,12 +98,12 @@ class HostExecution(Execution):
                 raise ExecutorError(f"cannot start step on host: {exc}") from exc
         proc = self._proc
         assert proc.stdout is not None
-        reader = threading.Thread(target=_pump, args=(proc.stdout.fileno(), on_output), daemon=True)
-        reader.start()
+        fd = proc.stdout.fileno()
+        _pump_while_running(proc, fd, on_output)
         code = proc.wait()
         # Background children of the step die with it, so none can hold the log pipe open.
         self._kill_group(signal.SIGKILL)
-        reader.join()
+        _pump(fd, on_output)
         return code
 
     def _kill_group(self, sig: int) -> None:
@@ -140,6 +144,23 @@ class HostExecution(Execution):
                 services.close()
             finally:
                 services.client.close()
+
+
+def _pump_while_running(
+    proc: subprocess.Popen[bytes], fd: int, on_output: Callable[[bytes], None]
+) -> None:
+    """Hand the step's output on as it comes, in the calling thread (no reader thread per
+    step), until the pipe ends or the step's own process has exited."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    while True:
+        if poller.poll(_EXIT_POLL_MS):
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return  # every writer closed the pipe
+            on_output(chunk)
+        if proc.poll() is not None:
+            return  # background children may hold the pipe: the caller kills them first
 
 
 def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:

@@ -17,7 +17,7 @@ from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.exceptions import NotFound
 from ci_pool.service.workflow_runs import pipeline_job
 from ci_pool.settings import load_settings
-from ci_pool.store import Claim, Job, Store
+from ci_pool.store import Claim, FinalChunk, Job, Misrouted, Store
 from ci_pool.store.models import utcnow
 
 S = JobState
@@ -607,3 +607,27 @@ def test_concurrent_takeover_exactly_one_wins(store: Store) -> None:
         "queued",
         "running",
     ]
+
+
+# -- the runner's two store calls a job: the claim and the outcome -----------------------
+
+
+def test_a_job_for_runners_by_name_is_not_claimed_by_another_runner(store: Store) -> None:
+    job = new_job(store, runner="build-*")
+    got = store.claim(job.id, "laptop-1", 30)
+    assert isinstance(got, Misrouted)
+    assert (got.runners, got.state, got.capability) == ("build-*", S.QUEUED, "linux")
+    left = store.get_job(job.id)
+    assert (left.state, left.attempt, left.runner_id) == (S.QUEUED, 0, None)
+    assert claim(store, job.id, "build-2").job.runner_id == "build-2"
+
+
+def test_the_last_log_chunk_is_stored_with_the_outcome(store: Store) -> None:
+    job = new_job(store)
+    attempt = claim(store, job.id).job.attempt
+    store.append_log(job.id, attempt, 0, "one\n")
+    closed = store.close_attempt(
+        job.id, attempt, S.SUCCEEDED, runner_id="r1", log=FinalChunk(1, "two\nsucceeded\n")
+    )
+    assert closed is not None and closed[0].state == S.SUCCEEDED
+    assert store.read_log(job.id) == "one\ntwo\nsucceeded\n"

@@ -362,3 +362,44 @@ def test_a_mask_over_part_of_a_secret_cannot_leave_the_rest_readable() -> None:
     assert masker.mask(f"two {secret}tail") == "two ***"
     assert masker.mask(secret * 3) == "*********"  # back to back: one mask each
     assert masker.safe_cut(f"ab Z{secret}", 6) == 3
+
+
+def test_own_lines_are_held_until_a_step_starts_then_go_out_in_order(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    woken: list[int] = []
+    writer.on_hold = lambda: woken.append(1)
+    writer.line("##[ci-pool] job starts")
+    writer.line("##[ci-pool] checkout")
+    assert lines(client, job_id) == []  # held, and the watcher told once
+    assert woken == [1]
+    assert writer.held_until() is not None
+    writer.begin_step(1)
+    assert lines(client, job_id) == ["##[ci-pool] job starts", "##[ci-pool] checkout"]
+    assert writer.held_until() is None
+    writer.line("##[step] 1 exit 0")
+    writer.write(b"late output\n")  # output is never held, and never overtakes a line
+    assert lines(client, job_id)[2:] == ["##[step] 1 exit 0", "late output"]
+    assert woken == [1, 1]
+
+
+def test_held_lines_go_out_when_their_time_is_up_or_at_close(
+    client: redis.Redis, store: Store, job_id: str
+) -> None:
+    w = LogWriter(client, store, job_id, 1, flush_interval=3600, hold=0.05)
+    w.on_hold = lambda: None
+    w.line("first")
+    due = w.held_until()
+    assert due is not None
+    w.release(due - 0.04)  # not yet
+    assert lines(client, job_id) == []
+    w.release(due)
+    assert lines(client, job_id) == ["first"]
+    w.line("second")
+    chunk = w.close_with_chunk()
+    got = entries(client, job_id)
+    assert [e.get("l") for e in got] == ["first", "second", None]
+    assert got[-1]["eof"] == "1"
+    # The last chunk is handed back to go with the outcome, not stored here.
+    assert chunk is not None and (chunk.seq, chunk.data) == (0, "first\nsecond\n")
+    assert store.read_log(job_id) == ""
