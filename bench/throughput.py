@@ -89,6 +89,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         help="run only these sides (repeatable); the report then lacks the others",
     )
+    ap.add_argument(
+        "--task-events",
+        choices=["on", "off"],
+        default="off",
+        help="ci-pool's task_events setting for the run, bare Celery mirroring it (default "
+        "off: what README recommends for a pool without Flower)",
+    )
     add_common_args(ap, "throughput")
     args = ap.parse_args(argv)
     if args.quick:
@@ -416,6 +423,9 @@ def run(bench: Bench) -> None:
     broker = server.url
     repo = bench.git_repo({"README.md": "throughput\n"})
     config = bench.config(CAPABILITY)
+    events = bench.args.task_events == "on"
+    # A top-level key goes before the config's tables.
+    config.write_text(f"task_events = {str(events).lower()}\n" + config.read_text())
     n = bench.args.jobs
     only = set(bench.args.only or ["bare", "sqlite", "postgresql", "profile"])
     sides: dict[str, Any] = {}
@@ -460,8 +470,17 @@ def run(bench: Bench) -> None:
             "per no-op job under cProfile: " + ", ".join(f"{k} {v} ms" for k, v in parts.items())
         )
     headline.append(f"what would halve it next: {HALVE_NEXT}")
+    headline.append(
+        f"task_events = {str(events).lower()} for ci-pool and bare Celery"
+        + ("" if events else " (README's setting for a pool without Flower)")
+    )
     report = {
-        "parameters": {"workers": WORKERS, "concurrency": CONCURRENCY, "jobs": n},
+        "parameters": {
+            "workers": WORKERS,
+            "concurrency": CONCURRENCY,
+            "jobs": n,
+            "task_events": events,
+        },
         "headline": headline,
         "sides": sides,
         "profile": profile,

@@ -340,6 +340,14 @@ class Settings(BaseSettings):
     action_images_max_bytes: int = Field(default=defaults.ACTION_IMAGES_MAX_BYTES, ge=1)
     action_images_max_count: int = Field(default=defaults.ACTION_IMAGES_MAX_COUNT, ge=1)
 
+    # Celery task events (README "Task events and Flower").
+    #: On: workers send task events and submitters a task-sent event, so Flower's task
+    #: view has every job from the moment it is sent. Off: neither, until Flower (or
+    #: ``celery control enable_events``) asks: a running Flower turns the workers' task
+    #: events back on within seconds, and jobs appear there from "received". Off saves
+    #: a Redis publish per submit and the event traffic of every job.
+    task_events: bool = True
+
     @classmethod
     def settings_customise_sources(
         cls,
