@@ -51,11 +51,12 @@ TARGET_JOBS_PER_S = 100.0
 PROFILE_WARMUP = 5
 #: Where the next halving of a no-op job's cost is, from the profile below.
 HALVE_NEXT = (
-    "Celery's own cost per message (kombu builds a new redis-py client for every ack and "
-    "event publish, and task events add 3 publishes a job); then the runner's 2 store "
-    "transactions (each fenced UPDATE still reloads the whole job row and writes an audit "
-    "row and an outbox upsert, ~4-5 ms of CPU each), the step's fork/exec of sh (~2 ms) "
-    "and redis-py 8's per-command overhead on the 2-3 log round trips left a job"
+    "the runner's 2 store transactions (each fenced UPDATE still reloads the whole job row "
+    "and writes an audit row and an outbox upsert, ~4-5 ms of CPU each), the step's "
+    "fork/exec of sh (~2 ms) and redis-py 8's per-command overhead on the 2-3 log round "
+    "trips left a job; Celery's own cost per message is small now (kombu's client per ack "
+    "and publish is gone; with task_events off a job costs about 2 ms of Celery CPU in the "
+    "worker and 0.6 ms in the submit)"
 )
 
 log = logger("throughput")
@@ -89,6 +90,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["bare", "sqlite", "postgresql", "profile"],
         action="append",
         help="run only these sides (repeatable); the report then lacks the others",
+    )
+    ap.add_argument(
+        "--task-events",
+        choices=["on", "off"],
+        default="off",
+        help="ci-pool's task_events setting for the run, bare Celery mirroring it (default "
+        "off: what README recommends for a pool without Flower)",
     )
     add_common_args(ap, "throughput")
     args = ap.parse_args(argv)
@@ -417,6 +425,9 @@ def run(bench: Bench) -> None:
     broker = server.url
     repo = bench.git_repo({"README.md": "throughput\n"})
     config = bench.config(CAPABILITY)
+    events = bench.args.task_events == "on"
+    # A top-level key goes before the config's tables.
+    config.write_text(f"task_events = {str(events).lower()}\n" + config.read_text())
     n = bench.args.jobs
     only = set(bench.args.only or ["bare", "sqlite", "postgresql", "profile"])
     sides: dict[str, Any] = {}
@@ -461,8 +472,17 @@ def run(bench: Bench) -> None:
             "per no-op job under cProfile: " + ", ".join(f"{k} {v} ms" for k, v in parts.items())
         )
     headline.append(f"what would halve it next: {HALVE_NEXT}")
+    headline.append(
+        f"task_events = {str(events).lower()} for ci-pool and bare Celery"
+        + ("" if events else " (README's setting for a pool without Flower)")
+    )
     report = {
-        "parameters": {"workers": WORKERS, "concurrency": CONCURRENCY, "jobs": n},
+        "parameters": {
+            "workers": WORKERS,
+            "concurrency": CONCURRENCY,
+            "jobs": n,
+            "task_events": events,
+        },
         "headline": headline,
         "sides": sides,
         "profile": profile,

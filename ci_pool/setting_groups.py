@@ -131,6 +131,12 @@ class BrokerSettings(BaseModel):
     flower_auth: SecretStr | None = None
     flower_port: int = Field(default=5555, ge=1, le=65535)
     flower_address: str = "127.0.0.1"
+    #: Celery task events (README "Task events and Flower"). On: workers send task events
+    #: and submitters a task-sent event, so Flower's task view has every job from the moment
+    #: it is sent. Off: neither, until Flower (or ``celery control enable_events``) asks: a
+    #: running Flower turns the workers' task events back on within seconds, and jobs appear
+    #: there from "received". Off saves a Redis publish per submit and every job's events.
+    task_events: bool = True
     #: How far back the metrics' duration histograms look (seconds).
     metrics_window: float = Field(default=3600.0, gt=0)
     stop_grace: float = Field(default=defaults.STOP_GRACE, ge=0)

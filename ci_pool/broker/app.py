@@ -7,6 +7,7 @@ from kombu import Exchange, Queue
 
 from ci_pool import defaults
 from ci_pool.broker.keys import EXCHANGE, unacked_options
+from ci_pool.broker.transport import AMQP_CLASS
 from ci_pool.core.capabilities import Capability
 from ci_pool.settings import Settings
 
@@ -25,7 +26,11 @@ def create_celery(
     tables (a registered runner's Redis user may only read them; publishers declare).
     """
     app = Celery(
-        "ci_pool", broker=broker_url or settings.broker_url, include=["ci_pool.worker.tasks"]
+        "ci_pool",
+        broker=broker_url or settings.broker_url,
+        include=["ci_pool.worker.tasks"],
+        # One redis-py client per channel instead of one per ack and publish.
+        amqp=AMQP_CLASS,
     )
     exchange = Exchange(EXCHANGE, type="direct", no_declare=not declare)
     transport: dict[str, object] = {
@@ -57,8 +62,9 @@ def create_celery(
         result_backend=None,
         task_serializer="json",
         accept_content=["json"],
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Flower's task view; off, a running Flower turns the workers' events on itself.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
         enable_utc=True,
     )

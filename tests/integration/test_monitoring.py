@@ -13,15 +13,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ci_pool.embedded import free_port
+from ci_pool.embedded import RedisServer, free_port
 from ci_pool.service.monitoring import FLOWER_AUTH_ENV, render_metrics
-from tests.conftest import GitServer, Harness, Worker
+from tests.conftest import FAST_TIMINGS, GitServer, Harness, Worker, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -234,14 +235,14 @@ def test_flower_refuses_to_start_without_credentials(harness: Harness) -> None:
     assert FLOWER_AUTH_ENV in res.stderr and "auth" in res.stderr
 
 
-@pytest.fixture
-def flower(harness: Harness, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+@contextmanager
+def flower_on(h: Harness, log: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``ci-pool flower`` on the pool ``h`` until the block ends: (port, process)."""
     port = free_port()
-    log = tmp_path / "flower.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command("flower", "--port", str(port)),
-            env={**harness.env(), FLOWER_AUTH_ENV: CREDENTIALS},
+            env={**h.env(), FLOWER_AUTH_ENV: CREDENTIALS},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -251,6 +252,12 @@ def flower(harness: Harness, tmp_path: Path) -> Iterator[tuple[int, subprocess.P
         yield port, proc
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def flower(harness: Harness, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    with flower_on(harness, tmp_path / "flower.log") as running:
+        yield running
 
 
 def test_flower_with_auth_lists_the_linux_worker(
@@ -280,3 +287,36 @@ def test_flower_with_auth_lists_the_linux_worker(
     assert [loc for loc, _, st in sockets if st == "0A"] == [f"127.0.0.1:{port}"]
     connected = [(loc, rem) for loc, rem, st in sockets if st != "0A"]
     assert connected and all(is_loopback(a) and is_loopback(b) for a, b in connected), sockets
+
+
+def test_flower_shows_jobs_with_task_events_off(
+    tmp_path: Path, busybox_image: str, git_server: GitServer
+) -> None:
+    """``task_events = false``: no task-sent event from the submitter, and the worker sends
+    task events only once Flower asks for them, so Flower still shows every job it runs."""
+    redis_server = RedisServer.start(tmp_path / "redis")
+    h = Harness(tmp_path / "pool", redis_server.url, {**FAST_TIMINGS, "task_events": False})
+    h.root.mkdir()
+    write_config(h.config, busybox_image)
+    try:
+        worker = h.start_worker("linux")
+        with flower_on(h, tmp_path / "flower.log") as (port, _proc):
+            # Flower's periodic enable_events reaches the worker (its first within seconds).
+            worker.wait_log("Events of group {task} enabled by remote", timeout=60)
+            job_id = h.submit(git_server, "true")
+            h.wait_state(job_id, "succeeded", timeout=120)
+            deadline = time.monotonic() + 30
+            while True:
+                status, body = get(f"http://127.0.0.1:{port}/api/tasks", auth=CREDENTIALS)
+                assert status == 200, body
+                mine = [t for t in json.loads(body).values() if job_id in str(t.get("args"))]
+                if mine and mine[0]["state"] == "SUCCESS":
+                    break
+                assert time.monotonic() < deadline, f"Flower never showed {job_id}: {body}"
+                time.sleep(0.5)
+        (task,) = mine
+        assert task["received"] and task["started"] and task["succeeded"]
+        assert task["sent"] is None  # the submitter sent no task-sent event
+    finally:
+        h.stop()
+        redis_server.stop()

@@ -76,6 +76,35 @@ def test_create_job_writes_one_queued_event(store: Store) -> None:
     assert got.runner_id is None and got.lease_until is None
 
 
+def test_the_created_job_is_the_stored_row_defaults_included(store: Store) -> None:
+    """What create_job hands back (a submit's answer) is every column as a read finds it,
+    the columns' defaults included, usable once its transaction is over."""
+    steps = (StepSpec(name="run", run="make"),)
+    for over in ({}, {"state": S.BLOCKED, "pipeline_id": "p1", "key": "build (1)"}):
+        made = store.create_job(
+            capability="linux",
+            queue="linux",
+            repo="https://git.example.com/org/app.git",
+            ref="main",
+            steps=steps,
+            timeout_s=60,
+            max_attempts=3,
+            **over,
+        )
+        got = store.get_job(made.id)
+        columns = [c.key for c in Job.__table__.columns]
+        assert {k: getattr(made, k) for k in columns} == {k: getattr(got, k) for k in columns}
+        assert (made.env, made.labels, made.needs, made.outputs) == ({}, [], [], {})
+        assert (made.name, made.attempt, made.cancel_requested, made.fail_fast) == (
+            "",
+            0,
+            False,
+            True,
+        )
+        assert made.checkout == CheckoutSpec() and made.services == ()
+        assert made.evidence is None and made.runner_id is None
+
+
 def _write_raw(store: Store, job_id: str, steps: Any, checkout: Any) -> None:
     """Overwrite a row's steps and checkout with plain JSON, as older releases wrote them."""
     stmt = text("UPDATE jobs SET steps = :steps, checkout = :checkout WHERE id = :id")
