@@ -24,7 +24,6 @@ from ci_pool.core.policy import (
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import CheckoutSpec, JobSpec, JobState
 from ci_pool.core.sync import SyncSource, signature_refusal
-from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.parser import parse_workflow
@@ -234,7 +233,7 @@ class Submission(Inspection):
         inputs: Mapping[str, str] | None = None,
         payload: dict[str, Any] | None = None,
         actor: str = "",
-        trigger: TriggerEvent | None = None,
+        trigger: RunFacts | None = None,
         sync: SyncSource | None = None,
         runner: str | None = None,
     ) -> PipelineRow:
@@ -242,7 +241,8 @@ class Submission(Inspection):
 
         ``inputs`` are a ``workflow_dispatch`` run's, checked against the inputs the
         workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
-        started the run. ``trigger`` is kept with the pipeline; a pull request's
+        started the run. ``trigger`` (what a webhook, a schedule or a dispatch saw) is kept
+        with the pipeline, completed with the run's inputs and vars; a pull request's
         (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
         capabilities it allows. ``sync`` (local changes) goes to every job's checkout;
         ``runner`` (a glob over runner names) sends every job to the runners it matches."""
@@ -250,9 +250,9 @@ class Submission(Inspection):
             self._check_target(repo, ref, event)
             pipe = sent_to(parse_workflow(text, file, self.settings.admission), runner)
             if trigger is not None:
-                payload = trigger.payload if payload is None else payload
+                payload = trigger.event if payload is None else payload
                 actor = actor or trigger.actor
-            facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor)
+            facts = self.run_facts(pipe.on, event, inputs or {}, payload, actor, trigger)
             who = who or Submitter()
             caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
             for cap in caps:
@@ -313,7 +313,6 @@ class Submission(Inspection):
                     "event": trigger.event_name if trigger else event,
                     "env": {},
                     "context": facts,
-                    "trigger": trigger,
                     **({"state": "rejected"} if first else {}),
                 },
                 jobs,
@@ -330,13 +329,17 @@ class Submission(Inspection):
         inputs: Mapping[str, str],
         payload: dict[str, Any] | None,
         actor: str,
+        trigger: RunFacts | None = None,
     ) -> RunFacts:
-        """What the run's contexts hold beyond its repository, ref and commit."""
+        """What the run's contexts hold beyond its repository, ref and commit: the
+        ``trigger``'s facts (if any) with the run's typed inputs, vars and actor."""
         typed = dispatch_inputs(on, inputs, event)
         if payload is None:
             payload = {"inputs": typed} if event == DISPATCH else {}
+        given = {} if trigger is None else trigger.model_dump(exclude={"event", "inputs", "vars"})
+        given.update(event=payload, inputs=typed, vars=self.settings.vars, actor=actor)
         try:
-            return RunFacts(event=payload, inputs=typed, vars=self.settings.vars, actor=actor)
+            return RunFacts.model_validate(given)
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise InputError(msg, field="event") from None
@@ -361,7 +364,7 @@ class Submission(Inspection):
         self,
         jobs: Sequence[PipelineJob],
         caps: Sequence[Capability],
-        trigger: TriggerEvent | None,
+        trigger: RunFacts | None,
     ) -> dict[str, PolicyDenied]:
         """The jobs the pull request policy refuses (none for other events)."""
         if trigger is None or trigger.event_name != "pull_request":
@@ -400,7 +403,7 @@ class Submission(Inspection):
         job: PipelineJob,
         repo: str,
         ref: str,
-        trigger: TriggerEvent | None = None,
+        trigger: RunFacts | None = None,
         sync: SyncSource | None = None,
     ) -> NewJob:
         """One pipeline job as written, its spec admitted at ``repo`` and ``ref`` (the parser
