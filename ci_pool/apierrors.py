@@ -1,5 +1,6 @@
 """An error the HTTP API answered, turned into the CIPoolError local mode raises for the
-same problem (so a command exits with the same code either way). Standard library only:
+same problem (so a command exits with the same code either way), and an answer read into
+its typed view. The standard library (and pydantic, when an answer is read) only:
 the CLI's two API clients (``cli/http_client``, ``cli/loopback``) share it, and a runner
 reads the API's refusals with ``error_body`` too."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from typing import TYPE_CHECKING, TypeVar
 
+from ci_pool import __version__
 from ci_pool.exceptions import (
     AccessDenied,
     BrokerError,
@@ -17,6 +20,11 @@ from ci_pool.exceptions import (
     NotFound,
     PolicyDenied,
 )
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+Model = TypeVar("Model", bound="BaseModel")
 
 _DENIED = re.compile(
     r"(?:job (?P<job>\S+) rejected, |pipeline (?P<pipeline>\S+) rejected, )?"
@@ -71,3 +79,27 @@ def api_error(
         cls = BrokerError if code == "broker_unavailable" else InfraError
         return cls(f"the API at {url} is unavailable: {message}")
     return InfraError(f"the API at {url} answered {status} ({code}): {message}")
+
+
+def read_answer(cls: type[Model], data: object, url: str, path: str) -> Model:
+    """What the API at ``url`` answered ``path``, read as ``cls``: an answer of another shape
+    (another version, a proxy's page) is an InfraError naming the field, never a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "the body"
+        raise InfraError(
+            f"the API at {url} answered {path} with a malformed {cls.__name__} "
+            f"({where}: {err['msg']}); check that it is a ci-pool API of version {__version__}"
+        ) from None
+
+
+def read_rows(cls: type[Model], data: object, url: str, path: str) -> list[Model]:
+    """The ``data`` rows of a list answer, each read as ``cls``."""
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise InfraError(f"the API at {url} answered {path} without a list of rows (data)")
+    return [read_answer(cls, row, url, path) for row in rows]

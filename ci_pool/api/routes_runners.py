@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from ci_pool import defaults
 from ci_pool.api.deps import PoolDep, ReadToken, require
 from ci_pool.api.routes_jobs import ERRORS
-from ci_pool.core.diagnostics import DiagnosticResult
+from ci_pool.core.diagnostics import DiagnosticRecord, DiagnosticResult
 from ci_pool.service.views import RunnerStatus
 from ci_pool.store.tokens import ApiToken
 
@@ -84,7 +84,7 @@ class RunnerExecRequest(BaseModel):
 
 
 class RunnerExecsPublic(BaseModel):
-    data: list[dict[str, object]]
+    data: list[DiagnosticRecord]
 
 
 @router.post("/runners/{name}/exec", response_model=DiagnosticResult)

@@ -4,59 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from ci_pool.core.specs import CheckoutSpec, JobSpec, StepSpec
+from ci_pool.core.submissions import MAX_INT, CheckoutCreate, JobCreate, StepCreate
 from ci_pool.core.sync import SyncSource
 from ci_pool.defaults import MAX_INPUT_VALUE_BYTES, MAX_INPUTS, RUNNER_GLOB_MAX_LENGTH
-from ci_pool.service.job_views import ArtifactView, JobView
+from ci_pool.service.job_views import ArtifactView, JobAck, JobView, PipelineAck
 from ci_pool.service.views import QueueStatus
 
-#: Bound of every integer a client sends (the store's columns are 32-bit).
-MAX_INT = 2**31 - 1
-
-
-class StepCreate(StepSpec):
-    """A step of a submitted job: a ``StepSpec``, its integers bounded for the store."""
-
-    timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
-
-
-class CheckoutCreate(CheckoutSpec):
-    """The checkout of a submitted job: a ``CheckoutSpec``, bounded for the store."""
-
-    fetch_depth: int = Field(default=1, ge=0, le=MAX_INT)
-
-
-class JobCreate(JobSpec):
-    """A job to submit: a ``JobSpec`` (its repo URL checked against the pool's settings by
-    ``parse_job_spec``, the CLI's rules), its integers bounded for the store."""
-
-    steps: tuple[StepCreate, ...] = Field(min_length=1)
-    timeout: int | None = Field(default=None, ge=1, le=MAX_INT)
-    checkout: CheckoutCreate = Field(default_factory=CheckoutCreate)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_checkout(cls, data: Any) -> Any:
-        """``"checkout": null`` (accepted before checkout had defaults) means the defaults."""
-        if isinstance(data, dict) and "checkout" in data and data["checkout"] is None:
-            return {k: v for k, v in data.items() if k != "checkout"}
-        return data
-
-
-class JobAck(BaseModel):
-    """What an action on a job answers a token that may not read the job: id and state."""
-
-    id: str
-    state: str
-
-
-class PipelineAck(BaseModel):
-    """What an action on a pipeline answers a token that may not read it: id and state."""
-
-    id: str
-    state: str
+__all__ = [
+    "MAX_INT",
+    "CheckoutCreate",
+    "JobAck",
+    "JobCreate",
+    "PipelineAck",
+    "StepCreate",
+]
 
 
 class JobsPublic(BaseModel):

@@ -1,24 +1,34 @@
 """What the CLI asks of the pool, answered locally (store + broker) or by the HTTP API.
 
 ``connect(settings)`` picks the API when ``CI_POOL_API_URL`` is set. Both answer with the
-same plain views (``ci_pool.service.views``) and raise the same CIPoolError subclasses, so every
-command prints the same output and exits with the same code in either mode.
+same typed views (``JobView``/``PipelineView`` of ``ci_pool.service.job_views``, ``QueueStatus``
+and ``RunnerStatus`` of ``ci_pool.service.views``) and raise the same CIPoolError subclasses,
+so every command prints the same output and exits with the same code in either mode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ci_pool.core.diagnostics import DiagnosticResult
+from ci_pool.core.diagnostics import DiagnosticRecord, DiagnosticResult
 from ci_pool.core.specs import FINAL_STATES, JobState, parse_job_spec
+from ci_pool.core.submissions import JobCreate
+from ci_pool.core.sync import SyncSource
 from ci_pool.exceptions import (
     InputError,
     NotFound,
 )
-from ci_pool.service.job_views import as_json, job_view, pipeline_view
-from ci_pool.service.views import QueueStatus, RunnerStatus, summary
+from ci_pool.service.job_views import (
+    JobAck,
+    JobView,
+    PipelineAck,
+    PipelineView,
+    job_view,
+    pipeline_view,
+)
+from ci_pool.service.views import QueueStatus, RunnerStatus
 from ci_pool.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,24 +37,22 @@ if TYPE_CHECKING:
 
     from ci_pool.service.identities import RunnerIdentityView, RunnerTokenPublic
     from ci_pool.service.pool import Pool
-    from ci_pool.store import Job
 
 #: A workflow_dispatch run's inputs (``run --input``).
 Inputs = dict[str, str] | None
-JSON = dict[str, Any]
 
 
 class PoolClient(Protocol):
     """The operations behind the CLI's job and pipeline commands."""
 
-    def submit_job(self, body: JSON) -> JSON:
-        """Submit one job (a ``JobCreate`` body); its summary view."""
+    def submit_job(self, job: JobCreate) -> JobView:
+        """Submit one job; its view."""
 
-    def job(self, job_id: str) -> JSON:
+    def job(self, job_id: str) -> JobView:
         """The detailed view of a job (``show --json``)."""
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JSON:
-        """The job's summary view once it is final, or when ``timeout`` seconds pass."""
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        """The job's view once it is final, or when ``timeout`` seconds pass."""
 
     def log(self, job_id: str, attempt: int | None = None) -> str:
         """The stored log of one attempt (default: the latest)."""
@@ -52,11 +60,12 @@ class PoolClient(Protocol):
     def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
         """(timestamp, line) as the job writes them, until it ends."""
 
-    def cancel(self, job_id: str) -> JSON:
-        """Cancel a job; its summary view after the request."""
+    def cancel(self, job_id: str) -> JobView | JobAck:
+        """Cancel a job; its view after the request (id and state only to a token that may
+        not read it)."""
 
-    def retry_job(self, job_id: str) -> JSON:
-        """Run a job that did not succeed again; its summary view."""
+    def retry_job(self, job_id: str) -> JobView | JobAck:
+        """Run a job that did not succeed again; its view."""
 
     def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
         """Copy a job's artifacts under ``dest``, each checked against its sha256."""
@@ -70,7 +79,7 @@ class PoolClient(Protocol):
     def explain(self, job_id: str) -> str:
         """Why a job is not running yet, or how it ended, in one sentence."""
 
-    def upload_sync(self, mode: str, data: bytes) -> JSON:
+    def upload_sync(self, mode: str, data: bytes) -> SyncSource:
         """Keep a ``--sync`` payload; the ``SyncSource`` a job's checkout names it by."""
 
     def submit_pipeline(
@@ -81,17 +90,17 @@ class PoolClient(Protocol):
         ref: str,
         event: str,
         inputs: Inputs = None,
-        sync: JSON | None = None,
+        sync: SyncSource | None = None,
         runner: str | None = None,
-    ) -> JSON:
+    ) -> PipelineView:
         """Run a workflow (``inputs``: a workflow_dispatch run's, ``sync``: local changes
         for every job, ``runner``: a glob over the runner names every job may run on);
         the pipeline's view."""
 
-    def pipeline(self, pipeline_id: str) -> JSON:
+    def pipeline(self, pipeline_id: str) -> PipelineView:
         """The pipeline's view with each of its jobs."""
 
-    def cancel_pipeline(self, pipeline_id: str) -> JSON:
+    def cancel_pipeline(self, pipeline_id: str) -> PipelineView | PipelineAck:
         """Cancel every job of the pipeline that has not ended; its view."""
 
     def retry_pipeline(self, pipeline_or_job_id: str) -> tuple[str, int]:
@@ -112,7 +121,7 @@ class PoolClient(Protocol):
     def runner_exec(self, name: str, argv: list[str], timeout: float | None) -> DiagnosticResult:
         """One diagnostic command on a live runner: exit code and output."""
 
-    def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
+    def runner_exec_log(self, runner: str | None, limit: int) -> list[DiagnosticRecord]:
         """The audit of diagnostic commands, newest first."""
 
     # -- runner identities --
@@ -139,24 +148,19 @@ def connect(settings: Settings) -> PoolClient:
     return LocalClient(Pool(settings))
 
 
-def _explain(view: JSON, lease: str | None = None) -> str:
-    if view["waiting"]:
-        return f"job {view['id']} is {view['state']}: {view['waiting']}"
-    if view["state"] == JobState.RUNNING.value:
-        return f"job {view['id']} is running on {view['runner_id']} (attempt {view['attempt']})" + (
+def _explain(view: JobView, lease: str | None = None) -> str:
+    if view.waiting:
+        return f"job {view.id} is {view.state}: {view.waiting}"
+    if view.state == JobState.RUNNING.value:
+        return f"job {view.id} is running on {view.runner_id} (attempt {view.attempt})" + (
             f"; its lease runs until {lease}" if lease else ""
         )
-    reason = f": {view['reason']}" if view["reason"] else ""
-    return f"job {view['id']} ended {view['state']}{reason}"
+    reason = f": {view.reason}" if view.reason else ""
+    return f"job {view.id} ended {view.state}{reason}"
 
 
-def _is_final(view: JSON) -> bool:
-    return JobState(view["state"]) in FINAL_STATES
-
-
-def _brief(job: Job) -> JSON:
-    """A job as a list or an action shows it (the API's view without the details)."""
-    return summary(as_json(job_view(job)))
+def _is_final(view: JobView) -> bool:
+    return JobState(view.state) in FINAL_STATES
 
 
 class LocalClient:
@@ -165,15 +169,17 @@ class LocalClient:
     def __init__(self, pool: Pool):
         self.pool = pool
 
-    def submit_job(self, body: JSON) -> JSON:
-        spec = parse_job_spec(body, allow_local_repos=self.pool.settings.allow_local_repos)
-        return _brief(self.pool.submit(spec))
+    def submit_job(self, job: JobCreate) -> JobView:
+        # As the API takes it: the repo URL checked against this pool's settings.
+        allow_local = self.pool.settings.allow_local_repos
+        spec = parse_job_spec(job.model_dump(exclude_none=True), allow_local_repos=allow_local)
+        return job_view(self.pool.submit(spec))
 
-    def job(self, job_id: str) -> JSON:
-        return as_json(job_view(self.pool.get(job_id), self.pool))
+    def job(self, job_id: str) -> JobView:
+        return job_view(self.pool.get(job_id), self.pool)
 
-    def wait(self, job_id: str, timeout: float | None = None) -> JSON:
-        return _brief(self.pool.wait(job_id, timeout=timeout))
+    def wait(self, job_id: str, timeout: float | None = None) -> JobView:
+        return job_view(self.pool.wait(job_id, timeout=timeout))
 
     def log(self, job_id: str, attempt: int | None = None) -> str:
         self.pool.get(job_id)
@@ -183,11 +189,11 @@ class LocalClient:
         self.pool.get(job_id)
         yield from self.pool.follow(job_id)
 
-    def cancel(self, job_id: str) -> JSON:
-        return _brief(self.pool.cancel(job_id))
+    def cancel(self, job_id: str) -> JobView:
+        return job_view(self.pool.cancel(job_id))
 
-    def retry_job(self, job_id: str) -> JSON:
-        return _brief(self.pool.retry_job(job_id))
+    def retry_job(self, job_id: str) -> JobView:
+        return job_view(self.pool.retry_job(job_id))
 
     def download_artifacts(self, job_id: str, dest: Path, attempt: int | None = None) -> list[Path]:
         self.pool.get(job_id)
@@ -203,17 +209,16 @@ class LocalClient:
         job = self.pool.get(job_id)
         view = job_view(job)
         view.waiting = self.pool.why_waiting(job)
-        return _explain(as_json(view), view.lease_until or "-")
+        return _explain(view, view.lease_until or "-")
 
-    def upload_sync(self, mode: str, data: bytes) -> JSON:
+    def upload_sync(self, mode: str, data: bytes) -> SyncSource:
         if len(data) > self.pool.settings.sync_max_bytes:
             raise InputError(
                 f"the {mode} is {len(data)} bytes, over the limit of "
                 f"{self.pool.settings.sync_max_bytes} (setting sync_max_bytes)",
                 field="--sync",
             )
-        source = self.pool.store.put_sync_payload("patch" if mode == "patch" else "snapshot", data)
-        return source.model_dump()
+        return self.pool.store.put_sync_payload("patch" if mode == "patch" else "snapshot", data)
 
     def submit_pipeline(
         self,
@@ -223,21 +228,18 @@ class LocalClient:
         ref: str,
         event: str,
         inputs: Inputs = None,
-        sync: JSON | None = None,
+        sync: SyncSource | None = None,
         runner: str | None = None,
-    ) -> JSON:
-        from ci_pool.core.sync import SyncSource
-
-        source = None if sync is None else SyncSource.model_validate(sync)
+    ) -> PipelineView:
         row = self.pool.submit_pipeline(
-            text, file, repo, ref, event, inputs=inputs, sync=source, runner=runner
+            text, file, repo, ref, event, inputs=inputs, sync=sync, runner=runner
         )
         return self.pipeline(row.id)
 
-    def pipeline(self, pipeline_id: str) -> JSON:
-        return as_json(pipeline_view(*self.pool.pipeline(pipeline_id)))
+    def pipeline(self, pipeline_id: str) -> PipelineView:
+        return pipeline_view(*self.pool.pipeline(pipeline_id))
 
-    def cancel_pipeline(self, pipeline_id: str) -> JSON:
+    def cancel_pipeline(self, pipeline_id: str) -> PipelineView:
         row = self.pool.cancel_pipeline(pipeline_id)
         return self.pipeline(row.id)
 
@@ -269,8 +271,8 @@ class LocalClient:
 
         return self.pool.runner_exec(name, argv, by=f"local {getpass.getuser()}", timeout=timeout)
 
-    def runner_exec_log(self, runner: str | None, limit: int) -> list[JSON]:
-        return [dict(r) for r in self.pool.runner_exec_log(runner, limit)]
+    def runner_exec_log(self, runner: str | None, limit: int) -> list[DiagnosticRecord]:
+        return self.pool.runner_exec_log(runner, limit)
 
     def create_runner_token(
         self, capabilities: list[str], expires: str, name: str | None = None

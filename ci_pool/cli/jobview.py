@@ -3,9 +3,12 @@ environment, fetched actions, --sync), annotations and step summaries."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from ci_pool.service.job_views import JobView
 
 
 def _plain(out: Console, text: str) -> None:
@@ -13,45 +16,44 @@ def _plain(out: Console, text: str) -> None:
     out.print(text, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
-def show_reports(out: Console, data: dict[str, Any]) -> None:
+def show_reports(out: Console, job: JobView) -> None:
     """The annotations and step summaries of the job's latest attempt."""
-    if data.get("annotations"):
+    if job.annotations:
         out.print("  annotations")
-        for a in data["annotations"]:
-            where = a["file"] or ""
-            if where and a["line"]:
-                where += f":{a['line']}" + (f":{a['col']}" if a["col"] else "")
-            title = f"{a['title']}: " if a["title"] else ""
+        for a in job.annotations:
+            where = a.file or ""
+            if where and a.line:
+                where += f":{a.line}" + (f":{a.col}" if a.col else "")
+            title = f"{a.title}: " if a.title else ""
             _plain(
                 out,
-                f"    {a['level']:<8}step {a['step']}  "
+                f"    {a.level:<8}step {a.step}  "
                 + (f"{where}  " if where else "")
                 + title
-                + a["message"].replace("\n", "\n      "),
+                + a.message.replace("\n", "\n      "),
             )
-    for summary in data.get("summaries") or ():
-        out.print(f"  summary of step {summary['step']}", end="")
-        _plain(out, f" ({summary['name']})")
-        for line in summary["markdown"].splitlines():
+    for summary in job.summaries or ():
+        out.print(f"  summary of step {summary.step}", end="")
+        _plain(out, f" ({summary.name})")
+        for line in summary.markdown.splitlines():
             _plain(out, f"    {line}")
 
 
-def recorded_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
+def recorded_rows(job: JobView) -> list[tuple[str, str]]:
     """The ``permissions`` (as scopes), ``environment`` and fetched actions rows of a job, and
     the local changes (``--sync``) its latest attempt ran on."""
     rows = []
-    if data.get("permissions") is not None:
-        granted = data["permissions"]
+    if job.permissions is not None:
+        granted = job.permissions
         text = ", ".join(f"{k}: {v}" for k, v in granted.items()) if granted else "none"
-        rows.append(("scopes", str(text.replace("*: ", "all: "))))
-    if data.get("environment"):
-        env = data["environment"]
-        shown = env["name"] + (f" ({env['url']})" if env["url"] else "")
-        rows.append(("deploys to", str(shown)))
-    evidence = data.get("evidence") or {}
-    if evidence.get("sync_mode"):
-        rows.append(("sync", f"{evidence['sync_mode']} sha256 {evidence['sync_sha256']}"))
+        rows.append(("scopes", text.replace("*: ", "all: ")))
+    if job.environment:
+        env = job.environment
+        rows.append(("deploys to", env.name + (f" ({env.url})" if env.url else "")))
+    evidence = job.evidence
+    if evidence is not None and evidence.sync_mode:
+        rows.append(("sync", f"{evidence.sync_mode} sha256 {evidence.sync_sha256}"))
     # The commit each fetched action ran at.
-    for uses, sha in (evidence.get("actions") or {}).items():
+    for uses, sha in ((evidence.actions if evidence else None) or {}).items():
         rows.append(("action", f"{uses} @ {sha}"))
     return rows

@@ -1,6 +1,7 @@
 """The quick way to the home's running ``ci-pool up``: ``show``, ``status`` and ``submit``
 ask its API on loopback with the admin token up keeps in the home, so they start without
-SQLAlchemy, Celery, redis-py, httpx or pydantic-settings (standard library only).
+SQLAlchemy, Celery, redis-py, httpx or pydantic-settings (the standard library, and
+pydantic for the views).
 
 Taken only when nothing points the CLI at another pool: none of ``ELSEWHERE_KEYS`` in the
 environment (``CI_POOL_*``) or the config file, and a live ``up.json`` in the home. Else
@@ -16,16 +17,19 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
-from ci_pool.apierrors import api_error, error_body
+from ci_pool.apierrors import api_error, error_body, read_answer, read_rows
 from ci_pool.exceptions import InfraError
 from ci_pool.home import default_home, legacy_notice, read_up_record
 
-JSON = dict[str, Any]
+if TYPE_CHECKING:
+    from ci_pool.core.submissions import JobCreate
+    from ci_pool.service.job_views import JobView
+    from ci_pool.service.views import QueueStatus
 
 
 def _config() -> dict[str, Any] | None:
@@ -87,7 +91,7 @@ class UpClient:
         self._host, self._port = host, port
         self._token, self._token_file = token, token_file
 
-    def _json(self, method: str, path: str, body: JSON | None = None) -> Any:
+    def _json(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
         headers = {
             "Authorization": f"Bearer {self._token}",
             "User-Agent": f"ci-pool/{__version__}",
@@ -122,20 +126,25 @@ class UpClient:
                 f"the API at {self.url} answered {path} with something other than JSON"
             ) from None
 
-    def job(self, job_id: str) -> JSON:
+    def job(self, job_id: str) -> JobView:
         """The detailed view of a job (``show``)."""
-        view: JSON = self._json("GET", f"/v1/jobs/{quote(job_id, safe='')}")
-        return view
+        from ci_pool.service.job_views import JobView
 
-    def submit_job(self, body: JSON) -> JSON:
-        """Submit one job; its summary view."""
-        view: JSON = self._json("POST", "/v1/jobs", body)
-        return {k: v for k, v in view.items() if k not in defaults.JOB_DETAIL_KEYS}
+        path = f"/v1/jobs/{quote(job_id, safe='')}"
+        return read_answer(JobView, self._json("GET", path), self.url, path)
 
-    def status(self) -> list[JSON]:
-        """The rows of ``ci-pool status``, one per capability, as JSON."""
-        rows: list[JSON] = self._json("GET", "/v1/queues")["data"]
-        return rows
+    def submit_job(self, job: JobCreate) -> JobView:
+        """Submit one job; its view."""
+        from ci_pool.service.job_views import JobView
+
+        answer = self._json("POST", "/v1/jobs", job.body())
+        return read_answer(JobView, answer, self.url, "/v1/jobs")
+
+    def status(self) -> list[QueueStatus]:
+        """The rows of ``ci-pool status``, one per capability."""
+        from ci_pool.service.views import QueueStatus
+
+        return read_rows(QueueStatus, self._json("GET", "/v1/queues"), self.url, "/v1/queues")
 
 
 def quick_repo(repo: str) -> bool:

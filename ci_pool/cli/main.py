@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -39,6 +38,8 @@ from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
     from ci_pool.cli.client import PoolClient
+    from ci_pool.service.job_views import JobView
+    from ci_pool.service.views import QueueStatus
 
 app = typer.Typer(
     name="ci-pool",
@@ -126,17 +127,22 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
-    checkout: dict[str, Any] = {"fetch_depth": fetch_depth, "submodules": submodules, "lfs": lfs}
+    from ci_pool.core.submissions import job_create
+    from ci_pool.service.job_views import brief_json
+
+    checkout: dict[str, object] = {"fetch_depth": fetch_depth, "submodules": submodules}
+    checkout["lfs"] = lfs
     client: UpClient | PoolClient
     if sync is not None:
         from ci_pool.cli.worktree import send
         from ci_pool.settings import get_settings
 
         client = pool = _client()
-        ref, checkout["sync"] = send(pool, sync, worktree, repo, ref, get_settings().sync_max_bytes)
+        ref, source = send(pool, sync, worktree, repo, ref, get_settings().sync_max_bytes)
+        checkout["sync"] = source.model_dump(mode="json")
     else:
         client = (up_client() if quick_repo(repo) else None) or _client()
-    body = {
+    body: dict[str, object] = {
         "repo": repo,
         "ref": ref,
         "capability": capability,
@@ -152,19 +158,19 @@ def submit(
     }
     if runner is not None:
         body["runner"] = runner
-    job = client.submit_job(body)
+    job = client.submit_job(job_create(body))
     if as_json:
-        out.print_json(json.dumps(job))
+        out.print_json(json.dumps(brief_json(job)))
     else:
-        print(job["id"])
+        print(job.id)
 
 
-def _exit_code(job: dict[str, Any]) -> int:
+def _exit_code(job: JobView) -> int:
     from ci_pool.core.specs import WAIT_EXIT_CODES, JobState
 
-    if job["state"] == JobState.FAILED.value:
-        return int(job["exit_code"] or 1)
-    return WAIT_EXIT_CODES.get(JobState(job["state"]), 3)
+    if job.state == JobState.FAILED.value:
+        return int(job.exit_code or 1)
+    return WAIT_EXIT_CODES.get(JobState(job.state), 3)
 
 
 @app.command()
@@ -178,20 +184,21 @@ def wait(
     With --timeout it exits 3 when the job has not ended by then, saying its state and
     why it has not started or finished."""
     from ci_pool.core.specs import FINAL_STATES, JobState
+    from ci_pool.service.job_views import brief_json
 
     client = _client()
     seconds = _duration(timeout) if timeout else None
     job = client.wait(job_id, timeout=seconds)
-    final = JobState(job["state"]) in FINAL_STATES
+    final = JobState(job.state) in FINAL_STATES
     if as_json:
-        out.print_json(json.dumps(job))
+        out.print_json(json.dumps(brief_json(job)))
     elif final:
-        reason = f": {job['reason']}" if job["reason"] else ""
-        err.print(f"job {job['id']} {job['state']}{reason}")
+        reason = f": {job.reason}" if job.reason else ""
+        err.print(f"job {job.id} {job.state}{reason}")
     if not final:
         err.print(
-            f"timed out after {seconds} s waiting for job {job['id']}, still {job['state']}; "
-            + client.explain(job["id"]),
+            f"timed out after {seconds} s waiting for job {job.id}, still {job.state}; "
+            + client.explain(job.id),
             soft_wrap=True,
         )
         raise typer.Exit(3)
@@ -207,57 +214,58 @@ def show(
 
     Also the annotations and step summaries (markdown) of its latest attempt, and why it
     waits when queued."""
-    data = (up_client() or _client()).job(job_id)
+    from ci_pool.service.job_views import as_json as view_json
+
+    job = (up_client() or _client()).job(job_id)
     if as_json:
-        out.print_json(json.dumps(data))
+        out.print_json(json.dumps(view_json(job)))
         return
-    style = _STATE_STYLE.get(data["state"], "white")
+    style = _STATE_STYLE.get(job.state, "white")
     out.print(
         Text.assemble(
-            (f"job {data['id']}", "bold"),
+            (f"job {job.id}", "bold"),
             "  ",
-            (data["state"], style),
-            f"  exit {data['exit_code']}" if data["exit_code"] is not None else "",
+            (job.state, style),
+            f"  exit {job.exit_code}" if job.exit_code is not None else "",
         )
     )
     rows = [
-        ("name", data["name"]),
-        ("capability", f"{data['capability']} (queue {data['queue']})"),
+        ("name", job.name),
+        ("capability", f"{job.capability} (queue {job.queue})"),
         (
             "repo",
-            f"{data['repo']} {data['ref']}"
-            + (f" @ {data['commit_sha'][:12]}" if data["commit_sha"] else ""),
+            f"{job.repo} {job.ref}" + (f" @ {job.commit_sha[:12]}" if job.commit_sha else ""),
         ),
-        ("runner", data["runner_id"] or "-"),
-        *([("runs on", f"runners matching {data['runner']!r}")] if data.get("runner") else []),
-        ("attempt", f"{data['attempt']}/{data['max_attempts']}"),
-        ("queued", data["queued_at"] or "-"),
-        ("started", data["started_at"] or "-"),
-        ("finished", data["finished_at"] or "-"),
-        ("reason", data["reason"] or "-"),
+        ("runner", job.runner_id or "-"),
+        *([("runs on", f"runners matching {job.runner!r}")] if job.runner else []),
+        ("attempt", f"{job.attempt}/{job.max_attempts}"),
+        ("queued", job.queued_at or "-"),
+        ("started", job.started_at or "-"),
+        ("finished", job.finished_at or "-"),
+        ("reason", job.reason or "-"),
     ]
-    rows += recorded_rows(data)
+    rows += recorded_rows(job)
     for key, value in rows:
         out.print(f"  {key:<11}{value}")
-    if data["waiting"]:
-        out.print(Text(f"  waiting    {data['waiting']}", style="yellow"))
-    if data["artifacts"]:
+    if job.waiting:
+        out.print(Text(f"  waiting    {job.waiting}", style="yellow"))
+    if job.artifacts:
         out.print("  artifacts")
-        for a in data["artifacts"]:
-            out.print(f"    {a['path']}  {a['size']} bytes  sha256 {a['sha256']}")
-    if data.get("expired_artifacts"):
+        for a in job.artifacts:
+            out.print(f"    {a.path}  {a.size} bytes  sha256 {a.sha256}")
+    if job.expired_artifacts:
         out.print("  expired artifacts (removed after their retention; nothing to download)")
-        for e in data["expired_artifacts"]:
-            what = e["name"] or "the job's artifacts"
-            out.print(f"    {what}  attempt {e['attempt']}  expired {e['expired_at']}")
+        for e in job.expired_artifacts:
+            what = e.name or "the job's artifacts"
+            out.print(f"    {what}  attempt {e.attempt}  expired {e.expired_at}")
     out.print("  history")
-    for e in data["events"]:
+    for ev in job.events or ():
         out.print(
-            f"    {e['at']}  #{e['attempt']}  {e['from'] or '-'} -> {e['to']}"
-            + (f"  on {e['runner_id']}" if e["runner_id"] else "")
-            + (f"  ({e['reason']})" if e["reason"] else "")
+            f"    {ev.at}  #{ev.attempt}  {ev.from_state or '-'} -> {ev.to}"
+            + (f"  on {ev.runner_id}" if ev.runner_id else "")
+            + (f"  ({ev.reason})" if ev.reason else "")
         )
-    show_reports(out, data)
+    show_reports(out, job)
 
 
 @app.command()
@@ -294,57 +302,12 @@ def artifacts_cmd(
 def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Cancel a job: at once if queued; a running job is stopped by its worker."""
     job = _client().cancel(job_id)
-    print(f"job {job['id']} {'cancel requested' if job['state'] == 'running' else job['state']}")
+    print(f"job {job.id} {'cancel requested' if job.state == 'running' else job.state}")
 
 
-@app.command()
-def runners(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
-) -> None:
-    """Workers with their state (online, busy, draining, unhealthy, lost), jobs and last
-    heartbeat; an unhealthy runner says why and what fixes it."""
-    rows = _client().runners()
-    if as_json:
-        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
-        return
-    table = Table("runner", "capability", "state", "host", "slots", "warm", "jobs", "last seen")
-    now = datetime.now().timestamp()
-    for r in rows:
-        table.add_row(
-            r.runner_id,
-            r.capability,
-            str(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
-            r.host,
-            str(r.concurrency),
-            str(r.extra.get("warm", 0)),
-            ", ".join(r.jobs) or "-",
-            f"{now - r.last_seen:.1f}s ago",
-        )
-    out.print(table)
-
-
-@app.command()
-def drain(
-    runner_id: Annotated[str, typer.Argument(help="Runner id (see ci-pool runners).")],
-) -> None:
-    """Stop a runner taking new jobs; it finishes the running one, then exits."""
-    print(_client().drain(runner_id))
-
-
-@app.command()
-def undrain(runner_id: Annotated[str, typer.Argument(help="Runner id.")]) -> None:
-    """Cancel a drain that has not finished yet: the runner takes jobs again."""
-    print(_client().undrain(runner_id))
-
-
-@app.command()
-def scale(
-    capability: Annotated[str, typer.Argument(help="Capability (queue) to scale.")],
-    slots: Annotated[int, typer.Argument(min=0, help="Jobs the capability runs at once.")],
-) -> None:
-    """Grow or shrink the worker pools of a capability to this many concurrent jobs."""
-    for line in _client().scale(capability, slots):
-        print(line)
+# Registered here to keep the order of `ci-pool --help`.
+for command in (cli_runners.runners, cli_runners.drain, cli_runners.undrain, cli_runners.scale):
+    app.command()(command)
 
 
 STATUS_COLUMNS: tuple[str, ...] = ("capability", "queued", "oldest wait", "blocked", "running")
@@ -372,12 +335,9 @@ def status(
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
     quick = up_client()
-    if quick is not None:
-        rows = quick.status()
-    else:
-        rows = [r.model_dump(mode="json") for r in _client().status()]
+    rows: list[QueueStatus] = quick.status() if quick is not None else _client().status()
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
     else:
         table = Table(*STATUS_COLUMNS)
 
@@ -386,22 +346,22 @@ def status(
 
         for r in rows:
             table.add_row(
-                r["capability"],
-                str(r["queued"]),
-                fmt(r["oldest_wait_s"], "s"),
-                str(r["blocked"]),
-                str(r["running"]),
-                fmt(r["workers"]),
-                fmt(r["slots"]),
-                str(r["finished_1h"]),
-                str(r["failed_1h"]),
-                str(r["errors_1h"]),
-                fmt(r["p50_s"], "s"),
-                fmt(r["p95_s"], "s"),
+                r.capability,
+                str(r.queued),
+                fmt(r.oldest_wait_s, "s"),
+                str(r.blocked),
+                str(r.running),
+                fmt(r.workers),
+                fmt(r.slots),
+                str(r.finished_1h),
+                str(r.failed_1h),
+                str(r.errors_1h),
+                fmt(r.p50_s, "s"),
+                fmt(r.p95_s, "s"),
             )
         out.print(table)
         out.print(Text(_where(quick), style="dim"))
-    if any(r["workers"] is None for r in rows):
+    if any(r.workers is None for r in rows):
         err.print(
             "the broker did not answer: worker counts are unknown; check CI_POOL_BROKER_URL "
             "and that redis-server runs"

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console, Group
@@ -22,6 +22,7 @@ from ci_pool.exceptions import InputError, WorkflowError
 
 if TYPE_CHECKING:
     from ci_pool.cli.client import PoolClient
+    from ci_pool.service.job_views import PipelineJobView, PipelineView
 
 pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
 # Scripts and pipes get whole table rows, not a squeeze to 80 columns.
@@ -79,52 +80,52 @@ def _client() -> PoolClient:
     return connect(get_settings())
 
 
-def _elapsed(job: dict[str, Any]) -> str:
-    if not job["started_at"]:
+def _elapsed(job: PipelineJobView) -> str:
+    if not job.started_at:
         return ""
-    started = datetime.fromisoformat(job["started_at"])
-    end = datetime.fromisoformat(job["finished_at"]) if job["finished_at"] else datetime.now(UTC)
+    started = datetime.fromisoformat(job.started_at)
+    end = datetime.fromisoformat(job.finished_at) if job.finished_at else datetime.now(UTC)
     return f"{(end - started).total_seconds():.1f}s"
 
 
-def _table(client: PoolClient, view: dict[str, Any]) -> Group:
+def _table(client: PoolClient, view: PipelineView) -> Group:
     from ci_pool.core.specs import JobState
 
-    group = view.get("concurrency")
+    group = view.concurrency
     table = Table(
         # Names come from the workflow file: shown as written, never read as markup.
         title=str(
-            f"pipeline {view['id']} {view.get('run_name') or view['name']} [{view['state']}]"
-            + (f" concurrency group {group['name']}" if group else "")
+            f"pipeline {view.id} {view.run_name or view.name} [{view.state}]"
+            + (f" concurrency group {group.name}" if group else "")
         ),
         title_justify="left",
     )
     for col in ("job", "state", "capability", "runner", "elapsed", "note"):
         table.add_column(col)
     tails = []
-    for j in view["jobs"]:
-        style = _STYLE.get(j["state"], "white")
-        note = j["reason"] or ""
+    for j in view.jobs:
+        style = _STYLE.get(j.state, "white")
+        note = j.reason or ""
         # A blocked job's note is asked for only where a concurrency group may hold it.
-        grouped = j["state"] == JobState.BLOCKED.value and (group or j.get("concurrency"))
-        if j["state"] == JobState.QUEUED.value or grouped:
-            note = client.waiting(j["id"]) or ""
+        grouped = j.state == JobState.BLOCKED.value and (group or j.concurrency)
+        if j.state == JobState.QUEUED.value or grouped:
+            note = client.waiting(j.id) or ""
         table.add_row(
-            j["key"] or j["id"],
-            Text(j["state"], style=style),
-            j["capability"],
-            j["runner_id"] or "",
+            j.key or j.id,
+            Text(j.state, style=style),
+            j.capability,
+            j.runner_id or "",
             _elapsed(j),
             Text(note),
         )
-        if j["state"] == JobState.RUNNING.value:
-            last = client.log(j["id"]).splitlines()[-3:]
-            tails.append(Text(f"{j['key']}:", style="bold"))
+        if j.state == JobState.RUNNING.value:
+            last = client.log(j.id).splitlines()[-3:]
+            tails.append(Text(f"{j.key}:", style="bold"))
             tails.extend(Text("  " + line, style="dim") for line in last)
     return Group(table, *tails)
 
 
-def follow_pipeline(client: PoolClient, pipeline_id: str, console: Console) -> dict[str, Any]:
+def follow_pipeline(client: PoolClient, pipeline_id: str, console: Console) -> PipelineView:
     """Show progress until the pipeline ends: a live table on a terminal, else one line
     per job state change. Returns the pipeline's final view."""
     from ci_pool.core.specs import FINAL_STATES, JobState
@@ -134,22 +135,22 @@ def follow_pipeline(client: PoolClient, pipeline_id: str, console: Console) -> d
             while True:
                 view = client.pipeline(pipeline_id)
                 live.update(_table(client, view))
-                if view["state"] != "running":
+                if view.state != "running":
                     return view
                 time.sleep(0.25)
     seen: dict[str, str] = {}
     while True:
         view = client.pipeline(pipeline_id)
-        for j in view["jobs"]:
-            if seen.get(j["id"]) != j["state"]:
-                seen[j["id"]] = j["state"]
-                runner = j["runner_id"]
-                extra = f" on {runner}" if j["state"] == "running" and runner else ""
-                final = JobState(j["state"]) in FINAL_STATES
-                why = f" ({j['reason']})" if j["reason"] and final else ""
-                console.print(f"{j['key']}: {j['state']}{extra}{why}", soft_wrap=True)
-        if view["state"] != "running":
-            console.print(f"pipeline {view['id']} {view['state']}")
+        for j in view.jobs:
+            if seen.get(j.id) != j.state:
+                seen[j.id] = j.state
+                runner = j.runner_id
+                extra = f" on {runner}" if j.state == "running" and runner else ""
+                final = JobState(j.state) in FINAL_STATES
+                why = f" ({j.reason})" if j.reason and final else ""
+                console.print(f"{j.key}: {j.state}{extra}{why}", soft_wrap=True)
+        if view.state != "running":
+            console.print(f"pipeline {view.id} {view.state}")
             return view
         time.sleep(0.25)
 
@@ -191,11 +192,11 @@ def run(
         ref, source = send(client, sync, worktree, repo, ref, get_settings().sync_max_bytes)
     view = client.submit_pipeline(text, str(file), repo, ref, event, inputs, source, runner)
     if detach:
-        print(view["id"])
+        print(view.id)
         return
-    err.print(f"pipeline {view['id']}: {len(view['jobs'])} job(s)")
-    final = follow_pipeline(client, view["id"], out)
-    raise typer.Exit(PIPELINE_EXIT.get(final["state"], 3))
+    err.print(f"pipeline {view.id}: {len(view.jobs)} job(s)")
+    final = follow_pipeline(client, view.id, out)
+    raise typer.Exit(PIPELINE_EXIT.get(final.state, 3))
 
 
 def _inputs(given: list[str]) -> dict[str, str]:
@@ -248,10 +249,12 @@ def pipeline_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
 ) -> None:
     """A pipeline's jobs, their states, runners and results."""
+    from ci_pool.service.job_views import as_json as view_json
+
     client = _client()
     view = client.pipeline(pipeline_id)
     if as_json:
-        out.print_json(json.dumps(view))
+        out.print_json(json.dumps(view_json(view)))
     else:
         out.print(_table(client, view))
 
@@ -260,7 +263,7 @@ def pipeline_show(
 def pipeline_cancel(pipeline_id: Annotated[str, typer.Argument(help="Pipeline id.")]) -> None:
     """Cancel every job of the pipeline that has not ended."""
     view = _client().cancel_pipeline(pipeline_id)
-    print(f"pipeline {view['id']} {view['state']}")
+    print(f"pipeline {view.id} {view.state}")
 
 
 def retry(
@@ -274,4 +277,4 @@ def retry(
     if not again or detach:
         return
     final = follow_pipeline(client, pipeline_id, out)
-    raise typer.Exit(PIPELINE_EXIT.get(final["state"], 3))
+    raise typer.Exit(PIPELINE_EXIT.get(final.state, 3))

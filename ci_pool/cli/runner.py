@@ -60,11 +60,8 @@ def exec_log(
     """Who ran which diagnostic command on which runner, when, and how it ended."""
     rows = _client().runner_exec_log(runner, limit)
     if as_json:
-        print(json.dumps(rows, indent=2, sort_keys=True))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2, sort_keys=True))
         return
     for r in rows:
-        code = "-" if r["exit_code"] is None else r["exit_code"]
-        print(
-            f"{r['at']}  {r['by']}  {r['runner_id']}  {r['outcome']} (exit {code})  "
-            + " ".join(r["argv"])
-        )
+        code = "-" if r.exit_code is None else r.exit_code
+        print(f"{r.at}  {r.by}  {r.runner_id}  {r.outcome} (exit {code})  " + " ".join(r.argv))

@@ -1,9 +1,12 @@
-"""``ci-pool runner token create|revoke|list``: runner identities (admin), locally or
-through the API like the other commands (registered in ci_pool.cli.main)."""
+"""``ci-pool runners``, ``drain``, ``undrain`` and ``scale``, and ``ci-pool runner token
+create|revoke|list``: runner identities (admin); locally or through the API like the other
+commands (registered in ci_pool.cli.main)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -21,6 +24,10 @@ runner_app = typer.Typer(
 runner_token_app = typer.Typer(help="One-time registration tokens.", no_args_is_help=True)
 runner_app.add_typer(runner_token_app, name="token")
 out = Console(highlight=False, markup=False, emoji=False)
+# Whole table rows for pipes, as ci_pool.cli.main prints its tables.
+wide = Console(
+    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
@@ -29,6 +36,52 @@ def _client() -> PoolClient:
     from ci_pool.settings import get_settings
 
     return connect(get_settings())
+
+
+def runners(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")] = False,
+) -> None:
+    """Workers with their state (online, busy, draining, unhealthy, lost), jobs and last
+    heartbeat; an unhealthy runner says why and what fixes it."""
+    rows = _client().runners()
+    if as_json:
+        wide.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    table = Table("runner", "capability", "state", "host", "slots", "warm", "jobs", "last seen")
+    now = datetime.now().timestamp()
+    for r in rows:
+        table.add_row(
+            r.runner_id,
+            r.capability,
+            str(f"unhealthy: {r.unhealthy}") if r.unhealthy else r.state,
+            r.host,
+            str(r.concurrency),
+            str(r.extra.get("warm", 0)),
+            ", ".join(r.jobs) or "-",
+            f"{now - r.last_seen:.1f}s ago",
+        )
+    wide.print(table)
+
+
+def drain(
+    runner_id: Annotated[str, typer.Argument(help="Runner id (see ci-pool runners).")],
+) -> None:
+    """Stop a runner taking new jobs; it finishes the running one, then exits."""
+    print(_client().drain(runner_id))
+
+
+def undrain(runner_id: Annotated[str, typer.Argument(help="Runner id.")]) -> None:
+    """Cancel a drain that has not finished yet: the runner takes jobs again."""
+    print(_client().undrain(runner_id))
+
+
+def scale(
+    capability: Annotated[str, typer.Argument(help="Capability (queue) to scale.")],
+    slots: Annotated[int, typer.Argument(min=0, help="Jobs the capability runs at once.")],
+) -> None:
+    """Grow or shrink the worker pools of a capability to this many concurrent jobs."""
+    for line in _client().scale(capability, slots):
+        print(line)
 
 
 @runner_token_app.command("create")

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     from ci_pool.home import UpRecord
     from ci_pool.service.pool import Pool
     from ci_pool.service.supervisor import Child, Supervisor
+    from ci_pool.service.views import QueueStatus, RunnerStatus
     from ci_pool.settings import Settings
+    from ci_pool.store import Job
 
 out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
@@ -247,36 +250,46 @@ def _announce(record: UpRecord, home: Path, new_token: str | None, able: list[st
     out.print("ready: every ci-pool command uses this pool, from any directory; Ctrl-C stops it")
 
 
-def _snapshot(pool: Pool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Snapshot:
+    """What the panel shows: recent jobs, runners, queues, and why the broker is down."""
+
+    jobs: list[Job]
+    runners: list[RunnerStatus] = field(default_factory=list)
+    queues: list[QueueStatus] = field(default_factory=list)
+    broker: str | None = None
+
+
+def _snapshot(pool: Pool) -> Snapshot:
     """What the panel shows; the broker being down is shown, never raised."""
     jobs = pool.store.list_jobs(limit=8)
     try:
         runners, queues = pool.runner_statuses(), pool.status()
     except Exception as exc:
-        return {"jobs": jobs, "runners": [], "queues": [], "broker": str(exc)}
-    return {"jobs": jobs, "runners": runners, "queues": queues, "broker": None}
+        return Snapshot(jobs, broker=str(exc))
+    return Snapshot(jobs, runners, queues)
 
 
 def _value(state: object) -> str:
     return str(getattr(state, "value", state))
 
 
-def _render(snap: dict[str, Any], sup: Supervisor) -> Group:
+def _render(snap: Snapshot, sup: Supervisor) -> Group:
     workers = Table("runner", "capability", "state", "jobs", title="workers", title_justify="left")
-    for r in snap["runners"]:
+    for r in snap.runners:
         state = f"unhealthy: {r.unhealthy}" if r.unhealthy else _value(r.state)
         workers.add_row(r.runner_id, r.capability, state, ", ".join(r.jobs) or "-")
     queues = Table("capability", "queued", "running", "workers", title="queues",
                    title_justify="left")  # fmt: skip
-    for q in snap["queues"]:
+    for q in snap.queues:
         if q.queued or q.running or q.workers:
             queues.add_row(q.capability, str(q.queued), str(q.running), str(q.workers or 0))
     jobs = Table("job", "capability", "state", "runner", title="recent jobs", title_justify="left")
-    for j in snap["jobs"]:
+    for j in snap.jobs:
         jobs.add_row(j.id, j.capability, _value(j.state), j.runner_id or "-")
     parts: list[Any] = [workers, queues, jobs]
-    if snap["broker"]:
-        parts.append(Text(f"the broker does not answer: {snap['broker']}", style="red"))
+    if snap.broker:
+        parts.append(Text(f"the broker does not answer: {snap.broker}", style="red"))
     for child in sup.exited():
         parts.append(Text(f"{child.name} exited ({child.proc.returncode}); see {child.log}",
                           style="red"))  # fmt: skip
@@ -296,15 +309,15 @@ def _panel(pool: Pool, sup: Supervisor) -> None:
     seen: set[str] = set()
     while True:
         snap = _snapshot(pool)
-        lines = [f"job {j.id} {_value(j.state)} ({j.capability})" for j in reversed(snap["jobs"])]
+        lines = [f"job {j.id} {_value(j.state)} ({j.capability})" for j in reversed(snap.jobs)]
         lines += [
             f"runner {r.runner_id} "
             + (f"unhealthy: {r.unhealthy}" if r.unhealthy else _value(r.state))
-            for r in snap["runners"]
+            for r in snap.runners
         ]
         lines += [f"{c.name} exited ({c.proc.returncode}); see {c.log}" for c in sup.exited()]
-        if snap["broker"]:
-            lines.append(f"the broker does not answer: {snap['broker']}")
+        if snap.broker:
+            lines.append(f"the broker does not answer: {snap.broker}")
         for line in lines:
             if line not in seen:
                 print(time.strftime("%H:%M:%S ") + line, flush=True)

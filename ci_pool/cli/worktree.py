@@ -23,7 +23,8 @@ from ci_pool.defaults import SYNC_GIT_TIMEOUT
 from ci_pool.exceptions import InputError
 
 if TYPE_CHECKING:
-    from ci_pool.cli.client import JSON, PoolClient
+    from ci_pool.cli.client import PoolClient
+    from ci_pool.core.sync import SyncSource
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def collect(mode: SyncMode, worktree: Path, repo: str, max_bytes: int) -> LocalC
 
 def send(
     client: PoolClient, mode: str, worktree: Path, repo: str, ref: str, max_bytes: int
-) -> tuple[str, JSON]:
+) -> tuple[str, SyncSource]:
     """Upload the local changes of ``worktree``: the ref the job runs at (its base commit)
     and the ``SyncSource`` its checkout names."""
     if mode not in SYNC_MODES:

@@ -72,3 +72,22 @@ class DiagnosticResult(BaseModel):
     duration_s: float = 0.0
     #: Set when the runner could not start the command (no such program, not executable).
     error: str = ""
+
+
+class DiagnosticRecord(BaseModel):
+    """One row of the audit of diagnostic commands (``ci-pool runner exec-log``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    at: str
+    #: Who asked: ``api token <name>`` or ``local <user>``.
+    by: str
+    runner_id: str
+    capability: str
+    argv: list[str]
+    #: exited, timed_out, not_started, refused or no_answer.
+    outcome: str
+    exit_code: int | None
+    output_bytes: int
+    detail: str

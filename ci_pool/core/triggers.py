@@ -6,13 +6,10 @@ branch, tag, path and type filters (``*`` stays within one path segment, ``**`` 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from ci_pool.core.cron import CronError, parse_cron
 from ci_pool.core.globs import glob_match
-from ci_pool.core.names import EVENT_PATTERN
 from ci_pool.defaults import GLOB_MAX_LENGTH
 
 
@@ -237,39 +234,6 @@ def dispatch_trigger(on: Any) -> str | None:
 #: Bytes of the event payload kept with a pipeline (``github.event``); a larger payload
 #: keeps only its top-level scalars and the ``pull_request``/``repository`` objects' ids.
 MAX_EVENT_BYTES = 256 * 1024
-
-
-class TriggerEvent(BaseModel):
-    """The facts of the event that started a pipeline, as ``github.*`` reads them at run
-    time: stored with the pipeline row."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    #: ``github.event_name``: push, pull_request, schedule, workflow_dispatch...
-    event_name: str = Field(default="push", pattern=EVENT_PATTERN)
-    #: The full ref (``refs/heads/main``, ``refs/tags/v1``, ``refs/pull/7/merge``).
-    ref: str = Field(default="", max_length=255)
-    ref_type: Literal["branch", "tag", ""] = ""
-    ref_name: str = Field(default="", max_length=255)
-    sha: str = Field(default="", max_length=64)
-    #: Pull requests: the head and base branches, their repositories, the number and action.
-    head_ref: str = Field(default="", max_length=255)
-    base_ref: str = Field(default="", max_length=255)
-    head_repo: str = Field(default="", max_length=2048)
-    base_repo: str = Field(default="", max_length=2048)
-    number: int | None = None
-    action: str = Field(default="", max_length=64)
-    #: Who caused it (the pusher, the pull request's sender, "schedule").
-    actor: str = Field(default="", max_length=255)
-    #: A schedule's cron text and slot (ISO UTC).
-    schedule: str = Field(default="", max_length=100)
-    slot: str = Field(default="", max_length=40)
-    #: ``inputs`` of a workflow_dispatch, as given.
-    inputs: dict[str, str] = Field(default_factory=dict, max_length=50)
-    #: Whether the jobs may receive capability secrets (not for pull requests by default).
-    secrets_allowed: bool = True
-    #: ``github.event``: the webhook payload (bounded) or what the dispatch was given.
-    payload: dict[str, Any] = Field(default_factory=dict)
 
 
 def bounded_payload(data: Any) -> dict[str, Any]:

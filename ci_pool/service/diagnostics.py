@@ -11,7 +11,7 @@ from typing import Any
 
 from ci_pool import defaults
 from ci_pool.broker.runners import RunnerInfo
-from ci_pool.core.diagnostics import DiagnosticResult, diagnostic_command
+from ci_pool.core.diagnostics import DiagnosticRecord, DiagnosticResult, diagnostic_command
 from ci_pool.core.policy import is_strict
 from ci_pool.exceptions import ExecutorError, NotFound, PolicyDenied
 from ci_pool.service.inspection import Inspection
@@ -104,6 +104,8 @@ class Diagnostics(Inspection):
         )
         return result
 
-    def runner_exec_log(self, runner_id: str | None = None, limit: int = 100) -> list[Any]:
+    def runner_exec_log(
+        self, runner_id: str | None = None, limit: int = 100
+    ) -> list[DiagnosticRecord]:
         """The audit of diagnostic commands, newest first."""
         return [row.public() for row in audit.list_execs(self.store, runner_id, limit)]

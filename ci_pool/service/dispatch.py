@@ -15,8 +15,9 @@ from typing import Any
 
 from ci_pool.core.names import check_ref, check_repo_url
 from ci_pool.core.policy import Submitter
-from ci_pool.core.triggers import TriggerEvent, dispatch_trigger
+from ci_pool.core.triggers import dispatch_trigger
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.exceptions import InputError, NotFound
 from ci_pool.git import resolve
 from ci_pool.service.pool import Pool
@@ -102,15 +103,14 @@ def dispatch(
         )
     values = _with_defaults(on, inputs, path)
     full = refs[0] if refs else ref
-    trigger = TriggerEvent(
+    trigger = RunFacts(
         event_name="workflow_dispatch",
         ref=full if full.startswith("refs/") else f"refs/heads/{full}",
         ref_type="tag" if full.startswith("refs/tags/") else "branch",
         ref_name=ref.removeprefix("refs/heads/").removeprefix("refs/tags/"),
         sha=found.commit,
-        actor=who.name[:255],
-        inputs=values,
-        payload={"inputs": values, "ref": full, "workflow": path},
+        actor=who.name[:200],
+        event={"inputs": values, "ref": full, "workflow": path},
     )
     return pool.submit_pipeline(
         text, file=path, repo=repo, ref=ref, commit=found.commit, who=who, trigger=trigger

@@ -46,10 +46,7 @@ class Inspection(PoolBase):
         """Every runner heard from (live, then lost) with its state and running jobs."""
         registry = RunnerRegistry(self.redis, self.settings.runner_ttl)
         live, lost = registry.live(), registry.lost()
-        running: dict[str, list[str]] = {}
-        for job in self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
-            running.setdefault(job.runner_id or "", []).append(job.id)
-        return runner_statuses(live, lost, running)
+        return runner_statuses(live, lost, self.store.job_counts().running)
 
     def why_waiting(self, job: Job, visible: Callable[[Job], bool] | None = None) -> str | None:
         """Plain words on why a job has not started, or None if it is not waiting; with
@@ -59,12 +56,13 @@ class Inspection(PoolBase):
     def status(self) -> list[QueueStatus]:
         """Per capability: queue depth, oldest wait, running, workers, last hour's jobs."""
         now = datetime.now(UTC)
-        summary = self.store.pool_summary(now - timedelta(hours=1))
+        counts = self.store.job_counts()
+        finished = self.store.finished_since(now - timedelta(hours=1))
         try:
             runners: list[RunnerInfo] | None = self.runners()
         except redis.RedisError:
             runners = None
-        return queue_statuses(self.settings.capabilities, summary, runners, now)
+        return queue_statuses(self.settings.capabilities, counts, finished, runners, now)
 
     def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.2) -> Job:
         """Block until the job reaches a final state (or ``timeout`` seconds pass)."""

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ci_pool import defaults
 from ci_pool.core.commands import Annotation
 from ci_pool.core.concurrency import ConcurrencyGroup
 from ci_pool.core.evidence import Evidence
-from ci_pool.core.specs import EnvironmentSpec
+from ci_pool.core.specs import EnvironmentSpec, JobState, PipelineState
 
 if TYPE_CHECKING:
     from ci_pool.service.inspection import Inspection
@@ -65,7 +66,7 @@ class JobView(BaseModel):
     id: str
     name: str
     pipeline_id: str | None = None
-    state: str
+    state: JobState
     capability: str
     queue: str
     repo: str
@@ -101,10 +102,17 @@ class JobView(BaseModel):
     summaries: list[StepSummaryView] | None = None
 
 
+class JobAck(BaseModel):
+    """What an action on a job answers a token that may not read the job: id and state."""
+
+    id: str
+    state: str
+
+
 class PipelineJobView(BaseModel):
     id: str
     key: str | None
-    state: str
+    state: JobState
     capability: str
     needs: list[str]
     runner_id: str | None
@@ -124,7 +132,7 @@ class PipelineView(BaseModel):
     run_name: str | None = None
     permissions: dict[str, str] | None = None
     file: str
-    state: str
+    state: PipelineState
     repo: str
     ref: str
     commit_sha: str | None
@@ -133,6 +141,13 @@ class PipelineView(BaseModel):
     #: Its workflow-level concurrency group (name, cancel_in_progress), if any.
     concurrency: ConcurrencyGroup | None = None
     jobs: list[PipelineJobView]
+
+
+class PipelineAck(BaseModel):
+    """What an action on a pipeline answers a token that may not read it: id and state."""
+
+    id: str
+    state: str
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -245,3 +260,9 @@ def pipeline_view(row: PipelineRow, jobs: list[Job]) -> PipelineView:
 def as_json(view: BaseModel) -> dict[str, Any]:
     """A view as the API sends it (``from`` for an event's earlier state, nulls kept)."""
     return view.model_dump(mode="json", by_alias=True)
+
+
+def brief_json(view: JobView | JobAck) -> dict[str, Any]:
+    """A job as a list or an action prints it: its view as JSON without the details
+    only ``show`` carries."""
+    return {k: v for k, v in as_json(view).items() if k not in defaults.JOB_DETAIL_KEYS}

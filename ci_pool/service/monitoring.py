@@ -161,32 +161,15 @@ def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
     window = float(getattr(pool.settings, "metrics_window", 0) or 0) or WINDOW.total_seconds()
     since = now - timedelta(seconds=window)
     dialect = pool.store.engine.dialect.name
-    queued: dict[str, int] = {}
-    by_state = dict.fromkeys((s.value for s in JobState), 0)
+    counts = pool.store.job_counts()
+    by_state = dict.fromkeys((s.value for s in JobState), 0) | counts.states()
+    queued = {
+        cap: n for (cap, state), n in counts.by_state.items() if state == JobState.QUEUED.value
+    }
+    oldest = {
+        cap: max(0.0, (now - first).total_seconds()) for cap, first in counts.oldest_queued.items()
+    }
     with pool.store.session(write=False) as s:
-        for state, cap, n in s.execute(
-            select(Job.state, Job.capability, func.count()).group_by(Job.state, Job.capability)
-        ):
-            by_state[state] = by_state.get(state, 0) + n
-            if state == JobState.QUEUED.value:
-                queued[cap] = n
-        oldest = {
-            cap: max(0.0, (now - first.replace(tzinfo=UTC)).total_seconds())
-            for cap, first in s.execute(
-                select(Job.capability, func.min(Job.queued_at))
-                .where(Job.state == JobState.QUEUED.value)
-                .group_by(Job.capability)
-            )
-            if first is not None
-        }
-        running: dict[str | None, int] = {
-            rid: n
-            for rid, n in s.execute(
-                select(Job.runner_id, func.count())
-                .where(Job.state == JobState.RUNNING.value, Job.runner_id.is_not(None))
-                .group_by(Job.runner_id)
-            )
-        }
         durations = _histograms(
             s, dialect, Job.started_at, Job.finished_at, since, DURATION_BUCKETS
         )
@@ -209,11 +192,11 @@ def collect(pool: Pool, now: datetime | None = None) -> Snapshot:
     )
     for cap in snap.capabilities if broker_up else ():
         mine = [r for r in live if r.capability == cap]
-        counts = dict.fromkeys(RUNNER_STATES, 0)
+        per_state = dict.fromkeys(RUNNER_STATES, 0)
         for r in mine:
-            counts[runner_state(r, running.get(r.runner_id, 0))] += 1
-        counts["lost"] = sum(1 for r in lost if r.capability == cap)
-        snap.runners.update({(cap, state): n for state, n in counts.items()})
+            per_state[runner_state(r, len(counts.running.get(r.runner_id, ())))] += 1
+        per_state["lost"] = sum(1 for r in lost if r.capability == cap)
+        snap.runners.update({(cap, state): n for state, n in per_state.items()})
         snap.slots[cap] = sum(r.concurrency for r in mine)
     return snap
 

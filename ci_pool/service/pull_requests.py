@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ci_pool.core.names import check_ref, check_repo_url, is_sha
 from ci_pool.core.policy import Submitter
-from ci_pool.core.triggers import TriggerEvent, bounded_payload, pr_action, pull_request_trigger
+from ci_pool.core.triggers import bounded_payload, pr_action, pull_request_trigger
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.git import GitRunner
 from ci_pool.remotes import check_remote
@@ -178,8 +179,8 @@ def changed_files(settings: Settings, pr: PullRequest) -> frozenset[str] | None:
     return frozenset(files) if len(files) <= MAX_CHANGED_FILES else None
 
 
-def trigger_of(pr: PullRequest, settings: Settings, payload: Any) -> TriggerEvent:
-    return TriggerEvent(
+def trigger_of(pr: PullRequest, settings: Settings, payload: Any) -> RunFacts:
+    return RunFacts(
         event_name="pull_request",
         ref=pr.ref,
         ref_type="branch",
@@ -191,9 +192,9 @@ def trigger_of(pr: PullRequest, settings: Settings, payload: Any) -> TriggerEven
         base_repo=pr.base_repo,
         number=pr.number,
         action=pr.action,
-        actor=pr.actor,
+        actor=pr.actor[:200],
         secrets_allowed=settings.pull_request_secrets,
-        payload=bounded_payload(payload),
+        event=bounded_payload(payload),
     )
 
 

@@ -23,8 +23,9 @@ from datetime import datetime, timedelta
 from ci_pool.core.cron import parse_cron
 from ci_pool.core.names import check_ref, check_repo_url
 from ci_pool.core.policy import Submitter
-from ci_pool.core.triggers import TriggerEvent, schedule_crons
+from ci_pool.core.triggers import schedule_crons
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.defaults import MAX_REPOSITORIES
 from ci_pool.exceptions import CIPoolError, InfraError, InputError
 from ci_pool.git import resolve
@@ -179,10 +180,10 @@ class Schedules:
                  repo.url, schedule.file, slot.isoformat(), row.id)  # fmt: skip
 
     @staticmethod
-    def _trigger(repo: Repository, commit: str, schedule: Schedule, slot: datetime) -> TriggerEvent:
+    def _trigger(repo: Repository, commit: str, schedule: Schedule, slot: datetime) -> RunFacts:
         tag = repo.ref.startswith("refs/tags/")
         name = repo.ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
-        return TriggerEvent(
+        return RunFacts(
             event_name="schedule",
             ref=repo.ref if repo.ref.startswith("refs/") else f"refs/heads/{repo.ref}",
             ref_type="tag" if tag else "branch",
@@ -191,5 +192,5 @@ class Schedules:
             actor="ci-pool",
             schedule=schedule.cron,
             slot=slot.isoformat(),
-            payload={"schedule": schedule.cron},
+            event={"schedule": schedule.cron},
         )

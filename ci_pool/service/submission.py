@@ -15,8 +15,8 @@ from ci_pool.core.policy import Submitter, check_access, check_policy, check_sec
 from ci_pool.core.scheduler import PipelineScheduler
 from ci_pool.core.specs import JobSpec, JobState
 from ci_pool.core.sync import SyncSource
-from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.core.workflow.targets import sent_to
 from ci_pool.exceptions import BrokerError, CIPoolError, InputError, PolicyDenied
 from ci_pool.service import workflow_runs
@@ -116,7 +116,7 @@ class Submission(Inspection):
         inputs: Mapping[str, str] | None = None,
         payload: dict[str, Any] | None = None,
         actor: str = "",
-        trigger: TriggerEvent | None = None,
+        trigger: RunFacts | None = None,
         sync: SyncSource | None = None,
         runner: str | None = None,
     ) -> PipelineRow:
@@ -124,7 +124,8 @@ class Submission(Inspection):
 
         ``inputs`` are a ``workflow_dispatch`` run's, checked against the inputs the
         workflow declares; ``payload`` is the event's (``github.event``), ``actor`` who
-        started the run. ``trigger`` is kept with the pipeline; a pull request's
+        started the run. ``trigger`` (what a webhook, a schedule or a dispatch saw) is kept
+        with the pipeline, completed with the run's inputs and vars; a pull request's
         (``secrets_allowed`` off) is held to the pull request policy: no secrets, only the
         capabilities it allows. ``sync`` (local changes) goes to every job's checkout;
         ``runner`` (a glob over runner names) sends every job to the runners it matches."""
@@ -132,10 +133,10 @@ class Submission(Inspection):
             workflow_runs.check_target(self.settings, repo, ref, event)
             pipe = sent_to(parse_workflow(text, file, self.settings.admission), runner)
             if trigger is not None:
-                payload = trigger.payload if payload is None else payload
+                payload = trigger.event if payload is None else payload
                 actor = actor or trigger.actor
             facts = workflow_runs.run_facts(
-                self.settings, pipe.on, event, inputs or {}, payload, actor
+                self.settings, pipe.on, event, inputs or {}, payload, actor, trigger
             )
             who = who or Submitter()
             caps = [self.settings.capabilities[job.spec.capability or ""] for job in pipe.jobs]
@@ -192,7 +193,6 @@ class Submission(Inspection):
                     "event": trigger.event_name if trigger else event,
                     "env": {},
                     "context": facts,
-                    "trigger": trigger,
                     **({"state": "rejected"} if first else {}),
                 },
                 jobs,

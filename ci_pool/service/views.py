@@ -11,22 +11,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ci_pool import defaults
+from ci_pool.core.specs import JobState
 
 if TYPE_CHECKING:
     # Types only: the API client (remote mode) uses these views without the store,
     # SQLAlchemy or Redis.
     from ci_pool.broker.runners import RunnerInfo
-
-#: Keys of a job's view that only the detailed view (``show``) carries.
-DETAIL_KEYS = defaults.JOB_DETAIL_KEYS
-
-
-def summary(view: dict[str, Any]) -> dict[str, Any]:
-    """A detailed job view (``job_views.JobView`` as JSON) cut down to the fields a job
-    list shows."""
-    return {k: v for k, v in view.items() if k not in DETAIL_KEYS}
-
+    from ci_pool.store.jobs import FinishedJobs, JobCounts
 
 RunnerState = Literal["online", "busy", "draining", "unhealthy", "lost"]
 
@@ -115,32 +106,35 @@ class QueueStatus(BaseModel):
 
 def queue_statuses(
     capabilities: Iterable[str],
-    summary: Mapping[str, Mapping[str, Any]],
+    counts: JobCounts,
+    finished: Mapping[str, FinishedJobs],
     runners: list[RunnerInfo] | None,
     now: datetime,
 ) -> list[QueueStatus]:
     """One row per capability (configured or seen in the store), from the store's
-    ``pool_summary`` and the live runners (None: the broker did not answer)."""
+    ``job_counts`` and ``finished_since`` and the live runners (None: the broker did not
+    answer)."""
     rows = []
-    for name in sorted(set(capabilities) | set(summary)):
-        info = summary.get(name, {"states": {}, "oldest_queued": None, "durations": []})
-        states: Mapping[str, int] = info["states"]
+    active = {cap for cap, state in counts.by_state if state in _ACTIVE}
+    for name in sorted(set(capabilities) | active | set(finished)):
+        ended = finished.get(name)
+        ended_states: Mapping[str, int] = ended.states if ended else {}
         mine = [r for r in runners or [] if r.capability == name]
-        durations = sorted(info["durations"])
-        oldest = info["oldest_queued"]
+        durations = sorted(ended.durations) if ended else []
+        oldest = counts.oldest_queued.get(name)
 
         rows.append(
             QueueStatus(
                 capability=name,
-                queued=states.get("queued", 0),
-                blocked=states.get("blocked", 0),
+                queued=counts.of(name, JobState.QUEUED),
+                blocked=counts.of(name, JobState.BLOCKED),
                 oldest_wait_s=round((now - oldest).total_seconds(), 1) if oldest else None,
-                running=states.get("running", 0),
+                running=counts.of(name, JobState.RUNNING),
                 workers=None if runners is None else len(mine),
                 slots=None if runners is None else sum(r.concurrency for r in mine),
-                finished_1h=sum(v for k, v in states.items() if k.startswith("finished_")),
-                failed_1h=_ended(states, "failed", "timed_out"),
-                errors_1h=_ended(states, "error"),
+                finished_1h=sum(ended_states.values()),
+                failed_1h=_ended(ended_states, "failed", "timed_out"),
+                errors_1h=_ended(ended_states, "error"),
                 p50_s=_percentile(durations, 50),
                 p95_s=_percentile(durations, 95),
             )
@@ -148,9 +142,13 @@ def queue_statuses(
     return rows
 
 
+#: The states whose capability gets a ``status`` row even when none is configured.
+_ACTIVE = frozenset(s.value for s in (JobState.QUEUED, JobState.RUNNING, JobState.BLOCKED))
+
+
 def _ended(states: Mapping[str, int], *final: str) -> int:
     """Jobs of the window that ended in one of the ``final`` states."""
-    return sum(states.get(f"finished_{state}", 0) for state in final)
+    return sum(states.get(state, 0) for state in final)
 
 
 def _percentile(values: list[float], pct: int) -> float | None:

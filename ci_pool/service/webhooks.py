@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ci_pool.core.jsontext import json_depth
 from ci_pool.core.names import check_ref, check_repo_url, is_sha
 from ci_pool.core.policy import SecretUnavailable, Submitter, read_secret_source
-from ci_pool.core.triggers import TriggerEvent, bounded_payload, push_trigger
+from ci_pool.core.triggers import bounded_payload, push_trigger
 from ci_pool.core.workflow.parser import parse_workflow
+from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.defaults import MAX_JSON_DEPTH
 from ci_pool.exceptions import CIPoolError, InputError
 from ci_pool.git import GitRunner
@@ -407,18 +408,18 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     return result
 
 
-def push_event(push: Push, commit: str, data: Any) -> TriggerEvent:
+def push_event(push: Push, commit: str, data: Any) -> RunFacts:
     """The facts of a push kept with its pipelines (``github.ref_type``, ``github.event``)."""
     pusher = data.get("pusher") if isinstance(data, dict) else None
     actor = pusher.get("login") or pusher.get("name") if isinstance(pusher, dict) else ""
-    return TriggerEvent(
+    return RunFacts(
         event_name="push",
         ref=push.ref,
         ref_type=push.kind,
         ref_name=push.name,
         sha=commit,
-        actor=str(actor or "")[:255],
-        payload=bounded_payload(data),
+        actor=str(actor or "")[:200],
+        event=bounded_payload(data),
     )
 
 
@@ -461,7 +462,7 @@ def _submit(
     text: str,
     skipped: list[tuple[str, str]],
     who: Submitter,
-    trigger: TriggerEvent,
+    trigger: RunFacts,
 ) -> list[tuple[str, str]]:
     """Submit one workflow if the push triggers it; refusals are noted in ``skipped``."""
     try:

@@ -17,7 +17,6 @@ from ci_pool.core.pipeline import Pipeline, PipelineJob
 from ci_pool.core.policy import check_pull_request
 from ci_pool.core.specs import JobState
 from ci_pool.core.sync import SyncSource
-from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.expressions import ExpressionError, render
 from ci_pool.core.workflow.inputs import DISPATCH, dispatch_inputs
 from ci_pool.core.workflow.run_context import RunFacts
@@ -50,13 +49,17 @@ def run_facts(
     inputs: Mapping[str, str],
     payload: dict[str, Any] | None,
     actor: str,
+    trigger: RunFacts | None = None,
 ) -> RunFacts:
-    """What the run's contexts hold beyond its repository, ref and commit."""
+    """What the run's contexts hold beyond its repository, ref and commit: the
+    ``trigger``'s facts (if any) with the run's typed inputs, vars and actor."""
     typed = dispatch_inputs(on, inputs, event)
     if payload is None:
         payload = {"inputs": typed} if event == DISPATCH else {}
+    given = {} if trigger is None else trigger.model_dump(exclude={"event", "inputs", "vars"})
+    given.update(event=payload, inputs=typed, vars=settings.vars, actor=actor)
     try:
-        return RunFacts(event=payload, inputs=typed, vars=settings.vars, actor=actor)
+        return RunFacts.model_validate(given)
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise InputError(msg, field="event") from None
@@ -86,7 +89,7 @@ def pipeline_job(
     job: PipelineJob,
     repo: str,
     ref: str,
-    trigger: TriggerEvent | None = None,
+    trigger: RunFacts | None = None,
     sync: SyncSource | None = None,
 ) -> NewJob:
     """One pipeline job as written, its spec admitted at ``repo`` and ``ref`` (the parser
@@ -113,7 +116,7 @@ def trigger_denials(
     settings: Settings,
     jobs: Sequence[PipelineJob],
     caps: Sequence[Capability],
-    trigger: TriggerEvent | None,
+    trigger: RunFacts | None,
 ) -> dict[str, PolicyDenied]:
     """The jobs the pull request policy refuses (none for other events)."""
     if trigger is None or trigger.event_name != "pull_request":

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ci_pool.core.diagnostics import DiagnosticRecord
 from ci_pool.store import Store
 from ci_pool.store.models import Base, utcnow
 
@@ -40,19 +41,19 @@ class RunnerExec(Base):
     output_bytes: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[str] = mapped_column(String(500), default="")
 
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at.isoformat(),
-            "by": self.by,
-            "runner_id": self.runner_id,
-            "capability": self.capability,
-            "argv": list(self.argv),
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "output_bytes": self.output_bytes,
-            "detail": self.detail,
-        }
+    def public(self) -> DiagnosticRecord:
+        return DiagnosticRecord(
+            id=self.id,
+            at=self.at.isoformat(),
+            by=self.by,
+            runner_id=self.runner_id,
+            capability=self.capability,
+            argv=[str(a) for a in self.argv],
+            outcome=self.outcome,
+            exit_code=self.exit_code,
+            output_bytes=self.output_bytes,
+            detail=self.detail,
+        )
 
 
 def record_exec(

@@ -1,11 +1,12 @@
-"""Reads over jobs and their audit rows: one job, pages of jobs, the pool's summary, and the
+"""Reads over jobs and their audit rows: one job, pages of jobs, the pool's counts, and the
 jobs the reaper looks for (expired leases, long queued)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
@@ -13,6 +14,42 @@ from ci_pool.core.specs import FINAL_STATES, JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store.engine import Database, seconds_between
 from ci_pool.store.models import Job, JobEvent
+
+
+@dataclass(frozen=True, slots=True)
+class JobCounts:
+    """The pool's jobs as ``status``, ``runners`` and the metrics count them."""
+
+    #: (capability, state) -> jobs in that state now, for every state that has one.
+    by_state: dict[tuple[str, str], int]
+    #: capability -> when its oldest queued job was queued (UTC); absent when none waits.
+    oldest_queued: dict[str, datetime]
+    #: runner id -> ids of the jobs it runs now, the newest first.
+    running: dict[str, list[str]]
+
+    def of(self, capability: str, state: JobState) -> int:
+        return self.by_state.get((capability, state.value), 0)
+
+    def capabilities(self) -> set[str]:
+        """The capabilities that have a job in any state."""
+        return {cap for cap, _state in self.by_state}
+
+    def states(self) -> dict[str, int]:
+        """Jobs per state over every capability."""
+        total: dict[str, int] = {}
+        for (_cap, state), n in self.by_state.items():
+            total[state] = total.get(state, 0) + n
+        return total
+
+
+@dataclass(slots=True)
+class FinishedJobs:
+    """The jobs of one capability that ended in a window."""
+
+    #: final state -> jobs that ended in it.
+    states: Counter[str] = field(default_factory=Counter)
+    #: Their run times (finished - started), in seconds.
+    durations: list[float] = field(default_factory=list)
 
 
 class JobQueries(Database):
@@ -53,38 +90,50 @@ class JobQueries(Database):
         with self.session(write=False) as s:
             return list(s.scalars(q))
 
-    def pool_summary(self, since: datetime) -> dict[str, dict[str, Any]]:
-        """Per capability: jobs by state, the oldest queued time, and the durations (s) of
-        jobs finished since ``since``; three indexed queries, whatever the table size."""
-        out: dict[str, dict[str, Any]] = {}
-
-        def entry(cap: str) -> dict[str, Any]:
-            return out.setdefault(cap, {"states": {}, "oldest_queued": None, "durations": []})
-
+    def job_counts(self) -> JobCounts:
+        """What ``status``, ``runners`` and the metrics count: jobs per capability and
+        state, each capability's oldest queued job, and the jobs each runner runs. Three
+        grouped or indexed queries whose answers do not grow with the jobs table (running
+        jobs are bounded by the pool's slots)."""
+        by_state: dict[tuple[str, str], int] = {}
+        running: dict[str, list[str]] = {}
         with self.session(write=False) as s:
-            active = [JobState.QUEUED.value, JobState.RUNNING.value, JobState.BLOCKED.value]
             for cap, state, count in s.execute(
-                select(Job.capability, Job.state, func.count())
-                .where(Job.state.in_(active))
-                .group_by(Job.capability, Job.state)
+                select(Job.capability, Job.state, func.count()).group_by(Job.state, Job.capability)
             ):
-                entry(cap)["states"][state] = count
-            for cap, oldest in s.execute(
-                select(Job.capability, func.min(Job.queued_at))
-                .where(Job.state == JobState.QUEUED.value)
-                .group_by(Job.capability)
+                by_state[cap, str(state)] = int(count)
+            oldest = {
+                cap: first.replace(tzinfo=UTC)
+                for cap, first in s.execute(
+                    select(Job.capability, func.min(Job.queued_at))
+                    .where(Job.state == JobState.QUEUED.value)
+                    .group_by(Job.capability)
+                )
+                if first is not None
+            }
+            for runner_id, job_id in s.execute(
+                select(Job.runner_id, Job.id)
+                .where(Job.state == JobState.RUNNING.value, Job.runner_id.is_not(None))
+                .order_by(Job.created_at.desc(), Job.id.desc())
             ):
-                entry(cap)["oldest_queued"] = oldest.replace(tzinfo=UTC) if oldest else None
-            took = seconds_between(self.engine.dialect.name, Job.started_at, Job.finished_at)
+                running.setdefault(runner_id or "", []).append(job_id)
+        return JobCounts(by_state, oldest, running)
+
+    def finished_since(self, since: datetime) -> dict[str, FinishedJobs]:
+        """Per capability, the jobs that ended since ``since``: how many per final state,
+        and their run times (s)."""
+        out: dict[str, FinishedJobs] = {}
+        took = seconds_between(self.engine.dialect.name, Job.started_at, Job.finished_at)
+        with self.session(write=False) as s:
             for cap, state, seconds in s.execute(
                 select(Job.capability, Job.state, took).where(
                     Job.finished_at >= since, Job.state.in_([s.value for s in FINAL_STATES])
                 )
             ):
-                e = entry(cap)
-                e["states"][f"finished_{state}"] = e["states"].get(f"finished_{state}", 0) + 1
+                entry = out.setdefault(cap, FinishedJobs())
+                entry.states[str(state)] += 1
                 if seconds is not None:
-                    e["durations"].append(float(seconds))
+                    entry.durations.append(float(seconds))
         return out
 
     def count_running(self, runner_id: str) -> int:

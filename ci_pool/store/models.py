@@ -24,7 +24,6 @@ from ci_pool.core.specs import (
     PipelineState,
     StepSpec,
 )
-from ci_pool.core.triggers import TriggerEvent
 from ci_pool.core.workflow.run_context import RunFacts
 
 
@@ -309,7 +308,8 @@ class Pipeline(Base):
     commit_sha: Mapped[str | None] = mapped_column(String(64), default=None)
     event: Mapped[str] = mapped_column(String(64), default="push")
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: The event payload, dispatch inputs, vars, actor and run number its jobs see.
+    #: What started it: the trigger (name, ref, pull request, schedule slot, whether its
+    #: jobs get secrets), the event payload, dispatch inputs, vars, actor and run number.
     context: Mapped[RunFacts | None] = mapped_column(SpecType(RunFacts), default=None)
     #: ``run-name`` rendered at submit: the display name; None shows ``name``.
     run_name: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -321,9 +321,6 @@ class Pipeline(Base):
     concurrency: Mapped[ConcurrencyGroup | None] = mapped_column(
         SpecType(ConcurrencyGroup), default=None
     )
-    #: What started it (``github.event``, head/base refs, the pull request policy); None
-    #: for pipelines submitted before triggers were kept.
-    trigger: Mapped[TriggerEvent | None] = mapped_column(SpecType(TriggerEvent), default=None)
 
     # The web view's pipelines list: newest first, a keyset page at a time.
     __table_args__ = (Index("ix_pipelines_created", "created_at", "id"),)

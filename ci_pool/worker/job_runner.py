@@ -68,10 +68,10 @@ class JobRunner:
         """Why the job's pipeline gets no secrets (a pull request's policy), or ""."""
         if pipeline_id is None:
             return ""
-        trigger = self.store.get_pipeline(pipeline_id).trigger
-        if trigger is None or trigger.secrets_allowed:
+        facts = self.store.get_pipeline(pipeline_id).context
+        if facts is None or facts.secrets_allowed:
             return ""
-        return f"{trigger.event_name} #{trigger.number}" if trigger.number else trigger.event_name
+        return f"{facts.event_name} #{facts.number}" if facts.number else facts.event_name
 
     def run(self, job_id: str, runner_id: str) -> JobState | None:
         """Claim and run one job; returns its final state, or None if there was nothing

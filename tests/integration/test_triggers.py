@@ -216,10 +216,11 @@ def test_a_pull_request_runs_its_head_commit_without_secrets(
     row = wait_pipeline(harness, started[".gitea/workflows/pr-ci.yml"])
     assert row.state == "succeeded"
     assert (row.event, row.repo, row.commit_sha) == ("pull_request", forge.fork_url, forge.head_sha)
-    assert row.trigger is not None
-    assert (row.trigger.head_ref, row.trigger.base_ref) == ("feature", "main")
-    assert row.trigger.number == 7 and not row.trigger.secrets_allowed
-    assert row.trigger.payload["pull_request"]["title"] == "add a feature"
+    facts = row.context
+    assert facts is not None and facts.event_name == "pull_request"
+    assert (facts.head_ref, facts.base_ref) == ("feature", "main")
+    assert facts.number == 7 and not facts.secrets_allowed
+    assert facts.event["pull_request"]["title"] == "add a feature"
     [job] = harness.pool().store.pipeline_jobs(row.id)
     assert job.secrets == []
     log = job_log(harness, job.id)
@@ -279,13 +280,10 @@ def test_a_tag_push_runs_the_tag_workflow_with_its_ref_type(
     assert list(started) == [".gitea/workflows/release.yml"], res.json()
     row = wait_pipeline(harness, started[".gitea/workflows/release.yml"])
     assert row.state == "succeeded"
-    assert row.trigger is not None
-    assert (row.trigger.ref, row.trigger.ref_type, row.trigger.ref_name) == (
-        "refs/tags/v2.0.0",
-        "tag",
-        "v2.0.0",
-    )
-    assert row.trigger.actor == "maintainer" and row.trigger.secrets_allowed
+    facts = row.context
+    assert facts is not None and facts.event_name == "push"
+    assert (facts.ref, facts.ref_type, facts.ref_name) == ("refs/tags/v2.0.0", "tag", "v2.0.0")
+    assert facts.actor == "maintainer" and facts.secrets_allowed
     [job] = harness.pool().store.pipeline_jobs(row.id)
     assert "releasing 1.2.3 at v2.0.0" in job_log(harness, job.id)
 
@@ -336,8 +334,8 @@ def test_two_beats_over_a_due_slot_start_exactly_one_pipeline(
     assert len(rows) == 1
     row = wait_pipeline(harness, rows[0].id)
     assert (row.state, row.event, row.commit_sha) == ("succeeded", "schedule", sha)
-    assert row.trigger is not None and row.trigger.schedule == cron
-    slot = datetime.fromisoformat(row.trigger.slot)
+    assert row.context is not None and row.context.schedule == cron
+    slot = datetime.fromisoformat(row.context.slot)
     assert (slot.hour, slot.minute) == (now.hour, now.minute)
     [job] = store.pipeline_jobs(row.id)
     assert f"scheduled run of {sha}" in job_log(harness, job.id)
@@ -364,9 +362,8 @@ def test_workflow_dispatch_runs_the_repositorys_file_with_inputs(
         "workflow_dispatch",
         forge.base_sha,
     )
-    assert row.trigger is not None
-    assert row.trigger.inputs == {"target": "staging", "level": "info"}
-    assert row.trigger.payload["inputs"] == {"target": "staging", "level": "info"}
+    assert row.context is not None and row.context.event_name == "workflow_dispatch"
+    assert row.context.event["inputs"] == {"target": "staging", "level": "info"}
 
     missing = httpx.post(url, json=body, headers=headers)
     assert missing.status_code == 422 and "requires input 'target'" in missing.text

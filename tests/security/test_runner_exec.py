@@ -111,7 +111,7 @@ def test_the_workers_secrets_never_reach_the_command(secret_pool: SecretPool) ->
     _assert_clean(pool, res.stdout + res.stderr)
 
     # Nothing of them in the audit either.
-    rows = [r.public() for r in diagnostics.list_execs(pool.harness.pool().store)]
+    rows = [r.public().model_dump() for r in diagnostics.list_execs(pool.harness.pool().store)]
     assert rows and all(r["outcome"] == "exited" for r in rows)
     _assert_clean(pool, json.dumps(rows))
 

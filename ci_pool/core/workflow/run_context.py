@@ -1,38 +1,73 @@
 """The facts of one run that a workflow's ``github.*`` context shows, built in one place
 for the pool (a job's ``if:``) and the runner (everything a step sees).
 
-A pipeline keeps ``RunFacts`` (the event payload, the dispatch inputs, ``vars`` as they
-were at submission, the actor and the run number); ``github_context`` joins them with the
-repository, ref and commit of the run, as GitHub Actions names them.
+A pipeline keeps ``RunFacts``, what started the run: the event (its name, ref and commit as
+the forge reported them, a pull request's head and base, a schedule's slot, the payload),
+the dispatch inputs, ``vars`` as they were at submission, the actor, the run number and
+whether its jobs may receive secrets. ``github_context`` joins them with the repository,
+ref and commit of the run, as GitHub Actions names them.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ci_pool.core.names import github_repository, is_sha
+from ci_pool.core.names import EVENT_PATTERN, github_repository, is_sha
 from ci_pool.defaults import MAX_EVENT_BYTES
 
 
 class RunFacts(BaseModel):
-    """What a pipeline run was started with, beyond its repository, ref and commit."""
+    """What started a pipeline run, beyond its repository, ref and commit: one record, kept
+    with the pipeline row (``pipelines.context``), read by the pool (``if:``, concurrency,
+    the pull request policy) and the runner (``github.*``, secrets)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    #: ``github.event``: the webhook's payload, or what ``run`` was given.
+    #: ``github.event``: the webhook's payload (bounded), or what ``run`` or a dispatch
+    #: was given.
     event: dict[str, Any] = Field(default_factory=dict)
     #: ``inputs.*`` of a ``workflow_dispatch`` run, typed.
     inputs: dict[str, Any] = Field(default_factory=dict)
     #: ``vars.*``: the ``[vars]`` of the configuration when the run was submitted.
     vars: dict[str, str] = Field(default_factory=dict)
+    #: Who caused it (the pusher, the pull request's sender, ``ci-pool`` for a schedule).
     actor: str = Field(default="", max_length=200)
     #: ``github.run_number``: this run's number among the runs of the same workflow file
     #: of the same repository, from 1.
     run_number: int = Field(default=1, ge=1)
+    #: The trigger that started it (push, pull_request, schedule, workflow_dispatch); ""
+    #: for a run submitted by hand (``ci-pool run``, ``POST /v1/pipelines``).
+    event_name: str = Field(default="", max_length=64)
+    #: The full ref the trigger named (``refs/heads/main``, ``refs/tags/v1``), its type
+    #: and short name, and the commit it pointed at.
+    ref: str = Field(default="", max_length=255)
+    ref_type: Literal["branch", "tag", ""] = ""
+    ref_name: str = Field(default="", max_length=255)
+    sha: str = Field(default="", max_length=64)
+    #: Pull requests: the head and base branches, their repositories, the number and action.
+    head_ref: str = Field(default="", max_length=255)
+    base_ref: str = Field(default="", max_length=255)
+    head_repo: str = Field(default="", max_length=2048)
+    base_repo: str = Field(default="", max_length=2048)
+    number: int | None = None
+    action: str = Field(default="", max_length=64)
+    #: A schedule's cron text and slot (ISO UTC).
+    schedule: str = Field(default="", max_length=100)
+    slot: str = Field(default="", max_length=40)
+    #: Whether the jobs may receive capability secrets (not for pull requests by default).
+    secrets_allowed: bool = True
+
+    @field_validator("event_name")
+    @classmethod
+    def _event_name(cls, value: str) -> str:
+        if value and not re.match(EVENT_PATTERN, value):
+            raise ValueError(f"{value!r} is not an event name (lower-case letters and _)")
+        return value
 
     @field_validator("event")
     @classmethod

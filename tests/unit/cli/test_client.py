@@ -15,7 +15,9 @@ from pydantic import SecretStr
 
 from ci_pool.cli.client import connect
 from ci_pool.cli.http_client import HttpClient, check_api_url
+from ci_pool.core.evidence import Evidence
 from ci_pool.core.policy import SIGNATURE_HEADER, verify_signature
+from ci_pool.core.submissions import job_create
 from ci_pool.exceptions import (
     AccessDenied,
     BrokerError,
@@ -26,10 +28,28 @@ from ci_pool.exceptions import (
     NotFound,
     PolicyDenied,
 )
+from ci_pool.service.job_views import JobView, PipelineView, as_json, brief_json
 from ci_pool.settings import Settings
 
 URL = "http://127.0.0.1:8080"
 TOKEN = "cip_unit-test-token-value"
+#: A job's and a pipeline's view as the API sends them.
+VIEW = brief_json(
+    JobView(
+        id="j1", name="job", state="queued", capability="linux", queue="linux",
+        repo="https://git.example/app.git", ref="main", commit_sha=None, labels=["linux"],
+        timeout_s=600, attempt=0, max_attempts=3, runner_id=None, exit_code=None, reason=None,
+        created_at="2026-01-01T10:00:00+00:00", queued_at="2026-01-01T10:00:00+00:00",
+        started_at=None, finished_at=None, evidence=None,
+    )
+)  # fmt: skip
+PIPELINE = as_json(
+    PipelineView(
+        id="p1", name="ci", file="ci.yml", state="running", repo="https://git.example/app.git",
+        ref="main", commit_sha=None, created_at="2026-01-01T10:00:00+00:00", finished_at=None,
+        jobs=[],
+    )
+)  # fmt: skip
 
 
 def make(
@@ -176,15 +196,12 @@ def test_submissions_carry_the_token_and_a_valid_signature(monkeypatch: pytest.M
         seen.append(request)
         body = json.loads(request.content)
         if request.url.path == "/v1/pipelines":
-            return httpx.Response(201, json={"id": "p1", "jobs": [], **body})
-        return httpx.Response(
-            201,
-            json={"id": "j1", "state": "queued", "waiting": None, "artifacts": [], "events": []},
-        )
+            return httpx.Response(201, json={**PIPELINE, "repo": body["repo"]})
+        return httpx.Response(201, json={**VIEW, "waiting": None, "artifacts": [], "events": []})
 
     client = make(handler, sign_key_id="k1", sign_key="env:CI_POOL_UNIT_SIGN_KEY")
     body = {"repo": "https://git.example/app.git", "ref": "main", "steps": [{"run": "true"}]}
-    assert client.submit_job(body) == {"id": "j1", "state": "queued"}
+    assert brief_json(client.submit_job(job_create(body))) == VIEW
     client.submit_pipeline("jobs: {}", "ci.yml", "https://git.example/app.git", "main", "push")
     keys = {"k1": "env:CI_POOL_UNIT_SIGN_KEY"}
     for request in seen:
@@ -198,9 +215,9 @@ def test_unsigned_without_a_key() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(201, json={"id": "j1"})
+        return httpx.Response(201, json=VIEW)
 
-    make(handler).submit_job({"repo": "r", "steps": [{"run": "true"}]})
+    make(handler).submit_job(job_create({"repo": "r", "steps": [{"run": "true"}]}))
     assert SIGNATURE_HEADER.lower() not in seen[0].headers
 
 
@@ -270,3 +287,58 @@ def test_job_ids_cannot_walk_out_of_their_path() -> None:
     with pytest.raises(NotFound):
         make(handler).job("../queues")
     assert seen == ["/v1/jobs/..%2Fqueues"]
+
+
+@pytest.mark.parametrize(
+    ("call", "answer", "words"),
+    [
+        (lambda c: c.job("j1"), {"id": "j1", "state": "queued"}, "malformed JobView (name: "),
+        (lambda c: c.job("j1"), [1, 2], "malformed JobView (the body: "),
+        (
+            lambda c: c.job("j1"),
+            {**VIEW, "attempt": "first"},
+            "malformed JobView (attempt: Input should be a valid integer",
+        ),
+        (lambda c: c.pipeline("p1"), {**PIPELINE, "jobs": [{"id": 3}]}, "PipelineView (jobs.0."),
+        (lambda c: c.status(), {"rows": []}, "/v1/queues without a list of rows"),
+        (lambda c: c.status(), {"data": [{"capability": "linux"}]}, "malformed QueueStatus"),
+        (lambda c: c.runners(), {"data": [{}]}, "malformed RunnerStatus (runner_id: "),
+        (lambda c: c.drain("r1"), {"ok": True}, "/v1/runners/r1/drain without 'message'"),
+        (lambda c: c.wait("j1", 0), {**VIEW, "state": "paused"}, "JobView"),
+    ],
+)
+def test_a_malformed_answer_is_an_infra_error_naming_the_field(
+    call: Callable[[HttpClient], object], answer: object, words: str
+) -> None:
+    """An answer of another shape (another version of the API, a proxy's page) is exit 3
+    with the path and the field, never a traceback."""
+    client = make(lambda request: httpx.Response(200, json=answer))
+    with pytest.raises(InfraError) as exc:
+        call(client)
+    assert words in str(exc.value), str(exc.value)
+    assert str(exc.value).startswith(f"the API at {URL} answered /v1/")
+    assert exc.value.exit_code == 3
+
+
+def test_the_typed_views_print_the_json_the_api_sent() -> None:
+    """Read into a view and dumped again, an answer is the same JSON, byte for byte: the
+    ``--json`` output of both clients does not depend on the mode."""
+    detailed = {
+        **VIEW,
+        # A record with a key of an older version, kept as it was.
+        "evidence": as_json(
+            Evidence.model_validate({"job_id": "j1", "mode": "docker", "kept_from_v1": [1]})
+        ),
+        "waiting": None,
+        "artifacts": [{"path": "a.txt", "size": 3, "sha256": "0" * 64, "attempt": 1}],
+        "expired_artifacts": [],
+        "events": [{"attempt": 1, "from": None, "to": "queued", "at": None, "runner_id": None,
+                    "reason": None}],
+        "annotations": [],
+        "summaries": [],
+    }  # fmt: skip
+    client = make(lambda request: httpx.Response(200, json=detailed))
+    assert json.dumps(as_json(client.job("j1"))) == json.dumps(detailed)
+    assert json.dumps(brief_json(client.job("j1"))) == json.dumps(
+        VIEW | {"evidence": detailed["evidence"]}
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from ci_pool.core.triggers import (
-    TriggerEvent,
     bounded_payload,
     dispatch_trigger,
     pr_action,
     pull_request_trigger,
     schedule_crons,
 )
+from ci_pool.core.workflow.run_context import RunFacts
 
 
 def test_pull_request_defaults_to_opened_synchronize_reopened() -> None:
@@ -78,7 +78,7 @@ def test_a_large_payload_keeps_only_its_scalars() -> None:
     large = {"action": "opened", "blob": "x" * 300_000, "pull_request": {"body": "y" * 10}}
     kept = bounded_payload(large)
     assert kept == {"action": "opened", "ci_pool_truncated": True}
-    assert TriggerEvent(payload=kept).payload == kept
+    assert RunFacts(event=kept).event == kept
 
 
 def test_validate_refuses_a_bad_cron_with_its_place() -> None:

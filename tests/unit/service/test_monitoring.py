@@ -321,23 +321,16 @@ def test_flower_credentials_from_env_or_option(
 
 
 def test_queue_status_counts_infra_errors_apart_from_failed_builds() -> None:
+    from collections import Counter
+
     from ci_pool.service.views import queue_statuses
+    from ci_pool.store.jobs import FinishedJobs, JobCounts
 
     now = datetime.now(UTC)
-    summary = {
-        "linux": {
-            "states": {
-                "queued": 2,
-                "finished_succeeded": 3,
-                "finished_failed": 1,
-                "finished_timed_out": 1,
-                "finished_error": 2,
-            },
-            "oldest_queued": now - timedelta(seconds=30),
-            "durations": [1.0, 2.0, 3.0],
-        }
-    }
-    rows = {r.capability: r for r in queue_statuses(["linux", "iso"], summary, None, now)}
+    counts = JobCounts({("linux", "queued"): 2}, {"linux": now - timedelta(seconds=30)}, {})
+    ended = Counter({"succeeded": 3, "failed": 1, "timed_out": 1, "error": 2})
+    finished = {"linux": FinishedJobs(ended, [1.0, 2.0, 3.0])}
+    rows = {r.capability: r for r in queue_statuses(["linux", "iso"], counts, finished, None, now)}
     linux = rows["linux"]
     assert (linux.finished_1h, linux.failed_1h, linux.errors_1h) == (7, 2, 2)
     assert (linux.queued, linux.oldest_wait_s, linux.p50_s) == (2, 30.0, 2.0)
