@@ -35,7 +35,8 @@ BENCHMARKS = (
 ARGS: dict[str, list[str]] = {
     "docker": ["--jobs", "20"],  # 20 cold and 20 warm jobs after 2 warm-ups each
     "pipeline": ["--seconds", "1"],  # builds of 1 s: the makespans' overheads are the figure
-    "cli_start": ["--runs", "5"],
+    "status": ["--runs", "10"],  # 10 status() calls per series on the same 110k-job stores
+    "cli_start": ["--runs", "3"],
     "modes": ["--runs", "2"],
     "checkout": ["--repeat", "2"],
 }

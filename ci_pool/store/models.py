@@ -237,7 +237,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_state_capability", "state", "capability"),
         Index("ix_jobs_pipeline", "pipeline_id"),
-        Index("ix_jobs_finished", "finished_at"),
+        # Covers what status reads of the last hour's jobs (store.jobs.finished_since).
+        Index("ix_jobs_finished", "finished_at", "state", "capability", "started_at"),
         Index("ix_jobs_started", "started_at"),
         Index("ix_jobs_created", "created_at", "id"),
         # The web view: a runner's recent jobs; pipelines with a job on a capability.

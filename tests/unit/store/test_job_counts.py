@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, event
 
 from ci_pool.core.specs import JobState as S
 from ci_pool.service.monitoring import collect
@@ -62,3 +65,33 @@ def test_status_rows_and_metrics_read_the_same_counts(pool: RecordingPool) -> No
         assert row.oldest_wait_s == round(snap.oldest_wait[row.capability], 1), row
     assert {r.capability: r.running for r in rows} == {"linux": 1, "android": 0}
     assert snap.jobs_by_state["running"] == 1 and snap.jobs_by_state["queued"] == 2
+
+
+def test_the_last_hours_jobs_are_read_from_one_covering_index(tmp_path: Path) -> None:
+    """Status reads every job that ended in the last hour (50k rows on a busy pool): on
+    SQLite the window must be one range of ix_jobs_finished with no table lookups, and a
+    job that ended and was then sent again (not final) is not counted."""
+    store = Store(f"sqlite:///{tmp_path / 'cover.db'}")
+    store.init_schema()
+    done = new_job(store)
+    claim(store, done.id, runner="r1")
+    store.finish(done.id, 1, S.SUCCEEDED, runner_id="r1", exit_code=0)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    statements: list[tuple[str, object]] = []
+
+    def record(_conn: object, _cursor: object, sql: str, params: object, *_rest: object) -> None:
+        statements.append((sql, params))
+
+    event.listen(Engine, "before_cursor_execute", record)  # the store's reader engine too
+    try:
+        got = store.finished_since(since)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert dict(got["linux"].states) == {"succeeded": 1}
+    window = [(sql, params) for sql, params in statements if "finished_at >=" in sql]
+    assert len(window) == 1
+    sql, params = window[0]
+    with store.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()  # type: ignore[arg-type]
+    assert "COVERING INDEX ix_jobs_finished" in " ".join(str(row[-1]) for row in plan), plan
+    store.close()
