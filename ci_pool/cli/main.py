@@ -33,7 +33,7 @@ from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.loopback import UpClient, quick_repo, up_client
-from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption
+from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption, table_console
 from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
@@ -49,11 +49,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-# Whole table rows for pipes; text from files and jobs printed as is (no markup, no
-# :emoji: codes: ``file.yml:100:21`` is not "file.yml💯21"), styles given as Text.
-out = Console(
-    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
-)
+# Styles given as Text (the console reads no markup).
+out = table_console()
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 #: ``--sync``: run on the local worktree's uncommitted changes.
 SyncOption = Annotated[
@@ -27,3 +29,12 @@ RunnerOption = Annotated[
         "the capability still applies. With none live, the job waits queued."
     ),
 ]
+
+
+def table_console() -> Console:
+    """stdout for the commands' tables and text: whole table rows for scripts and pipes (not
+    a squeeze to 80 columns), and text from files, jobs and servers printed as is: no rich
+    markup, no :emoji: codes (``file.yml:100:21`` is not "file.yml💯21")."""
+    return Console(
+        highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+    )

@@ -4,7 +4,6 @@ from the command line, with live progress."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption
+from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption, table_console
 from ci_pool.defaults import MAX_WORKFLOW_BYTES
 from ci_pool.exceptions import InputError, WorkflowError
 
@@ -25,11 +24,7 @@ if TYPE_CHECKING:
     from ci_pool.service.job_views import PipelineJobView, PipelineView
 
 pipeline_app = typer.Typer(help="Inspect and cancel pipelines.", no_args_is_help=True)
-# Scripts and pipes get whole table rows, not a squeeze to 80 columns.
-# Text from files, jobs and servers is printed as is: no rich markup, no :emoji: codes.
-out = Console(
-    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
-)
+out = table_console()
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 _STYLE = {

@@ -5,13 +5,14 @@ commands (registered in ci_pool.cli.main)."""
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from ci_pool.cli.options import table_console
 
 if TYPE_CHECKING:
     from ci_pool.cli.client import PoolClient
@@ -24,10 +25,7 @@ runner_app = typer.Typer(
 runner_token_app = typer.Typer(help="One-time registration tokens.", no_args_is_help=True)
 runner_app.add_typer(runner_token_app, name="token")
 out = Console(highlight=False, markup=False, emoji=False)
-# Whole table rows for pipes, as ci_pool.cli.main prints its tables.
-wide = Console(
-    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
-)
+wide = table_console()
 err = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
