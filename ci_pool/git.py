@@ -296,10 +296,11 @@ def checkout(
             os.utime(entry / "complete")  # recently used: evicted last
             log(f"checked out {req.commit} (cached tree, {how})")
             return CheckoutResult(req.commit, "cache")
-    if settings.mirror_cache:
+    if settings.mirror_cache and not (req.submodules or req.lfs):
         # The job's tree comes straight from the mirror; the pristine tree for later jobs
         # is a second checkout from the same mirror, in the background: the job never
-        # waits for it, and nothing the job writes can reach it.
+        # waits for it, and nothing the job writes can reach it. (Submodules and LFS files
+        # come over the network: those are filled from the job's own checkout as before.)
         result = _checkout(req, settings, log)
         log("workspace: from the mirror; the cached tree is filled in the background")
         trees.fill_later(root, entry, partial(fill_tree, req, settings), settings.tree_cache_size)
