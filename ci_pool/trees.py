@@ -1,6 +1,7 @@
 """The runner's cache of pristine trees: one per commit (and checkout flavour) it checked
 out, served to later jobs at the same commit as an overlay or a copy, the least recently
-used evicted."""
+used evicted. An entry is filled by the job's own checkout, or off the job's path by a
+background ``fill`` that renames a complete tree into place."""
 
 from __future__ import annotations
 
