@@ -448,3 +448,8 @@ REVOKED_EXIT_GRACE = 10.0
 #: ci-pool's own log lines are held at most this long (seconds), so lines the runner writes
 #: back to back reach the live stream in one round trip; a step's output is never held.
 LOG_LIVE_HOLD = 0.005
+
+# -- filling the tree cache off the job's path --
+#: Suffix of the directory a background fill writes a cached tree into before renaming it
+#: into place (and, with ".lock", of the lock its one filler holds).
+TREE_FILL_SUFFIX = ".fill"

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from ci_pool import defaults, overlay, trees
@@ -276,7 +277,8 @@ def checkout(
     With the tree cache on, a commit this runner checked out before comes from its pristine
     cached tree: an overlay over it when ``req.layers`` is given and the runner can mount
     one (one mount, whatever the tree's size), else a copy (copy-on-write where the
-    filesystem can)."""
+    filesystem can). On a miss with the mirror cache on, the job's tree comes straight from
+    the mirror and the cached tree is filled in the background (``trees.fill_later``)."""
     if not (settings.tree_cache and is_sha(req.commit)):
         return _checkout(req, settings, log)
     root = settings.resolved_tree_root
@@ -294,6 +296,15 @@ def checkout(
             os.utime(entry / "complete")  # recently used: evicted last
             log(f"checked out {req.commit} (cached tree, {how})")
             return CheckoutResult(req.commit, "cache")
+    if settings.mirror_cache and not (req.submodules or req.lfs):
+        # The job's tree comes straight from the mirror; the pristine tree for later jobs
+        # is a second checkout from the same mirror, in the background: the job never
+        # waits for it, and nothing the job writes can reach it. (Submodules and LFS files
+        # come over the network: those are filled from the job's own checkout as before.)
+        result = _checkout(req, settings, log)
+        log("workspace: from the mirror; the cached tree is filled in the background")
+        trees.fill_later(root, entry, partial(fill_tree, req, settings), settings.tree_cache_size)
+        return result
     if layers is not None:
         # The job's own checkout fills the cache: it is made into the pristine tree, and
         # the job works on an overlay of it, so filling costs one mount and no copy.
@@ -327,13 +338,19 @@ def checkout(
     return result
 
 
+def fill_tree(req: CheckoutRequest, settings: Settings, dest: Path) -> None:
+    """The pristine tree of ``req`` for the tree cache, written at ``dest``."""
+    _checkout(replace(req, dest=dest, layers=None), settings, lambda _line: None)
+
+
 def _checkout(
     req: CheckoutRequest, settings: Settings, log: Callable[[str], None]
 ) -> CheckoutResult:
     git = GitRunner.for_settings(settings, req.repo)
     req.dest.mkdir(parents=True, exist_ok=True)
     dest = str(req.dest)
-    git.run("init", "-q", dest)
+    # No template: the sample hooks and description are 20 files written for nothing.
+    git.run("init", "-q", "--template=", dest)
     git.run("-C", dest, "config", "remote.origin.url", req.repo)
     if req.sparse:
         cone = "--cone" if req.cone else "--no-cone"
@@ -345,7 +362,8 @@ def _checkout(
             (req.dest / ".git" / "objects" / "info" / "alternates").write_text(
                 str(mirror / "objects") + "\n"
             )
-            target = _rev_parse(git, str(mirror), req.commit)
+            # A commit id was checked in the mirror by _refresh_mirror; a name is looked up.
+            target = req.commit if is_sha(req.commit) else _rev_parse(git, str(mirror), req.commit)
             git.run(
                 "-C", dest, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target
             )

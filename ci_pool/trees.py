@@ -1,23 +1,33 @@
 """The runner's cache of pristine trees: one per commit (and checkout flavour) it checked
 out, served to later jobs at the same commit as an overlay or a copy, the least recently
-used evicted."""
+used evicted. An entry is filled by the job's own checkout, or off the job's path by a
+background ``fill`` that renames a complete tree into place."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ci_pool import overlay
+from ci_pool import defaults, overlay
 from ci_pool.exceptions import CheckoutError
 
 if TYPE_CHECKING:
     from ci_pool.git import CheckoutRequest
+
+log = logging.getLogger(__name__)
+
+#: The background fills this process started and that have not ended yet.
+_fills: set[threading.Thread] = set()
+_fills_lock = threading.Lock()
 
 
 def serve(entry: Path, dest: Path, layers: Path | None, min_bytes: int = 0) -> str:
@@ -82,8 +92,9 @@ def copy_tree(src: Path, dest: Path) -> None:
 
 def evict(root: Path, keep: int) -> None:
     """Keep the ``keep`` most recently used trees; an entry in use holds a shared lock."""
+    _sweep_fills(root)
     entries = sorted(
-        (e for e in root.iterdir() if (e / "complete").exists()),
+        (e for e in root.iterdir() if "." not in e.name and (e / "complete").exists()),
         key=lambda e: (e / "complete").stat().st_mtime,
         reverse=True,
     )
@@ -91,7 +102,10 @@ def evict(root: Path, keep: int) -> None:
     stale = [
         e
         for e in root.iterdir()
-        if e.is_dir() and not (e / "complete").exists() and time.time() - e.stat().st_mtime > 3600
+        if "." not in e.name
+        and e.is_dir()
+        and not (e / "complete").exists()
+        and time.time() - e.stat().st_mtime > 3600
     ]
     for entry in [*entries[keep:], *stale]:
         lock = entry.with_suffix(".lock")
@@ -106,4 +120,105 @@ def evict(root: Path, keep: int) -> None:
                 continue  # the lower layer of a running job's workspace
             # The lock file stays: unlinking it could let two processes lock different files.
             shutil.rmtree(entry, ignore_errors=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fill_dir(entry: Path) -> Path:
+    return entry.with_name(entry.name + defaults.TREE_FILL_SUFFIX)
+
+
+def _fill_lock(entry: Path) -> Path:
+    return entry.with_name(entry.name + defaults.TREE_FILL_SUFFIX + ".lock")
+
+
+def fill(root: Path, entry: Path, write: Callable[[Path], None], keep: int) -> bool:
+    """Make ``entry`` with ``write`` (which writes a pristine tree into the directory it is
+    given): in a directory beside it, renamed into place once complete, so a filler that dies
+    leaves nothing a job would use. One filler per entry at a time (a lock the kernel drops
+    with its process); False when another one holds it or the entry exists already."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(_fill_lock(entry), "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # filling now, elsewhere
+        try:
+            if (entry / "complete").exists():
+                return False
+            made = _fill_locked(entry, write)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    evict(root, keep)
+    return made
+
+
+def _fill_locked(entry: Path, write: Callable[[Path], None]) -> bool:
+    scratch = _fill_dir(entry)
+    shutil.rmtree(scratch, ignore_errors=True)  # what a filler that died left
+    scratch.mkdir()
+    try:
+        write(scratch / "tree")
+        record_bytes(scratch)
+        (scratch / "complete").touch()
+        with open(entry.with_suffix(".lock"), "a+b") as fh:
+            # Exclusive: no job is reading the entry's directory (a crashed runner's
+            # half-written one, without a "complete" marker) while it is replaced.
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                if (entry / "complete").exists():
+                    return False
+                shutil.rmtree(entry, ignore_errors=True)
+                os.rename(scratch, entry)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def fill_later(root: Path, entry: Path, write: Callable[[Path], None], keep: int) -> None:
+    """``fill`` in a thread of its own, off the job's path; its failure is logged only (the
+    next job at the commit checks out again and fills again)."""
+
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            if fill(root, entry, write, keep):
+                log.info("tree cache: filled %s in %.2fs", entry.name, time.monotonic() - started)
+        except Exception as exc:
+            log.warning("tree cache: filling %s failed: %s", entry.name, exc)
+        finally:
+            with _fills_lock:
+                _fills.discard(thread)
+
+    thread = threading.Thread(target=run, name=f"tree-fill-{entry.name[:24]}", daemon=True)
+    with _fills_lock:
+        _fills.add(thread)
+    thread.start()
+
+
+def settle(timeout: float | None = None) -> bool:
+    """Wait for this process's background fills (shutdown, benchmarks); True when none is left."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _fills_lock:
+            pending = next(iter(_fills), None)
+        if pending is None:
+            return True
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return False
+        pending.join(left)
+
+
+def _sweep_fills(root: Path) -> None:
+    """Remove what fillers that died left (their lock is free)."""
+    for scratch in root.glob("*" + defaults.TREE_FILL_SUFFIX):
+        entry = scratch.with_name(scratch.name.removesuffix(defaults.TREE_FILL_SUFFIX))
+        with open(_fill_lock(entry), "a+b") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(scratch, ignore_errors=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
