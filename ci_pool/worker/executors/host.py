@@ -105,6 +105,7 @@ class HostExecution(Execution):
         # Background children of the step die with it, so none can hold the log pipe open.
         self._kill_group(signal.SIGKILL)
         _pump(fd, on_output)
+        proc.stdout.close()  # not left open until the next step's Popen replaces it
         return code
 
     def _kill_group(self, sig: int) -> None:
