@@ -151,17 +151,19 @@ class HostExecution(Execution):
 def step_argv(shell: str | None, script: str, path: str) -> list[str]:
     """How a step script starts on the host, with no ``sh -c`` in between: bash (errexit,
     pipefail) where the step's PATH has one, else ``sh -e`` (``shell: sh`` always); the
-    launcher of ``base.SHELLS`` only where it has something to say (no bash for a step
-    that asks for bash)."""
-    if shell is None or shell == "bash":
+    launcher of ``base.SHELLS`` where the shell must decide (a relative PATH entry, no
+    bash for a step that asks for bash)."""
+    if shell == "sh":
+        return ["sh", *_SH, script]
+    # A relative PATH entry is the step's to resolve, from its own directory.
+    if shell in (None, "bash") and all(d.startswith("/") for d in path.split(os.pathsep)):
         bash = _bash_on(path)
         if bash:
             return [bash, *_BASH, script]
         if shell is None:
             return ["sh", *_SH, script]
-    elif shell == "sh":
-        return ["sh", *_SH, script]
-    # No bash for a step that asks for it: sh says "bash: not found" in the step's log.
+    # Else the launcher: a step asking for bash where there is none fails with the
+    # shell's own "bash: not found" in its log.
     return ["sh", "-c", launcher(shell), "ci-pool-step", script]
 
 

@@ -158,3 +158,22 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_a_relative_path_entry_is_resolved_from_the_workspace_not_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execution = _execution(tmp_path)
+    tools = execution.ctx.workspace / "tools"
+    tools.mkdir()
+    wrapper = tools / "bash"
+    wrapper.write_text(f'#!{SH}\necho "the workspace\'s bash"\nexec {BASH} "$@"\n')
+    wrapper.chmod(0o755)
+    # The runner's own directory has no tools/bash: only the step's directory does.
+    monkeypatch.chdir(tmp_path)
+    try:
+        code, out = _run(execution, "echo step\n", env={"PATH": f"tools:{os.environ['PATH']}"})
+        assert (code, out) == (0, "the workspace's bash\nstep\n")
+    finally:
+        execution.close()
