@@ -64,12 +64,22 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mounts() -> list[tuple[str, str, str]]:
-    """(mount point, filesystem type, super options) of every mount this process sees."""
+def _escape(path: str) -> str:
+    """``path`` as mountinfo writes it."""
+    return "".join(f"\\{ord(c):03o}" if c in " \t\n\\" else c for c in path)
+
+
+def mounts(containing: str = "") -> list[tuple[str, str, str]]:
+    """(mount point, filesystem type, super options) of every mount this process sees
+    (with ``containing``: of the lines holding that text as mountinfo writes it, the
+    others not even parsed)."""
     found = []
+    needle = _escape(containing)
     try:
         with open(_MOUNTINFO, encoding="utf-8", errors="replace") as fh:
             for line in fh:
+                if needle not in line:
+                    continue
                 left, _, right = line.partition(" - ")
                 fields, tail = left.split(), right.split()
                 if len(fields) < 5 or len(tail) < 3:
@@ -97,7 +107,7 @@ def mounted_under(root: Path) -> list[Path]:
     base = str(root)
     points = [
         Path(point)
-        for point, _fstype, _opts in mounts()
+        for point, _fstype, _opts in mounts(containing=base)
         if point == base or point.startswith(base.rstrip("/") + "/")
     ]
     return sorted(points, key=lambda p: len(p.parts), reverse=True)

@@ -34,7 +34,7 @@ def serve(entry: Path, dest: Path, layers: Path | None, min_bytes: int = 0) -> s
     """The cached tree at ``dest``: an overlay with its upper layer in ``layers``, or a copy
     (no ``layers``, or a tree under ``min_bytes``, which copies faster than an overlay
     unmounts). Returns "overlay" or "copy"."""
-    if layers is not None and tree_bytes(entry) < min_bytes:
+    if layers is not None and min_bytes and tree_bytes(entry) < min_bytes:
         layers = None
     if layers is None:
         dest.mkdir(parents=True, exist_ok=True)

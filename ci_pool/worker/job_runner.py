@@ -59,6 +59,8 @@ class JobRunner:
         self.executors = executors
         self.requeue = requeue
         self.recorder = OutcomeRecorder(settings, store, requeue)
+        #: Resolved once: ``Path.resolve`` costs more than the rest of a job's path work.
+        self.workspace_root = settings.resolved_workspace_root
         #: Told each change of a job's state (commit statuses); returns at once.
         self.notify = notify
         #: Told of a job sent to runners by a name this one does not match.
@@ -178,7 +180,7 @@ class JobRunner:
                 JobState.ERROR,
                 reason=f"capability {job.capability!r} is not configured on this runner",
             )
-        root = self.settings.resolved_workspace_root / f"{job.id}-{job.attempt}"
+        root = self.workspace_root / f"{job.id}-{job.attempt}"
         executor: Executor | None = None
         execution: Execution | None = None
         warm = ""

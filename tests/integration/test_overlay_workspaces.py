@@ -178,3 +178,26 @@ def test_jobs_at_one_commit_never_see_each_others_writes_and_leave_no_mount(
     assert all((t / "VERSION").read_text() == "1.2.3\n" for t in trees)
     assert all((t / "README.md").exists() and not (t / "link").exists() for t in trees)
     assert overlay.mounted_under(settings.resolved_workspace_root) == []
+
+
+def test_the_mounts_under_a_directory_are_found_whatever_its_name_and_only_those(
+    tmp_path: Path, mountable: None
+) -> None:
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    (lower / "f").write_text("x")
+    # mountinfo writes a space, a tab and a backslash as octal escapes.
+    odd, plain = tmp_path / "ws with space\tand\\slash" / "job-1", tmp_path / "ws" / "job-1"
+    prefix = tmp_path / "ws with"  # a prefix of the odd name: not a parent of its mounts
+    for i, root in enumerate((odd, plain)):
+        # The layers' own paths cannot hold a backslash (overlayfs options): kept apart.
+        overlay.mount(lower, tmp_path / f"layers-{i}", root / "src")
+    try:
+        assert overlay.mounted_under(odd) == [odd / "src"]
+        assert overlay.mounted_under(plain.parent) == [plain / "src"]
+        assert overlay.mounted_under(prefix) == []
+        assert overlay.unmount_under(odd) == []
+        assert not os.path.ismount(odd / "src") and os.path.ismount(plain / "src")
+    finally:
+        overlay.unmount_under(tmp_path)
+    assert overlay.mounted_under(tmp_path) == []

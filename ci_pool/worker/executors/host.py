@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -18,6 +20,11 @@ if TYPE_CHECKING:
 
 #: How often (ms) a silent step's process is checked for having exited.
 _EXIT_POLL_MS = 100
+
+#: How a step script ($1) runs in each shell, started directly (stderr already goes to
+#: the output pipe): the same programs as ``base.SHELLS``, without the ``sh -c`` between.
+_BASH = ("--noprofile", "--norc", "-eo", "pipefail")
+_SH = ("-e",)
 
 
 class HostExecution(Execution):
@@ -80,13 +87,7 @@ class HostExecution(Execution):
                 return -signal.SIGTERM
             try:
                 self._proc = subprocess.Popen(
-                    [
-                        "sh",
-                        "-c",
-                        launcher(shell),
-                        "ci-pool-step",
-                        str(self.ctx.scripts / script_name),
-                    ],
+                    step_argv(shell, f"{self.ctx.scripts}/{script_name}", env["PATH"]),
                     cwd=self.ctx.workspace,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -104,6 +105,7 @@ class HostExecution(Execution):
         # Background children of the step die with it, so none can hold the log pipe open.
         self._kill_group(signal.SIGKILL)
         _pump(fd, on_output)
+        proc.stdout.close()  # not left open until the next step's Popen replaces it
         return code
 
     def _kill_group(self, sig: int) -> None:
@@ -144,6 +146,39 @@ class HostExecution(Execution):
                 services.close()
             finally:
                 services.client.close()
+
+
+def step_argv(shell: str | None, script: str, path: str) -> list[str]:
+    """How a step script starts on the host, with no ``sh -c`` in between: bash (errexit,
+    pipefail) where the step's PATH has one, else ``sh -e`` (``shell: sh`` always); the
+    launcher of ``base.SHELLS`` where the shell must decide (a relative PATH entry, no
+    bash for a step that asks for bash)."""
+    if shell == "sh":
+        return ["sh", *_SH, script]
+    # A relative PATH entry is the step's to resolve, from its own directory.
+    if shell in (None, "bash") and all(d.startswith("/") for d in path.split(os.pathsep)):
+        bash = _bash_on(path)
+        if bash:
+            return [bash, *_BASH, script]
+        if shell is None:
+            return ["sh", *_SH, script]
+    # Else the launcher: a step asking for bash where there is none fails with the
+    # shell's own "bash: not found" in its log.
+    return ["sh", "-c", launcher(shell), "ci-pool-step", script]
+
+
+def _bash_on(path: str) -> str | None:
+    """The bash that ``command -v bash`` finds on ``path``: looked up once for the
+    runner's own PATH, every time for a PATH the job set (it may point into the job's
+    own directories)."""
+    if path == os.environ.get("PATH"):
+        return _runner_bash(path)
+    return shutil.which("bash", path=path)
+
+
+@functools.cache
+def _runner_bash(path: str) -> str | None:
+    return shutil.which("bash", path=path)
 
 
 def _pump_while_running(
