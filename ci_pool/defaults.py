@@ -448,3 +448,8 @@ REVOKED_EXIT_GRACE = 10.0
 #: ci-pool's own log lines are held at most this long (seconds), so lines the runner writes
 #: back to back reach the live stream in one round trip; a step's output is never held.
 LOG_LIVE_HOLD = 0.005
+
+# -- the embedded store's writers --
+#: The file beside a SQLite database whose POSIX lock queues the store's writers (so a
+#: waiting writer is woken when the lock frees instead of polling in SQLite's busy handler).
+SQLITE_WRITER_LOCK_SUFFIX = "-writer.lock"
