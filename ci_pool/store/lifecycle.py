@@ -29,13 +29,15 @@ from ci_pool.store.transitions import (
 )
 
 #: What a claim reads first (built once: every job is claimed), the runner-name glob too.
-_CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id, Job.runner, Job.capability).where(
-    Job.id == bindparam("job_id")
-)
+#: The claim's statements name the table's columns (see ``transitions._PREPARED``).
+_JOBS = cast(Table, Job.__table__)
+_CLAIMABLE = select(
+    _JOBS.c.state, _JOBS.c.attempt, _JOBS.c.runner_id, _JOBS.c.runner, _JOBS.c.capability
+).where(_JOBS.c.id == bindparam("job_id"))
 # A Core insert on the table: an ORM-enabled insert costs more than the statement.
 _ADD_CHUNK = insert(cast(Table, LogChunk.__table__))
-_NEXT_ATTEMPT = Job.attempt + 1
-_CLAIM_FENCE = [Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)]
+_NEXT_ATTEMPT = _JOBS.c.attempt + 1
+_CLAIM_FENCE = [_JOBS.c.state == JobState.QUEUED.value, _JOBS.c.cancel_requested.is_(False)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,16 +35,18 @@ RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
 _EVENTS = cast(Table, JobEvent.__table__)
 # Built once: every transition runs these, and building a statement costs more CPU than
 # SQLite takes to run it.
-_STATE_OF = select(Job.state).where(Job.id == bindparam("job_id"))
+_JOBS = cast(Table, Job.__table__)
+_STATE_OF = select(_JOBS.c.state).where(_JOBS.c.id == bindparam("job_id"))
 _JOB_BY_ID = (
     select(Job).where(Job.id == bindparam("job_id")).execution_options(populate_existing=True)
 )
 _ADD_EVENT = insert(_EVENTS)
-_JOBS = cast(Table, Job.__table__)
 #: The fenced UPDATEs of the runner's hot transitions (its claim, its outcome), each built
 #: once per shape: building one costs more CPU than SQLite takes to run it. Core UPDATEs
 #: of the table that return what their caller needs (RETURNING): no reload of the row
-#: and no ORM unit of work.
+#: and no ORM unit of work. Their expressions name the table's columns (``_JOBS.c``), never
+#: the mapped class's attributes: a statement that mentions the class goes through the
+#: ORM's execution, which copies it at every call and computes its cache key again.
 _PREPARED: dict[tuple[Any, ...], Update] = {}
 #: What each kept shape returns: the whole row for a claim (the runner runs the job from
 #: it), what the retry policy and the caller need for a close.
@@ -59,8 +61,8 @@ _CLOSED_COLUMNS = (
     _JOBS.c.reason,
 )
 _RETURNING = {"claim": tuple(_JOBS.c), "close": _CLOSED_COLUMNS}
-_SAME_ATTEMPT = Job.attempt == bindparam("f_attempt")
-_INSERT_JOB = insert(cast(Table, Job.__table__))
+_SAME_ATTEMPT = _JOBS.c.attempt == bindparam("f_attempt")
+_INSERT_JOB = insert(_JOBS)
 #: The columns without a default, as None: every insert names every column, as the ORM's
 #: flush did (a JSON column then holds JSON null, not SQL NULL).
 _NO_DEFAULT: dict[str, Any] = {
