@@ -51,11 +51,13 @@ TARGET_JOBS_PER_S = 100.0
 PROFILE_WARMUP = 5
 #: Where the next halving of a no-op job's cost is, from the profile below.
 HALVE_NEXT = (
-    "the runner's 2 store transactions (each fenced UPDATE still reloads the whole job row "
-    "and writes an audit row and an outbox upsert, ~4-5 ms of CPU each), the step's "
-    "fork/exec of sh (~2 ms) and redis-py 8's per-command overhead on the 2-3 log round "
-    "trips left a job; Celery's own cost per message is small now (kombu's client per ack "
-    "and publish is gone; with task_events off a job costs about 2 ms of Celery CPU in the "
+    "the runner's 2 store transactions (kept Core UPDATEs with RETURNING now; what is left "
+    "is the Session and connection round trip per transaction, the audit insert and the "
+    "outbox upsert, and building the claimed job from its 47 columns), the step's fork/exec "
+    "of sh (~2 ms) and redis-py 8's per-command overhead on the 2-3 log round trips left a "
+    "job; on a loaded machine SQLite's writers queue on one lock (<db>-writer.lock), so "
+    "the submitter and the pool processes wait for each other's transactions; Celery's own "
+    "cost per message is small now (with task_events off about 2 ms of Celery CPU in the "
     "worker and 0.6 ms in the submit)"
 )
 

@@ -453,3 +453,8 @@ LOG_LIVE_HOLD = 0.005
 #: Suffix of the directory a background fill writes a cached tree into before renaming it
 #: into place (and, with ".lock", of the lock its one filler holds).
 TREE_FILL_SUFFIX = ".fill"
+
+# -- the embedded store's writers --
+#: The file beside a SQLite database whose POSIX lock queues the store's writers (so a
+#: waiting writer is woken when the lock frees instead of polling in SQLite's busy handler).
+SQLITE_WRITER_LOCK_SUFFIX = "-writer.lock"

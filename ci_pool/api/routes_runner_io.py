@@ -30,7 +30,7 @@ from ci_pool.exceptions import InputError, NotFound, TooLarge
 from ci_pool.service.runner_io import RunnerIO, Stored, check_size
 from ci_pool.store.identities import CREDENTIAL_PREFIX, RunnerIdentity, verify_runner
 from ci_pool.store.lifecycle import FinalChunk
-from ci_pool.store.wire import dump_row
+from ci_pool.store.wire import dump_closed, dump_row
 
 router = APIRouter(prefix=defaults.RUNNER_API_PREFIX, responses=ERRORS, tags=["runner"])
 _bearer = HTTPBearer(auto_error=False, description="The runner's own credential (circ_...).")
@@ -164,7 +164,9 @@ def outcome(job_id: str, attempt: int, body: OutcomeBody, io: RunnerDep) -> dict
         job_id, attempt, body.state, body.reason, body.exit_code, body.evidence, last
     )
     return {
-        "job": dump_row(done),
+        # What the runner needs of the job (its state), not the whole row; runners that
+        # read a whole row from here get a job with these columns.
+        "job": dump_closed(done),
         "next": after.next.value,
         "delay": after.delay,
         "reason": after.reason,

@@ -28,6 +28,7 @@ from ci_pool.service.runner_files import RunnerFiles
 from ci_pool.service.runner_scope import Stored, artifact_parts, check_size
 from ci_pool.store.lifecycle import Claim, FinalChunk
 from ci_pool.store.models import Job, Pipeline
+from ci_pool.store.transitions import Closed
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class RunnerIO(RunnerFiles):
         exit_code: int | None,
         evidence: Evidence | None,
         last: FinalChunk | None = None,
-    ) -> tuple[Job, AfterAttempt]:
+    ) -> tuple[Closed, AfterAttempt]:
         """Close the attempt under the fence, with its last log chunk ``last`` in the same
         transaction, then queue the retry or advance the pipeline here, as an embedded
         worker would."""

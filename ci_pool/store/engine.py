@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, create_engine, event, func, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from ci_pool.store import writer_lock
 from ci_pool.store.files import private_sqlite
 
 
@@ -54,6 +55,8 @@ class Database:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         reader = make_engine(url, writer=False) if url.startswith("sqlite") else self.engine
         self._read_session = sessionmaker(reader, expire_on_commit=False)
+        #: SQLite: writers queue on a kernel lock before SQLite's (``writer_lock``).
+        self._writer_lock = writer_lock.for_url(url)
 
     def init_schema(self) -> None:
         """Create or upgrade the tables through the migrations (idempotent, and safe when
@@ -69,6 +72,10 @@ class Database:
     @contextmanager
     def session(self, *, write: bool = True) -> Iterator[Session]:
         """A transaction; ``write=False`` for reads that must not queue behind writers."""
+        if write and self._writer_lock is not None:
+            with self._writer_lock.held(), self._session.begin() as session:
+                yield session
+            return
         maker = self._session if write else self._read_session
         with maker.begin() as session:
             yield session

@@ -18,20 +18,26 @@ from ci_pool.exceptions import NotFound
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.models import Job, LogChunk, NewJob, utcnow
 from ci_pool.store.transitions import (
+    Closed,
     cancel_job,
     close_running_attempt,
+    detached_job,
     fenced_transition,
     insert_job,
+    kept_transition,
+    returns_rows,
 )
 
 #: What a claim reads first (built once: every job is claimed), the runner-name glob too.
-_CLAIMABLE = select(Job.state, Job.attempt, Job.runner_id, Job.runner, Job.capability).where(
-    Job.id == bindparam("job_id")
-)
+#: The claim's statements name the table's columns (see ``transitions._PREPARED``).
+_JOBS = cast(Table, Job.__table__)
+_CLAIMABLE = select(
+    _JOBS.c.state, _JOBS.c.attempt, _JOBS.c.runner_id, _JOBS.c.runner, _JOBS.c.capability
+).where(_JOBS.c.id == bindparam("job_id"))
 # A Core insert on the table: an ORM-enabled insert costs more than the statement.
 _ADD_CHUNK = insert(cast(Table, LogChunk.__table__))
-_NEXT_ATTEMPT = Job.attempt + 1
-_CLAIM_FENCE = [Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(False)]
+_NEXT_ATTEMPT = _JOBS.c.attempt + 1
+_CLAIM_FENCE = [_JOBS.c.state == JobState.QUEUED.value, _JOBS.c.cancel_requested.is_(False)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,24 +130,38 @@ class JobLifecycle(JobQueries):
                 if closed is None or closed[1].next is not Next.REQUEUE:
                     return None
                 took_over = row.attempt
-            job = fenced_transition(
-                s,
-                job_id,
-                JobState.RUNNING,
-                where=_CLAIM_FENCE,
-                runner_id=runner_id,
-                current=None if took_over is not None else row.state,
-                shape=None if took_over is not None else "claim",
-                values={
-                    "attempt": _NEXT_ATTEMPT,
-                    "runner_id": runner_id,
-                    "lease_until": now + timedelta(seconds=lease_ttl),
-                    "started_at": now,
-                    "finished_at": None,
-                    "exit_code": None,
-                    "reason": None,
-                },
-            )
+            claim_values = {
+                "attempt": _NEXT_ATTEMPT,
+                "runner_id": runner_id,
+                "lease_until": now + timedelta(seconds=lease_ttl),
+                "started_at": now,
+                "finished_at": None,
+                "exit_code": None,
+                "reason": None,
+            }
+            job: Job | None
+            if took_over is None and returns_rows(s):
+                claimed = kept_transition(
+                    s,
+                    job_id,
+                    JobState.RUNNING,
+                    shape="claim",
+                    current=row.state,
+                    where=_CLAIM_FENCE,
+                    params={},
+                    runner_id=runner_id,
+                    values=claim_values,
+                )
+                job = None if claimed is None else detached_job(claimed)
+            else:
+                job = fenced_transition(
+                    s,
+                    job_id,
+                    JobState.RUNNING,
+                    where=_CLAIM_FENCE,
+                    runner_id=runner_id,
+                    values=claim_values,
+                )
             return Claim(job, took_over) if job is not None else None
 
     def close_attempt(
@@ -156,7 +176,7 @@ class JobLifecycle(JobQueries):
         values: dict[str, Any] | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
         log: FinalChunk | None = None,
-    ) -> tuple[Job, AfterAttempt] | None:
+    ) -> tuple[Closed, AfterAttempt] | None:
         """Close a running attempt in ``state`` and apply the retry policy to it, in one
         transaction: back to ``queued``, ``cancelled``, or left as it is. None when the
         fence (that attempt, still running, and with ``lease_expired`` its lease past)
@@ -212,8 +232,8 @@ class JobLifecycle(JobQueries):
         evidence: Evidence | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
     ) -> Job | None:
-        """Close an attempt we own with its outcome (``close_attempt``); the job as the
-        retry policy left it."""
+        """Close an attempt we own with its outcome (``close_attempt``); the whole job as
+        the retry policy left it (read again: the runner's own close returns less)."""
         closed = self.close_attempt(
             job_id,
             attempt,
@@ -223,7 +243,7 @@ class JobLifecycle(JobQueries):
             values={"exit_code": exit_code, "evidence": evidence},
             backoff=backoff,
         )
-        return None if closed is None else closed[0]
+        return None if closed is None else self.get_job(job_id)
 
     def request_cancel(self, job_id: str, by: str | None = None) -> Job:
         """Cancel a job: at once when it is not running, else flag it for its worker."""

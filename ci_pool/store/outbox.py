@@ -30,7 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ci_pool.store.engine import Database
-from ci_pool.store.models import Base, Job, utcnow
+from ci_pool.store.models import Base, utcnow
 
 
 class StatusOutbox(Base):
@@ -86,23 +86,24 @@ class Taken:
     tries: int
 
 
-def note_change(s: Session, job: Job, now: datetime) -> None:
-    """Record, in the caller's transaction, that ``job`` changed and its forge must hear."""
-    if not job.commit_sha:
+def note_change(s: Session, job_id: str, commit_sha: str | None, now: datetime) -> None:
+    """Record, in the caller's transaction, that job ``job_id`` (at ``commit_sha``) changed
+    and its forge must hear."""
+    if not commit_sha:
         return
     upsert = _UPSERTS.get(s.get_bind().dialect.name)
     if upsert is not None:  # one statement, built once: every transition runs it
-        s.execute(upsert, {"job_id": job.id, "now": now})
+        s.execute(upsert, {"job_id": job_id, "now": now})
         return
     fresh = {"tries": 0, "gave_up": False, "next_try_at": now, "last_error": None}
     res = s.execute(
         update(StatusOutbox)
-        .where(StatusOutbox.job_id == job.id)
+        .where(StatusOutbox.job_id == job_id)
         .values(seq=StatusOutbox.seq + 1, **fresh)
         .execution_options(synchronize_session=False)
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
-        s.execute(insert(StatusOutbox).values(job_id=job.id, seq=1, sent_seq=0, **fresh))
+        s.execute(insert(StatusOutbox).values(job_id=job_id, seq=1, sent_seq=0, **fresh))
 
 
 def due(db: Database, limit: int = 100) -> list[str]:

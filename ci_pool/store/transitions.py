@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
     ClauseElement,
     ColumnElement,
+    Row,
     Table,
     Update,
     bindparam,
@@ -33,21 +35,67 @@ RETRYABLE_STATES = tuple(sorted(s.value for s in RETRY_TRANSITIONS))
 _EVENTS = cast(Table, JobEvent.__table__)
 # Built once: every transition runs these, and building a statement costs more CPU than
 # SQLite takes to run it.
-_STATE_OF = select(Job.state).where(Job.id == bindparam("job_id"))
+_JOBS = cast(Table, Job.__table__)
+_STATE_OF = select(_JOBS.c.state).where(_JOBS.c.id == bindparam("job_id"))
 _JOB_BY_ID = (
     select(Job).where(Job.id == bindparam("job_id")).execution_options(populate_existing=True)
 )
 _ADD_EVENT = insert(_EVENTS)
 #: The fenced UPDATEs of the runner's hot transitions (its claim, its outcome), each built
-#: once per shape: building one costs more CPU than SQLite takes to run it.
+#: once per shape: building one costs more CPU than SQLite takes to run it. Core UPDATEs
+#: of the table that return what their caller needs (RETURNING): no reload of the row
+#: and no ORM unit of work. Their expressions name the table's columns (``_JOBS.c``), never
+#: the mapped class's attributes: a statement that mentions the class goes through the
+#: ORM's execution, which copies it at every call and computes its cache key again.
 _PREPARED: dict[tuple[Any, ...], Update] = {}
-_SAME_ATTEMPT = Job.attempt == bindparam("f_attempt")
-_INSERT_JOB = insert(cast(Table, Job.__table__))
+#: What each kept shape returns: the whole row for a claim (the runner runs the job from
+#: it), what the retry policy and the caller need for a close.
+_CLOSED_COLUMNS = (
+    _JOBS.c.id,
+    _JOBS.c.state,
+    _JOBS.c.attempt,
+    _JOBS.c.max_attempts,
+    _JOBS.c.cancel_requested,
+    _JOBS.c.commit_sha,
+    _JOBS.c.pipeline_id,
+    _JOBS.c.reason,
+)
+_RETURNING = {"claim": tuple(_JOBS.c), "close": _CLOSED_COLUMNS}
+_SAME_ATTEMPT = _JOBS.c.attempt == bindparam("f_attempt")
+_INSERT_JOB = insert(_JOBS)
 #: The columns without a default, as None: every insert names every column, as the ORM's
 #: flush did (a JSON column then holds JSON null, not SQL NULL).
 _NO_DEFAULT: dict[str, Any] = {
     attr.key: None for attr in sa_inspect(Job).column_attrs if attr.columns[0].default is None
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """A job as closing one of its attempts left it (after the retry policy's follow-up):
+    what the closer needs, not the whole row."""
+
+    id: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    commit_sha: str | None
+    pipeline_id: str | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, row: Job | Row[Any]) -> Closed:
+        return cls(
+            row.id,
+            JobState(row.state),
+            row.attempt,
+            row.max_attempts,
+            bool(row.cancel_requested),
+            row.commit_sha,
+            row.pipeline_id,
+            row.reason,
+        )
 
 
 def _add_event(
@@ -97,7 +145,7 @@ def insert_job(s: Session, now: datetime, state: JobState, fields: dict[str, Any
     job = Job(**inserted)
     make_transient_to_detached(job)
     _add_event(s, job.id, 0, None, state.value, now, None, job.reason)
-    note_change(s, job, now)
+    note_change(s, job.id, job.commit_sha, now)
     return job
 
 
@@ -112,38 +160,82 @@ def fenced_transition(
     values: dict[str, Any] | None = None,
     operator: bool = False,
     current: str | None = None,
-    shape: str | None = None,
-    params: dict[str, Any] | None = None,
 ) -> Job | None:
     """One fenced UPDATE from any state allowed to reach ``to`` (by the transition
-    table, or by the operator's retry table with ``operator``), plus its audit row.
-    ``current``: the job's state as the caller read it in this transaction (not read
-    again; the UPDATE is fenced on it all the same). ``shape``: the UPDATE is built once
-    and kept under this name; then ``where`` must be the same expressions at every call
-    with that shape, their varying values as bind parameters given in ``params``."""
+    table, or by the operator's retry table with ``operator``), plus its audit row; the
+    job as it is now. ``current``: the job's state as the caller read it in this
+    transaction (not read again; the UPDATE is fenced on it all the same)."""
     now = utcnow()
     if current is None:
         current = s.scalar(_STATE_OF, {"job_id": job_id})
     if current is None or JobState(current) not in sources_of(to, operator=operator):
         return None
-    vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
-    if reason is not None:
-        vals["reason"] = reason
-    if shape is None:
-        res = s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == current, *where)
-            .values(**vals)
-            .execution_options(synchronize_session=False)
-        )
-    else:
-        res = s.execute(*_prepared(shape, job_id, current, where, vals, params or {}))
+    vals = _values(to, now, reason, values)
+    res = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == current, *where)
+        .values(**vals)
+        .execution_options(synchronize_session=False)
+    )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         return None
     job = s.scalars(_JOB_BY_ID, {"job_id": job_id}).one()
     _add_event(s, job_id, job.attempt, current, to.value, now, runner_id, reason)
-    note_change(s, job, now)
+    note_change(s, job_id, job.commit_sha, now)
     return job
+
+
+def kept_transition(
+    s: Session,
+    job_id: str,
+    to: JobState,
+    *,
+    shape: str,
+    current: str,
+    where: Iterable[ColumnElement[bool]],
+    params: dict[str, Any],
+    runner_id: str | None = None,
+    reason: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> Row[Any] | None:
+    """``fenced_transition`` for the runner's hot paths: the UPDATE is built once and
+    kept under ``shape`` (``where`` must be the same expressions at every call with that
+    shape, their varying values bound through ``params``), and it returns the columns of
+    ``_RETURNING[shape]`` instead of the row being read again. None when the fence did
+    not match. ``current`` must be a state allowed to reach ``to``."""
+    now = utcnow()
+    if JobState(current) not in sources_of(to):
+        return None
+    vals = _values(to, now, reason, values)
+    row = s.execute(*_prepared(shape, job_id, current, where, vals, params)).first()
+    if row is None:
+        return None
+    _add_event(s, job_id, row.attempt, current, to.value, now, runner_id, reason)
+    note_change(s, job_id, row.commit_sha, now)
+    return row
+
+
+def detached_job(row: Row[Any]) -> Job:
+    """A detached job from a whole row that a statement returned (as a job read in a
+    finished session is)."""
+    job = Job(**row._mapping)
+    make_transient_to_detached(job)
+    return job
+
+
+def returns_rows(s: Session) -> bool:
+    """Whether the session's database returns the rows an UPDATE changed (SQLite >= 3.35
+    and PostgreSQL do): ``kept_transition`` needs it."""
+    return bool(s.get_bind().dialect.update_returning)
+
+
+def _values(
+    to: JobState, now: datetime, reason: str | None, values: dict[str, Any] | None
+) -> dict[str, Any]:
+    vals: dict[str, Any] = {"state": to.value, "updated_at": now, **(values or {})}
+    if reason is not None:
+        vals["reason"] = reason
+    return vals
 
 
 def _prepared(
@@ -161,10 +253,11 @@ def _prepared(
     stmt = _PREPARED.get(key)
     if stmt is None:
         stmt = _PREPARED[key] = (
-            update(Job)
-            .where(Job.id == bindparam("f_job_id"), Job.state == bindparam("f_current"), *where)
+            update(_JOBS)
+            .where(_JOBS.c.id == bindparam("f_job_id"), _JOBS.c.state == bindparam("f_current"))
+            .where(*where)
             .values(**{k: bindparam(f"v_{k}") if k in plain else v for k, v in vals.items()})
-            .execution_options(synchronize_session=False)
+            .returning(*_RETURNING[shape])
         )
     bound = {f"v_{k}": v for k, v in plain.items()}
     return stmt, {"f_job_id": job_id, "f_current": current, **bound, **params}
@@ -182,7 +275,7 @@ def close_running_attempt(
     reason: str | None,
     values: dict[str, Any] | None = None,
     backoff: float = defaults.RETRY_BACKOFF,
-) -> tuple[Job, AfterAttempt] | None:
+) -> tuple[Closed, AfterAttempt] | None:
     """Close a running attempt in ``state`` and follow the retry policy's decision (back to
     ``queued``, ``cancelled``, or left as it is), in the caller's transaction. A cancelled
     attempt keeps the reason its cancel was requested with (``cancel_job``)."""
@@ -191,22 +284,37 @@ def close_running_attempt(
             select(Job.reason).where(Job.id == job_id, Job.cancel_requested.is_(True))
         )
         reason = requested or reason
+    vals = {"finished_at": now, "lease_until": None, **(values or {})}
     # Fenced on "running": the state is not read first. The runner's own close (no
     # extra fence) runs a kept statement.
-    job = fenced_transition(
-        s,
-        job_id,
-        state,
-        where=[Job.attempt == attempt, *where] if where else [_SAME_ATTEMPT],
-        runner_id=runner_id,
-        reason=reason,
-        values={"finished_at": now, "lease_until": None, **(values or {})},
-        current=JobState.RUNNING.value,
-        shape=None if where else "close",
-        params={"f_attempt": attempt},
-    )
-    if job is None:
+    closed: Job | Row[Any] | None
+    if where or not returns_rows(s):
+        closed = fenced_transition(
+            s,
+            job_id,
+            state,
+            where=[Job.attempt == attempt, *where],
+            runner_id=runner_id,
+            reason=reason,
+            values=vals,
+            current=JobState.RUNNING.value,
+        )
+    else:
+        closed = kept_transition(
+            s,
+            job_id,
+            state,
+            shape="close",
+            current=JobState.RUNNING.value,
+            where=[_SAME_ATTEMPT],
+            params={"f_attempt": attempt},
+            runner_id=runner_id,
+            reason=reason,
+            values=vals,
+        )
+    if closed is None:
         return None
+    job = Closed.of(closed)
     decision = after_attempt(
         state, job.attempt, job.max_attempts, job.cancel_requested, backoff=backoff
     )
@@ -225,7 +333,7 @@ def close_running_attempt(
         follow = fenced_transition(
             s, job_id, JobState.CANCELLED, runner_id=runner_id, reason=decision.reason
         )
-    return follow or job, decision
+    return (job if follow is None else Closed.of(follow)), decision
 
 
 def cancel_job(s: Session, job_id: str, reason: str) -> Job | None:

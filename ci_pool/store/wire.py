@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ci_pool.core.specs import STORED
+from ci_pool.core.specs import STORED, JobState
 from ci_pool.store.models import Base, SpecType, StateType, UTCDateTime
+from ci_pool.store.transitions import Closed
 
 RowT = TypeVar("RowT", bound=Base)
 
@@ -50,3 +51,32 @@ def load_row(cls: type[RowT], data: dict[str, Any]) -> RowT:
         else:
             values[column.key] = value
     return cls(**values)
+
+
+def dump_closed(closed: Closed) -> dict[str, Any]:
+    """A closed attempt's job as JSON: a few of the row's columns, under their names (so a
+    runner that reads it with ``load_row`` gets a job with just these)."""
+    return {
+        "id": closed.id,
+        "state": closed.state.value,
+        "attempt": closed.attempt,
+        "max_attempts": closed.max_attempts,
+        "cancel_requested": closed.cancel_requested,
+        "commit_sha": closed.commit_sha,
+        "pipeline_id": closed.pipeline_id,
+        "reason": closed.reason,
+    }
+
+
+def load_closed(data: dict[str, Any]) -> Closed:
+    """``dump_closed``'s output back (also a whole row from ``dump_row``)."""
+    return Closed(
+        id=str(data["id"]),
+        state=JobState(data["state"]),
+        attempt=int(data["attempt"]),
+        max_attempts=int(data["max_attempts"]),
+        cancel_requested=bool(data["cancel_requested"]),
+        commit_sha=data.get("commit_sha"),
+        pipeline_id=data.get("pipeline_id"),
+        reason=data.get("reason"),
+    )

@@ -18,7 +18,8 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import AccessDenied, NotFound
 from ci_pool.store.lifecycle import Claim, FinalChunk
 from ci_pool.store.models import Job, Pipeline
-from ci_pool.store.wire import load_row
+from ci_pool.store.transitions import Closed
+from ci_pool.store.wire import load_closed, load_row
 from ci_pool.worker.api_files import RunnerApiFiles
 
 
@@ -88,7 +89,7 @@ class ApiRunnerStore(RunnerApiFiles):
         values: dict[str, Any] | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
         log: FinalChunk | None = None,
-    ) -> tuple[Job, AfterAttempt] | None:
+    ) -> tuple[Closed, AfterAttempt] | None:
         """The outcome, with the last log chunk in the same call (and the same transaction
         server-side) when it fits in one chunk, else stored before it on its own."""
         values = values or {}
@@ -113,7 +114,7 @@ class ApiRunnerStore(RunnerApiFiles):
             with self._lock:
                 self._claims.pop(job_id, None)
         after = AfterAttempt(Next(data["next"]), float(data["delay"]), str(data["reason"]))
-        return load_row(Job, data["job"]), after
+        return load_closed(data["job"]), after
 
     # -- what an attempt leaves --
 

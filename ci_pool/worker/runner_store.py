@@ -19,6 +19,7 @@ from ci_pool.settings import Settings
 from ci_pool.store.artifact_sets import ArtifactSet
 from ci_pool.store.lifecycle import Claim, FinalChunk, Misrouted
 from ci_pool.store.models import Artifact, Job, Pipeline
+from ci_pool.store.transitions import Closed
 
 if TYPE_CHECKING:
     from ci_pool.core.commands import Annotation
@@ -53,7 +54,7 @@ class RunnerStore(Protocol):
         values: dict[str, Any] | None = None,
         backoff: float = defaults.RETRY_BACKOFF,
         log: FinalChunk | None = None,
-    ) -> tuple[Job, AfterAttempt] | None:
+    ) -> tuple[Closed, AfterAttempt] | None:
         """Close the attempt under its fence, with its last log chunk in the same call."""
 
     def set_outputs(self, job_id: str, attempt: int, outputs: dict[str, Any]) -> None: ...
