@@ -31,6 +31,7 @@ from ci_pool.cli import repos as cli_repos
 from ci_pool.cli import runner as cli_runner  # noqa: F401  (adds exec, exec-log to the group)
 from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
+from ci_pool.cli.coercion import plain_command
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.loopback import UpClient, quick_repo, up_client
 from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption, table_console
@@ -416,7 +417,7 @@ def _error(message: str) -> None:
 def main() -> None:
     """Console entry point: errors become one line and a meaningful exit code."""
     try:
-        app()
+        plain_command(app)()
     except CIPoolError as exc:
         _error(str(exc))
         sys.exit(exc.exit_code)
