@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from ci_pool.service.job_views import JobView
+    from ci_pool.cli import views
+    from ci_pool.service import job_views
+
+    #: A job's view as either client reads it (``ci_pool.cli.views`` on the quick way to up).
+    JobView = views.JobView | job_views.JobView
 
 
 def _plain(out: Console, text: str) -> None:

@@ -1,7 +1,7 @@
-"""The quick way to the home's running ``ci-pool up``: ``show``, ``status`` and ``submit``
-ask its API on loopback with the admin token up keeps in the home, so they start without
-SQLAlchemy, Celery, redis-py, httpx or pydantic-settings (the standard library, and
-pydantic for the views).
+"""The quick way to the home's running ``ci-pool up``: ``show``, ``status``, ``submit``,
+``logs``, ``cancel`` and ``runners`` ask its API on loopback with the admin token up keeps in
+the home, so they start on the standard library alone: no SQLAlchemy, Celery, redis-py,
+httpx, pydantic or the service layer (answers are read into ``ci_pool.cli.views``).
 
 Taken only when nothing points the CLI at another pool: none of ``ELSEWHERE_KEYS`` in the
 environment (``CI_POOL_*``) or the config file, and a live ``up.json`` in the home. Else
@@ -11,25 +11,23 @@ give the same views and raise the same errors, so output and exit codes do not c
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
-from ci_pool.apierrors import api_error, error_body, read_answer, read_rows
+from ci_pool.apierrors import api_error, error_body
+from ci_pool.cli.views import JobAck, JobView, QueueStatus, RunnerStatus, read_view, read_view_rows
 from ci_pool.exceptions import InfraError
 from ci_pool.home import default_home, legacy_notice, read_up_record
-
-if TYPE_CHECKING:
-    from ci_pool.core.submissions import JobCreate
-    from ci_pool.service.job_views import JobView
-    from ci_pool.service.views import QueueStatus
 
 
 def _config() -> dict[str, Any] | None:
@@ -91,34 +89,55 @@ class UpClient:
         self._host, self._port = host, port
         self._token, self._token_file = token, token_file
 
-    def _json(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
+    def _open(
+        self, method: str, path: str, body: dict[str, object] | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The connection and the answer's status line and headers (the body unread); an
+        error status is the CIPoolError local mode raises for the same problem."""
         headers = {
             "Authorization": f"Bearer {self._token}",
             "User-Agent": f"ci-pool/{__version__}",
-            "Accept": "application/json",
         }
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         conn = http.client.HTTPConnection(self._host, self._port, timeout=defaults.API_TIMEOUT)
-        try:
+        with self._reaching(conn):
             conn.request(method, path, body=payload, headers=headers)
             res = conn.getresponse()
-            text = res.read().decode("utf-8", "replace")
+            if res.status >= 400:
+                text = res.read().decode("utf-8", "replace")
+                conn.close()
+                hint = f"the token in {self._token_file}"
+                raise api_error(self.url, res.status, error_body(text, res.reason), token_hint=hint)
+        return conn, res
+
+    @contextlib.contextmanager
+    def _reaching(self, conn: http.client.HTTPConnection) -> Iterator[None]:
+        """Network failures become InfraError naming up's API (the connection closed)."""
+        try:
+            yield
         except TimeoutError:
+            conn.close()
             raise InfraError(f"ci-pool up's API at {self.url} did not answer in time") from None
         except (OSError, http.client.HTTPException) as exc:
+            conn.close()
             raise InfraError(
                 f"cannot reach ci-pool up's API at {self.url} ({exc or type(exc).__name__}); "
                 "check that `ci-pool up` still runs"
             ) from None
+
+    def _text(self, method: str, path: str, body: dict[str, object] | None = None) -> str:
+        conn, res = self._open(method, path, body)
+        try:
+            with self._reaching(conn):
+                return res.read().decode("utf-8", "replace")
         finally:
             conn.close()
-        if res.status >= 400:
-            body_parts = error_body(text, res.reason)
-            hint = f"the token in {self._token_file}"
-            raise api_error(self.url, res.status, body_parts, token_hint=hint)
+
+    def _json(self, method: str, path: str, body: dict[str, object] | None = None) -> Any:
+        text = self._text(method, path, body)
         try:
             return json.loads(text)
         except ValueError:
@@ -126,25 +145,62 @@ class UpClient:
                 f"the API at {self.url} answered {path} with something other than JSON"
             ) from None
 
+    @staticmethod
+    def _job_path(job_id: str, *rest: str) -> str:
+        return "/".join(("/v1/jobs", quote(job_id, safe=""), *rest))
+
     def job(self, job_id: str) -> JobView:
         """The detailed view of a job (``show``)."""
-        from ci_pool.service.job_views import JobView
+        path = self._job_path(job_id)
+        return read_view(JobView, self._json("GET", path), self.url, path)
 
-        path = f"/v1/jobs/{quote(job_id, safe='')}"
-        return read_answer(JobView, self._json("GET", path), self.url, path)
-
-    def submit_job(self, job: JobCreate) -> JobView:
-        """Submit one job; its view."""
-        from ci_pool.service.job_views import JobView
-
-        answer = self._json("POST", "/v1/jobs", job.body())
-        return read_answer(JobView, answer, self.url, "/v1/jobs")
+    def submit_job(self, body: dict[str, object]) -> JobView:
+        """Submit one job (the request body, checked by the API as ``JobCreate``); its view."""
+        sent = {k: v for k, v in body.items() if v is not None}
+        return read_view(JobView, self._json("POST", "/v1/jobs", sent), self.url, "/v1/jobs")
 
     def status(self) -> list[QueueStatus]:
         """The rows of ``ci-pool status``, one per capability."""
-        from ci_pool.service.views import QueueStatus
+        return read_view_rows(QueueStatus, self._json("GET", "/v1/queues"), self.url, "/v1/queues")
 
-        return read_rows(QueueStatus, self._json("GET", "/v1/queues"), self.url, "/v1/queues")
+    def runners(self) -> list[RunnerStatus]:
+        """Every runner heard from, with its state and running jobs."""
+        rows = self._json("GET", "/v1/runners")
+        return read_view_rows(RunnerStatus, rows, self.url, "/v1/runners")
+
+    def cancel(self, job_id: str) -> JobView | JobAck:
+        """Cancel a job; its view after the request."""
+        path = self._job_path(job_id, "cancel")
+        data = self._json("POST", path)
+        if isinstance(data, dict) and set(data) == {"id", "state"}:
+            return read_view(JobAck, data, self.url, path)
+        return read_view(JobView, data, self.url, path)
+
+    def log(self, job_id: str, attempt: int | None = None) -> str:
+        """The stored log of one attempt (default: the latest)."""
+        query = "" if attempt is None else "?" + urlencode({"attempt": attempt})
+        return self._text("GET", self._job_path(job_id, "logs") + query)
+
+    def follow(self, job_id: str) -> Iterator[tuple[str | None, str]]:
+        """(timestamp, line) as the job writes them, until it ends: the API's Server-Sent
+        Events (a keep-alive every second while the job is quiet)."""
+        conn, res = self._open("GET", self._job_path(job_id, "logs") + "?follow=1")
+        event, ended = "", False
+        try:
+            with self._reaching(conn):
+                for raw in res:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if line.startswith("event:"):
+                        event = line.removeprefix("event:").strip()
+                    elif line.startswith("data:") and event == "line":
+                        data = json.loads(line.removeprefix("data:").strip())
+                        yield data.get("t"), str(data["line"])
+                    elif line.startswith("data:") and event == "end":
+                        ended = True
+        finally:
+            conn.close()
+        if not ended:
+            raise InfraError(f"the log stream from {self.url} broke off before job {job_id} ended")
 
 
 def quick_repo(repo: str) -> bool:

@@ -31,15 +31,18 @@ from ci_pool.cli import repos as cli_repos
 from ci_pool.cli import runner as cli_runner  # noqa: F401  (adds exec, exec-log to the group)
 from ci_pool.cli import runners as cli_runners
 from ci_pool.cli import up as cli_up
+from ci_pool.cli.coercion import plain_command
 from ci_pool.cli.jobview import recorded_rows, show_reports
 from ci_pool.cli.loopback import UpClient, quick_repo, up_client
 from ci_pool.cli.options import RunnerOption, SyncOption, WorktreeOption, table_console
+from ci_pool.cli.views import any_json, brief_json
 from ci_pool.exceptions import CIPoolError, InputError
 
 if TYPE_CHECKING:
+    from ci_pool.cli import views
     from ci_pool.cli.client import PoolClient
+    from ci_pool.service import views as service_views
     from ci_pool.service.job_views import JobView
-    from ci_pool.service.views import QueueStatus
 
 app = typer.Typer(
     name="ci-pool",
@@ -124,21 +127,19 @@ def submit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the job as JSON.")] = False,
 ) -> None:
     """Submit one job; prints its id."""
-    from ci_pool.core.submissions import job_create
-    from ci_pool.service.job_views import brief_json
-
     checkout: dict[str, object] = {"fetch_depth": fetch_depth, "submodules": submodules}
     checkout["lfs"] = lfs
-    client: UpClient | PoolClient
+    quick: UpClient | None = None
+    pool: PoolClient | None = None
     if sync is not None:
         from ci_pool.cli.worktree import send
         from ci_pool.settings import get_settings
 
-        client = pool = _client()
+        pool = _client()
         ref, source = send(pool, sync, worktree, repo, ref, get_settings().sync_max_bytes)
         checkout["sync"] = source.model_dump(mode="json")
     else:
-        client = (up_client() if quick_repo(repo) else None) or _client()
+        quick = up_client() if quick_repo(repo) else None
     body: dict[str, object] = {
         "repo": repo,
         "ref": ref,
@@ -155,7 +156,13 @@ def submit(
     }
     if runner is not None:
         body["runner"] = runner
-    job = client.submit_job(job_create(body))
+    if quick is not None:
+        # up's API checks the body as JobCreate, with the same messages and fields.
+        job: views.JobView | JobView = quick.submit_job(body)
+    else:
+        from ci_pool.core.submissions import job_create
+
+        job = (pool or _client()).submit_job(job_create(body))
     if as_json:
         out.print_json(json.dumps(brief_json(job)))
     else:
@@ -181,7 +188,6 @@ def wait(
     With --timeout it exits 3 when the job has not ended by then, saying its state and
     why it has not started or finished."""
     from ci_pool.core.specs import FINAL_STATES, JobState
-    from ci_pool.service.job_views import brief_json
 
     client = _client()
     seconds = _duration(timeout) if timeout else None
@@ -211,11 +217,9 @@ def show(
 
     Also the annotations and step summaries (markdown) of its latest attempt, and why it
     waits when queued."""
-    from ci_pool.service.job_views import as_json as view_json
-
     job = (up_client() or _client()).job(job_id)
     if as_json:
-        out.print_json(json.dumps(view_json(job)))
+        out.print_json(json.dumps(any_json(job)))
         return
     style = _STATE_STYLE.get(job.state, "white")
     out.print(
@@ -275,7 +279,7 @@ def logs(
     ] = True,
 ) -> None:
     """Print a job's log (-f follows it live, with timestamps, until the job ends)."""
-    client = _client()
+    client = up_client() or _client()
     if follow:
         for ts, line in client.follow(job_id):
             stamp = f"{ts[11:23]} " if timestamps and ts else ""
@@ -298,7 +302,7 @@ def artifacts_cmd(
 @app.command()
 def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Cancel a job: at once if queued; a running job is stopped by its worker."""
-    job = _client().cancel(job_id)
+    job = (up_client() or _client()).cancel(job_id)
     print(f"job {job.id} {'cancel requested' if job.state == 'running' else job.state}")
 
 
@@ -332,9 +336,10 @@ def status(
 
     Exits 3 when the broker does not answer (worker counts are then unknown)."""
     quick = up_client()
-    rows: list[QueueStatus] = quick.status() if quick is not None else _client().status()
+    rows: list[views.QueueStatus] | list[service_views.QueueStatus]
+    rows = quick.status() if quick is not None else _client().status()
     if as_json:
-        out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        out.print_json(json.dumps([any_json(r) for r in rows]))
     else:
         table = Table(*STATUS_COLUMNS)
 
@@ -412,7 +417,7 @@ def _error(message: str) -> None:
 def main() -> None:
     """Console entry point: errors become one line and a meaningful exit code."""
     try:
-        app()
+        plain_command(app)()
     except CIPoolError as exc:
         _error(str(exc))
         sys.exit(exc.exit_code)

@@ -12,10 +12,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ci_pool.cli.loopback import up_client
 from ci_pool.cli.options import table_console
+from ci_pool.cli.views import any_json
 
 if TYPE_CHECKING:
+    from ci_pool.cli import views
     from ci_pool.cli.client import PoolClient
+    from ci_pool.service import views as service_views
 
 runner_app = typer.Typer(
     help="Registered runners: registration tokens, revocation, the list; a diagnostic "
@@ -41,9 +45,11 @@ def runners(
 ) -> None:
     """Workers with their state (online, busy, draining, unhealthy, lost), jobs and last
     heartbeat; an unhealthy runner says why and what fixes it."""
-    rows = _client().runners()
+    quick = up_client()
+    rows: list[views.RunnerStatus] | list[service_views.RunnerStatus]
+    rows = quick.runners() if quick is not None else _client().runners()
     if as_json:
-        wide.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        wide.print_json(json.dumps([any_json(r) for r in rows]))
         return
     table = Table("runner", "capability", "state", "host", "slots", "warm", "jobs", "last seen")
     now = datetime.now().timestamp()
