@@ -458,3 +458,6 @@ TREE_FILL_SUFFIX = ".fill"
 #: The file beside a SQLite database whose POSIX lock queues the store's writers (so a
 #: waiting writer is woken when the lock frees instead of polling in SQLite's busy handler).
 SQLITE_WRITER_LOCK_SUFFIX = "-writer.lock"
+#: How long a writer waits for that lock (seconds; SQLite's busy timeout) before it goes on
+#: to SQLite's own lock, so a writer hung inside its transaction never blocks the rest forever.
+SQLITE_WRITER_LOCK_WAIT = 30.0

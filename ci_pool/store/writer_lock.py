@@ -15,16 +15,25 @@ backup).
 - Threads of one process queue on an in-process lock first (the POSIX lock cannot tell
   them apart); a thread already inside a write transaction takes it again without waiting.
 - The lock is released in every path out of the transaction (commit, rollback, error).
+- The wait is bounded (``defaults.SQLITE_WRITER_LOCK_WAIT``, SQLite's busy timeout): a
+  holder that hangs inside its transaction delays the others that long, then they go on
+  to SQLite's own lock, whose busy timeout decides as it would without this lock. A
+  blocking POSIX lock cannot time out by itself: the main thread (a worker's pool process,
+  a CLI) waits in the kernel under a real-time timer (SIGALRM, when no other timer is
+  armed); other threads (the API server's) poll in sub-millisecond steps.
 - In-memory and URI-named databases get no lock (``for_url`` returns None); neither does
   PostgreSQL.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -34,6 +43,9 @@ from sqlalchemy.engine import make_url
 from ci_pool import defaults
 
 log = logging.getLogger(__name__)
+
+#: The file lock is polled from this pause up to the last one while another process holds it.
+_FIRST_PAUSE, _LAST_PAUSE = 0.0001, 0.0005
 
 
 class WriterLock:
@@ -51,9 +63,15 @@ class WriterLock:
     def held(self) -> Iterator[None]:
         """Hold the lock for the body: one thread of one process at a time."""
         mutex, generation = self._mutex, self._generation
-        with mutex:
-            if self._depth == 0:
-                self._lock_file()
+        deadline = time.monotonic() + defaults.SQLITE_WRITER_LOCK_WAIT
+        if not mutex.acquire(timeout=defaults.SQLITE_WRITER_LOCK_WAIT):
+            log.warning("writer lock %s: another thread held it too long; going on", self.path)
+            yield  # SQLite's own lock and busy timeout decide
+            return
+        try:
+            if self._depth == 0 and not self._lock_file(deadline):
+                yield
+                return
             self._depth += 1
             try:
                 yield
@@ -62,15 +80,24 @@ class WriterLock:
                     self._depth -= 1
                     if self._depth == 0:
                         self._unlock_file()
+        finally:
+            mutex.release()
 
-    def _lock_file(self) -> None:
+    def _lock_file(self, deadline: float) -> bool:
+        """Take the file lock by ``deadline``; False when there is none to take or it
+        stayed held (the caller goes on to SQLite's own lock)."""
         if self._fd is None:
             try:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:  # a read-only directory: SQLite's busy timeout alone
                 log.debug("no writer lock at %s: %s", self.path, exc)
-                return
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+                return False
+        taken = _try(self._fd)
+        if taken is None:
+            taken = _wait_in_kernel(self._fd, deadline) or _poll(self._fd, deadline)
+        if not taken:
+            log.warning("writer lock %s: held too long elsewhere; going on", self.path)
+        return bool(taken)
 
     def _unlock_file(self) -> None:
         if self._fd is not None:
@@ -83,6 +110,68 @@ class WriterLock:
         self._mutex = threading.RLock()
         self._depth = 0
         self._generation += 1
+
+
+class _Expired(Exception):
+    """The bound of a wait in the kernel ran out."""
+
+
+def _try(fd: int) -> bool | None:
+    """Take the lock if it is free: True; None when another process holds it; False on
+    any other error (no lock then)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return None
+        log.debug("writer lock: %s", exc)
+        return False
+
+
+def _wait_in_kernel(fd: int, deadline: float) -> bool | None:
+    """Wait for the lock in the kernel, woken the moment it frees, bounded by a real-time
+    timer; None where no timer can be used (not the main thread, or a timer already armed
+    by someone else): the caller polls then."""
+    seconds = deadline - time.monotonic()
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        return None
+    if signal.getitimer(signal.ITIMER_REAL)[0]:
+        return None
+    waiting = [True]
+
+    def expired(signum: int, frame: object) -> None:
+        if waiting[0]:
+            raise _Expired
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            waiting[0] = False
+            return True
+        except _Expired:
+            waiting[0] = False
+            return bool(_try(fd))  # taken just as the timer fired, or freed since
+        finally:
+            waiting[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _poll(fd: int, deadline: float) -> bool:
+    """Try the lock in sub-millisecond steps until ``deadline`` (threads other than the
+    main one, which cannot take a signal)."""
+    pause = _FIRST_PAUSE
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, _LAST_PAUSE)
+        taken = _try(fd)
+        if taken is not None:
+            return taken
+    return False
 
 
 _LOCKS: dict[str, WriterLock] = {}

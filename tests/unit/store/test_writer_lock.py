@@ -118,6 +118,46 @@ def test_a_writer_waits_for_the_holder_and_proceeds_when_it_is_killed(db: str) -
                 pipe.close()
 
 
+@pytest.mark.parametrize("thread", ["main thread", "other thread"])
+def test_a_holder_that_never_lets_go_delays_writers_only_for_the_bound(
+    db: str, monkeypatch: pytest.MonkeyPatch, thread: str
+) -> None:
+    path = wl.lock_path(db)
+    assert path is not None
+    # Another program holds the file lock and never lets go (SQLite's own lock is free).
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = _python(code, str(path))
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(wl.defaults, "SQLITE_WRITER_LOCK_WAIT", 0.5)
+        store = Store(db)
+        # The write waits out the bound (a timer in the main thread, polling in others),
+        # then SQLite's own lock decides.
+        made: list[str] = []
+        if thread == "main thread":
+            made.append(store.create_job(**JOB).id)
+        else:
+            writer = threading.Thread(target=lambda: made.append(store.create_job(**JOB).id))
+            writer.start()
+            writer.join(timeout=30)
+        assert [j.id for j in store.list_jobs()] == made != []
+        assert not _try_lock(path)  # the holder still has it
+        store.close()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        for pipe in (holder.stdout, holder.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def test_processes_writing_at_once_all_finish(db: str) -> None:
     writers = [_python(_WRITER, db, "60") for _ in range(3)]
     store = Store(db)
