@@ -2,8 +2,8 @@
 """Status benchmark: `Pool(settings).status()` on a store with 10 000 queued and 100 000
 finished jobs, with the store's indexes and without them.
 
-    python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--no-postgres]
-                           [--quick] [--out bench/results/status.json] [--keep]
+    python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--part-runs N]
+                           [--no-postgres] [--quick] [--out bench/results/status.json] [--keep]
 
 Everything runs in temp dirs on 127.0.0.1 (bench/harness.py): its own redis-server (the runner
 registry), a SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a
@@ -350,10 +350,10 @@ def query_plans(store: Store, runs: int) -> list[dict[str, Any]]:
     return plans
 
 
-def time_status(settings: Settings, runs: int) -> dict[str, Any]:
+def time_status(settings: Settings, runs: int, part_runs: int) -> dict[str, Any]:
     """``Pool(settings).status()`` ``runs`` times, each on a fresh Pool (as ``ci-pool
-    status`` does: new engine, schema check, new Redis connection); then the same on one
-    warm Pool, and its two parts on their own."""
+    status`` does: new engine, schema check, new Redis connection); then ``part_runs``
+    times the same on one warm Pool, and its two parts on their own."""
     cold: list[float] = []
     rows: list[dict[str, Any]] = []
     for _ in range(runs):
@@ -366,15 +366,15 @@ def time_status(settings: Settings, runs: int) -> dict[str, Any]:
     pool = Pool(settings)
     pool.status()
     warm, summary, runners = [], [], []
-    for _ in range(runs):
+    for _ in range(part_runs):
         t0 = time.perf_counter()
         pool.status()
         warm.append(time.perf_counter() - t0)
-    for _ in range(runs):
+    for _ in range(part_runs):
         t0 = time.perf_counter()
         store_reads(pool.store)
         summary.append(time.perf_counter() - t0)
-    for _ in range(runs):
+    for _ in range(part_runs):
         t0 = time.perf_counter()
         pool.runners()
         runners.append(time.perf_counter() - t0)
@@ -435,8 +435,8 @@ def bench_backend(
         if label == "without_indexes":
             drop_indexes(store)
         before = index_names(store)
-        plans = query_plans(store, args.runs)
-        timing = time_status(settings, args.runs)
+        plans = query_plans(store, args.part_runs)
+        timing = time_status(settings, args.runs, args.part_runs)
         after = index_names(store)
         timing["check"] = check_rows(timing.pop("status_rows"), args.queued, runners)
         out[label] = {"indexes": before, "indexes_after_runs": after, **timing, "plans": plans}
@@ -528,14 +528,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--queued", type=int, default=10_000, help="queued jobs (default 10000)")
     ap.add_argument("--finished", type=int, default=100_000, help="finished jobs (default 100000)")
     ap.add_argument("--runs", type=int, default=20, help="timed status() calls per series")
+    ap.add_argument(
+        "--part-runs",
+        type=int,
+        default=None,
+        help="runs of the warm series and of each query on its own (default: --runs)",
+    )
     ap.add_argument("--seed", type=int, default=1, help="seed of the generated jobs")
     ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
     add_common_args(ap, "status")
     args = ap.parse_args(argv)
     if args.quick:
         args.queued, args.finished, args.runs = 500, 5000, 3
-    if args.runs < 2:
-        ap.error("--runs must be at least 2")
+    if args.part_runs is None or args.quick:
+        args.part_runs = args.runs
+    if args.runs < 2 or args.part_runs < 2:
+        ap.error("--runs and --part-runs must be at least 2")
     return args
 
 
@@ -584,6 +592,7 @@ def build_report(
             "finished_window_h": 2,
             "status_window_h": 1,
             "runs": args.runs,
+            "part_runs": args.part_runs,
             "seed": args.seed,
             "capability_mix": {k: {"share": s, "median_run_s": m} for k, (s, m) in CAP_MIX.items()},
             "outcomes": dict(OUTCOMES),
