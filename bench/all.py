@@ -39,7 +39,9 @@ ARGS: dict[str, list[str]] = {
     # warm series and of each query on its own
     "status": ["--runs", "10", "--part-runs", "5"],
     "ui": ["--calls", "100"],  # 100 calls per list series on the same 100k-job store
-    "cli_start": ["--runs", "3"],
+    # 3 timed runs of each command; its import time (sum of -X importtime self times, steady
+    # from run to run) from one more run each
+    "cli_start": ["--runs", "3", "--import-runs", "1"],
     "modes": ["--runs", "2"],
     "checkout": ["--repeat", "2"],
 }

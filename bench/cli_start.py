@@ -3,7 +3,7 @@
 `submit` take from a cold process, and how much of it is spent importing, against
 `python -c "import typer, rich"` measured in the same run.
 
-    python bench/cli_start.py [--runs 15] [--compare REV] [--quick]
+    python bench/cli_start.py [--runs 15] [--import-runs N] [--compare REV] [--quick]
                               [--out bench/results/cli_start.json] [--keep]
 
 Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): its own redis-server, a
@@ -14,7 +14,7 @@ series marked "no up" set the broker and store instead (local mode: SQLite and R
 Each command runs `--runs` times, the commands interleaved so that load on the machine
 hits them alike; the figure is the median. Wall time is measured around the subprocess;
 import time is the sum of the self times that `python -X importtime` reports (a separate
-run of each command).
+run of each command, in the first `--import-runs` rounds: default every round).
 `--compare REV` also times the commands on the `ci_pool` package of git revision REV
 (exported with `git archive` into the temp dir), in the same rounds.
 
@@ -148,7 +148,9 @@ def first_job(argv: list[str], env: dict[str, str], cwd: Path) -> str:
     return res.stdout.strip()
 
 
-def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str, list[float]]]:
+def measure(
+    bench: Bench, runs: int, import_runs: int, compare: str | None
+) -> dict[str, dict[str, list[float]]]:
     t0 = time.monotonic()
     redis = bench.redis()
     repo = bench.git_repo({"README": "cli start\n"})
@@ -194,7 +196,8 @@ def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str,
     for i in range(runs):
         for key, (argv, e) in argvs.items():
             series[key]["wall"].append(run_once(argv, e, bench.tmp, importtime=False))
-            series[key]["import"].append(run_once(argv, e, bench.tmp, importtime=True))
+            if i < import_runs:  # the first rounds also run each command under importtime
+                series[key]["import"].append(run_once(argv, e, bench.tmp, importtime=True))
         log(f"round {i + 1}/{runs} done")
     return series
 
@@ -223,6 +226,7 @@ def build_report(args: argparse.Namespace, series: dict[str, dict[str, list[floa
     return {
         "parameters": {
             "runs": args.runs,
+            "import_runs": args.import_runs,
             "compare": args.compare,
             "pool": "`ci-pool up` on a home in a temp dir; the commands set only CI_POOL_HOME "
             "(the quick way to up's API). Series marked 'no up' set the broker and store "
@@ -262,21 +266,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=15, help="runs per command (default 15)")
     ap.add_argument(
+        "--import-runs",
+        type=int,
+        default=None,
+        help="runs per command under -X importtime, in the first rounds (default: --runs)",
+    )
+    ap.add_argument(
         "--compare", default=None, help="also time the ci_pool package of this git revision"
     )
     add_common_args(ap, "cli_start")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs = min(args.runs, 3)
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
+    args.import_runs = min(args.import_runs or args.runs, args.runs)
+    if args.runs < 1 or args.import_runs < 1:
+        ap.error("--runs and --import-runs must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with Bench("cli_start", args) as bench:
-        report = build_report(args, measure(bench, args.runs, args.compare))
+        report = build_report(args, measure(bench, args.runs, args.import_runs, args.compare))
         bench.write(report, lambda png: plot(png, report["series"]))
     return 0
 
