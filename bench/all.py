@@ -35,8 +35,13 @@ BENCHMARKS = (
 ARGS: dict[str, list[str]] = {
     "docker": ["--jobs", "20"],  # 20 cold and 20 warm jobs after 2 warm-ups each
     "pipeline": ["--seconds", "1"],  # builds of 1 s: the makespans' overheads are the figure
-    "status": ["--runs", "10"],  # 10 status() calls per series on the same 110k-job stores
-    "cli_start": ["--runs", "3"],
+    # 10 cold status() calls (the target's series) on the same 110k-job stores; 5 of each
+    # warm series and of each query on its own
+    "status": ["--runs", "10", "--part-runs", "5"],
+    "ui": ["--calls", "100"],  # 100 calls per list series on the same 100k-job store
+    # 3 timed runs of each command; its import time (sum of -X importtime self times, steady
+    # from run to run) from one more run each
+    "cli_start": ["--runs", "3", "--import-runs", "1"],
     "modes": ["--runs", "2"],
     "checkout": ["--repeat", "2"],
 }

@@ -3,7 +3,7 @@
 `submit` take from a cold process, and how much of it is spent importing, against
 `python -c "import typer, rich"` measured in the same run.
 
-    python bench/cli_start.py [--runs 15] [--compare REV] [--quick]
+    python bench/cli_start.py [--runs 15] [--import-runs N] [--compare REV] [--quick]
                               [--out bench/results/cli_start.json] [--keep]
 
 Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): its own redis-server, a
@@ -14,7 +14,7 @@ series marked "no up" set the broker and store instead (local mode: SQLite and R
 Each command runs `--runs` times, the commands interleaved so that load on the machine
 hits them alike; the figure is the median. Wall time is measured around the subprocess;
 import time is the sum of the self times that `python -X importtime` reports (a separate
-run of each command).
+run of each command, in the first `--import-runs` rounds: default every round).
 `--compare REV` also times the commands on the `ci_pool` package of git revision REV
 (exported with `git archive` into the temp dir), in the same rounds.
 
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -115,9 +115,10 @@ def commands(url: str, sha: str, job_id: str) -> dict[str, list[str]]:
     }
 
 
-def start_up(bench: Bench, redis_url: str, tree_env: dict[str, str]) -> Path:
+def start_up(bench: Bench, redis_url: str, tree_env: dict[str, str]) -> Callable[[], Path]:
     """``ci-pool up`` on a home of its own (broker: the bench's redis-server; no worker, its
-    one capability's image is absent, so submitted jobs stay queued); its home."""
+    one capability's image is absent, so submitted jobs stay queued), started in the
+    background; returns a call that waits until up is ready and returns its home."""
     home = bench.tmp / "up-home"
     home.mkdir()
     (home / "ci-pool.toml").write_text(
@@ -127,12 +128,16 @@ def start_up(bench: Bench, redis_url: str, tree_env: dict[str, str]) -> Path:
     env.update(CI_POOL_ALLOW_LOOPBACK_GIT="true", PYTHONPATH=tree_env["PYTHONPATH"])
     proc = bench.spawn("up", [sys.executable, "-m", "ci_pool", "up"], env)
     deadline = time.monotonic() + 180
-    while "ready:" not in proc.log.read_text(errors="replace"):
-        proc.check(" at start")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"ci-pool up never got ready:\n{proc.tail()}")
-        time.sleep(0.2)
-    return home
+
+    def ready() -> Path:
+        while "ready:" not in proc.log.read_text(errors="replace"):
+            proc.check(" at start")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ci-pool up never got ready:\n{proc.tail()}")
+            time.sleep(0.1)
+        return home
+
+    return ready
 
 
 def first_job(argv: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -143,7 +148,10 @@ def first_job(argv: list[str], env: dict[str, str], cwd: Path) -> str:
     return res.stdout.strip()
 
 
-def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str, list[float]]]:
+def measure(
+    bench: Bench, runs: int, import_runs: int, compare: str | None
+) -> dict[str, dict[str, list[float]]]:
+    t0 = time.monotonic()
     redis = bench.redis()
     repo = bench.git_repo({"README": "cli start\n"})
     local = ci_pool_env(
@@ -156,12 +164,13 @@ def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str,
     trees = {"current": str(REPO_ROOT)}
     if compare:
         trees[compare] = str(export_revision(compare, bench.tmp / "compare"))
-    up_home = start_up(bench, redis.url, {"PYTHONPATH": trees["current"]})
-    # With up running: the user's shell sets nothing but the home (README "Using it").
-    user = {**clean_env(), "CI_POOL_HOME": str(up_home)}
+    # Nothing is timed until the rounds: up starts while the local store gets its first job.
+    up_ready = start_up(bench, redis.url, {"PYTHONPATH": trees["current"]})
     submit = commands(repo.url, repo.sha, "-")["submit"]
-    job_up = first_job(submit, {**user, "PYTHONPATH": trees["current"]}, bench.tmp)
     job_local = first_job(submit, {**local, "PYTHONPATH": trees["current"]}, bench.tmp)
+    # With up running: the user's shell sets nothing but the home (README "Using it").
+    user = {**clean_env(), "CI_POOL_HOME": str(up_ready())}
+    job_up = first_job(submit, {**user, "PYTHONPATH": trees["current"]}, bench.tmp)
     series: dict[str, dict[str, list[float]]] = {BASELINE: {"wall": [], "import": []}}
     argvs: dict[str, tuple[list[str], dict[str, str]]] = {
         BASELINE: (["-c", "import typer, rich"], {**user, "PYTHONPATH": trees["current"]})
@@ -176,12 +185,19 @@ def measure(bench: Bench, runs: int, compare: str | None) -> dict[str, dict[str,
                     argvs[f"{name}{LOCAL}"] = (argv, {**local, "PYTHONPATH": path})
     for key in argvs:
         series[key] = {"wall": [], "import": []}
-    for argv, e in argvs.values():  # warm the bytecode caches
-        run_once(argv, e, bench.tmp, importtime=False)
+    # Warm the bytecode and page caches: every command once, but those the first jobs just
+    # ran (submit, in both modes, on the current tree) and the baseline (whose imports
+    # every command makes) are warm already.
+    warm = {"submit", f"submit{LOCAL}", BASELINE}
+    for key, (argv, e) in argvs.items():
+        if key not in warm:
+            run_once(argv, e, bench.tmp, importtime=False)
+    log(f"set up (up ready, first jobs, caches warm) in {time.monotonic() - t0:.1f} s")
     for i in range(runs):
         for key, (argv, e) in argvs.items():
             series[key]["wall"].append(run_once(argv, e, bench.tmp, importtime=False))
-            series[key]["import"].append(run_once(argv, e, bench.tmp, importtime=True))
+            if i < import_runs:  # the first rounds also run each command under importtime
+                series[key]["import"].append(run_once(argv, e, bench.tmp, importtime=True))
         log(f"round {i + 1}/{runs} done")
     return series
 
@@ -210,6 +226,7 @@ def build_report(args: argparse.Namespace, series: dict[str, dict[str, list[floa
     return {
         "parameters": {
             "runs": args.runs,
+            "import_runs": args.import_runs,
             "compare": args.compare,
             "pool": "`ci-pool up` on a home in a temp dir; the commands set only CI_POOL_HOME "
             "(the quick way to up's API). Series marked 'no up' set the broker and store "
@@ -249,21 +266,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--runs", type=int, default=15, help="runs per command (default 15)")
     ap.add_argument(
+        "--import-runs",
+        type=int,
+        default=None,
+        help="runs per command under -X importtime, in the first rounds (default: --runs)",
+    )
+    ap.add_argument(
         "--compare", default=None, help="also time the ci_pool package of this git revision"
     )
     add_common_args(ap, "cli_start")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs = min(args.runs, 3)
-    if args.runs < 1:
-        ap.error("--runs must be at least 1")
+    args.import_runs = min(args.import_runs or args.runs, args.runs)
+    if args.runs < 1 or args.import_runs < 1:
+        ap.error("--runs and --import-runs must be at least 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with Bench("cli_start", args) as bench:
-        report = build_report(args, measure(bench, args.runs, args.compare))
+        report = build_report(args, measure(bench, args.runs, args.import_runs, args.compare))
         bench.write(report, lambda png: plot(png, report["series"]))
     return 0
 
