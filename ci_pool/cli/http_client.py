@@ -4,7 +4,6 @@ makes it when ``CI_POOL_API_URL`` is set)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from ci_pool import defaults
 from ci_pool.addresses import check_api_url
 from ci_pool.cli.client import Inputs, _explain, _is_final
 from ci_pool.cli.http_calls import RunnerCalls
+from ci_pool.cli.views import LogStream
 from ci_pool.core.policy import SIGNATURE_HEADER, read_secret_source, sign
 from ci_pool.core.submissions import JobCreate
 from ci_pool.core.sync import SyncSource
@@ -85,7 +85,7 @@ class HttpClient(RunnerCalls):
 
         timeout = httpx.Timeout(defaults.API_TIMEOUT, connect=defaults.API_CONNECT_TIMEOUT)
         path = self._job_path(job_id, "logs")
-        ended = False
+        stream = LogStream()
         with (
             self._reaching(),
             self._http.stream("GET", path, params={"follow": 1}, timeout=timeout) as res,
@@ -93,16 +93,8 @@ class HttpClient(RunnerCalls):
             if res.is_error:
                 res.read()
                 raise self._error(res)
-            event = ""
-            for line in res.iter_lines():
-                if line.startswith("event:"):
-                    event = line.removeprefix("event:").strip()
-                elif line.startswith("data:") and event == "line":
-                    data = json.loads(line.removeprefix("data:").strip())
-                    yield data.get("t"), str(data["line"])
-                elif line.startswith("data:") and event == "end":
-                    ended = True
-        if not ended:
+            yield from stream.lines(res.iter_lines())
+        if not stream.ended:
             raise InfraError(f"the log stream from {self.url} broke off before job {job_id} ended")
 
     def cancel(self, job_id: str) -> JobView | JobAck:

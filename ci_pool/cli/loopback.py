@@ -25,7 +25,15 @@ from urllib.parse import quote, urlencode, urlsplit
 from ci_pool import __version__, defaults
 from ci_pool.addresses import is_loopback
 from ci_pool.apierrors import api_error, error_body
-from ci_pool.cli.views import JobAck, JobView, QueueStatus, RunnerStatus, read_view, read_view_rows
+from ci_pool.cli.views import (
+    JobAck,
+    JobView,
+    LogStream,
+    QueueStatus,
+    RunnerStatus,
+    read_view,
+    read_view_rows,
+)
 from ci_pool.exceptions import InfraError
 from ci_pool.home import default_home, legacy_notice, read_up_record
 
@@ -185,21 +193,15 @@ class UpClient:
         """(timestamp, line) as the job writes them, until it ends: the API's Server-Sent
         Events (a keep-alive every second while the job is quiet)."""
         conn, res = self._open("GET", self._job_path(job_id, "logs") + "?follow=1")
-        event, ended = "", False
+        stream = LogStream()
         try:
             with self._reaching(conn):
-                for raw in res:
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if line.startswith("event:"):
-                        event = line.removeprefix("event:").strip()
-                    elif line.startswith("data:") and event == "line":
-                        data = json.loads(line.removeprefix("data:").strip())
-                        yield data.get("t"), str(data["line"])
-                    elif line.startswith("data:") and event == "end":
-                        ended = True
+                yield from stream.lines(
+                    raw.decode("utf-8", "replace").rstrip("\r\n") for raw in res
+                )
         finally:
             conn.close()
-        if not ended:
+        if not stream.ended:
             raise InfraError(f"the log stream from {self.url} broke off before job {job_id} ended")
 
 

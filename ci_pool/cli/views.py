@@ -13,7 +13,9 @@ the InfraError the API client raises, naming the path, the model and the field;
 
 from __future__ import annotations
 
+import json
 import types
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from functools import cache
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
@@ -351,3 +353,23 @@ def brief_json(view: object) -> dict[str, Any]:
     """A job as a list or an action prints it: its view as JSON without the details only
     ``show`` carries."""
     return {k: v for k, v in any_json(view).items() if k not in defaults.JOB_DETAIL_KEYS}
+
+
+class LogStream:
+    """A job's live log as the API streams it (Server-Sent Events: ``line`` events with
+    ``{"t": ..., "line": ...}``, then ``end``): ``lines`` yields (timestamp, line) pairs;
+    ``ended`` tells afterwards whether the stream reached the job's end or broke off."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def lines(self, raw: Iterable[str]) -> Iterator[tuple[Any, str]]:
+        event = ""
+        for line in raw:
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "line":
+                data = json.loads(line.removeprefix("data:").strip())
+                yield data.get("t"), str(data["line"])
+            elif line.startswith("data:") and event == "end":
+                self.ended = True

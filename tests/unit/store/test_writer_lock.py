@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,22 @@ def _python(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@contextmanager
+def _holding(code: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """A process running ``code`` once it printed "held"; killed (SIGKILL) on the way out."""
+    holder = _python(code, *args)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held", holder.stderr
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        for pipe in (holder.stdout, holder.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def _try_lock(path: Path) -> bool:
     """Whether another process could take the writer lock now (checked from a child)."""
     code = (
@@ -89,10 +107,7 @@ def _try_lock(path: Path) -> bool:
 
 
 def test_a_writer_waits_for_the_holder_and_proceeds_when_it_is_killed(db: str) -> None:
-    holder = _python(_HOLDER, db)
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held", holder.stderr
+    with _holding(_HOLDER, db) as holder:
         store = Store(db)
         done = threading.Event()
         wrote: list[str] = []
@@ -110,12 +125,6 @@ def test_a_writer_waits_for_the_holder_and_proceeds_when_it_is_killed(db: str) -
         writer.join(timeout=5)
         assert [j.id for j in store.list_jobs()] == wrote
         store.close()
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        for pipe in (holder.stdout, holder.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.mark.parametrize("thread", ["main thread", "other thread"])
@@ -132,10 +141,7 @@ def test_a_holder_that_never_lets_go_delays_writers_only_for_the_bound(
         "print('held', flush=True)\n"
         "time.sleep(600)\n"
     )
-    holder = _python(code, str(path))
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with _holding(code, str(path)):
         monkeypatch.setattr(wl.defaults, "SQLITE_WRITER_LOCK_WAIT", 0.5)
         store = Store(db)
         # The write waits out the bound (a timer in the main thread, polling in others),
@@ -150,12 +156,6 @@ def test_a_holder_that_never_lets_go_delays_writers_only_for_the_bound(
         assert [j.id for j in store.list_jobs()] == made != []
         assert not _try_lock(path)  # the holder still has it
         store.close()
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        for pipe in (holder.stdout, holder.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 def test_processes_writing_at_once_all_finish(db: str) -> None:
