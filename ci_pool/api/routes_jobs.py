@@ -124,7 +124,8 @@ def create_job(
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobView:
-    """Submit one job (the rules of ``ci-pool submit``); 201 with the queued job.
+    """Submit one job (the rules of ``ci-pool submit``); 201 with the job as it stands
+    (queued, or already taken by a runner that was quicker than this answer).
 
     A job that policy denies is recorded ``rejected`` and answered 403 naming the rule."""
 

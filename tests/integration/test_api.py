@@ -74,7 +74,8 @@ def test_submit_runs_on_a_worker_then_show_and_logs(
     )
     assert res.status_code == 201, res.text
     job = res.json()
-    assert job["state"] == "queued" and job["name"] == "api-job"
+    # The answer is the job as it stands: a runner may have taken it before the API read it.
+    assert job["state"] in ("queued", "running", "succeeded") and job["name"] == "api-job"
     assert job["commit_sha"] == git_server.shas["app.git"]
 
     assert harness.pool().wait(job["id"], timeout=90).state == "succeeded"
