@@ -84,7 +84,11 @@ def test_warm_containers_serve_one_job_each_and_leave_with_the_runner(
     until(lambda: gone(docker_client, orphan.id), "the orphan warm container was swept")
     assert not orphan_slot.exists()
 
-    (first,) = until(lambda: idle_warm(docker_client, rid), "a warm container is ready")
+    def started() -> list[Any]:
+        # A warm container is listed from its creation; it is ready once started.
+        return [c for c in idle_warm(docker_client, rid) if c.status == "running"]
+
+    (first,) = until(started, "a warm container is ready")
     first.reload()
     assert first.status == "running"
     assert first.labels[defaults.LABEL_WARM] == CAP
