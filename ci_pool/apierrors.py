@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ci_pool import __version__
@@ -90,16 +91,26 @@ def read_answer(cls: type[Model], data: object, url: str, path: str) -> Model:
         return cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "the body"
-        raise InfraError(
-            f"the API at {url} answered {path} with a malformed {cls.__name__} "
-            f"({where}: {err['msg']}); check that it is a ci-pool API of version {__version__}"
-        ) from None
+        raise malformed(url, path, cls.__name__, err["loc"], err["msg"]) from None
+
+
+def malformed(url: str, path: str, model: str, loc: Sequence[object], msg: str) -> InfraError:
+    """The error of an answer that does not fit ``model``, naming the field at ``loc``."""
+    where = ".".join(str(p) for p in loc) or "the body"
+    return InfraError(
+        f"the API at {url} answered {path} with a malformed {model} "
+        f"({where}: {msg}); check that it is a ci-pool API of version {__version__}"
+    )
+
+
+def answer_rows(data: object, url: str, path: str) -> list[object]:
+    """The ``data`` rows of a list answer, unread."""
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise InfraError(f"the API at {url} answered {path} without a list of rows (data)")
+    return rows
 
 
 def read_rows(cls: type[Model], data: object, url: str, path: str) -> list[Model]:
     """The ``data`` rows of a list answer, each read as ``cls``."""
-    rows = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        raise InfraError(f"the API at {url} answered {path} without a list of rows (data)")
-    return [read_answer(cls, row, url, path) for row in rows]
+    return [read_answer(cls, row, url, path) for row in answer_rows(data, url, path)]

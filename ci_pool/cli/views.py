@@ -20,8 +20,8 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from functools import cache
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
-from ci_pool import __version__, defaults
-from ci_pool.exceptions import InfraError
+from ci_pool import defaults
+from ci_pool.apierrors import answer_rows, malformed
 
 View = TypeVar("View")
 
@@ -296,19 +296,12 @@ def read_view(cls: type[View], data: object, url: str, path: str) -> View:
     try:
         return cast(View, _read_fields(cls, data, ()))
     except _Malformed as exc:
-        where = ".".join(str(p) for p in exc.loc) or "the body"
-        raise InfraError(
-            f"the API at {url} answered {path} with a malformed {cls.__name__} "
-            f"({where}: {exc.msg}); check that it is a ci-pool API of version {__version__}"
-        ) from None
+        raise malformed(url, path, cls.__name__, exc.loc, exc.msg) from None
 
 
 def read_view_rows(cls: type[View], data: object, url: str, path: str) -> list[View]:
     """The ``data`` rows of a list answer, each read as ``cls``."""
-    rows = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        raise InfraError(f"the API at {url} answered {path} without a list of rows (data)")
-    return [read_view(cls, row, url, path) for row in rows]
+    return [read_view(cls, row, url, path) for row in answer_rows(data, url, path)]
 
 
 # -- writing ---------------------------------------------------------------------------------
