@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from ci_pool import defaults
 from ci_pool.broker.app import send_run_job
@@ -24,6 +24,7 @@ from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.store import Misrouted, Store
 from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
+from ci_pool.worker import heap
 from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
@@ -141,6 +142,7 @@ def _run_job(self: Task, job_id: str) -> str | None:
         # one stops consuming until it is healthy again).
         raise Reject(f"runner {runner_id} unhealthy: {why}", requeue=True)
     state = rt.runner.run(job_id, runner_id)
+    heap.settle()  # once, after the first job's lazy imports
     if rt.health and state not in (JobState.SUCCEEDED, JobState.FAILED):
         rt.health.forget()  # it may have ended on the engine going away: ask again
     return state.value if state else None
@@ -151,6 +153,12 @@ def _add_runner_step(sender: Any = None, **_kw: Any) -> None:
     """A capability's worker runs the runner's lifecycle as one of its bootsteps (before
     its blueprint is built, which is when Celery sends ``worker_init``)."""
     sender.app.steps["worker"].add(RunnerStep)
+
+
+@worker_process_init.connect
+def _freeze_inherited_heap(**_kw: Any) -> None:
+    """A pool process never collects the heap it inherits from the worker (heap.py)."""
+    heap.freeze_inherited()
 
 
 @worker_process_shutdown.connect
