@@ -23,8 +23,10 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
 from ci_pool.store import Misrouted, Store
-from ci_pool.worker import diagnostics  # noqa: F401  (registers the runner exec command)
-from ci_pool.worker import heap
+from ci_pool.worker import (
+    diagnostics,  # noqa: F401  (registers the runner exec command)
+    heap,
+)
 from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.cleanup import cleaner
 from ci_pool.worker.executors.base import Executor
