@@ -8,10 +8,12 @@ the collector's bookkeeping into those objects copied the pages the process shar
 its parent.
 
 ``gc.freeze()`` moves what is alive at that moment into a permanent generation that no
-collection walks (in constant time: it splices lists). It is called twice per pool
-process: when the process starts (Celery collects the heap just before forking it, so
-what it inherits is alive) and once after its first job, right after a collection of what
-is not frozen yet, so no garbage is ever frozen. Freezing keeps nothing
+collection walks (in constant time: it splices lists). The worker settles its heap once,
+before it forks its first pool process (Celery collects the whole heap before every fork:
+after this, only what was made since). A pool process freezes what it inherits as it
+starts (all alive: it was just collected), and settles once more after its first job.
+Settling is a collection of what is not frozen yet, then the freeze, so no garbage is
+ever frozen. Freezing keeps nothing
 alive: it only exempts live objects from the cycle collector; a job's objects are still
 freed by reference counting when the job ends, and nothing of a job is carried into the
 next one by this.
@@ -32,8 +34,8 @@ def freeze_inherited() -> None:
 
 
 def settle() -> None:
-    """Once per process, after its first job: freeze what that job's lazy imports and
-    the process's clients added to the heap."""
+    """Once per process: collect, then freeze what is alive (in a pool process, after
+    its first job: what its lazy imports and its clients added to the heap)."""
     global _settled_in
     pid = os.getpid()
     if _settled_in != pid:

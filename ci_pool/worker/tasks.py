@@ -13,7 +13,12 @@ from typing import Any
 import redis
 from celery import Celery, Task, shared_task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_before_create_process,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from ci_pool import defaults
 from ci_pool.broker.app import send_run_job
@@ -155,6 +160,13 @@ def _add_runner_step(sender: Any = None, **_kw: Any) -> None:
     """A capability's worker runs the runner's lifecycle as one of its bootsteps (before
     its blueprint is built, which is when Celery sends ``worker_init``)."""
     sender.app.steps["worker"].add(RunnerStep)
+
+
+@worker_before_create_process.connect
+def _settle_before_forking(**_kw: Any) -> None:
+    """The worker settles its start-up heap once, before its first pool process is forked:
+    Celery's collection before each fork then walks only what was made since (heap.py)."""
+    heap.settle()
 
 
 @worker_process_init.connect

@@ -104,3 +104,19 @@ def test_a_pool_process_freezes_what_it_inherits_as_it_starts() -> None:
         """
     )
     assert "frozen at start: True" in out
+
+
+def test_the_worker_settles_once_before_forking_its_pool_processes() -> None:
+    out = _run(
+        """
+        from celery.signals import worker_before_create_process
+        import ci_pool.worker.tasks  # connects the worker's hook
+        gen2.clear()
+        for _ in range(3):  # one signal per pool process Celery creates
+            worker_before_create_process.send(sender=None)
+        print("frozen:", gc.get_freeze_count() > 0)
+        print("collections:", len(gen2))
+        """
+    )
+    assert "frozen: True" in out
+    assert "collections: 1" in out
