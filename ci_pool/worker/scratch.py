@@ -72,9 +72,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def sweep(workspace_root: Path, keep: int | None = None) -> list[str]:
+def sweep(workspace_root: Path, keep: int | None = None, mine: bool = False) -> list[str]:
     """Unmount and remove the scratch mounts of runner processes that have gone (all but
-    ``keep``'s); the pids swept."""
+    ``keep``'s; with ``mine``, this process's too); the pids swept."""
     base = workspace_root / defaults.SCRATCH_DIR
     swept: list[str] = []
     try:
@@ -86,7 +86,9 @@ def sweep(workspace_root: Path, keep: int | None = None) -> list[str]:
         if st.st_uid != os.geteuid() or st.st_mode & 0o077:
             return swept
         for name in os.listdir(fd):
-            if not name.isdigit() or int(name) == keep or _alive(int(name)):
+            if not name.isdigit() or int(name) == keep:
+                continue
+            if _alive(int(name)) and not (mine and int(name) == os.getpid()):
                 continue
             if overlay.unmount_under(base / name):
                 continue
@@ -100,12 +102,8 @@ def sweep(workspace_root: Path, keep: int | None = None) -> list[str]:
 def release(workspace_root: Path) -> None:
     """At the runner's stop: unmount this process's scratch and those of its pool processes,
     which have ended by then."""
-    pid = os.getpid()
-    _mounted.pop((workspace_root, pid), None)
-    point = workspace_root / defaults.SCRATCH_DIR / str(pid)
-    if not overlay.unmount_under(point):
-        shutil.rmtree(point, ignore_errors=True)
-    sweep(workspace_root)
+    _mounted.pop((workspace_root, os.getpid()), None)
+    sweep(workspace_root, mine=True)
 
 
 def runner_scratch(workspace_root: Path, size: int) -> Path | None:

@@ -106,6 +106,12 @@ def test_a_symlink_planted_as_the_scratch_directory_is_not_followed(
     (root / defaults.SCRATCH_DIR).symlink_to(victim)
     assert scratch.runner_scratch(root, 1 << 20) is None  # the job's files stay on disk
     _untouched(victim)
+    (victim / str(os.getpid())).mkdir()  # named as this process's own scratch
+    scratch.release(root)  # the runner's stop, and its sweep, list nothing through the link
+    assert scratch.sweep(root) == []
+    assert (victim / str(os.getpid())).is_dir()
+    (victim / str(os.getpid())).rmdir()
+    _untouched(victim)
 
 
 @needs_root
