@@ -461,3 +461,10 @@ SQLITE_WRITER_LOCK_SUFFIX = "-writer.lock"
 #: How long a writer waits for that lock (seconds; SQLite's busy timeout) before it goes on
 #: to SQLite's own lock, so a writer hung inside its transaction never blocks the rest forever.
 SQLITE_WRITER_LOCK_WAIT = 30.0
+
+# Job scratch (worker/scratch.py): the small per-job files of host jobs on a tmpfs.
+#: The directory under the workspace root holding each runner process's scratch mount.
+SCRATCH_DIR = ".scratch"
+#: Size of a runner process's scratch tmpfs: its job's step scripts, event file and step
+#: files (each read back capped at 1 MiB); a step writing past it fails with ENOSPC.
+JOB_SCRATCH_BYTES = 32 * 1024 * 1024

@@ -27,6 +27,11 @@ _probed: dict[Path, str | None] = {}
 _probe_lock = threading.Lock()
 
 
+def libc() -> ctypes.CDLL:
+    """The C library, with errno kept (for mount and umount2)."""
+    return _libc
+
+
 class OverlayError(OSError):
     """A mount or unmount the kernel refused."""
 

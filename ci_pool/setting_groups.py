@@ -31,6 +31,11 @@ class HomeSettings(BaseModel):
     artifact_max_bytes: int = Field(default=defaults.ARTIFACT_MAX_BYTES, ge=1)
     #: Log kept per attempt (bytes); past it the middle is dropped behind a marker.
     log_max_bytes: int = Field(default=defaults.LOG_MAX_BYTES, ge=1024)
+    #: Host jobs without actions keep their step scripts, event file and step files on a
+    #: tmpfs of ``job_scratch_bytes`` each runner process mounts (needs root; else, or when
+    #: off, under the attempt's directory).
+    job_scratch: bool = True
+    job_scratch_bytes: int = Field(default=defaults.JOB_SCRATCH_BYTES, ge=1024 * 1024)
 
     @property
     def resolved_store_url(self) -> str:

@@ -60,17 +60,22 @@ class JobPlaces:
     host_files: Path
 
     @classmethod
-    def of(cls, cap: Capability, root: Path) -> JobPlaces:
+    def of(cls, cap: Capability, root: Path, scratch: Path | None = None) -> JobPlaces:
+        """``scratch``: a host job's scripts and step files are there (``worker.scratch``);
+        its temp and tool cache, which can grow big, stay in ``root``."""
         docker = cap.mode == "docker"
         files = defaults.CONTAINER_FILES if docker else str(root / "files")
         scripts = defaults.CONTAINER_SCRIPTS if docker else str(root / "scripts")
+        host_files = root / "files"
+        if scratch is not None and not docker:
+            files, scripts, host_files = str(root), str(scratch / "scripts"), root
         return cls(
             workspace=defaults.CONTAINER_WORKSPACE if docker else str(root / "src"),
             temp=f"{files}/runner-temp",
             tool_cache=f"{files}/tool-cache",
             event_path=f"{scripts}/{_EVENT_FILE}",
             host_workspace=root / "src",
-            host_files=root / "files",
+            host_files=host_files,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -17,7 +18,7 @@ from ci_pool.exceptions import CIPoolError, SyncRefused
 from ci_pool.git import repo_transport
 from ci_pool.settings import Settings
 from ci_pool.store.lifecycle import Misrouted
-from ci_pool.worker import steps, workspace
+from ci_pool.worker import scratch, steps, workspace
 from ci_pool.worker.attempt import Attempt, StepDirs
 from ci_pool.worker.cleanup import Leftover, cleaner
 from ci_pool.worker.contexts import (
@@ -184,7 +185,9 @@ class JobRunner:
         executor: Executor | None = None
         execution: Execution | None = None
         warm = ""
-        src, scripts, files = root / "src", root / "scripts", root / "files"
+        src = root / "src"
+        job_scratch = self._scratch(att, f"{job.id}-{job.attempt}")
+        scripts, files = _step_dirs(job_scratch or root)
         try:
             executor = self.executors(cap)
             if took_over is not None:
@@ -196,14 +199,13 @@ class JobRunner:
                 # Takes the slot before the checkout, which then goes into its mounts.
                 warm = executor.take_warm(root.parent, att.runner_id, root)
                 att.workspace_mounted = bool(warm)
-            scripts.mkdir(parents=True, exist_ok=True)
-            files.mkdir(exist_ok=True)
+            _make_dirs(scripts, files, root)
             att.dirs = StepDirs(JobDir(scripts), JobDir(files))
             att.workspace, att.settings = src, self.settings
             if job.checkout.sync is not None:
                 att.sync_data = self.store.sync_payload(job.checkout.sync.sha256)
             workspace.check_out(att, src, self.settings)
-            places = JobPlaces.of(cap, root)
+            places = JobPlaces.of(cap, root, job_scratch)
             contexts = expression_context(self.store, att, places)
             prepare_places(att, places, contexts)
             ctx = JobContext(
@@ -245,6 +247,7 @@ class JobRunner:
         finally:
             if att.dirs is not None:
                 att.dirs.close()
+            scratch.remove(job_scratch)  # before the next job: its bytes count against it
             if warm and execution is None and executor is not None:
                 execution = executor.execution(
                     JobContext(job.id, job.attempt, att.runner_id, cap, src, scripts, files,
@@ -252,9 +255,29 @@ class JobRunner:
                 )  # fmt: skip
             att.leftover = Leftover(job.id, executor, execution, root, job.image or cap.image)
 
+    def _scratch(self, att: Attempt, name: str) -> Path | None:
+        """The job's scratch directory (``worker.scratch``): host jobs without actions."""
+        cap, job = att.cap, att.job
+        if not self.settings.job_scratch or cap is None or cap.mode != "host":
+            return None
+        if any(step.uses for step in job.steps):
+            return None  # actions are copied into the scripts directory: unbounded
+        mounted = scratch.runner_scratch(self.workspace_root, self.settings.job_scratch_bytes)
+        return None if mounted is None else scratch.job_dirs(mounted, name)
+
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
         """Run the steps in the job's expression context; store its outputs; the outcome."""
         failed = steps.run_steps(att, execution, ctx, self.store)
         att.note(command="\n".join(att.commands))
         self.recorder.record_outputs(att, ctx, "failure" if failed else "success")
         return steps_outcome(att, failed)
+
+
+def _step_dirs(where: Path) -> tuple[Path, Path]:
+    """The scripts and step files directories, in the attempt's directory or its scratch."""
+    return where / "scripts", where / "files"
+
+
+def _make_dirs(*dirs: Path) -> None:
+    for made in dirs:  # those in the scratch exist already
+        made.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from ci_pool.broker.runners import RunnerInfo, RunnerRegistry, drain_key
 from ci_pool.core.capabilities import Capability
 from ci_pool.exceptions import RunnerCutOff
 from ci_pool.settings import Settings
-from ci_pool.worker import workspace
+from ci_pool.worker import scratch, workspace
 from ci_pool.worker.api_store import ApiRunnerStore
 from ci_pool.worker.executors.base import Executor
 from ci_pool.worker.health import Health
@@ -336,6 +336,7 @@ class RunnerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def create(self, parent: Any) -> None:
         # Sent last in the worker's stop, after every step (the pool too) has stopped.
+        worker_shutdown.connect(self._release_scratch, sender=parent, weak=False)
         worker_shutdown.connect(self._exit_status, sender=parent, weak=False)
 
     def start(self, parent: Any) -> None:
@@ -352,6 +353,12 @@ class RunnerStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.lifecycle = Lifecycle(parent, registry, info, interval, limits)
         worker_ready.connect(self._ready, weak=False)
         self.lifecycle.start()
+
+    @staticmethod
+    def _release_scratch(sender: Any = None, **_kw: Any) -> None:
+        """Unmount the job scratch of the runner's processes (``worker.scratch``)."""
+        if sender is not None:
+            scratch.release(sender.app.conf.ci_pool_settings.resolved_workspace_root)
 
     @staticmethod
     def _exit_status(sender: Any = None, **_kw: Any) -> None:

@@ -20,7 +20,7 @@ from ci_pool.exceptions import CheckoutError, InputError, SyncRefused
 from ci_pool.git import CheckoutRequest, GitRunner, checkout, clone_credential, resolve_ref
 from ci_pool.settings import Settings
 from ci_pool.store.models import utcnow
-from ci_pool.worker import artifacts
+from ci_pool.worker import artifacts, scratch
 from ci_pool.worker.attempt import Attempt
 from ci_pool.worker.runner_store import RunnerStore
 from ci_pool.worker.sync import apply_patch, check_payload, unpack_snapshot
@@ -54,9 +54,9 @@ def check_out(att: Attempt, workspace: Path, settings: Settings) -> None:
             fetch_depth=options.fetch_depth,
             submodules=options.submodules,
             lfs=options.lfs,
-            layers=None
-            if att.workspace_mounted
-            else workspace.parent / defaults.OVERLAY_LAYERS_DIR,
+            # The overlay's upper and work directories go straight into the attempt's
+            # directory (one mkdir less per job than a layers/ directory around them).
+            layers=None if att.workspace_mounted else workspace.parent,
         ),
         settings,
         log=lambda line: att.logw.line(f"##[ci-pool] {line}"),
@@ -276,6 +276,7 @@ def sweep_overlays(workspace_root: Path, alive: Callable[[str, int], bool]) -> l
     its cleanup ran); ``alive(job_id, attempt)`` says which attempts still run. Returns
     the attempt directories swept."""
     swept: list[str] = []
+    scratch.sweep(workspace_root)  # the scratch mounts of runner processes that are gone
     attempts = {
         point.relative_to(workspace_root).parts[0]
         for point in overlay.mounted_under(workspace_root)
