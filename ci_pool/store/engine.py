@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ci_pool.store import writer_lock
 from ci_pool.store.files import private_sqlite
+from ci_pool.store.prepared import DirectTransaction, direct_transaction
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -57,6 +58,8 @@ class Database:
         self._read_session = sessionmaker(reader, expire_on_commit=False)
         #: SQLite: writers queue on a kernel lock before SQLite's (``writer_lock``).
         self._writer_lock = writer_lock.for_url(url)
+        #: Whether the hot transactions run on the DBAPI connection (``prepared``).
+        self.direct = DirectTransaction.possible(self.engine)
 
     def init_schema(self) -> None:
         """Create or upgrade the tables through the migrations (idempotent, and safe when
@@ -79,6 +82,13 @@ class Database:
         maker = self._session if write else self._read_session
         with maker.begin() as session:
             yield session
+
+    @contextmanager
+    def direct_session(self) -> Iterator[DirectTransaction]:
+        """A write transaction for kept statements only, on the DBAPI connection (when
+        ``direct``): the same writer lock and ``BEGIN IMMEDIATE`` as ``session()``."""
+        with direct_transaction(self.engine, self._writer_lock) as tx:
+            yield tx
 
     def ping(self) -> None:
         """Raise when the store does not answer a trivial query."""

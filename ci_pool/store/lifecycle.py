@@ -4,7 +4,7 @@ closing an attempt under the retry policy, and cancellation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
@@ -17,9 +17,11 @@ from ci_pool.core.specs import JobState
 from ci_pool.exceptions import NotFound
 from ci_pool.store.jobs import JobQueries
 from ci_pool.store.models import Job, LogChunk, NewJob, utcnow
+from ci_pool.store.prepared import DirectTransaction
 from ci_pool.store.transitions import (
     Closed,
     cancel_job,
+    close_kept_attempt,
     close_running_attempt,
     detached_job,
     fenced_transition,
@@ -69,6 +71,55 @@ class FinalChunk:
     data: str
 
 
+#: Closes the retry policy may follow up (a retry, a cancel) or that read the cancel's
+#: reason: they take the Session path.
+_FOLLOWED_UP = (JobState.ERROR, JobState.CANCELLED)
+
+
+def _claim_values(now: datetime, runner_id: str, lease_ttl: float) -> dict[str, Any]:
+    return {
+        "attempt": _NEXT_ATTEMPT,
+        "runner_id": runner_id,
+        "lease_until": now + timedelta(seconds=lease_ttl),
+        "started_at": now,
+        "finished_at": None,
+        "exit_code": None,
+        "reason": None,
+    }
+
+
+def _chunk(job_id: str, attempt: int, log: FinalChunk) -> dict[str, Any]:
+    return {"job_id": job_id, "attempt": attempt, "seq": log.seq, "data": log.data}
+
+
+def _claim_queued(
+    tx: DirectTransaction, job_id: str, runner_id: str, lease_ttl: float
+) -> Claim | Misrouted | JobState | None:
+    """``JobLifecycle.claim`` of a queued job on a direct transaction: the same first read,
+    runner-name check and kept fenced UPDATE; ``JobState.RUNNING`` (nothing written) for a
+    running job, whose takeover takes the Session path."""
+    row = tx.first(_CLAIMABLE, {"job_id": job_id})
+    now = utcnow()  # taken under the write lock, so the lease is not shortened by a wait
+    if row is None or row["state"] not in (JobState.QUEUED.value, JobState.RUNNING.value):
+        return None
+    if row["runner"] is not None and not name_matches(row["runner"], runner_id):
+        return Misrouted(job_id, row["runner"], JobState(row["state"]), row["capability"])
+    if row["state"] == JobState.RUNNING.value:
+        return JobState.RUNNING
+    claimed = kept_transition(
+        tx,
+        job_id,
+        JobState.RUNNING,
+        shape="claim",
+        current=row["state"],
+        where=_CLAIM_FENCE,
+        params={},
+        runner_id=runner_id,
+        values=_claim_values(now, runner_id, lease_ttl),
+    )
+    return None if claimed is None else Claim(detached_job(claimed))
+
+
 class JobLifecycle(JobQueries):
     """Writes that move a job through its states, each fenced so only its owner succeeds."""
 
@@ -79,8 +130,12 @@ class JobLifecycle(JobQueries):
     def create_job(self, **fields: Any) -> Job:
         """Write a job row from its columns in ``queued`` (or the given ``state``) with its
         first audit row."""
+        state = JobState(fields.pop("state", JobState.QUEUED))
+        if self.direct:
+            with self.direct_session() as tx:
+                return insert_job(tx, utcnow(), state, fields)
         with self.session() as s:
-            return insert_job(s, utcnow(), JobState(fields.pop("state", JobState.QUEUED)), fields)
+            return insert_job(s, utcnow(), state, fields)
 
     def transition(
         self,
@@ -108,6 +163,11 @@ class JobLifecycle(JobQueries):
         first closed as ``error/runner_lost`` (``close_attempt``) and taken over when the
         retry policy re-queues it. A job sent to runners by name is never claimed by a
         runner the name leaves out (``Misrouted``); the check is in the claim's first read."""
+        if self.direct:
+            with self.direct_session() as tx:
+                got = _claim_queued(tx, job_id, runner_id, lease_ttl)
+            if not isinstance(got, JobState):
+                return got
         took_over = None
         with self.session() as s:
             row = s.execute(_CLAIMABLE, {"job_id": job_id}).first()
@@ -130,15 +190,7 @@ class JobLifecycle(JobQueries):
                 if closed is None or closed[1].next is not Next.REQUEUE:
                     return None
                 took_over = row.attempt
-            claim_values = {
-                "attempt": _NEXT_ATTEMPT,
-                "runner_id": runner_id,
-                "lease_until": now + timedelta(seconds=lease_ttl),
-                "started_at": now,
-                "finished_at": None,
-                "exit_code": None,
-                "reason": None,
-            }
+            claim_values = _claim_values(now, runner_id, lease_ttl)
             job: Job | None
             if took_over is None and returns_rows(s):
                 claimed = kept_transition(
@@ -182,10 +234,23 @@ class JobLifecycle(JobQueries):
         fence (that attempt, still running, and with ``lease_expired`` its lease past)
         did not match. ``log``: the attempt's last log chunk, stored in the same
         transaction (before the outcome, so the log is whole once the job is final)."""
+        if self.direct and not lease_expired and state not in _FOLLOWED_UP:
+            with self.direct_session() as tx:
+                if log is not None:
+                    tx.execute(_ADD_CHUNK, _chunk(job_id, attempt, log))
+                return close_kept_attempt(
+                    tx,
+                    job_id,
+                    attempt,
+                    state,
+                    now=utcnow(),
+                    runner_id=runner_id,
+                    reason=reason,
+                    values=values,
+                )
         with self.session() as s:
             if log is not None:
-                chunk = {"job_id": job_id, "attempt": attempt, "seq": log.seq, "data": log.data}
-                s.execute(_ADD_CHUNK, chunk)
+                s.execute(_ADD_CHUNK, _chunk(job_id, attempt, log))
             now = utcnow()
             where = [Job.lease_until < now] if lease_expired else []
             return close_running_attempt(

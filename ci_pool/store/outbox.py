@@ -31,6 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ci_pool.store.engine import Database
 from ci_pool.store.models import Base, utcnow
+from ci_pool.store.prepared import DirectTransaction
 
 
 class StatusOutbox(Base):
@@ -86,10 +87,15 @@ class Taken:
     tries: int
 
 
-def note_change(s: Session, job_id: str, commit_sha: str | None, now: datetime) -> None:
+def note_change(
+    s: Session | DirectTransaction, job_id: str, commit_sha: str | None, now: datetime
+) -> None:
     """Record, in the caller's transaction, that job ``job_id`` (at ``commit_sha``) changed
     and its forge must hear."""
     if not commit_sha:
+        return
+    if isinstance(s, DirectTransaction):  # SQLite: it has the upsert
+        s.execute(_UPSERTS[s.dialect.name], {"job_id": job_id, "now": now})
         return
     upsert = _UPSERTS.get(s.get_bind().dialect.name)
     if upsert is not None:  # one statement, built once: every transition runs it
