@@ -30,6 +30,7 @@ from harness import (
     GitRepo,
     Proc,
     add_common_args,
+    begin_stop,
     ci_pool_env,
     latency_stats,
     pyplot,
@@ -368,23 +369,26 @@ def run_worker_count(
     scenarios: Sequence[Scenario],
     workers: int,
     args: argparse.Namespace,
-) -> list[dict[str, Any]]:
+    retiring: Sequence[Proc],
+) -> tuple[list[dict[str, Any]], list[Proc]]:
     """The scenarios on one fresh set of ``workers`` workers, one after the other (the set-up
-    is the same for each; a warm-up, when on, precedes each measured run)."""
+    is the same for each; a warm-up, when on, precedes each measured run). ``retiring``, the
+    previous set, is already shutting down: that overlaps this set's start-up and ends
+    before the first run. Returns the results and this set, told to stop in turn."""
     t = time.monotonic()
     envs = [env.worker_env(slot) for slot in range(1, workers + 1)]
     tag = f"worker-{workers}w"
     procs = env.bench.workers(pool, CAPABILITY, envs, tag=tag, loglevel=args.loglevel)
-    try:
-        by_pid = {p.pid: i for i, p in enumerate(procs, start=1)}
-        slots = {r.runner_id: by_pid[r.pid] for r in pool.runners(CAPABILITY) if r.pid in by_pid}
-        env.bench.log(f"{workers} worker(s) registered in {time.monotonic() - t:.1f}s")
-        runs = [run_one(env, pool, sc, procs, slots, args) for sc in scenarios]
-    finally:
-        t = time.monotonic()
-        stop_procs(procs)
-        env.bench.log(f"{workers} worker(s) stopped in {time.monotonic() - t:.1f}s")
-    return runs
+    env.bench.log(f"{workers} worker(s) registered in {time.monotonic() - t:.1f}s")
+    t = time.monotonic()
+    stop_procs(retiring)
+    if retiring:
+        env.bench.log(f"the previous {len(retiring)} stopped {time.monotonic() - t:.1f}s later")
+    by_pid = {p.pid: i for i, p in enumerate(procs, start=1)}
+    slots = {r.runner_id: by_pid[r.pid] for r in pool.runners(CAPABILITY) if r.pid in by_pid}
+    runs = [run_one(env, pool, sc, procs, slots, args) for sc in scenarios]
+    begin_stop(procs)
+    return runs, procs
 
 
 # -- report ----------------------------------------------------------------------------
@@ -591,10 +595,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Warm workers serve every scenario; cold ones (--no-warmup) are fresh for each.
         groups = [scenarios] if args.warmup else [[sc] for sc in scenarios]
         done: dict[tuple[str, int], dict[str, Any]] = {}
+        retiring: list[Proc] = []
         for w in args.workers:
             for group in groups:
-                for r in run_worker_count(env, pool, group, w, args):
+                results, retiring = run_worker_count(env, pool, group, w, args, retiring)
+                for r in results:
                     done[r["scenario"], w] = r
+        # The last set's shutdown overlaps the report; the bench's exit reaps it.
         runs = [done[sc.name, w] for sc in scenarios for w in args.workers]
         bench.write(build_report(args, scenarios, runs), lambda png: plot(png, runs))
     return 0
