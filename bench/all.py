@@ -48,6 +48,9 @@ ARGS: dict[str, list[str]] = {
     # 10 cold status() calls (the target's series) on the same 110k-job stores; 5 of each
     # warm series and of each query on its own
     "status": ["--runs", "10", "--part-runs", "5"],
+    # every series 300 calls, but the list's (a page of 100, the slowest call, no target):
+    # 100 calls on the same store
+    "api": ["--list-calls", "100"],
     "ui": ["--calls", "100"],  # 100 calls per list series on the same 100k-job store
     # 3 timed runs of each command; its import time (sum of -X importtime self times, steady
     # from run to run) from one more run each
