@@ -21,7 +21,7 @@ code is 1 when any failed. ``--quick`` passes ``--quick`` to each (results under
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -87,8 +87,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def preload(names: Sequence[str]) -> dict[str, ModuleType]:
     """Import the benchmark scripts (not run: each keeps its ``__main__`` guard) and
-    matplotlib, once, before the first fork."""
-    modules = {name: importlib.import_module(name) for name in names}
+    matplotlib, once, before the first fork. Each is loaded from its file under a name of
+    its own (``bench_docker``: a plain ``docker`` is docker-py)."""
+    modules = {}
+    for name in names:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH_DIR / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules[name] = module
     pyplot()
     return modules
 
