@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """API benchmark: what the HTTP front door costs over the local store and broker.
 
-    python bench/api.py [--jobs 300] [--quick] [--out bench/results/api.json]
+    python bench/api.py [--jobs 300] [--list-calls N] [--quick] [--out bench/results/api.json]
 
 Everything runs in a temp dir on 127.0.0.1 (bench/harness.py): its own redis-server, a git
 daemon serving a one-file repo, a SQLite store, and a real uvicorn serving the API in this
@@ -103,7 +103,8 @@ def run(bench: Bench) -> dict[str, list[float]]:
             jobs, lambda i: client.get(f"/v1/jobs/{ids[i]}").raise_for_status()
         )
         series["api_list_page_100"] = timed(
-            jobs, lambda i: client.get("/v1/jobs", params={"limit": 100}).raise_for_status()
+            bench.args.list_calls,
+            lambda i: client.get("/v1/jobs", params={"limit": 100}).raise_for_status(),
         )
     return series
 
@@ -116,6 +117,7 @@ def build_report(args: argparse.Namespace, series: dict[str, list[float]]) -> di
     return {
         "parameters": {
             "calls_per_series": args.jobs,
+            "calls_api_list_page_100": args.list_calls,
             "store": "SQLite (WAL) in a temp dir",
             "server": "uvicorn on 127.0.0.1, in the benchmark's process",
             "client": "one httpx.Client (keep-alive), sequential calls",
@@ -148,12 +150,20 @@ def plot(path: Path, raw: dict[str, list[float]]) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--jobs", type=int, default=300, help="calls per series (default 300)")
+    ap.add_argument(
+        "--list-calls",
+        type=int,
+        default=None,
+        help="calls of the list series, on the same store (default: --jobs)",
+    )
     add_common_args(ap, "api")
     args = ap.parse_args(argv)
     if args.quick:
         args.jobs = min(args.jobs, 30)
-    if args.jobs < 1:
-        ap.error("--jobs must be at least 1")
+    if args.list_calls is None or args.quick:
+        args.list_calls = args.jobs
+    if args.jobs < 1 or args.list_calls < 1:
+        ap.error("--jobs and --list-calls must be at least 1")
     return args
 
 

@@ -16,6 +16,8 @@ not in the exit code.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import os
 import random
 import shutil
@@ -59,6 +61,9 @@ TARGET_FLOOR_RATIO = 1.05  # shallow+partial bytes / the tip's packed size
 #: the same checkout with the cache off (it was 1.3x when the job waited for the fill).
 TARGET_FILL_OFF_PATH = 1.1
 
+#: git options for the fast-import of the random blobs: stored without deflate work and
+#: never tried as deltas (each is bigger than the threshold).
+RAW_BLOBS = ("-c", "pack.compression=0", "-c", "core.bigFileThreshold=1k")
 #: Plain git for the benchmark's own commands: no prompts, no user or system config.
 GIT_ENV = {
     **{k: v for k, v in os.environ.items() if not k.startswith(("CI_POOL_", "GIT_"))},
@@ -127,6 +132,7 @@ class RepoGenerator:
         self.paths = list(self.text)
         self.n_commits = 0
         self.clock = 1_700_000_000
+        self._blobs: IO[bytes] | None = None  # the blob stream while create() runs
 
     def _line(self) -> bytes:
         r = self.rng
@@ -144,7 +150,7 @@ class RepoGenerator:
                 lines.insert(i, self._line())
         return b"".join(lines)
 
-    def _commit(self, out: IO[bytes], changes: list[tuple[str, bytes]], parent: str) -> None:
+    def _commit(self, out: IO[bytes], changes: list[tuple[str, bytes | str]], parent: str) -> None:
         self.n_commits += 1
         self.clock += 600
         msg = f"commit {self.n_commits}: {len(changes)} files\n".encode()
@@ -154,14 +160,27 @@ class RepoGenerator:
         if parent:
             out.write(f"from {parent}\n".encode())
         for path, content in changes:
+            if isinstance(content, str):  # a blob already written: its object id
+                out.write(b"M 100644 %s %s\n" % (content.encode(), path.encode()))
+                continue
             out.write(b"M 100644 inline %s\ndata %d\n" % (path.encode(), len(content)))
             out.write(content)
             out.write(b"\n")
         out.write(b"\n")
 
-    def _fast_import(self, bare: Path, write: Callable[[IO[bytes]], None]) -> None:
+    def _blob(self, content: bytes) -> str:
+        """Writes a random blob to the blob stream; returns its object id for the commits."""
+        assert self._blobs is not None
+        self._blobs.write(b"blob\ndata %d\n" % len(content))
+        self._blobs.write(content)
+        self._blobs.write(b"\n")
+        return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+    def _fast_import(
+        self, bare: Path, write: Callable[[IO[bytes]], None], *git_options: str
+    ) -> None:
         proc = subprocess.Popen(
-            ["git", "-C", str(bare), "fast-import", "--quiet"],
+            ["git", *git_options, "-C", str(bare), "fast-import", "--quiet"],
             env=GIT_ENV,
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -190,24 +209,42 @@ class RepoGenerator:
         (bare / "info").mkdir(exist_ok=True)
         (bare / "info" / "attributes").write_text("*.bin binary -delta\n")
 
-        def write(out: IO[bytes]) -> None:
-            first = [(".gitattributes", b"*.bin binary -delta\n")]
-            first += [(p, b"".join(lines)) for p, lines in self.text.items()]
-            first += [(p, self.rng.randbytes(self.blob_bytes)) for p in self.binaries]
-            self._commit(out, first, "")
-            for n in range(1, commits):
-                self._commit(out, self._changes(binary=n % self.binary_every == 0), "")
+        # Two streams from one pass over the seeded generator (the same content as one
+        # stream): the random blobs first, stored as they are (deflate level 0 is no larger
+        # than level 6 on random bytes, and zlib over ~470 MiB was most of the generation
+        # time) and never tried as deltas; then the commits and their text at git's default
+        # compression, naming the blobs by object id.
+        commits_stream = io.BytesIO()
 
-        self._fast_import(bare, write)
+        def write_blobs(out: IO[bytes]) -> None:
+            self._blobs = out
+            try:
+                first: list[tuple[str, bytes | str]] = [
+                    (".gitattributes", b"*.bin binary -delta\n")
+                ]
+                first += [(p, b"".join(lines)) for p, lines in self.text.items()]
+                first += [
+                    (p, self._blob(self.rng.randbytes(self.blob_bytes))) for p in self.binaries
+                ]
+                self._commit(commits_stream, first, "")
+                for n in range(1, commits):
+                    changes = self._changes(binary=n % self.binary_every == 0)
+                    self._commit(commits_stream, changes, "")
+            finally:
+                self._blobs = None
+
+        self._fast_import(bare, write_blobs, *RAW_BLOBS)
+        self._fast_import(bare, lambda out: out.write(commits_stream.getbuffer()))
         # One pack with deltas for the text and a reachability bitmap, as a served repo has.
         git("-C", str(bare), "repack", "-a", "-d", "-q", "--write-bitmap-index")
         return git("-C", str(bare), "rev-parse", "refs/heads/main")
 
-    def _changes(self, *, binary: bool) -> list[tuple[str, bytes]]:
+    def _changes(self, *, binary: bool) -> list[tuple[str, bytes | str]]:
         picked = self.rng.sample(self.paths, k=min(self.edits, len(self.paths)))
-        changes = [(p, self._edit(p)) for p in picked]
+        changes: list[tuple[str, bytes | str]] = [(p, self._edit(p)) for p in picked]
         if binary and self.binaries:
-            changes.append((self.rng.choice(self.binaries), self.rng.randbytes(self.blob_bytes)))
+            path = self.rng.choice(self.binaries)
+            changes.append((path, self._blob(self.rng.randbytes(self.blob_bytes))))
         return changes
 
     def add_commits(self, bare: Path, n: int) -> str:

@@ -46,10 +46,12 @@ from harness import (
     GitRepo,
     Proc,
     add_common_args,
+    begin_stop,
     ci_pool_env,
     latency_stats,
     pyplot,
     save_figure,
+    stop_procs,
 )
 
 from ci_pool import defaults
@@ -217,11 +219,13 @@ def timeline(
 
 def run_series(
     bench: Bench, client: docker.DockerClient, events: DockerEvents, repo: GitRepo,
-    redis_url: str, warm: int, floor: list[float],
-) -> dict[str, Any]:  # fmt: skip
+    redis_url: str, warm: int, floor: list[float], retiring: Sequence[Proc] = (),
+) -> tuple[dict[str, Any], Proc]:  # fmt: skip
     """One worker with ``warm`` warm containers; ``--jobs`` closed-loop ``true`` jobs, each
     after one sample of docker-py's floor (interleaved, so a change of the machine's load
-    moves both alike)."""
+    moves both alike). ``retiring``, the previous series' worker, is already shutting down:
+    that overlaps this worker's start-up and ends before the first job. Returns the series
+    and its worker, told to stop in turn."""
     args, tag = bench.args, "warm" if warm else "cold"
     home = bench.tmp / f"home-{tag}"
     home.mkdir()
@@ -241,6 +245,7 @@ def run_series(
         CI_POOL_ALLOW_LOCAL_REPOS="1", CI_POOL_ALLOW_LOOPBACK_GIT="1",
     )  # fmt: skip
     (worker,) = bench.workers(pool, CAPABILITY, [env], tag=tag, loglevel="WARNING")
+    stop_procs(retiring)
     drv = Driver(pool, repo, redis_url, worker)
     rows: list[dict[str, Any]] = []
     try:
@@ -266,9 +271,11 @@ def run_series(
             row = timeline(done, t0, lines, events.of_job(job.id, cid))
             row["warm_container"] = getattr(done.evidence, "warm_container", None)
             rows.append(row)
-    finally:
+    except BaseException:
         worker.stop()
-    return analyse(rows)
+        raise
+    begin_stop([worker])
+    return analyse(rows), worker
 
 
 def _span(rows: Sequence[dict[str, Any]], a: str, b: str) -> list[float]:
@@ -422,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.defer(events)
         floor: list[float] = []
         bench.log(f"cold series x{args.jobs}, each job after a docker-py floor sample")
-        cold = run_series(bench, client, events, repo, redis_srv.url, 0, floor)
+        cold, last = run_series(bench, client, events, repo, redis_srv.url, 0, floor)
         warm, note = None, ""
         if args.no_warm:
             note = "skipped (--no-warm)"
@@ -430,9 +437,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             note = "not measured: this code has no warm_containers setting"
         else:
             bench.log(f"warm series x{args.jobs}")
-            warm = run_series(bench, client, events, repo, redis_srv.url, 1, floor)
+            warm, last = run_series(bench, client, events, repo, redis_srv.url, 1, floor, [last])
         report = build_report(args, floor, cold, warm, note)
         bench.write(report, lambda png: plot(png, report))
+        stop_procs([last])  # its warm container goes before the image
         for c in client.containers.list(
             ignore_removed=True, all=True, filters={"label": BENCH_LABEL}
         ):

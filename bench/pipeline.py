@@ -30,6 +30,7 @@ from harness import (
     GitRepo,
     Proc,
     add_common_args,
+    begin_stop,
     ci_pool_env,
     latency_stats,
     pyplot,
@@ -336,25 +337,22 @@ def analyse(
 
 
 def run_one(
-    env: Env, pool: Pool, scenario: Scenario, workers: int, args: argparse.Namespace
+    env: Env,
+    pool: Pool,
+    scenario: Scenario,
+    procs: Sequence[Proc],
+    slots: dict[str, int],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    workers = len(procs)
     run = f"{scenario.name}-{workers}w"
-    t = time.monotonic()
-    envs = [env.worker_env(slot) for slot in range(1, workers + 1)]
-    procs = env.bench.workers(pool, CAPABILITY, envs, tag=f"worker-{run}", loglevel=args.loglevel)
-    try:
-        by_pid = {p.pid: i for i, p in enumerate(procs, start=1)}
-        slots = {r.runner_id: by_pid[r.pid] for r in pool.runners(CAPABILITY) if r.pid in by_pid}
-        env.bench.log(f"{run}: {workers} worker(s) registered in {time.monotonic() - t:.1f}s")
-        warm = warm_up(env, pool, procs) if args.warmup else None
-        if warm and warm["runners_reached"] < workers:
-            env.bench.log(f"{run}: warm-up reached {warm['runners_reached']}/{workers} runners")
-        time.sleep(0.3)  # let the warm-up's last acks and log flushes settle
-        n_jobs = args.builds + (2 if scenario.name == "chain" else 0)
-        timeout = 60 + 3 * n_jobs * (args.seconds + 1)
-        row, jobs = run_pipeline(env, pool, scenario.text, f"{run}.yml", procs, timeout)
-    finally:
-        stop_procs(procs)
+    warm = warm_up(env, pool, procs) if args.warmup else None
+    if warm and warm["runners_reached"] < workers:
+        env.bench.log(f"{run}: warm-up reached {warm['runners_reached']}/{workers} runners")
+    time.sleep(0.3)  # let the warm-up's last acks and log flushes settle
+    n_jobs = args.builds + (2 if scenario.name == "chain" else 0)
+    timeout = 60 + 3 * n_jobs * (args.seconds + 1)
+    row, jobs = run_pipeline(env, pool, scenario.text, f"{run}.yml", procs, timeout)
     res = analyse(pool, row, jobs, scenario, workers, slots)
     res["warmup"] = warm
     env.bench.log(
@@ -363,6 +361,34 @@ def run_one(
         f"{res['pickup']['p50_s'] * 1000:.0f} ms"
     )
     return res
+
+
+def run_worker_count(
+    env: Env,
+    pool: Pool,
+    scenarios: Sequence[Scenario],
+    workers: int,
+    args: argparse.Namespace,
+    retiring: Sequence[Proc],
+) -> tuple[list[dict[str, Any]], list[Proc]]:
+    """The scenarios on one fresh set of ``workers`` workers, one after the other (the set-up
+    is the same for each; a warm-up, when on, precedes each measured run). ``retiring``, the
+    previous set, is already shutting down: that overlaps this set's start-up and ends
+    before the first run. Returns the results and this set, told to stop in turn."""
+    t = time.monotonic()
+    envs = [env.worker_env(slot) for slot in range(1, workers + 1)]
+    tag = f"worker-{workers}w"
+    procs = env.bench.workers(pool, CAPABILITY, envs, tag=tag, loglevel=args.loglevel)
+    env.bench.log(f"{workers} worker(s) registered in {time.monotonic() - t:.1f}s")
+    t = time.monotonic()
+    stop_procs(retiring)
+    if retiring:
+        env.bench.log(f"the previous {len(retiring)} stopped {time.monotonic() - t:.1f}s later")
+    by_pid = {p.pid: i for i, p in enumerate(procs, start=1)}
+    slots = {r.runner_id: by_pid[r.pid] for r in pool.runners(CAPABILITY) if r.pid in by_pid}
+    runs = [run_one(env, pool, sc, procs, slots, args) for sc in scenarios]
+    begin_stop(procs)
+    return runs, procs
 
 
 # -- report ----------------------------------------------------------------------------
@@ -566,7 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             matrix_scenario(args.builds, args.seconds),
             chain_scenario(args.builds, args.seconds, args.edge_seconds),
         ]
-        runs = [run_one(env, pool, sc, w, args) for sc in scenarios for w in args.workers]
+        # Warm workers serve every scenario; cold ones (--no-warmup) are fresh for each.
+        groups = [scenarios] if args.warmup else [[sc] for sc in scenarios]
+        done: dict[tuple[str, int], dict[str, Any]] = {}
+        retiring: list[Proc] = []
+        for w in args.workers:
+            for group in groups:
+                results, retiring = run_worker_count(env, pool, group, w, args, retiring)
+                for r in results:
+                    done[r["scenario"], w] = r
+        # The last set's shutdown overlaps the report; the bench's exit reaps it.
+        runs = [done[sc.name, w] for sc in scenarios for w in args.workers]
         bench.write(build_report(args, scenarios, runs), lambda png: plot(png, runs))
     return 0
 

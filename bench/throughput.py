@@ -39,6 +39,7 @@ from harness import (
     logger,
     pyplot,
     save_figure,
+    stop_procs,
 )
 
 from ci_pool.core.specs import JobState
@@ -176,8 +177,7 @@ def run_bare(bench: Bench, broker_url: str, config: Path, n: int) -> dict[str, A
             i, t = take(30)
             started[i] = t
     finally:
-        for w in workers:
-            w.stop()
+        stop_procs(workers)  # together: each warm shutdown is seconds of mostly waiting
     span = max(started.values()) - min(sent.values())
     return {
         "description": f"bare Celery noop task, {WORKERS} workers x -c {CONCURRENCY} (prefork), "
@@ -294,8 +294,7 @@ def run_pool(
         time.sleep(0.5)
         submitted, jobs, cpu = _burst(drv, n, store, procs)
     finally:
-        for p in procs:
-            p.stop()
+        stop_procs(procs)
     ok = [j for j in jobs if j.state == JobState.SUCCEEDED.value]
     finished = [j.finished_at.timestamp() for j in ok]
     span = max(finished) - min(submitted.values())
