@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,29 @@ def procs_with(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def stopped_or_killed(up: subprocess.Popen[bytes], marker: str, log: Path) -> int:
+    """up's exit code once Ctrl-C has stopped it; if it is still running after 60 s, where
+    its threads wait (for the failure's message), then every process of its pool killed, so
+    that nothing of it outlives the test."""
+    try:
+        return up.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        waits = {}
+        for task in Path(f"/proc/{up.pid}/task").glob("*"):
+            try:
+                waits[task.name] = (task / "wchan").read_text()
+            except OSError:
+                continue
+        for pid in procs_with(marker):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        up.wait(timeout=30)
+        raise AssertionError(
+            f"ci-pool up still ran 60 s after Ctrl-C (threads waiting in {waits}):\n"
+            + log.read_text()
+        ) from None
 
 
 @pytest.fixture
@@ -161,7 +185,7 @@ def test_readme_using_it_runs_verbatim_on_ci_pool_up(
         assert not (other / ".ci-pool").exists() and list(other.iterdir()) == []
     finally:
         os.kill(up.pid, signal.SIGINT)  # Ctrl-C
-        rc = up.wait(timeout=60)
+        rc = stopped_or_killed(up, f"XDG_DATA_HOME={env['XDG_DATA_HOME']}\0", up_log)
     assert rc == 0, up_log.read_text()
     assert "ci-pool up stopped" in up_log.read_text()
     assert not (home / "up.json").exists()
