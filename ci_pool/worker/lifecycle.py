@@ -272,11 +272,28 @@ class Lifecycle:
             switch(queue, destination=[self.worker.hostname])
         self.consuming = on
 
-    def check(self) -> None:
+    def _count_needed(self) -> bool:
+        """Whether this check must count the runner's running jobs (a store query, twice a
+        second): to leave once they end, for the idle timeout, and through the API, where
+        the answer also says whether the pool still trusts this runner."""
+        return (
+            self.leaving is not None
+            or self.limits.idle_timeout is not None
+            or isinstance(self.store, ApiRunnerStore)
+        )
+
+    def _running(self) -> int | None:
+        """Jobs of this runner running now; None when it was cut off."""
         try:
-            running = self.store.count_running(self.info.runner_id)
+            return self.store.count_running(self.info.runner_id)
         except RunnerCutOff as exc:
             self.cut_off(exc)
+            return None
+
+    def check(self) -> None:
+        counted = self._count_needed()
+        running = self._running() if counted else 0
+        if running is None:
             return
         if running:
             self.last_busy = time.monotonic()
@@ -307,6 +324,10 @@ class Lifecycle:
         if changed:
             self._consume(self.leaving is None and self.unhealthy is None)
             self._beat()
+        if self.leaving is not None and not counted:
+            running = self._running()  # leaving from this check on: now it counts
+            if running is None:
+                return
         if self.leaving is not None and not running:
             log.warning("runner %s: exiting (%s)", self.info.runner_id, self.leaving)
             self.stopped.set()

@@ -82,7 +82,14 @@ class LogWriter:
         self.on_hold: Callable[[], None] | None = None
         self._held: list[dict[str, str]] = []
         self._held_at = 0.0
-        self._pipe: redis.client.Pipeline | None = None
+        #: The log's commands, packed once (RESP): XADD's fixed arguments, and EXPIRE.
+        self._xadd_args = _pack_args({"XADD": self.stream, "MAXLEN": "~"}) + _pack_args(
+            {str(defaults.LOG_STREAM_MAXLEN): "*"}
+        )
+        self._heads: dict[int, bytes] = {}
+        self._expire = (
+            b"*3\r\n" + _pack_args({"EXPIRE": self.stream}) + _bulk(str(defaults.LOG_STREAM_TTL))
+        )
 
     def write(self, data: bytes) -> None:
         """Raw output from the job; complete lines go out at once."""
@@ -191,35 +198,46 @@ class LogWriter:
 
     def _publish(self, entries: list[dict[str, str]], *, last: bool = False) -> None:
         """Add ``entries`` to the live stream (``last``: and set its expiry) in one round
-        trip: one line by a plain XADD, more through the writer's one pipeline (built once:
-        building one costs more CPU than the round trip it saves)."""
+        trip, packed here (redis-py's generic packing costs more CPU than the round trip)."""
         if self.redis is None or self.redis_failed:
             return
-        try:
-            if len(entries) == 1 and not last:
-                self.redis.xadd(
-                    self.stream,
-                    entries[0],  # type: ignore[arg-type]
-                    maxlen=defaults.LOG_STREAM_MAXLEN,
-                    approximate=True,
-                )
+        packed = [self._xadd_head(len(fields)) + _pack_args(fields) for fields in entries]
+        if last:
+            packed.append(self._expire)
+        for attempt in range(2):
+            try:
+                self._send(self.redis, packed)
                 return
-            if self._pipe is None:
-                self._pipe = self.redis.pipeline(transaction=False)
-            pipe = self._pipe
-            for fields in entries:
-                pipe.xadd(
-                    self.stream,
-                    fields,  # type: ignore[arg-type]
-                    maxlen=defaults.LOG_STREAM_MAXLEN,
-                    approximate=True,
-                )
-            if last:
-                pipe.expire(self.stream, defaults.LOG_STREAM_TTL)
-            pipe.execute()
-        except redis.RedisError:
-            # The store copy is authoritative; a broker hiccup must not fail the build.
-            self.redis_failed = True
+            except (redis.ConnectionError, redis.TimeoutError):
+                if attempt:  # one retry on a new connection, as redis-py's own commands do
+                    break
+            except redis.RedisError:
+                break
+        # The store copy is authoritative; a broker hiccup must not fail the build.
+        self.redis_failed = True
+
+    @staticmethod
+    def _send(client: redis.Redis, packed: list[bytes]) -> None:
+        """Send the packed commands on one pooled connection and read every reply."""
+        pool = client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join(packed)])  # type: ignore[no-untyped-call]
+            for _ in packed:
+                conn.read_response()
+        except BaseException:
+            # Replies may be left unread: the connection is never reused.
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(conn)
+
+    def _xadd_head(self, fields: int) -> bytes:
+        """``XADD <stream> MAXLEN ~ <n> *`` for an entry of ``fields`` fields, packed."""
+        head = self._heads.get(fields)
+        if head is None:
+            head = self._heads[fields] = b"*%d\r\n" % (6 + 2 * fields) + self._xadd_args
+        return head
 
     def _maybe_flush(self) -> None:
         due = time.monotonic() - self._last_flush >= self.flush_interval
@@ -293,3 +311,13 @@ class LogWriter:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _bulk(value: str) -> bytes:
+    data = value.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _pack_args(fields: dict[str, str]) -> bytes:
+    """Keys and values of ``fields`` in order, as RESP bulk strings."""
+    return b"".join(_bulk(k) + _bulk(v) for k, v in fields.items())

@@ -233,6 +233,21 @@ def test_broken_redis_does_not_fail_the_build(store: Store, job_id: str) -> None
     assert store.read_log(job_id) == "a\nb\n"
 
 
+def test_an_error_reply_stops_the_live_log_and_leaves_the_client_usable(
+    client: fakeredis.FakeRedis, store: Store, job_id: str
+) -> None:
+    # The stream's key holds a string: every XADD of the batch is refused (WRONGTYPE).
+    client.set(stream_key("", job_id), "not a stream")
+    w = LogWriter(client, store, job_id, 1, flush_interval=3600)
+    w.write(b"a\nb\n")
+    w.close()
+    assert w.redis_failed
+    assert store.read_log(job_id) == "a\nb\n"
+    # No reply of the refused batch is left to be read as the answer to the next command.
+    assert client.get(stream_key("", job_id)) == b"not a stream"
+    assert client.ping() is True
+
+
 def test_follow_stream(writer: LogWriter, client: redis.Redis, job_id: str) -> None:
     writer.write(b"a\nb\n")
     writer.close()
