@@ -172,7 +172,11 @@ def expression_context(store: RunnerStore, att: Attempt, places: JobPlaces) -> e
 def prepare_places(att: Attempt, places: JobPlaces, ctx: dict[str, Any]) -> None:
     """The runner's directories the job is told about, and the event file (read-only)."""
     for name in ("runner-temp", "tool-cache"):
-        os.makedirs(places.host_files / name, exist_ok=True)
+        path = f"{places.host_files}/{name}"
+        try:
+            os.mkdir(path)  # the parent exists: one call, where os.makedirs stats it first
+        except (FileExistsError, FileNotFoundError):
+            os.makedirs(path, exist_ok=True)  # raises as before when it is not a directory
     assert att.dirs is not None
     event = json.dumps(ctx["github"]["event"], separators=(",", ":")).encode()
     att.dirs.scripts.create(_EVENT_FILE, event, mode=0o444)
