@@ -269,23 +269,6 @@ def remote_refs(
     return found
 
 
-#: The tree cache's root, resolved, by the path the settings name: resolved once per
-#: process (``resolve()`` lstat()s every component of the path on each call), as
-#: ``overlay.available`` probes a directory once.
-_TREE_ROOTS: dict[Path, Path] = {}
-
-
-def _tree_root(settings: Settings) -> Path:
-    """``settings.resolved_tree_root``, resolved on its first use in this process."""
-    asked = settings.tree_root or settings.home / "trees"
-    root = _TREE_ROOTS.get(asked)
-    if root is None:
-        root = settings.resolved_tree_root
-        if asked.is_absolute():  # a relative one depends on the working directory
-            _TREE_ROOTS[asked] = root
-    return root
-
-
 def checkout(
     req: CheckoutRequest, settings: Settings, log: Callable[[str], None] = lambda _line: None
 ) -> CheckoutResult:
@@ -298,7 +281,7 @@ def checkout(
     the mirror and the cached tree is filled in the background (``trees.fill_later``)."""
     if not (settings.tree_cache and is_sha(req.commit)):
         return _checkout(req, settings, log)
-    root = _tree_root(settings)
+    root = trees.root(settings)
     entry = trees.entry(root, req, settings.mirror_cache)
     layers = req.layers if settings.tree_overlay else None
     if layers is not None:

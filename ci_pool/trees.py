@@ -22,6 +22,7 @@ from ci_pool.exceptions import CheckoutError
 
 if TYPE_CHECKING:
     from ci_pool.git import CheckoutRequest
+    from ci_pool.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +223,20 @@ def _sweep_fills(root: Path) -> None:
                 continue
             shutil.rmtree(scratch, ignore_errors=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+#: The tree cache's root, resolved, by the path the settings name: resolved once per
+#: process (``resolve()`` lstat()s every component of the path on each call), as
+#: ``overlay.available`` probes a directory once.
+_ROOTS: dict[Path, Path] = {}
+
+
+def root(settings: Settings) -> Path:
+    """``settings.resolved_tree_root``, resolved on its first use in this process."""
+    asked = settings.tree_root or settings.home / "trees"
+    found = _ROOTS.get(asked)
+    if found is None:
+        found = settings.resolved_tree_root
+        if asked.is_absolute():  # a relative one depends on the working directory
+            _ROOTS[asked] = found
+    return found
