@@ -78,7 +78,8 @@ class UpRecord:
         return path
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -102,4 +103,4 @@ def read_up_record(home: Path) -> UpRecord | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return record if _alive(record.pid) else None
+    return record if pid_alive(record.pid) else None

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 from ci_pool import defaults, overlay
+from ci_pool.home import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,6 @@ def _mount_tmpfs(fd: int, size: int) -> None:
         raise OSError(err, f"mount tmpfs: {os.strerror(err)}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(workspace_root: Path, keep: int | None = None, mine: bool = False) -> list[str]:
     """Unmount and remove the scratch mounts of runner processes that have gone (all but
     ``keep``'s; with ``mine``, this process's too); the pids swept."""
@@ -88,7 +79,7 @@ def sweep(workspace_root: Path, keep: int | None = None, mine: bool = False) -> 
         for name in os.listdir(fd):
             if not name.isdigit() or int(name) == keep:
                 continue
-            if _alive(int(name)) and not (mine and int(name) == os.getpid()):
+            if pid_alive(int(name)) and not (mine and int(name) == os.getpid()):
                 continue
             if overlay.unmount_under(base / name):
                 continue
