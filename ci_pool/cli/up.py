@@ -77,7 +77,7 @@ def up(
         )
         err.print(f"error: ci-pool up already runs for the home {home}{where}", soft_wrap=True)
         raise typer.Exit(1)
-    signal.signal(signal.SIGTERM, _interrupt)
+    _take_ctrl_c()
     try:
         _serve(settings, home, flower, concurrency, api_port, local_repos)
     finally:
@@ -86,6 +86,15 @@ def up(
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _take_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop up, whatever up inherited: a shell starts a
+    background command with SIGINT ignored, and an ignored or blocked signal stays so
+    across exec, which would leave ``kill -INT`` without effect."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _broker(settings: Settings, home: Path) -> tuple[str, RedisServer | None]:
