@@ -1,5 +1,11 @@
 """The job monitor: heartbeats the lease, flushes the log, and stops the job on cancel or
-timeout while the runner thread runs its steps."""
+timeout while the runner thread runs its steps.
+
+The monitor's work runs on a watcher thread made once per runner thread and kept for that
+thread's next jobs (a pool process runs its jobs on one thread, so it keeps one watcher):
+starting and joining a thread for every job cost more CPU than everything the monitor
+does for a short job. A runner thread watches one job at a time, so each job still has a
+thread of its own beside it, as when each job started one."""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.logs import LogWriter
 
 log = logging.getLogger(__name__)
+#: How long ``finish`` waits for the monitor's action in progress (a heartbeat) to end.
+FINISH_WAIT = 5.0
 
 
 class LeaseKeeper(Protocol):
@@ -23,7 +31,7 @@ class LeaseKeeper(Protocol):
     def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None: ...
 
 
-class JobMonitor(threading.Thread):
+class JobMonitor:
     """Heartbeats the lease, flushes the log, and stops the job on cancel or timeout.
 
     Step deadlines are tied to a step number under a lock: the runner thread calls
@@ -42,7 +50,6 @@ class JobMonitor(threading.Thread):
         lease_ttl: float,
         stop_grace: float,
     ):
-        super().__init__(name=f"monitor-{job_id}", daemon=True)
         self.store = store
         self.job_id, self.attempt = job_id, attempt
         self.logw = logw
@@ -58,10 +65,57 @@ class JobMonitor(threading.Thread):
         self._step_count = 0
         self._step_deadline: float | None = None
         self._timed_out: set[int] = set()
-        self._done = threading.Event()
-        #: Set when the job ends or when the log starts holding a line back.
-        self._wake = threading.Event()
-        logw.on_hold = self._wake.set
+        self._done = False
+        self._interval = min(heartbeat_interval, 1.0)
+        self._last_beat = self._next_tick = 0.0
+        #: The watcher of this job, from ``start`` to ``finish``.
+        self._watcher: Watcher | None = None
+        logw.on_hold = self._wake
+
+    def start(self) -> None:
+        """Watch the job from now on (on the calling thread's watcher)."""
+        now = time.monotonic()
+        self._last_beat, self._next_tick = now, now + self._interval
+        self._watcher = watcher()
+        self._watcher.watch(self)
+
+    def finish(self) -> None:
+        """Stop watching the job; returns once no action of the monitor runs any more (or
+        after ``FINISH_WAIT``, the action still in progress left to end by itself)."""
+        self._done = True
+        if self._watcher is not None:
+            self._watcher.unwatch(self)
+
+    def _wake(self) -> None:
+        """A log line is held: the watcher must wake by its release time (never blocks)."""
+        w = self._watcher
+        if w is not None:
+            w.wake.set()
+
+    def due(self) -> float:
+        """When the monitor must act next (``time.monotonic``)."""
+        held = self.logw.held_until()
+        return self._next_tick if held is None else min(self._next_tick, held)
+
+    def tick(self, now: float) -> None:
+        """Act at ``now``: release held log lines that are due; every interval, flush the
+        log, check the deadlines, and heartbeat the lease when its interval is up."""
+        if self._done:
+            return
+        held = self.logw.held_until()
+        if held is not None and now >= held:
+            self._safe(lambda: self.logw.release(time.monotonic()))
+        if now < self._next_tick:
+            return
+        self._next_tick = now + self._interval
+        self._safe(self.logw.flush)
+        if now >= self.deadline:
+            self._halt(JobState.TIMED_OUT, "job timeout reached")
+        else:
+            self.check_step(now)
+        if now - self._last_beat >= self.heartbeat_interval:
+            self._last_beat = now
+            self._beat()
 
     def begin_step(self, timeout: float | None) -> int:
         """A step starts now with ``timeout`` seconds (None: no limit); its token."""
@@ -77,32 +131,6 @@ class JobMonitor(threading.Thread):
             if self._step == token:
                 self._step, self._step_deadline = 0, None
             return token in self._timed_out
-
-    def run(self) -> None:
-        interval = min(self.heartbeat_interval, 1.0)
-        last_beat = time.monotonic()
-        next_tick = last_beat + interval
-        while not self._done.is_set():
-            held = self.logw.held_until()
-            until = next_tick if held is None else min(next_tick, held)
-            self._wake.wait(max(0.0, until - time.monotonic()))
-            self._wake.clear()
-            if self._done.is_set():
-                break
-            now = time.monotonic()
-            if held is not None and now >= held:
-                self._safe(lambda: self.logw.release(time.monotonic()))
-            if now < next_tick:
-                continue
-            next_tick = now + interval
-            self._safe(self.logw.flush)
-            if now >= self.deadline:
-                self._halt(JobState.TIMED_OUT, "job timeout reached")
-            else:
-                self.check_step(now)
-            if now - last_beat >= self.heartbeat_interval:
-                last_beat = now
-                self._beat()
 
     def check_step(self, now: float) -> None:
         """Time out the running step if ``now`` is past its deadline."""
@@ -160,8 +188,61 @@ class JobMonitor(threading.Thread):
         except Exception:
             log.exception("job monitor action failed")
 
-    def finish(self) -> None:
-        self._done.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout=5)
+
+class Watcher(threading.Thread):
+    """The thread that runs the monitors of one runner thread's jobs, one job at a time."""
+
+    def __init__(self) -> None:
+        super().__init__(name="ci-pool-monitor", daemon=True)
+        #: Set when the monitor changes or must act sooner than the watcher planned.
+        self.wake = threading.Event()
+        #: Held while a monitor acts: ``unwatch`` waits for it.
+        self._acting = threading.Lock()
+        self._monitor: JobMonitor | None = None
+        #: Set when an action outlived ``FINISH_WAIT``: the thread ends after it and the
+        #: runner thread's next job gets a new watcher.
+        self.retired = False
+
+    def watch(self, monitor: JobMonitor) -> None:
+        self._monitor = monitor
+        self.wake.set()
+
+    def unwatch(self, monitor: JobMonitor) -> None:
+        if self._acting.acquire(timeout=FINISH_WAIT):
+            if self._monitor is monitor:
+                self._monitor = None
+            self._acting.release()
+            return
+        log.warning(
+            "job %s: its monitor is still busy; watching the next job apart", monitor.job_id
+        )
+        self.retired = True
+        self.wake.set()
+
+    def run(self) -> None:
+        while not self.retired:
+            self.wake.clear()
+            monitor = self._monitor
+            if monitor is None:
+                self.wake.wait()
+                continue
+            wait = monitor.due() - time.monotonic()
+            if wait > 0:
+                self.wake.wait(wait)
+                continue
+            with self._acting:
+                if self._monitor is monitor and not self.retired:
+                    monitor.tick(time.monotonic())
+
+
+_local = threading.local()
+
+
+def watcher() -> Watcher:
+    """The calling thread's watcher, started with its first job (in a forked process, the
+    thread inherited from the parent is not running: a new one starts)."""
+    w: Watcher | None = getattr(_local, "watcher", None)
+    if w is None or w.retired or not w.is_alive():
+        w = _local.watcher = Watcher()
+        w.start()
+    return w

@@ -1,12 +1,18 @@
-"""JobMonitor's step deadlines: a deadline seen for one step stops that step only, never
-the step that starts after it (the race is driven with events, not sleeps)."""
+"""JobMonitor: a deadline seen for one step stops that step only, never the step that
+starts after it (the race is driven with events, not sleeps); the jobs a thread runs one
+after another are each watched by the thread's one watcher, never after they finish."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
+from ci_pool.core.specs import JobState
+from ci_pool.worker import monitor as monitor_module
 from ci_pool.worker.executors.base import Execution
 from ci_pool.worker.logs import LogWriter
 from ci_pool.worker.monitor import JobMonitor
@@ -117,3 +123,118 @@ def test_a_step_past_its_deadline_is_interrupted_and_reported_timed_out() -> Non
     m.check_step(time.monotonic() + 3600)
     assert m.end_step(later) is False
     assert steps.interrupted == [1]
+
+
+class Beats:
+    """A lease that counts each job's heartbeats; the job ``stuck`` blocks in its first
+    one until ``unblock`` is set."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        self.stuck = threading.Event()
+        self.unblock = threading.Event()
+
+    def heartbeat(self, job_id: str, attempt: int, lease_ttl: float) -> bool | None:
+        self.count[job_id] = self.count.get(job_id, 0) + 1
+        if job_id == "stuck":
+            self.stuck.set()
+            self.unblock.wait(WAIT)
+        return False
+
+
+def watched(lease: Beats, job_id: str, *, timeout: float = 3600) -> JobMonitor:
+    logw = LogWriter(None, None, job_id, 1, flush_interval=3600)  # type: ignore[arg-type]
+    return JobMonitor(
+        lease,
+        job_id,
+        1,
+        logw,
+        time.monotonic() + timeout,
+        heartbeat_interval=0.01,
+        lease_ttl=30,
+        stop_grace=1,
+    )
+
+
+def until(check: Callable[[], bool]) -> bool:
+    end = time.monotonic() + WAIT
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def monitor_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "ci-pool-monitor"]
+
+
+def test_jobs_one_after_another_are_each_watched_and_never_after_they_finish() -> None:
+    lease = Beats()
+    seen: list[threading.Thread] = []
+    for job in ("a", "b", "c"):
+        m = watched(lease, job)
+        m.start()
+        assert until(lambda job=job: lease.count.get(job, 0) >= 2)  # type: ignore[misc]
+        m.finish()
+        beats = lease.count[job]
+        seen += monitor_threads()
+        time.sleep(0.05)  # five heartbeat intervals
+        assert lease.count[job] == beats  # nothing acts for a finished job
+    # One watcher served this thread's jobs, and it is still there for the next one.
+    assert len(set(seen)) == 1 and seen[0].is_alive()
+
+
+def test_a_later_job_times_out_and_is_stopped() -> None:
+    lease, steps = Beats(), Steps()
+    stopped = threading.Event()
+    steps.stop = lambda grace: stopped.set()  # type: ignore[method-assign]
+    first = watched(lease, "first")
+    first.start()
+    first.finish()
+    m = watched(lease, "second", timeout=0.05)
+    m.execution = steps
+    m.start()
+    assert stopped.wait(WAIT)
+    assert m.stop_reason is JobState.TIMED_OUT
+    m.finish()
+    assert first.stop_reason is None
+
+
+def test_a_heartbeat_that_hangs_does_not_hold_up_the_next_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(monitor_module, "FINISH_WAIT", 0.1)
+    lease = Beats()
+    stuck = watched(lease, "stuck")
+    stuck.start()
+    assert lease.stuck.wait(WAIT)
+    began = time.monotonic()
+    stuck.finish()  # gives up waiting for the heartbeat after FINISH_WAIT
+    assert time.monotonic() - began < WAIT
+    try:
+        nxt = watched(lease, "next")
+        nxt.start()
+        assert until(lambda: lease.count.get("next", 0) >= 2)
+        nxt.finish()
+    finally:
+        lease.unblock.set()
+    assert lease.count["stuck"] == 1
+
+
+def test_a_forked_process_watches_its_own_jobs() -> None:
+    lease = Beats()
+    parent = watched(lease, "parent")
+    parent.start()
+    parent.finish()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's watcher thread does not run here
+        try:
+            m = watched(lease, "child")
+            m.start()
+            ok = until(lambda: lease.count.get("child", 0) >= 2)
+            m.finish()
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
