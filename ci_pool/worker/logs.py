@@ -131,11 +131,11 @@ class LogWriter:
             self._maybe_flush()
 
     def begin_step(self, index: int) -> None:
-        """Output from now on is step ``index``'s (its annotations name it); the lines held
-        so far go out before it starts."""
+        """Output from now on is step ``index``'s (its annotations name it). The lines held
+        so far go out ahead of its first output, or when their hold is up: a step without
+        output (most steps of a short job) then costs no round trip of its own."""
         with self._lock:
             self._emit(self.commands.begin_step(index))
-            self._release_locked()
 
     def held_until(self) -> float | None:
         """When the oldest held line must be published (``time.monotonic``), or None."""

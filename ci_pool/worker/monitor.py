@@ -83,8 +83,9 @@ class JobMonitor:
         """Stop watching the job; returns once no action of the monitor runs any more (or
         after ``FINISH_WAIT``, the action still in progress left to end by itself)."""
         self._done = True
-        if self._watcher is not None:
-            self._watcher.unwatch(self)
+        w, self._watcher = self._watcher, None  # lines held from now on wake nobody
+        if w is not None:
+            w.unwatch(self)
 
     def _wake(self) -> None:
         """A log line is held: the watcher must wake by its release time (never blocks)."""

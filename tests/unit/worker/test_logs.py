@@ -379,7 +379,7 @@ def test_a_mask_over_part_of_a_secret_cannot_leave_the_rest_readable() -> None:
     assert masker.safe_cut(f"ab Z{secret}", 6) == 3
 
 
-def test_own_lines_are_held_until_a_step_starts_then_go_out_in_order(
+def test_own_lines_are_held_until_output_then_go_out_in_order(
     writer: LogWriter, client: redis.Redis, store: Store, job_id: str
 ) -> None:
     woken: list[int] = []
@@ -390,12 +390,46 @@ def test_own_lines_are_held_until_a_step_starts_then_go_out_in_order(
     assert woken == [1]
     assert writer.held_until() is not None
     writer.begin_step(1)
-    assert lines(client, job_id) == ["##[ci-pool] job starts", "##[ci-pool] checkout"]
+    assert lines(client, job_id) == []  # a step starting sends nothing by itself
+    writer.write(b"first output\n")  # output never overtakes a held line
+    assert lines(client, job_id) == [
+        "##[ci-pool] job starts",
+        "##[ci-pool] checkout",
+        "first output",
+    ]
     assert writer.held_until() is None
     writer.line("##[step] 1 exit 0")
-    writer.write(b"late output\n")  # output is never held, and never overtakes a line
-    assert lines(client, job_id)[2:] == ["##[step] 1 exit 0", "late output"]
+    writer.write(b"late output\n")
+    assert lines(client, job_id)[3:] == ["##[step] 1 exit 0", "late output"]
     assert woken == [1, 1]
+
+
+def test_a_step_without_output_sends_its_lines_with_the_end_of_the_log(
+    writer: LogWriter, client: redis.Redis, store: Store, job_id: str
+) -> None:
+    sent: list[int] = []
+    publish = writer._publish
+
+    def counting(entries: list[dict[str, str]], *, last: bool = False) -> None:
+        sent.append(len(entries))
+        publish(entries, last=last)
+
+    writer._publish = counting  # type: ignore[method-assign]
+    writer.on_hold = lambda: None
+    writer.line("##[ci-pool] job starts")
+    writer.line("##[step] 1 true")
+    writer.begin_step(1)
+    writer.end_step()
+    writer.line("##[step] 1 exit 0 in 0.00s")
+    writer.line("##[ci-pool] succeeded")
+    writer.close()
+    assert lines(client, job_id) == [
+        "##[ci-pool] job starts",
+        "##[step] 1 true",
+        "##[step] 1 exit 0 in 0.00s",
+        "##[ci-pool] succeeded",
+    ]
+    assert sent == [5]  # one round trip: the four lines and the end marker
 
 
 def test_held_lines_go_out_when_their_time_is_up_or_at_close(
