@@ -23,6 +23,8 @@ from ci_pool.worker.logs import LogWriter
 log = logging.getLogger(__name__)
 #: How long ``finish`` waits for the monitor's action in progress (a heartbeat) to end.
 FINISH_WAIT = 5.0
+#: How often an idle watcher checks that its runner thread is still there (else it ends).
+IDLE_CHECK = 60.0
 
 
 class LeaseKeeper(Protocol):
@@ -195,6 +197,8 @@ class Watcher(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(name="ci-pool-monitor", daemon=True)
+        #: The runner thread whose jobs this watches: the watcher ends after it.
+        self.owner = threading.current_thread()
         #: Set when the monitor changes or must act sooner than the watcher planned.
         self.wake = threading.Event()
         #: Held while a monitor acts: ``unwatch`` waits for it.
@@ -225,7 +229,8 @@ class Watcher(threading.Thread):
             self.wake.clear()
             monitor = self._monitor
             if monitor is None:
-                self.wake.wait()
+                if not self.wake.wait(IDLE_CHECK) and not self.owner.is_alive():
+                    return
                 continue
             wait = monitor.due() - time.monotonic()
             if wait > 0:

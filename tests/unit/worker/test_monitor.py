@@ -238,3 +238,23 @@ def test_a_forked_process_watches_its_own_jobs() -> None:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_the_watcher_of_a_thread_that_ended_ends_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(monitor_module, "IDLE_CHECK", 0.01)
+    lease = Beats()
+    made: list[threading.Thread] = []
+
+    def one_job() -> None:
+        m = watched(lease, "short-lived")
+        m.start()
+        made.extend(monitor_threads())
+        m.finish()
+
+    runner = threading.Thread(target=one_job)
+    runner.start()
+    runner.join(WAIT)
+    owned = [t for t in made if getattr(t, "owner", None) is runner]
+    assert len(owned) == 1
+    owned[0].join(WAIT)
+    assert not owned[0].is_alive()
