@@ -285,8 +285,7 @@ def checkout(
     entry = trees.entry(root, req, settings.mirror_cache)
     layers = req.layers if settings.tree_overlay else None
     if layers is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        why_not = overlay.available(root)
+        why_not = overlay.available(root)  # makes the root on its first probe
         if why_not is not None:
             log(f"workspace: copying the cached tree ({why_not})")
             layers = None
@@ -413,8 +412,13 @@ def mirror_path(root: Path, repo: str) -> Path:
 def _locked(mirror: Path, *, exclusive: bool) -> Iterator[None]:
     """Fetches take the mirror exclusively; checkouts share it, so no job reads a mirror
     while another job's fetch rewrites its refs and packs."""
-    mirror.parent.mkdir(parents=True, exist_ok=True)
-    with open(mirror.with_suffix(".lock"), "a+b") as fh:
+    lock = mirror.with_suffix(".lock")
+    try:
+        fh = open(lock, "a+b")  # closed by the with below
+    except FileNotFoundError:  # the first use of the directory: made then, not every time
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a+b")
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield

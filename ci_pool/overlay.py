@@ -50,9 +50,17 @@ def _mount(lower: Path, upper: Path, work: Path, merged: Path) -> None:
 def mount(lower: Path, layers: Path, merged: Path) -> None:
     """Mount ``lower`` read-only under a fresh upper layer in ``layers`` at ``merged``."""
     upper, work = layers / "upper", layers / "work"
-    os.makedirs(upper)  # plain os calls: pathlib's cost more CPU than the mount itself
+    # Plain os calls, one each where the parent exists (the job's directory): pathlib's
+    # and os.makedirs' stat of the parent cost more CPU than the mount itself.
+    try:
+        os.mkdir(upper)
+    except FileNotFoundError:
+        os.makedirs(upper)
     os.mkdir(work)
-    os.makedirs(merged, exist_ok=True)
+    try:
+        os.mkdir(merged)
+    except (FileExistsError, FileNotFoundError):
+        os.makedirs(merged, exist_ok=True)  # raises as before when it is not a directory
     _mount(lower, upper, work, merged)
 
 
@@ -134,13 +142,20 @@ def unmount_under(root: Path) -> list[Path]:
 
 
 def available(scratch: Path) -> str | None:
-    """None when an overlay can be mounted in ``scratch`` (probed once per directory),
-    else why not."""
+    """None when an overlay can be mounted in ``scratch`` (probed once per directory,
+    which is made then if missing), else why not."""
     if scratch in _probed:  # asked before under this very path: no resolve() again
         return _probed[scratch]
-    asked, scratch = scratch, scratch.resolve()
     with _probe_lock:
         if scratch in _probed:
+            return _probed[scratch]
+        try:
+            os.makedirs(scratch, exist_ok=True)  # made here, on the first question only
+        except OSError as exc:
+            return f"{scratch}: {exc.strerror or exc}"
+        asked, scratch = scratch, scratch.resolve()
+        if scratch in _probed:
+            _probed[asked] = _probed[scratch]
             return _probed[scratch]
         reason = _probe(scratch)
         _probed[scratch] = _probed[asked] = reason

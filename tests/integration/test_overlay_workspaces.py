@@ -206,3 +206,33 @@ def test_the_mounts_under_a_directory_are_found_whatever_its_name_and_only_those
     finally:
         overlay.unmount_under(tmp_path)
     assert overlay.mounted_under(tmp_path) == []
+
+
+def test_a_tree_cache_removed_while_the_runner_runs_is_made_again_at_the_next_checkout(
+    tmp_path: Path, mountable: None
+) -> None:
+    # The cache's directories are made when first missing, not at every checkout: one an
+    # operator removes under a running runner comes back at the next job's checkout.
+    base = tmp_path / "srv"
+    base.mkdir()
+    sha = make_repo(base / "r.git", FILES)
+    daemon = GitDaemon.start(base)
+    settings = load_settings(
+        None, home=tmp_path / "home", tree_cache_size=1, tree_overlay_min_bytes=0
+    )
+    url = daemon.url("r.git")
+    jobs = [tmp_path / f"job{i}" for i in range(3)]
+    try:
+        for i, job in enumerate(jobs):
+            w = job / "src"
+            checkout(CheckoutRequest(url, sha, w, layers=job), settings)
+            assert (w / "f.txt").read_text() == "v0\n"
+            assert os.path.ismount(w), f"checkout {i} is not an overlay"
+            assert overlay.unmount_under(job) == []
+            if i == 1:  # then the whole cache goes
+                subprocess.run(["rm", "-rf", str(settings.resolved_tree_root)], check=True)
+        assert settings.resolved_tree_root.is_dir()
+    finally:
+        for job in jobs:
+            overlay.unmount_under(job)
+        daemon.stop()
