@@ -46,8 +46,9 @@ ARGS: dict[str, list[str]] = {
     "docker": ["--jobs", "20"],  # 20 cold and 20 warm jobs after 2 warm-ups each
     "pipeline": ["--seconds", "1"],  # builds of 1 s: the makespans' overheads are the figure
     # 10 cold status() calls (the target's series) on the same 110k-job stores; 5 of each
-    # warm series and of each query on its own
-    "status": ["--runs", "10", "--part-runs", "5"],
+    # warm series and of each query on its own; 3 of every series without the indexes (a
+    # comparison, no target: 4-5 times slower on SQLite, far beyond its run-to-run spread)
+    "status": ["--runs", "10", "--part-runs", "5", "--noindex-runs", "3"],
     # every series 300 calls, but the list's (a page of 100, the slowest call, no target):
     # 100 calls on the same store
     "api": ["--list-calls", "100"],

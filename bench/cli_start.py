@@ -148,6 +148,13 @@ def first_job(argv: list[str], env: dict[str, str], cwd: Path) -> str:
     return res.stdout.strip()
 
 
+def warm_up(argvs: dict[str, tuple[list[str], dict[str, str]]], skip: set[str], cwd: Path) -> None:
+    """Each command once, untimed, but those in ``skip`` (warm already)."""
+    for key, (argv, env) in argvs.items():
+        if key not in skip:
+            run_once(argv, env, cwd, importtime=False)
+
+
 def measure(
     bench: Bench, runs: int, import_runs: int, compare: str | None
 ) -> dict[str, dict[str, list[float]]]:
@@ -164,10 +171,20 @@ def measure(
     trees = {"current": str(REPO_ROOT)}
     if compare:
         trees[compare] = str(export_revision(compare, bench.tmp / "compare"))
-    # Nothing is timed until the rounds: up starts while the local store gets its first job.
+    # Nothing is timed until the rounds: up starts while the local store gets its first job
+    # and the local commands warm up (none of them needs up).
     up_ready = start_up(bench, redis.url, {"PYTHONPATH": trees["current"]})
     submit = commands(repo.url, repo.sha, "-")["submit"]
     job_local = first_job(submit, {**local, "PYTHONPATH": trees["current"]}, bench.tmp)
+    local_argvs: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for name, argv in commands(repo.url, repo.sha, job_local).items():
+        if name != "help":
+            local_argvs[f"{name}{LOCAL}"] = (argv, {**local, "PYTHONPATH": trees["current"]})
+    # Warm the bytecode and page caches: every command once, but those the first jobs just
+    # ran (submit, in both modes, on the current tree) and the baseline (whose imports
+    # every command makes) are warm already.
+    warm = {"submit", f"submit{LOCAL}", BASELINE}
+    warm_up(local_argvs, warm, bench.tmp)
     # With up running: the user's shell sets nothing but the home (README "Using it").
     user = {**clean_env(), "CI_POOL_HOME": str(up_ready())}
     job_up = first_job(submit, {**user, "PYTHONPATH": trees["current"]}, bench.tmp)
@@ -180,18 +197,10 @@ def measure(
         for name, argv in commands(repo.url, repo.sha, job_up).items():
             argvs[f"{name}{at}"] = (argv, {**user, "PYTHONPATH": path})
         if tree == "current":
-            for name, argv in commands(repo.url, repo.sha, job_local).items():
-                if name != "help":
-                    argvs[f"{name}{LOCAL}"] = (argv, {**local, "PYTHONPATH": path})
+            argvs.update(local_argvs)
     for key in argvs:
         series[key] = {"wall": [], "import": []}
-    # Warm the bytecode and page caches: every command once, but those the first jobs just
-    # ran (submit, in both modes, on the current tree) and the baseline (whose imports
-    # every command makes) are warm already.
-    warm = {"submit", f"submit{LOCAL}", BASELINE}
-    for key, (argv, e) in argvs.items():
-        if key not in warm:
-            run_once(argv, e, bench.tmp, importtime=False)
+    warm_up(argvs, warm | set(local_argvs), bench.tmp)
     log(f"set up (up ready, first jobs, caches warm) in {time.monotonic() - t0:.1f} s")
     for i in range(runs):
         for key, (argv, e) in argvs.items():

@@ -3,7 +3,8 @@
 finished jobs, with the store's indexes and without them.
 
     python bench/status.py [--queued 10000] [--finished 100000] [--runs 20] [--part-runs N]
-                           [--no-postgres] [--quick] [--out bench/results/status.json] [--keep]
+                           [--noindex-runs N] [--no-postgres] [--quick]
+                           [--out bench/results/status.json] [--keep]
 
 Everything runs in temp dirs on 127.0.0.1 (bench/harness.py): its own redis-server (the runner
 registry), a SQLite store and, when `initdb`/`pg_ctl` and a psycopg driver are here, a
@@ -435,11 +436,12 @@ def bench_backend(
         if label == "without_indexes":
             drop_indexes(store)
         before = index_names(store)
-        plans = query_plans(store, args.part_runs)
-        # The targets apply to the indexed store's cold series; without the indexes it is a
-        # comparison, so it runs --part-runs times like the other series.
-        cold_runs = args.runs if label == "with_indexes" else args.part_runs
-        timing = time_status(settings, cold_runs, args.part_runs)
+        # The targets apply to the indexed store's cold series; without the indexes every
+        # series is a comparison (no target), run --noindex-runs times.
+        indexed = label == "with_indexes"
+        part_runs = args.part_runs if indexed else args.noindex_runs
+        plans = query_plans(store, part_runs)
+        timing = time_status(settings, args.runs if indexed else part_runs, part_runs)
         after = index_names(store)
         timing["check"] = check_rows(timing.pop("status_rows"), args.queued, runners)
         out[label] = {"indexes": before, "indexes_after_runs": after, **timing, "plans": plans}
@@ -498,7 +500,7 @@ def plot(path: Path, results: list[dict[str, Any]], args: argparse.Namespace) ->
     ax.set_ylabel("ms per Pool(settings).status()")
     ax.set_ylim(0, max(max(mx), TARGET_MS) * 1.15)
     ax.set_title(
-        f"Pool(settings).status(), {runs} runs with the indexes, {args.part_runs} without"
+        f"Pool(settings).status(), {runs} runs with the indexes, {args.noindex_runs} without"
         " (dotted: 1 s target)",
         fontsize=10,
     )
@@ -541,6 +543,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="runs of the warm series and of each query on its own (default: --runs)",
     )
+    ap.add_argument(
+        "--noindex-runs",
+        type=int,
+        default=None,
+        help="runs of every series on the stores without the indexes (default: --part-runs)",
+    )
     ap.add_argument("--seed", type=int, default=1, help="seed of the generated jobs")
     ap.add_argument("--no-postgres", action="store_true", help="SQLite only")
     add_common_args(ap, "status")
@@ -549,8 +557,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.queued, args.finished, args.runs = 500, 5000, 3
     if args.part_runs is None or args.quick:
         args.part_runs = args.runs
-    if args.runs < 2 or args.part_runs < 2:
-        ap.error("--runs and --part-runs must be at least 2")
+    if args.noindex_runs is None or args.quick:
+        args.noindex_runs = args.part_runs
+    if args.runs < 2 or args.part_runs < 2 or args.noindex_runs < 2:
+        ap.error("--runs, --part-runs and --noindex-runs must be at least 2")
     return args
 
 
@@ -600,6 +610,7 @@ def build_report(
             "status_window_h": 1,
             "runs": args.runs,
             "part_runs": args.part_runs,
+            "noindex_runs": args.noindex_runs,
             "seed": args.seed,
             "capability_mix": {k: {"share": s, "median_run_s": m} for k, (s, m) in CAP_MIX.items()},
             "outcomes": dict(OUTCOMES),

@@ -145,7 +145,9 @@ def insert_many(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]]
 
 def fill_store(db: Path, pipeline_id: str, jobs: int, repo_url: str) -> dict[str, Any]:
     """Copy the submitted pipeline (and its jobs) until the store holds ``jobs`` jobs:
-    pipelines one minute apart back from now, the newest ten running, every 7th failed."""
+    pipelines one minute apart back from now, the newest ten running, every 7th failed.
+    One transaction, with a page cache as large as the tables while they fill (random ids
+    spread the inserts over every index page); each distinct timestamp formatted once."""
     conn = sqlite3.connect(db)
     template = rows_of(conn, "SELECT * FROM pipelines WHERE id = ?", pipeline_id)[0]
     template_jobs = rows_of(conn, "SELECT * FROM jobs WHERE pipeline_id = ?", pipeline_id)
@@ -154,6 +156,8 @@ def fill_store(db: Path, pipeline_id: str, jobs: int, repo_url: str) -> dict[str
     start = time.perf_counter()
     batch_p: list[dict[str, Any]] = []
     batch_j: list[dict[str, Any]] = []
+    conn.execute("PRAGMA cache_size=-262144")  # this connection's own, closed below
+    last_job = len(template_jobs) - 1
     with conn:
         for i in range(1, pipelines):  # the submitted one is the newest
             created = now - timedelta(minutes=i)
@@ -161,14 +165,17 @@ def fill_store(db: Path, pipeline_id: str, jobs: int, repo_url: str) -> dict[str
             failed = not running and i % 7 == 0
             pid = uuid.uuid4().hex[:16]
             state = "running" if running else ("failed" if failed else "succeeded")
+            at = stamp(created)
+            repo = f"{repo_url.rsplit('/', 1)[0]}/repo{i % REPOS}.git"
+            ref = "main" if i % 3 else f"refs/heads/feature-{i % 50}"
             batch_p.append(
                 {
                     **template,
                     "id": pid,
-                    "repo": f"{repo_url.rsplit('/', 1)[0]}/repo{i % REPOS}.git",
-                    "ref": "main" if i % 3 else f"refs/heads/feature-{i % 50}",
+                    "repo": repo,
+                    "ref": ref,
                     "state": state,
-                    "created_at": stamp(created),
+                    "created_at": at,
                     "finished_at": None if running else stamp(created + timedelta(seconds=50)),
                 }
             )
@@ -176,24 +183,25 @@ def fill_store(db: Path, pipeline_id: str, jobs: int, repo_url: str) -> dict[str
                 job_state = "succeeded"
                 if running:
                     job_state = "running" if n == 0 else "blocked"
-                elif failed and n == len(template_jobs) - 1:
+                elif failed and n == last_job:
                     job_state = "failed"
                 began = created + timedelta(seconds=2 + 8 * n)
+                began_at = stamp(began)
                 batch_j.append(
                     {
                         **job,
                         "id": uuid.uuid4().hex[:16],
                         "pipeline_id": pid,
-                        "repo": batch_p[-1]["repo"],
-                        "ref": batch_p[-1]["ref"],
+                        "repo": repo,
+                        "ref": ref,
                         "state": job_state,
                         "attempt": 0 if job_state == "blocked" else 1,
                         "runner_id": None if job_state == "blocked" else "bench@host",
                         "exit_code": {"succeeded": 0, "failed": 1}.get(job_state),
-                        "created_at": stamp(created),
-                        "updated_at": stamp(began),
-                        "queued_at": stamp(created),
-                        "started_at": None if job_state == "blocked" else stamp(began),
+                        "created_at": at,
+                        "updated_at": began_at,
+                        "queued_at": at,
+                        "started_at": None if job_state == "blocked" else began_at,
                         "finished_at": stamp(began + timedelta(seconds=7))
                         if job_state in ("succeeded", "failed")
                         else None,
