@@ -422,8 +422,8 @@ def test_a_long_log_keeps_anchors_colours_and_every_line_reachable(
     browser: Any, harness: Harness, api_url: str, long_job: str
 ) -> None:
     """The log is drawn a chunk at a time (off-screen chunks skipped): a link to a line far
-    down the first window still lands on that line, drawn; the steps' outcomes arrive once
-    their table is on screen; scrolling down brings every line, in order; the page's
+    down the first window still lands on that line, drawn; the steps' outcomes (read apart
+    for a long log) arrive; scrolling down brings every line, in order; the page's
     stylesheet and scripts come from the browser's cache on the next visit."""
     from selenium.webdriver.common.by import By
 
@@ -437,7 +437,7 @@ def test_a_long_log_keeps_anchors_colours_and_every_line_reachable(
     line = browser.find_element(By.ID, "L420")
     assert line.is_displayed() and "row" in line.text
 
-    # The steps table is off screen: its outcomes come when it is scrolled to.
+    # The steps' outcomes come from their own fragment, shown when scrolled back up.
     browser.execute_script("window.scrollTo(0, 0)")
     wait_for(
         browser,
