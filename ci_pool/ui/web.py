@@ -3,11 +3,12 @@ headers of every ``/ui/`` response, and errors shown as pages instead of JSON.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -35,9 +36,40 @@ _HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 
+#: A year: how long a browser keeps a static file whose URL names its digest.
+_IMMUTABLE = b"public, max-age=31536000, immutable"
+_digests: dict[str, tuple[tuple[int, int], str]] = {}
+
+
+def static_digest(name: str) -> str | None:
+    """The first 16 hex digits of the sha256 of ``static/<name>`` (re-read when its size or
+    mtime changes), or None when there is no such file directly in ``static/``."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = HERE / "static" / name
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (st.st_mtime_ns, st.st_size)
+    known = _digests.get(name)
+    if known is None or known[0] != key:
+        known = (key, hashlib.sha256(path.read_bytes()).hexdigest()[:16])
+        _digests[name] = known
+    return known[1]
+
+
+def static_url(name: str) -> str:
+    """``/ui/static/<name>?v=<digest>``: the URL changes with the file's bytes, so a browser
+    keeps the file for good and never asks again while a page loads (a stylesheet it has to
+    revalidate holds the page's first paint until the server answers)."""
+    return f"{PREFIX}/static/{name}?v={static_digest(name)}"
+
+
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.autoescape = True
 templates.env.globals["log_html"] = render.log_html
+templates.env.globals["static"] = static_url
 
 
 class LoginRequired(Exception):
@@ -118,8 +150,17 @@ def page(
     return response
 
 
+def _immutable(scope: Scope, path: str) -> bool:
+    """The request names a static file by its current digest (``?v=``, as ``static_url``
+    writes it): its answer may be cached for good."""
+    asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v")
+    name = path[len(f"{PREFIX}/static/") :]
+    return asked is not None and asked[-1] == static_digest(name)
+
+
 class SecurityHeaders:
-    """The CSP and its companions on every ``/ui/`` response; pages are never cached."""
+    """The CSP and its companions on every ``/ui/`` response; pages are never cached, static
+    files asked for by their digest are cached for good."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -130,6 +171,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         static = path.startswith(f"{PREFIX}/static/")
+        immutable = static and _immutable(scope, path)
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -137,6 +179,8 @@ class SecurityHeaders:
                 headers += _HEADERS
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
+                elif immutable and message.get("status") == 200:
+                    headers.append((b"cache-control", _IMMUTABLE))
                 message["headers"] = headers
             await send(message)
 

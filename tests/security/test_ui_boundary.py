@@ -1,14 +1,17 @@
 """The web view's boundary: forms need the session's CSRF value, what a job prints or
 writes as a summary stays inert, every page carries a CSP without 'unsafe-inline' and no
 inline script or style, the session cookie's flags, no open redirect through ``next=``,
-and masked secrets stay masked on every page and stream."""
+masked secrets stay masked on every page and stream, and only the static files themselves
+are cached for good."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi import FastAPI
@@ -205,3 +208,42 @@ def test_a_local_next_is_kept(harness: Harness, ui_app: FastAPI) -> None:
     started = time.monotonic()
     assert client.get(res.headers["location"]).status_code == 200
     assert time.monotonic() - started < 5
+
+
+def test_only_a_static_file_under_its_own_digest_is_cached_for_good(
+    harness: Harness, ui_app: FastAPI
+) -> None:
+    """Pages name their stylesheet and scripts by digest, and those answers may be kept for
+    good; any other ``v=`` (or none) is not, and no name reaches outside ``static/``."""
+    client = browser(ui_app)
+    login(client, make_token(harness, "read"))
+    page = client.get("/ui/pipelines")
+    urls = [html.unescape(u) for u in re.findall(r'(?:href|src)="(/ui/static/[^"]+)"', page.text)]
+    digests = {urlsplit(u).path: parse_qs(urlsplit(u).query)["v"][0] for u in urls}
+    assert sorted(digests) == ["/ui/static/htmx.min.js", "/ui/static/ui.css"]
+    for url in urls:
+        res = client.get(url)
+        assert res.status_code == 200, url
+        assert hashlib.sha256(res.content).hexdigest()[:16] == digests[urlsplit(url).path]
+        assert res.headers["cache-control"] == "public, max-age=31536000, immutable"
+    css = digests["/ui/static/ui.css"]
+    for path in (
+        "/ui/static/ui.css",
+        "/ui/static/ui.css?v=0000000000000000",
+        f"/ui/static/htmx.min.js?v={css}",
+        f"/ui/static/ui.css?v={css}&v=0",
+    ):
+        res = client.get(path)
+        assert res.status_code == 200, path
+        assert "immutable" not in res.headers.get("cache-control", ""), path
+    for path in (
+        "/ui/static/%2e%2e/web.py",
+        f"/ui/static/..%2fweb.py?v={css}",
+        "/ui/static/%2e%2e%2fweb.py?v=",
+        "/ui/static/.gitignore?v=",
+        "/ui/static/?v=",
+    ):
+        res = client.get(path)
+        assert res.status_code == 404, path
+        assert "immutable" not in res.headers.get("cache-control", ""), path
+        assert "import" not in res.text, path

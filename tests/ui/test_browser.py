@@ -53,6 +53,23 @@ jobs:
           while [ ! -f "$GITHUB_WORKSPACE/never" ]; do sleep 0.1; done
 """
 
+#: ``long`` prints LONG_ROWS numbered rows, one of them coloured: more than the job page
+#: renders at first, so the rest comes window by window as the page scrolls.
+LONG_ROWS = 1300
+LONG_WORKFLOW = f"""\
+name: ui-long
+on: push
+jobs:
+  long:
+    runs-on: linux
+    steps:
+      - name: count
+        run: |
+          i=1
+          while [ $i -le {LONG_ROWS} ]; do echo "row $i"; i=$((i + 1)); done
+          printf 'last \\033[31mred\\033[0m row\\n'
+"""
+
 HOSTILE_SCRIPT = "<script>window.__pwned=1</script>"
 HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
 
@@ -94,6 +111,16 @@ def run(
     for job_id in (run.live, run.victim):  # whatever a failed test left running
         if pool.get(job_id).state in ("queued", "running", "blocked"):
             pool.cancel(job_id)
+
+
+@pytest.fixture(scope="module")
+def long_job(harness: Harness, git_server: GitServer, linux_worker: Worker) -> str:
+    """A finished job whose log is longer than the job page's first window."""
+    pool = harness.pool()
+    pipeline = pool.submit_pipeline(LONG_WORKFLOW, "long.yml", git_server.url(), "main")
+    (job,) = pool.store.pipeline_jobs(pipeline.id)
+    assert pool.wait(job.id, timeout=WAIT_S * 2).state == "succeeded"
+    return job.id
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -368,3 +395,85 @@ def test_csp_blocks_inline_script(browser: Any, run: Run) -> None:
         timeout=10,
     )
     assert pwned(browser) is None
+
+
+#: Where the ``:target`` line is drawn, its text as the page shows it, and whether it is what
+#: the browser finds at its own middle (drawn there, not covered).
+TARGET = """
+const t = document.querySelector(':target');
+if (!t) return null;
+const r = t.getBoundingClientRect();
+const y = (Math.max(r.top, 0) + Math.min(r.bottom, innerHeight)) / 2;
+const hit = document.elementFromPoint(r.left + r.width / 2, y);
+return {id: t.id, top: r.top, bottom: r.bottom, height: innerHeight, text: t.innerText,
+        hit: !!hit && t.contains(hit)};
+"""
+
+#: The log's line numbers and texts in page order, and whether a "more" link is left.
+LINES = """
+const log = document.querySelector('[data-test="log"]');
+return {ids: [...log.querySelectorAll('.line')].map(l => l.id),
+        texts: [...log.querySelectorAll('.line .tx')].map(t => t.textContent),
+        more: !!log.querySelector('[data-test="log-more"]')};
+"""
+
+
+def test_a_long_log_keeps_anchors_colours_and_every_line_reachable(
+    browser: Any, harness: Harness, api_url: str, long_job: str
+) -> None:
+    """The log is drawn a chunk at a time (off-screen chunks skipped): a link to a line far
+    down the first window still lands on that line, drawn; the steps' outcomes (read apart
+    for a long log) arrive; scrolling down brings every line, in order; the page's
+    stylesheet and scripts come from the browser's cache on the next visit."""
+    from selenium.webdriver.common.by import By
+
+    login(browser, api_url, make_token(harness, "read"))
+    page = f"{api_url}/ui/jobs/{long_job}"
+    browser.get(f"{page}#L420")
+    target = wait_for(browser, "no line is the :target", lambda d: d.execute_script(TARGET))
+    assert target["id"] == "L420", target
+    assert target["top"] < target["height"] and target["bottom"] > 0 and target["hit"], target
+    assert "row" in target["text"], target
+    line = browser.find_element(By.ID, "L420")
+    assert line.is_displayed() and "row" in line.text
+
+    # The steps' outcomes come from their own fragment, shown when scrolled back up.
+    browser.execute_script("window.scrollTo(0, 0)")
+    wait_for(
+        browser,
+        "the step's outcome never showed",
+        lambda d: [e.text for e in by_test(d, "step-outcome")] == ["ok"],
+    )
+
+    # Scrolling to the end fetches the next window each time, until the log's end.
+    def at_the_end(d: Any) -> Any:
+        shown = d.execute_script(LINES)
+        if not shown["more"]:
+            return shown
+        d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        return None
+
+    shown = wait_for(browser, "the log's end never came", at_the_end, every=0.2)
+    numbers = [int(i[1:]) for i in shown["ids"]]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) > LONG_ROWS
+    rows = [t for t in shown["texts"] if t.startswith("row ")]
+    assert rows == [f"row {i}" for i in range(1, LONG_ROWS + 1)]
+    assert "last red row" in shown["texts"]
+    red = browser.find_element(By.CSS_SELECTOR, '[data-test="log"] .ansi-fg-1')
+    browser.execute_script("arguments[0].scrollIntoView()", red)
+    assert red.is_displayed() and red.text == "red"
+
+    # The next visit: the stylesheet and scripts are not asked of the server again.
+    browser.get(page)
+    wait_for(browser, "the page never loaded", lambda d: d.execute_script(LINES)["ids"])
+    static = browser.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/ui/static/'))"
+        ".map(e => ({name: e.name, transferSize: e.transferSize}))"
+    )
+    assert {urlparse(e["name"]).path.rsplit("/", 1)[1] for e in static} >= {
+        "ui.css",
+        "htmx.min.js",
+        "log.js",
+    }, static
+    assert all(e["transferSize"] == 0 for e in static), static

@@ -4,6 +4,7 @@ kept on the web view."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -44,9 +45,33 @@ def test_log_html_escapes_text_and_folds_groups() -> None:
     assert html.endswith(
         '<div class="line own" id="L4"><a class="ln" href="#L4">4</a>'
         '<time class="ts">05:00:03</time>'
-        '<span class="tx">##[ci-pool] done &amp; dusted</span></div>'
+        '<span class="tx">##[ci-pool] done &amp; dusted</span></div></div>'
     )
     assert "endgroup" not in html
+
+
+def _top_blocks(chunk: str) -> int:
+    """How many lines and groups a chunk holds (a group's lines count as one)."""
+    outside = re.sub(r"<details.*?</details>", "<details>", chunk)
+    return outside.count('<div class="line') + outside.count("<details>")
+
+
+def test_log_html_puts_the_lines_in_chunks_in_order() -> None:
+    """The lines in ``chunk`` blocks of at most CHUNK_BLOCKS lines or groups each (what the
+    browser skips drawing while off screen), in order, a group never split."""
+    size = render.CHUNK_BLOCKS
+    n = 2 * size + 5
+    texts = {4: "##[group]inside", size + 3: "##[endgroup]"}
+    lines = [LogLine(i, AT, texts.get(i, f"line {i}")) for i in range(1, n + 1)]
+    html = str(render.log_html(render.log_blocks(lines)))
+    chunks = html.split('</div><div class="chunk">')
+    assert html.startswith('<div class="chunk">') and html.endswith("</div></div>")
+    # Lines 1-3, the group (lines 4 to size + 3), then the size + 2 lines after it.
+    assert [_top_blocks(c) for c in chunks] == [size, 6]
+    assert html.count("<details") == 1 and "</details>" in chunks[0]
+    shown = [int(x) for x in re.findall(r'id="L(\d+)"', html)]
+    assert shown == [i for i in range(1, n + 1) if i != size + 3]
+    assert str(render.log_html([])) == ""
 
 
 def test_step_outcomes_come_from_the_step_lines() -> None:
