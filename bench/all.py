@@ -21,7 +21,6 @@ code is 1 when any failed. ``--quick`` passes ``--quick`` to each (results under
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from harness import BENCH_DIR, Bench, logger, pyplot, save_figure
+from harness import BENCH_DIR, Bench, load_script, logger, pyplot, save_figure
 
 #: The order `make bench` runs them in: the cheap, load-sensitive ones first.
 BENCHMARKS = (
@@ -92,11 +91,7 @@ def preload(names: Sequence[str]) -> dict[str, ModuleType]:
     its own (``bench_docker``: a plain ``docker`` is docker-py)."""
     modules = {}
     for name in names:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH_DIR / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        modules[name] = module
+        modules[name] = load_script(BENCH_DIR / f"{name}.py")
     pyplot()
     return modules
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, Protocol
 
 
@@ -79,6 +80,17 @@ EXPECTED = ("docker",)
 
 class Stoppable(Protocol):
     def stop(self) -> None: ...
+
+
+def load_script(path: Path, name: str | None = None) -> ModuleType:
+    """Import the benchmark script at ``path`` without running it (its ``__main__`` guard
+    stays shut), under ``name`` (default ``bench_<stem>``: a plain ``docker`` is docker-py)
+    in ``sys.modules``."""
+    spec = importlib.util.spec_from_file_location(name or f"bench_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def logger(name: str) -> Callable[[str], None]:

@@ -13,11 +13,10 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # Generates a small repository with bench/ first on the path, as `python bench/checkout.py`
 # sees it, and prints the tip after create() and after add_commits().
 _GENERATE = """
-import importlib.util, pathlib, sys
+import pathlib, sys
 sys.path.insert(0, sys.argv[1])
-spec = importlib.util.spec_from_file_location("bench_checkout", sys.argv[2])
-module = sys.modules["bench_checkout"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+from harness import load_script
+module = load_script(pathlib.Path(sys.argv[2]), "bench_checkout")
 gen = module.RepoGenerator(
     files=30, binaries=3, blob_kb=8, edits_per_commit=4, binary_every=2, seed=7
 )

@@ -12,11 +12,10 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 # Loads one script the way `python bench/NAME.py` sees the world (bench/ first on the path)
 # without running its main().
 _PROBE = """
-import importlib.util, sys
+import pathlib, sys
 sys.path.insert(0, sys.argv[1])
-spec = importlib.util.spec_from_file_location("bench_script", sys.argv[2])
-module = sys.modules["bench_script"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+from harness import load_script
+module = load_script(pathlib.Path(sys.argv[2]), "bench_script")
 """
 
 
