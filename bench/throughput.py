@@ -52,13 +52,12 @@ TARGET_JOBS_PER_S = 100.0
 PROFILE_WARMUP = 5
 #: Where the next halving of a no-op job's cost is, from the profile below.
 HALVE_NEXT = (
-    "the step (fork/exec of the shell and its ~80 environment variables, ~1.5 ms of child "
-    "CPU, and the 5 step files), the overlay mount and its unmount with the job's "
-    "remaining directories on disk (~13 mkdir a job), Celery's own per-message cost in "
-    "the main process (~3.5 ms, as bare Celery's), the live log's XADDs, and the per-job "
-    "evidence copies (5 Attempt.note calls); on SQLite the three hot transactions run on "
-    "the DBAPI connection already (store/prepared.py), so what is left of the store is "
-    "SQLite's own work and the writer lock's wait under load"
+    "the step (fork/exec of bash with its ~80 environment variables: about a third of the "
+    "job's time in the pool process), the claim's and the outcome's store transactions "
+    "(on SQLite already on the DBAPI connection, store/prepared.py: what is left is "
+    "SQLite's own commit and the writer lock's wait under load), Celery's own per-message "
+    "cost in the main process (as bare Celery's), and the overlay mount and its unmount "
+    "with the rmtree of the job's directory"
 )
 
 log = logger("throughput")
