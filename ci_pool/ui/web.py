@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,13 +50,15 @@ def static_digest(name: str) -> str | None:
     path = HERE / "static" / name
     try:
         st = path.stat()
-    except OSError:
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        known = _digests.get(name)
+        if known is None or known[0] != key:
+            known = (key, hashlib.sha256(path.read_bytes()).hexdigest()[:16])
+            _digests[name] = known
+    except OSError:  # gone or unreadable: no digest, so no long-lived cache
         return None
-    key = (st.st_mtime_ns, st.st_size)
-    known = _digests.get(name)
-    if known is None or known[0] != key:
-        known = (key, hashlib.sha256(path.read_bytes()).hexdigest()[:16])
-        _digests[name] = known
     return known[1]
 
 

@@ -247,3 +247,19 @@ def test_only_a_static_file_under_its_own_digest_is_cached_for_good(
         assert res.status_code == 404, path
         assert "immutable" not in res.headers.get("cache-control", ""), path
         assert "import" not in res.text, path
+
+
+def test_a_static_digest_is_only_for_a_regular_file_directly_in_static(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ci_pool.ui import web
+
+    static = tmp_path / "static"
+    (static / "sub").mkdir(parents=True)
+    (static / "a.css").write_text("body{}")
+    (static / "sub" / "b.css").write_text("p{}")
+    (static / "link.css").symlink_to(tmp_path / "outside.css")  # dangling
+    monkeypatch.setattr(web, "HERE", tmp_path)
+    assert web.static_digest("a.css") == hashlib.sha256(b"body{}").hexdigest()[:16]
+    for name in ("sub", "sub/b.css", "link.css", "missing.css", "..", ".hidden", ""):
+        assert web.static_digest(name) is None, name
