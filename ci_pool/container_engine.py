@@ -6,10 +6,13 @@ image builds and ``doctor`` alike; ``auto`` takes the first engine whose socket 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -80,6 +83,45 @@ def client_for(endpoint: Endpoint, timeout: float) -> EngineClient:
         client = EngineClient(base_url=endpoint.url, timeout=int(timeout))
     client.runtime = endpoint.runtime
     return client
+
+
+#: The header of each frame of an attached exec's output: stream, 3 zero bytes, length.
+_FRAME = struct.Struct(">BxxxL")
+
+
+def exec_output(api: Any, exec_id: str) -> Iterator[bytes]:
+    """Start the created exec ``exec_id`` (no tty) and yield its output as the engine sends it.
+
+    docker-py reads an attached exec's frames from the socket under the HTTP response, past
+    the response's read buffer: output the engine sent before the client had read the
+    response's headers (a command that prints at once and exits, on a busy host) sits in
+    that buffer and is lost. Here every frame is read through the buffer. An engine reached
+    another way (ssh) keeps docker-py's reader; a connection that drops ends the output, as
+    docker-py's does (the exec's inspect then says what happened)."""
+    stream = api.exec_start(exec_id, stream=True)
+    fp = getattr(getattr(getattr(stream, "_response", None), "raw", None), "_fp", None)
+    fp = getattr(fp, "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    try:
+        if not isinstance(fp, io.BufferedReader) or sock is None:
+            yield from stream
+            return
+        sock.settimeout(None)  # a step may be silent for longer than the client's timeout
+        while True:
+            header = fp.read(_FRAME.size)
+            if len(header) < _FRAME.size:
+                return
+            _, left = _FRAME.unpack(header)
+            while left:
+                data = fp.read1(left)  # what has come of the frame so far
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+    except OSError:
+        return
+    finally:
+        stream.close()
 
 
 def runtime_of(client: object) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from docker.types import Mount
 
-from ci_pool import defaults
+from ci_pool import container_engine, defaults
 
 #: Where the project sits inside the container (a bind mount, like a job's workspace).
 IN_CONTAINER = "/bench"
@@ -216,11 +216,14 @@ def container(client: Any, image: str, project: Project) -> Iterator[Any]:
 def run_in_container(box: Any) -> float:
     """Seconds for one run of the workload inside ``box`` (an exec, as a job's step)."""
     start = time.perf_counter()
-    res = box.exec_run(["sh", f"{IN_CONTAINER}/build.sh", IN_CONTAINER])
+    api = box.client.api
+    exec_id = api.exec_create(box.id, ["sh", f"{IN_CONTAINER}/build.sh", IN_CONTAINER])["Id"]
+    output = b"".join(container_engine.exec_output(api, exec_id))
     took = time.perf_counter() - start
-    if res.exit_code != 0:
-        out = res.output.decode(errors="replace").strip()[-300:]
-        raise RuntimeError(f"the workload exited {res.exit_code} in the container: {out}")
+    code = api.exec_inspect(exec_id).get("ExitCode")
+    if code != 0:
+        out = output.decode(errors="replace").strip()[-300:]
+        raise RuntimeError(f"the workload exited {code} in the container: {out}")
     return took
 
 

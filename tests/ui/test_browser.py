@@ -133,12 +133,19 @@ def wait_for(
     timeout: float = WAIT_S,
     every: float = 0.05,
 ) -> Any:
-    """``check(driver)``'s first truthy value, polled ``every`` s for at most ``timeout``."""
-    from selenium.common.exceptions import TimeoutException
+    """``check(driver)``'s first truthy value, polled ``every`` s for at most ``timeout``.
+    An element that went stale under ``check`` (the page reloaded between finding it and
+    reading it) counts as "not yet"."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        TimeoutException,
+    )
     from selenium.webdriver.support.ui import WebDriverWait
 
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=every).until(check)
+        return WebDriverWait(driver, timeout, every, ignored).until(check)
     except TimeoutException:
         pytest.fail(f"{what} (after {timeout:.0f} s on {driver.current_url})", pytrace=False)
 

@@ -180,7 +180,7 @@ class DockerExecution(Execution):
                 environment={**self.ctx.env, **(env or {})},
                 workdir=defaults.CONTAINER_WORKSPACE,
             )["Id"]
-            for chunk in api.exec_start(exec_id, stream=True):
+            for chunk in container_engine.exec_output(api, exec_id):
                 on_output(chunk)
             code = api.exec_inspect(exec_id).get("ExitCode")
         except ENGINE_ERRORS as exc:
