@@ -114,14 +114,34 @@ def _fail_fast(jobs: Sequence[JobView]) -> list[tuple[str, str]]:
     return cancel
 
 
-def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tuple[bool, str]:
-    results = [n.result for n in needed]
+def ancestors(job: JobView, by_key: Mapping[str, JobView]) -> list[JobView]:
+    """Every job ``job`` needs, directly or through other jobs' needs (each once)."""
+    seen: dict[str, JobView] = {}
+    todo = [k for k in job.needs if k in by_key]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen[key] = by_key[key]
+        todo += [k for k in by_key[key].needs if k in by_key and k not in seen]
+    return list(seen.values())
+
+
+def _should_run(
+    job: JobView, needed: list[JobView], upstream: list[JobView], ctx: dict[str, Any]
+) -> tuple[bool, str]:
+    """Whether a job whose needs ended runs. The status functions of its ``if:`` see every
+    ancestor, as GitHub's do: ``failure()`` holds when any job up the chain failed, also
+    behind a skipped or an ``always()`` job, and ``success()`` does not. A skipped job
+    counts only as a direct need: a job whose needs succeeded runs whatever was skipped
+    further up."""
+    results = [n.result for n in upstream]
     status = (
         "failure"
         if "failure" in results
         else ("cancelled" if "cancelled" in results else "success")
     )
-    skipped = "skipped" in results
+    skipped = any(n.result == "skipped" for n in needed)
     if job.if_expr:
         expr = expressions.parse(job.if_expr)
         explicit = expressions.uses_status_function(expr)
@@ -132,7 +152,10 @@ def _should_run(job: JobView, needed: list[JobView], ctx: dict[str, Any]) -> tup
     if status == "success" and not skipped:
         return True, ""
     bad = [n.key for n in needed if n.result != "success"]
-    return False, f"needs {', '.join(bad)} did not succeed"
+    if bad:
+        return False, f"needs {', '.join(bad)} did not succeed"
+    far = sorted(n.key for n in upstream if n.result in ("failure", "cancelled"))
+    return False, f"{', '.join(far)} further up the needs did not succeed"
 
 
 def _expansion(job: JobView, ctx: Mapping[str, Any], out: Decisions, room: int | None) -> None:
@@ -182,7 +205,7 @@ def decide(
             "needs": needs_context(jobs, {n.job_ref for n in needed}),
         }
         try:
-            run, why = _should_run(job, needed, ctx)
+            run, why = _should_run(job, needed, ancestors(job, by_key), ctx)
         except (expressions.ExpressionError, ValueError, TypeError) as exc:
             out.skip.append((job.id, f"if: {job.if_expr} could not be evaluated: {exc}"))
             continue

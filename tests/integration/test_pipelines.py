@@ -83,6 +83,13 @@ def test_failed_job_skips_dependents_unless_their_if_says_otherwise(
         "  report:\n    needs: build\n    if: failure()\n    runs-on: linux\n"
         "    steps:\n      - run: echo reporting ${{ needs.build.result }}\n"
         "  after-test:\n    needs: test\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
+        # failure() sees build's failure behind two skipped jobs, as on GitHub.
+        "  notify:\n    needs: after-test\n    if: failure()\n    runs-on: linux\n"
+        "    steps:\n      - run: echo notifying\n"
+        # A cleanup that always runs does not let the failure through to publish.
+        "  cleanup:\n    needs: build\n    if: always()\n    runs-on: linux\n"
+        "    steps:\n      - run: echo cleaning\n"
+        "  publish:\n    needs: cleanup\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
     )
     code, pipe = run_workflow(harness, git_server, wf)
     jobs = {j["key"]: j for j in pipe["jobs"]}
@@ -95,6 +102,10 @@ def test_failed_job_skips_dependents_unless_their_if_says_otherwise(
     assert jobs["report"]["state"] == "succeeded"
     log = harness.pool().store.read_log(jobs["report"]["id"])
     assert "reporting failure" in log.splitlines()
+    assert (jobs["notify"]["state"], jobs["cleanup"]["state"]) == ("succeeded", "succeeded")
+    assert "notifying" in harness.pool().store.read_log(jobs["notify"]["id"]).splitlines()
+    assert jobs["publish"]["state"] == "skipped"
+    assert "build further up the needs did not succeed" in jobs["publish"]["reason"]
 
 
 def test_fail_fast_cancels_matrix_siblings(

@@ -307,11 +307,9 @@ def test_a_whole_run_decided_step_by_step() -> None:
     assert pipeline_result(list(jobs.values())) is PipelineState.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="failure() looks at the direct needs only; GitHub makes it true when any "
-    "ancestor failed, so a notify job behind a skipped job is skipped here",
-)
+# -- status functions see every ancestor, as GitHub's do --------------------------------------
+
+
 def test_if_failure_sees_a_failed_ancestor_behind_a_skipped_need() -> None:
     jobs = [
         job("build", FAIL),
@@ -319,3 +317,74 @@ def test_if_failure_sees_a_failed_ancestor_behind_a_skipped_need() -> None:
         job("notify", B, "test", if_expr="failure()"),
     ]
     assert queued(decide(jobs, CTX)) == ["notify"]
+
+
+def test_a_failure_up_the_chain_stops_a_job_behind_an_always_job() -> None:
+    # build failed, cleanup ran anyway (always()) and succeeded: deploy must not run, and
+    # says which job up the chain failed.
+    jobs = [
+        job("build", FAIL),
+        job("cleanup", OK, "build", if_expr="always()"),
+        job("deploy", B, "cleanup"),
+        job("ship", B, "cleanup", if_expr="success()"),
+        job("alert", B, "cleanup", if_expr="failure()"),
+        job("gated", B, "cleanup", if_expr="github.ref == 'refs/heads/main'"),
+    ]
+    d = decide(jobs, CTX)
+    assert queued(d) == ["alert"]
+    assert skipped(d) == {
+        "deploy": "build further up the needs did not succeed",
+        "ship": "if: success() was false",
+        "gated": "if: github.ref == 'refs/heads/main' was false",
+    }
+
+
+def test_cancelled_sees_a_cancelled_ancestor() -> None:
+    jobs = [
+        job("build", CANCEL),
+        job("cleanup", OK, "build", if_expr="always()"),
+        job("on_cancel", B, "cleanup", if_expr="cancelled()"),
+        job("deploy", B, "cleanup"),
+    ]
+    d = decide(jobs, CTX)
+    assert queued(d) == ["on_cancel"]
+    assert skipped(d) == {"deploy": "build further up the needs did not succeed"}
+
+
+def test_a_skip_further_up_does_not_skip_a_job_whose_needs_succeeded() -> None:
+    # Deliberately not GitHub's: there a job behind a succeeded `always()` job is still
+    # skipped when anything further up was skipped (actions/runner#2205).
+    jobs = [
+        job("docs", SKIP),
+        job("build", OK, "docs", if_expr="always()"),
+        job("deploy", B, "build"),
+        job("alert", B, "build", if_expr="failure()"),
+    ]
+    d = decide(jobs, CTX)
+    assert queued(d) == ["deploy"]
+    assert skipped(d) == {"alert": "if: failure() was false"}
+
+
+def test_continue_on_error_up_the_chain_counts_as_success() -> None:
+    jobs = [
+        job("lint", FAIL, continue_on_error=True),
+        job("build", OK, "lint"),
+        job("deploy", B, "build"),
+    ]
+    assert queued(decide(jobs, CTX)) == ["deploy"]
+
+
+def test_ancestors_of_a_diamond_and_a_matrix_are_each_counted_once() -> None:
+    from ci_pool.core.scheduler import ancestors
+
+    jobs = [
+        *cells("build", OK, FAIL),
+        job("a", OK, "build (a1)", "build (a2)"),
+        job("b", OK, "build (a1)"),
+        job("c", B, "a", "b"),
+    ]
+    by_key = {j.key: j for j in jobs}
+    assert sorted(j.key for j in ancestors(by_key["c"], by_key)) == [
+        "a", "b", "build (a1)", "build (a2)",
+    ]  # fmt: skip
+    assert skipped(decide(jobs, CTX)) == {"c": "build (a2) further up the needs did not succeed"}
