@@ -266,8 +266,12 @@ class JobRunner:
         return None if mounted is None else scratch.job_dirs(mounted, name)
 
     def _run_steps(self, att: Attempt, execution: Execution, ctx: dict[str, Any]) -> Outcome:
-        """Run the steps in the job's expression context; store its outputs; the outcome."""
-        failed = steps.run_steps(att, execution, ctx, self.store)
+        """Run the steps in the job's expression context; store its outputs; the outcome.
+        Nothing the steps started in the background outlives them."""
+        try:
+            failed = steps.run_steps(att, execution, ctx, self.store)
+        finally:
+            execution.steps_over()
         att.note(command="\n".join(att.commands))
         self.recorder.record_outputs(att, ctx, "failure" if failed else "success")
         return steps_outcome(att, failed)

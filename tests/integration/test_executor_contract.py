@@ -151,6 +151,56 @@ def test_the_job_sees_its_environment(lane: Lane, git_server: GitServer) -> None
     assert f"sha={git_server.shas['app.git']}" in lines
 
 
+def test_a_background_process_serves_the_later_steps_and_ends_with_the_job(
+    lane: Lane, git_server: GitServer
+) -> None:
+    # As on GitHub: a server started in the background in one step answers the next; the
+    # step ends with its shell, and nothing the steps started outlives the job.
+    marker = f"ci-pool-contract-{uuid.uuid4().hex}"
+    began = time.monotonic()
+    job = run(
+        lane,
+        git_server,
+        steps=[
+            {
+                "run": f"sh -c 'sleep 300; true' {marker} &\n"
+                "(sleep 1; echo served > served.txt) &\n"
+                "echo started"
+            },
+            {"run": "sleep 3; cat served.txt"},
+        ],
+    )
+    assert job.state == "succeeded", job.reason
+    lines = log_lines(lane, job.id)
+    assert lines.index("started") < lines.index("served")
+    assert time.monotonic() - began < 90, "a step waited for its background process"
+    assert_nothing_left(lane, job, marker)
+
+
+def test_a_background_process_writing_after_its_step_ended_runs_on(
+    lane: Lane, git_server: GitServer, request: pytest.FixtureRequest
+) -> None:
+    if lane.runtime == "podman":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="Podman closes an exec's output when its shell exits: a background "
+                "process that writes to it afterwards dies of SIGPIPE",
+            )
+        )
+    # More than a pipe holds, written after the step ended: it neither blocks nor dies.
+    job = run(
+        lane,
+        git_server,
+        steps=[
+            {"run": "(sleep 1; head -c 300000 /dev/zero; echo drained > drained.txt) &"},
+            {"run": "sleep 3; cat drained.txt"},
+        ],
+    )
+    assert job.state == "succeeded", job.reason
+    assert "drained" in log_lines(lane, job.id)
+
+
 def test_a_step_timeout_ends_the_job_timed_out(lane: Lane, git_server: GitServer) -> None:
     marker = f"ci-pool-contract-{uuid.uuid4().hex}"
     job = run(

@@ -98,6 +98,12 @@ class Execution(abc.ABC):
     def close(self) -> None:
         """Remove everything the execution created; safe to call more than once."""
 
+    def steps_over(self) -> None:
+        """The job's steps are over: stop the processes they left running in the background
+        (they run on through the job's later steps, as on GitHub, never past the job). Called
+        before the job's outcome is recorded; never raises. A container's go with it."""
+        return None
+
     def describe(self) -> dict[str, str]:
         """Facts for the evidence record (image digest, container id, ...)."""
         return {}

@@ -1,4 +1,9 @@
-"""Host executor: steps run directly on the runner, each job in its own process group."""
+"""Host executor: steps run directly on the runner, each step in its own process group.
+
+A process a step starts in the background runs on through the job's later steps, as on
+GitHub (a server the next step tests against): the step ends when its shell exits, and the
+job's end kills every group its steps made. What such a process writes after its step
+ended is read and dropped, so it never blocks on a full pipe; it is not in the log."""
 
 from __future__ import annotations
 
@@ -37,6 +42,11 @@ class HostExecution(Execution):
         self._stopping = False
         self._stopped = threading.Event()
         self.services: ServiceSet | None = None
+        #: Output pipes of ended steps whose background processes still hold them, by the
+        #: step's process group; read and dropped by ``_drop_late_output``.
+        self._lingering: dict[int, Any] = {}
+        self._dropper: threading.Thread | None = None
+        self._over = False
 
     def start(self) -> None:
         if not self.ctx.workspace.is_dir():
@@ -102,19 +112,61 @@ class HostExecution(Execution):
         fd = proc.stdout.fileno()
         _pump_while_running(proc, fd, on_output)
         code = proc.wait()
-        # Background children of the step die with it, so none can hold the log pipe open.
-        self._kill_group(signal.SIGKILL)
-        _pump(fd, on_output)
-        proc.stdout.close()  # not left open until the next step's Popen replaces it
+        if _pump_ready(fd, on_output):
+            proc.stdout.close()  # not left open until the next step's Popen replaces it
+        else:  # the step's background processes hold the pipe: they run on
+            self._linger(proc.pid, proc.stdout)
         return code
 
+    def _linger(self, pgid: int, pipe: Any) -> None:
+        with self._lock:
+            if not self._over:
+                self._lingering[pgid] = pipe
+                if self._dropper is None:
+                    self._dropper = threading.Thread(
+                        target=self._drop_late_output, name="ci-pool-late-output", daemon=True
+                    )
+                    self._dropper.start()
+                return
+        _kill(pgid, signal.SIGKILL)
+        pipe.close()
+
+    def _drop_late_output(self) -> None:
+        """Read and drop what background processes of ended steps write, until each pipe
+        ends or the job's steps are over. Only this thread closes a pipe while it runs."""
+        while True:
+            with self._lock:
+                if self._over or not self._lingering:
+                    self._dropper = None
+                    return
+                pipes = {pipe.fileno(): pgid for pgid, pipe in self._lingering.items()}
+            poller = select.poll()
+            for fd in pipes:
+                poller.register(fd, select.POLLIN | select.POLLHUP)
+            ended = [pipes[fd] for fd, _ in poller.poll(_EXIT_POLL_MS) if not os.read(fd, 65536)]
+            with self._lock:
+                for pgid in ended:
+                    self._lingering.pop(pgid).close()
+
+    def steps_over(self) -> None:
+        with self._lock:
+            self._over = True
+            dropper = self._dropper
+            groups = list(self._lingering)
+        for pgid in groups:
+            _kill(pgid, signal.SIGKILL)
+        if dropper is not None:
+            dropper.join(timeout=5)
+            if dropper.is_alive():  # never seen: leave the pipes open rather than race it
+                return
+        with self._lock:
+            lingering, self._lingering = self._lingering, {}
+        for pipe in lingering.values():
+            pipe.close()
+
     def _kill_group(self, sig: int) -> None:
-        if self._proc is None:
-            return
-        try:
-            os.killpg(self._proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self._proc is not None:
+            _kill(self._proc.pid, sig)
 
     def interrupt(self, grace: float) -> None:
         self._terminate(grace)
@@ -137,6 +189,7 @@ class HostExecution(Execution):
         self._kill_group(signal.SIGKILL)
 
     def close(self) -> None:
+        self.steps_over()
         self._kill_group(signal.SIGKILL)
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
@@ -195,12 +248,27 @@ def _pump_while_running(
                 return  # every writer closed the pipe
             on_output(chunk)
         if proc.poll() is not None:
-            return  # background children may hold the pipe: the caller kills them first
+            return  # background children may hold the pipe: the caller reads what is there
 
 
-def _pump(fd: int, on_output: Callable[[bytes], None]) -> None:
-    while chunk := os.read(fd, 65536):
+def _pump_ready(fd: int, on_output: Callable[[bytes], None]) -> bool:
+    """Hand on what the pipe holds now, without waiting for more; whether it ended (no
+    background process of the step holds it)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    while poller.poll(0):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return True
         on_output(chunk)
+    return False
+
+
+def _kill(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class HostExecutor(Executor):

@@ -134,7 +134,7 @@ def test_a_bash_the_job_puts_on_its_path_is_the_one_that_runs(tmp_path: Path) ->
         execution.close()
 
 
-def test_a_background_process_the_step_leaves_is_killed_with_it(tmp_path: Path) -> None:
+def test_a_background_process_runs_on_until_the_steps_are_over(tmp_path: Path) -> None:
     execution = _execution(tmp_path)
     pid_file = tmp_path / "bg.pid"
     try:
@@ -143,12 +143,46 @@ def test_a_background_process_the_step_leaves_is_killed_with_it(tmp_path: Path) 
         assert (code, out) == (0, "started\n")
         assert time.monotonic() - started < 30  # the step does not wait for its child
         pid = int(pid_file.read_text())
+        assert _alive(pid)
+        assert _run(execution, f"kill -0 {pid} && echo still there\n") == (0, "still there\n")
+        execution.steps_over()
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(pid)
     finally:
         execution.close()
+
+
+def test_late_output_of_a_background_process_never_blocks_it(tmp_path: Path) -> None:
+    # 1 MB after the step ended, far more than a pipe holds: read and dropped, not logged.
+    execution = _execution(tmp_path)
+    done = tmp_path / "done"
+    try:
+        script = f"(sleep 0.3; head -c 1000000 /dev/zero; echo ok > {done}) &\necho started\n"
+        assert _run(execution, script) == (0, "started\n")
+        deadline = time.monotonic() + 20
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert done.read_text() == "ok\n"
+        assert _run(execution, "echo next\n") == (0, "next\n")
+    finally:
+        execution.close()
+
+
+def test_close_kills_what_the_steps_left_when_steps_over_was_not_called(
+    tmp_path: Path,
+) -> None:
+    execution = _execution(tmp_path)
+    pid_file = tmp_path / "bg.pid"
+    _run(execution, f"sleep 60 &\necho $! > {pid_file}\n")
+    pid = int(pid_file.read_text())
+    execution.close()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    execution.close()  # twice is fine
 
 
 def _alive(pid: int) -> bool:
