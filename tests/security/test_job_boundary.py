@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -276,3 +277,66 @@ def test_attack14_secret_across_the_long_line_cut_is_masked(
     assert len(body) >= 2  # the long line was cut
     assert "".join(body) == "***" * copies  # no piece of a secret on either side of a cut
     assert Masker([SECRET_VALUE]).mask(log) == log
+
+
+def _running(marker: str) -> str:
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        "sh -c \"trap '' TERM HUP INT; sleep 300; true\" {marker} > /dev/null 2>&1 &",
+        "nohup sh -c 'sleep 300; true' {marker} > /dev/null 2>&1 &",
+        "(sh -c 'sleep 300; true' {marker} &) ; sleep 0.2",  # orphaned at once
+    ],
+)
+def test_attack15_a_host_background_process_does_not_outlive_its_job(
+    harness: Harness, git_server: GitServer, iso_worker: Worker, start: str
+) -> None:
+    # Background processes run on through the job's later steps (as on GitHub), so a step
+    # may try to keep one past the job: deaf to TERM/HUP, under nohup, or orphaned.
+    marker = f"ci-pool-attack-{uuid.uuid4().hex}"
+    job = run_job(
+        harness,
+        git_server,
+        capability="iso",
+        steps=[
+            {"run": start.format(marker=marker) + "\necho left running"},
+            {"run": f"pgrep -f {marker} > /dev/null && echo still there"},
+        ],
+    )
+    assert job.state == "succeeded", job.reason
+    lines = harness.pool().store.read_log(job.id).splitlines()
+    assert "left running" in lines and "still there" in lines
+    assert _running(marker) == "", "a background process outlived its job"
+
+
+def test_attack15_cancel_kills_the_background_processes_of_earlier_steps(
+    harness: Harness, git_server: GitServer, iso_worker: Worker
+) -> None:
+    marker = f"ci-pool-attack-{uuid.uuid4().hex}"
+    pool = harness.pool()
+    job = pool.submit(
+        parse_job_spec(
+            {
+                "repo": git_server.url(), "ref": "main", "capability": "iso",
+                "steps": [
+                    {"run": f"nohup sh -c 'sleep 300; true' {marker} > /dev/null 2>&1 &"},
+                    {"run": "echo waiting; sleep 120"},
+                ],
+            },
+            allow_local_repos=False,
+        )
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while "waiting" not in pool.store.read_log(job.id).splitlines():
+        assert time.monotonic() < deadline, "the second step never started"
+        time.sleep(0.1)
+    assert _running(marker), "the first step's background process is not running"
+    pool.cancel(job.id)
+    assert wait_final(harness, job.id, within=60).state == "cancelled"
+    deadline = time.monotonic() + 15
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(marker) == "", "a background process outlived its cancelled job"

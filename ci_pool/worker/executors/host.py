@@ -2,8 +2,10 @@
 
 A process a step starts in the background runs on through the job's later steps, as on
 GitHub (a server the next step tests against): the step ends when its shell exits, and the
-job's end kills every group its steps made. What such a process writes after its step
-ended is read and dropped, so it never blocks on a full pipe; it is not in the log."""
+job's end kills every group its steps made. Each step's shell is left unreaped (a zombie)
+until then, so its pid, which names the group, cannot be reused by a process of someone
+else's. What a background process writes after its step ended is read and dropped, so it
+never blocks on a full pipe; it is not in the log."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,8 @@ class HostExecution(Execution):
         self._lingering: dict[int, Any] = {}
         self._dropper: threading.Thread | None = None
         self._over = False
+        #: Every step's shell, unreaped until ``steps_over`` kills its group.
+        self._steps: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         if not self.ctx.workspace.is_dir():
@@ -93,7 +98,7 @@ class HostExecution(Execution):
             **extra,
         }
         with self._lock:
-            if self._stopping:
+            if self._stopping or self._over:
                 return -signal.SIGTERM
             try:
                 self._proc = subprocess.Popen(
@@ -107,11 +112,13 @@ class HostExecution(Execution):
                 )
             except OSError as exc:
                 raise ExecutorError(f"cannot start step on host: {exc}") from exc
+            self._steps.append(self._proc)
         proc = self._proc
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        _pump_while_running(proc, fd, on_output)
-        code = proc.wait()
+        _pump_while_running(proc.pid, fd, on_output)
+        code = _exit_code(proc.pid, block=True)
+        assert code is not None
         if _pump_ready(fd, on_output):
             proc.stdout.close()  # not left open until the next step's Popen replaces it
         else:  # the step's background processes hold the pipe: they run on
@@ -128,8 +135,7 @@ class HostExecution(Execution):
                     )
                     self._dropper.start()
                 return
-        _kill(pgid, signal.SIGKILL)
-        pipe.close()
+        pipe.close()  # the steps are over: ``steps_over`` killed its group
 
     def _drop_late_output(self) -> None:
         """Read and drop what background processes of ended steps write, until each pipe
@@ -152,9 +158,10 @@ class HostExecution(Execution):
         with self._lock:
             self._over = True
             dropper = self._dropper
-            groups = list(self._lingering)
-        for pgid in groups:
-            _kill(pgid, signal.SIGKILL)
+            steps, self._steps = self._steps, []
+        for proc in steps:
+            _kill(proc.pid, signal.SIGKILL)
+            proc.wait()  # reaps the shell: its pid (the group's id) is free from here on
         if dropper is not None:
             dropper.join(timeout=5)
             if dropper.is_alive():  # never seen: leave the pipes open rather than race it
@@ -165,8 +172,9 @@ class HostExecution(Execution):
             pipe.close()
 
     def _kill_group(self, sig: int) -> None:
-        if self._proc is not None:
-            _kill(self._proc.pid, sig)
+        proc = self._proc
+        if proc is not None and proc.returncode is None:  # unreaped: the group is the step's
+            _kill(proc.pid, sig)
 
     def interrupt(self, grace: float) -> None:
         self._terminate(grace)
@@ -179,18 +187,16 @@ class HostExecution(Execution):
 
     def _terminate(self, grace: float) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or _exit_code(proc.pid) is not None:
             return
         self._kill_group(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
+        deadline = time.monotonic() + grace
+        while _exit_code(proc.pid) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._kill_group(signal.SIGKILL)
 
     def close(self) -> None:
         self.steps_over()
-        self._kill_group(signal.SIGKILL)
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
         if self.services is not None:
@@ -234,9 +240,21 @@ def _runner_bash(path: str) -> str | None:
     return shutil.which("bash", path=path)
 
 
-def _pump_while_running(
-    proc: subprocess.Popen[bytes], fd: int, on_output: Callable[[bytes], None]
-) -> None:
+def _exit_code(pid: int, block: bool = False) -> int | None:
+    """The step shell's exit code (minus the signal that killed it), None while it runs;
+    the shell stays unreaped. One already reaped (the job's steps are over) counts as
+    killed."""
+    flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+    try:
+        info = os.waitid(os.P_PID, pid, flags)
+    except ChildProcessError:
+        return -signal.SIGKILL
+    if info is None:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+
+def _pump_while_running(pid: int, fd: int, on_output: Callable[[bytes], None]) -> None:
     """Hand the step's output on as it comes, in the calling thread (no reader thread per
     step), until the pipe ends or the step's own process has exited."""
     poller = select.poll()
@@ -247,7 +265,7 @@ def _pump_while_running(
             if not chunk:
                 return  # every writer closed the pipe
             on_output(chunk)
-        if proc.poll() is not None:
+        if _exit_code(pid) is not None:
             return  # background children may hold the pipe: the caller reads what is there
 
 

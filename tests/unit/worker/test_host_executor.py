@@ -211,3 +211,19 @@ def test_a_relative_path_entry_is_resolved_from_the_workspace_not_the_runner(
         assert (code, out) == (0, "the workspace's bash\nstep\n")
     finally:
         execution.close()
+
+
+def test_a_step_shell_keeps_its_pid_until_the_steps_are_over(tmp_path: Path) -> None:
+    # Its pid names the step's process group: while the shell is unreaped no other
+    # process can get that pid, so the group killed at the job's end is the step's.
+    execution = _execution(tmp_path)
+    try:
+        assert _run(execution, "echo $$ > shell.pid\nexit 3\n") == (3, "")
+        pid = int((execution.ctx.workspace / "shell.pid").read_text())
+        with open(f"/proc/{pid}/stat") as fh:
+            assert fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+        execution.steps_over()
+        assert not os.path.exists(f"/proc/{pid}")
+        assert _run(execution, "echo too late\n")[1] == ""  # no step runs after
+    finally:
+        execution.close()
