@@ -202,7 +202,7 @@ def decide(
             **base_ctx,
             "env": {**base_ctx.get("env", {}), **job.env},
             "matrix": dict(job.matrix),
-            "needs": needs_context(jobs, {n.job_ref for n in needed}),
+            "needs": needs_context(jobs, dict.fromkeys(n.job_ref for n in needed)),
         }
         try:
             run, why = _should_run(job, needed, ancestors(job, by_key), ctx)

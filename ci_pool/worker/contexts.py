@@ -158,8 +158,9 @@ def expression_context(store: RunnerStore, att: Attempt, places: JobPlaces) -> e
     ctx.hash_files = FileHasher(places.host_workspace, places.workspace)
     if job.pipeline_id:
         rows = [scheduler.view(r) for r in store.pipeline_jobs(job.pipeline_id)]
-        keys = set(job.needs or ())
-        refs = {r.job_ref for r in rows if r.key in keys}
+        by_key = {r.key: r.job_ref for r in rows}
+        # In the order the job lists them, as needs.*.result gives them.
+        refs = dict.fromkeys(by_key[k] for k in job.needs or () if k in by_key)
         ctx["needs"] = scheduler.needs_context(rows, refs)
     # A workflow job's env holds templates; a job submitted on its own has plain values.
     ctx["env"] = {

@@ -90,6 +90,10 @@ def test_failed_job_skips_dependents_unless_their_if_says_otherwise(
         "  cleanup:\n    needs: build\n    if: always()\n    runs-on: linux\n"
         "    steps:\n      - run: echo cleaning\n"
         "  publish:\n    needs: cleanup\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
+        # A gate over every need's result (an object filter), in the order it lists them.
+        "  gate:\n    needs: [cleanup, build]\n    runs-on: linux\n"
+        "    if: always() && contains(needs.*.result, 'failure')\n"
+        "    steps:\n      - run: echo \"gate saw ${{ join(needs.*.result, ' ') }}\"\n"
     )
     code, pipe = run_workflow(harness, git_server, wf)
     jobs = {j["key"]: j for j in pipe["jobs"]}
@@ -106,6 +110,9 @@ def test_failed_job_skips_dependents_unless_their_if_says_otherwise(
     assert "notifying" in harness.pool().store.read_log(jobs["notify"]["id"]).splitlines()
     assert jobs["publish"]["state"] == "skipped"
     assert "build further up the needs did not succeed" in jobs["publish"]["reason"]
+    assert jobs["gate"]["state"] == "succeeded", jobs["gate"]
+    gate_log = harness.pool().store.read_log(jobs["gate"]["id"]).splitlines()
+    assert "gate saw success failure" in gate_log
 
 
 def test_fail_fast_cancels_matrix_siblings(

@@ -14,6 +14,7 @@ import pytest
 
 from ci_pool.core.pipeline import WorkflowErrors
 from ci_pool.store import Job
+from ci_pool.store.browsing import PipelineFilter
 from tests.conftest import SECRET_VALUE, GitServer, Harness, Worker
 
 pytestmark = pytest.mark.integration
@@ -58,17 +59,30 @@ def test_a_linux_job_never_receives_the_deploy_capabilitys_secret(
     assert "\n0\n" in log  # no variable of the job holds the deploy value
 
 
-def test_the_whole_secrets_context_cannot_be_taken(harness: Harness) -> None:
-    """``toJSON(secrets)`` would hand over every secret of the capability: refused."""
+@pytest.mark.parametrize(
+    ("ref", "words"),
+    [
+        ("toJSON(secrets)", "use secrets.NAME"),
+        ("join(secrets.*)", "a '*' filter reads needs, steps, matrix"),
+        ("toJSON(secrets[*])", "a '*' filter reads needs, steps, matrix"),
+    ],
+)
+def test_the_whole_secrets_context_cannot_be_taken(harness: Harness, ref: str, words: str) -> None:
+    """``toJSON(secrets)`` or a filter over it would hand over every secret of the
+    capability: refused at submit, naming the line, and no pipeline is written."""
+    pool = harness.pool()
+    attempts = PipelineFilter(repo="git://127.0.0.1:9/app.git")
+    before = len(pool.store.list_pipelines(attempts, limit=1000))
     with pytest.raises(WorkflowErrors) as caught:
-        harness.pool().submit_pipeline(
+        pool.submit_pipeline(
             "on: push\njobs:\n  a:\n    runs-on: linux\n    steps:\n"
-            "      - run: echo '${{ toJSON(secrets) }}'\n",
+            f"      - run: echo '${{{{ {ref} }}}}'\n",
             "attack.yml",
             "git://127.0.0.1:9/app.git",
             "main",
         )
-    assert "use secrets.NAME" in str(caught.value)
+    assert words in str(caught.value) and "attack.yml:6" in str(caught.value)
+    assert len(pool.store.list_pipelines(attempts, limit=1000)) == before
 
 
 def test_hash_files_does_not_follow_a_symlink_out_of_the_workspace(

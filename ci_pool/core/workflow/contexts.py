@@ -23,6 +23,7 @@ from ci_pool.core.workflow.expressions import (
     Literal,
     Part,
     Ref,
+    Wildcard,
     evaluate,
     fold,
     format_problem,
@@ -135,6 +136,8 @@ def referenced_secrets(templates: Iterable[str], conditions: Iterable[str]) -> t
         for node in walk(expr):
             if not isinstance(node, Ref) or len(node.path) < 2:
                 continue
+            if isinstance(node.path[1], Wildcard):
+                continue  # refused where it is checked: a secret is read by its name
             prop = str(node.path[1])
             if node.context == "secrets":
                 names[prop] = None
@@ -184,6 +187,12 @@ class ReferenceRules:
                 f"{', '.join(sorted(contexts - set(GITHUB_ALIASES)))}"
             )
         prop = str(path[1]).lower() if len(path) > 1 else ""
+        filtered = any(isinstance(key, Wildcard) for key in path)
+        if filtered and name not in ("needs", "steps", "matrix") and prop != "event":
+            return (
+                f"'{shown}': a '*' filter reads needs, steps, matrix or {name}.event "
+                f"(needs.*.result, {name}.event.commits.*.id)"
+            )
         if name in _GITHUB and len(path) > 1:
             deep = prop == "event" or (prop == "event_path" and len(path) == 2)
             if prop not in GITHUB_PROPERTIES or (len(path) > 2 and not deep):
@@ -208,14 +217,18 @@ class ReferenceRules:
             return None  # the matrix itself is reported; its keys are unknown
         if self.matrix_keys is None:
             return f"'{shown}': job {self.job_id!r} has no strategy.matrix"
-        if len(path) < 2:
-            return None  # the whole matrix (toJSON(matrix)): an object for the runtime
+        if len(path) < 2 or isinstance(path[1], Wildcard):
+            return None  # the whole matrix (toJSON(matrix)) or its values: for the runtime
         if str(path[1]).lower() not in {k.lower() for k in self.matrix_keys}:
             keys = ", ".join(sorted(self.matrix_keys)) or "none"
             return f"'{shown}': the matrix has no key {path[1]!r}; its keys are: {keys}"
         return None
 
     def _needs_problem(self, shown: str, path: tuple[str | int, ...]) -> str | None:
+        if len(path) > 1 and isinstance(path[1], Wildcard):  # every need: needs.*.result
+            if len(path) == 2 or (path[2] in ("result", "outputs") and len(path) <= 4):
+                return None
+            return f"'{shown}': use needs.*.result or needs.*.outputs.NAME"
         need = str(path[1]) if len(path) > 1 else ""
         if need not in self.needs:
             listed = ", ".join(self.needs) or "none"
@@ -231,7 +244,8 @@ class ReferenceRules:
         step = str(path[1]) if len(path) > 1 else ""
         if self.step_ids is None:
             return None
-        if step not in self.step_ids:
+        every = len(path) > 1 and isinstance(path[1], Wildcard)  # steps.*.outcome
+        if not every and step not in self.step_ids:
             seen = ", ".join(sorted(self.step_ids)) or "none"
             return f"'{shown}': no earlier step has id {step!r} (ids before this point: {seen})"
         if len(path) == 3 and path[2] in ("outcome", "conclusion"):

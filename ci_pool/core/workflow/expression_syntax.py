@@ -10,8 +10,10 @@ from typing import TypeAlias
 
 from ci_pool.core.workflow.expression_values import (
     NUMBER,
+    STAR,
     STATUS_FUNCTIONS,
     Scalar,
+    Wildcard,
     number,
     to_text,
 )
@@ -84,7 +86,7 @@ _TOKEN = re.compile(
   | (?P<num>{NUMBER.pattern})
   | (?P<str>'(?:[^']|'')*')
   | (?P<ident>[A-Za-z_][A-Za-z0-9_-]*)
-  | (?P<op>==|!=|<=|>=|&&|\|\||[()\[\].,!<>])
+  | (?P<op>==|!=|<=|>=|&&|\|\||[()\[\].,!<>*])
     """,
     re.VERBOSE,
 )
@@ -237,17 +239,23 @@ class _Parser:
         return Ref(tuple(self.path([root.text])), root.offset)
 
     def path(self, path: list[str | int]) -> list[str | int]:
-        """``.name`` and ``[index]`` parts after a reference or a call, added to ``path``."""
+        """``.name``, ``[index]`` and ``.*`` / ``[*]`` (object filter) parts after a reference
+        or a call, added to ``path``."""
         while self.peek().text in (".", "["):
             if self.take().text == ".":
                 tok = self.take()
+                if tok.kind == "op" and tok.text == "*":
+                    path.append(STAR)
+                    continue
                 if tok.kind != "ident":
                     raise ExpressionError("expected a property name after '.'", tok.offset)
                 path.append(tok.text)
                 continue
             tok = self.take()
             # Only literal indexes: every reference can then be checked when parsing.
-            if tok.kind == "str":
+            if tok.kind == "op" and tok.text == "*":
+                path.append(STAR)
+            elif tok.kind == "str":
                 path.append(tok.text[1:-1].replace("''", "'"))
             elif tok.kind == "num" and isinstance(number(tok.text), int):
                 path.append(int(number(tok.text)))
@@ -335,6 +343,9 @@ def _precedence(expr: Expr) -> int:
 def _path_text(path: tuple[str | int, ...]) -> str:
     text = ""
     for key in path:
+        if isinstance(key, Wildcard):
+            text += ".*"
+            continue
         plain = isinstance(key, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key)
         text += f".{key}" if plain else f"[{_literal_text(key)}]"
     return text

@@ -197,6 +197,42 @@ def call(
     raise ValueError(f"unknown function {name}()")
 
 
+class Wildcard(str):
+    """``*`` in a reference's path, GitHub's object filter: ``needs.*.result`` is the
+    result of every need, ``github.event.commits.*.author.name`` every commit's author."""
+
+    __slots__ = ()
+
+
+#: The one wildcard a parsed path holds.
+STAR = Wildcard("*")
+
+
+class _Filtered(list[Any]):
+    """What a wildcard selected: the keys after it apply to each item."""
+
+
+def _items(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return list(value)
+    return list(value.values()) if isinstance(value, Mapping) else []
+
+
+def follow(value: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at ``path`` under ``value``. After a wildcard, each key applies to every
+    item selected (items without it are left out, as on GitHub) and the result is an
+    array; a wildcard on an array selects its items, on an object its values."""
+    for key in path:
+        if isinstance(key, Wildcard):
+            items = value if isinstance(value, _Filtered) else [value]
+            value = _Filtered(item for one in items for item in _items(one))
+        elif isinstance(value, _Filtered):
+            value = _Filtered(v for v in (lookup(item, key) for item in value) if v is not None)
+        else:
+            value = lookup(value, key)
+    return list(value) if isinstance(value, _Filtered) else value
+
+
 def lookup(container: Any, key: str | int) -> Any:
     """A property of an object (keys compare case-insensitively, like GitHub's contexts)."""
     if isinstance(container, list) and isinstance(key, int):

@@ -36,11 +36,12 @@ from ci_pool.core.workflow.expression_values import (
     STATUS_FUNCTIONS,
     STATUSES,
     Scalar,
+    Wildcard,
     call,
     compare,
+    follow,
     format_problem,
     is_scalar,
-    lookup,
     loose_equal,
     to_text,
     truthy,
@@ -61,6 +62,7 @@ __all__ = [
     "Part",
     "Ref",
     "Scalar",
+    "Wildcard",
     "condition",
     "evaluate",
     "fold",
@@ -93,10 +95,7 @@ def evaluate(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") 
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, Ref):
-        value: Any = ctx
-        for key in node.path:
-            value = lookup(value, key)
-        return value
+        return follow(ctx, node.path)
     if isinstance(node, Not):
         return not truthy(evaluate(node.operand, ctx, status))
     if isinstance(node, Binary):
@@ -108,9 +107,7 @@ def evaluate(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") 
         return compare(node.op, left, evaluate(node.right, ctx, status))
     args = [evaluate(a, ctx, status) for a in node.args]
     value = call(node.function, args, status, getattr(ctx, "hash_files", None))
-    for key in node.path:
-        value = lookup(value, key)
-    return value
+    return follow(value, node.path)
 
 
 def condition(expr: Expr | str, ctx: Mapping[str, Any], status: str = "success") -> bool:

@@ -74,6 +74,32 @@ def test_secrets_are_read_one_name_at_a_time(ref: str) -> None:
     assert "use secrets.NAME" in str(err)
 
 
+@pytest.mark.parametrize(
+    "ref", ["secrets.*", "env.*", "vars.*", "inputs.*", "github.*", "runner.*", "job.*.x"]
+)
+def test_a_filter_reads_needs_steps_matrix_and_the_event_only(ref: str) -> None:
+    (err,) = errors(job(f"- run: echo '${{{{ toJSON({ref}) }}}}'\n"))
+    assert "a '*' filter reads needs, steps, matrix" in str(err)
+
+
+def test_filters_over_needs_steps_matrix_and_the_event_are_accepted() -> None:
+    text = (
+        "jobs:\n"
+        "  a:\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
+        "  gate:\n    needs: [a]\n    runs-on: linux\n"
+        "    if: always() && contains(needs.*.result, 'failure')\n"
+        "    strategy:\n      matrix:\n        os: [x]\n"
+        "    steps:\n"
+        "      - id: one\n        run: echo ${{ join(matrix.*, ' ') }}\n"
+        "      - run: echo ${{ join(steps.*.outcome) }} ${{ toJSON(needs.*.outputs.v) }}\n"
+        "      - run: echo ${{ join(github.event.commits.*.id) }}\n"
+    )
+    assert errors(text) == []
+    bad = text.replace("needs.*.result", "needs.*.nothing")
+    (err,) = errors(bad)
+    assert "use needs.*.result or needs.*.outputs.NAME" in str(err)
+
+
 # -- availability ------------------------------------------------------------------------
 
 

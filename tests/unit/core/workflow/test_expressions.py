@@ -279,6 +279,60 @@ def test_unparse_parenthesizes_only_where_needed() -> None:
     assert unparse(parse("'it''s'")) == "'it''s'"
 
 
+# -- object filters ----------------------------------------------------------------------
+
+FILTER_CTX: dict[str, Any] = {
+    "needs": {
+        "build": {"result": "success", "outputs": {"v": "1"}},
+        "test": {"result": "failure", "outputs": {}},
+    },
+    "github": {
+        "event": {
+            "commits": [
+                {"id": "a1", "author": {"name": "ann"}},
+                {"id": "b2", "author": {"name": "bob"}},
+                {"id": "c3"},
+            ]
+        }
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("needs.*.result", ["success", "failure"]),
+        ("contains(needs.*.result, 'failure')", True),
+        ("contains(needs.*.result, 'cancelled')", False),
+        ("join(needs.*.result, '+')", "success+failure"),
+        ("needs.*.outputs.v", ["1"]),  # items without the key are left out
+        ("github.event.commits.*.author.name", ["ann", "bob"]),
+        ("github.event.commits[*].id", ["a1", "b2", "c3"]),
+        ("github.event.commits.*.author.*", ["ann", "bob"]),
+        ("fromJSON('[[1, 2], [3]]').*.*", [1, 2, 3]),
+        ("fromJSON('[[1, 2], [3]]').*[0]", [1, 3]),
+        ("github.event.nothing.*.id", []),
+        ("github.event.commits.*.id == 'a1'", False),  # an array is no string
+    ],
+)
+def test_object_filters_select_every_item(text: str, expected: Any) -> None:
+    assert evaluate(text, FILTER_CTX) == expected
+
+
+def test_object_filters_write_back_as_they_parse() -> None:
+    for text in ("needs.*.result", "x[*].y", "fromJSON('[1]').*"):
+        assert unparse(parse(unparse(parse(text)))) == unparse(parse(text))
+    assert unparse(parse("x[*].y")) == "x.*.y"
+    # A quoted '*' is a property named '*', not a filter.
+    assert evaluate("x['*']", {"x": {"*": 1, "a": 2}}) == 1
+
+
+@pytest.mark.parametrize("text", ["needs.**", "needs.*x", "*", "a * b"])
+def test_a_misplaced_star_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ExpressionError):
+        parse(text)
+
+
 # -- properties --------------------------------------------------------------------------
 
 _names = st.sampled_from(["github.ref", "env.MODE", "env.EMPTY", "matrix.os", "matrix.py"])
