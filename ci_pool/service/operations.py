@@ -8,6 +8,7 @@ from ci_pool.core.specs import (
     FINAL_STATES,
     JobState,
 )
+from ci_pool.core.workflow import expressions
 from ci_pool.exceptions import (
     InputError,
     NotFound,
@@ -21,9 +22,15 @@ class Operations(Submission):
     """Cancel, retry and steer runners."""
 
     def cancel_pipeline(self, pipeline_id: str, by: str | None = None) -> PipelineRow:
+        """Cancel the pipeline's running, queued and waiting jobs. As on GitHub, a waiting
+        job whose ``if:`` has a status function is decided once its needs end, in the
+        cancelled status: ``always()`` and ``cancelled()`` jobs run (cleanup on cancel),
+        ``!cancelled()`` and ``failure()`` ones are skipped."""
         for job in self.store.pipeline_jobs(pipeline_id):
-            if JobState(job.state) not in FINAL_STATES:
-                self.store.request_cancel(job.id, by or "pipeline cancel")
+            state = JobState(job.state)
+            if state in FINAL_STATES or (state is JobState.BLOCKED and _decides(job.if_expr)):
+                continue
+            self.store.request_cancel(job.id, by or "pipeline cancel")
         self.scheduler().advance(pipeline_id)
         return self.store.get_pipeline(pipeline_id)
 
@@ -113,3 +120,13 @@ class Operations(Submission):
             self.scheduler().advance(job.pipeline_id)
             job = self.get(job_id)
         return job
+
+
+def _decides(if_expr: str | None) -> bool:
+    """Whether a job's ``if:`` says itself what happens when its needs did not succeed."""
+    if not if_expr:
+        return False
+    try:
+        return expressions.uses_status_function(expressions.parse(if_expr))
+    except expressions.ExpressionError:
+        return False

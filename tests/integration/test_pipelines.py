@@ -201,6 +201,13 @@ def test_pipeline_cancel_stops_running_and_waiting_jobs(
         "name: long\non: push\njobs:\n"
         "  slow:\n    runs-on: linux\n    steps:\n      - run: sleep 60\n"
         "  after:\n    needs: slow\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
+        # As on GitHub: a cleanup job runs after a cancel, a !cancelled() one does not.
+        "  cleanup:\n    needs: slow\n    if: always()\n    runs-on: linux\n"
+        "    steps:\n      - run: echo cleaning after ${{ needs.slow.result }}\n"
+        "  on-cancel:\n    needs: after\n    if: cancelled()\n    runs-on: linux\n"
+        "    steps:\n      - run: 'true'\n"
+        "  guarded:\n    needs: slow\n    if: '!cancelled()'\n    runs-on: linux\n"
+        "    steps:\n      - run: 'true'\n"
     )
     res = harness.cli("run", str(wf), "--repo", git_server.url(), "--ref", "main", "--detach")
     assert res.returncode == 0, res.stderr
@@ -220,7 +227,15 @@ def test_pipeline_cancel_stops_running_and_waiting_jobs(
         time.sleep(0.2)
     row, jobs = pool.pipeline(pid)
     assert row.state == "cancelled"
-    assert {j.key: j.state for j in jobs} == {"slow": "cancelled", "after": "cancelled"}
+    assert {j.key: j.state for j in jobs} == {
+        "slow": "cancelled",
+        "after": "cancelled",
+        "cleanup": "succeeded",
+        "on-cancel": "succeeded",
+        "guarded": "skipped",
+    }
+    cleanup = next(j for j in jobs if j.key == "cleanup")
+    assert "cleaning after cancelled" in pool.store.read_log(cleanup.id).splitlines()
 
 
 def test_checkout_with_ref_checks_out_that_commit(
