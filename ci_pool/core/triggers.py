@@ -249,3 +249,26 @@ def bounded_payload(data: Any) -> dict[str, Any]:
     }
     kept["ci_pool_truncated"] = True
     return kept
+
+
+#: Words in the pushed head commit's message that start no pipeline (GitHub's list),
+#: compared without regard to case.
+SKIP_MARKERS = ("[skip ci]", "[ci skip]", "[no ci]", "[skip actions]", "[actions skip]")
+#: How much of a commit message is searched for them.
+SKIP_MESSAGE_CHARS = 65536
+
+
+def skip_marker(data: Any, commit: str) -> str | None:
+    """The skip marker in the message of the pushed head commit ``commit``, if any: the
+    payload's ``head_commit``, else that commit in its ``commits`` list."""
+    if not isinstance(data, dict):
+        return None
+    head = data.get("head_commit")
+    message = head.get("message") if isinstance(head, dict) else None
+    if not isinstance(message, str) and isinstance(data.get("commits"), list):
+        listed = [c for c in data["commits"] if isinstance(c, dict) and c.get("id") == commit]
+        message = listed[-1].get("message") if listed else None
+    if not isinstance(message, str):
+        return None
+    text = message[:SKIP_MESSAGE_CHARS].casefold()
+    return next((m for m in SKIP_MARKERS if m in text), None)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ci_pool.core.jsontext import json_depth
 from ci_pool.core.names import check_ref, check_repo_url, is_sha
 from ci_pool.core.policy import SecretUnavailable, Submitter, read_secret_source
-from ci_pool.core.triggers import bounded_payload, push_trigger
+from ci_pool.core.triggers import bounded_payload, push_trigger, skip_marker
 from ci_pool.core.workflow.parser import parse_workflow
 from ci_pool.core.workflow.run_context import RunFacts
 from ci_pool.defaults import MAX_JSON_DEPTH
@@ -376,6 +376,12 @@ def receive(pool: Pool, provider: Provider, headers: Mapping[str, str], body: by
     if isinstance(push, str):
         record_delivery(pool.store, provider, delivery, event)
         return HookResult(delivery, event, 202, f"ignored: {push}")
+    marker = skip_marker(data, push.commit)
+    if marker is not None:
+        record_delivery(pool.store, provider, delivery, event)
+        why = f"ignored: the message of {push.commit[:12]} says {marker}"
+        log.info("webhook %s delivery %s: %s", provider, delivery, why)
+        return HookResult(delivery, event, 202, why)
     window = pool.settings.webhook_replay_window
     record_delivery(pool.store, provider, delivery, event, push, replay_window=window)
     try:

@@ -349,6 +349,45 @@ def test_ping_deleted_branch_and_other_events(hooks: Hooks) -> None:
     assert issue.status_code == 202 and issue.json()["message"].startswith("ignored:")
 
 
+@pytest.mark.parametrize(
+    ("provider", "commit_fields"),
+    [
+        ("github", {"head_commit": {"message": "docs: typo\n\n[skip ci]"}}),
+        ("gitea", {"head_commit": {"message": "[CI SKIP] only the readme"}}),
+        ("gitea", {"commits": [{"id": "", "message": "[no ci] listed, not the head"}]}),
+    ],
+)
+def test_a_push_whose_head_commit_says_skip_ci_starts_nothing(
+    harness: Harness, hooks: Hooks, provider: str, commit_fields: dict[str, Any]
+) -> None:
+    repo = hooks.repo
+    if "commits" in commit_fields:  # the marker in the head commit's entry of the list
+        commit_fields = {"commits": [{**commit_fields["commits"][0], "id": repo.commit}]}
+    before = pipeline_count(harness)
+    res = deliver(
+        hooks, provider, push_body(repo.url, "refs/heads/main", repo.commit, **commit_fields)
+    )
+    assert res.status_code == 202, res.text
+    message = res.json()["message"]
+    assert message.startswith(f"ignored: the message of {repo.commit[:12]} says [")
+    assert res.json()["pipelines"] == []
+    assert pipeline_count(harness) == before
+
+
+def test_a_skip_marker_in_an_earlier_commit_does_not_skip_the_push(
+    harness: Harness, hooks: Hooks, linux_worker: Worker
+) -> None:
+    repo = hooks.repo
+    fields = {
+        "head_commit": {"id": repo.commit, "message": "fix the build"},
+        "commits": [{"id": "0" * 40, "message": "wip [skip ci]"}],
+    }
+    res = deliver(hooks, "gitea", push_body(repo.url, "refs/heads/main", repo.commit, **fields))
+    assert res.status_code == 202, res.text
+    assert files_of(res)[0] == [".gitea/workflows/ci.yml"]
+    assert wait_pipeline(harness, res.json()["pipelines"][0]["pipeline_id"]).state == "succeeded"
+
+
 def test_a_commit_without_workflows_starts_nothing(hooks: Hooks, git_server: GitServer) -> None:
     body = push_body(git_server.url(), "refs/heads/main", git_server.shas["app.git"])
     res = deliver(hooks, "gitea", body)

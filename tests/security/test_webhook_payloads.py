@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ci_pool.core import triggers
 from ci_pool.exceptions import InputError
 from ci_pool.service import webhooks
 from ci_pool.store.deliveries import Push
@@ -170,3 +171,41 @@ def test_a_deeply_nested_form_encoded_payload_is_an_input_error() -> None:
     payload = urlencode({"payload": "[" * 100 + "]" * 100})
     with pytest.raises(InputError, match="nested"):
         parse(payload.encode(), "application/x-www-form-urlencoded")
+
+
+# -- [skip ci] in the pushed head commit ----------------------------------------------------
+
+HEAD = "a" * 40
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [],
+        "[skip ci]",
+        {"head_commit": "[skip ci]"},
+        {"head_commit": {"message": ["[skip ci]"]}},
+        {"head_commit": {"message": 7}},
+        {"commits": "[skip ci]"},
+        {"commits": [{"id": "b" * 40, "message": "[skip ci]"}]},  # not the head commit
+        {"commits": [["[skip ci]"], {"id": HEAD, "message": None}]},
+        # Past the part of the message searched: no marker (and no time spent on the rest).
+        {"head_commit": {"message": "x" * triggers.SKIP_MESSAGE_CHARS + "[skip ci]"}},
+    ],
+)
+def test_a_payload_shaped_otherwise_skips_nothing(data: Any) -> None:
+    assert triggers.skip_marker(data, HEAD) is None
+
+
+def test_a_huge_message_is_searched_in_bounded_time() -> None:
+    message = "[skip c" * (4 << 20)  # 28 MiB of near misses
+    started = time.monotonic()
+    assert triggers.skip_marker({"head_commit": {"message": message}}, HEAD) is None
+    assert time.monotonic() - started < 5  # generous: only the first 64 KiB is read
+
+
+@pytest.mark.parametrize("marker", triggers.SKIP_MARKERS)
+def test_every_marker_in_any_case_skips(marker: str) -> None:
+    data = {"head_commit": {"message": f"chore: bump\n\n{marker.upper()}"}}
+    assert triggers.skip_marker(data, HEAD) == marker
